@@ -1,0 +1,195 @@
+//! The child side of a start: the entry hook's diversion before `main`, the bootstrap
+//! message a spawned or forkserver child receives, and the run-then-`_exit` of every child.
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::process::Signal;
+use serde::{Deserialize, Serialize};
+
+use crate::current::ParentProcess;
+use crate::forkserver::Client;
+use crate::state::{ChildIdentity, GLOBAL, Me};
+use crate::{Error, Result, fdpass, sys, wire};
+
+/// The environment variable that marks a spawned child; its value is the bootstrap fd.
+pub(crate) const BOOT_ENV: &str = "MP_BOOTSTRAP_FD";
+/// The environment variable that marks the forkserver; its value is its socket's fd.
+pub(crate) const FORKSERVER_ENV: &str = "MP_FORKSERVER_FD";
+
+/// The exit code of a child whose bootstrap failed (its message is on stderr).
+pub const BOOTSTRAP_FAILURE: i32 = 70;
+
+const MAGIC: u64 = 0x6d70_626f_6f74_0001; // "mpboot", version 1
+
+/// Everything a fresh exec of the binary needs to become the child: sent over the inherited
+/// socketpair, with the parent's pidfd and the arguments' fds beside it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Boot {
+    magic: u64,
+    /// Device and inode of the executable the parent runs.
+    exe: (u64, u64),
+    /// Offset of the entry trampoline from the start of the executable.
+    pub entry: u64,
+    /// The target's arguments, encoded with `fdpass::encode_with_fds`.
+    pub payload: Vec<u8>,
+    pub ident: ChildIdentity,
+}
+
+impl Boot {
+    pub fn new(entry: u64, payload: Vec<u8>, ident: ChildIdentity) -> Result<Boot> {
+        Ok(Boot { magic: MAGIC, exe: exe_identity()?, entry, payload, ident })
+    }
+}
+
+/// Device and inode of `/proc/self/exe`.
+pub(crate) fn exe_identity() -> Result<(u64, u64)> {
+    let st = rustix::fs::stat("/proc/self/exe").map_err(|e| Error::io("stat /proc/self/exe", e))?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Whether this process carries a bootstrap marker its entry hook did not consume.
+pub(crate) fn marker_present() -> bool {
+    std::env::var_os(BOOT_ENV).is_some() || std::env::var_os(FORKSERVER_ENV).is_some()
+}
+
+/// Called by the entry hook before `main`: a marked process becomes a child or the
+/// forkserver and never returns; any other process goes on to `main`.
+pub(crate) fn on_entry() {
+    if let Some(v) = std::env::var_os(BOOT_ENV) {
+        sys::remove_env_in_hook(BOOT_ENV);
+        let code = match v.to_str().and_then(|s| s.parse::<i32>().ok()) {
+            Some(fd) if fd == sys::BOOT_FD => run_spawned(),
+            _ => fail(&format!("bad {BOOT_ENV} value {v:?}")),
+        };
+        sys::exit_now(code);
+    }
+    if let Some(v) = std::env::var_os(FORKSERVER_ENV) {
+        sys::remove_env_in_hook(FORKSERVER_ENV);
+        let code = match v.to_str().and_then(|s| s.parse::<i32>().ok()) {
+            Some(fd) if fd == sys::BOOT_FD => crate::forkserver::serve(),
+            _ => fail(&format!("bad {FORKSERVER_ENV} value {v:?}")),
+        };
+        sys::exit_now(code);
+    }
+}
+
+/// Reports a bootstrap failure and returns its exit code.
+pub(crate) fn fail(why: &str) -> i32 {
+    let _ = writeln!(std::io::stderr(), "mp: child bootstrap failed: {why}");
+    BOOTSTRAP_FAILURE
+}
+
+/// Takes the inherited bootstrap socket, checking that it is one.
+pub(crate) fn take_boot_socket() -> std::result::Result<OwnedFd, String> {
+    let fd = sys::take_boot_fd().ok_or("descriptor 3 is not open")?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| format!("fstat of the bootstrap fd: {e}"))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Socket {
+        return Err("descriptor 3 is not a socket".into());
+    }
+    Ok(fd)
+}
+
+/// A spawned child: read the bootstrap from the inherited socket and run the target.
+fn run_spawned() -> i32 {
+    let sock = match take_boot_socket() {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let (bytes, fds) = match fdpass::recv_frame(sock.as_fd(), wire::DEFAULT_MAX_FRAME) {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return fail("the parent closed the bootstrap socket"),
+        Err(e) => return fail(&e.to_string()),
+    };
+    drop(sock);
+    let boot: Boot = match wire::decode(&bytes) {
+        Ok(b) => b,
+        Err(e) => return fail(&format!("malformed bootstrap message: {e}")),
+    };
+    sys::ignore_sigpipe();
+    let real_parent = boot.ident.parent_pid;
+    run_boot(boot, fds, real_parent, None)
+}
+
+/// Checks a bootstrap message and runs its target: shared by spawned and forkserver
+/// children. `real_parent` is the pid of the process that forked or spawned us.
+pub(crate) fn run_boot(
+    boot: Boot,
+    fds: Vec<OwnedFd>,
+    real_parent: i32,
+    forkserver: Option<Arc<Client>>,
+) -> i32 {
+    if boot.magic != MAGIC {
+        return fail("bad magic number");
+    }
+    match exe_identity() {
+        Ok(id) if id == boot.exe => {}
+        Ok(_) => return fail("the child does not run the parent's executable (inode differs)"),
+        Err(e) => return fail(&e.to_string()),
+    }
+    let Some(entry) = sys::trampoline_at(boot.entry) else {
+        return fail("the entry offset lies outside the executable's text");
+    };
+    let mut fds = fds.into_iter();
+    let parent_pidfd = fds.next().map(Arc::new);
+    let ident = boot.ident;
+    let name = ident.name.clone();
+    {
+        let mut g = GLOBAL.lock();
+        g.method = Some(ident.method);
+        g.parent = Some(ParentProcess::new(ident.parent_pid, ident.parent_name, parent_pidfd));
+        g.me = Me {
+            name: Some(ident.name),
+            identity: ident.identity,
+            daemon: ident.daemon,
+            counter: 0,
+        };
+        g.forkserver = forkserver;
+    }
+    if ident.daemon {
+        die_with_parent(real_parent);
+    }
+    let payload = boot.payload;
+    let rest: Vec<OwnedFd> = fds.collect();
+    run_child(&name, move || entry(&payload, rest))
+}
+
+/// Opens `/dev/null` as stdin, as Python does for its children.
+pub(crate) fn stdin_from_devnull() {
+    if let Ok(null) = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+    {
+        let _ = rustix::stdio::dup2_stdin(&null);
+    }
+}
+
+/// Asks for SIGKILL when the parent dies, then checks the parent did not die first.
+pub(crate) fn die_with_parent(parent: i32) {
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+    if ppid != Some(parent) {
+        let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
+        sys::exit_now(BOOTSTRAP_FAILURE);
+    }
+}
+
+/// Runs a child's target: panics print the message and a backtrace and give exit code 1;
+/// then, as Python's child bootstrap does, daemonic children are terminated and the others
+/// joined, and stdio is flushed. Returns the exit code for `_exit`.
+pub(crate) fn run_child(name: &str, target: impl FnOnce() -> i32) -> i32 {
+    let label = name.to_owned();
+    std::panic::set_hook(Box::new(move |info| {
+        let bt = std::backtrace::Backtrace::force_capture();
+        let pid = rustix::process::getpid().as_raw_nonzero().get();
+        let _ = writeln!(
+            std::io::stderr(),
+            "Process {label} (pid {pid}): {info}\nstack backtrace:\n{bt}"
+        );
+    }));
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(target)).unwrap_or(1);
+    crate::current::exit_function();
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    code
+}

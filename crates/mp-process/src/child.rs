@@ -1,0 +1,173 @@
+//! A started child as its parent tracks it: pid, pidfd and the cached exit status.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, WaitIdStatus};
+
+use crate::forkserver::Client;
+use crate::util::poll_readable;
+use crate::{Error, Result};
+
+/// Opens a pidfd for `pid`, turning "no such system call" into a clear error.
+pub(crate) fn open_pidfd(pid: Pid) -> Result<OwnedFd> {
+    rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| match e {
+        Errno::NOSYS | Errno::PERM | Errno::ACCESS => Error::PidfdUnsupported(e.into()),
+        e => Error::io("pidfd_open", e),
+    })
+}
+
+/// The exit code Python reports for a wait status: the exit status, or minus the signal.
+pub(crate) fn exit_code_of(status: &WaitIdStatus) -> i32 {
+    if let Some(code) = status.exit_status() {
+        code
+    } else if let Some(sig) = status.terminating_signal() {
+        -sig
+    } else {
+        // Neither exited nor killed cannot happen with WEXITED alone; report it as -1.
+        -1
+    }
+}
+
+/// How the parent learns a child's exit status.
+pub(crate) enum Via {
+    /// The child is ours: `waitid` on its pidfd.
+    Direct,
+    /// The forkserver is its parent and relays the status.
+    Forkserver(Arc<Client>),
+}
+
+/// A started child.
+pub(crate) struct Child {
+    pub pid: Pid,
+    pub pidfd: OwnedFd,
+    pub name: String,
+    pub daemon: bool,
+    status: Mutex<Option<i32>>,
+    via: Via,
+    abandoned: AtomicBool,
+}
+
+impl Child {
+    pub fn new(pid: Pid, pidfd: OwnedFd, name: String, daemon: bool, via: Via) -> Self {
+        Child {
+            pid,
+            pidfd,
+            name,
+            daemon,
+            status: Mutex::new(None),
+            via,
+            abandoned: AtomicBool::new(false),
+        }
+    }
+
+    /// The exit code, if known, reaping the child if it has exited; never blocks.
+    pub fn poll_status(&self) -> Result<Option<i32>> {
+        let mut status = self.status.lock();
+        if let Some(code) = *status {
+            return Ok(Some(code));
+        }
+        let code = match &self.via {
+            Via::Direct => {
+                let got = rustix::process::waitid(
+                    WaitId::PidFd(self.pidfd.as_fd()),
+                    WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+                );
+                match got {
+                    Ok(Some(s)) => Some(exit_code_of(&s)),
+                    Ok(None) => None,
+                    Err(Errno::INTR) => None,
+                    Err(e) => return Err(Error::io("waitid", e)),
+                }
+            }
+            Via::Forkserver(client) => {
+                if poll_readable(self.pidfd.as_fd(), Some(Duration::ZERO))? {
+                    // The child has exited; the server's report is on its way.
+                    client.exit_status(self.pid, None)?
+                } else {
+                    None
+                }
+            }
+        };
+        *status = code;
+        Ok(code)
+    }
+
+    /// Waits for the child to exit, up to `timeout` (`None`: for ever).
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
+        if let Some(code) = *self.status.lock() {
+            return Ok(Some(code));
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if !poll_readable(self.pidfd.as_fd(), left)? {
+                return Ok(None);
+            }
+            let code = match &self.via {
+                Via::Direct => self.poll_status()?,
+                Via::Forkserver(client) => {
+                    let mut status = self.status.lock();
+                    if status.is_none() {
+                        *status = client.exit_status(self.pid, deadline)?;
+                    }
+                    *status
+                }
+            };
+            if code.is_some() || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(code);
+            }
+        }
+    }
+
+    /// Whether the child is still running (it has not exited).
+    pub fn is_alive(&self) -> bool {
+        if self.status.lock().is_some() {
+            return false;
+        }
+        !poll_readable(self.pidfd.as_fd(), Some(Duration::ZERO)).unwrap_or(true)
+    }
+
+    /// The exit code if it is already known.
+    pub fn cached_status(&self) -> Option<i32> {
+        *self.status.lock()
+    }
+
+    /// Sends `sig` through the pidfd; a child that already exited is left alone.
+    pub fn signal(&self, sig: Signal) -> Result<()> {
+        if self.status.lock().is_some() {
+            return Ok(());
+        }
+        match rustix::process::pidfd_send_signal(self.pidfd.as_fd(), sig) {
+            Ok(()) | Err(Errno::SRCH) => Ok(()),
+            Err(e) => Err(Error::io("pidfd_send_signal", e)),
+        }
+    }
+
+    /// The pidfd, readable once the child has exited.
+    pub fn sentinel(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// Marks the child as dropped by its `Process`: the reaper owns it now.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the child's `Process` was dropped before it was joined.
+    pub fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Whether the forkserver, not this process, is the child's parent.
+    pub fn via_forkserver(&self) -> Option<&Arc<Client>> {
+        match &self.via {
+            Via::Forkserver(c) => Some(c),
+            Via::Direct => None,
+        }
+    }
+}

@@ -1,0 +1,534 @@
+//! `Process`: a child process created from a target and its arguments.
+
+use std::fmt;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use rustix::process::{Pid, Signal};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::bootstrap::{self, Boot};
+use crate::child::{Child, Via, open_pidfd};
+use crate::error::CloseError;
+use crate::method::{StartMethod, get_start_method};
+use crate::state::{ChildIdentity, GLOBAL};
+use crate::target::Target;
+use crate::{Error, Result, fdpass, launcher, sys, wire};
+
+/// What a process runs, erased: either a `fn` target with serde arguments or a capturing
+/// closure that only a fork can carry.
+pub(crate) trait Launch: Send {
+    /// Whether only `fork` can run this target.
+    fn fork_only(&self) -> bool;
+    /// Runs the target in a forked child, returning the exit code.
+    fn run_here(self: Box<Self>) -> i32;
+    /// The entry trampoline's offset and the encoded arguments, for spawn and forkserver.
+    fn encode(&self) -> Result<Encoded>;
+}
+
+/// A target ready to cross into a fresh exec of the binary.
+pub(crate) struct Encoded {
+    pub entry: u64,
+    pub payload: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+}
+
+struct FnLaunch<F, Args> {
+    target: F,
+    args: Args,
+}
+
+/// The code a spawned child jumps to: decodes the arguments and calls the target.
+fn trampoline<F, Args>(payload: &[u8], fds: Vec<OwnedFd>) -> i32
+where
+    F: Target<Args>,
+    Args: DeserializeOwned,
+{
+    match fdpass::decode_with_fds::<Args>(payload, fds) {
+        Ok(args) => sys::conjure_target::<F>().call(args),
+        Err(e) => {
+            eprintln!(
+                "mp: cannot decode the arguments of the process target ({}): {e}",
+                std::any::type_name::<Args>()
+            );
+            bootstrap::BOOTSTRAP_FAILURE
+        }
+    }
+}
+
+impl<F, Args> Launch for FnLaunch<F, Args>
+where
+    F: Target<Args>,
+    Args: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn fork_only(&self) -> bool {
+        false
+    }
+
+    fn run_here(self: Box<Self>) -> i32 {
+        let FnLaunch { target, args } = *self;
+        target.call(args)
+    }
+
+    fn encode(&self) -> Result<Encoded> {
+        let (payload, fds) = fdpass::encode_with_fds(&self.args)?;
+        Ok(Encoded { entry: sys::offset_of(trampoline::<F, Args>), payload, fds })
+    }
+}
+
+struct ClosureLaunch<C>(C);
+
+impl<C: FnOnce() + Send + 'static> Launch for ClosureLaunch<C> {
+    fn fork_only(&self) -> bool {
+        true
+    }
+
+    fn run_here(self: Box<Self>) -> i32 {
+        (self.0)();
+        0
+    }
+
+    fn encode(&self) -> Result<Encoded> {
+        Err(Error::ForkOnly)
+    }
+}
+
+/// A process: Python's `multiprocessing.Process`.
+///
+/// Created from a target and its argument tuple, configured (name, daemon, start method),
+/// then [`start`](Process::start)ed once and [`join`](Process::join)ed.
+///
+/// ```
+/// fn greet(name: String, times: u32) {
+///     for _ in 0..times {
+///         println!("hello, {name}");
+///     }
+/// }
+///
+/// # fn main() -> Result<(), mp_process::Error> {
+/// let mut p = mp_process::Process::new(greet, ("world".to_string(), 2));
+/// p.start()?;
+/// assert_eq!(p.join()?, 0);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Differences from Python's multiprocessing
+/// - The target is a `fn` item or a non-capturing closure and `args` a tuple of serde values,
+///   so the same code runs under every start method. Capturing closures go through
+///   [`Process::fork_closure`], which always forks.
+/// - [`join`](Process::join) returns the exit code; [`close`](Process::close) consumes the
+///   handle and hands it back if the process still runs.
+/// - Dropping a `Process` neither waits for nor kills the child: an unjoined child is reaped
+///   by a background thread. Python's `Process` has no destructor semantics to compare.
+pub struct Process {
+    name: String,
+    daemon: bool,
+    method: Option<StartMethod>,
+    identity: Vec<u32>,
+    launch: Option<Box<dyn Launch>>,
+    child: Option<Arc<Child>>,
+    creator: Pid,
+}
+
+/// The next child name and identity of this process (`Process-N`, `Process-N:M`).
+fn next_identity() -> (String, Vec<u32>) {
+    let mut g = GLOBAL.lock();
+    g.me.counter += 1;
+    let mut identity = g.me.identity.clone();
+    identity.push(g.me.counter);
+    let digits: Vec<String> = identity.iter().map(u32::to_string).collect();
+    (format!("Process-{}", digits.join(":")), identity)
+}
+
+impl Process {
+    fn from_launch(launch: Box<dyn Launch>) -> Process {
+        let (name, identity) = next_identity();
+        Process {
+            name,
+            daemon: false,
+            method: None,
+            identity,
+            launch: Some(launch),
+            child: None,
+            creator: rustix::process::getpid(),
+        }
+    }
+
+    /// A process that will run `target(args...)`; `args` is a tuple, as in Python
+    /// (`()` for none, `(x,)` for one).
+    ///
+    /// `target` must be a `fn` item or a closure that captures nothing (a compile-time
+    /// error otherwise): under `spawn` and `forkserver`, only its code reaches the child.
+    pub fn new<F, Args>(target: F, args: Args) -> Process
+    where
+        F: Target<Args>,
+        Args: Serialize + DeserializeOwned + Send + 'static,
+    {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0,
+                "a Process target must be a fn item or a non-capturing closure; \
+                 use Process::fork_closure for capturing closures"
+            )
+        };
+        Process::from_launch(Box::new(FnLaunch { target, args }))
+    }
+
+    /// A process that runs a capturing closure in a forked child. It always uses the `fork`
+    /// start method, whatever the default is, so `MP_START_METHOD=spawn` cannot break it;
+    /// asking for another method is an error at `start`.
+    pub fn fork_closure<C: FnOnce() + Send + 'static>(closure: C) -> Process {
+        let mut p = Process::from_launch(Box::new(ClosureLaunch(closure)));
+        p.method = Some(StartMethod::Fork);
+        p
+    }
+
+    /// Sets the name (before or after start; Python allows both).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the daemon flag (before start).
+    pub fn with_daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Uses `method` instead of the default start method.
+    pub fn with_start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Sets the name.
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.name = name.into();
+    }
+
+    /// Sets the daemon flag; an error once the process has started (Python asserts this).
+    pub fn set_daemon(&mut self, daemon: bool) -> Result<()> {
+        if self.child.is_some() {
+            return Err(Error::AlreadyStarted);
+        }
+        self.daemon = daemon;
+        Ok(())
+    }
+
+    /// The name: `Process-N` (`Process-N:M` in a child of a child) unless one was given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the process is daemonic: killed when its parent exits, even by SIGKILL, and
+    /// not allowed to start children.
+    pub fn daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// The chain of child counters that numbers this process (Python's `_identity`).
+    pub fn identity(&self) -> &[u32] {
+        &self.identity
+    }
+
+    fn check_creator(&self) -> Result<()> {
+        let me = rustix::process::getpid();
+        if me != self.creator {
+            return Err(Error::WrongProcess {
+                creator: self.creator.as_raw_nonzero().get().unsigned_abs(),
+                current: me.as_raw_nonzero().get().unsigned_abs(),
+            });
+        }
+        Ok(())
+    }
+
+    fn child(&self) -> Result<&Arc<Child>> {
+        self.check_creator()?;
+        self.child.as_ref().ok_or(Error::NotStarted)
+    }
+
+    /// Starts the process. Errors: a second call (`AlreadyStarted`), a daemonic caller
+    /// (`DaemonicChildren`), an unknown `MP_START_METHOD`, a closure under a method other
+    /// than fork, a missing entry hook, or a failing system call.
+    pub fn start(&mut self) -> Result<()> {
+        self.check_creator()?;
+        if self.child.is_some() || self.launch.is_none() {
+            return Err(Error::AlreadyStarted);
+        }
+        if bootstrap::marker_present() {
+            return Err(Error::Bootstrapping);
+        }
+        let (me_daemon, parent_name) = {
+            let g = GLOBAL.lock();
+            (g.me.daemon, g.name())
+        };
+        if me_daemon {
+            return Err(Error::DaemonicChildren);
+        }
+        let fork_only = self.launch.as_ref().is_some_and(|l| l.fork_only());
+        let method = match self.method {
+            Some(m) => m,
+            None => get_start_method()?,
+        };
+        if fork_only && method != StartMethod::Fork {
+            return Err(Error::ForkOnly);
+        }
+        if method != StartMethod::Fork && !sys::hook_ran() {
+            return Err(Error::EntryHookMissing);
+        }
+        let ident = ChildIdentity {
+            name: self.name.clone(),
+            identity: self.identity.clone(),
+            daemon: self.daemon,
+            parent_pid: rustix::process::getpid().as_raw_nonzero().get(),
+            parent_name,
+            method,
+        };
+        let child = match method {
+            StartMethod::Fork => {
+                let Some(launch) = self.launch.take() else {
+                    return Err(Error::AlreadyStarted);
+                };
+                start_fork(launch, ident)?
+            }
+            StartMethod::Spawn => {
+                let encoded = match &self.launch {
+                    Some(l) => l.encode()?,
+                    None => return Err(Error::AlreadyStarted),
+                };
+                let child = start_spawn(encoded, ident)?;
+                self.launch = None;
+                child
+            }
+            StartMethod::Forkserver => {
+                let encoded = match &self.launch {
+                    Some(l) => l.encode()?,
+                    None => return Err(Error::AlreadyStarted),
+                };
+                let child = crate::forkserver::start(encoded, ident)?;
+                self.launch = None;
+                child
+            }
+        };
+        let child = Arc::new(child);
+        GLOBAL.lock().children.push(child.clone());
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits for the process to exit and returns its exit code (see [`exitcode`]).
+    ///
+    /// [`exitcode`]: Process::exitcode
+    pub fn join(&self) -> Result<i32> {
+        let child = self.child()?;
+        match child.wait(None)? {
+            Some(code) => {
+                forget_child(child);
+                Ok(code)
+            }
+            None => Err(Error::io("join", std::io::ErrorKind::TimedOut)),
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit: `Some(exit code)` if it did, `None`
+    /// if it still runs. A zero timeout returns at once.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
+        let child = self.child()?;
+        let code = child.wait(Some(timeout))?;
+        if code.is_some() {
+            forget_child(child);
+        }
+        Ok(code)
+    }
+
+    /// Whether the process has started and not yet exited.
+    pub fn is_alive(&self) -> bool {
+        match self.child() {
+            Ok(c) => c.is_alive(),
+            Err(_) => false,
+        }
+    }
+
+    /// The process id, once started.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.pid.as_raw_nonzero().get().unsigned_abs())
+    }
+
+    /// `None` while the process runs (or before it starts), then its exit status: 0, the
+    /// code it passed to `exit`, 1 after a panic, or minus the signal that killed it.
+    pub fn exitcode(&self) -> Option<i32> {
+        let child = self.child().ok()?;
+        child.poll_status().ok().flatten()
+    }
+
+    /// Sends SIGTERM (Python's `terminate`). A process that already exited is left alone.
+    pub fn terminate(&self) -> Result<()> {
+        self.child()?.signal(Signal::TERM)
+    }
+
+    /// Sends SIGKILL (Python's `kill`).
+    pub fn kill(&self) -> Result<()> {
+        self.child()?.signal(Signal::KILL)
+    }
+
+    /// A descriptor that polls readable once the process has exited (a pidfd), for
+    /// `poll`-style loops and `wait`.
+    pub fn sentinel(&self) -> Result<BorrowedFd<'_>> {
+        Ok(self.child()?.sentinel())
+    }
+
+    /// Releases the process's resources (Python's `close`). A process that is still running
+    /// is handed back inside the error.
+    pub fn close(self) -> std::result::Result<(), CloseError> {
+        if let Some(c) = &self.child {
+            if self.check_creator().is_ok() && c.poll_status().ok().flatten().is_none() {
+                return Err(CloseError(self));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes a joined child from the registry.
+fn forget_child(child: &Arc<Child>) {
+    GLOBAL.lock().children.retain(|c| !Arc::ptr_eq(c, child));
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let Some(child) = self.child.take() else { return };
+        if rustix::process::getpid() != self.creator {
+            return;
+        }
+        match child.poll_status() {
+            Ok(Some(_)) => forget_child(&child),
+            _ => crate::reaper::abandon(&child),
+        }
+    }
+}
+
+impl fmt::Debug for Process {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("daemon", &self.daemon)
+            .field("pid", &self.pid())
+            .field("exitcode", &self.child.as_ref().and_then(|c| c.cached_status()))
+            .finish()
+    }
+}
+
+/// Forks a child for `launch`, from a thread that lives as long as the process when the
+/// child is daemonic.
+fn start_fork(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Child> {
+    let daemon = ident.daemon;
+    let name = ident.name.clone();
+    let pid = if daemon && !launcher::on_main_thread() {
+        launcher::run(move || fork_now(launch, ident))??
+    } else {
+        fork_now(launch, ident)?
+    };
+    let pidfd = open_pidfd(pid)?;
+    Ok(Child::new(pid, pidfd, name, daemon, Via::Direct))
+}
+
+/// Logs once that a process with threads other than mp's own is being forked.
+fn warn_if_threaded(own_threads: usize) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.load(Ordering::Relaxed) {
+        return;
+    }
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return };
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(1);
+    if threads > 1 + own_threads && !WARNED.swap(true, Ordering::Relaxed) {
+        log::warn!(
+            "mp: forking a process that has {threads} threads; the child has only the forking \
+             one, and locks held by the others stay locked in it (use the forkserver or spawn \
+             start method in multithreaded programs, e.g. with tokio or rayon)"
+        );
+    }
+}
+
+/// The fork itself, with the hygiene DESIGN.md asks for: stdio flushed and its locks held
+/// with mp's registry lock across the fork, so the child inherits them unlocked.
+fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
+    let own_threads = {
+        let mut g = GLOBAL.lock();
+        g.self_pidfd()?;
+        g.own_threads()
+    };
+    warn_if_threaded(own_threads);
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    let out = std::io::stdout().lock();
+    let err = std::io::stderr().lock();
+    let g = GLOBAL.lock();
+    let mut held = Some((out, err, g));
+    let mut job = Some((launch, ident));
+    let pid = sys::fork_child(&mut || {
+        let (Some((out, err, mut g)), Some((launch, ident))) = (held.take(), job.take()) else {
+            return bootstrap::BOOTSTRAP_FAILURE;
+        };
+        let daemon = ident.daemon;
+        let parent_pid = ident.parent_pid;
+        let name = ident.name.clone();
+        g.become_forked_child(ident);
+        drop(g);
+        drop(err);
+        drop(out);
+        sys::reset_signals_in_child();
+        bootstrap::stdin_from_devnull();
+        if daemon {
+            bootstrap::die_with_parent(parent_pid);
+        }
+        bootstrap::run_child(&name, move || launch.run_here())
+    });
+    drop(held);
+    pid.map_err(|e| Error::io("fork", e))
+}
+
+/// Spawns a fresh exec of this binary and sends it the target over the bootstrap socket.
+fn start_spawn(encoded: Encoded, ident: ChildIdentity) -> Result<Child> {
+    let (parent_sock, child_sock) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::io("socketpair", e))?;
+    let marker = format!("{}={}", bootstrap::BOOT_ENV, sys::BOOT_FD);
+    let daemon = ident.daemon;
+    let pid = if daemon && !launcher::on_main_thread() {
+        launcher::run(move || sys::spawn_self(child_sock.as_fd(), &marker))?
+    } else {
+        let pid = sys::spawn_self(child_sock.as_fd(), &marker);
+        drop(child_sock);
+        pid
+    }
+    .map_err(|e| Error::io("posix_spawn", e))?;
+    let pidfd = open_pidfd(pid)?;
+    let child = Child::new(pid, pidfd, ident.name.clone(), daemon, Via::Direct);
+    let parent_pidfd = GLOBAL.lock().self_pidfd()?;
+    let boot = Boot::new(encoded.entry, encoded.payload, ident)?;
+    let bytes = wire::encode(&boot)?;
+    let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(encoded.fds.len() + 1);
+    fds.push(parent_pidfd.as_fd());
+    fds.extend(encoded.fds.iter().map(|f| f.as_fd()));
+    if let Err(e) = fdpass::send_frame(parent_sock.as_fd(), &bytes, &fds, wire::DEFAULT_MAX_FRAME) {
+        // The child cannot run without its bootstrap: stop it and reap it before reporting.
+        let _ = child.signal(Signal::KILL);
+        let _ = child.wait(None);
+        return Err(e.into());
+    }
+    Ok(child)
+}

@@ -1,0 +1,109 @@
+//! The per-process registry: who this process is, its parent, its children, and mp's own
+//! helper threads. One lock guards it all; a fork holds it so the child inherits it unlocked.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::child::Child;
+use crate::current::ParentProcess;
+use crate::forkserver::Client;
+use crate::method::StartMethod;
+
+/// Who this process is.
+pub(crate) struct Me {
+    /// `None` until a child names it; the main process is `MainProcess`.
+    pub name: Option<String>,
+    /// Python's `_identity`: the chain of child counters from the main process.
+    pub identity: Vec<u32>,
+    pub daemon: bool,
+    /// The counter that numbers this process's children (`Process-N`).
+    pub counter: u32,
+}
+
+/// Everything mp knows about this process, behind [`GLOBAL`].
+pub(crate) struct Global {
+    pub method: Option<StartMethod>,
+    pub me: Me,
+    pub parent: Option<ParentProcess>,
+    pub children: Vec<Arc<Child>>,
+    /// A pidfd of this process, inherited by forked children as their parent's.
+    pub self_pidfd: Option<Arc<OwnedFd>>,
+    pub forkserver: Option<Arc<Client>>,
+    pub launcher: Option<crate::launcher::Launcher>,
+    pub reaper: Option<crate::reaper::Reaper>,
+}
+
+/// The registry of this process.
+pub(crate) static GLOBAL: Mutex<Global> = Mutex::new(Global {
+    method: None,
+    me: Me { name: None, identity: Vec::new(), daemon: false, counter: 0 },
+    parent: None,
+    children: Vec::new(),
+    self_pidfd: None,
+    forkserver: None,
+    launcher: None,
+    reaper: None,
+});
+
+impl Global {
+    /// This process's name.
+    pub fn name(&self) -> String {
+        self.me.name.clone().unwrap_or_else(|| "MainProcess".to_owned())
+    }
+
+    /// A pidfd of this process, opened once.
+    pub fn self_pidfd(&mut self) -> crate::Result<Arc<OwnedFd>> {
+        if let Some(fd) = &self.self_pidfd {
+            return Ok(fd.clone());
+        }
+        let fd = Arc::new(crate::child::open_pidfd(rustix::process::getpid())?);
+        self.self_pidfd = Some(fd.clone());
+        Ok(fd)
+    }
+
+    /// The number of threads mp itself runs in this process.
+    pub fn own_threads(&self) -> usize {
+        usize::from(self.launcher.is_some()) + usize::from(self.reaper.is_some())
+    }
+
+    /// Turns the registry inherited by a forked child into the child's own: the parent's
+    /// children, helper threads and forkserver connection are not the child's.
+    pub fn become_forked_child(&mut self, child: ChildIdentity) {
+        let parent_pidfd = self.self_pidfd.take();
+        self.parent = Some(ParentProcess::new(child.parent_pid, child.parent_name, parent_pidfd));
+        self.me = Me {
+            name: Some(child.name),
+            identity: child.identity,
+            daemon: child.daemon,
+            counter: 0,
+        };
+        // The siblings' handles stay with whoever holds them; they are not this child's.
+        self.children.clear();
+        if let Some(client) = self.forkserver.take() {
+            // The client's other owners are threads of the parent that do not exist here.
+            let fd = client.raw_fd();
+            crate::sys::forget_and_close(client, fd);
+        }
+        if let Some(l) = self.launcher.take() {
+            std::mem::forget(l);
+        }
+        if let Some(r) = self.reaper.take() {
+            // The reaper thread, which shares its eventfd, does not exist here.
+            let fd = r.raw_fd();
+            crate::sys::forget_and_close(r, fd);
+        }
+    }
+}
+
+/// What a child is told about itself and its parent.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ChildIdentity {
+    pub name: String,
+    pub identity: Vec<u32>,
+    pub daemon: bool,
+    pub parent_pid: i32,
+    pub parent_name: String,
+    pub method: StartMethod,
+}

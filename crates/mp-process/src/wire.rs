@@ -1,0 +1,461 @@
+//! The one framing used on every byte stream in mp: postcard payloads behind a 4-byte length.
+//!
+//! A frame is a little-endian `u32` payload length followed by that many payload bytes.
+//! Payloads are [postcard] encodings of serde values. The reader checks the announced
+//! length against a caller-chosen maximum before it allocates anything, so a hostile or
+//! corrupted peer cannot make it reserve more memory than the limit allows.
+//!
+//! Sockets that also carry file descriptors use the related 8-byte header of
+//! [`crate::fdpass`], which shares [`WireError`] with this module.
+
+use std::fmt;
+use std::io::{self, ErrorKind, Read, Write};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The default upper bound on the payload of one frame: 64 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// The size in bytes of the length header that precedes every frame's payload.
+const HEADER_LEN: usize = 4;
+
+/// Everything that can go wrong while encoding, decoding, sending or receiving frames.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The underlying stream or socket failed.
+    Io(io::Error),
+    /// A payload, announced or actual, is larger than the allowed maximum.
+    Oversized {
+        /// The length of the payload in bytes.
+        len: u64,
+        /// The maximum the caller allowed.
+        max: usize,
+    },
+    /// The stream ended in the middle of a frame.
+    Truncated {
+        /// How many bytes of the frame were needed up to the point of failure.
+        expected: usize,
+        /// How many bytes of the frame actually arrived.
+        got: usize,
+    },
+    /// A value could not be serialised.
+    Encode(postcard::Error),
+    /// A payload could not be deserialised into the requested type.
+    Decode(postcard::Error),
+    /// Decoding succeeded but left bytes of the payload unread.
+    TrailingBytes {
+        /// How many bytes were left over.
+        extra: usize,
+    },
+    /// More file descriptors were attached to one frame than a frame can carry.
+    TooManyFds {
+        /// How many descriptors were attached or announced.
+        count: usize,
+        /// The most one frame can carry.
+        max: usize,
+    },
+    /// The descriptors received differ from the number the frame header announced,
+    /// or the kernel had to drop some of them (`MSG_CTRUNC`).
+    FdCountMismatch {
+        /// How many descriptors the header announced.
+        announced: usize,
+        /// How many descriptors actually arrived.
+        received: usize,
+    },
+    /// A decoded descriptor index refers to no received descriptor, or to one already taken.
+    MissingFd {
+        /// The index found in the payload.
+        index: u32,
+    },
+    /// A value holding a file descriptor was serialised or deserialised outside
+    /// `fdpass::encode_with_fds` or `fdpass::decode_with_fds`.
+    NoFdContext,
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "I/O error on the wire: {e}"),
+            Self::Oversized { len, max } => {
+                write!(f, "frame payload of {len} bytes exceeds the maximum of {max} bytes")
+            }
+            Self::Truncated { expected, got } => {
+                write!(f, "stream ended inside a frame: expected {expected} bytes but got {got}")
+            }
+            Self::Encode(e) => write!(f, "could not encode value: {e}"),
+            Self::Decode(e) => write!(f, "could not decode value: {e}"),
+            Self::TrailingBytes { extra } => {
+                write!(f, "decoded value left {extra} trailing bytes in the payload")
+            }
+            Self::TooManyFds { count, max } => write!(
+                f,
+                "{count} file descriptors attached to one frame, but at most {max} are allowed"
+            ),
+            Self::FdCountMismatch { announced, received } => write!(
+                f,
+                "frame announced {announced} file descriptors but {received} arrived \
+                 (ancillary data missing or truncated)"
+            ),
+            Self::MissingFd { index } => write!(
+                f,
+                "decoded file descriptor index {index} has no received descriptor \
+                 (out of range or already taken)"
+            ),
+            Self::NoFdContext => f.write_str(
+                "file descriptors can only be serialised or deserialised through mp's \
+                 fd-carrying encoder (fdpass::encode_with_fds / fdpass::decode_with_fds)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WireError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            Self::Encode(e) | Self::Decode(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for WireError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<rustix::io::Errno> for WireError {
+    fn from(e: rustix::io::Errno) -> Self {
+        Self::Io(e.into())
+    }
+}
+
+/// Serialises `value` to postcard bytes, without any frame header.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WireError> {
+    postcard::to_stdvec(value).map_err(WireError::Encode)
+}
+
+/// Deserialises a value from postcard bytes, failing if any bytes are left unread.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(WireError::Decode)?;
+    if rest.is_empty() { Ok(value) } else { Err(WireError::TrailingBytes { extra: rest.len() }) }
+}
+
+/// Returns the 4-byte header for a payload of `len` bytes, or `Oversized`.
+fn header_for(len: usize, max: usize) -> Result<[u8; HEADER_LEN], WireError> {
+    let oversized = || WireError::Oversized { len: u64::try_from(len).unwrap_or(u64::MAX), max };
+    if len > max {
+        return Err(oversized());
+    }
+    let len32 = u32::try_from(len).map_err(|_| oversized())?;
+    Ok(len32.to_le_bytes())
+}
+
+/// Serialises `value` into one complete frame (header and payload) in a single buffer.
+///
+/// The payload is encoded directly after a placeholder header, which is then patched
+/// with the real length, so the bytes are never copied a second time.
+pub fn encode_frame<T: Serialize + ?Sized>(value: &T, max: usize) -> Result<Vec<u8>, WireError> {
+    let buf = vec![0u8; HEADER_LEN];
+    let mut buf = postcard::to_extend(value, buf).map_err(WireError::Encode)?;
+    let payload_len = buf.len().saturating_sub(HEADER_LEN);
+    let header = header_for(payload_len, max)?;
+    if let Some(slot) = buf.get_mut(..HEADER_LEN) {
+        slot.copy_from_slice(&header);
+    }
+    Ok(buf)
+}
+
+/// Writes one frame carrying `payload` to `w`.
+///
+/// Fails with `Oversized` if the payload is longer than `max` or than `u32::MAX`.
+/// The header and payload are written with `write_all`, which retries interruptions.
+pub fn write_frame<W: Write>(w: &mut W, payload: &[u8], max: usize) -> Result<(), WireError> {
+    let header = header_for(payload.len(), max)?;
+    w.write_all(&header)?;
+    w.write_all(payload)?;
+    Ok(())
+}
+
+/// Reads into `buf` until it is full or the stream ends, retrying interruptions.
+///
+/// Returns how many bytes were read; fewer than `buf.len()` means end of stream.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while let Some(rest) = buf.get_mut(filled..) {
+        if rest.is_empty() {
+            break;
+        }
+        match r.read(rest) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Reads one frame from `r` and returns its payload.
+///
+/// Returns `Ok(None)` if the stream ends cleanly before the first header byte, and
+/// `Truncated` if it ends anywhere inside a frame. The announced length is checked
+/// against `max` before any memory is reserved for the payload, and the buffer only
+/// grows as bytes actually arrive.
+pub fn read_frame<R: Read>(r: &mut R, max: usize) -> Result<Option<Vec<u8>>, WireError> {
+    let mut header = [0u8; HEADER_LEN];
+    let got = read_full(r, &mut header)?;
+    if got == 0 {
+        return Ok(None);
+    }
+    if got < HEADER_LEN {
+        return Err(WireError::Truncated { expected: HEADER_LEN, got });
+    }
+    let announced = u32::from_le_bytes(header);
+    let len = match usize::try_from(announced) {
+        Ok(len) if len <= max => len,
+        _ => {
+            return Err(WireError::Oversized { len: u64::from(announced), max });
+        }
+    };
+    let mut payload = Vec::with_capacity(len.min(64 * 1024));
+    r.by_ref().take(u64::from(announced)).read_to_end(&mut payload)?;
+    if payload.len() < len {
+        return Err(WireError::Truncated {
+            expected: HEADER_LEN.saturating_add(len),
+            got: HEADER_LEN.saturating_add(payload.len()),
+        });
+    }
+    Ok(Some(payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde::Deserialize;
+    use std::io::Cursor;
+
+    /// A non-recursive message type used by the round-trip and fuzz tests.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Msg {
+        Ping,
+        Text(String),
+        Blob(Vec<u8>),
+        Pair { a: u64, b: i32 },
+        Opt(Option<(u8, String)>),
+        List(Vec<u32>),
+        Float(f64),
+    }
+
+    fn roundtrip<T>(value: &T)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + fmt::Debug,
+    {
+        let frame = encode_frame(value, DEFAULT_MAX_FRAME).unwrap();
+        let mut cursor = Cursor::new(frame.clone());
+        let payload = read_frame(&mut cursor, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        assert_eq!(payload, encode(value).unwrap());
+        assert_eq!(&decode::<T>(&payload).unwrap(), value);
+        assert!(read_frame(&mut cursor, DEFAULT_MAX_FRAME).unwrap().is_none());
+
+        let mut written = Vec::new();
+        write_frame(&mut written, &payload, DEFAULT_MAX_FRAME).unwrap();
+        assert_eq!(written, frame);
+    }
+
+    #[test]
+    fn roundtrips_of_several_types() {
+        roundtrip(&());
+        roundtrip(&0u8);
+        roundtrip(&u64::MAX);
+        roundtrip(&-5i64);
+        roundtrip(&String::from("hello, wire"));
+        roundtrip(&vec![1u32, 2, 3]);
+        roundtrip(&(1u8, String::from("x"), Some(2.5f64)));
+        roundtrip(&Msg::Ping);
+        roundtrip(&Msg::Pair { a: 7, b: -7 });
+        roundtrip(&Msg::Opt(Some((3, "three".into()))));
+        roundtrip(&Msg::Blob(vec![0xAB; 100_000]));
+    }
+
+    #[test]
+    fn empty_payload_is_a_real_frame() {
+        let frame = encode_frame(&(), 16).unwrap();
+        assert_eq!(frame, vec![0, 0, 0, 0]);
+        let mut cursor = Cursor::new(frame);
+        assert_eq!(read_frame(&mut cursor, 16).unwrap(), Some(Vec::new()));
+        assert_eq!(read_frame(&mut cursor, 16).unwrap(), None);
+    }
+
+    #[test]
+    fn several_frames_in_a_row() {
+        let mut stream = Vec::new();
+        for i in 0..10u32 {
+            write_frame(&mut stream, &encode(&i).unwrap(), 64).unwrap();
+        }
+        let mut cursor = Cursor::new(stream);
+        for i in 0..10u32 {
+            let payload = read_frame(&mut cursor, 64).unwrap().unwrap();
+            assert_eq!(decode::<u32>(&payload).unwrap(), i);
+        }
+        assert!(read_frame(&mut cursor, 64).unwrap().is_none());
+    }
+
+    #[test]
+    fn truncation_at_every_offset() {
+        let frame = encode_frame(&Msg::Text("truncate me".into()), 1024).unwrap();
+        for cut in 0..frame.len() {
+            let mut cursor = Cursor::new(&frame[..cut]);
+            match read_frame(&mut cursor, 1024) {
+                Ok(None) => assert_eq!(cut, 0),
+                Err(WireError::Truncated { expected, got }) => {
+                    assert!(cut > 0);
+                    assert_eq!(got, cut);
+                    assert!(expected > got);
+                }
+                other => panic!("cut at {cut}: unexpected {other:?}"),
+            }
+        }
+        let mut cursor = Cursor::new(&frame[..]);
+        assert!(read_frame(&mut cursor, 1024).unwrap().is_some());
+    }
+
+    #[test]
+    fn oversized_announcement_is_rejected_before_allocating() {
+        // Only the header is present: if the reader trusted the length it would
+        // either try to reserve 4 GiB or report truncation, not `Oversized`.
+        let header = u32::MAX.to_le_bytes();
+        let mut cursor = Cursor::new(header);
+        match read_frame(&mut cursor, DEFAULT_MAX_FRAME) {
+            Err(WireError::Oversized { len, max }) => {
+                assert_eq!(len, u64::from(u32::MAX));
+                assert_eq!(max, DEFAULT_MAX_FRAME);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut cursor = Cursor::new(11u32.to_le_bytes());
+        assert!(matches!(
+            read_frame(&mut cursor, 10),
+            Err(WireError::Oversized { len: 11, max: 10 })
+        ));
+    }
+
+    #[test]
+    fn oversized_on_write() {
+        let mut out = Vec::new();
+        assert!(matches!(
+            write_frame(&mut out, &[0u8; 11], 10),
+            Err(WireError::Oversized { len: 11, max: 10 })
+        ));
+        assert!(out.is_empty());
+        assert!(matches!(
+            encode_frame(&"0123456789ab", 10),
+            Err(WireError::Oversized { len: 13, max: 10 })
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_are_an_error() {
+        let mut bytes = encode(&7u32).unwrap();
+        bytes.extend_from_slice(&[1, 2, 3]);
+        assert!(matches!(decode::<u32>(&bytes), Err(WireError::TrailingBytes { extra: 3 })));
+    }
+
+    #[test]
+    fn errors_display_and_chain() {
+        let e = WireError::from(io::Error::other("boom"));
+        assert!(e.to_string().contains("boom"));
+        assert!(std::error::Error::source(&e).is_some());
+        let e = WireError::from(rustix::io::Errno::PIPE);
+        assert!(matches!(e, WireError::Io(_)));
+        let e = decode::<String>(&[5, b'a']).unwrap_err();
+        assert!(matches!(e, WireError::Decode(_)));
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(WireError::NoFdContext.to_string().contains("fd-carrying"));
+    }
+
+    /// A reader that fails with `Interrupted` before every successful read.
+    struct Interrupting<R> {
+        inner: R,
+        flip: bool,
+    }
+
+    impl<R: Read> Read for Interrupting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.flip = !self.flip;
+            if self.flip {
+                return Err(ErrorKind::Interrupted.into());
+            }
+            let n = buf.len().min(1);
+            self.inner.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn interrupted_reads_are_retried() {
+        let frame = encode_frame(&Msg::List(vec![1, 2, 3]), 64).unwrap();
+        let mut r = Interrupting { inner: Cursor::new(frame), flip: false };
+        let payload = read_frame(&mut r, 64).unwrap().unwrap();
+        assert_eq!(decode::<Msg>(&payload).unwrap(), Msg::List(vec![1, 2, 3]));
+        assert!(read_frame(&mut r, 64).unwrap().is_none());
+    }
+
+    fn msg_strategy() -> impl Strategy<Value = Msg> {
+        prop_oneof![
+            Just(Msg::Ping),
+            ".{0,20}".prop_map(Msg::Text),
+            proptest::collection::vec(any::<u8>(), 0..64).prop_map(Msg::Blob),
+            (any::<u64>(), any::<i32>()).prop_map(|(a, b)| Msg::Pair { a, b }),
+            proptest::option::of((any::<u8>(), ".{0,8}")).prop_map(Msg::Opt),
+            proptest::collection::vec(any::<u32>(), 0..16).prop_map(Msg::List),
+            any::<f64>()
+                .prop_filter("NaN never equals itself", |f| !f.is_nan())
+                .prop_map(Msg::Float),
+        ]
+    }
+
+    /// Feeds arbitrary bytes through the whole receive path; only errors may come out.
+    fn read_and_decode(bytes: &[u8]) {
+        let mut cursor = Cursor::new(bytes);
+        while let Ok(Some(payload)) = read_frame(&mut cursor, 4096) {
+            let _ = decode::<Msg>(&payload);
+        }
+        let _ = decode::<Msg>(bytes);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            read_and_decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_frames_never_panic(
+            msg in msg_strategy(),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+            cut in any::<usize>(),
+        ) {
+            let mut frame = encode_frame(&msg, 4096).unwrap();
+            let len = frame.len();
+            for (at, byte) in flips {
+                frame[at % len] ^= byte;
+            }
+            frame.truncate(cut % (len + 1));
+            read_and_decode(&frame);
+        }
+
+        #[test]
+        fn valid_frames_roundtrip(msg in msg_strategy()) {
+            let frame = encode_frame(&msg, 4096).unwrap();
+            let mut cursor = Cursor::new(frame);
+            let payload = read_frame(&mut cursor, 4096).unwrap().unwrap();
+            prop_assert_eq!(decode::<Msg>(&payload).unwrap(), msg);
+        }
+    }
+}
