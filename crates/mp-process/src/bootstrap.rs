@@ -193,3 +193,117 @@ pub(crate) fn run_child(name: &str, target: impl FnOnce() -> i32) -> i32 {
     let _ = std::io::stderr().flush();
     code
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::child::{Child, Via, open_pidfd};
+    use crate::method::StartMethod;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+
+    fn ident() -> ChildIdentity {
+        ChildIdentity {
+            name: "Process-forged".into(),
+            identity: vec![1],
+            daemon: false,
+            parent_pid: rustix::process::getpid().as_raw_nonzero().get(),
+            parent_name: "MainProcess".into(),
+            method: StartMethod::Spawn,
+        }
+    }
+
+    /// Spawns a bootstrapped child and feeds it `write` on its bootstrap socket; returns
+    /// its exit code.
+    fn spawn_with(write: impl FnOnce(BorrowedFd<'_>)) -> i32 {
+        let (mine, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let marker = format!("{BOOT_ENV}={}", sys::BOOT_FD);
+        let pid = sys::spawn_self(theirs.as_fd(), &marker).unwrap();
+        drop(theirs);
+        let child = Child::new(pid, open_pidfd(pid).unwrap(), "raw".into(), false, Via::Direct);
+        write(mine.as_fd());
+        drop(mine);
+        child.wait(None).unwrap().unwrap()
+    }
+
+    use std::os::fd::BorrowedFd;
+
+    fn send_boot(sock: BorrowedFd<'_>, boot: &Boot) {
+        let bytes = wire::encode(boot).unwrap();
+        let me = crate::child::open_pidfd(rustix::process::getpid()).unwrap();
+        fdpass::send_frame(sock, &bytes, &[me.as_fd()], wire::DEFAULT_MAX_FRAME).unwrap();
+    }
+
+    #[test]
+    fn offsets_outside_the_text_are_rejected() {
+        let (start, end) = sys::text_range();
+        assert!(start < end);
+        assert!(sys::trampoline_at(u64::MAX).is_none());
+        assert!(sys::trampoline_at((end - start) as u64).is_none());
+        assert!(sys::trampoline_at((end - start) as u64 + 4096).is_none());
+        assert!(sys::trampoline_at((end - start - 1) as u64).is_some());
+    }
+
+    #[test]
+    fn a_forged_entry_offset_is_refused_by_the_child() {
+        let (start, end) = sys::text_range();
+        let mut boot = Boot::new(0, Vec::new(), ident()).unwrap();
+        boot.entry = (end - start) as u64 + 16;
+        assert_eq!(spawn_with(|s| send_boot(s, &boot)), BOOTSTRAP_FAILURE);
+    }
+
+    #[test]
+    fn another_executable_is_refused_by_the_child() {
+        let mut boot = Boot::new(0, Vec::new(), ident()).unwrap();
+        boot.exe = (0, 0);
+        assert_eq!(spawn_with(|s| send_boot(s, &boot)), BOOTSTRAP_FAILURE);
+    }
+
+    #[test]
+    fn a_bad_magic_number_is_refused_by_the_child() {
+        let mut boot = Boot::new(0, Vec::new(), ident()).unwrap();
+        boot.magic ^= 1;
+        assert_eq!(spawn_with(|s| send_boot(s, &boot)), BOOTSTRAP_FAILURE);
+    }
+
+    #[test]
+    fn garbage_and_truncated_bootstrap_frames_are_refused() {
+        let garbage = |s: BorrowedFd<'_>| {
+            fdpass::send_frame(s, &[0xff; 64], &[], wire::DEFAULT_MAX_FRAME).unwrap();
+        };
+        assert_eq!(spawn_with(garbage), BOOTSTRAP_FAILURE);
+        let truncated = |s: BorrowedFd<'_>| {
+            let mut header = [0u8; 8];
+            header[..4].copy_from_slice(&100u32.to_le_bytes());
+            rustix::io::write(s, &header).unwrap();
+            rustix::io::write(s, &[1u8; 10]).unwrap();
+        };
+        assert_eq!(spawn_with(truncated), BOOTSTRAP_FAILURE);
+        let oversized = |s: BorrowedFd<'_>| {
+            let mut header = [0u8; 8];
+            header[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+            rustix::io::write(s, &header).unwrap();
+        };
+        assert_eq!(spawn_with(oversized), BOOTSTRAP_FAILURE);
+        assert_eq!(spawn_with(|_| {}), BOOTSTRAP_FAILURE, "EOF before any bootstrap");
+    }
+
+    #[test]
+    fn a_missing_entry_hook_is_a_clear_error() {
+        assert!(crate::init().is_ok());
+        sys::set_hook_ran_for_test(false);
+        let err = crate::init().unwrap_err();
+        assert!(matches!(err, Error::EntryHookMissing));
+        assert!(err.to_string().contains("entry hook"));
+        let mut p = crate::Process::new(|| {}, ()).with_start_method(StartMethod::Spawn);
+        assert!(matches!(p.start(), Err(Error::EntryHookMissing)));
+        let mut p = crate::Process::new(|| {}, ()).with_start_method(StartMethod::Forkserver);
+        assert!(matches!(p.start(), Err(Error::EntryHookMissing)));
+        sys::set_hook_ran_for_test(true);
+    }
+}

@@ -130,7 +130,8 @@ pub struct Process {
     daemon: bool,
     method: Option<StartMethod>,
     identity: Vec<u32>,
-    launch: Option<Box<dyn Launch>>,
+    /// Behind a lock only so that `Process` is `Sync`: it is reached through `&mut self`.
+    launch: parking_lot::Mutex<Option<Box<dyn Launch>>>,
     child: Option<Arc<Child>>,
     creator: Pid,
 }
@@ -153,7 +154,7 @@ impl Process {
             daemon: false,
             method: None,
             identity,
-            launch: Some(launch),
+            launch: parking_lot::Mutex::new(Some(launch)),
             child: None,
             creator: rustix::process::getpid(),
         }
@@ -257,7 +258,7 @@ impl Process {
     /// than fork, a missing entry hook, or a failing system call.
     pub fn start(&mut self) -> Result<()> {
         self.check_creator()?;
-        if self.child.is_some() || self.launch.is_none() {
+        if self.child.is_some() || self.launch.get_mut().is_none() {
             return Err(Error::AlreadyStarted);
         }
         if bootstrap::marker_present() {
@@ -270,7 +271,7 @@ impl Process {
         if me_daemon {
             return Err(Error::DaemonicChildren);
         }
-        let fork_only = self.launch.as_ref().is_some_and(|l| l.fork_only());
+        let fork_only = self.launch.get_mut().as_ref().is_some_and(|l| l.fork_only());
         let method = match self.method {
             Some(m) => m,
             None => get_start_method()?,
@@ -291,27 +292,27 @@ impl Process {
         };
         let child = match method {
             StartMethod::Fork => {
-                let Some(launch) = self.launch.take() else {
+                let Some(launch) = self.launch.get_mut().take() else {
                     return Err(Error::AlreadyStarted);
                 };
                 start_fork(launch, ident)?
             }
             StartMethod::Spawn => {
-                let encoded = match &self.launch {
+                let encoded = match self.launch.get_mut() {
                     Some(l) => l.encode()?,
                     None => return Err(Error::AlreadyStarted),
                 };
                 let child = start_spawn(encoded, ident)?;
-                self.launch = None;
+                *self.launch.get_mut() = None;
                 child
             }
             StartMethod::Forkserver => {
-                let encoded = match &self.launch {
+                let encoded = match self.launch.get_mut() {
                     Some(l) => l.encode()?,
                     None => return Err(Error::AlreadyStarted),
                 };
                 let child = crate::forkserver::start(encoded, ident)?;
-                self.launch = None;
+                *self.launch.get_mut() = None;
                 child
             }
         };

@@ -43,10 +43,10 @@ pub(crate) fn hook_ran() -> bool {
     HOOK_RAN.load(Ordering::Relaxed)
 }
 
-/// Marks the hook as not having run, to test the error paths that depend on it.
+/// Pretends the hook did or did not run, to test the error paths that depend on it.
 #[cfg(test)]
-pub(crate) fn forget_hook_for_test() {
-    HOOK_RAN.store(false, Ordering::Relaxed);
+pub(crate) fn set_hook_ran_for_test(ran: bool) {
+    HOOK_RAN.store(ran, Ordering::Relaxed);
 }
 
 /// Removes the bootstrap marker variable from the environment.

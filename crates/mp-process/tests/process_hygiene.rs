@@ -1,0 +1,123 @@
+//! What a child inherits and what it does not: stdin is `/dev/null`, the signal mask is
+//! empty, buffered output is not duplicated by a fork, and descriptors cross into children
+//! (as arguments) and into running processes (over a socket, beside the bytes).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::process::Command;
+
+use common::*;
+use mp_process::fdpass::{self, PassFd};
+use mp_process::{Process, wire};
+
+fn stdin_report(out: PassFd) {
+    let st = rustix::fs::fstat(rustix::stdio::stdin()).expect("fstat stdin");
+    let null = rustix::fs::stat("/dev/null").expect("stat /dev/null");
+    let mut buf = [0u8; 1];
+    let n = std::io::stdin().read(&mut buf).unwrap_or(99);
+    send_text(out, &format!("{}|{}", st.st_rdev == null.st_rdev, n));
+}
+
+#[test]
+fn stdin_is_dev_null() {
+    let (r, w) = pipe();
+    let mut p = Process::new(stdin_report, (PassFd(w),));
+    p.start().unwrap();
+    assert_eq!(read_all(r), "true|0");
+    assert_eq!(p.join().unwrap(), 0);
+}
+
+fn mask_report(out: PassFd) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let blocked = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap().trim();
+    send_text(out, blocked);
+}
+
+#[test]
+fn the_signal_mask_is_reset_in_the_child() {
+    // Block SIGUSR1 and SIGTERM in this thread, as a program with a signal thread would.
+    // SAFETY: a local, initialised sigset; blocking signals in the calling thread only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let (r, w) = pipe();
+    let mut p = Process::new(mask_report, (PassFd(w),));
+    p.start().unwrap();
+    assert_eq!(read_all(r), "0000000000000000");
+    assert_eq!(p.join().unwrap(), 0);
+}
+
+fn write_bytes(out: PassFd, text: String) {
+    send_text(out, &text);
+}
+
+#[test]
+fn a_descriptor_crosses_into_a_child_as_an_argument() {
+    let (r, w) = pipe();
+    let mut p = Process::new(write_bytes, (PassFd(w), "through the pipe".to_string()));
+    p.start().unwrap();
+    assert_eq!(read_all(r), "through the pipe");
+    assert_eq!(p.join().unwrap(), 0);
+}
+
+/// A running child receives a pipe's write end over its socket, long after it started.
+fn receive_and_write(sock: PassFd) {
+    let got: Option<(String, PassFd)> =
+        fdpass::recv_value(sock.as_fd(), wire::DEFAULT_MAX_FRAME).expect("receive");
+    let (text, fd) = got.expect("a message before EOF");
+    send_text(fd, &text);
+}
+
+#[test]
+fn a_descriptor_crosses_into_a_running_process() {
+    let (mine, theirs) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let mut p = Process::new(receive_and_write, (PassFd(theirs),));
+    p.start().unwrap();
+    // The pipe exists only now, after the child started.
+    let (r, w) = pipe();
+    let msg = ("sent to a running process".to_string(), PassFd(w));
+    fdpass::send_value(mine.as_fd(), &msg, wire::DEFAULT_MAX_FRAME).unwrap();
+    drop(msg);
+    assert_eq!(read_all(r), "sent to a running process");
+    assert_eq!(p.join().unwrap(), 0);
+}
+
+const MARKER: &str = "partial-line-before-fork";
+
+#[test]
+#[ignore = "helper: run by output_is_not_duplicated_by_fork in a process of its own"]
+fn output_helper() {
+    if std::env::var_os("MP_TEST_OUTPUT_HELPER").is_none() {
+        return;
+    }
+    print!("{MARKER}");
+    let mut p = Process::new(|| {}, ());
+    p.start().unwrap();
+    p.join().unwrap();
+    println!();
+    std::io::stdout().flush().unwrap();
+}
+
+#[test]
+fn output_is_not_duplicated_by_fork() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "output_helper", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("MP_TEST_OUTPUT_HELPER", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches(MARKER).count(), 1, "stdout was:\n{stdout}");
+}
