@@ -1,0 +1,58 @@
+//! `mp-bench`: one benchmark measurement per process, for `cargo xtask bench`.
+//!
+//! `mp-bench <row> <side>` runs one row on one side, `mp` or `floor`, and prints exactly one line
+//! on stdout, `RESULT <value> <unit> <peak_rss_kib>`: the per-operation figure and the peak
+//! resident set of this process (`VmHWM`). `mp-bench exit-now` returns at once: the exec floor
+//! starts it. The rows are in `rows.rs`; the CPython side is `bench/python/bench.py`.
+
+mod floor;
+mod measure;
+mod rows;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> ExitCode {
+    // This must stay the very first thing: the exec floor times starting this binary and ending it.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "exit-now") {
+        return ExitCode::SUCCESS;
+    }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("mp-bench: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    // Every side starts the same way, so that both run at the same resident size.
+    let _guard = mp::init().context("mp::init")?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [row, side] = args.as_slice() else {
+        bail!("usage: mp-bench <row> <mp|floor> (rows: {})", rows::names().join(", "));
+    };
+    let side = match side.as_str() {
+        "mp" => rows::Side::Mp,
+        "floor" => rows::Side::Floor,
+        other => bail!("unknown side `{other}`: mp or floor"),
+    };
+    let figure = rows::run(row, side)?;
+    let rss = peak_rss_kib()?;
+    println!("RESULT {} {} {rss}", figure.value, figure.unit);
+    Ok(())
+}
+
+/// The peak resident set of this process in KiB, `VmHWM` in /proc/self/status.
+fn peak_rss_kib() -> Result<u64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("no VmHWM in /proc/self/status")?;
+    let kib = line.trim().trim_end_matches("kB").trim();
+    kib.parse().with_context(|| format!("bad VmHWM `{line}`"))
+}

@@ -1,0 +1,251 @@
+//! `cargo xtask bench`: runs the rows of [`crate::rows::ROWS`], every measurement in a fresh
+//! process, alternating mp, CPython and the floor, and prints one markdown table.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::rows::{ROWS, Row};
+use crate::table::{self, Results, Sample, Side};
+use crate::{cargo, indented, proc, root, target_dir};
+
+/// How long one measurement may take before it is killed and counted as failed.
+const TIME_LIMIT: Duration = Duration::from_secs(300);
+
+/// The environment variable through which the programs learn the least timed work per run.
+const MIN_TIME_VAR: &str = "MP_BENCH_MIN_TIME";
+
+/// The options of `cargo xtask bench`.
+#[derive(Debug)]
+struct Options {
+    rounds: usize,
+    min_time: Option<String>,
+    rows: Vec<Row>,
+}
+
+fn parse_options(args: &[String]) -> Result<Options> {
+    let mut options = Options { rounds: 5, min_time: None, rows: Vec::new() };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--rounds" => {
+                let n = args.next().context("`--rounds` needs a number")?;
+                options.rounds = n
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .context("`--rounds` needs a positive number")?;
+            }
+            "--min-time" => {
+                let t = args.next().context("`--min-time` needs a number of seconds")?;
+                ensure!(
+                    t.parse::<f64>().is_ok_and(|t| t > 0.0),
+                    "`--min-time` needs a positive number of seconds"
+                );
+                options.min_time = Some(t.clone());
+            }
+            name if name.starts_with('-') => {
+                bail!("unknown option `{name}` for `cargo xtask bench`")
+            }
+            name => match ROWS.iter().find(|r| r.name == name) {
+                Some(row) => options.rows.push(*row),
+                None => {
+                    let known: Vec<&str> = ROWS.iter().map(|r| r.name).collect();
+                    bail!("unknown row `{name}` (rows: {})", known.join(", "));
+                }
+            },
+        }
+    }
+    if options.rows.is_empty() {
+        options.rows = ROWS.to_vec();
+    }
+    Ok(options)
+}
+
+/// The three sides of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Mp,
+    Cpython,
+    Floor,
+}
+
+impl Which {
+    fn name(self) -> &'static str {
+        match self {
+            Which::Mp => "mp",
+            Which::Cpython => "CPython",
+            Which::Floor => "floor",
+        }
+    }
+}
+
+/// Parses the one `RESULT <value> <unit> <peak_rss_kib>` line of a run's standard output.
+fn parse_result(stdout: &str) -> Result<Sample> {
+    let results: Vec<&str> = stdout.lines().filter(|l| l.starts_with("RESULT ")).collect();
+    ensure!(results.len() == 1, "expected one RESULT line on stdout, got {}", results.len());
+    let fields: Vec<&str> = results[0].split_whitespace().collect();
+    let [_, value, unit, rss] = fields.as_slice() else {
+        bail!("expected `RESULT <value> <unit> <peak_rss_kib>`, got `{}`", results[0]);
+    };
+    let value: f64 = value.parse().with_context(|| format!("bad value `{value}`"))?;
+    ensure!(value.is_finite() && value >= 0.0, "bad value `{value}`");
+    let rss_kib = rss.parse().with_context(|| format!("bad peak RSS `{rss}`"))?;
+    Ok(Sample { value, unit: (*unit).to_owned(), rss_kib })
+}
+
+/// Runs one measurement; a failure is printed and gives `None`.
+fn measure(mut cmd: Command, label: &str) -> Option<Sample> {
+    let outcome = proc::run_captured(&mut cmd, TIME_LIMIT).and_then(|run| {
+        if run.timed_out {
+            bail!(
+                "timed out after {} s\nstderr:\n{}",
+                TIME_LIMIT.as_secs(),
+                indented(&run.stderr_text())
+            );
+        }
+        if !run.status.success() {
+            bail!(
+                "ended with {}\nstderr:\n{}",
+                proc::describe(run.status),
+                indented(&run.stderr_text())
+            );
+        }
+        if run.lingered {
+            eprintln!(
+                "warning: {label}: processes it left behind held its output open; they were killed"
+            );
+        }
+        parse_result(&run.stdout_text())
+            .with_context(|| format!("stdout:\n{}", indented(&run.stdout_text())))
+    });
+    match outcome {
+        Ok(sample) => Some(sample),
+        Err(error) => {
+            eprintln!("error: {label}: {error:#}");
+            None
+        }
+    }
+}
+
+/// Whether `python3` runs.
+fn have_python() -> bool {
+    let mut cmd = Command::new("python3");
+    cmd.arg("--version").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.status().is_ok_and(|s| s.success())
+}
+
+/// Builds mp-bench, runs the rows and prints the table; returns whether every run succeeded.
+pub fn run(args: &[String]) -> Result<bool> {
+    let options = parse_options(args)?;
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "mp-bench"]).stdin(Stdio::null());
+    let status = build.status().context("cannot run cargo")?;
+    ensure!(
+        status.success(),
+        "`cargo build --release -p mp-bench` failed ({})",
+        proc::describe(status)
+    );
+    let binary: PathBuf = target_dir().join("release").join("mp-bench");
+    let script = root().join("bench").join("python").join("bench.py");
+    let python = have_python();
+    if !python {
+        eprintln!("warning: python3 is missing: the CPython column says so");
+    }
+
+    let command = |row: &Row, which: Which| -> Command {
+        let mut cmd = match which {
+            Which::Cpython => {
+                let mut cmd = Command::new("python3");
+                cmd.arg(&script).arg(row.name);
+                cmd
+            }
+            Which::Mp | Which::Floor => {
+                let mut cmd = Command::new(&binary);
+                cmd.args([row.name, if which == Which::Mp { "mp" } else { "floor" }]);
+                cmd
+            }
+        };
+        cmd.current_dir(root()).env_remove("MP_START_METHOD");
+        if let Some(min_time) = &options.min_time {
+            cmd.env(MIN_TIME_VAR, min_time);
+        }
+        cmd
+    };
+
+    let mut all = Vec::new();
+    let mut ok = true;
+    for row in &options.rows {
+        let mut sides: Vec<Which> = vec![Which::Mp];
+        sides.extend(python.then_some(Which::Cpython));
+        sides.extend(row.floor.then_some(Which::Floor));
+        let mut runs: Vec<Vec<Option<Sample>>> = vec![Vec::new(); 3];
+        for round in 1..=options.rounds {
+            let mut line = format!("{} round {round}/{}:", row.name, options.rounds);
+            for &which in &sides {
+                let label = format!("{} {} (round {round})", row.name, which.name());
+                let sample = measure(command(row, which), &label);
+                match &sample {
+                    Some(s) => line.push_str(&format!(
+                        " {} {} {};",
+                        which.name(),
+                        table::number(s.value),
+                        s.unit
+                    )),
+                    None => line.push_str(&format!(" {} error;", which.name())),
+                }
+                ok &= sample.is_some();
+                runs[which as usize].push(sample);
+            }
+            eprintln!("{}", line.trim_end_matches(';'));
+        }
+        let side = |which: Which, absent: &'static str| {
+            if sides.contains(&which) {
+                Side::from_runs(&runs[which as usize])
+            } else {
+                Side::Absent(absent)
+            }
+        };
+        all.push(Results {
+            row: *row,
+            mp: side(Which::Mp, "—"),
+            cpython: side(Which::Cpython, "no python3"),
+            floor: side(Which::Floor, "—"),
+        });
+    }
+    println!("\n{}", table::render(&all, options.rounds));
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_result_line() {
+        let s = parse_result("warming up\nRESULT 412.5 us/child 3200\n").unwrap();
+        assert_eq!(s, Sample { value: 412.5, unit: "us/child".into(), rss_kib: 3200 });
+        assert!(parse_result("").is_err());
+        assert!(parse_result("RESULT 1 us 2\nRESULT 1 us 2\n").is_err());
+        assert!(parse_result("RESULT 1 us\n").is_err());
+        assert!(parse_result("RESULT x us 2\n").is_err());
+        assert!(parse_result("RESULT 1 us 2.5\n").is_err());
+        assert!(parse_result("RESULT nan us 2\n").is_err());
+    }
+
+    #[test]
+    fn options_pick_rows() {
+        let args: Vec<String> =
+            ["--rounds", "3", "spawn_spawn"].iter().map(|s| (*s).to_owned()).collect();
+        let o = parse_options(&args).unwrap();
+        assert_eq!(o.rounds, 3);
+        assert_eq!(o.rows.len(), 1);
+        assert_eq!(o.rows[0].name, "spawn_spawn");
+        assert_eq!(parse_options(&[]).unwrap().rows.len(), ROWS.len());
+        assert!(parse_options(&["nope".to_owned()]).is_err());
+        assert!(parse_options(&["--rounds".to_owned(), "0".to_owned()]).is_err());
+        assert!(parse_options(&["--min-time".to_owned(), "-1".to_owned()]).is_err());
+    }
+}

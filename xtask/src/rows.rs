@@ -1,0 +1,86 @@
+//! The benchmark rows and their targets: the one table to extend when a row is added.
+//!
+//! Adding a row takes one entry in [`ROWS`], a function in `bench/src/rows.rs` (the mp side and
+//! the floor) and one in `bench/python/bench.py` (the CPython side). The workloads and targets
+//! are those of BENCHMARKS.md in the shared folder.
+
+use Better::*;
+use Target::*;
+
+/// Which way a row's figure is better.
+#[allow(dead_code, reason = "the rows that rate throughput come with later issues")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    /// A cost, such as µs per child: lower is better.
+    Lower,
+    /// A rate, such as msgs/s: higher is better.
+    Higher,
+}
+
+/// A goal for the mp figure of a row.
+#[allow(dead_code, reason = "the rows with these kinds of target come with later issues")]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// Within this factor of the floor: mp ≤ k × floor for a cost, mp ≥ k × floor for a rate.
+    Floor(f64),
+    /// At least this speed-up over CPython.
+    Cpython(f64),
+    /// This value or better, in the row's unit.
+    Value(f64),
+}
+
+/// A benchmark row.
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
+    /// The row's name, as `mp-bench` and `bench.py` know it.
+    pub name: &'static str,
+    /// Which way the figure is better.
+    pub better: Better,
+    /// Whether the row has a floor side.
+    pub floor: bool,
+    /// The goals; the row passes when it meets all of them.
+    pub targets: &'static [Target],
+}
+
+/// A row: name, direction, whether `mp-bench <row> floor` exists, and the targets.
+pub const fn row(
+    name: &'static str,
+    better: Better,
+    floor: bool,
+    targets: &'static [Target],
+) -> Row {
+    Row { name, better, floor, targets }
+}
+
+/// Every benchmark row, in the order of the table.
+pub const ROWS: &[Row] = &[
+    row("spawn_fork", Lower, true, &[Floor(2.0)]),
+    row("spawn_forkserver", Lower, true, &[Floor(3.0)]),
+    row("spawn_spawn", Lower, true, &[Floor(3.0)]),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_names_are_unique() {
+        for (i, a) in ROWS.iter().enumerate() {
+            assert!(ROWS[i + 1..].iter().all(|b| b.name != a.name), "{} twice", a.name);
+        }
+    }
+
+    #[test]
+    fn targets_fit_the_sides() {
+        for row in ROWS {
+            let needs_floor = row.targets.iter().any(|t| matches!(t, Floor(_)));
+            assert!(row.floor || !needs_floor, "{} has a floor target but no floor", row.name);
+            assert!(row.better == Lower || row.better == Higher);
+            assert!(
+                row.targets
+                    .iter()
+                    .all(|t| matches!(t, Floor(k) | Cpython(k) | Value(k) if *k > 0.0))
+            );
+        }
+    }
+}
