@@ -44,10 +44,15 @@ impl Boot {
     }
 }
 
-/// Device and inode of `/proc/self/exe`.
+/// Device and inode of `/proc/self/exe`, read once per executable image (a forked child
+/// runs the same image, so it inherits the cached value rightly; an exec starts afresh).
 pub(crate) fn exe_identity() -> Result<(u64, u64)> {
+    static EXE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    if let Some(id) = EXE.get() {
+        return Ok(*id);
+    }
     let st = rustix::fs::stat("/proc/self/exe").map_err(|e| Error::io("stat /proc/self/exe", e))?;
-    Ok((st.st_dev, st.st_ino))
+    Ok(*EXE.get_or_init(|| (st.st_dev, st.st_ino)))
 }
 
 /// Whether this process carries a bootstrap marker its entry hook did not consume.

@@ -65,36 +65,43 @@ impl Child {
         }
     }
 
-    /// The exit code, if known, reaping the child if it has exited; never blocks.
+    /// The exit code, if known, reaping the child if it has exited. Never blocks, except for
+    /// the moment a forkserver child's report takes to arrive once it has exited.
     pub fn poll_status(&self) -> Result<Option<i32>> {
-        let mut status = self.status.lock();
-        if let Some(code) = *status {
+        if let Some(code) = *self.status.lock() {
             return Ok(Some(code));
         }
-        let code = match &self.via {
+        match &self.via {
             Via::Direct => {
+                let mut status = self.status.lock();
+                if status.is_some() {
+                    return Ok(*status);
+                }
                 let got = rustix::process::waitid(
                     WaitId::PidFd(self.pidfd.as_fd()),
                     WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
                 );
-                match got {
+                *status = match got {
                     Ok(Some(s)) => Some(exit_code_of(&s)),
-                    Ok(None) => None,
-                    Err(Errno::INTR) => None,
+                    Ok(None) | Err(Errno::INTR) => None,
                     Err(e) => return Err(Error::io("waitid", e)),
-                }
+                };
+                Ok(*status)
             }
             Via::Forkserver(client) => {
-                if poll_readable(self.pidfd.as_fd(), Some(Duration::ZERO))? {
-                    // The child has exited; the server's report is on its way.
-                    client.exit_status(self.pid, None)?
-                } else {
-                    None
+                if !poll_readable(self.pidfd.as_fd(), Some(Duration::ZERO))? {
+                    return Ok(None);
                 }
+                // The child has exited; the server's report is on its way. The status lock
+                // is not held while it comes.
+                let code = client.exit_status(self.pid, None)?;
+                let mut status = self.status.lock();
+                if status.is_none() {
+                    *status = code;
+                }
+                Ok(*status)
             }
-        };
-        *status = code;
-        Ok(code)
+        }
     }
 
     /// Waits for the child to exit, up to `timeout` (`None`: for ever).
@@ -111,9 +118,11 @@ impl Child {
             let code = match &self.via {
                 Via::Direct => self.poll_status()?,
                 Via::Forkserver(client) => {
+                    // Not under the status lock: the report may take a moment to arrive.
+                    let code = client.exit_status(self.pid, deadline)?;
                     let mut status = self.status.lock();
                     if status.is_none() {
-                        *status = client.exit_status(self.pid, deadline)?;
+                        *status = code;
                     }
                     *status
                 }
@@ -168,6 +177,14 @@ impl Child {
         match &self.via {
             Via::Forkserver(c) => Some(c),
             Via::Direct => None,
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Via::Forkserver(client) = &self.via {
+            client.release(self.pid, self.status.get_mut().is_some());
         }
     }
 }

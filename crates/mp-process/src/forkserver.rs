@@ -7,7 +7,6 @@
 //! closes (it exited or was killed), the server SIGKILLs that requester's daemonic children.
 //! The server exits when its last connection closes.
 
-use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,10 +50,11 @@ enum FromServer {
 struct ClientState {
     /// A thread is reading or writing the socket.
     io_busy: bool,
-    /// Exit codes received and not yet claimed.
-    exits: HashMap<i32, i32>,
+    /// Exit codes received and not yet claimed, by pid (few at a time: a list is enough,
+    /// and unlike a `HashMap` it needs no random seed in every forked child).
+    exits: Vec<(i32, i32)>,
     /// Children whose `Process` was dropped: their exit codes are discarded.
-    forgotten: HashSet<i32>,
+    forgotten: Vec<i32>,
     /// The server closed the connection.
     dead: bool,
 }
@@ -72,8 +72,8 @@ impl Client {
             sock,
             state: Mutex::new(ClientState {
                 io_busy: false,
-                exits: HashMap::new(),
-                forgotten: HashSet::new(),
+                exits: Vec::new(),
+                forgotten: Vec::new(),
                 dead: false,
             }),
             cv: Condvar::new(),
@@ -111,8 +111,10 @@ impl Client {
         match msg {
             FromServer::Exited { pid, code } => {
                 let mut st = self.state.lock();
-                if !st.forgotten.remove(&pid) {
-                    st.exits.insert(pid, code);
+                if let Some(i) = st.forgotten.iter().position(|&p| p == pid) {
+                    st.forgotten.swap_remove(i);
+                } else {
+                    st.exits.push((pid, code));
                 }
                 drop(st);
                 self.cv.notify_all();
@@ -167,8 +169,10 @@ impl Client {
         let pid = pid.as_raw_nonzero().get();
         loop {
             {
-                let mut st = self.state.lock();
-                if let Some(code) = st.exits.remove(&pid) {
+                let st = self.state.lock();
+                // The entry stays until the child is released, so that every thread
+                // waiting for this child finds it.
+                if let Some(&(_, code)) = st.exits.iter().find(|&&(p, _)| p == pid) {
                     return Ok(Some(code));
                 }
                 if st.dead {
@@ -178,7 +182,7 @@ impl Client {
             if !self.acquire_io(deadline) {
                 return Ok(None);
             }
-            let done = self.state.lock().exits.contains_key(&pid);
+            let done = self.state.lock().exits.iter().any(|&(p, _)| p == pid);
             let result = if done {
                 Ok(true)
             } else {
@@ -196,12 +200,15 @@ impl Client {
         }
     }
 
-    /// Discards the exit code of a child whose `Process` was dropped.
-    pub fn forget(&self, pid: Pid) {
+    /// Forgets `pid` once its last handle is gone: its report is dropped, or, if it has not
+    /// arrived (`reported` is false), discarded when it does.
+    pub fn release(&self, pid: Pid, reported: bool) {
         let pid = pid.as_raw_nonzero().get();
         let mut st = self.state.lock();
-        if st.exits.remove(&pid).is_none() {
-            st.forgotten.insert(pid);
+        if let Some(i) = st.exits.iter().position(|&(p, _)| p == pid) {
+            st.exits.swap_remove(i);
+        } else if !reported {
+            st.forgotten.push(pid);
         }
     }
 }
@@ -262,7 +269,7 @@ struct ServedChild {
 /// The server's main loop; returns the server's exit code.
 pub(crate) fn serve() -> i32 {
     sys::ignore_sigpipe();
-    sys::ignore_sigint();
+    sys::ignore_sigint(true);
     let sock = match bootstrap::take_boot_socket() {
         Ok(s) => s,
         Err(e) => return bootstrap::fail(&e),
@@ -394,7 +401,9 @@ fn serve_spawn(
         // The server's other connections and children are not this child's.
         conns.clear();
         children.clear();
-        sys::reset_signals_in_child();
+        // The server installs no handlers and blocks nothing: of its dispositions only the
+        // ignored SIGINT differs from what a fresh Rust program has.
+        sys::ignore_sigint(false);
         let client = Arc::new(Client::new(child_end));
         bootstrap::run_boot(boot, fds, server_pid, Some(client))
     });

@@ -46,6 +46,14 @@
 //! # }
 //! ```
 //!
+//! # Threads and `fork`
+//! A forked child has only the thread that forked; locks other threads held stay locked in
+//! it. mp holds its own locks and the stdio locks across the fork, and logs one warning (with
+//! the `log` crate) the first time it forks a process that has other threads. Runtimes that
+//! own thread pools, such as tokio and rayon, do not work in a forked child: programs that
+//! use them should choose the `forkserver` (or `spawn`) start method, whose children start
+//! from a fresh, single-threaded exec of the executable.
+//!
 //! # The wire and file descriptors
 //! [`wire`] is the one framing for every byte stream (length-prefixed postcard, with a size
 //! limit checked before allocating); [`fdpass`] carries file descriptors beside the bytes

@@ -438,19 +438,25 @@ fn start_fork(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Child> {
     Ok(Child::new(pid, pidfd, name, daemon, Via::Direct))
 }
 
-/// Logs once that a process with threads other than mp's own is being forked.
+/// Logs once that a process with threads other than mp's own is being forked. The thread
+/// count is read from `/proc/self/stat` at most every 100 ms, so that forking in a loop does
+/// not pay for it each time.
 fn warn_if_threaded(own_threads: usize) {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     static WARNED: AtomicBool = AtomicBool::new(false);
+    static LAST_CHECK_MS: AtomicU64 = AtomicU64::new(0);
     if WARNED.load(Ordering::Relaxed) {
         return;
     }
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return };
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(1);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let last = LAST_CHECK_MS.load(Ordering::Relaxed);
+    if last != 0 && now_ms.saturating_sub(last) < 100 {
+        return;
+    }
+    LAST_CHECK_MS.store(now_ms.max(1), Ordering::Relaxed);
+    let Some(threads) = thread_count() else { return };
     if threads > 1 + own_threads && !WARNED.swap(true, Ordering::Relaxed) {
         log::warn!(
             "mp: forking a process that has {threads} threads; the child has only the forking \
@@ -458,6 +464,22 @@ fn warn_if_threaded(own_threads: usize) {
              start method in multithreaded programs, e.g. with tokio or rayon)"
         );
     }
+}
+
+/// The number of threads of this process: field 20 of `/proc/self/stat`.
+fn thread_count() -> Option<usize> {
+    let mut buf = [0u8; 1024];
+    let fd = rustix::fs::open(
+        "/proc/self/stat",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()?;
+    let n = rustix::io::read(&fd, &mut buf).ok()?;
+    let text = std::str::from_utf8(buf.get(..n)?).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after = &text[text.rfind(')')? + 1..];
+    after.split_whitespace().nth(17)?.parse().ok()
 }
 
 /// The fork itself, with the hygiene DESIGN.md asks for: stdio flushed and its locks held

@@ -70,8 +70,8 @@ fn reap_forever(efd: &OwnedFd) {
             if !ready {
                 continue;
             }
-            if let Some(client) = c.via_forkserver() {
-                client.forget(c.pid);
+            if c.via_forkserver().is_some() {
+                // The server reaps it; dropping the last handle releases its report.
                 finished.push(c.pid);
             } else if let Ok(Some(_)) = c.poll_status() {
                 finished.push(c.pid);

@@ -165,12 +165,13 @@ pub(crate) fn ignore_sigpipe() {
     }
 }
 
-/// Sets `SIGINT` to ignored (the forkserver must survive a Ctrl-C to its process group; its
-/// children reset it).
-pub(crate) fn ignore_sigint() {
-    // SAFETY: as in `ignore_sigpipe`.
+/// Sets `SIGINT` to ignored (`true`) or back to its default (the forkserver must survive a
+/// Ctrl-C to its process group; its children restore the default).
+pub(crate) fn ignore_sigint(ignore: bool) {
+    let disposition = if ignore { libc::SIG_IGN } else { libc::SIG_DFL };
+    // SAFETY: as in `ignore_sigpipe`: no handler is installed, no memory is touched.
     unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, disposition);
     }
 }
 

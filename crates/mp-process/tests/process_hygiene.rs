@@ -121,3 +121,36 @@ fn output_is_not_duplicated_by_fork() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.matches(MARKER).count(), 1, "stdout was:\n{stdout}");
 }
+
+/// Collects the warnings mp logs.
+struct Capture(std::sync::Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Warn
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        self.0.lock().unwrap().push(r.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+static CAPTURE: Capture = Capture(std::sync::Mutex::new(Vec::new()));
+
+#[test]
+fn forking_a_threaded_process_warns_once() {
+    log::set_logger(&CAPTURE).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
+    let (stop_r, stop_w) = pipe();
+    let other = std::thread::spawn(move || wait_for_byte(PassFd(stop_r)));
+    for _ in 0..3 {
+        let mut p = Process::fork_closure(|| {});
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), 0);
+    }
+    let warnings = CAPTURE.0.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("threads"), "{warnings:?}");
+    std::fs::File::from(stop_w).write_all(b"x").unwrap();
+    other.join().unwrap();
+}

@@ -232,3 +232,25 @@ fn large_arguments_cross_intact() {
     ));
     assert_eq!(p.join().unwrap(), 0);
 }
+
+#[test]
+fn threads_joining_the_same_child_all_get_its_exit_code() {
+    let (r, w) = pipe();
+    let p = std::sync::Arc::new(started(Process::new(block_then_exit_7, (PassFd(r),))));
+    let joiners: Vec<_> = (0..4)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || p.join().unwrap())
+        })
+        .collect();
+    release(w);
+    for j in joiners {
+        assert_eq!(j.join().unwrap(), 7);
+    }
+    assert_eq!(p.exitcode(), Some(7));
+}
+
+fn block_then_exit_7(fd: PassFd) {
+    wait_for_byte(fd);
+    std::process::exit(7);
+}
