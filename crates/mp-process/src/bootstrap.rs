@@ -36,11 +36,31 @@ pub(crate) struct Boot {
     /// The target's arguments, encoded with `fdpass::encode_with_fds`.
     pub payload: Vec<u8>,
     pub ident: ChildIdentity,
+    /// Whether the resource tracker's connection rides after the parent's pidfd.
+    pub tracker: bool,
 }
 
 impl Boot {
     pub fn new(entry: u64, payload: Vec<u8>, ident: ChildIdentity) -> Result<Boot> {
-        Ok(Boot { magic: MAGIC, exe: exe_identity()?, entry, payload, ident })
+        let tracker = crate::tracker::inherited().is_some();
+        Ok(Boot { magic: MAGIC, exe: exe_identity()?, entry, payload, ident, tracker })
+    }
+
+    /// The descriptors that ride beside this message: the parent's pidfd, the tracker's
+    /// connection if `tracker` is set, then the payload's.
+    pub fn fds<'a>(
+        &self,
+        parent_pidfd: &'a OwnedFd,
+        tracker: Option<&'a Arc<OwnedFd>>,
+        payload: &'a [OwnedFd],
+    ) -> Vec<std::os::fd::BorrowedFd<'a>> {
+        let mut fds = Vec::with_capacity(payload.len() + 2);
+        fds.push(parent_pidfd.as_fd());
+        if self.tracker {
+            fds.extend(tracker.map(|t| t.as_fd()));
+        }
+        fds.extend(payload.iter().map(|f| f.as_fd()));
+        fds
     }
 }
 
@@ -68,6 +88,14 @@ pub(crate) fn on_entry() {
         let code = match v.to_str().and_then(|s| s.parse::<i32>().ok()) {
             Some(fd) if fd == sys::BOOT_FD => run_spawned(),
             _ => fail(&format!("bad {BOOT_ENV} value {v:?}")),
+        };
+        sys::exit_now(code);
+    }
+    if let Some(v) = std::env::var_os(crate::tracker::TRACKER_ENV) {
+        sys::remove_env_in_hook(crate::tracker::TRACKER_ENV);
+        let code = match v.to_str().and_then(|s| s.parse::<i32>().ok()) {
+            Some(fd) if fd == sys::BOOT_FD => crate::tracker::serve(),
+            _ => fail(&format!("bad {} value {v:?}", crate::tracker::TRACKER_ENV)),
         };
         sys::exit_now(code);
     }
@@ -139,6 +167,7 @@ pub(crate) fn run_boot(
     };
     let mut fds = fds.into_iter();
     let parent_pidfd = fds.next().map(Arc::new);
+    let tracker = if boot.tracker { fds.next().map(Arc::new) } else { None };
     let ident = boot.ident;
     let name = ident.name.clone();
     {
@@ -152,6 +181,7 @@ pub(crate) fn run_boot(
             counter: 0,
         };
         g.forkserver = forkserver;
+        g.tracker = tracker;
     }
     if ident.daemon {
         die_with_parent(real_parent);

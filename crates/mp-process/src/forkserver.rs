@@ -245,9 +245,8 @@ pub(crate) fn start(encoded: Encoded, ident: ChildIdentity) -> Result<Child> {
     let name = ident.name.clone();
     let daemon = ident.daemon;
     let boot = Boot::new(encoded.entry, encoded.payload, ident)?;
-    let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(encoded.fds.len() + 1);
-    fds.push(parent_pidfd.as_fd());
-    fds.extend(encoded.fds.iter().map(|f| f.as_fd()));
+    let tracker = crate::tracker::inherited();
+    let fds = boot.fds(&parent_pidfd, tracker.as_ref(), &encoded.fds);
     let (pid, pidfd) = client.request(boot, &fds)?;
     let pid = Pid::from_raw(pid).ok_or_else(|| Error::Forkserver("invalid pid".into()))?;
     Ok(Child::new(pid, pidfd, name, daemon, Via::Forkserver(client)))

@@ -93,6 +93,7 @@ mod reaper;
 mod state;
 mod sys;
 mod target;
+pub mod tracker;
 mod util;
 pub mod wire;
 

@@ -544,9 +544,8 @@ fn start_spawn(encoded: Encoded, ident: ChildIdentity) -> Result<Child> {
     let parent_pidfd = GLOBAL.lock().self_pidfd()?;
     let boot = Boot::new(encoded.entry, encoded.payload, ident)?;
     let bytes = wire::encode(&boot)?;
-    let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(encoded.fds.len() + 1);
-    fds.push(parent_pidfd.as_fd());
-    fds.extend(encoded.fds.iter().map(|f| f.as_fd()));
+    let tracker = crate::tracker::inherited();
+    let fds = boot.fds(&parent_pidfd, tracker.as_ref(), &encoded.fds);
     if let Err(e) = fdpass::send_frame(parent_sock.as_fd(), &bytes, &fds, wire::DEFAULT_MAX_FRAME) {
         // The child cannot run without its bootstrap: stop it and reap it before reporting.
         let _ = child.signal(Signal::KILL);

@@ -31,6 +31,8 @@ pub(crate) struct Global {
     /// A pidfd of this process, inherited by forked children as their parent's.
     pub self_pidfd: Option<Arc<OwnedFd>>,
     pub forkserver: Option<Arc<Client>>,
+    /// The connection to the tree's resource tracker; shared with forked children.
+    pub tracker: Option<Arc<OwnedFd>>,
     pub launcher: Option<crate::launcher::Launcher>,
     pub reaper: Option<crate::reaper::Reaper>,
 }
@@ -43,6 +45,7 @@ pub(crate) static GLOBAL: Mutex<Global> = Mutex::new(Global {
     children: Vec::new(),
     self_pidfd: None,
     forkserver: None,
+    tracker: None,
     launcher: None,
     reaper: None,
 });
