@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::current::ParentProcess;
 use crate::forkserver::Client;
-use crate::state::{ChildIdentity, GLOBAL, Me};
+use crate::state::{ChildIdentity, Me, global};
 use crate::{Error, Result, fdpass, sys, wire};
 
 /// The environment variable that marks a spawned child; its value is the bootstrap fd.
@@ -171,7 +171,7 @@ pub(crate) fn run_boot(
     let ident = boot.ident;
     let name = ident.name.clone();
     {
-        let mut g = GLOBAL.lock();
+        let mut g = global();
         g.method = Some(ident.method);
         g.parent = Some(ParentProcess::new(ident.parent_pid, ident.parent_name, parent_pidfd));
         g.me = Me {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Result;
-use crate::state::GLOBAL;
+use crate::state::global;
 use crate::util::poll_readable;
 
 /// A snapshot of what mp knows about the calling process (Python's `current_process()`).
@@ -46,7 +46,7 @@ fn pid_u32(pid: rustix::process::Pid) -> u32 {
 
 /// The calling process.
 pub fn current_process() -> ProcessInfo {
-    let g = GLOBAL.lock();
+    let g = global();
     ProcessInfo {
         name: g.name(),
         pid: pid_u32(rustix::process::getpid()),
@@ -103,7 +103,7 @@ impl ParentProcess {
 
 /// The parent of the calling process, or `None` in the main process.
 pub fn parent_process() -> Option<ParentProcess> {
-    GLOBAL.lock().parent.clone()
+    global().parent.clone()
 }
 
 /// A live child, as listed by [`active_children`].
@@ -120,7 +120,7 @@ pub struct ChildInfo {
 /// The children of this process that are still running. As in Python, this reaps (joins)
 /// every child that has already exited.
 pub fn active_children() -> Vec<ChildInfo> {
-    let children = GLOBAL.lock().children.clone();
+    let children = global().children.clone();
     let mut live = Vec::new();
     let mut done = Vec::new();
     for c in &children {
@@ -132,7 +132,7 @@ pub fn active_children() -> Vec<ChildInfo> {
         }
     }
     if !done.is_empty() {
-        GLOBAL.lock().children.retain(|c| !done.contains(&c.pid));
+        global().children.retain(|c| !done.contains(&c.pid));
     }
     live
 }
@@ -140,7 +140,7 @@ pub fn active_children() -> Vec<ChildInfo> {
 /// Python's exit function, run when the `init` guard ends and when a child's target
 /// returns: terminate the daemonic children that are still running, then join every child.
 pub(crate) fn exit_function() {
-    let children = GLOBAL.lock().children.clone();
+    let children = global().children.clone();
     for c in &children {
         if c.daemon && c.is_alive() {
             let _ = c.signal(rustix::process::Signal::TERM);
@@ -149,5 +149,5 @@ pub(crate) fn exit_function() {
     for c in &children {
         let _ = c.wait(None);
     }
-    GLOBAL.lock().children.clear();
+    global().children.clear();
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::bootstrap::{self, Boot};
 use crate::child::{Child, Via, exit_code_of, open_pidfd};
 use crate::process::Encoded;
-use crate::state::{ChildIdentity, GLOBAL};
+use crate::state::{ChildIdentity, global};
 use crate::util::poll_readable;
 use crate::{Error, Result, fdpass, sys, wire};
 
@@ -215,7 +215,7 @@ impl Client {
 
 /// The connection of this process to its forkserver, starting the server on first use.
 fn client() -> Result<Arc<Client>> {
-    let mut g = GLOBAL.lock();
+    let mut g = global();
     if let Some(c) = &g.forkserver {
         return Ok(c.clone());
     }
@@ -241,7 +241,7 @@ fn client() -> Result<Arc<Client>> {
 /// Starts a child through the forkserver.
 pub(crate) fn start(encoded: Encoded, ident: ChildIdentity) -> Result<Child> {
     let client = client()?;
-    let parent_pidfd = GLOBAL.lock().self_pidfd()?;
+    let parent_pidfd = global().self_pidfd()?;
     let name = ident.name.clone();
     let daemon = ident.daemon;
     let boot = Boot::new(encoded.entry, encoded.payload, ident)?;

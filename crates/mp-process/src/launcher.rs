@@ -3,7 +3,7 @@
 
 use std::sync::mpsc;
 
-use crate::state::GLOBAL;
+use crate::state::global;
 use crate::{Error, Result};
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -25,7 +25,7 @@ pub(crate) fn run<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
         let _ = done_tx.send(f());
     });
     {
-        let mut g = GLOBAL.lock();
+        let mut g = global();
         if g.launcher.is_none() {
             let (tx, rx) = mpsc::channel::<Job>();
             std::thread::Builder::new()

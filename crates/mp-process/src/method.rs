@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::process::Process;
-use crate::state::GLOBAL;
+use crate::state::global;
 use crate::target::Target;
 use crate::{Error, Result};
 
@@ -73,7 +73,7 @@ fn default_method() -> Result<StartMethod> {
 /// As in Python, this may be called once: after the method is fixed (by this call, or by
 /// [`get_start_method`] or the first start), it is an error unless `force` is true.
 pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
-    let mut g = GLOBAL.lock();
+    let mut g = global();
     if g.method.is_some() && !force {
         return Err(Error::ContextAlreadySet);
     }
@@ -84,7 +84,7 @@ pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
 /// The start method of this process, fixing the default (`MP_START_METHOD` or `fork`) if
 /// none was set. An unknown name in `MP_START_METHOD` is an error.
 pub fn get_start_method() -> Result<StartMethod> {
-    let mut g = GLOBAL.lock();
+    let mut g = global();
     if let Some(m) = g.method {
         return Ok(m);
     }

@@ -15,7 +15,7 @@ use crate::bootstrap::{self, Boot};
 use crate::child::{Child, Via, open_pidfd};
 use crate::error::CloseError;
 use crate::method::{StartMethod, get_start_method};
-use crate::state::{ChildIdentity, GLOBAL};
+use crate::state::{ChildIdentity, global};
 use crate::target::Target;
 use crate::{Error, Result, fdpass, launcher, sys, wire};
 
@@ -138,7 +138,7 @@ pub struct Process {
 
 /// The next child name and identity of this process (`Process-N`, `Process-N:M`).
 fn next_identity() -> (String, Vec<u32>) {
-    let mut g = GLOBAL.lock();
+    let mut g = global();
     g.me.counter += 1;
     let mut identity = g.me.identity.clone();
     identity.push(g.me.counter);
@@ -265,7 +265,7 @@ impl Process {
             return Err(Error::Bootstrapping);
         }
         let (me_daemon, parent_name) = {
-            let g = GLOBAL.lock();
+            let g = global();
             (g.me.daemon, g.name())
         };
         if me_daemon {
@@ -317,7 +317,7 @@ impl Process {
             }
         };
         let child = Arc::new(child);
-        GLOBAL.lock().children.push(child.clone());
+        global().children.push(child.clone());
         self.child = Some(child);
         Ok(())
     }
@@ -397,7 +397,7 @@ impl Process {
 
 /// Removes a joined child from the registry.
 fn forget_child(child: &Arc<Child>) {
-    GLOBAL.lock().children.retain(|c| !Arc::ptr_eq(c, child));
+    global().children.retain(|c| !Arc::ptr_eq(c, child));
 }
 
 impl Drop for Process {
@@ -486,7 +486,7 @@ fn thread_count() -> Option<usize> {
 /// with mp's registry lock across the fork, so the child inherits them unlocked.
 fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
     let own_threads = {
-        let mut g = GLOBAL.lock();
+        let mut g = global();
         g.self_pidfd()?;
         g.own_threads()
     };
@@ -495,7 +495,7 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
     let _ = std::io::stderr().flush();
     let out = std::io::stdout().lock();
     let err = std::io::stderr().lock();
-    let g = GLOBAL.lock();
+    let g = global();
     let mut held = Some((out, err, g));
     let mut job = Some((launch, ident));
     let pid = sys::fork_child(&mut || {
@@ -541,7 +541,7 @@ fn start_spawn(encoded: Encoded, ident: ChildIdentity) -> Result<Child> {
     .map_err(|e| Error::io("posix_spawn", e))?;
     let pidfd = open_pidfd(pid)?;
     let child = Child::new(pid, pidfd, ident.name.clone(), daemon, Via::Direct);
-    let parent_pidfd = GLOBAL.lock().self_pidfd()?;
+    let parent_pidfd = global().self_pidfd()?;
     let boot = Boot::new(encoded.entry, encoded.payload, ident)?;
     let bytes = wire::encode(&boot)?;
     let tracker = crate::tracker::inherited();

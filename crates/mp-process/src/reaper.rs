@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
 
 use crate::child::Child;
-use crate::state::GLOBAL;
+use crate::state::global;
 
 /// The handle of the reaper thread: an eventfd that wakes it.
 pub(crate) struct Reaper {
@@ -23,7 +23,7 @@ impl Reaper {
 /// Hands `child`, whose `Process` was dropped before it was joined, to the reaper.
 pub(crate) fn abandon(child: &Arc<Child>) {
     child.abandon();
-    let mut g = GLOBAL.lock();
+    let mut g = global();
     if !g.children.iter().any(|c| Arc::ptr_eq(c, child)) {
         g.children.push(child.clone());
     }
@@ -52,7 +52,7 @@ pub(crate) fn abandon(child: &Arc<Child>) {
 fn reap_forever(efd: &OwnedFd) {
     loop {
         let watch: Vec<Arc<Child>> =
-            GLOBAL.lock().children.iter().filter(|c| c.is_abandoned()).cloned().collect();
+            global().children.iter().filter(|c| c.is_abandoned()).cloned().collect();
         let mut fds = Vec::with_capacity(watch.len() + 1);
         fds.push(PollFd::new(efd, PollFlags::IN));
         for c in &watch {
@@ -78,7 +78,7 @@ fn reap_forever(efd: &OwnedFd) {
             }
         }
         if !finished.is_empty() {
-            GLOBAL.lock().children.retain(|c| !(c.is_abandoned() && finished.contains(&c.pid)));
+            global().children.retain(|c| !(c.is_abandoned() && finished.contains(&c.pid)));
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::child::Child;
 use crate::current::ParentProcess;
@@ -37,7 +37,9 @@ pub(crate) struct Global {
     pub reaper: Option<crate::reaper::Reaper>,
 }
 
-/// The registry of this process.
+/// The registry of this process. A `std` mutex, not a `parking_lot` one: a forked child
+/// unlocks the copy it inherits, and a futex unlock touches nothing but the lock word, while
+/// `parking_lot`'s slow path goes through a global table other threads may hold locked.
 pub(crate) static GLOBAL: Mutex<Global> = Mutex::new(Global {
     method: None,
     me: Me { name: None, identity: Vec::new(), daemon: false, counter: 0 },
@@ -109,4 +111,10 @@ pub(crate) struct ChildIdentity {
     pub parent_pid: i32,
     pub parent_name: String,
     pub method: StartMethod,
+}
+
+/// Locks the registry. Code under this lock never panics, so poisoning cannot happen in
+/// practice; a poisoned lock is taken as it is.
+pub(crate) fn global() -> MutexGuard<'static, Global> {
+    GLOBAL.lock().unwrap_or_else(PoisonError::into_inner)
 }

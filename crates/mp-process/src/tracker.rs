@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
-use crate::state::GLOBAL;
+use crate::state::global;
 use crate::{Error, Result, bootstrap, sys};
 
 /// The environment variable that marks the tracker process; its value is its socket's fd.
@@ -25,7 +25,7 @@ const MAX_NAME: usize = 255;
 
 /// The connection of this process to the tree's tracker, starting the tracker on first use.
 fn connection() -> Result<Arc<OwnedFd>> {
-    let mut g = GLOBAL.lock();
+    let mut g = global();
     if let Some(fd) = &g.tracker {
         return Ok(fd.clone());
     }
@@ -74,7 +74,7 @@ pub fn unregister_shm(name: &str) -> Result<()> {
 
 /// The tracker's connection for a child's bootstrap, if this process has one.
 pub(crate) fn inherited() -> Option<Arc<OwnedFd>> {
-    GLOBAL.lock().tracker.clone()
+    global().tracker.clone()
 }
 
 /// The tracker process: collect names until every client is gone, then unlink the rest.
