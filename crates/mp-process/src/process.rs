@@ -282,6 +282,7 @@ impl Process {
         if method != StartMethod::Fork && !sys::hook_ran() {
             return Err(Error::EntryHookMissing);
         }
+        crate::tracker::ensure_running();
         let ident = ChildIdentity {
             name: self.name.clone(),
             identity: self.identity.clone(),

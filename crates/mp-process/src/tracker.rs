@@ -1,7 +1,8 @@
 //! The resource tracker: a helper process that unlinks named shared-memory segments the
 //! program leaves behind, as Python's `resource_tracker` does.
 //!
-//! The first [`register_shm`] in a process tree starts the tracker: a fresh exec of the
+//! The first child started in a process tree (or the first [`register_shm`], if that comes
+//! earlier) starts the tracker: a fresh exec of the
 //! executable, diverted before `main` like a spawned child. It holds one end of a
 //! `SOCK_SEQPACKET` socketpair; every process of the tree holds the other (forked children
 //! inherit it, spawned and forkserver children receive it with their bootstrap), and sends
@@ -70,6 +71,15 @@ pub fn register_shm(name: &str) -> Result<()> {
 /// Withdraws a name registered with [`register_shm`], after the segment was unlinked.
 pub fn unregister_shm(name: &str) -> Result<()> {
     send(b'U', name)
+}
+
+/// Starts the tree's tracker before the first child starts, so that every child shares it:
+/// a segment a child creates then outlives the child and is unlinked only when the whole
+/// tree is gone. A tracker that cannot start is logged, not fatal: only leak clean-up is lost.
+pub(crate) fn ensure_running() {
+    if let Err(e) = connection() {
+        log::warn!("mp: cannot start the resource tracker: {e}");
+    }
 }
 
 /// The tracker's connection for a child's bootstrap, if this process has one.
