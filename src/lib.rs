@@ -23,8 +23,8 @@
 //! | crate | holds |
 //! | --- | --- |
 //! | [`process`] (`mp-process`) | `Process`, start methods and contexts, the wire and fd passing |
-//! | [`shm`] (`mp-shm`) | shared memory (to come) |
-//! | [`sync`] (`mp-sync`) | locks, events, barriers, conditions (to come) |
+//! | [`shm`] (`mp-shm`) | `SharedMemory`, `RawValue`, `RawArray`, `ShareableList` |
+//! | [`sync`] (`mp-sync`) | `Lock`, `RLock`, `Semaphore`, `Event`, `Condition`, `Barrier`, `Value`, `Array` |
 //! | [`queue`] (`mp-queue`) | pipes and queues (to come) |
 //! | [`pool`] (`mp-pool`) | the process pool (to come) |
 //! | [`manager`] (`mp-manager`) | managers and proxies (to come) |
@@ -47,4 +47,7 @@ pub use mp_process::{
     ChildInfo, CloseError, Context, Error, InitGuard, ParentProcess, Process, ProcessInfo,
     StartMethod, active_children, cpu_count, current_process, get_all_start_methods, get_context,
     get_start_method, init, parent_process, set_start_method,
+};
+pub use mp_sync::{
+    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value,
 };

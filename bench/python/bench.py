@@ -78,10 +78,75 @@ def spawn_spawn():
     return start_join("spawn")
 
 
+COUNTER_PROCESSES = 2
+
+
+def increment(lock, counter, n, go):
+    """A child of lock_counter: waits for the go event, then does `with lock: value += 1`."""
+    go.wait()
+    for _ in range(n):
+        with lock:
+            counter.value += 1
+
+
+def lock_counter():
+    """2 processes each do `with lock: value += 1` on a shared Value, in increments per second.
+    A short calibration run sizes the measured one by the minimum run time."""
+    ctx = multiprocessing.get_context("fork")
+    lock = ctx.Lock()
+    counter = ctx.Value("q", 0, lock=False)
+
+    def run(n):
+        before = counter.value
+        go = ctx.Event()
+        children = [
+            ctx.Process(target=increment, args=(lock, counter, n, go))
+            for _ in range(COUNTER_PROCESSES)
+        ]
+        for p in children:
+            p.start()
+        start = time.perf_counter()
+        go.set()
+        for p in children:
+            p.join()
+            if p.exitcode != 0:
+                raise RuntimeError(f"a child exited with {p.exitcode}")
+        seconds = time.perf_counter() - start
+        if counter.value != before + n * COUNTER_PROCESSES:
+            raise RuntimeError("lost increments")
+        return seconds
+
+    limit = min_time()
+    n = 2_000
+    while True:
+        seconds = run(n)
+        if seconds >= limit / 4:
+            break
+        n *= 4
+    n = max(n, int(n * limit / seconds * 1.1))
+    seconds = run(n)
+    return n * COUNTER_PROCESSES / seconds, "incr/s"
+
+
+def lock_uncontended():
+    """Acquire + release of a lock nobody else uses, in ns. Batches of 1,000 keep the
+    clock reads out of the figure."""
+    lock = multiprocessing.get_context("fork").Lock()
+
+    def batch():
+        for _ in range(1_000):
+            lock.acquire()
+            lock.release()
+
+    return seconds_per_op(batch) / 1_000 * 1e9, "ns/op"
+
+
 ROWS = {
     "spawn_fork": spawn_fork,
     "spawn_forkserver": spawn_forkserver,
     "spawn_spawn": spawn_spawn,
+    "lock_counter": lock_counter,
+    "lock_uncontended": lock_uncontended,
 }
 
 

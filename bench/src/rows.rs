@@ -6,7 +6,7 @@
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::floor;
-use crate::measure::seconds_per_op;
+use crate::measure::{min_time, seconds_per_op};
 
 /// The side of a row to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,16 @@ impl Figure {
     fn micros_per_child(seconds: f64) -> Figure {
         Figure { value: seconds * 1e6, unit: "us/child" }
     }
+
+    /// Nanoseconds per operation, from seconds per operation.
+    fn nanos_per_op(seconds: f64) -> Figure {
+        Figure { value: seconds * 1e9, unit: "ns/op" }
+    }
+
+    /// Operations per second, from seconds per operation.
+    fn per_second(seconds: f64, unit: &'static str) -> Figure {
+        Figure { value: 1.0 / seconds, unit }
+    }
 }
 
 /// A row's function.
@@ -41,6 +51,8 @@ const ROWS: &[(&str, RowFn)] = &[
     ("spawn_fork", spawn_fork),
     ("spawn_forkserver", spawn_forkserver),
     ("spawn_spawn", spawn_spawn),
+    ("lock_counter", lock_counter),
+    ("lock_uncontended", lock_uncontended),
 ];
 
 /// The names of the rows.
@@ -107,6 +119,285 @@ fn spawn_spawn(side: Side) -> Result<Figure> {
             exec.run_once()?;
             let seconds = seconds_per_op(|n| (0..n).try_for_each(|_| exec.run_once()))?;
             Ok(Figure::micros_per_child(seconds))
+        }
+    }
+}
+
+/// The number of processes of `lock_counter`.
+const COUNTER_PROCESSES: u64 = 2;
+
+/// Sizes a contended run by the minimum run time: `run(n)` has every process do `n`
+/// operations and returns the seconds it took; a short calibration run picks `n`, then the
+/// measured run gives seconds per operation (over all processes).
+fn sized_run(processes: u64, mut run: impl FnMut(u64) -> Result<f64>) -> Result<f64> {
+    let min = min_time()?.as_secs_f64();
+    let mut n: u64 = 10_000;
+    loop {
+        let seconds = run(n)?;
+        if seconds >= min / 4.0 || n >= 1 << 34 {
+            let scaled = (n as f64 * (min / seconds.max(1e-9)) * 1.1).ceil() as u64;
+            let n = scaled.max(n);
+            let seconds = run(n)?;
+            return Ok(seconds / (n * processes) as f64);
+        }
+        n *= 4;
+    }
+}
+
+/// The child of the mp side of `lock_counter`: waits for the go byte, then increments.
+fn mp_increment(counter: mp::Value<u64>, n: u64, go: mp::process::fdpass::PassFd) -> Result<()> {
+    lock_floor::wait_byte(std::os::fd::AsFd::as_fd(&go))?;
+    for _ in 0..n {
+        *counter.lock().map_err(mp::sync::Error::from)? += 1;
+    }
+    Ok(())
+}
+
+/// lock_counter: 2 processes each do `with lock: value += 1` on a shared Value, in increments
+/// per second. The floor is a robust pthread mutex in shared memory beside a `u64`, driven
+/// through libc by forked children.
+fn lock_counter(side: Side) -> Result<Figure> {
+    let seconds = match side {
+        Side::Mp => {
+            let ctx = mp::get_context("fork").context("get_context(fork)")?;
+            let counter = mp::Value::with_lock(0u64, mp::Lock::new()?)?;
+            sized_run(COUNTER_PROCESSES, |n| {
+                let before = counter.get()?;
+                let (go_r, go_w) = lock_floor::pipe()?;
+                let mut children = Vec::new();
+                for _ in 0..COUNTER_PROCESSES {
+                    let go = mp::process::fdpass::PassFd(go_r.try_clone()?);
+                    let mut p = ctx.process(mp_increment, (counter.clone(), n, go));
+                    p.start().context("start")?;
+                    children.push(p);
+                }
+                let start = std::time::Instant::now();
+                lock_floor::write_bytes(&go_w, COUNTER_PROCESSES as usize)?;
+                for p in &children {
+                    let code = p.join().context("join")?;
+                    ensure!(code == 0, "a child exited with {code}");
+                }
+                let seconds = start.elapsed().as_secs_f64();
+                ensure!(counter.get()? == before + n * COUNTER_PROCESSES, "lost increments");
+                Ok(seconds)
+            })?
+        }
+        Side::Floor => {
+            let shared = lock_floor::SharedCounter::new()?;
+            sized_run(COUNTER_PROCESSES, |n| shared.run(COUNTER_PROCESSES, n))?
+        }
+    };
+    Ok(Figure::per_second(seconds, "incr/s"))
+}
+
+/// lock_uncontended: acquire + release of a lock nobody else uses, in ns.
+fn lock_uncontended(side: Side) -> Result<Figure> {
+    let seconds = match side {
+        Side::Mp => {
+            let lock = mp::Lock::new()?;
+            seconds_per_op(|n| {
+                for _ in 0..n {
+                    drop(std::hint::black_box(lock.acquire().map_err(mp::sync::Error::from)?));
+                }
+                Ok(())
+            })?
+        }
+        Side::Floor => {
+            let shared = lock_floor::SharedCounter::new()?;
+            seconds_per_op(|n| shared.lock_unlock(n))?
+        }
+    };
+    Ok(Figure::nanos_per_op(seconds))
+}
+
+/// The floor of the lock rows: a robust pthread mutex in shared memory, through libc.
+mod lock_floor {
+    use std::io;
+    use std::ptr;
+
+    use anyhow::{Context, Result, ensure};
+
+    /// Waits for the forked child `pid` and checks that it exited with status 0.
+    fn floor_wait_ok(pid: libc::pid_t) -> Result<()> {
+        let mut status: libc::c_int = 0;
+        loop {
+            // SAFETY: `status` is a live, writable local; waitpid writes only there.
+            let got = unsafe { libc::waitpid(pid, &mut status, 0) };
+            if got == pid {
+                break;
+            }
+            let error = io::Error::last_os_error();
+            if got == -1 && error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error).context("waitpid");
+        }
+        ensure!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child ended with wait status {status:#x}"
+        );
+        Ok(())
+    }
+    /// A pipe (read end, write end), close-on-exec.
+    pub fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+        use std::os::fd::FromRawFd as _;
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` is a writable array of two ints, which pipe2 fills on success.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error()).context("pipe2");
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+        Ok(unsafe {
+            (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1]))
+        })
+    }
+
+    /// Reads one byte from `fd`: the go signal of a benchmark child.
+    pub fn wait_byte(fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let mut byte = 0u8;
+        loop {
+            // SAFETY: `byte` is one writable byte; `fd` is an open descriptor.
+            let got = unsafe { libc::read(fd.as_raw_fd(), (&raw mut byte).cast(), 1) };
+            match got {
+                1 => return Ok(()),
+                -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+                _ => return Err(io::Error::last_os_error()).context("read the go byte"),
+            }
+        }
+    }
+
+    /// Writes `n` bytes into `fd`, releasing `n` children blocked in [`wait_byte`].
+    pub fn write_bytes(fd: &std::os::fd::OwnedFd, n: usize) -> Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let bytes = vec![b'!'; n];
+        // SAFETY: `bytes` is readable for `n` bytes; `fd` is an open descriptor.
+        let wrote = unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), n) };
+        ensure!(wrote == n as isize, "short write of the go bytes: {}", io::Error::last_os_error());
+        Ok(())
+    }
+
+    /// A robust, process-shared pthread mutex and a `u64` beside it, in an anonymous shared
+    /// mapping: the floor of the lock rows.
+    pub struct SharedCounter {
+        /// The mapping: the mutex at offset 0, the counter at offset 64.
+        base: *mut u8,
+    }
+
+    /// The size of the mapping.
+    const COUNTER_MAP: usize = 4096;
+
+    impl SharedCounter {
+        /// Maps the page and initialises the mutex: process-shared, robust, error-checking.
+        pub fn new() -> Result<SharedCounter> {
+            // SAFETY: an anonymous shared mapping of one page at an address the kernel picks.
+            let base = unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    COUNTER_MAP,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if base == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error()).context("mmap");
+            }
+            let base = base.cast::<u8>();
+            let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+            // SAFETY: `attr` is storage for an attribute object that `init` fills before the other
+            // calls use it; the mutex lies at the start of the fresh mapping, which nothing else
+            // uses yet.
+            let rc = unsafe {
+                libc::pthread_mutexattr_init(attr.as_mut_ptr());
+                libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+                libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
+                libc::pthread_mutexattr_settype(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ERRORCHECK);
+                let rc = libc::pthread_mutex_init(base.cast(), attr.as_ptr());
+                libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
+                rc
+            };
+            ensure!(rc == 0, "pthread_mutex_init: {}", io::Error::from_raw_os_error(rc));
+            Ok(SharedCounter { base })
+        }
+
+        /// The mutex.
+        fn mutex(&self) -> *mut libc::pthread_mutex_t {
+            self.base.cast()
+        }
+
+        /// The counter.
+        fn counter(&self) -> *mut u64 {
+            // SAFETY: offset 64 lies inside the page, past the 40-byte mutex, aligned for a u64.
+            unsafe { self.base.add(64).cast() }
+        }
+
+        /// Locks, adds one, unlocks, `n` times.
+        fn increment(&self, n: u64) {
+            for _ in 0..n {
+                // SAFETY: the mutex was initialised in `new` and the mapping lives as long as
+                // `self`; the counter is only touched while the mutex is held.
+                unsafe {
+                    libc::pthread_mutex_lock(self.mutex());
+                    *self.counter() += 1;
+                    libc::pthread_mutex_unlock(self.mutex());
+                }
+            }
+        }
+
+        /// Locks and unlocks `n` times.
+        pub fn lock_unlock(&self, n: u64) -> Result<()> {
+            for _ in 0..n {
+                // SAFETY: as in `increment`.
+                unsafe {
+                    libc::pthread_mutex_lock(std::hint::black_box(self.mutex()));
+                    libc::pthread_mutex_unlock(self.mutex());
+                }
+            }
+            Ok(())
+        }
+
+        /// Forks `processes` children that each increment `n` times once a go byte arrives, and
+        /// returns the seconds from the go to the last exit.
+        pub fn run(&self, processes: u64, n: u64) -> Result<f64> {
+            // SAFETY: the counter is only read here while no child runs.
+            let before = unsafe { *self.counter() };
+            let (go_r, go_w) = pipe()?;
+            let mut pids = Vec::new();
+            for _ in 0..processes {
+                // SAFETY: the child only reads a pipe, runs `increment` (pthread calls on the
+                // shared mapping) and leaves with `_exit`, never returning into the parent's frames.
+                let pid = unsafe { libc::fork() };
+                match pid {
+                    -1 => return Err(io::Error::last_os_error()).context("fork"),
+                    0 => {
+                        let ok = wait_byte(std::os::fd::AsFd::as_fd(&go_r)).is_ok();
+                        self.increment(n);
+                        // SAFETY: ends the child at once, running none of the parent's destructors.
+                        unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+                    }
+                    pid => pids.push(pid),
+                }
+            }
+            let start = std::time::Instant::now();
+            write_bytes(&go_w, processes as usize)?;
+            for pid in pids {
+                floor_wait_ok(pid)?;
+            }
+            let seconds = start.elapsed().as_secs_f64();
+            // SAFETY: every child has exited.
+            let after = unsafe { *self.counter() };
+            ensure!(after == before + n * processes, "lost increments");
+            Ok(seconds)
+        }
+    }
+
+    impl Drop for SharedCounter {
+        fn drop(&mut self) {
+            // SAFETY: the mapping was made in `new` and nothing refers to it any more.
+            unsafe { libc::munmap(self.base.cast(), COUNTER_MAP) };
         }
     }
 }

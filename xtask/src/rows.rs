@@ -57,6 +57,8 @@ pub const ROWS: &[Row] = &[
     row("spawn_fork", Lower, true, &[Floor(2.0)]),
     row("spawn_forkserver", Lower, true, &[Floor(3.0)]),
     row("spawn_spawn", Lower, true, &[Floor(3.0)]),
+    row("lock_counter", Higher, true, &[Floor(0.9)]),
+    row("lock_uncontended", Lower, true, &[Floor(1.0)]),
 ];
 
 #[cfg(test)]

@@ -284,6 +284,22 @@ mod tests {
         assert!(sys::trampoline_at((end - start - 1) as u64).is_some());
     }
 
+    fn marker_fn() {}
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn fn_offsets_round_trip_and_stay_in_the_text() {
+        let off = crate::code::fn_offset(marker_fn).expect("a fn item lies in the text");
+        // SAFETY: the offset was just made by `fn_offset` in this very process.
+        let back = unsafe { crate::code::fn_at(off) }.expect("in the text");
+        assert_eq!(back as usize, marker_fn as fn() as usize);
+        let (start, end) = sys::text_range();
+        // SAFETY: only the bounds check runs: an offset past the text yields None.
+        assert!(unsafe { crate::code::fn_at((end - start) as u64) }.is_none());
+        // SAFETY: as above.
+        assert!(unsafe { crate::code::fn_at(u64::MAX) }.is_none());
+    }
+
     #[test]
     fn a_forged_entry_offset_is_refused_by_the_child() {
         let (start, end) = sys::text_range();

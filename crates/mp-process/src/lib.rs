@@ -81,6 +81,12 @@
 
 mod bootstrap;
 mod child;
+/// Plain `fn()` items crossing into other processes of the same executable, as offsets into
+/// its text (how `spawn` and `forkserver` children find their entry point; `mp-sync` sends a
+/// `Barrier`'s action this way).
+pub mod code {
+    pub use crate::sys::{fn_at, fn_offset};
+}
 mod cpu;
 mod current;
 mod error;

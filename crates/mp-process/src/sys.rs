@@ -81,20 +81,46 @@ pub(crate) fn offset_of(f: Trampoline) -> u64 {
     (f as usize).wrapping_sub(start) as u64
 }
 
+/// The address `offset` bytes into the executable, if it lies inside its text.
+fn text_addr(offset: u64) -> Option<usize> {
+    let (start, end) = text_range();
+    let addr = start.checked_add(usize::try_from(offset).ok()?)?;
+    (addr < end).then_some(addr)
+}
+
 /// Turns an offset received from a parent back into a trampoline, if it lies in the text.
 pub(crate) fn trampoline_at(offset: u64) -> Option<Trampoline> {
-    let (start, end) = text_range();
-    let offset = usize::try_from(offset).ok()?;
-    let addr = start.checked_add(offset)?;
-    if addr < start || addr >= end {
-        return None;
-    }
+    let addr = text_addr(offset)?;
     // SAFETY: the address lies inside the text of this executable, which the caller has
     // checked is the same file (device and inode) as the parent's. The offset came over the
     // inherited bootstrap socketpair, which only the parent holds, and the parent computed it
     // with `offset_of` from a function of exactly this type in the same binary. A function
     // pointer is a plain address on every Linux target this crate supports.
     Some(unsafe { std::mem::transmute::<usize, Trampoline>(addr) })
+}
+
+/// The offset of `f` from the start of the executable, if `f` lies in its text (a `fn` item
+/// of the executable; a function of a shared library has no stable offset).
+pub fn fn_offset(f: fn()) -> Option<u64> {
+    let (start, end) = text_range();
+    let addr = f as usize;
+    (start..end).contains(&addr).then(|| (addr - start) as u64)
+}
+
+/// The `fn()` at `offset` into the executable's text, as [`fn_offset`] made it in another
+/// process; `None` if the offset lies outside the text.
+///
+/// # Safety
+///
+/// `offset` must come from [`fn_offset`] in a process running the same executable file
+/// (mp-process checks the device and inode of every child it starts), through a channel only
+/// such trusted processes can write (shared memory or a socket of the process tree). The
+/// bounds check keeps a forged offset inside the text but cannot make it a function start.
+pub unsafe fn fn_at(offset: u64) -> Option<fn()> {
+    let addr = text_addr(offset)?;
+    // SAFETY: the caller guarantees that `offset` was made by `fn_offset` from a `fn()` of
+    // this same executable, so `addr` is that function's address here.
+    Some(unsafe { std::mem::transmute::<usize, fn()>(addr) })
 }
 
 /// Produces the value of a zero-sized target type in a child that never received it.

@@ -1,0 +1,430 @@
+//! `Barrier`: a generation counter (the futex word) under a robust mutex, with one slot per
+//! waiter so that dead waiters are not counted.
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::de::Error as _;
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::Error;
+use crate::lock::{init_mutex, lock_error};
+use crate::segment::{Handle, Kind};
+use crate::slots::{MAX_WAITERS, SlotTable};
+use crate::sys::{self, MutexKind, RawMutex, Taken};
+use crate::wait::{deadline, futex_wait, futex_wake_all, spin_until};
+
+/// A slot whose waiter waits for the barrier to trip.
+const WAITING: u32 = 1;
+/// A slot whose waiter's cycle completed.
+const PASSED: u32 = 2;
+/// A slot whose waiter's cycle was broken (abort, reset, timeout, a death inside).
+const BROKEN: u32 = 3;
+
+/// The number of words of an arrival-index bitset.
+const INDEX_WORDS: usize = MAX_WAITERS.div_ceil(64);
+
+/// The shared part of a barrier.
+///
+/// Lives in shared memory: `#[repr(C)]`; its only pointers are the robust-list links of its
+/// mutexes (see `sys`).
+#[repr(C)]
+pub(crate) struct BarrierLayout {
+    /// Serialises arrivals, trips, breaks and resets. Error-checking and robust: a process
+    /// that dies holding it breaks the barrier.
+    mutex: RawMutex,
+    /// The number of parties, fixed at creation.
+    parties: AtomicU32,
+    /// The generation: the futex word waiters sleep on. It advances (under `mutex`) each
+    /// time the barrier trips, breaks or is reset with waiters, after their slots say which.
+    generation: AtomicU32,
+    /// 1 while the barrier is broken.
+    broken: AtomicU32,
+    /// Unused.
+    _reserved: AtomicU32,
+    /// The waiters: each holds a slot (tagged with its generation and arrival index) while it
+    /// waits.
+    table: SlotTable,
+}
+
+/// A barrier shared between processes: Python's `multiprocessing.Barrier`.
+///
+/// [`wait`](Barrier::wait) blocks until `parties` threads (of any processes) have called it,
+/// then releases them all, each with a different arrival index in `0..parties`. The barrier
+/// then starts its next cycle. The last to arrive runs the barrier's action, if it has one,
+/// before the others are released. A wait that times out, [`abort`](Barrier::abort), and a
+/// [`reset`](Barrier::reset) while threads wait, break it: the waiters get
+/// [`Error::BrokenBarrier`], and so does every `wait` until a `reset`.
+///
+/// A waiter whose process is killed is found dead (its slot's robust mutex reports
+/// `EOWNERDEAD`) and withdrawn: it no longer counts in [`n_waiting`](Barrier::n_waiting) or
+/// towards the parties of the cycle. A process that dies inside the barrier's own critical
+/// section (for instance in the action) breaks the barrier.
+///
+/// ```
+/// use mp_sync::Barrier;
+///
+/// # fn main() -> Result<(), mp_sync::Error> {
+/// let barrier = Barrier::new(1)?;
+/// assert_eq!(barrier.wait()?, 0, "one party: the barrier trips at once");
+/// barrier.abort()?;
+/// assert!(barrier.broken());
+/// assert!(matches!(barrier.wait(), Err(mp_sync::Error::BrokenBarrier)));
+/// barrier.reset()?;
+/// assert_eq!(barrier.wait()?, 0);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Differences from Python's multiprocessing
+/// - The action is a plain `fn()` (it crosses into spawned children as an offset into the
+///   executable). A panicking action breaks the barrier and the panic continues in the thread
+///   that ran it, as Python re-raises the action's exception there.
+/// - At most [`MAX_WAITERS`] parties, and at most that many threads inside `wait` at once.
+/// - After a `reset`, threads that arrive while the previous waiters are still leaving start
+///   the new cycle at once instead of waiting for them.
+#[derive(Clone)]
+pub struct Barrier {
+    /// The segment.
+    handle: Arc<Handle<BarrierLayout>>,
+    /// The number of parties (a copy of the shared one).
+    parties: usize,
+    /// The action run by the last to arrive.
+    action: Option<fn()>,
+    /// The timeout of `wait`.
+    timeout: Option<Duration>,
+}
+
+/// The barrier's mutex, held; unlocked when dropped.
+struct Inside<'a> {
+    /// The barrier.
+    barrier: &'a Barrier,
+}
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        // Held by this thread, so this cannot fail.
+        let _ = self.barrier.layout().mutex.unlock();
+    }
+}
+
+impl Barrier {
+    /// Creates a barrier for `parties` threads, with no action and no timeout.
+    ///
+    /// Errors: [`Error::InvalidArgument`] if `parties` is 0 (Python: "parties must be >= 1")
+    /// or above [`MAX_WAITERS`]; [`Error::SharedMemory`] or [`Error::Io`] if the segment
+    /// cannot be made.
+    pub fn new(parties: usize) -> Result<Barrier, Error> {
+        if parties == 0 {
+            return Err(Error::InvalidArgument("parties must be >= 1"));
+        }
+        if parties > MAX_WAITERS {
+            return Err(Error::InvalidArgument("a barrier has at most MAX_WAITERS parties"));
+        }
+        let handle = Handle::create(Kind::Barrier, |l: &mut BarrierLayout| {
+            init_mutex(&mut l.mutex, MutexKind::ErrorCheck)?;
+            *l.parties.get_mut() = u32::try_from(parties).unwrap_or(u32::MAX);
+            l.table.init()
+        })?;
+        Ok(Barrier { handle: Arc::new(handle), parties, action: None, timeout: None })
+    }
+
+    /// Sets the action: a function the last thread to arrive runs once per cycle, before the
+    /// others are released (Python's `action`). It belongs to this handle and its clones, and
+    /// travels with them into children.
+    pub fn with_action(mut self, action: fn()) -> Barrier {
+        self.action = Some(action);
+        self
+    }
+
+    /// Sets the default timeout of [`wait`](Barrier::wait) (Python's `timeout`).
+    pub fn with_timeout(mut self, timeout: Duration) -> Barrier {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    #[inline]
+    fn layout(&self) -> &BarrierLayout {
+        self.handle.get()
+    }
+
+    /// Takes the barrier's mutex. If its holder died, the barrier's state cannot be trusted:
+    /// it is broken.
+    fn enter(&self) -> Result<Inside<'_>, Error> {
+        let taken = self.layout().mutex.lock().map_err(lock_error)?;
+        let inside = Inside { barrier: self };
+        if taken == Taken::OwnerDied {
+            self.break_inside(&inside);
+        }
+        Ok(inside)
+    }
+
+    /// Ends the current cycle: every living waiter of it gets `outcome`, then the
+    /// generation advances and they all wake.
+    fn end_cycle(&self, _inside: &Inside<'_>, outcome: u32) {
+        let l = self.layout();
+        let generation = l.generation.load(Ordering::Relaxed);
+        l.table.scan(|_, slot| {
+            if slot.tag.load(Ordering::Relaxed) == u64::from(generation)
+                && slot.state.load(Ordering::Relaxed) == WAITING
+            {
+                slot.state.store(outcome, Ordering::Release);
+            }
+        });
+        l.generation.store(generation.wrapping_add(1), Ordering::SeqCst);
+        futex_wake_all(&l.generation);
+    }
+
+    /// Breaks the barrier (Python's `_break`).
+    fn break_inside(&self, inside: &Inside<'_>) {
+        self.layout().broken.store(1, Ordering::SeqCst);
+        self.end_cycle(inside, BROKEN);
+        self.handle.shared.ring_if_polled();
+    }
+
+    /// The living waiters of the current cycle: how many, and which arrival indices they
+    /// hold.
+    fn waiting(&self, _inside: &Inside<'_>) -> (usize, [u64; INDEX_WORDS]) {
+        let l = self.layout();
+        let generation = u64::from(l.generation.load(Ordering::Relaxed));
+        let mut count = 0;
+        let mut used = [0u64; INDEX_WORDS];
+        l.table.scan(|_, slot| {
+            if slot.tag.load(Ordering::Relaxed) == generation
+                && slot.state.load(Ordering::Relaxed) == WAITING
+            {
+                count += 1;
+                let index = slot.index.load(Ordering::Relaxed) as usize;
+                if let Some(word) = used.get_mut(index / 64) {
+                    *word |= 1 << (index % 64);
+                }
+            }
+        });
+        (count, used)
+    }
+
+    /// Waits for the other parties, with the barrier's default timeout (if any); returns
+    /// this thread's arrival index, in `0..parties`.
+    ///
+    /// Errors: [`Error::BrokenBarrier`] if the barrier is broken, or breaks while this thread
+    /// waits (abort, reset, the timeout of this or another waiter, a process dying inside
+    /// the barrier); [`Error::TooManyWaiters`] past [`MAX_WAITERS`] threads inside `wait`.
+    pub fn wait(&self) -> Result<usize, Error> {
+        self.wait_until(deadline(self.timeout))
+    }
+
+    /// As [`wait`](Barrier::wait), with `timeout` instead of the default: if the barrier has
+    /// not tripped by then, it breaks, and this call returns [`Error::BrokenBarrier`].
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<usize, Error> {
+        self.wait_until(deadline(Some(timeout)))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<usize, Error> {
+        let l = self.layout();
+        let inside = self.enter()?;
+        if l.broken.load(Ordering::Relaxed) != 0 {
+            return Err(Error::BrokenBarrier);
+        }
+        let generation = l.generation.load(Ordering::Relaxed);
+        let (count, used) = self.waiting(&inside);
+        let index = (0..self.parties)
+            .find(|i| used.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) == 0))
+            .ok_or(Error::Corrupt("more waiters than parties"))?;
+        if count + 1 >= self.parties {
+            if let Some(action) = self.action
+                && let Err(panic) = catch_unwind(AssertUnwindSafe(action))
+            {
+                self.break_inside(&inside);
+                drop(inside);
+                resume_unwind(panic);
+            }
+            self.end_cycle(&inside, PASSED);
+            return Ok(index);
+        }
+        let i = l.table.claim()?;
+        let Some(slot) = l.table.slot(i) else {
+            return Err(Error::Corrupt("a claimed slot is out of range"));
+        };
+        slot.tag.store(u64::from(generation), Ordering::Relaxed);
+        slot.index.store(u32::try_from(index).unwrap_or(u32::MAX), Ordering::Relaxed);
+        slot.state.store(WAITING, Ordering::Relaxed);
+        drop(inside);
+
+        let tripped = || l.generation.load(Ordering::Acquire) != generation;
+        let mut spun = false;
+        let outcome = loop {
+            if tripped() {
+                break slot.state.load(Ordering::Acquire);
+            }
+            if !spun {
+                spun = true;
+                if spin_until(tripped) {
+                    continue;
+                }
+            }
+            if let Ok(false) = futex_wait(&l.generation, generation, deadline) {
+                continue;
+            }
+            // Timed out (or the wait failed): break the barrier if this cycle still fills.
+            if let Ok(inside) = self.enter()
+                && !tripped()
+            {
+                self.break_inside(&inside);
+            }
+            break if tripped() { slot.state.load(Ordering::Acquire) } else { BROKEN };
+        };
+        l.table.free(i);
+        if outcome == PASSED { Ok(index) } else { Err(Error::BrokenBarrier) }
+    }
+
+    /// The number of parties.
+    pub fn parties(&self) -> usize {
+        self.parties
+    }
+
+    /// How many threads wait in the current cycle (dead waiters are found and not counted);
+    /// 0 while the barrier is broken.
+    pub fn n_waiting(&self) -> usize {
+        let Ok(inside) = self.enter() else { return 0 };
+        if self.layout().broken.load(Ordering::Relaxed) != 0 {
+            return 0;
+        }
+        self.waiting(&inside).0
+    }
+
+    /// Whether the barrier is broken.
+    ///
+    /// For a handle whose doorbell is polled, a `false` answer drains the doorbell first.
+    pub fn broken(&self) -> bool {
+        let broken = &self.layout().broken;
+        if broken.load(Ordering::Acquire) != 0 {
+            return true;
+        }
+        if self.handle.is_polled_here() {
+            self.handle.shared.drain();
+            if broken.load(Ordering::SeqCst) != 0 {
+                self.handle.shared.ring();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Breaks the barrier: the threads waiting get [`Error::BrokenBarrier`], and so does every
+    /// `wait` until [`reset`](Barrier::reset). Python's `abort`.
+    ///
+    /// Errors: [`Error::Io`] if the barrier's mutex cannot be taken.
+    pub fn abort(&self) -> Result<(), Error> {
+        let inside = self.enter()?;
+        self.break_inside(&inside);
+        Ok(())
+    }
+
+    /// Returns the barrier to its initial, unbroken state: the threads waiting get
+    /// [`Error::BrokenBarrier`]. Python's `reset`.
+    ///
+    /// Errors: [`Error::Io`] if the barrier's mutex cannot be taken.
+    pub fn reset(&self) -> Result<(), Error> {
+        let inside = self.enter()?;
+        let (count, _) = self.waiting(&inside);
+        if count > 0 {
+            self.end_cycle(&inside, BROKEN);
+        }
+        self.layout().broken.store(0, Ordering::SeqCst);
+        if self.handle.is_polled_here() {
+            self.handle.shared.drain();
+        }
+        Ok(())
+    }
+}
+
+impl AsFd for Barrier {
+    /// The barrier's doorbell: it polls readable while the barrier is broken (a hint: check
+    /// with [`broken`](Barrier::broken), which drains a stale doorbell).
+    ///
+    /// The first call registers this handle (and its clones) in this process as a poller.
+    /// See the crate documentation for the protocol.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.handle.doorbell()
+    }
+}
+
+/// The serialised shape of a barrier.
+#[derive(Serialize)]
+struct WireRef<'a> {
+    /// The segment.
+    #[serde(serialize_with = "serialize_handle")]
+    handle: &'a Handle<BarrierLayout>,
+    /// The action, as an offset into the executable's text.
+    action: Option<u64>,
+    /// The default timeout.
+    timeout: Option<Duration>,
+}
+
+fn serialize_handle<S: Serializer>(h: &&Handle<BarrierLayout>, s: S) -> Result<S::Ok, S::Error> {
+    h.serialize(s)
+}
+
+/// The received shape of a barrier.
+#[derive(Deserialize)]
+struct Wire {
+    /// The segment.
+    #[serde(deserialize_with = "deserialize_handle")]
+    handle: Handle<BarrierLayout>,
+    /// The action's offset.
+    action: Option<u64>,
+    /// The default timeout.
+    timeout: Option<Duration>,
+}
+
+fn deserialize_handle<'de, D: Deserializer<'de>>(d: D) -> Result<Handle<BarrierLayout>, D::Error> {
+    Handle::deserialize(d, &[Kind::Barrier])
+}
+
+impl Serialize for Barrier {
+    /// Serialises the segment, the action (an offset into the executable's text: an action
+    /// outside the main executable, say in a shared library, cannot cross) and the timeout.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let action = match self.action {
+            None => None,
+            Some(f) => Some(sys::action_offset(f).ok_or_else(|| {
+                S::Error::custom("the barrier action is not in the main executable's text")
+            })?),
+        };
+        WireRef { handle: &self.handle, action, timeout: self.timeout }.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Barrier {
+    /// Receives a barrier, checking its segment, its number of parties and that the action
+    /// lies in this executable's text.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Wire { handle, action, timeout } = Wire::deserialize(d)?;
+        let parties = handle.get().parties.load(Ordering::Relaxed) as usize;
+        if parties == 0 || parties > MAX_WAITERS {
+            return Err(D::Error::custom("the barrier's number of parties is out of range"));
+        }
+        let action = match action {
+            None => None,
+            Some(offset) => Some(sys::action_at(offset).ok_or_else(|| {
+                D::Error::custom("the barrier action lies outside this executable's text")
+            })?),
+        };
+        Ok(Barrier { handle: Arc::new(handle), parties, action, timeout })
+    }
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier")
+            .field("parties", &self.parties)
+            .field("broken", &(self.layout().broken.load(Ordering::Relaxed) != 0))
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,319 @@
+//! A primitive's shared segment: a header, its `#[repr(C)]` layout, and the eventfd doorbell
+//! beside it, plus the process-local handle that registers pollers.
+//!
+//! # The doorbell protocol
+//!
+//! Every primitive has an eventfd (the *doorbell*) next to its futex words, so that event
+//! loops can poll it. Ringing costs a `write`, so it happens only when the header's
+//! `pollers` count says some handle, in some process, has handed out its descriptor:
+//!
+//! 1. A handle registers the first time its `as_fd` is called in a process: `pollers += 1`
+//!    (SeqCst), then one unconditional ring, so that a state that was already ready before
+//!    the registration is not missed. The registration ends when the last clone of that
+//!    handle in that process is dropped (`pollers -= 1`). A process killed while registered
+//!    leaves the count too high, which costs writes, never correctness.
+//! 2. Every operation that may make the primitive ready (a release, a `set`, a broken barrier)
+//!    changes the state first, then reads `pollers` (SeqCst) and rings if it is not zero.
+//!    Since the registration increments `pollers` before its first look at the state, either
+//!    the operation sees the poller or the poller sees the new state.
+//! 3. A non-blocking attempt by a registered handle (`try_acquire`, `is_set`, ...) first
+//!    drains the doorbell, then looks at the state; if the primitive is still ready for
+//!    others afterwards (a semaphore with permits left, an event still set), it rings again,
+//!    so that another poller's readiness is never eaten by this one.
+//!
+//! Readiness is therefore a hint: a poller may wake and find the primitive taken by someone
+//! else (then its failed attempt drains the doorbell and it polls again), but it never
+//! sleeps while the primitive stays ready.
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use mp_shm::SharedMemory;
+use rustix::event::EventfdFlags;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::Error;
+use crate::sys::{LAYOUT_ALIGN, Mapped, SharedLayout};
+
+/// "mpsy" in little-endian ASCII: the first word of the header of every segment of this crate.
+const MAGIC: u32 = u32::from_le_bytes(*b"mpsy");
+
+/// The version of the layouts; bumped whenever one of them changes.
+const VERSION: u32 = 1;
+
+/// What a segment holds; checked when a segment is received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Kind {
+    /// A `Lock`.
+    Lock = 1,
+    /// An `RLock`.
+    RLock = 2,
+    /// A `Semaphore`.
+    Semaphore = 3,
+    /// A `BoundedSemaphore`.
+    BoundedSemaphore = 4,
+    /// An `Event`.
+    Event = 5,
+    /// A `Condition`.
+    Condition = 6,
+    /// A `Barrier`.
+    Barrier = 7,
+}
+
+/// The header of every segment, after the primitive's layout, in a cache line of its own:
+/// it is read by every release (`pollers`) but written almost never, so every CPU keeps a
+/// shared copy, and reading it right after a release does not have to win back the line of
+/// the lock word that another process may be taking at that moment.
+///
+/// Lives in shared memory: `#[repr(C)]`, atomics only, no pointers. `magic`, `kind` and
+/// `version` are written once by the creator before the segment is shared.
+#[repr(C, align(64))]
+pub(crate) struct Header {
+    /// [`MAGIC`].
+    magic: AtomicU32,
+    /// A [`Kind`] as `u32`.
+    kind: AtomicU32,
+    /// [`VERSION`].
+    version: AtomicU32,
+    /// How many handles, over all processes, have handed out the doorbell's descriptor.
+    pollers: AtomicU32,
+    /// An identifier of the segment, unique with high probability: handles on the same
+    /// primitive that were received separately (and so map it at different addresses)
+    /// recognise each other by it.
+    id: AtomicU64,
+    /// Unused.
+    _reserved: AtomicU64,
+}
+
+const _: () = assert!(size_of::<Header>() == 64 && align_of::<Header>() <= LAYOUT_ALIGN);
+
+/// A whole segment: the primitive's layout, then the header.
+///
+/// The layout starts the segment, so a lock's mutex and its counters share the first cache
+/// line; the header starts the next cache line after the layout.
+///
+/// Lives in shared memory: `#[repr(C)]`, no pointers (see [`Header`] and each layout).
+#[repr(C)]
+pub(crate) struct Full<L> {
+    /// The primitive's layout, at offset 0.
+    body: L,
+    /// The header.
+    header: Header,
+}
+
+/// The typed segment of one primitive, with its doorbell.
+pub(crate) struct Shared<L: SharedLayout> {
+    /// The memory.
+    map: Mapped<Full<L>>,
+    /// The doorbell: a non-blocking eventfd.
+    bell: OwnedFd,
+}
+
+impl<L: SharedLayout> Shared<L> {
+    /// Creates a zeroed segment for `L`, lets `init` set it up, then stamps the header.
+    ///
+    /// `init` runs before anything else can see the segment.
+    pub(crate) fn create(
+        kind: Kind,
+        init: impl FnOnce(&mut L) -> Result<(), Error>,
+    ) -> Result<Self, Error> {
+        let shm = SharedMemory::new(size_of::<Full<L>>()).map_err(Error::SharedMemory)?;
+        let bell = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(|e| Error::io("eventfd", e))?;
+        let map = Mapped::create(shm, |full: &mut Full<L>| init(&mut full.body))?
+            .ok_or(Error::Corrupt("a new segment is too small"))?;
+        let shared = Shared { map, bell };
+        let header = shared.header();
+        header.kind.store(kind as u32, Ordering::Relaxed);
+        header.version.store(VERSION, Ordering::Relaxed);
+        header.id.store(new_id(), Ordering::Relaxed);
+        header.magic.store(MAGIC, Ordering::Release);
+        Ok(shared)
+    }
+
+    /// Checks a received segment: size, magic, version and kind.
+    fn check(shm: SharedMemory, bell: OwnedFd, kinds: &[Kind]) -> Result<Self, &'static str> {
+        let map = Mapped::new(shm).ok_or("the segment is too small for its primitive")?;
+        let shared = Shared { map, bell };
+        let header = shared.header();
+        if header.magic.load(Ordering::Acquire) != MAGIC {
+            return Err("the segment is not an mp-sync primitive");
+        }
+        if header.version.load(Ordering::Relaxed) != VERSION {
+            return Err("the segment was made by another version of mp-sync");
+        }
+        let kind = header.kind.load(Ordering::Relaxed);
+        if !kinds.iter().any(|k| *k as u32 == kind) {
+            return Err("the segment holds another kind of primitive");
+        }
+        Ok(shared)
+    }
+
+    /// The header.
+    #[inline]
+    pub(crate) fn header(&self) -> &Header {
+        &self.map.get().header
+    }
+
+    /// The layout.
+    #[inline]
+    pub(crate) fn get(&self) -> &L {
+        &self.map.get().body
+    }
+
+    /// The segment's identifier.
+    pub(crate) fn id(&self) -> u64 {
+        self.header().id.load(Ordering::Relaxed)
+    }
+
+    /// Rings the doorbell if anyone polls it (step 2 of the protocol).
+    #[inline]
+    pub(crate) fn ring_if_polled(&self) {
+        if self.header().pollers.load(Ordering::SeqCst) != 0 {
+            self.ring();
+        }
+    }
+
+    /// Rings the doorbell.
+    #[cold]
+    pub(crate) fn ring(&self) {
+        // EAGAIN means the counter is saturated: it is readable already.
+        let _ = rustix::io::write(&self.bell, &1u64.to_ne_bytes());
+    }
+
+    /// Empties the doorbell.
+    pub(crate) fn drain(&self) {
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(&self.bell, &mut buf);
+    }
+}
+
+/// A new segment identifier: the pid, a per-process counter and the wall clock, mixed.
+fn new_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    let mut x = u64::from(my_pid()) << 32
+        ^ count
+        ^ (now.tv_nsec as u64) << 16
+        ^ (now.tv_sec as u64).rotate_left(40);
+    // splitmix64's finaliser spreads the bits.
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A process-local handle on a shared segment: the segment and this process's poller
+/// registration. Primitives hold it in an `Arc`, so that clones share one registration.
+pub(crate) struct Handle<L: SharedLayout> {
+    /// The segment.
+    pub(crate) shared: Shared<L>,
+    /// The pid of the process that registered this handle as a poller, or 0.
+    polling: AtomicU32,
+}
+
+/// This process's pid as a `u32`.
+fn my_pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get().unsigned_abs()
+}
+
+impl<L: SharedLayout> Handle<L> {
+    /// A handle on a new segment.
+    pub(crate) fn create(
+        kind: Kind,
+        init: impl FnOnce(&mut L) -> Result<(), Error>,
+    ) -> Result<Self, Error> {
+        Ok(Handle { shared: Shared::create(kind, init)?, polling: AtomicU32::new(0) })
+    }
+
+    /// The layout.
+    #[inline]
+    pub(crate) fn get(&self) -> &L {
+        self.shared.get()
+    }
+
+    /// Whether this handle is registered as a poller (in this process or, after a fork, in
+    /// its parent: then draining costs a syscall but changes nothing).
+    #[inline]
+    pub(crate) fn is_polled_here(&self) -> bool {
+        self.polling.load(Ordering::Relaxed) != 0
+    }
+
+    /// Registers this handle as a poller in this process (step 1) and returns the doorbell.
+    pub(crate) fn doorbell(&self) -> BorrowedFd<'_> {
+        let me = my_pid();
+        let current = self.polling.load(Ordering::Relaxed);
+        if current != me
+            && self
+                .polling
+                .compare_exchange(current, me, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.shared.header().pollers.fetch_add(1, Ordering::SeqCst);
+            self.shared.ring();
+        }
+        self.shared.bell.as_fd()
+    }
+
+    /// Serialises the segment and the doorbell (through `mp-process`'s fd-carrying encoder).
+    pub(crate) fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireRef { shm: self.shared.map.shm(), bell: &self.shared.bell }.serialize(s)
+    }
+
+    /// Receives a handle whose segment must hold one of `kinds`.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+        kinds: &[Kind],
+    ) -> Result<Self, D::Error> {
+        let Wire { shm, bell } = Wire::deserialize(d)?;
+        let shared = Shared::check(shm, bell, kinds).map_err(D::Error::custom)?;
+        Ok(Handle { shared, polling: AtomicU32::new(0) })
+    }
+}
+
+impl<L: SharedLayout> Drop for Handle<L> {
+    fn drop(&mut self) {
+        let registered = self.polling.load(Ordering::Relaxed);
+        if registered != 0 && registered == my_pid() {
+            self.shared.header().pollers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl<L: SharedLayout> fmt::Debug for Handle<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("segment", &self.shared.map.shm().name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The serialised shape of a handle: the segment and the doorbell's descriptor.
+#[derive(Serialize)]
+struct WireRef<'a> {
+    /// The segment.
+    shm: &'a SharedMemory,
+    /// The doorbell.
+    #[serde(serialize_with = "serialize_fd")]
+    bell: &'a OwnedFd,
+}
+
+/// Serialises a borrowed descriptor through `mp-process`'s fd-carrying encoder.
+fn serialize_fd<S: Serializer>(fd: &&OwnedFd, s: S) -> Result<S::Ok, S::Error> {
+    mp_process::fdpass::serde_fd::serialize(fd, s)
+}
+
+/// The received shape of a handle.
+#[derive(Deserialize)]
+struct Wire {
+    /// The segment (checked by `mp-shm` before it is mapped).
+    shm: SharedMemory,
+    /// The doorbell.
+    #[serde(with = "mp_process::fdpass::serde_fd")]
+    bell: OwnedFd,
+}

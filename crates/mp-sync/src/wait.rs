@@ -1,0 +1,85 @@
+//! Futex waits and wakes on shared words, deadlines, and bounded spinning.
+
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use rustix::thread::futex;
+
+use crate::error::Error;
+
+/// How many times a contended path looks again before it sleeps.
+const SPIN_LIMIT: u32 = 200;
+
+/// The deadline `timeout` from now; `None` (wait forever) if it is `None` or too far.
+pub(crate) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// Whether `deadline` has passed.
+pub(crate) fn expired(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// Sleeps while `*word == expected`, until woken or `deadline`.
+///
+/// Returns `Ok(true)` if the deadline has passed, `Ok(false)` otherwise (woken, the word
+/// changed, or a signal interrupted the wait: the caller looks again). The futex is shared
+/// (no `FUTEX_PRIVATE_FLAG`), so wakes from other processes reach it.
+pub(crate) fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    deadline: Option<Instant>,
+) -> Result<bool, Error> {
+    let timeout = match deadline {
+        None => None,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(true);
+            }
+            Some(futex::Timespec {
+                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(left.subsec_nanos()),
+            })
+        }
+    };
+    match futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref()) {
+        Ok(()) | Err(Errno::AGAIN) | Err(Errno::INTR) => Ok(expired(deadline)),
+        Err(Errno::TIMEDOUT) => Ok(true),
+        Err(e) => Err(Error::io("futex wait", e)),
+    }
+}
+
+/// Wakes up to `n` threads sleeping on `word`, in any process.
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
+    // FUTEX_WAKE fails only for a bad address, which a reference cannot be.
+    let _ = futex::wake(word, futex::Flags::empty(), n);
+}
+
+/// Wakes every thread sleeping on `word`.
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    futex_wake(word, i32::MAX.unsigned_abs());
+}
+
+/// Whether spinning can help: another CPU may run the thread we wait for.
+fn can_spin() -> bool {
+    static MULTI: OnceLock<bool> = OnceLock::new();
+    *MULTI.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
+/// Spins for a bounded time until `ready` returns true; whether it did.
+#[inline]
+pub(crate) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
+    if !can_spin() {
+        return ready();
+    }
+    for _ in 0..SPIN_LIMIT {
+        if ready() {
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    ready()
+}
