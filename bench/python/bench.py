@@ -141,12 +141,154 @@ def lock_uncontended():
     return seconds_per_op(batch) / 1_000 * 1e9, "ns/op"
 
 
+PING_SIZE = 64
+
+
+def pipe_pong(conn):
+    """The child of pipe_pingpong: sends every message back, until an empty one."""
+    while True:
+        msg = conn.recv_bytes()
+        if not msg:
+            return
+        conn.send_bytes(msg)
+
+
+def pipe_pingpong():
+    """Round trips of a 64-byte message through a duplex Pipe to a forked child, in µs."""
+    ctx = multiprocessing.get_context("fork")
+    conn, child_end = ctx.Pipe()
+    p = ctx.Process(target=pipe_pong, args=(child_end,))
+    p.start()
+    child_end.close()
+    msg = b"\x07" * PING_SIZE
+
+    def once():
+        conn.send_bytes(msg)
+        if len(conn.recv_bytes()) != PING_SIZE:
+            raise RuntimeError("a short reply")
+
+    seconds = seconds_per_op(once)
+    conn.send_bytes(b"")
+    p.join()
+    if p.exitcode != 0:
+        raise RuntimeError(f"the child exited with {p.exitcode}")
+    return seconds * 1e6, "us/rt"
+
+
+BULK_SIZE = 1 << 20
+BULK_BATCH = 8
+
+
+def bulk_sink(conn):
+    """The child of pipe_bulk: receives messages, acks each empty one, returns on a 1-byte one."""
+    while True:
+        n = len(conn.recv_bytes())
+        if n == 0:
+            conn.send_bytes(b"ack")
+        elif n == 1:
+            return
+
+
+def pipe_bulk():
+    """1 MiB send_bytes one way (8 of them), then one ack, in GB/s."""
+    ctx = multiprocessing.get_context("fork")
+    conn, child_end = ctx.Pipe()
+    p = ctx.Process(target=bulk_sink, args=(child_end,))
+    p.start()
+    child_end.close()
+    msg = b"\x05" * BULK_SIZE
+
+    def batch():
+        for _ in range(BULK_BATCH):
+            conn.send_bytes(msg)
+        conn.send_bytes(b"")
+        if conn.recv_bytes() != b"ack":
+            raise RuntimeError("a wrong ack")
+
+    seconds = seconds_per_op(batch)
+    conn.send_bytes(b"s")
+    p.join()
+    if p.exitcode != 0:
+        raise RuntimeError(f"the child exited with {p.exitcode}")
+    return BULK_SIZE * BULK_BATCH / seconds / 1e9, "GB/s"
+
+
+FILL_BYTES = 256 << 20
+CHUNK = 1 << 20
+
+
+def fill(name):
+    """The shm_fill child: copies a 1 MiB chunk into every MiB of the segment."""
+    from multiprocessing import shared_memory
+
+    shm = shared_memory.SharedMemory(name=name)
+    chunk = b"\xa5" * CHUNK
+    for off in range(0, FILL_BYTES, CHUNK):
+        shm.buf[off:off + CHUNK] = chunk
+    shm.close()
+
+
+def shm_fill():
+    """A child fills a 256 MiB shared segment, the parent reads it, in GB/s."""
+    from multiprocessing import shared_memory
+
+    ctx = multiprocessing.get_context("fork")
+
+    def once():
+        shm = shared_memory.SharedMemory(create=True, size=FILL_BYTES)
+        try:
+            p = ctx.Process(target=fill, args=(shm.name,))
+            p.start()
+            p.join()
+            if p.exitcode != 0:
+                raise RuntimeError("the filling child failed")
+            for off in range(0, FILL_BYTES, CHUNK):
+                if bytes(shm.buf[off:off + CHUNK])[-1] != 0xA5:
+                    raise RuntimeError("the segment was not filled")
+        finally:
+            shm.close()
+            shm.unlink()
+
+    return FILL_BYTES / seconds_per_op(once) / 1e9, "GB/s"
+
+
+def pong(ping, pong_ev):
+    """The event_pingpong child: answers every ping with a pong until it is terminated."""
+    while True:
+        ping.wait()
+        ping.clear()
+        pong_ev.set()
+
+
+def event_pingpong():
+    """Round trips between two processes through two Events, in microseconds."""
+    ctx = multiprocessing.get_context("fork")
+    ping, pong_ev = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=pong, args=(ping, pong_ev), daemon=True)
+    p.start()
+
+    def once():
+        ping.set()
+        pong_ev.wait()
+        pong_ev.clear()
+
+    try:
+        return seconds_per_op(once) * 1e6, "us/rt"
+    finally:
+        p.kill()
+        p.join()
+
+
 ROWS = {
     "spawn_fork": spawn_fork,
     "spawn_forkserver": spawn_forkserver,
     "spawn_spawn": spawn_spawn,
     "lock_counter": lock_counter,
     "lock_uncontended": lock_uncontended,
+    "pipe_pingpong": pipe_pingpong,
+    "pipe_bulk": pipe_bulk,
+    "shm_fill": shm_fill,
+    "event_pingpong": event_pingpong,
 }
 
 

@@ -98,3 +98,126 @@ impl ExecSelf {
         wait_ok(pid)
     }
 }
+
+/// A shared anonymous mapping of `len` bytes, unmapped on drop.
+struct SharedMap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl SharedMap {
+    /// Maps `len` bytes of `fd` (or anonymous memory when `fd` is `None`), shared.
+    fn new(len: usize, fd: Option<libc::c_int>) -> Result<SharedMap> {
+        let (flags, fd) = match fd {
+            Some(fd) => (libc::MAP_SHARED, fd),
+            None => (libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1),
+        };
+        // SAFETY: a fresh mapping at an address the kernel picks; nothing else is touched.
+        let ptr = unsafe {
+            libc::mmap(ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0)
+        };
+        ensure!(ptr != libc::MAP_FAILED, "mmap: {}", io::Error::last_os_error());
+        Ok(SharedMap { ptr: ptr.cast(), len })
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `len` describe a mapping this value made and nothing else unmaps.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Forks a child that runs `child` and leaves with `_exit`, and waits for it.
+fn fork_run(child: impl FnOnce()) -> Result<()> {
+    // SAFETY: the bench program is single-threaded when it forks; the child runs `child`,
+    // which only touches shared memory, and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()).context("fork"),
+        0 => {
+            child();
+            // SAFETY: as in `fork_exit_wait`.
+            unsafe { libc::_exit(0) }
+        }
+        pid => wait_ok(pid),
+    }
+}
+
+/// The `shm_fill` floor: a memfd of 256 MiB mapped shared, a forked child copies a 1 MiB chunk
+/// into every MiB of it, the parent copies it back out.
+pub fn memfd_fill_once() -> Result<()> {
+    const LEN: usize = 256 << 20;
+    const CHUNK: usize = 1 << 20;
+    // SAFETY: a NUL-terminated name; the flags are valid.
+    let fd = unsafe { libc::memfd_create(c"floor".as_ptr(), libc::MFD_CLOEXEC) };
+    ensure!(fd >= 0, "memfd_create: {}", io::Error::last_os_error());
+    // SAFETY: `fd` is the memfd just made; it is closed once below.
+    let truncated = unsafe { libc::ftruncate(fd, LEN as libc::off_t) };
+    let map = SharedMap::new(LEN, Some(fd));
+    // SAFETY: `fd` is open and owned here; the mapping keeps its own reference.
+    unsafe { libc::close(fd) };
+    ensure!(truncated == 0, "ftruncate: {}", io::Error::last_os_error());
+    let map = map?;
+    let chunk = vec![0xA5u8; CHUNK];
+    fork_run(|| {
+        for off in (0..LEN).step_by(CHUNK) {
+            // SAFETY: `off + CHUNK <= LEN`, inside the mapping; `chunk` is a separate buffer.
+            unsafe { ptr::copy_nonoverlapping(chunk.as_ptr(), map.ptr.add(off), CHUNK) };
+        }
+    })?;
+    let mut buf = vec![0u8; CHUNK];
+    for off in (0..LEN).step_by(CHUNK) {
+        // SAFETY: as above; the child has exited, nobody writes the mapping any more.
+        unsafe { ptr::copy_nonoverlapping(map.ptr.add(off), buf.as_mut_ptr(), CHUNK) };
+        ensure!(buf[CHUNK - 1] == 0xA5, "the segment was not filled");
+    }
+    Ok(())
+}
+
+/// The `event_pingpong` floor: round trips through two atomics in shared memory, both sides
+/// spinning, in seconds per round trip.
+pub fn spin_pingpong() -> Result<f64> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let map = SharedMap::new(4096, None)?;
+    // SAFETY: the mapping is page-aligned, zeroed and 4096 bytes: room for two `AtomicU32`s
+    // (which have no invalid bit patterns) at offsets 0 and 64, shared with the child.
+    let (ping, pong) =
+        unsafe { (&*map.ptr.cast::<AtomicU32>(), &*map.ptr.add(64).cast::<AtomicU32>()) };
+    const STOP: u32 = u32::MAX;
+    // SAFETY: the bench program is single-threaded; the child only spins on the shared
+    // atomics and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid == -1 {
+        return Err(io::Error::last_os_error()).context("fork");
+    }
+    if pid == 0 {
+        let mut seen = 0;
+        loop {
+            let v = ping.load(Ordering::Acquire);
+            if v == STOP {
+                // SAFETY: as in `fork_exit_wait`.
+                unsafe { libc::_exit(0) }
+            }
+            if v != seen {
+                seen = v;
+                pong.store(v, Ordering::Release);
+            }
+            std::hint::spin_loop();
+        }
+    }
+    let mut counter = 0u32;
+    let result = crate::measure::seconds_per_op(|n| {
+        for _ in 0..n {
+            counter = counter.wrapping_add(1) % (STOP - 1) + 1;
+            ping.store(counter, Ordering::Release);
+            while pong.load(Ordering::Acquire) != counter {
+                std::hint::spin_loop();
+            }
+        }
+        Ok(())
+    });
+    ping.store(STOP, Ordering::Release);
+    wait_ok(pid)?;
+    result
+}

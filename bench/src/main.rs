@@ -8,6 +8,7 @@
 mod floor;
 mod measure;
 mod rows;
+mod shm_rows;
 
 use std::process::ExitCode;
 

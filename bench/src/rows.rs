@@ -53,6 +53,10 @@ const ROWS: &[(&str, RowFn)] = &[
     ("spawn_spawn", spawn_spawn),
     ("lock_counter", lock_counter),
     ("lock_uncontended", lock_uncontended),
+    ("pipe_pingpong", pipe_pingpong),
+    ("pipe_bulk", pipe_bulk),
+    ("shm_fill", crate::shm_rows::shm_fill),
+    ("event_pingpong", crate::shm_rows::event_pingpong),
 ];
 
 /// The names of the rows.
@@ -399,5 +403,261 @@ mod lock_floor {
             // SAFETY: the mapping was made in `new` and nothing refers to it any more.
             unsafe { libc::munmap(self.base.cast(), COUNTER_MAP) };
         }
+    }
+}
+
+/// The size of a `pipe_pingpong` message.
+const PING_SIZE: usize = 64;
+
+/// The child of the mp side of `pipe_pingpong`: sends every message back, until an empty one.
+fn mp_pong(conn: mp::Connection) -> Result<(), mp::QueueError> {
+    let mut buf = [0u8; PING_SIZE];
+    loop {
+        let n = conn.recv_bytes_into(&mut buf, 0)?;
+        if n == 0 {
+            return Ok(());
+        }
+        conn.send_bytes(&buf, 0, Some(n))?;
+    }
+}
+
+/// pipe_pingpong: round trips of a 64-byte message through a duplex pipe between the parent
+/// and a forked child, in µs per round trip. The floor is the same over a raw `AF_UNIX`
+/// socket pair with `write` and `read`.
+fn pipe_pingpong(side: Side) -> Result<Figure> {
+    let seconds = match side {
+        Side::Mp => {
+            let ctx = mp::get_context("fork").context("get_context(fork)")?;
+            let (conn, child_end) = mp::pipe(true)?;
+            let mut p = ctx.process(mp_pong, (child_end,));
+            p.start().context("start")?;
+            let msg = [7u8; PING_SIZE];
+            let mut buf = [0u8; PING_SIZE];
+            let seconds = seconds_per_op(|n| {
+                for _ in 0..n {
+                    conn.send_bytes(&msg, 0, None)?;
+                    let got = conn.recv_bytes_into(&mut buf, 0)?;
+                    ensure!(got == PING_SIZE, "a short reply of {got} bytes");
+                }
+                Ok(())
+            })?;
+            conn.send_bytes(b"", 0, None)?;
+            let code = p.join().context("join")?;
+            ensure!(code == 0, "the child exited with {code}");
+            seconds
+        }
+        Side::Floor => pipe_floor::pingpong(PING_SIZE)?,
+    };
+    Ok(Figure { value: seconds * 1e6, unit: "us/rt" })
+}
+
+/// The size of one `pipe_bulk` message.
+const BULK_SIZE: usize = 1 << 20;
+
+/// How many `pipe_bulk` messages go before each ack.
+const BULK_BATCH: usize = 8;
+
+/// The child of the mp side of `pipe_bulk`: receives messages, acks each empty one, and
+/// returns on a one-byte one.
+fn mp_bulk_sink(conn: mp::Connection) -> Result<(), mp::QueueError> {
+    loop {
+        match conn.recv_bytes(None)?.len() {
+            0 => conn.send_bytes(b"ack", 0, None)?,
+            1 => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+/// pipe_bulk: 1 MiB `send_bytes` one way (8 of them), then one ack, in GB/s. The floor is
+/// the same bytes written to and read from a raw `AF_UNIX` socket pair, with a one-byte ack.
+fn pipe_bulk(side: Side) -> Result<Figure> {
+    let seconds_per_batch = match side {
+        Side::Mp => {
+            let ctx = mp::get_context("fork").context("get_context(fork)")?;
+            let (conn, child_end) = mp::pipe(true)?;
+            let mut p = ctx.process(mp_bulk_sink, (child_end,));
+            p.start().context("start")?;
+            let msg = vec![5u8; BULK_SIZE];
+            let seconds = seconds_per_op(|n| {
+                for _ in 0..n {
+                    for _ in 0..BULK_BATCH {
+                        conn.send_bytes(&msg, 0, None)?;
+                    }
+                    conn.send_bytes(b"", 0, None)?;
+                    ensure!(conn.recv_bytes(None)? == b"ack", "a wrong ack");
+                }
+                Ok(())
+            })?;
+            conn.send_bytes(b"s", 0, None)?;
+            let code = p.join().context("join")?;
+            ensure!(code == 0, "the child exited with {code}");
+            seconds
+        }
+        Side::Floor => pipe_floor::bulk(BULK_SIZE, BULK_BATCH)?,
+    };
+    Ok(Figure { value: (BULK_SIZE * BULK_BATCH) as f64 / seconds_per_batch / 1e9, unit: "GB/s" })
+}
+
+/// The floor of the pipe rows: a raw `AF_UNIX` stream socket pair and a forked child, through
+/// libc.
+mod pipe_floor {
+    use std::io;
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+
+    use anyhow::{Context, Result, bail, ensure};
+
+    use crate::measure::seconds_per_op;
+
+    /// A connected `AF_UNIX` stream socket pair, close-on-exec.
+    fn socket_pair() -> Result<(OwnedFd, OwnedFd)> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` is a writable array of two ints, which socketpair fills on success.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error()).context("socketpair");
+        }
+        // SAFETY: socketpair succeeded, so both descriptors are open and owned by nobody else.
+        Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    }
+
+    /// Writes all of `buf` to `fd`, retrying interruptions.
+    fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> Result<()> {
+        while !buf.is_empty() {
+            // SAFETY: `buf` is readable for its length; `fd` is an open descriptor.
+            let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e).context("write");
+            }
+            buf = &buf[n as usize..];
+        }
+        Ok(())
+    }
+
+    /// Fills `buf` from `fd`, retrying interruptions; `false` at end of file before the first
+    /// byte.
+    fn read_exact(fd: &OwnedFd, buf: &mut [u8]) -> Result<bool> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let rest = &mut buf[filled..];
+            // SAFETY: `rest` is writable for its length; `fd` is an open descriptor.
+            let n = unsafe { libc::read(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) };
+            match n {
+                0 if filled == 0 => return Ok(false),
+                0 => bail!("end of file inside a message"),
+                n if n < 0 => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e).context("read");
+                    }
+                }
+                n => filled += n as usize,
+            }
+        }
+        Ok(true)
+    }
+
+    /// Forks a child that runs `serve` on its end of a fresh socket pair and leaves with
+    /// `_exit`; returns the parent's end and the child's pid.
+    fn fork_with(serve: impl FnOnce(&OwnedFd) -> Result<()>) -> Result<(OwnedFd, libc::pid_t)> {
+        let (ours, theirs) = socket_pair()?;
+        // SAFETY: the child only uses its socket through read and write and leaves with
+        // `_exit`, never returning into the parent's frames.
+        let pid = unsafe { libc::fork() };
+        match pid {
+            -1 => Err(io::Error::last_os_error()).context("fork"),
+            0 => {
+                drop(ours);
+                let ok = serve(&theirs).is_ok();
+                // SAFETY: ends the child at once, running none of the parent's destructors.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            pid => Ok((ours, pid)),
+        }
+    }
+
+    /// Closes the parent's end, so the child reads end of file, and waits for the child.
+    fn finish(ours: OwnedFd, pid: libc::pid_t) -> Result<()> {
+        drop(ours);
+        let mut status: libc::c_int = 0;
+        loop {
+            // SAFETY: `status` is a live, writable local; waitpid writes only there.
+            let got = unsafe { libc::waitpid(pid, &mut status, 0) };
+            if got == pid {
+                break;
+            }
+            let error = io::Error::last_os_error();
+            if got == -1 && error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error).context("waitpid");
+        }
+        ensure!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child ended with wait status {status:#x}"
+        );
+        Ok(())
+    }
+
+    /// Seconds per round trip of a `size`-byte message.
+    pub fn pingpong(size: usize) -> Result<f64> {
+        let (ours, pid) = fork_with(|sock| {
+            let mut buf = vec![0u8; size];
+            while read_exact(sock, &mut buf)? {
+                write_all(sock, &buf)?;
+            }
+            Ok(())
+        })?;
+        let msg = vec![7u8; size];
+        let mut buf = vec![0u8; size];
+        let seconds = seconds_per_op(|n| {
+            for _ in 0..n {
+                write_all(&ours, &msg)?;
+                ensure!(read_exact(&ours, &mut buf)?, "the child went away");
+            }
+            Ok(())
+        })?;
+        finish(ours, pid)?;
+        Ok(seconds)
+    }
+
+    /// Seconds per batch of `batch` messages of `size` bytes followed by a one-byte ack.
+    pub fn bulk(size: usize, batch: usize) -> Result<f64> {
+        let (ours, pid) = fork_with(|sock| {
+            let mut buf = vec![0u8; size];
+            loop {
+                for i in 0..batch {
+                    if !read_exact(sock, &mut buf)? {
+                        ensure!(i == 0, "end of file inside a batch");
+                        return Ok(());
+                    }
+                }
+                write_all(sock, b"!")?;
+            }
+        })?;
+        let msg = vec![5u8; size];
+        let mut ack = [0u8; 1];
+        let seconds = seconds_per_op(|n| {
+            for _ in 0..n {
+                for _ in 0..batch {
+                    write_all(&ours, &msg)?;
+                }
+                ensure!(read_exact(&ours, &mut ack)?, "the child went away");
+            }
+            Ok(())
+        })?;
+        finish(ours, pid)?;
+        Ok(seconds)
     }
 }

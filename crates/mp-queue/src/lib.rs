@@ -1,8 +1,163 @@
-//! `mp-queue`: pipes, connections and queues between processes. It will hold `pipe`, `Connection`, `wait`, `Queue`, `SimpleQueue` and `JoinableQueue`.
+//! `mp-queue`: pipes and connections between processes, as Python's `multiprocessing.Pipe` and
+//! `multiprocessing.connection` (queues come next).
 //!
-//! This crate is part of [`mp`], Python's `multiprocessing` rebuilt in Rust. It holds
-//! nothing yet: the types listed above arrive with the issue that builds them, on top of
-//! `mp-process`, `mp-shm` and `mp-sync`. Until then it deliberately exports no items, so that nothing pretends to work.
+//! ```
+//! use mp_process::Process;
+//! use mp_queue::Connection;
 //!
-//! [`mp`]: https://example.invalid/mp
+//! fn worker(conn: Connection) -> Result<(), mp_queue::Error> {
+//!     let numbers: Vec<u64> = conn.recv()?;
+//!     conn.send(&numbers.iter().sum::<u64>())
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let _guard = mp_process::init()?;
+//!     let (parent_end, child_end) = mp_queue::pipe(true)?;
+//!     let mut p = Process::new(worker, (child_end,));
+//!     p.start()?;
+//!     parent_end.send(&vec![1u64, 2, 3, 4])?;
+//!     assert_eq!(parent_end.recv::<u64>()?, 10);
+//!     assert_eq!(p.join()?, 0);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Pipes and connections
+//! [`pipe`] returns two [`Connection`]s joined by an `AF_UNIX` stream socket pair. A
+//! connection sends typed values ([`Connection::send`], [`Connection::recv`]: postcard, any
+//! serde type) or raw bytes ([`Connection::send_bytes`], [`Connection::recv_bytes`],
+//! [`Connection::recv_bytes_into`]), and each message arrives whole and alone: boundaries are
+//! kept, and an empty message is a message. [`Connection::poll`] tells whether a message is
+//! waiting, without blocking, up to a timeout, or blocking. The other end closing gives
+//! [`Error::Eof`].
+//!
+//! ```
+//! let (a, b) = mp_queue::pipe(true)?;
+//! a.send_bytes(b"", 0, None)?;
+//! a.send(&vec!["two", "strings"])?;
+//! b.send(&3.5f64)?;
+//! assert_eq!(b.recv_bytes(None)?, b"");
+//! assert_eq!(b.recv::<Vec<String>>()?, ["two", "strings"]);
+//! assert_eq!(a.recv::<f64>()?, 3.5);
+//! drop(a);
+//! assert!(matches!(b.recv::<u8>(), Err(mp_queue::Error::Eof)));
+//! # Ok::<(), mp_queue::Error>(())
+//! ```
+//!
+//! # The wire
+//! A message is one frame of `mp_process::fdpass`: an 8-byte header (payload length,
+//! descriptor count), the payload, and any descriptors as `SCM_RIGHTS` beside the header. The
+//! largest message is [`Connection::max_message_size`] (default 64 MiB,
+//! `mp_process::wire::DEFAULT_MAX_FRAME`), checked before anything is sent and, on receipt,
+//! before any memory is reserved. Corrupt, truncated or oversized input is an error value,
+//! never a panic; after one that leaves the stream inside a frame, the connection refuses
+//! further receives with [`Error::Broken`] and should be dropped.
+//!
+//! # Connections cross into children
+//! A `Connection` is `Serialize` and `Deserialize` through `mp_process::fdpass`, so it is an
+//! argument of `mp_process::Process::new` under every start method (moved under `fork`, its
+//! socket carried beside the bootstrap under `spawn` and `forkserver`) and it travels inside
+//! messages to a process that is already running, keeping its direction. Sending a connection
+//! hands over a duplicate of its socket: the sender's own copy stays open (drop it), and two
+//! processes using the same end at once would interleave their messages, as in Python.
+//!
+//! ```
+//! use mp_queue::Connection;
+//!
+//! fn relay(control: Connection) -> Result<(), mp_queue::Error> {
+//!     let out: Connection = control.recv()?; // a connection inside a message
+//!     out.send("hello through a received connection")
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (control, child_control) = mp_queue::pipe(true)?;
+//! let mut p = mp_process::Process::new(relay, (child_control,));
+//! p.start()?;
+//! let (reader, writer) = mp_queue::pipe(false)?;
+//! control.send(&writer)?;
+//! drop(writer);
+//! assert_eq!(reader.recv::<String>()?, "hello through a received connection");
+//! assert_eq!(p.join()?, 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Waiting on many objects
+//! [`wait`] is Python's `multiprocessing.connection.wait`: given connections, process
+//! sentinels (`mp_process::Process::sentinel`), `mp_sync` locks and events, or anything
+//! [`AsFd`](std::os::fd::AsFd), it returns the indices of those ready within the timeout.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! fn exit_now() {}
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (a, b) = mp_queue::pipe(true)?;
+//! let mut p = mp_process::Process::new(exit_now, ());
+//! p.start()?;
+//! let sentinel = p.sentinel()?;
+//! assert_eq!(mp_queue::wait(&[&b, &sentinel], None)?, vec![1]);
+//! a.send(&1u8)?;
+//! assert_eq!(mp_queue::wait(&[&b, &sentinel], Some(Duration::ZERO))?, vec![0, 1]);
+//! p.join()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Errors
+//! One [`Error`] type, with the variants a Python user knows: [`Error::Eof`] (`EOFError`),
+//! [`Error::BufferTooShort`] (which carries the whole message), [`Error::Closed`],
+//! [`Error::ReadOnly`], [`Error::WriteOnly`] and [`Error::BadMessageLength`] (Python's
+//! `OSError`s), [`Error::OutOfRange`] (its `ValueError`s); system errors are [`Error::Io`],
+//! message errors [`Error::Wire`], both chaining their cause.
+//!
+//! # Which handles are `Send` and `Sync`
+//! | type | `Send` | `Sync` | why |
+//! | --- | --- | --- | --- |
+//! | [`Connection`] | yes | yes | a socket; one internal lock orders sends and another receives, so frames from several threads never interleave, and one thread may receive while another sends. |
+//! | [`Error`] | yes | yes | plain data and `io::Error`. |
+//!
+//! # Differences from Python's multiprocessing
+//! - Messages are postcard encodings of serde types, not pickles: the receiver names the type
+//!   (`recv::<T>()`), and a message of another shape is an [`Error::Wire`] that leaves the
+//!   connection usable.
+//! - `Pipe(duplex=False)` is a socket pair with the unused directions shut down, not an
+//!   `os.pipe()`, so that descriptors can travel on it too. Its writing end, whose receiving
+//!   side is shut down, always polls ready in [`wait`].
+//! - Messages are limited to [`Connection::max_message_size`] (64 MiB by default,
+//!   configurable up to 4 GiB); Python has no limit.
+//! - `poll` and `wait` take `Option<Duration>`: `None` blocks, where Python's `poll()` without
+//!   argument does not block (use `Some(Duration::ZERO)`).
+//! - After `close`, the connection's descriptor ([`AsFd`](std::os::fd::AsFd)) is a stand-in
+//!   that always polls ready, so [`wait`] returns it at once where Python raises `OSError`;
+//!   its operations give [`Error::Closed`].
+//! - Any receive that stops inside a message breaks the connection ([`Error::Broken`]), not
+//!   only `recv_bytes` with a too small `maxlength`; a read-only end is not closed by it.
+//! - A peer that closed with unread data (Linux: `ECONNRESET`) is [`Error::Eof`], not
+//!   `ConnectionResetError`.
+//! - There is no `fileno()`: use [`AsFd`](std::os::fd::AsFd). `Listener`/`Client` (named
+//!   sockets with authentication) are not provided.
 #![forbid(unsafe_code)]
+
+mod connection;
+mod error;
+mod sys;
+mod wait;
+
+pub use connection::{Connection, pipe};
+pub use error::{Error, Result};
+pub use wait::wait;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        assert_send_sync::<Connection>();
+        assert_send_sync::<Error>();
+    }
+}

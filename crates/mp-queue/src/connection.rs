@@ -1,0 +1,477 @@
+//! `pipe` and `Connection`: message-preserving channels over `AF_UNIX` stream sockets.
+
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use mp_process::fdpass;
+use mp_process::wire::{DEFAULT_MAX_FRAME, WireError};
+use rustix::io::Errno;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// Returns a pair of connected [`Connection`]s: Python's `multiprocessing.Pipe(duplex)`.
+///
+/// Both ends are one `AF_UNIX` `SOCK_STREAM` socket pair (close-on-exec), so descriptors can
+/// travel inside messages. With `duplex` both ends send and receive. Without it the pair is
+/// `(reader, writer)`, as in Python: the first end only receives, the second only sends, and
+/// using an end the other way is [`Error::ReadOnly`] or [`Error::WriteOnly`] (the unused
+/// direction of each socket is also shut down, so the kernel enforces it).
+///
+/// ```
+/// let (reader, writer) = mp_queue::pipe(false)?;
+/// writer.send("one way")?;
+/// assert_eq!(reader.recv::<String>()?, "one way");
+/// assert!(matches!(reader.send(&1), Err(mp_queue::Error::ReadOnly)));
+/// # Ok::<(), mp_queue::Error>(())
+/// ```
+pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
+    let closed = sys::closed_fd()?;
+    let (a, b) = sys::socket_pair()?;
+    if duplex {
+        return Ok((
+            Connection::from_parts(a, true, true, closed),
+            Connection::from_parts(b, true, true, closed),
+        ));
+    }
+    sys::shutdown(a.as_fd(), false)?;
+    sys::shutdown(b.as_fd(), true)?;
+    Ok((
+        Connection::from_parts(a, true, false, closed),
+        Connection::from_parts(b, false, true, closed),
+    ))
+}
+
+/// One end of a [`pipe`]: Python's `multiprocessing.connection.Connection`.
+///
+/// Messages keep their boundaries: each [`send`](Connection::send) or
+/// [`send_bytes`](Connection::send_bytes) arrives as exactly one message at the other end, an
+/// empty one included. Typed messages are postcard encodings; descriptors inside them (a
+/// `Connection`, a queue, a lock, shared memory, an `mp_process::fdpass::PassFd`) travel beside
+/// the bytes (`SCM_RIGHTS`), so they reach a process that is already running.
+///
+/// A `Connection` is itself `Serialize` and `Deserialize` through `mp_process::fdpass`: it
+/// passes into a child as an argument of `mp_process::Process::new` under every start method
+/// (under `fork` it is simply moved), and inside messages. It keeps its direction and its
+/// maximum message size when it crosses.
+///
+/// # Errors and a connection's state
+/// The other end closing gives [`Error::Eof`] from the receiving calls (and
+/// [`poll`](Connection::poll) returns `true` at end of file, as Python's does). A message larger
+/// than [`max_message_size`](Connection::max_message_size) is refused before anything is sent,
+/// and on receipt before any memory is reserved for it. A message that arrives whole but does
+/// not decode as the type asked for is an [`Error::Wire`] and the connection stays usable. A
+/// corrupt or truncated frame, an oversized announcement, or a message longer than the
+/// `maxlength` of [`recv_bytes`](Connection::recv_bytes) leaves the stream in the middle of a
+/// message: the error is returned once, and every later receive gives [`Error::Broken`]; such
+/// a connection should be dropped. Nothing panics on bad input.
+///
+/// # Threads
+/// A `Connection` is `Send` and `Sync`. Sends are serialised by one internal lock and receives
+/// by another, so frames from several threads never interleave and one thread may block in
+/// `recv` while another sends. Under `fork`, a child that reaches a connection some other
+/// thread of the parent was using at the moment of the fork (through a `static`, say) may find
+/// its lock held for ever; connections passed as arguments are moved and never in use.
+pub struct Connection {
+    /// The socket, or `None` once closed.
+    fd: Option<OwnedFd>,
+    /// What `as_fd` lends out once the connection is closed: a socket that always polls ready.
+    closed_fd: &'static OwnedFd,
+    /// Whether this end may receive.
+    readable: bool,
+    /// Whether this end may send.
+    writable: bool,
+    /// The largest message this end sends or accepts, in bytes.
+    max_message: usize,
+    /// Held for the whole of one frame's sending.
+    send_lock: Mutex<()>,
+    /// Held for the whole of one frame's receiving.
+    recv_lock: Mutex<()>,
+    /// Set when a receive stopped in the middle of a frame.
+    broken: AtomicBool,
+}
+
+/// Takes `lock`, ignoring poisoning: the lock guards no data, only the order of frames.
+fn take(lock: &Mutex<()>) -> MutexGuard<'_, ()> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Turns a sending error of `fdpass` into the crate's error.
+fn send_error(e: WireError) -> Error {
+    match e {
+        WireError::Io(source) => Error::Io { op: "send", source },
+        other => Error::Wire(other),
+    }
+}
+
+impl Connection {
+    /// A connection over `fd`.
+    fn from_parts(
+        fd: OwnedFd,
+        readable: bool,
+        writable: bool,
+        closed_fd: &'static OwnedFd,
+    ) -> Connection {
+        Connection {
+            fd: Some(fd),
+            closed_fd,
+            readable,
+            writable,
+            max_message: DEFAULT_MAX_FRAME,
+            send_lock: Mutex::new(()),
+            recv_lock: Mutex::new(()),
+            broken: AtomicBool::new(false),
+        }
+    }
+
+    /// Sets the largest message, in bytes, this end sends or accepts (default
+    /// `mp_process::wire::DEFAULT_MAX_FRAME`, 64 MiB; at most `u32::MAX` is usable).
+    /// Returns the connection, for chaining after [`pipe`].
+    pub fn with_max_message_size(mut self, max: usize) -> Connection {
+        self.max_message = max;
+        self
+    }
+
+    /// Sets the largest message, in bytes, this end sends or accepts.
+    pub fn set_max_message_size(&mut self, max: usize) {
+        self.max_message = max;
+    }
+
+    /// The largest message, in bytes, this end sends or accepts.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message
+    }
+
+    /// Whether [`close`](Connection::close) was called.
+    pub fn closed(&self) -> bool {
+        self.fd.is_none()
+    }
+
+    /// Whether this end may receive (`false` for the writing end of a one-way pipe).
+    pub fn readable(&self) -> bool {
+        self.readable
+    }
+
+    /// Whether this end may send (`false` for the reading end of a one-way pipe).
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Closes this end. Idempotent; dropping the connection does the same. The other end sees
+    /// end of file once every copy of this end is closed (under `fork`, children hold copies
+    /// of every descriptor their parent had).
+    pub fn close(&mut self) {
+        self.fd = None;
+    }
+
+    /// The socket, if this end is open and may send.
+    fn send_fd(&self) -> Result<BorrowedFd<'_>> {
+        let fd = self.fd.as_ref().ok_or(Error::Closed)?;
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        Ok(fd.as_fd())
+    }
+
+    /// The socket, if this end is open, may receive, and is not broken.
+    fn recv_fd(&self) -> Result<BorrowedFd<'_>> {
+        let fd = self.fd.as_ref().ok_or(Error::Closed)?;
+        if !self.readable {
+            return Err(Error::WriteOnly);
+        }
+        if self.broken.load(Ordering::Acquire) {
+            return Err(Error::Broken);
+        }
+        Ok(fd.as_fd())
+    }
+
+    /// Sends `payload` with `fds` beside it as one frame.
+    fn send_frame(&self, fd: BorrowedFd<'_>, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        let _order = take(&self.send_lock);
+        fdpass::send_frame(fd, payload, fds, self.max_message).map_err(send_error)
+    }
+
+    /// Receives one frame of at most `limit` bytes, marking the connection broken if the
+    /// receive stops inside a frame.
+    fn recv_frame(&self, limit: usize) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        let fd = self.recv_fd()?;
+        let _order = take(&self.recv_lock);
+        // Another thread's receive may have broken the stream while this one waited.
+        if self.broken.load(Ordering::Acquire) {
+            return Err(Error::Broken);
+        }
+        match fdpass::recv_frame(fd, limit) {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => Err(Error::Eof),
+            // Linux reports a peer that closed with unread data as a reset: it is gone all
+            // the same, and later reads see end of file.
+            Err(WireError::Io(e)) if e.raw_os_error() == Some(Errno::CONNRESET.raw_os_error()) => {
+                Err(Error::Eof)
+            }
+            Err(e) => {
+                self.broken.store(true, Ordering::Release);
+                Err(match e {
+                    WireError::Io(source) => Error::Io { op: "recv", source },
+                    other => Error::Wire(other),
+                })
+            }
+        }
+    }
+
+    /// Sends `value` as one message: Python's `Connection.send`.
+    ///
+    /// The value is encoded with postcard; descriptors it holds are duplicated and travel
+    /// beside the bytes. Errors: [`Error::Closed`], [`Error::ReadOnly`], [`Error::Wire`] for a
+    /// value that fails to encode or whose encoding is larger than the maximum message size
+    /// (nothing is sent), [`Error::Io`] (`EPIPE` once the other end is closed; no `SIGPIPE`
+    /// is raised).
+    ///
+    /// ```
+    /// let (a, b) = mp_queue::pipe(true)?;
+    /// a.send(&(1u8, "two".to_string(), vec![3.0f64]))?;
+    /// let (one, two, three): (u8, String, Vec<f64>) = b.recv()?;
+    /// assert_eq!((one, two.as_str(), three), (1, "two", vec![3.0]));
+    /// # Ok::<(), mp_queue::Error>(())
+    /// ```
+    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        let fd = self.send_fd()?;
+        let (bytes, fds) = fdpass::encode_with_fds(value)?;
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        self.send_frame(fd, &bytes, &borrowed)
+    }
+
+    /// Receives one message and decodes it as a `T`: Python's `Connection.recv`.
+    ///
+    /// Blocks until a message arrives. Errors: [`Error::Eof`] once the other end is closed
+    /// and every message has been read, [`Error::Wire`] for a message that does not decode as
+    /// a `T` (the message is consumed and the connection stays usable) or a malformed frame
+    /// (after which the connection is broken), [`Error::Closed`], [`Error::WriteOnly`],
+    /// [`Error::Broken`].
+    pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
+        let (bytes, fds) = self.recv_frame(self.max_message)?;
+        Ok(fdpass::decode_with_fds(&bytes, fds)?)
+    }
+
+    /// Sends `buf[offset..offset + size]` (to the end if `size` is `None`) as one message:
+    /// Python's `Connection.send_bytes`.
+    ///
+    /// An empty message is a message. An `offset` or `offset + size` past the end of `buf` is
+    /// [`Error::OutOfRange`]; the other errors are those of [`send`](Connection::send). The
+    /// bytes go to the socket straight from `buf`, with no copy.
+    ///
+    /// ```
+    /// let (a, b) = mp_queue::pipe(true)?;
+    /// a.send_bytes(b"hello world", 6, None)?;
+    /// a.send_bytes(b"hello world", 0, Some(5))?;
+    /// a.send_bytes(b"", 0, None)?;
+    /// assert_eq!(b.recv_bytes(None)?, b"world");
+    /// assert_eq!(b.recv_bytes(None)?, b"hello");
+    /// assert_eq!(b.recv_bytes(None)?, b"");
+    /// assert!(matches!(a.send_bytes(b"abc", 2, Some(2)), Err(mp_queue::Error::OutOfRange { .. })));
+    /// # Ok::<(), mp_queue::Error>(())
+    /// ```
+    pub fn send_bytes(&self, buf: &[u8], offset: usize, size: Option<usize>) -> Result<()> {
+        let fd = self.send_fd()?;
+        let len = buf.len();
+        let out_of_range = || Error::OutOfRange { offset, size, len };
+        let end = match size {
+            None if offset <= len => len,
+            None => return Err(out_of_range()),
+            Some(size) => {
+                offset.checked_add(size).filter(|&end| end <= len).ok_or_else(out_of_range)?
+            }
+        };
+        let payload = buf.get(offset..end).ok_or_else(out_of_range)?;
+        self.send_frame(fd, payload, &[])
+    }
+
+    /// Receives one message as bytes: Python's `Connection.recv_bytes`.
+    ///
+    /// Descriptors that came with the message are closed. With `maxlength`, a longer message
+    /// is [`Error::BadMessageLength`] and, as in Python, this end can no longer receive (the
+    /// message is left unread): later receives give [`Error::Broken`]. The other errors are
+    /// those of [`recv`](Connection::recv).
+    ///
+    /// ```
+    /// let (a, b) = mp_queue::pipe(true)?;
+    /// a.send_bytes(&[7; 100], 0, None)?;
+    /// assert!(matches!(b.recv_bytes(Some(10)), Err(mp_queue::Error::BadMessageLength { len: 100, maxlength: 10 })));
+    /// assert!(matches!(b.recv_bytes(None), Err(mp_queue::Error::Broken)));
+    /// # Ok::<(), mp_queue::Error>(())
+    /// ```
+    pub fn recv_bytes(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
+        let limit = maxlength.map_or(self.max_message, |m| m.min(self.max_message));
+        match self.recv_frame(limit) {
+            Ok((bytes, _fds)) => Ok(bytes),
+            Err(Error::Wire(WireError::Oversized { len, .. }))
+                if maxlength.is_some_and(|m| m < self.max_message) =>
+            {
+                Err(Error::BadMessageLength { len, maxlength: limit })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Receives one message into `buf` at `offset` and returns its length: Python's
+    /// `Connection.recv_bytes_into`.
+    ///
+    /// An `offset` past the end of `buf` is [`Error::OutOfRange`], checked before anything is
+    /// received. A message longer than the room after `offset` is consumed and returned whole
+    /// inside [`Error::BufferTooShort`] (the connection stays usable); `buf` is left untouched.
+    ///
+    /// ```
+    /// let (a, b) = mp_queue::pipe(true)?;
+    /// a.send_bytes(b"abc", 0, None)?;
+    /// a.send_bytes(b"too long", 0, None)?;
+    /// let mut buf = [0u8; 6];
+    /// assert_eq!(b.recv_bytes_into(&mut buf, 2)?, 3);
+    /// assert_eq!(&buf, b"\0\0abc\0");
+    /// match b.recv_bytes_into(&mut buf, 0) {
+    ///     Err(mp_queue::Error::BufferTooShort { message, .. }) => assert_eq!(message, b"too long"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), mp_queue::Error>(())
+    /// ```
+    pub fn recv_bytes_into(&self, buf: &mut [u8], offset: usize) -> Result<usize> {
+        let len = buf.len();
+        // The checks Python makes before reading, in its order.
+        self.recv_fd()?;
+        let Some(room) = buf.get_mut(offset..) else {
+            return Err(Error::OutOfRange { offset, size: None, len });
+        };
+        let (message, _fds) = self.recv_frame(self.max_message)?;
+        match room.get_mut(..message.len()) {
+            Some(dest) => {
+                dest.copy_from_slice(&message);
+                Ok(message.len())
+            }
+            None => Err(Error::BufferTooShort { room: room.len(), message }),
+        }
+    }
+
+    /// Whether a message (or end of file) is waiting to be received: Python's
+    /// `Connection.poll`.
+    ///
+    /// `Some(Duration::ZERO)` looks without blocking, `Some(t)` waits up to `t`, `None` waits
+    /// for ever. Returns `true` at end of file too; [`recv`](Connection::recv) then gives
+    /// [`Error::Eof`]. Signals that interrupt the wait are retried with the time left, and
+    /// `false` is returned only once the whole timeout has passed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = mp_queue::pipe(true)?;
+    /// assert!(!b.poll(Some(Duration::ZERO))?);
+    /// a.send(&42u32)?;
+    /// assert!(b.poll(None)?);
+    /// assert_eq!(b.recv::<u32>()?, 42);
+    /// drop(a);
+    /// assert!(b.poll(Some(Duration::from_secs(5)))?);
+    /// assert!(matches!(b.recv::<u32>(), Err(mp_queue::Error::Eof)));
+    /// # Ok::<(), mp_queue::Error>(())
+    /// ```
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        let fd = self.recv_fd()?;
+        sys::poll_one(fd, sys::deadline(timeout))
+    }
+}
+
+/// The socket of an open connection. Once it is closed, a socket that always polls readable
+/// (and reads end of file) stands in, so that [`wait`](crate::wait) reports a closed
+/// connection at once; every operation on the closed connection then gives
+/// [`Error::Closed`].
+impl AsFd for Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.fd {
+            Some(fd) => fd.as_fd(),
+            None => self.closed_fd.as_fd(),
+        }
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("fd", &self.fd.as_ref().map(AsRawFd::as_raw_fd))
+            .field("readable", &self.readable)
+            .field("writable", &self.writable)
+            .field("max_message", &self.max_message)
+            .field("broken", &self.broken.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// A borrowed descriptor that serialises through `mp_process::fdpass::serde_fd`.
+struct FdRef<'a>(&'a OwnedFd);
+
+impl Serialize for FdRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        fdpass::serde_fd::serialize(self.0, s)
+    }
+}
+
+/// What crosses for a connection, when sending.
+#[derive(Serialize)]
+#[serde(rename = "Connection")]
+struct OutWire<'a> {
+    fd: FdRef<'a>,
+    readable: bool,
+    writable: bool,
+    max_message: u64,
+    broken: bool,
+}
+
+/// What crosses for a connection, when receiving.
+#[derive(Deserialize)]
+#[serde(rename = "Connection")]
+struct InWire {
+    #[serde(with = "mp_process::fdpass::serde_fd")]
+    fd: OwnedFd,
+    readable: bool,
+    writable: bool,
+    max_message: u64,
+    broken: bool,
+}
+
+/// A connection serialises as its socket (out of band, through `mp_process::fdpass`), its
+/// direction, its maximum message size and whether it is broken. Serialising a closed
+/// connection, or outside `fdpass::encode_with_fds`, fails.
+impl Serialize for Connection {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let fd = self
+            .fd
+            .as_ref()
+            .ok_or_else(|| S::Error::custom("a closed Connection cannot be sent"))?;
+        OutWire {
+            fd: FdRef(fd),
+            readable: self.readable,
+            writable: self.writable,
+            max_message: u64::try_from(self.max_message).unwrap_or(u64::MAX),
+            broken: self.broken.load(Ordering::Acquire),
+        }
+        .serialize(s)
+    }
+}
+
+/// A received connection is checked: its descriptor must be an `AF_UNIX` stream socket and it
+/// must be readable or writable.
+impl<'de> Deserialize<'de> for Connection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let wire = InWire::deserialize(d)?;
+        if !wire.readable && !wire.writable {
+            return Err(D::Error::custom("a Connection must be readable or writable"));
+        }
+        sys::check_unix_stream(wire.fd.as_fd()).map_err(D::Error::custom)?;
+        let closed = sys::closed_fd().map_err(D::Error::custom)?;
+        let mut conn = Connection::from_parts(wire.fd, wire.readable, wire.writable, closed);
+        conn.max_message = usize::try_from(wire.max_message).unwrap_or(usize::MAX);
+        conn.broken = AtomicBool::new(wire.broken);
+        Ok(conn)
+    }
+}

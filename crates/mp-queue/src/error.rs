@@ -1,0 +1,141 @@
+//! The error type of `mp-queue`.
+
+use std::fmt;
+use std::io;
+
+use mp_process::wire::WireError;
+
+/// The result type of `mp-queue`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong with a pipe, a connection or a wait.
+///
+/// The variants mirror what Python's `multiprocessing.connection` raises:
+/// [`Eof`](Error::Eof) is its `EOFError`, [`BufferTooShort`](Error::BufferTooShort) its
+/// `BufferTooShort` (carrying the whole message, as Python's does), [`Closed`](Error::Closed),
+/// [`ReadOnly`](Error::ReadOnly), [`WriteOnly`](Error::WriteOnly) and
+/// [`BadMessageLength`](Error::BadMessageLength) its `OSError`s, and
+/// [`OutOfRange`](Error::OutOfRange) its `ValueError`s about offsets and sizes.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A system call failed; `op` says which operation.
+    Io {
+        /// What mp was doing.
+        op: &'static str,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// A message could not be encoded or decoded, was larger than the connection's maximum
+    /// message size, or arrived malformed (a corrupt or truncated frame). After a malformed
+    /// frame the connection refuses further receives with [`Error::Broken`]; drop it.
+    Wire(WireError),
+    /// The other end closed the connection: no message will come (Python's `EOFError`).
+    Eof,
+    /// This connection was closed with [`Connection::close`](crate::Connection::close)
+    /// (Python: "handle is closed").
+    Closed,
+    /// A message was sent on the reading end of a one-way pipe (Python: "connection is
+    /// read-only").
+    ReadOnly,
+    /// A message was received or polled for on the writing end of a one-way pipe (Python:
+    /// "connection is write-only").
+    WriteOnly,
+    /// `recv_bytes(Some(maxlength))` met a longer message (Python: "bad message length"). As
+    /// in Python the message is not consumed and the connection can no longer be read; it
+    /// can still send if it is duplex.
+    BadMessageLength {
+        /// The length of the message that arrived, in bytes.
+        len: u64,
+        /// The most the caller accepted.
+        maxlength: usize,
+    },
+    /// `recv_bytes_into` received a message longer than the room left in the buffer. The
+    /// message was consumed and is here, whole.
+    BufferTooShort {
+        /// The message that did not fit.
+        message: Vec<u8>,
+        /// The room the buffer had after the offset, in bytes.
+        room: usize,
+    },
+    /// An offset, or an offset plus a size, lies past the end of the buffer (Python:
+    /// "buffer length < offset", "buffer length < offset + size", "offset too large").
+    OutOfRange {
+        /// The offset asked for.
+        offset: usize,
+        /// The size asked for, if one was given.
+        size: Option<usize>,
+        /// The length of the buffer.
+        len: usize,
+    },
+    /// An earlier receive stopped in the middle of a message (a malformed or oversized frame,
+    /// a message longer than `maxlength`, or a failed read), so the stream position is lost:
+    /// this end can no longer receive. Drop the connection.
+    Broken,
+}
+
+impl Error {
+    /// An `Io` error for the operation `op`.
+    pub(crate) fn io(op: &'static str, source: impl Into<io::Error>) -> Self {
+        Error::Io { op, source: source.into() }
+    }
+
+    /// The message a [`BufferTooShort`](Error::BufferTooShort) error carries, if this is one.
+    pub fn into_message(self) -> Option<Vec<u8>> {
+        match self {
+            Error::BufferTooShort { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { op, source } => write!(f, "{op} failed: {source}"),
+            Error::Wire(e) => write!(f, "message error: {e}"),
+            Error::Eof => f.write_str("end of file: the other end of the connection is closed"),
+            Error::Closed => f.write_str("the connection is closed"),
+            Error::ReadOnly => f.write_str("connection is read-only"),
+            Error::WriteOnly => f.write_str("connection is write-only"),
+            Error::BadMessageLength { len, maxlength } => write!(
+                f,
+                "bad message length: a message of {len} bytes exceeds maxlength {maxlength}; \
+                 the connection can no longer receive"
+            ),
+            Error::BufferTooShort { message, room } => write!(
+                f,
+                "buffer too short: a message of {} bytes does not fit in the {room} bytes \
+                 after the offset (the error carries the message)",
+                message.len()
+            ),
+            Error::OutOfRange { offset, size: None, len } => {
+                write!(f, "offset {offset} lies past the end of a buffer of {len} bytes")
+            }
+            Error::OutOfRange { offset, size: Some(size), len } => write!(
+                f,
+                "offset {offset} + size {size} lies past the end of a buffer of {len} bytes"
+            ),
+            Error::Broken => f.write_str(
+                "the connection can no longer receive: an earlier receive stopped in the \
+                 middle of a message (drop the connection)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Wire(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<WireError> for Error {
+    fn from(e: WireError) -> Self {
+        Error::Wire(e)
+    }
+}

@@ -1,0 +1,290 @@
+//! Pipes between processes: typed and raw messages both ways, boundaries, large messages,
+//! `recv_bytes_into`, `maxlength`, `poll`, end of file, one-way pipes, and connections passed
+//! inside messages to a running child. Every test talks to a real child started under the
+//! suite's start method.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Reply, Req, Server};
+use mp_process::Process;
+use mp_queue::{Connection, Error, pipe};
+
+#[test]
+fn typed_values_round_trip_both_ways() {
+    let server = Server::start();
+    assert_eq!(server.ask(&Req::Sum(vec![1, 2, 3, -10])), Reply::Sum(-4));
+    assert_eq!(server.ask(&Req::Sum(Vec::new())), Reply::Sum(0));
+    assert_eq!(server.ask(&Req::Upper("héllo wörld".into())), Reply::Text("HÉLLO WÖRLD".into()));
+    assert_eq!(server.ask(&Req::Reverse(vec![1, 2, 3])), Reply::Bytes(vec![3, 2, 1]));
+    server.stop();
+}
+
+#[test]
+fn bytes_round_trip_both_ways() {
+    let server = Server::start();
+    server.conn.send(&Req::EchoBytes(3)).unwrap();
+    let messages: [&[u8]; 3] = [b"first", &[0, 255, 7, 0], b"third message"];
+    for m in messages {
+        server.conn.send_bytes(m, 0, None).unwrap();
+    }
+    for m in messages {
+        assert_eq!(server.conn.recv_bytes(None).unwrap(), m);
+    }
+    // Offsets and sizes select the bytes sent.
+    server.conn.send(&Req::EchoBytes(2)).unwrap();
+    server.conn.send_bytes(b"0123456789", 3, Some(4)).unwrap();
+    server.conn.send_bytes(b"0123456789", 7, None).unwrap();
+    assert_eq!(server.conn.recv_bytes(None).unwrap(), b"3456");
+    assert_eq!(server.conn.recv_bytes(None).unwrap(), b"789");
+    server.stop();
+}
+
+#[test]
+fn empty_messages_are_messages() {
+    let server = Server::start();
+    server.conn.send(&Req::EchoBytes(4)).unwrap();
+    for m in [&b""[..], b"", b"x", b""] {
+        server.conn.send_bytes(m, 0, None).unwrap();
+    }
+    let lens: Vec<usize> = (0..4).map(|_| server.conn.recv_bytes(None).unwrap().len()).collect();
+    assert_eq!(lens, [0, 0, 1, 0]);
+    // A typed `()` is an empty message too, and an empty vector one byte.
+    server.conn.send(&Req::EchoBytes(2)).unwrap();
+    server.conn.send(&()).unwrap();
+    server.conn.send(&Vec::<u8>::new()).unwrap();
+    server.conn.recv::<()>().unwrap();
+    assert!(server.conn.recv::<Vec<u8>>().unwrap().is_empty());
+    server.stop();
+}
+
+#[test]
+fn many_small_messages_keep_their_boundaries() {
+    const N: u32 = 20_000;
+    let server = Server::start();
+    let conn = &server.conn;
+    conn.send(&Req::EchoBytes(N)).unwrap();
+    let message = |i: u32| -> Vec<u8> { (0..i % 37).map(|j| (i + j) as u8).collect() };
+    // One thread sends while this one receives, so neither side's socket buffer fills up.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..N {
+                conn.send_bytes(&message(i), 0, None).unwrap();
+            }
+        });
+        for i in 0..N {
+            assert_eq!(conn.recv_bytes(None).unwrap(), message(i), "message {i}");
+        }
+    });
+    server.stop();
+}
+
+#[test]
+fn sixteen_mib_messages_round_trip() {
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    let server = Server::start();
+    server.conn.send(&Req::EchoBytes(1)).unwrap();
+    server.conn.send_bytes(&big, 0, None).unwrap();
+    assert!(server.conn.recv_bytes(None).unwrap() == big);
+
+    let mut reversed = big.clone();
+    reversed.reverse();
+    match server.ask(&Req::Reverse(big)) {
+        Reply::Bytes(b) => assert!(b == reversed),
+        other => panic!("unexpected {other:?}"),
+    }
+    server.stop();
+}
+
+#[test]
+fn recv_bytes_into_with_offset_and_a_short_buffer() {
+    let server = Server::start();
+    server.conn.send(&Req::EchoBytes(3)).unwrap();
+    for m in [&b"abc"[..], b"hello", b"xyz"] {
+        server.conn.send_bytes(m, 0, None).unwrap();
+    }
+
+    let mut buf = [0u8; 10];
+    assert_eq!(server.conn.recv_bytes_into(&mut buf, 3).unwrap(), 3);
+    assert_eq!(&buf, b"\0\0\0abc\0\0\0\0");
+
+    let mut short = [9u8; 4];
+    match server.conn.recv_bytes_into(&mut short, 2) {
+        Err(Error::BufferTooShort { message, room }) => {
+            assert_eq!(message, b"hello");
+            assert_eq!(room, 2);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(short, [9; 4], "the buffer is left untouched");
+
+    // An offset past the end is refused before anything is received.
+    assert!(matches!(
+        server.conn.recv_bytes_into(&mut short, 5),
+        Err(Error::OutOfRange { offset: 5, size: None, len: 4 })
+    ));
+    // The connection is still in step: the next message is the third.
+    assert_eq!(server.conn.recv_bytes_into(&mut short, 1).unwrap(), 3);
+    assert_eq!(&short, b"\x09xyz");
+    server.stop();
+}
+
+#[test]
+fn recv_bytes_with_a_too_small_maxlength_breaks_the_reading_side() {
+    let server = Server::start();
+    server.conn.send(&Req::EchoBytes(2)).unwrap();
+    server.conn.send_bytes(&[1; 100], 0, None).unwrap();
+    assert_eq!(server.conn.recv_bytes(Some(100)).unwrap(), vec![1; 100]);
+    server.conn.send_bytes(&[2; 101], 0, None).unwrap();
+    assert!(matches!(
+        server.conn.recv_bytes(Some(100)),
+        Err(Error::BadMessageLength { len: 101, maxlength: 100 })
+    ));
+    assert!(matches!(server.conn.recv_bytes(None), Err(Error::Broken)));
+    assert!(matches!(server.conn.poll(Some(Duration::ZERO)), Err(Error::Broken)));
+    // The duplex end can still send.
+    server.conn.send(&Req::Stop).unwrap();
+    assert_eq!(server.process.join().unwrap(), 0);
+}
+
+#[test]
+fn poll_with_and_without_timeout() {
+    let server = Server::start();
+    let conn = &server.conn;
+    assert!(!conn.poll(Some(Duration::ZERO)).unwrap());
+
+    let timeout = Duration::from_millis(200);
+    let start = Instant::now();
+    assert!(!conn.poll(Some(timeout)).unwrap());
+    assert!(start.elapsed() >= timeout, "poll returned after {:?}", start.elapsed());
+
+    conn.send(&Req::EchoBytes(2)).unwrap();
+    conn.send_bytes(b"ping", 0, None).unwrap();
+    assert!(conn.poll(None).unwrap());
+    assert!(conn.poll(Some(Duration::ZERO)).unwrap(), "polling does not consume");
+    assert_eq!(conn.recv_bytes(None).unwrap(), b"ping");
+    assert!(!conn.poll(Some(Duration::ZERO)).unwrap());
+
+    conn.send_bytes(b"pong", 0, None).unwrap();
+    assert!(conn.poll(Some(Duration::from_secs(60))).unwrap());
+    assert_eq!(conn.recv_bytes(None).unwrap(), b"pong");
+    server.stop();
+}
+
+/// Sends a goodbye and returns, closing its end.
+fn say_goodbye(conn: Connection) -> Result<(), Error> {
+    conn.send("goodbye")
+}
+
+#[test]
+fn the_peer_closing_gives_eof() {
+    let (parent_end, child_end) = pipe(true).unwrap();
+    // The child's end is moved into the process: the parent's copy is closed once it starts.
+    let mut p = Process::new(say_goodbye, (child_end,));
+    p.start().unwrap();
+    assert_eq!(parent_end.recv::<String>().unwrap(), "goodbye");
+    // At end of file, poll says a receive would not block, and the receive says why.
+    assert!(parent_end.poll(None).unwrap());
+    assert!(matches!(parent_end.recv::<String>(), Err(Error::Eof)));
+    assert!(matches!(parent_end.recv_bytes(None), Err(Error::Eof)));
+    assert!(matches!(parent_end.recv_bytes_into(&mut [0; 8], 0), Err(Error::Eof)));
+    assert_eq!(p.join().unwrap(), 0);
+    // Sending to a closed peer is an error, not a SIGPIPE.
+    assert!(matches!(parent_end.send(&1u8), Err(Error::Io { .. })));
+}
+
+/// Sends the numbers 0..n on a write-only end, after checking it cannot receive.
+fn write_numbers(writer: Connection, n: u32) -> Result<(), String> {
+    if writer.readable() || !writer.writable() {
+        return Err(format!("wrong direction: {writer:?}"));
+    }
+    if !matches!(writer.recv::<u32>(), Err(Error::WriteOnly)) {
+        return Err("recv on a write-only end did not fail".into());
+    }
+    for i in 0..n {
+        writer.send(&i).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[test]
+fn one_way_pipe_into_a_child_and_back() {
+    let (reader, writer) = pipe(false).unwrap();
+    assert!(reader.readable() && !reader.writable());
+    assert!(!writer.readable() && writer.writable());
+    let mut p = Process::new(write_numbers, (writer, 50u32));
+    p.start().unwrap();
+    for i in 0..50u32 {
+        assert_eq!(reader.recv::<u32>().unwrap(), i);
+    }
+    assert!(matches!(reader.recv::<u32>(), Err(Error::Eof)));
+    assert_eq!(p.join().unwrap(), 0);
+}
+
+#[test]
+fn one_way_pipe_used_the_wrong_way() {
+    let (reader, writer) = pipe(false).unwrap();
+    assert!(matches!(reader.send(&1u8), Err(Error::ReadOnly)));
+    assert!(matches!(reader.send_bytes(b"x", 0, None), Err(Error::ReadOnly)));
+    assert!(matches!(writer.recv::<u8>(), Err(Error::WriteOnly)));
+    assert!(matches!(writer.recv_bytes(None), Err(Error::WriteOnly)));
+    assert!(matches!(writer.recv_bytes_into(&mut [0; 4], 0), Err(Error::WriteOnly)));
+    assert!(matches!(writer.poll(Some(Duration::ZERO)), Err(Error::WriteOnly)));
+    assert_eq!(Error::ReadOnly.to_string(), "connection is read-only");
+    assert_eq!(Error::WriteOnly.to_string(), "connection is write-only");
+    // The right way still works after the wrong one.
+    writer.send(&7u8).unwrap();
+    assert_eq!(reader.recv::<u8>().unwrap(), 7);
+}
+
+#[test]
+fn connections_sent_inside_messages_to_a_running_child() {
+    let server = Server::start();
+
+    // A duplex end: the child writes on it, then reads from it.
+    let (ours, theirs) = pipe(true).unwrap();
+    server.conn.send(&Req::Adopt(theirs)).unwrap();
+    assert_eq!(ours.recv::<Reply>().unwrap(), Reply::Text("r=true w=true".into()));
+    ours.send("through the adopted end").unwrap();
+    assert_eq!(server.conn.recv::<Reply>().unwrap(), Reply::Text("through the adopted end".into()));
+    assert_eq!(server.conn.recv::<Reply>().unwrap(), Reply::Done);
+    // The child dropped its end and the parent's copy went with the message: end of file.
+    assert!(matches!(ours.recv::<Reply>(), Err(Error::Eof)));
+
+    // The writing end of a one-way pipe keeps its direction.
+    let (reader, writer) = pipe(false).unwrap();
+    server.conn.send(&Req::Adopt(writer)).unwrap();
+    assert_eq!(reader.recv::<Reply>().unwrap(), Reply::Text("r=false w=true".into()));
+    assert_eq!(server.conn.recv::<Reply>().unwrap(), Reply::Done);
+    assert!(matches!(reader.recv::<Reply>(), Err(Error::Eof)));
+
+    // And so does the reading end.
+    let (reader, writer) = pipe(false).unwrap();
+    server.conn.send(&Req::Adopt(reader)).unwrap();
+    writer.send("to the adopted reader").unwrap();
+    assert_eq!(server.conn.recv::<Reply>().unwrap(), Reply::Text("to the adopted reader".into()));
+    assert_eq!(server.conn.recv::<Reply>().unwrap(), Reply::Done);
+
+    // Its maximum message size travels too.
+    let (ours, theirs) = pipe(true).unwrap();
+    server.conn.send(&Req::Adopt(theirs.with_max_message_size(4))).unwrap();
+    // The child's reply is larger than 4 bytes, so its send fails and it exits with an error.
+    assert!(matches!(ours.recv::<Reply>(), Err(Error::Eof)));
+    assert_eq!(server.process.join().unwrap(), 1);
+}
+
+/// Checks a received pair of connections by sending on one and receiving on the other.
+fn loop_back(pair: (Connection, Connection)) -> Result<(), Error> {
+    let (a, b) = pair;
+    a.send("around")?;
+    let s: String = b.recv()?;
+    if s == "around" { Ok(()) } else { Err(Error::Eof) }
+}
+
+#[test]
+fn both_ends_of_a_pipe_as_one_argument() {
+    let mut p = Process::new(loop_back, (pipe(true).unwrap(),));
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), 0);
+}
