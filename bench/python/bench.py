@@ -289,6 +289,7 @@ ROWS = {
     "pipe_bulk": pipe_bulk,
     "shm_fill": shm_fill,
     "event_pingpong": event_pingpong,
+    "event_pingpong_blocking": event_pingpong,
 }
 
 

@@ -221,3 +221,80 @@ pub fn spin_pingpong() -> Result<f64> {
     wait_ok(pid)?;
     result
 }
+
+/// Sleeps on the shared futex word `word` while it holds `expected`.
+fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32) {
+    // SAFETY: FUTEX_WAIT (shared, no timeout) on a valid, aligned 32-bit word in a shared
+    // mapping; the kernel only reads it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+/// Wakes one waiter on the shared futex word `word`.
+fn futex_wake(word: &std::sync::atomic::AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a valid, aligned 32-bit word; nothing is written.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1);
+    }
+}
+
+/// The `event_pingpong_blocking` floor: round trips through two shared futex words, each side
+/// sleeping in `FUTEX_WAIT` until the other wakes it, in seconds per round trip.
+pub fn futex_pingpong() -> Result<f64> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let map = SharedMap::new(4096, None)?;
+    // SAFETY: as in `spin_pingpong`: two `AtomicU32`s at offsets 0 and 64 of a zeroed page.
+    let (ping, pong) =
+        unsafe { (&*map.ptr.cast::<AtomicU32>(), &*map.ptr.add(64).cast::<AtomicU32>()) };
+    const STOP: u32 = u32::MAX;
+    // SAFETY: the bench program is single-threaded; the child only waits and wakes on the
+    // shared words and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid == -1 {
+        return Err(io::Error::last_os_error()).context("fork");
+    }
+    if pid == 0 {
+        let mut seen = 0;
+        loop {
+            let v = ping.load(Ordering::Acquire);
+            if v == STOP {
+                // SAFETY: as in `fork_exit_wait`.
+                unsafe { libc::_exit(0) }
+            }
+            if v == seen {
+                futex_wait(ping, v);
+                continue;
+            }
+            seen = v;
+            pong.store(v, Ordering::Release);
+            futex_wake(pong);
+        }
+    }
+    let mut counter = 0u32;
+    let result = crate::measure::seconds_per_op(|n| {
+        for _ in 0..n {
+            counter = counter.wrapping_add(1) % (STOP - 1) + 1;
+            ping.store(counter, Ordering::Release);
+            futex_wake(ping);
+            loop {
+                let v = pong.load(Ordering::Acquire);
+                if v == counter {
+                    break;
+                }
+                futex_wait(pong, v);
+            }
+        }
+        Ok(())
+    });
+    ping.store(STOP, Ordering::Release);
+    futex_wake(ping);
+    wait_ok(pid)?;
+    result
+}

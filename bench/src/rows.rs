@@ -57,6 +57,7 @@ const ROWS: &[(&str, RowFn)] = &[
     ("pipe_bulk", pipe_bulk),
     ("shm_fill", crate::shm_rows::shm_fill),
     ("event_pingpong", crate::shm_rows::event_pingpong),
+    ("event_pingpong_blocking", crate::shm_rows::event_pingpong_blocking),
 ];
 
 /// The names of the rows.

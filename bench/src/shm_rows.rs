@@ -79,3 +79,19 @@ pub fn event_pingpong(side: Side) -> Result<Figure> {
     };
     Ok(Figure { value: seconds * 1e6, unit: "us/rt" })
 }
+
+/// event_pingpong_blocking: the same round trips with spinning off (`set_spin_limit(0)`, which
+/// the forked child inherits), so every wait sleeps on its futex; the floor is a bare futex
+/// wait/wake round trip on two shared words.
+pub fn event_pingpong_blocking(side: Side) -> Result<Figure> {
+    match side {
+        Side::Mp => {
+            mp::sync::set_spin_limit(0);
+            event_pingpong(Side::Mp)
+        }
+        Side::Floor => {
+            let seconds = crate::floor::futex_pingpong()?;
+            Ok(Figure { value: seconds * 1e6, unit: "us/rt" })
+        }
+    }
+}

@@ -63,6 +63,7 @@ pub const ROWS: &[Row] = &[
     row("pipe_bulk", Higher, true, &[Floor(0.9)]),
     row("shm_fill", Higher, true, &[Floor(0.9)]),
     row("event_pingpong", Lower, true, &[Value(2.0)]),
+    row("event_pingpong_blocking", Lower, true, &[Floor(1.2)]),
 ];
 
 #[cfg(test)]

@@ -253,3 +253,4 @@ pub use lock::{AnyLock, Lock, LockGuard, RLock};
 pub use semaphore::{BoundedSemaphore, SEM_VALUE_MAX, Semaphore, SemaphoreGuard};
 pub use slots::MAX_WAITERS;
 pub use value::{Array, ArrayGuard, Value, ValueGuard};
+pub use wait::{DEFAULT_SPIN_LIMIT, set_spin_limit, spin_limit};

@@ -9,8 +9,25 @@ use rustix::thread::futex;
 
 use crate::error::Error;
 
-/// How many times a contended path looks again before it sleeps.
-const SPIN_LIMIT: u32 = 200;
+/// How many times a contended path looks again before it sleeps, by default.
+pub const DEFAULT_SPIN_LIMIT: u32 = 200;
+
+/// How many times a contended path looks again before it sleeps, in this process.
+static SPIN_LIMIT: AtomicU32 = AtomicU32::new(DEFAULT_SPIN_LIMIT);
+
+/// Sets how many times a contended wait of this process (a `Semaphore`, `Event` or `Barrier`
+/// wait) looks again before it sleeps on its futex; 0 sleeps at once. Spinning shortens hand-
+/// offs between processes running on other CPUs; it burns CPU when the other side is slow.
+/// The setting is per process (a forked child inherits it; a spawned child starts with
+/// [`DEFAULT_SPIN_LIMIT`]).
+pub fn set_spin_limit(limit: u32) {
+    SPIN_LIMIT.store(limit, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The current spin limit of this process (see [`set_spin_limit`]).
+pub fn spin_limit() -> u32 {
+    SPIN_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// The deadline `timeout` from now; `None` (wait forever) if it is `None` or too far.
 pub(crate) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
@@ -75,7 +92,7 @@ pub(crate) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
     if !can_spin() {
         return ready();
     }
-    for _ in 0..SPIN_LIMIT {
+    for _ in 0..spin_limit() {
         if ready() {
             return true;
         }

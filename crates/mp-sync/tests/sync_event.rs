@@ -79,3 +79,28 @@ fn doorbell_is_readable_while_set() {
     assert_eq!(rustix::event::poll(&mut fds, Some(&zero)).unwrap(), 0);
     assert_eq!(p.join().unwrap(), 0);
 }
+
+#[test]
+fn the_blocking_path_works_with_spinning_off() {
+    mp_sync::set_spin_limit(0);
+    assert_eq!(mp_sync::spin_limit(), 0);
+    let (ping, pong) = (mp_sync::Event::new().unwrap(), mp_sync::Event::new().unwrap());
+    let mut p = mp_process::Process::new(
+        |ping: mp_sync::Event, pong: mp_sync::Event| {
+            for _ in 0..100 {
+                ping.wait().unwrap();
+                ping.clear();
+                pong.set();
+            }
+        },
+        (ping.clone(), pong.clone()),
+    );
+    p.start().unwrap();
+    for _ in 0..100 {
+        ping.set();
+        pong.wait().unwrap();
+        pong.clear();
+    }
+    assert_eq!(p.join().unwrap(), 0);
+    mp_sync::set_spin_limit(mp_sync::DEFAULT_SPIN_LIMIT);
+}
