@@ -11,7 +11,7 @@ use std::ptr;
 use anyhow::{Context, Result, ensure};
 
 /// Waits for the child `pid` and checks that it exited with status 0.
-fn wait_ok(pid: libc::pid_t) -> Result<()> {
+pub fn wait_ok(pid: libc::pid_t) -> Result<()> {
     let mut status: libc::c_int = 0;
     loop {
         // SAFETY: `status` is a live, writable local; waitpid writes only there.

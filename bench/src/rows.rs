@@ -222,27 +222,6 @@ mod lock_floor {
 
     use anyhow::{Context, Result, ensure};
 
-    /// Waits for the forked child `pid` and checks that it exited with status 0.
-    fn floor_wait_ok(pid: libc::pid_t) -> Result<()> {
-        let mut status: libc::c_int = 0;
-        loop {
-            // SAFETY: `status` is a live, writable local; waitpid writes only there.
-            let got = unsafe { libc::waitpid(pid, &mut status, 0) };
-            if got == pid {
-                break;
-            }
-            let error = io::Error::last_os_error();
-            if got == -1 && error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error).context("waitpid");
-        }
-        ensure!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "the child ended with wait status {status:#x}"
-        );
-        Ok(())
-    }
     /// A pipe (read end, write end), close-on-exec.
     pub fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
         use std::os::fd::FromRawFd as _;
@@ -389,7 +368,7 @@ mod lock_floor {
             let start = std::time::Instant::now();
             write_bytes(&go_w, processes as usize)?;
             for pid in pids {
-                floor_wait_ok(pid)?;
+                crate::floor::wait_ok(pid)?;
             }
             let seconds = start.elapsed().as_secs_f64();
             // SAFETY: every child has exited.
@@ -591,24 +570,7 @@ mod pipe_floor {
     /// Closes the parent's end, so the child reads end of file, and waits for the child.
     fn finish(ours: OwnedFd, pid: libc::pid_t) -> Result<()> {
         drop(ours);
-        let mut status: libc::c_int = 0;
-        loop {
-            // SAFETY: `status` is a live, writable local; waitpid writes only there.
-            let got = unsafe { libc::waitpid(pid, &mut status, 0) };
-            if got == pid {
-                break;
-            }
-            let error = io::Error::last_os_error();
-            if got == -1 && error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(error).context("waitpid");
-        }
-        ensure!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "the child ended with wait status {status:#x}"
-        );
-        Ok(())
+        crate::floor::wait_ok(pid)
     }
 
     /// Seconds per round trip of a `size`-byte message.

@@ -109,6 +109,26 @@ pub(crate) fn on_entry() {
     }
 }
 
+/// Starts a helper process (the forkserver or the tracker): a fresh exec of this executable
+/// whose entry hook sees `env` and serves one end of a new `kind` socketpair, placed at
+/// descriptor 3. Returns this process's end. `what` names the helper in errors.
+pub(crate) fn spawn_helper(
+    env: &str,
+    kind: rustix::net::SocketType,
+    what: &'static str,
+) -> Result<OwnedFd> {
+    let (mine, theirs) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        kind,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::io("socketpair", e))?;
+    sys::spawn_self(theirs.as_fd(), &format!("{env}={}", sys::BOOT_FD))
+        .map_err(|e| Error::io(what, e))?;
+    Ok(mine)
+}
+
 /// Reports a bootstrap failure and returns its exit code.
 pub(crate) fn fail(why: &str) -> i32 {
     let _ = writeln!(std::io::stderr(), "mp: child bootstrap failed: {why}");

@@ -219,17 +219,11 @@ fn client() -> Result<Arc<Client>> {
     if let Some(c) = &g.forkserver {
         return Ok(c.clone());
     }
-    let (mine, theirs) = rustix::net::socketpair(
-        AddressFamily::UNIX,
+    let mine = bootstrap::spawn_helper(
+        bootstrap::FORKSERVER_ENV,
         SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| Error::io("socketpair", e))?;
-    let marker = format!("{}={}", bootstrap::FORKSERVER_ENV, sys::BOOT_FD);
-    sys::spawn_self(theirs.as_fd(), &marker)
-        .map_err(|e| Error::io("starting the forkserver", e))?;
-    drop(theirs);
+        "starting the forkserver",
+    )?;
     let hello =
         wire::encode(&ToServer::Hello { magic: HELLO_MAGIC, exe: bootstrap::exe_identity()? })?;
     fdpass::send_frame(mine.as_fd(), &hello, &[], wire::DEFAULT_MAX_FRAME)?;

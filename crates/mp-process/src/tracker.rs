@@ -13,7 +13,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use rustix::net::{RecvFlags, SendFlags, SocketType};
 
 use crate::state::global;
 use crate::{Error, Result, bootstrap, sys};
@@ -30,16 +30,11 @@ fn connection() -> Result<Arc<OwnedFd>> {
     if let Some(fd) = &g.tracker {
         return Ok(fd.clone());
     }
-    let (mine, theirs) = rustix::net::socketpair(
-        AddressFamily::UNIX,
+    let mine = bootstrap::spawn_helper(
+        TRACKER_ENV,
         SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| Error::io("socketpair", e))?;
-    let marker = format!("{TRACKER_ENV}={}", sys::BOOT_FD);
-    sys::spawn_self(theirs.as_fd(), &marker)
-        .map_err(|e| Error::io("starting the resource tracker", e))?;
+        "starting the resource tracker",
+    )?;
     let fd = Arc::new(mine);
     g.tracker = Some(fd.clone());
     Ok(fd)
