@@ -175,53 +175,6 @@ pub fn memfd_fill_once() -> Result<()> {
     Ok(())
 }
 
-/// The `event_pingpong` floor: round trips through two atomics in shared memory, both sides
-/// spinning, in seconds per round trip.
-pub fn spin_pingpong() -> Result<f64> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    let map = SharedMap::new(4096, None)?;
-    // SAFETY: the mapping is page-aligned, zeroed and 4096 bytes: room for two `AtomicU32`s
-    // (which have no invalid bit patterns) at offsets 0 and 64, shared with the child.
-    let (ping, pong) =
-        unsafe { (&*map.ptr.cast::<AtomicU32>(), &*map.ptr.add(64).cast::<AtomicU32>()) };
-    const STOP: u32 = u32::MAX;
-    // SAFETY: the bench program is single-threaded; the child only spins on the shared
-    // atomics and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    if pid == -1 {
-        return Err(io::Error::last_os_error()).context("fork");
-    }
-    if pid == 0 {
-        let mut seen = 0;
-        loop {
-            let v = ping.load(Ordering::Acquire);
-            if v == STOP {
-                // SAFETY: as in `fork_exit_wait`.
-                unsafe { libc::_exit(0) }
-            }
-            if v != seen {
-                seen = v;
-                pong.store(v, Ordering::Release);
-            }
-            std::hint::spin_loop();
-        }
-    }
-    let mut counter = 0u32;
-    let result = crate::measure::seconds_per_op(|n| {
-        for _ in 0..n {
-            counter = counter.wrapping_add(1) % (STOP - 1) + 1;
-            ping.store(counter, Ordering::Release);
-            while pong.load(Ordering::Acquire) != counter {
-                std::hint::spin_loop();
-            }
-        }
-        Ok(())
-    });
-    ping.store(STOP, Ordering::Release);
-    wait_ok(pid)?;
-    result
-}
-
 /// Sleeps on the shared futex word `word` while it holds `expected`.
 fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32) {
     // SAFETY: FUTEX_WAIT (shared, no timeout) on a valid, aligned 32-bit word in a shared
@@ -245,12 +198,17 @@ fn futex_wake(word: &std::sync::atomic::AtomicU32) {
     }
 }
 
-/// The `event_pingpong_blocking` floor: round trips through two shared futex words, each side
-/// sleeping in `FUTEX_WAIT` until the other wakes it, in seconds per round trip.
-pub fn futex_pingpong() -> Result<f64> {
+/// Round trips through two atomics in shared memory between this process and a forked child,
+/// in seconds per round trip. `sleep(word, seen)` is what a side does while `word` still
+/// holds `seen` (spin once, or sleep on the futex); `wake(word)` follows every store.
+fn pingpong(
+    sleep: fn(&std::sync::atomic::AtomicU32, u32),
+    wake: fn(&std::sync::atomic::AtomicU32),
+) -> Result<f64> {
     use std::sync::atomic::{AtomicU32, Ordering};
     let map = SharedMap::new(4096, None)?;
-    // SAFETY: as in `spin_pingpong`: two `AtomicU32`s at offsets 0 and 64 of a zeroed page.
+    // SAFETY: the mapping is page-aligned, zeroed and 4096 bytes: room for two `AtomicU32`s
+    // (which have no invalid bit patterns) at offsets 0 and 64, shared with the child.
     let (ping, pong) =
         unsafe { (&*map.ptr.cast::<AtomicU32>(), &*map.ptr.add(64).cast::<AtomicU32>()) };
     const STOP: u32 = u32::MAX;
@@ -269,12 +227,12 @@ pub fn futex_pingpong() -> Result<f64> {
                 unsafe { libc::_exit(0) }
             }
             if v == seen {
-                futex_wait(ping, v);
+                sleep(ping, v);
                 continue;
             }
             seen = v;
             pong.store(v, Ordering::Release);
-            futex_wake(pong);
+            wake(pong);
         }
     }
     let mut counter = 0u32;
@@ -282,19 +240,30 @@ pub fn futex_pingpong() -> Result<f64> {
         for _ in 0..n {
             counter = counter.wrapping_add(1) % (STOP - 1) + 1;
             ping.store(counter, Ordering::Release);
-            futex_wake(ping);
+            wake(ping);
             loop {
                 let v = pong.load(Ordering::Acquire);
                 if v == counter {
                     break;
                 }
-                futex_wait(pong, v);
+                sleep(pong, v);
             }
         }
         Ok(())
     });
     ping.store(STOP, Ordering::Release);
-    futex_wake(ping);
+    wake(ping);
     wait_ok(pid)?;
     result
+}
+
+/// The `event_pingpong` floor: both sides spin, in seconds per round trip.
+pub fn spin_pingpong() -> Result<f64> {
+    pingpong(|_, _| std::hint::spin_loop(), |_| {})
+}
+
+/// The `event_pingpong_blocking` floor: each side sleeps in `FUTEX_WAIT` until the other wakes
+/// it, in seconds per round trip.
+pub fn futex_pingpong() -> Result<f64> {
+    pingpong(futex_wait, futex_wake)
 }
