@@ -129,6 +129,15 @@ pub(crate) fn spawn_helper(
     Ok(mine)
 }
 
+/// The start of a helper process (the forkserver or the tracker): it survives a Ctrl-C to
+/// its process group and a peer that went away, and takes its socket from descriptor 3.
+/// On failure, the exit code to leave with.
+pub(crate) fn helper_socket() -> std::result::Result<OwnedFd, i32> {
+    sys::ignore_sigpipe();
+    sys::ignore_sigint(true);
+    take_boot_socket().map_err(|e| fail(&e))
+}
+
 /// Reports a bootstrap failure and returns its exit code.
 pub(crate) fn fail(why: &str) -> i32 {
     let _ = writeln!(std::io::stderr(), "mp: child bootstrap failed: {why}");

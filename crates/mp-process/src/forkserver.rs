@@ -261,11 +261,9 @@ struct ServedChild {
 
 /// The server's main loop; returns the server's exit code.
 pub(crate) fn serve() -> i32 {
-    sys::ignore_sigpipe();
-    sys::ignore_sigint(true);
-    let sock = match bootstrap::take_boot_socket() {
+    let sock = match bootstrap::helper_socket() {
         Ok(s) => s,
-        Err(e) => return bootstrap::fail(&e),
+        Err(code) => return code,
     };
     let hello = match fdpass::recv_frame(sock.as_fd(), wire::DEFAULT_MAX_FRAME) {
         Ok(Some((bytes, _))) => wire::decode::<ToServer>(&bytes),

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use rustix::net::{RecvFlags, SendFlags, SocketType};
 
 use crate::state::global;
-use crate::{Error, Result, bootstrap, sys};
+use crate::{Error, Result, bootstrap};
 
 /// The environment variable that marks the tracker process; its value is its socket's fd.
 pub(crate) const TRACKER_ENV: &str = "MP_TRACKER_FD";
@@ -84,11 +84,9 @@ pub(crate) fn inherited() -> Option<Arc<OwnedFd>> {
 
 /// The tracker process: collect names until every client is gone, then unlink the rest.
 pub(crate) fn serve() -> i32 {
-    sys::ignore_sigpipe();
-    sys::ignore_sigint(true);
-    let sock = match bootstrap::take_boot_socket() {
+    let sock = match bootstrap::helper_socket() {
         Ok(s) => s,
-        Err(e) => return bootstrap::fail(&e),
+        Err(code) => return code,
     };
     let mut names: Vec<String> = Vec::new();
     let mut buf = [0u8; MAX_NAME + 2];
