@@ -61,8 +61,10 @@
 //! # }
 //! ```
 //!
-//! A contended lock sleeps at once in `pthread_mutex_lock` (on the futex): spinning first
-//! measured slower on two cores. Semaphores, events and barriers spin briefly on their futex
+//! An uncontended acquire and a plain release run inline (mp follows glibc's robust-mutex
+//! protocol itself, on the same memory, linking the hold into glibc's robust list); everything
+//! else goes to glibc. A contended lock sleeps at once in `pthread_mutex_lock` (on the futex):
+//! spinning first measured slower on two cores. Semaphores, events and barriers spin briefly on their futex
 //! word (reading it only) before they sleep.
 //!
 //! ## Owner death

@@ -297,8 +297,9 @@ pub(crate) fn init_mutex(mutex: &mut RawMutex, kind: MutexKind) -> Result<(), Er
 /// Orders the release of a mutex before the read of the pollers count (step 2 of the
 /// doorbell protocol).
 ///
-/// On x86-64, glibc releases a robust mutex with an atomic exchange, a full barrier in
-/// hardware, so only the compiler needs stopping; elsewhere a full fence is needed.
+/// On x86-64, a robust mutex is released with an atomic exchange (by `sys`'s fast path or by
+/// glibc), a full barrier in hardware, so only the compiler needs stopping; elsewhere a full
+/// fence is needed.
 #[inline(always)]
 pub(crate) fn after_release() {
     #[cfg(target_arch = "x86_64")]

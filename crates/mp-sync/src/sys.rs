@@ -7,9 +7,12 @@
 //!
 //! * [`RawMutex`]: a process-shared, robust pthread mutex (`libc`'s
 //!   `pthread_mutexattr_setpshared/setrobust/settype`, `pthread_mutex_init/lock/trylock/
-//!   timedlock/unlock/consistent`). It lives in shared memory and is never moved. glibc links a
-//!   held robust mutex into the holding thread's robust list, whose links point into that
-//!   thread's address space: the one kind of pointer into private memory a shared layout holds.
+//!   timedlock/unlock/consistent`), with mp's own inline fast paths for the uncontended lock
+//!   and the plain unlock, which follow glibc's protocol on the same memory (see the `robust`
+//!   module). It lives in shared memory and is never moved. A held robust mutex is linked into
+//!   the holding thread's robust list (glibc's, by glibc or by the fast paths), whose links
+//!   point into that thread's address space: the one kind of pointer into private memory a
+//!   shared layout holds.
 //!   The crate keeps the mapping of a mutex alive for as long as any of its threads holds it
 //!   (guards borrow the handle that owns the mapping; held locks without a guard keep their
 //!   handle in a registry until released), so glibc and the kernel never follow a link into
@@ -135,8 +138,19 @@ impl RawMutex {
     ///
     /// Errors: `EDEADLK` if this thread holds an error-checking mutex, `ENOTRECOVERABLE` if
     /// a previous holder released it after its owner died without making it consistent.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lock(&self) -> Result<Taken, Errno> {
+        match robust::try_fast_lock(self) {
+            robust::Fast::Done => Ok(Taken::Clean),
+            robust::Fast::Failed(e) => Err(e),
+            robust::Fast::Slow => self.lock_slow(),
+        }
+    }
+
+    /// Locks the mutex through glibc: contended, relocked, or left by a dead holder.
+    #[cold]
+    #[inline(never)]
+    fn lock_slow(&self) -> Result<Taken, Errno> {
         // SAFETY: the mutex was initialised by the segment's creator (the segment's magic and
         // kind were checked), and its mapping outlives every hold (module contract).
         let code = unsafe { libc::pthread_mutex_lock(self.inner.get()) };
@@ -148,7 +162,12 @@ impl RawMutex {
     /// `EDEADLK` if this thread holds an error-checking mutex.
     #[inline]
     pub(crate) fn try_lock(&self) -> Result<Option<Taken>, Errno> {
-        // SAFETY: as in `lock`.
+        match robust::try_fast_lock(self) {
+            robust::Fast::Done => return Ok(Some(Taken::Clean)),
+            robust::Fast::Failed(e) => return Err(e),
+            robust::Fast::Slow => {}
+        }
+        // SAFETY: as in `lock_slow`.
         let code = unsafe { libc::pthread_mutex_trylock(self.inner.get()) };
         match code {
             libc::EBUSY => Ok(None),
@@ -177,7 +196,7 @@ impl RawMutex {
                 sec = sec.saturating_add(1);
             }
             let abs = libc::timespec { tv_sec: sec as libc::time_t, tv_nsec: nsec as _ };
-            // SAFETY: as in `lock`; `abs` is a valid, normalised timespec.
+            // SAFETY: as in `lock_slow`; `abs` is a valid, normalised timespec.
             let code = unsafe { libc::pthread_mutex_timedlock(self.inner.get(), &abs) };
             match code {
                 libc::ETIMEDOUT => continue,
@@ -187,10 +206,18 @@ impl RawMutex {
     }
 
     /// Unlocks the mutex. `EPERM` if this thread does not hold it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn unlock(&self) -> Result<(), Errno> {
-        // SAFETY: as in `lock`. glibc checks the owner of a robust mutex and returns EPERM
-        // for a thread that does not hold it, touching nothing else.
+        if robust::try_fast_unlock(self) { Ok(()) } else { self.unlock_slow() }
+    }
+
+    /// Unlocks the mutex through glibc: held at several levels, not made consistent, or not
+    /// held by this thread.
+    #[cold]
+    #[inline(never)]
+    fn unlock_slow(&self) -> Result<(), Errno> {
+        // SAFETY: as in `lock_slow`. glibc checks the owner of a robust mutex and returns
+        // EPERM for a thread that does not hold it, touching nothing else.
         rc(unsafe { libc::pthread_mutex_unlock(self.inner.get()) })
     }
 }
@@ -335,4 +362,373 @@ pub(crate) fn action_at(offset: u64) -> Option<fn()> {
     // as its parent, and the offset reached us through the barrier's shared memory, which only
     // the processes of the tree map.
     unsafe { mp_process::code::fn_at(offset) }
+}
+
+/// mp's own fast paths for a robust mutex: an uncontended lock and an unlock without
+/// complications, inline, following glibc's robust-mutex protocol step for step on the same
+/// memory, so that glibc's functions (the slow paths) and these interleave freely.
+///
+/// # Why not glibc's functions for everything
+///
+/// `pthread_mutex_lock`/`unlock` of a robust mutex take two calls through the PLT and a
+/// dispatch on the mutex type each (`__pthread_mutex_lock_full`), which measured about as
+/// much as the two atomic instructions that are the real work. mp knows the type of its
+/// mutexes, so it does the work inline and leaves every other case to glibc.
+///
+/// # Why not a robust lock of mp's own
+///
+/// Owner death rests on the kernel's robust list, which has a single head per thread,
+/// registered with `set_robust_list`, and glibc registers its own for every thread. A second
+/// registration would unhook glibc's; a separate list is impossible. So mp's holds must be
+/// entries of glibc's list, in glibc's format: a `pthread_mutex_t`, linked through its
+/// `__list` (`__prev`, then `__next`, the node the kernel follows), with the lock word
+/// `futex_offset` bytes before the node. Once mp follows that format it might as well be a
+/// glibc robust mutex, which keeps the slow paths (sleeping, timed waits, `EOWNERDEAD` and
+/// `pthread_mutex_consistent`, recursion, `EDEADLK`, `EPERM`) in glibc.
+///
+/// # The protocol (glibc's `pthread_mutex_lock.c`, `pthread_mutex_unlock.c`, `descr.h`)
+///
+/// The lock word holds the holder's tid, `FUTEX_WAITERS` and `FUTEX_OWNER_DIED`. To lock:
+/// set the thread's `list_op_pending` to the node, compare-and-swap the word from 0 to the
+/// tid, set `__count` to 1, insert the node at the front of the list, clear
+/// `list_op_pending`, set `__owner` to the tid and count a user. To unlock: set
+/// `list_op_pending`, unlink the node, clear `__owner`, uncount the user, swap the word to 0
+/// (waking one waiter if `FUTEX_WAITERS` was set), clear `list_op_pending`. The thread is the
+/// only writer of its list; the kernel reads it after the thread died, so program order
+/// (compiler fences: the concurrency is that of a signal handler) keeps it consistent at
+/// every point a kill can land, as in glibc. Anything else (the word not 0, the mutex held at
+/// several levels or not made consistent, another holder) goes to glibc.
+///
+/// # What it assumes of glibc, checked once per thread
+///
+/// The robust-list head sits in glibc's thread descriptor right after `pid_t tid; pid_t
+/// pid_ununsed; void *robust_prev;` (`nptl/descr.h` with `__PTHREAD_MUTEX_HAVE_PREV`,
+/// unchanged since glibc 2.4). The first fast operation of a thread asks the kernel for the
+/// head (`get_robust_list`) and uses the fast paths only if its size is glibc's, its
+/// `futex_offset` is that of a `pthread_mutex_t`, and the `tid` before it is the thread's
+/// (`gettid`). glibc keeps that `tid` right across `fork`, so the fast paths never cache a tid.
+/// Otherwise (another C library, a runtime that registered its own head) every operation
+/// goes to the pthread functions.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+mod robust {
+    use std::cell::Cell;
+    use std::ptr;
+    use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering, compiler_fence};
+
+    use rustix::io::Errno;
+
+    use super::RawMutex;
+
+    /// The lock word's bit saying that threads may sleep on it (`linux/futex.h`).
+    const FUTEX_WAITERS: u32 = 0x8000_0000;
+    /// The lock word's bits holding the holder's tid.
+    const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+    /// glibc's `__owner` of a mutex that was released without being made consistent.
+    const PTHREAD_MUTEX_NOTRECOVERABLE: u32 = 0x7fff_fffe;
+
+    /// glibc's `struct __pthread_mutex_s` on 64-bit Linux (`bits/struct_mutex.h`), the layout
+    /// behind a `pthread_mutex_t`, as atomics: glibc's functions write it with plain stores,
+    /// but always from the thread that holds the mutex, as these paths do.
+    #[repr(C)]
+    struct GlibcMutex {
+        /// `__lock`: the futex word.
+        lock: AtomicU32,
+        /// `__count`: the levels of a recursive hold.
+        count: AtomicU32,
+        /// `__owner`: the holder's tid, or a marker of an inconsistent mutex (an `int`).
+        owner: AtomicU32,
+        /// `__nusers`.
+        nusers: AtomicU32,
+        /// `__kind`.
+        _kind: AtomicU32,
+        /// `__spins` and `__elision`.
+        _spins: AtomicU32,
+        /// `__list.__prev`: the node before this one in the holder's robust list.
+        prev: AtomicPtr<u8>,
+        /// `__list.__next`: the node of the kernel's robust list.
+        next: AtomicPtr<u8>,
+    }
+
+    const _: () = assert!(size_of::<GlibcMutex>() == size_of::<libc::pthread_mutex_t>());
+    const _: () = assert!(align_of::<GlibcMutex>() <= align_of::<libc::pthread_mutex_t>());
+
+    /// The `futex_offset` glibc registers: from a node (`__list.__next`) back to the lock word.
+    const FUTEX_OFFSET: i64 = -(std::mem::offset_of!(GlibcMutex, next) as i64);
+
+    /// The kernel's `struct robust_list_head`, inside glibc's thread descriptor.
+    #[repr(C)]
+    struct RobustHead {
+        /// The first node, or the head itself when the list is empty (bit 0 marks PI mutexes).
+        list: AtomicPtr<u8>,
+        /// From a node to its lock word.
+        futex_offset: i64,
+        /// The node being locked or unlocked right now, if any.
+        op_pending: AtomicPtr<u8>,
+    }
+
+    /// The byte offset from the head back to glibc's `tid` of the thread.
+    const TID_BEFORE_HEAD: usize = 16;
+    /// The byte offset from a node back to the `__prev` beside it (glibc's `QUEUE_PTR_ADJUST`);
+    /// the head has one too (glibc's `robust_prev`).
+    const PREV_BEFORE_NODE: usize = 8;
+
+    /// This thread's robust-list head once checked, [`UNSUPPORTED`], or 0 before the check.
+    #[derive(Clone, Copy)]
+    struct Head(usize);
+
+    /// The value of [`HEAD`] when the fast paths cannot be used in this thread.
+    const UNSUPPORTED: usize = 1;
+
+    thread_local! {
+        /// This thread's [`Head`]. Constant-initialised and without `Drop`: reading it is a
+        /// load relative to the thread pointer, and never fails.
+        static HEAD: Cell<Head> = const { Cell::new(Head(0)) };
+    }
+
+    impl Head {
+        /// This thread's head, if the fast paths can be used.
+        #[inline(always)]
+        fn get() -> Option<Head> {
+            let head = HEAD.try_with(Cell::get).ok()?;
+            match head.0 {
+                0 => Head::probe(),
+                UNSUPPORTED => None,
+                _ => Some(head),
+            }
+        }
+
+        /// Asks the kernel for this thread's head and checks that glibc laid it out as the
+        /// fast paths assume.
+        #[cold]
+        #[inline(never)]
+        fn probe() -> Option<Head> {
+            let mut head: *mut RobustHead = ptr::null_mut();
+            let mut len: libc::size_t = 0;
+            // SAFETY: `get_robust_list(0, ...)` writes the calling thread's head pointer and
+            // the registered size into the two locations, which are valid for those writes.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_get_robust_list,
+                    0 as libc::c_long,
+                    &raw mut head,
+                    &raw mut len,
+                )
+            };
+            let address = head as usize;
+            let fits = rc == 0
+                && len == size_of::<RobustHead>()
+                && address % align_of::<RobustHead>() == 0
+                && address > TID_BEFORE_HEAD;
+            let found = fits && {
+                // SAFETY: the kernel registered `head` for this thread with the size of a
+                // `RobustHead`, so it points to one, which lives as long as the thread (glibc
+                // keeps it in the thread's descriptor). Only this thread writes it.
+                let offset = unsafe { (*head).futex_offset };
+                let tid = (address - TID_BEFORE_HEAD) as *const AtomicU32;
+                // SAFETY: glibc registers `&pd->robust_head`, after `pid_t tid; pid_t
+                // pid_ununsed; void *robust_prev;` of the same descriptor, so the 4 bytes
+                // `TID_BEFORE_HEAD` before it are readable and aligned for an `i32` (the head
+                // is 8-aligned, checked above). A head registered by something else would
+                // have to be preceded by readable memory holding the thread's tid to pass the
+                // comparison with `gettid`. The read is atomic and glibc writes `tid` only in
+                // this thread (and in `fork`, before the child runs).
+                let tid = unsafe { &*tid }.load(Ordering::Relaxed);
+                let me = rustix::thread::gettid().as_raw_nonzero().get();
+                offset == FUTEX_OFFSET && u32::try_from(me) == Ok(tid)
+            };
+            let head = Head(if found { address } else { UNSUPPORTED });
+            let _ = HEAD.try_with(|h| h.set(head));
+            found.then_some(head)
+        }
+
+        /// The head.
+        #[inline(always)]
+        fn head(self) -> &'static RobustHead {
+            // SAFETY: `probe` checked that the address is this thread's registered head, which
+            // lives as long as the thread, and `Head` is only read by that thread (it is a
+            // thread-local and no reference escapes the fast paths).
+            unsafe { &*(self.0 as *const RobustHead) }
+        }
+
+        /// The thread's tid as glibc keeps it (a `pid_t`; updated by `fork` in the child).
+        #[inline(always)]
+        fn tid(self) -> u32 {
+            // SAFETY: `probe` checked that glibc's `tid` lies `TID_BEFORE_HEAD` bytes before
+            // the head, in the thread's descriptor, aligned.
+            let tid = unsafe { &*((self.0 - TID_BEFORE_HEAD) as *const AtomicU32) };
+            tid.load(Ordering::Relaxed)
+        }
+    }
+
+    /// The `__prev` that sits [`PREV_BEFORE_NODE`] bytes before a node of this thread's list
+    /// (or before the head, glibc's `robust_prev`).
+    ///
+    /// # Safety
+    ///
+    /// `node`, with bit 0 cleared, is the head of this thread's list or a node in it, which
+    /// glibc or these paths linked: the `__list.__next` of a locked `pthread_mutex_t` that is
+    /// still mapped (module contract), or the head in glibc's thread descriptor.
+    #[inline(always)]
+    unsafe fn prev_of(node: *mut u8) -> &'static AtomicPtr<u8> {
+        let at = (node as usize & !1) - PREV_BEFORE_NODE;
+        // SAFETY: by the contract, `at` is the `__prev` of a `__pthread_list_t` (or glibc's
+        // `robust_prev`), a pointer-sized, aligned field that lives while the node is linked.
+        unsafe { &*(at as *const AtomicPtr<u8>) }
+    }
+
+    /// The `__next` a node points to, seen from the node itself.
+    ///
+    /// # Safety
+    ///
+    /// As [`prev_of`].
+    #[inline(always)]
+    unsafe fn next_of(node: *mut u8) -> &'static AtomicPtr<u8> {
+        // SAFETY: a node is the address of a `__next` field (or of the head's `list`).
+        unsafe { &*((node as usize & !1) as *const AtomicPtr<u8>) }
+    }
+
+    /// What a fast path did.
+    pub(super) enum Fast {
+        /// The mutex is locked, cleanly.
+        Done,
+        /// The mutex cannot be locked (glibc would say the same).
+        Failed(Errno),
+        /// Left to glibc.
+        Slow,
+    }
+
+    impl RawMutex {
+        /// The mutex as glibc's layout.
+        #[inline(always)]
+        fn glibc(&self) -> &GlibcMutex {
+            // SAFETY: `GlibcMutex` is the layout of the `pthread_mutex_t` (size and alignment
+            // are checked above), made only of atomics, valid for every bit pattern; the
+            // mutex is inside an `UnsafeCell` and only ever changed atomically by these paths
+            // or by glibc's functions, which write these fields only in the thread holding the
+            // mutex (the lock word, which others change, always with atomic instructions).
+            unsafe { &*self.inner.get().cast::<GlibcMutex>() }
+        }
+    }
+
+    /// Locks `mutex` if its word is 0, as glibc's robust lock does.
+    #[inline(always)]
+    pub(super) fn try_fast_lock(mutex: &RawMutex) -> Fast {
+        let Some(head) = Head::get() else { return Fast::Slow };
+        let (h, m, tid) = (head.head(), mutex.glibc(), head.tid());
+        let node = m.next.as_ptr().cast::<u8>();
+        h.op_pending.store(node, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        if m.lock.compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            compiler_fence(Ordering::SeqCst);
+            h.op_pending.store(ptr::null_mut(), Ordering::Relaxed);
+            return Fast::Slow;
+        }
+        if m.owner.load(Ordering::Relaxed) == PTHREAD_MUTEX_NOTRECOVERABLE {
+            // Released after an owner died and never made consistent: give the word back
+            // and fail, as glibc does.
+            m.count.store(0, Ordering::Relaxed);
+            if m.lock.swap(0, Ordering::Release) & FUTEX_WAITERS != 0 {
+                crate::wait::futex_wake(&m.lock, 1);
+            }
+            compiler_fence(Ordering::SeqCst);
+            h.op_pending.store(ptr::null_mut(), Ordering::Relaxed);
+            return Fast::Failed(Errno::NOTRECOVERABLE);
+        }
+        m.count.store(1, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        // Insert at the front (glibc's ENQUEUE_MUTEX).
+        let first = h.list.load(Ordering::Relaxed);
+        // SAFETY: `first` is the head or the first node of this thread's list.
+        unsafe { prev_of(first) }.store(node, Ordering::Relaxed);
+        m.next.store(first, Ordering::Relaxed);
+        m.prev.store(h.list.as_ptr().cast::<u8>(), Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        h.list.store(node, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        h.op_pending.store(ptr::null_mut(), Ordering::Relaxed);
+        m.owner.store(tid, Ordering::Relaxed);
+        m.nusers.store(m.nusers.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        Fast::Done
+    }
+
+    /// Unlocks `mutex` if this thread holds it at one level, consistent, as glibc's robust
+    /// unlock does; whether it did.
+    #[inline(always)]
+    pub(super) fn try_fast_unlock(mutex: &RawMutex) -> bool {
+        let Some(head) = Head::get() else { return false };
+        let (h, m, tid) = (head.head(), mutex.glibc(), head.tid());
+        if m.lock.load(Ordering::Relaxed) & FUTEX_TID_MASK != tid
+            || m.owner.load(Ordering::Relaxed) != tid
+            || m.count.load(Ordering::Relaxed) != 1
+        {
+            return false;
+        }
+        let node = m.next.as_ptr().cast::<u8>();
+        h.op_pending.store(node, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        // Unlink (glibc's DEQUEUE_MUTEX).
+        let (next, prev) = (m.next.load(Ordering::Relaxed), m.prev.load(Ordering::Relaxed));
+        // SAFETY: this thread holds the mutex (its tid is in the word and `__owner`), so the
+        // node is in this thread's list and its neighbours are nodes of that list or the head.
+        unsafe {
+            prev_of(next).store(prev, Ordering::Relaxed);
+            next_of(prev).store(next, Ordering::Relaxed);
+        }
+        compiler_fence(Ordering::SeqCst);
+        m.prev.store(ptr::null_mut(), Ordering::Relaxed);
+        m.next.store(ptr::null_mut(), Ordering::Relaxed);
+        m.owner.store(0, Ordering::Relaxed);
+        m.nusers.store(m.nusers.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
+        if m.lock.swap(0, Ordering::SeqCst) & FUTEX_WAITERS != 0 {
+            crate::wait::futex_wake(&m.lock, 1);
+        }
+        compiler_fence(Ordering::SeqCst);
+        h.op_pending.store(ptr::null_mut(), Ordering::Relaxed);
+        true
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_fast_paths_are_used_in_every_thread() {
+            // glibc's layout is as assumed here: if this fails, mp still works, through the
+            // pthread functions only, and the lock rows of the benchmark say so.
+            assert!(Head::get().is_some());
+            assert!(std::thread::spawn(|| Head::get().is_some()).join().unwrap());
+        }
+    }
+}
+
+/// Elsewhere every operation goes to the pthread functions.
+#[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
+mod robust {
+    use rustix::io::Errno;
+
+    use super::RawMutex;
+
+    /// What a fast path did: here, never anything.
+    pub(super) enum Fast {
+        /// Unused.
+        #[allow(dead_code)]
+        Done,
+        /// Unused.
+        #[allow(dead_code)]
+        Failed(Errno),
+        /// Left to the pthread functions.
+        Slow,
+    }
+
+    /// Leaves the lock to the pthread functions.
+    #[inline(always)]
+    pub(super) fn try_fast_lock(_: &RawMutex) -> Fast {
+        Fast::Slow
+    }
+
+    /// Leaves the unlock to the pthread functions.
+    #[inline(always)]
+    pub(super) fn try_fast_unlock(_: &RawMutex) -> bool {
+        false
+    }
 }

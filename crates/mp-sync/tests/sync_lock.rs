@@ -359,3 +359,79 @@ fn a_forked_child_does_not_inherit_forgotten_holds() {
     assert_eq!(p.join().unwrap(), 0);
     assert_eq!(value.get().unwrap(), 1);
 }
+
+/// Takes three locks and a recursive level through glibc's path, releases them out of
+/// order, and dies holding two: the robust list the holds are linked into stays whole.
+fn tangle_then_die(a: Lock, b: RLock, c: Lock, d: Lock, out: PassFd) {
+    let ga = a.acquire().unwrap();
+    let gb = b.acquire().unwrap();
+    let gb2 = b.acquire().unwrap(); // a second level: glibc counts it
+    let gc = c.acquire().unwrap();
+    let gd = d.acquire().unwrap();
+    drop(gb2);
+    drop(gc); // from the middle of the list
+    drop(gb);
+    let gc = c.acquire().unwrap(); // back at the front
+    drop(gd); // the oldest
+    say(&out, "holding a and c");
+    let _keep = (ga, gc);
+    die_now();
+}
+
+#[test]
+fn a_holder_of_several_locks_released_out_of_order_dies() {
+    let (a, b, c, d) =
+        (Lock::new().unwrap(), RLock::new().unwrap(), Lock::new().unwrap(), Lock::new().unwrap());
+    let (r, w) = pipe();
+    let mut lines = Lines::new(r);
+    let args = (a.clone(), b.clone(), c.clone(), d.clone(), PassFd(w));
+    let mut p = Process::new(tangle_then_die, args);
+    p.start().unwrap();
+    assert_eq!(lines.next(), "holding a and c");
+    assert_eq!(p.join().unwrap(), -9);
+    assert!(a.acquire().is_err_and(|e| e.owner_died()), "a was held by the dead");
+    assert!(c.acquire().is_err_and(|e| e.owner_died()), "c was held by the dead");
+    assert!(b.acquire().is_ok(), "b was released");
+    assert!(d.acquire().is_ok(), "d was released");
+}
+
+#[test]
+fn threads_interleave_holds_of_shared_locks() {
+    // Several threads of this process take the same locks in different orders of release;
+    // a thread that exits holding one leaves it owner-died, the others clean.
+    let locks: Vec<Lock> = (0..4).map(|_| Lock::new().unwrap()).collect();
+    for round in 0..50 {
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let locks = &locks;
+                s.spawn(move || {
+                    for i in 0..200 {
+                        let first = &locks[(t + i) % 4];
+                        let second = &locks[(t + i + 1) % 4];
+                        // Take in index order (no deadlock), release in either order.
+                        let (lo, hi) = if (t + i) % 4 < (t + i + 1) % 4 {
+                            (first, second)
+                        } else {
+                            (second, first)
+                        };
+                        let g1 = lo.acquire().unwrap();
+                        let g2 = hi.acquire().unwrap();
+                        if i % 2 == 0 {
+                            drop(g1);
+                            drop(g2);
+                        } else {
+                            drop(g2);
+                            drop(g1);
+                        }
+                    }
+                });
+            }
+        });
+        let dying = &locks[round % 4];
+        std::thread::scope(|s| s.spawn(|| dying.acquire().unwrap().forget()).join().unwrap());
+        assert!(dying.acquire().is_err_and(|e| e.owner_died()), "round {round}");
+        for (i, lock) in locks.iter().enumerate() {
+            assert!(lock.try_acquire().unwrap().is_some(), "round {round}, lock {i}");
+        }
+    }
+}
