@@ -374,13 +374,29 @@ pub mod serde_fd {
 pub fn encode_with_fds<T: Serialize + ?Sized>(
     value: &T,
 ) -> Result<(Vec<u8>, Vec<OwnedFd>), WireError> {
+    encode_with_flavor(value, postcard::ser_flavors::AllocVec::new())
+}
+
+/// [`encode_with_fds`] into any postcard storage flavor: `Size` to learn the encoded length,
+/// `Slice` to encode straight into a caller's buffer (such as shared memory).
+///
+/// Returns the flavor's output and the out-of-band descriptors. A `Slice` too small for the
+/// value fails with `Encode(SerializeBufferFull)`.
+pub fn encode_with_flavor<T, F>(
+    value: &T,
+    flavor: F,
+) -> Result<(F::Output, Vec<OwnedFd>), WireError>
+where
+    T: Serialize + ?Sized,
+    F: postcard::ser_flavors::Flavor,
+{
     let guard = ContextGuard::install(Context { mode: Mode::Sink(Vec::new()), failure: None })?;
-    let result = postcard::to_stdvec(value);
+    let result = postcard::serialize_with_flavor(value, flavor);
     let ctx = guard.finish();
     match result {
-        Ok(bytes) => match ctx.mode {
-            Mode::Sink(fds) => Ok((bytes, fds)),
-            Mode::Idle | Mode::Source(_) => Ok((bytes, Vec::new())),
+        Ok(out) => match ctx.mode {
+            Mode::Sink(fds) => Ok((out, fds)),
+            Mode::Idle | Mode::Source(_) => Ok((out, Vec::new())),
         },
         Err(e) => Err(ctx.failure.unwrap_or(WireError::Encode(e))),
     }

@@ -72,6 +72,27 @@ pub enum Error {
     /// a message longer than `maxlength`, or a failed read), so the stream position is lost:
     /// this end can no longer receive. Drop the connection.
     Broken,
+    /// A non-blocking or timed `get` found the queue empty (Python's `queue.Empty`).
+    Empty,
+    /// A non-blocking or timed `put` found no room (Python's `queue.Full`). `put` itself
+    /// returns [`PutError::Full`](crate::PutError::Full) with the value; this is what remains
+    /// of it after `?`.
+    Full,
+    /// `task_done` was called more times than items were put (Python: `ValueError("task_done()
+    /// called too many times")`).
+    TooManyTaskDone,
+    /// A queue's shared memory holds something its protocol cannot have written (memory
+    /// written by other means, or a forged segment); what was in the queue is dropped.
+    Corrupt(String),
+    /// A value's `Serialize` implementation wrote a different encoding the second time it
+    /// ran (queues measure a message before encoding it in place).
+    Unstable,
+    /// A queue's lock failed.
+    Lock(mp_sync::Error),
+    /// A queue's shared memory could not be created or mapped.
+    SharedMemory(mp_shm::Error),
+    /// An argument is out of range, such as a ring capacity that is not a power of two.
+    InvalidArgument(&'static str),
 }
 
 impl Error {
@@ -95,7 +116,7 @@ impl fmt::Display for Error {
             Error::Io { op, source } => write!(f, "{op} failed: {source}"),
             Error::Wire(e) => write!(f, "message error: {e}"),
             Error::Eof => f.write_str("end of file: the other end of the connection is closed"),
-            Error::Closed => f.write_str("the connection is closed"),
+            Error::Closed => f.write_str("the connection or queue is closed"),
             Error::ReadOnly => f.write_str("connection is read-only"),
             Error::WriteOnly => f.write_str("connection is write-only"),
             Error::BadMessageLength { len, maxlength } => write!(
@@ -120,6 +141,17 @@ impl fmt::Display for Error {
                 "the connection can no longer receive: an earlier receive stopped in the \
                  middle of a message (drop the connection)",
             ),
+            Error::Empty => f.write_str("the queue is empty"),
+            Error::Full => f.write_str("the queue is full"),
+            Error::TooManyTaskDone => f.write_str("task_done() called too many times"),
+            Error::Corrupt(what) => write!(f, "corrupt queue: {what}"),
+            Error::Unstable => f.write_str(
+                "a value serialised to a different length the second time (queues encode \
+                 each message twice: to measure it, then in place)",
+            ),
+            Error::Lock(_) => f.write_str("a queue's lock failed"),
+            Error::SharedMemory(_) => f.write_str("a queue's shared memory could not be set up"),
+            Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
         }
     }
 }
@@ -129,6 +161,8 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             Error::Wire(e) => Some(e),
+            Error::Lock(e) => Some(e),
+            Error::SharedMemory(e) => Some(e),
             _ => None,
         }
     }

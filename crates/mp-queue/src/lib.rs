@@ -138,16 +138,27 @@
 //!   `ConnectionResetError`.
 //! - There is no `fileno()`: use [`AsFd`](std::os::fd::AsFd). `Listener`/`Client` (named
 //!   sockets with authentication) are not provided.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod connection;
 mod error;
+mod queue;
+#[allow(unsafe_code, reason = "the ring protocol: slices of the ring under its locks")]
+mod ring;
+#[allow(unsafe_code, reason = "the mirrored ring mapping; the crate's only unsafe module")]
 mod sys;
 mod wait;
 
 pub use connection::{Connection, pipe};
 pub use error::{Error, Result};
+pub use queue::{JoinableQueue, PutError, Queue, QueueOptions, SimpleQueue};
+pub use ring::{DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, MAX_CAPACITY, MIN_CAPACITY};
 pub use wait::wait;
+
+/// Failpoints for crash tests: arm one and this process SIGKILLs itself at that step of its
+/// next queue `put` or `get`. Not for production use.
+#[doc(hidden)]
+pub use ring::failpoint;
 
 #[cfg(test)]
 mod tests {
@@ -159,5 +170,8 @@ mod tests {
     fn handles_are_send_and_sync() {
         assert_send_sync::<Connection>();
         assert_send_sync::<Error>();
+        assert_send_sync::<Queue<std::rc::Rc<u8>>>();
+        assert_send_sync::<JoinableQueue<String>>();
+        assert_send_sync::<SimpleQueue<Vec<u8>>>();
     }
 }

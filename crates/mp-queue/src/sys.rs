@@ -1,17 +1,29 @@
 //! The operating-system calls of `mp-queue`: socket pairs, `shutdown`, `poll` against a
-//! deadline, the socket checks a received connection goes through, and the descriptor a
-//! closed connection lends out.
+//! deadline, the socket checks a received connection goes through, the descriptor a closed
+//! connection lends out, and for queues the mirrored ring mapping, the descriptor side channel
+//! (a `SOCK_SEQPACKET` pair carrying `SCM_RIGHTS`), the eventfd doorbell and futex waits.
 //!
 //! Sending and receiving frames goes through `mp_process::fdpass`; everything else the crate
-//! asks of the kernel is here, so that a port to another Unix is a change to this file.
+//! asks of the kernel is here, so that a port to another Unix is a change to this file. This is
+//! the crate's only module with `unsafe` code: the ring mapping.
 
+use std::ffi::c_void;
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, Shutdown, SocketFlags, SocketType};
+use rustix::mm::{MapFlags, ProtFlags};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, Shutdown, SocketFlags, SocketType,
+};
+use rustix::thread::futex;
 
 use crate::error::{Error, Result};
 
@@ -109,4 +121,384 @@ pub(crate) fn poll_readable(
 /// Whether `fd` is readable or hung up within `deadline`.
 pub(crate) fn poll_one(fd: impl AsFd, deadline: Option<Instant>) -> Result<bool> {
     Ok(!poll_readable(&[fd.as_fd()], deadline)?.is_empty())
+}
+
+/// Whether `fd` polls writable within `deadline`.
+fn poll_writable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<bool> {
+    let mut polls = [PollFd::from_borrowed_fd(fd, PollFlags::OUT)];
+    loop {
+        let ts = time_left(deadline);
+        match rustix::event::poll(&mut polls, ts.as_ref()) {
+            Ok(0) => {}
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(Error::io("poll", e)),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(false);
+        }
+        polls[0].clear_revents();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queues: the shared header, the mirrored ring, the side channel, the doorbell, futexes.
+// ---------------------------------------------------------------------------------------------
+
+/// A 64-byte aligned cell, so that words written by different parties (producers, consumers,
+/// waiters) do not share a cache line.
+#[repr(C, align(64))]
+pub(crate) struct Line<T>(pub(crate) T);
+
+/// A futex word and the number of threads sleeping on it, over all processes.
+#[repr(C)]
+pub(crate) struct Wake {
+    /// The futex word.
+    pub(crate) word: AtomicU32,
+    /// How many threads sleep (or are about to sleep) on `word`; wakers skip the system call
+    /// when it is 0. A process killed while waiting leaves it one too high: extra wake-ups.
+    pub(crate) waiters: AtomicU32,
+}
+
+/// The settings a queue is created with, fixed afterwards.
+#[repr(C)]
+pub(crate) struct Config {
+    /// [`QUEUE_MAGIC`]: what a received segment must hold.
+    pub(crate) magic: AtomicU64,
+    /// The ring's size in bytes: a power of two, a multiple of the page size.
+    pub(crate) capacity: AtomicU64,
+    /// The most items the queue holds (0: bounded only by the ring's bytes).
+    pub(crate) maxsize: AtomicU64,
+    /// The largest message in bytes, as encoded.
+    pub(crate) max_message: AtomicU64,
+    /// Which queue type made the segment (`Queue`, `JoinableQueue`, `SimpleQueue`).
+    pub(crate) kind: AtomicU64,
+}
+
+/// What a queue segment holds before its ring: atomics only, no pointers, valid for every bit
+/// pattern, so that whatever another process writes it cannot cause undefined behaviour here.
+#[repr(C)]
+pub(crate) struct Header {
+    /// The settings.
+    pub(crate) config: Line<Config>,
+    /// The producers' published end: message count in the high 32 bits, byte position
+    /// (modulo 2^32) in the low 32 bits. One store publishes a message.
+    pub(crate) tail: Line<AtomicU64>,
+    /// The next side-channel id (producers, under their lock).
+    pub(crate) next_id: Line<AtomicU64>,
+    /// The consumers' published start, packed as `tail`.
+    pub(crate) head: Line<AtomicU64>,
+    /// Consumers sleep here waiting for a message.
+    pub(crate) data: Line<Wake>,
+    /// Producers sleep here waiting for room.
+    pub(crate) space: Line<Wake>,
+    /// `JoinableQueue`: `word` counts `task_done` calls (modulo 2^32); `join` sleeps on it.
+    pub(crate) done: Line<Wake>,
+    /// How many handles, over all processes, have handed out the doorbell's descriptor.
+    pub(crate) pollers: Line<AtomicU32>,
+}
+
+/// The magic number at the start of every queue segment ("mpQUEUE1").
+pub(crate) const QUEUE_MAGIC: u64 = u64::from_le_bytes(*b"mpQUEUE1");
+
+/// The size of the header region: one page (the ring must start on a page boundary).
+pub(crate) fn header_len() -> usize {
+    rustix::param::page_size().max(std::mem::size_of::<Header>())
+}
+
+/// A queue segment mapped as its header followed by its ring mapped twice in a row, so that a
+/// record that wraps around the ring's end is still one contiguous slice.
+///
+/// The mapping lives as long as this value; the memfd behind it stays open in the handle.
+pub(crate) struct Mirror {
+    /// The start of the reservation: the header.
+    base: NonNull<u8>,
+    /// The length of the header region.
+    header_len: usize,
+    /// The ring's size.
+    capacity: usize,
+}
+
+// SAFETY: `Mirror` is a pointer to a shared mapping that it owns; every access through it is
+// either an atomic (the header) or governed by the queue's locking protocol (the ring), which
+// holds across threads as across processes.
+unsafe impl Send for Mirror {}
+// SAFETY: as for `Send`: shared access goes through atomics or the queue's locks.
+unsafe impl Sync for Mirror {}
+
+impl Mirror {
+    /// Maps the segment `fd`, which must be `header_len() + capacity` bytes long (the caller
+    /// checked its size), with `capacity` a non-zero multiple of the page size.
+    pub(crate) fn map(fd: BorrowedFd<'_>, capacity: usize) -> Result<Mirror> {
+        let header_len = header_len();
+        let page = rustix::param::page_size();
+        if capacity == 0 || capacity % page != 0 {
+            return Err(Error::io("map a queue ring", Errno::INVAL));
+        }
+        let total = capacity
+            .checked_mul(2)
+            .and_then(|c| c.checked_add(header_len))
+            .ok_or_else(|| Error::io("map a queue ring", Errno::NOMEM))?;
+        // SAFETY: a fresh anonymous reservation at an address the kernel chooses: it replaces
+        // no existing mapping. It is only address space (PROT_NONE) until the fixed mappings
+        // below replace it piece by piece.
+        let base = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                total,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        }
+        .map_err(|e| Error::io("mmap (reserve a queue ring)", e))?;
+        let Some(base) = NonNull::new(base.cast::<u8>()) else {
+            return Err(Error::io("mmap (reserve a queue ring)", Errno::NOMEM));
+        };
+        let mirror = Mirror { base, header_len, capacity };
+        // The pieces: the header, the ring, and the ring again right after it.
+        let pieces = [(0, header_len), (header_len, capacity), (header_len + capacity, capacity)];
+        for (at, len) in pieces {
+            let offset = if at == 0 { 0 } else { header_len as u64 };
+            // SAFETY: `at..at + len` lies inside the reservation made above, which this
+            // `Mirror` owns and nothing else uses: MAP_FIXED replaces only our own PROT_NONE
+            // pages (or, for none of them, pages of an earlier piece). The file is at least
+            // `header_len + capacity` bytes long (checked by the caller), so no access to the
+            // mapping can fault on a missing page.
+            let mapped = unsafe {
+                rustix::mm::mmap(
+                    mirror.base.as_ptr().add(at).cast::<c_void>(),
+                    len,
+                    ProtFlags::READ | ProtFlags::WRITE,
+                    MapFlags::SHARED | MapFlags::FIXED,
+                    fd,
+                    offset,
+                )
+            };
+            if let Err(e) = mapped {
+                // `mirror` unmaps the whole reservation when it is dropped here.
+                return Err(Error::io("mmap (a queue ring)", e));
+            }
+        }
+        Ok(mirror)
+    }
+
+    /// The header.
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: the header region is mapped read-write for as long as `self` lives, is page
+        // aligned (so aligned for `Header`) and at least `size_of::<Header>()` long; `Header`
+        // is made of atomics only, valid for every bit pattern and meant for shared access.
+        unsafe { self.base.cast::<Header>().as_ref() }
+    }
+
+    /// The ring's size.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The `len` bytes of the ring starting at byte position `pos` (taken modulo the
+    /// capacity), as one slice even when they wrap around the ring's end.
+    ///
+    /// # Safety
+    /// `len <= capacity`, and for the lifetime of the slice no thread or process writes these
+    /// bytes: the caller holds the consumer lock and the bytes lie between the published head
+    /// and tail, which producers never write.
+    pub(crate) unsafe fn bytes(&self, pos: u32, len: usize) -> &[u8] {
+        let start = self.header_len + (pos as usize & (self.capacity - 1));
+        // SAFETY: `start + len <= header_len + 2 * capacity`, inside the mapping; nobody
+        // writes the bytes while the slice lives (the caller's contract).
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), len) }
+    }
+
+    /// The `len` bytes of the ring starting at byte position `pos`, writable.
+    ///
+    /// # Safety
+    /// `len <= capacity`, and for the lifetime of the slice no other thread or process reads
+    /// or writes these bytes: the caller holds the producer lock and the bytes lie in the free
+    /// part of the ring (from the published tail up to the published head plus the capacity),
+    /// which consumers never read and other producers cannot write without that lock.
+    #[allow(clippy::mut_from_ref, reason = "exclusivity comes from the queue's producer lock")]
+    pub(crate) unsafe fn bytes_mut(&self, pos: u32, len: usize) -> &mut [u8] {
+        let start = self.header_len + (pos as usize & (self.capacity - 1));
+        // SAFETY: inside the mapping as above; exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(start), len) }
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        let total = self.header_len + 2 * self.capacity;
+        // SAFETY: the reservation was made by `map` with this length and is owned by `self`;
+        // no reference into it outlives `self` (they all borrow it).
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast::<c_void>(), total) };
+    }
+}
+
+/// The bytes of an anonymous segment, writable, to encode a message into.
+///
+/// # Safety
+/// Nobody else reads or writes `shm` while the slice lives: it was just created by the caller
+/// and has not been shared yet.
+#[allow(clippy::mut_from_ref, reason = "the segment is fresh and not yet shared")]
+pub(crate) unsafe fn fresh_segment_mut(shm: &mp_shm::SharedMemory) -> &mut [u8] {
+    // SAFETY: exclusive by the caller's contract, which is what `as_mut_slice` asks.
+    unsafe { shm.as_mut_slice() }
+}
+
+/// The bytes of a received segment, to decode a message out of.
+///
+/// # Safety
+/// Nobody writes `shm` while the slice lives: its producer wrote it before publishing the
+/// message and never touches it again.
+pub(crate) unsafe fn segment_bytes(shm: &mp_shm::SharedMemory) -> &[u8] {
+    // SAFETY: no concurrent writer by the caller's contract, which is what `as_slice` asks.
+    unsafe { shm.as_slice() }
+}
+
+/// A connected pair of `AF_UNIX` `SOCK_SEQPACKET` sockets, close-on-exec: a queue's side
+/// channel for descriptors. Records keep their boundaries and their order.
+pub(crate) fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd)> {
+    rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+        .map_err(|e| Error::io("socketpair", e))
+}
+
+/// Checks that `fd` is an `AF_UNIX` `SOCK_SEQPACKET` socket.
+pub(crate) fn check_seqpacket(fd: BorrowedFd<'_>) -> std::result::Result<(), String> {
+    let kind = rustix::net::sockopt::socket_type(fd)
+        .map_err(|e| format!("a queue's side channel is not a socket ({e})"))?;
+    if kind != SocketType::SEQPACKET {
+        return Err("a queue's side channel is not a SOCK_SEQPACKET socket".to_owned());
+    }
+    Ok(())
+}
+
+/// The most descriptors one side-channel record carries.
+pub(crate) const MAX_SIDE_FDS: usize = 253;
+
+/// Room for the control message of a side-channel record.
+const SIDE_CMSG_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_SIDE_FDS));
+
+/// Sends the side-channel record `id` with `fds`, waiting for room until `deadline`.
+/// Returns `false` if the deadline passed first (nothing sent).
+pub(crate) fn side_send(
+    sock: BorrowedFd<'_>,
+    id: u64,
+    fds: &[BorrowedFd<'_>],
+    deadline: Option<Instant>,
+) -> Result<bool> {
+    let mut space = [MaybeUninit::<u8>::uninit(); SIDE_CMSG_SPACE];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(Error::io("sendmsg (queue side channel)", Errno::TOOMANYREFS));
+    }
+    let bytes = id.to_le_bytes();
+    loop {
+        let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+        match rustix::net::sendmsg(sock, &[IoSlice::new(&bytes)], &mut control, flags) {
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => {
+                if !poll_writable(sock, deadline)? {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(Error::io("sendmsg (queue side channel)", e)),
+        }
+    }
+}
+
+/// Receives the next side-channel record, leaving it in the socket if `peek`. Returns `None`
+/// when the channel is empty; the id is `None` for a record that is not 8 bytes long.
+#[allow(clippy::type_complexity)]
+pub(crate) fn side_recv(
+    sock: BorrowedFd<'_>,
+    peek: bool,
+) -> Result<Option<(Option<u64>, Vec<OwnedFd>)>> {
+    let mut space = [MaybeUninit::<u8>::uninit(); SIDE_CMSG_SPACE];
+    let mut bytes = [0u8; 8];
+    let mut flags = RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC;
+    if peek {
+        flags |= RecvFlags::PEEK;
+    }
+    loop {
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [IoSliceMut::new(&mut bytes)];
+        match rustix::net::recvmsg(sock, &mut iov, &mut control, flags) {
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for message in control.drain() {
+                    if let RecvAncillaryMessage::ScmRights(received) = message {
+                        fds.extend(received);
+                    }
+                }
+                let whole = msg.bytes == 8
+                    && !msg.flags.contains(ReturnFlags::TRUNC)
+                    && !msg.flags.contains(ReturnFlags::CTRUNC);
+                let id = whole.then(|| u64::from_le_bytes(bytes));
+                return Ok(Some((id, fds)));
+            }
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => return Ok(None),
+            Err(e) => return Err(Error::io("recvmsg (queue side channel)", e)),
+        }
+    }
+}
+
+/// A non-blocking, close-on-exec eventfd: a queue's doorbell.
+pub(crate) fn doorbell() -> Result<OwnedFd> {
+    rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+        .map_err(|e| Error::io("eventfd", e))
+}
+
+/// Rings `bell`: it polls readable until drained.
+pub(crate) fn ring(bell: BorrowedFd<'_>) {
+    // Fails only when the counter would overflow, when it is readable anyway.
+    let _ = rustix::io::write(bell, &1u64.to_ne_bytes());
+}
+
+/// Empties `bell`.
+pub(crate) fn drain(bell: BorrowedFd<'_>) {
+    let mut buf = [0u8; 8];
+    // EAGAIN: already empty.
+    let _ = rustix::io::read(bell, &mut buf);
+}
+
+/// Sleeps while `*word == expected`, until woken or `deadline`. Returns whether the deadline
+/// has passed; wakes, changes of the word and signals return `false` (the caller looks again).
+pub(crate) fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    deadline: Option<Instant>,
+) -> Result<bool> {
+    let timeout = match deadline {
+        None => None,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(true);
+            }
+            Some(futex::Timespec {
+                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(left.subsec_nanos()),
+            })
+        }
+    };
+    match futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref()) {
+        Ok(()) | Err(Errno::AGAIN) | Err(Errno::INTR) => {
+            Ok(deadline.is_some_and(|d| Instant::now() >= d))
+        }
+        Err(Errno::TIMEDOUT) => Ok(true),
+        Err(e) => Err(Error::io("futex wait", e)),
+    }
+}
+
+/// Wakes every thread sleeping on `word`, in any process.
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    // FUTEX_WAKE fails only for a bad address, which a reference cannot be.
+    let _ = futex::wake(word, futex::Flags::empty(), i32::MAX.unsigned_abs());
+}
+
+/// Whether this machine has more than one CPU, so that spinning can help.
+pub(crate) fn can_spin() -> bool {
+    static MULTI: OnceLock<bool> = OnceLock::new();
+    *MULTI.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }

@@ -1,0 +1,812 @@
+//! The shared ring behind every queue: the protocol that makes a queue safe against processes
+//! killed in the middle of a `put` or a `get`.
+//!
+//! # Layout
+//! One anonymous, sealed memfd holds a page of [`Header`](crate::sys::Header) (atomics only)
+//! and the ring, a power-of-two number of bytes mapped twice in a row so that a record that
+//! wraps around the end is one slice. Beside it: a robust [`Lock`] for producers and one for
+//! consumers, a `SOCK_SEQPACKET` pair (the side channel for descriptors), and an eventfd
+//! doorbell for [`wait`](crate::wait).
+//!
+//! # Records
+//! A record is a 16-byte header (payload length `u32`, flags `u32`, side-channel id `u64`,
+//! little endian), the payload, and padding to a multiple of 8. The payload is the message's
+//! postcard encoding, written straight into the ring; or, for a message larger than half the
+//! ring ([`OUT_OF_BAND`]), the encoding of an [`OutOfBand`] naming an anonymous segment that
+//! holds the message. A record whose message (or segment) carries descriptors has the
+//! [`HAS_FDS`] flag: its descriptors travel on the side channel in a packet tagged with the
+//! record's id.
+//!
+//! # Publishing last
+//! `tail` and `head` each pack a message count (high 32 bits) and a byte position (low 32 bits)
+//! into one word, so that one atomic store publishes a message or consumes one.
+//! - A producer measures the message, waits (without any lock) for room, takes the producer
+//!   lock, encodes the message into the free part of the ring, sends its descriptors if it
+//!   has any, and stores the new `tail` last. Killed before that store, it has published
+//!   nothing: the next producer (told by the robust lock that the owner died) writes over its
+//!   bytes. A side-channel packet it sent is an orphan that consumers drop (its id matches no
+//!   record).
+//! - A consumer takes the consumer lock, decodes the message at `head` out of the ring (its
+//!   descriptors it *peeks* from the side channel, leaving the packet there), stores the new
+//!   `head`, and only then removes the packet. Killed before the store, it has consumed
+//!   nothing: the next consumer decodes the same record. Killed after it, the message is gone
+//!   with it (it had left the queue); a packet it did not remove is dropped by the next
+//!   consumer as stale.
+//!
+//! So among the living every message is delivered exactly once; a process killed inside a
+//! `put` may or may not have published its message, and one killed inside a `get` may or may
+//! not have taken it. Nobody sleeps holding a lock (except a producer waiting for room on the
+//! side channel), so a dead sleeper blocks nobody.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Instant;
+
+use mp_process::fdpass::{self, PassFd};
+use mp_process::wire::WireError;
+use mp_shm::SharedMemory;
+use mp_sync::{Lock, LockError, LockGuard};
+use postcard::ser_flavors::{Size, Slice};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::sys::{self, Mirror, QUEUE_MAGIC, Wake};
+
+/// The size of a record header.
+const RECORD_HEADER: usize = 16;
+
+/// Record flag: the record's descriptors wait on the side channel.
+const HAS_FDS: u32 = 1;
+
+/// Record flag: the payload is an [`OutOfBand`] reference, not the message.
+const OUT_OF_BAND: u32 = 2;
+
+/// The default size of a queue's ring in bytes (4 MiB).
+pub const DEFAULT_CAPACITY: usize = 4 << 20;
+
+/// The smallest ring (one page on most machines).
+pub const MIN_CAPACITY: usize = 4096;
+
+/// The largest ring (1 GiB): positions are kept modulo 2^32.
+pub const MAX_CAPACITY: usize = 1 << 30;
+
+/// The default largest message in bytes, as encoded (64 MiB, as for connections).
+pub const DEFAULT_MAX_MESSAGE: usize = mp_process::wire::DEFAULT_MAX_FRAME;
+
+/// Which queue type a segment belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `Queue`.
+    Queue = 1,
+    /// `JoinableQueue`.
+    Joinable = 2,
+    /// `SimpleQueue`.
+    Simple = 3,
+}
+
+impl Kind {
+    /// The kind stored as `raw`.
+    fn from_raw(raw: u64) -> Option<Kind> {
+        match raw {
+            1 => Some(Kind::Queue),
+            2 => Some(Kind::Joinable),
+            3 => Some(Kind::Simple),
+            _ => None,
+        }
+    }
+}
+
+/// A message too large for the ring: an anonymous segment holding its encoding, and the
+/// descriptors that encoding refers to.
+#[derive(Serialize, Deserialize)]
+struct OutOfBand {
+    /// The segment (a sealed memfd, checked when received).
+    segment: SharedMemory,
+    /// The length of the encoding at the start of the segment.
+    len: u64,
+    /// The message's own descriptors.
+    fds: Vec<PassFd>,
+}
+
+/// The message count packed in a `tail` or `head` word.
+fn count(word: u64) -> u32 {
+    (word >> 32) as u32
+}
+
+/// The byte position packed in a `tail` or `head` word.
+fn position(word: u64) -> u32 {
+    word as u32
+}
+
+/// A `tail` or `head` word.
+fn pack(count: u32, position: u32) -> u64 {
+    (u64::from(count) << 32) | u64::from(position)
+}
+
+/// The ring space a record with a payload of `len` bytes takes.
+fn record_len(len: usize) -> usize {
+    (RECORD_HEADER + len).next_multiple_of(8)
+}
+
+/// The steps of `put` and `get` where a failpoint can kill the process.
+pub mod failpoint {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Which operation a failpoint is in.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Op {
+        /// A `put`. Steps: 1 lock taken; 2 message encoded into the ring; 3 descriptors sent;
+        /// 4 message published (lock still held).
+        Put = 1,
+        /// A `get`. Steps: 1 lock taken; 2 message decoded; 3 message consumed (lock still
+        /// held, descriptors still on the side channel); 4 descriptors removed.
+        Get = 2,
+    }
+
+    /// The armed failpoint: `op * 256 + step`, 0 for none.
+    static ARMED: AtomicU32 = AtomicU32::new(0);
+
+    /// Arms a failpoint: this process SIGKILLs itself when it reaches `step` of `op`. For
+    /// tests of crash behaviour; step 0 disarms.
+    pub fn arm(op: Op, step: u32) {
+        let value = if step == 0 { 0 } else { (op as u32) * 256 + step.min(255) };
+        ARMED.store(value, Ordering::Relaxed);
+    }
+
+    /// Dies here if the failpoint `op`/`step` is armed.
+    #[inline]
+    pub(crate) fn hit(op: Op, step: u32) {
+        let armed = ARMED.load(Ordering::Relaxed);
+        if armed != 0 && armed == (op as u32) * 256 + step {
+            let me = rustix::process::getpid();
+            let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+}
+
+use failpoint::{Op, hit};
+
+/// How a non-failing `put` ended.
+pub(crate) enum Put {
+    /// The message is in the queue.
+    Done,
+    /// No room before the deadline (or at once, for a non-blocking put).
+    Full,
+}
+
+/// The settings of a new ring.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    /// The ring's size in bytes.
+    pub(crate) capacity: usize,
+    /// The most items (0: no limit but the ring's bytes).
+    pub(crate) maxsize: usize,
+    /// The largest message, encoded.
+    pub(crate) max_message: usize,
+}
+
+/// One process's handle on a queue's shared ring.
+pub(crate) struct Ring {
+    /// The segment (kept for its descriptor).
+    shm: SharedMemory,
+    /// The header and the ring, mirrored.
+    mirror: Mirror,
+    /// Serialises producers.
+    put_lock: Lock,
+    /// Serialises consumers.
+    get_lock: Lock,
+    /// The side channel's sending end.
+    side_tx: OwnedFd,
+    /// The side channel's receiving end.
+    side_rx: OwnedFd,
+    /// The doorbell: readable while the queue holds messages and someone polls.
+    bell: OwnedFd,
+    /// The pid of the process that registered this handle as a poller, 0 if none.
+    polled_by: AtomicU32,
+    /// `close` was called on this handle.
+    closed: AtomicBool,
+}
+
+impl Ring {
+    /// Creates a queue's ring.
+    pub(crate) fn create(kind: Kind, settings: Settings) -> Result<Ring> {
+        let Settings { capacity, maxsize, max_message } = settings;
+        if !capacity.is_power_of_two()
+            || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity)
+            || capacity % rustix::param::page_size() != 0
+        {
+            return Err(Error::InvalidArgument(
+                "the ring's capacity must be a power of two from 4 KiB to 1 GiB (and a \
+                 multiple of the page size)",
+            ));
+        }
+        if max_message == 0 {
+            return Err(Error::InvalidArgument("the largest message size must be at least 1"));
+        }
+        let shm = SharedMemory::new(sys::header_len() + capacity).map_err(Error::SharedMemory)?;
+        let mirror = Mirror::map(shm.as_fd(), capacity)?;
+        let config = &mirror.header().config.0;
+        config.capacity.store(capacity as u64, Ordering::Relaxed);
+        config.maxsize.store(maxsize as u64, Ordering::Relaxed);
+        config.max_message.store(max_message as u64, Ordering::Relaxed);
+        config.kind.store(kind as u64, Ordering::Relaxed);
+        config.magic.store(QUEUE_MAGIC, Ordering::Release);
+        let (side_tx, side_rx) = sys::seqpacket_pair()?;
+        Ok(Ring {
+            shm,
+            mirror,
+            put_lock: Lock::new().map_err(Error::Lock)?,
+            get_lock: Lock::new().map_err(Error::Lock)?,
+            side_tx,
+            side_rx,
+            bell: sys::doorbell()?,
+            polled_by: AtomicU32::new(0),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The header.
+    fn header(&self) -> &sys::Header {
+        self.mirror.header()
+    }
+
+    /// The ring's size in bytes.
+    pub(crate) fn capacity(&self) -> usize {
+        self.mirror.capacity()
+    }
+
+    /// The most items, 0 for no limit.
+    pub(crate) fn maxsize(&self) -> usize {
+        usize::try_from(self.header().config.0.maxsize.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// The largest message, encoded.
+    pub(crate) fn max_message(&self) -> usize {
+        usize::try_from(self.header().config.0.max_message.load(Ordering::Relaxed))
+            .unwrap_or(usize::MAX)
+    }
+
+    /// The largest record kept in the ring; larger messages go out of band.
+    fn inline_max(&self) -> usize {
+        self.capacity() / 2
+    }
+
+    /// Marks this handle closed.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this handle is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// The number of messages in the queue (a snapshot: it may change at once).
+    pub(crate) fn qsize(&self) -> usize {
+        let h = self.header();
+        let head = h.head.0.load(Ordering::Acquire);
+        let tail = h.tail.0.load(Ordering::Acquire);
+        count(tail).wrapping_sub(count(head)) as usize
+    }
+
+    /// Whether a message is published and not yet consumed.
+    fn available(&self) -> bool {
+        let h = self.header();
+        count(h.tail.0.load(Ordering::SeqCst)) != count(h.head.0.load(Ordering::SeqCst))
+    }
+
+    /// Whether a record of `need` bytes fits now, and the item limit allows one more.
+    fn has_room(&self, need: usize) -> bool {
+        let h = self.header();
+        let tail = h.tail.0.load(Ordering::SeqCst);
+        let head = h.head.0.load(Ordering::SeqCst);
+        let used = position(tail).wrapping_sub(position(head)) as usize;
+        let maxsize = self.maxsize();
+        let items = count(tail).wrapping_sub(count(head)) as usize;
+        self.capacity().saturating_sub(used) >= need && (maxsize == 0 || items < maxsize)
+    }
+
+    /// Whether the queue holds `maxsize` items (always false without a limit).
+    pub(crate) fn full(&self) -> bool {
+        let maxsize = self.maxsize();
+        maxsize != 0 && self.qsize() >= maxsize
+    }
+
+    /// Takes `lock` until `deadline`: `None` if the deadline passed first. A dead previous
+    /// holder is no obstacle: the queue's shared state is consistent at every instant.
+    fn lock<'a>(lock: &'a Lock, deadline: Option<Instant>) -> Result<Option<LockGuard<'a>>> {
+        let result = match deadline {
+            None => lock.acquire().map(Some),
+            Some(d) => lock.acquire_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        match result {
+            Ok(guard) => Ok(guard),
+            Err(LockError::OwnerDied(guard)) => Ok(Some(guard)),
+            Err(LockError::Failed(e)) => Err(Error::Lock(e)),
+        }
+    }
+
+    /// Sleeps on `wake` until `ready` holds, the word changes, or `deadline`; spins first.
+    /// Returns whether the deadline passed.
+    fn sleep_until(
+        wake: &Wake,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<bool> {
+        if sys::can_spin() {
+            for _ in 0..mp_sync::spin_limit() {
+                if ready() {
+                    return Ok(false);
+                }
+                std::hint::spin_loop();
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(!ready());
+        }
+        wake.waiters.fetch_add(1, Ordering::SeqCst);
+        let seen = wake.word.load(Ordering::SeqCst);
+        let expired = if ready() { Ok(false) } else { sys::futex_wait(&wake.word, seen, deadline) };
+        wake.waiters.fetch_sub(1, Ordering::SeqCst);
+        expired
+    }
+
+    /// Wakes everyone sleeping on `wake`, if anyone is.
+    fn wake_all(wake: &Wake) {
+        if wake.waiters.load(Ordering::SeqCst) != 0 {
+            wake.word.fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake_all(&wake.word);
+        }
+    }
+
+    /// Puts `value`, waiting for room until `deadline` unless `nonblocking`.
+    pub(crate) fn put<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        deadline: Option<Instant>,
+        nonblocking: bool,
+    ) -> Result<Put> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let (size, _) = fdpass::encode_with_flavor(value, Size::default())?;
+        let max = self.max_message();
+        if size > max {
+            return Err(Error::Wire(WireError::Oversized { len: size as u64, max }));
+        }
+        // A message too large for the ring goes into its own segment, encoded before any lock.
+        let out_of_band = if record_len(size) > self.inline_max() {
+            let segment = SharedMemory::new(size.max(1)).map_err(Error::SharedMemory)?;
+            // SAFETY: the segment was created just above and is not shared yet.
+            let buf = unsafe { sys::fresh_segment_mut(&segment) };
+            let (written, fds) = fdpass::encode_with_flavor(value, Slice::new(buf))?;
+            if written.len() != size {
+                return Err(Error::Unstable);
+            }
+            let reference =
+                OutOfBand { segment, len: size as u64, fds: fds.into_iter().map(PassFd).collect() };
+            Some(fdpass::encode_with_fds(&reference)?)
+        } else {
+            None
+        };
+        let payload_len = out_of_band.as_ref().map_or(size, |(bytes, _)| bytes.len());
+        let need = record_len(payload_len);
+        let h = self.header();
+        loop {
+            if self.has_room(need) {
+                let Some(guard) = Self::lock(&self.put_lock, deadline)? else {
+                    return Ok(Put::Full);
+                };
+                if self.has_room(need) {
+                    return self.write(guard, value, out_of_band, size, need, deadline);
+                }
+                drop(guard);
+            }
+            if nonblocking {
+                return Ok(Put::Full);
+            }
+            if Self::sleep_until(&h.space.0, deadline, || self.has_room(need))? {
+                return Ok(Put::Full);
+            }
+        }
+    }
+
+    /// Writes and publishes one record, holding the producer lock (`guard`), with room for
+    /// `need` bytes checked.
+    fn write<T: Serialize + ?Sized>(
+        &self,
+        guard: LockGuard<'_>,
+        value: &T,
+        out_of_band: Option<(Vec<u8>, Vec<OwnedFd>)>,
+        size: usize,
+        need: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Put> {
+        let h = self.header();
+        hit(Op::Put, 1);
+        let tail = h.tail.0.load(Ordering::Relaxed);
+        let at = position(tail);
+        // SAFETY: `need <= capacity` (checked by `has_room`), we hold the producer lock, and
+        // the bytes from the published tail on, up to `need` of them, are free: consumers
+        // read only below the tail, and `has_room` saw the head far enough ahead (it only
+        // moves further).
+        let record = unsafe { self.mirror.bytes_mut(at, need) };
+        let (header, body) = record.split_at_mut(RECORD_HEADER);
+        let (mut flags, fds, len) = match out_of_band {
+            Some((bytes, fds)) => {
+                let dst = body.get_mut(..bytes.len()).ok_or(Error::Unstable)?;
+                dst.copy_from_slice(&bytes);
+                (OUT_OF_BAND, fds, bytes.len())
+            }
+            None => {
+                let dst = body.get_mut(..size).ok_or(Error::Unstable)?;
+                let (written, fds) = fdpass::encode_with_flavor(value, Slice::new(dst))?;
+                if written.len() != size {
+                    return Err(Error::Unstable);
+                }
+                (0, fds, size)
+            }
+        };
+        hit(Op::Put, 2);
+        let mut id = 0u64;
+        if !fds.is_empty() {
+            if fds.len() > sys::MAX_SIDE_FDS {
+                return Err(Error::Wire(WireError::TooManyFds {
+                    count: fds.len(),
+                    max: sys::MAX_SIDE_FDS,
+                }));
+            }
+            id = h.next_id.0.fetch_add(1, Ordering::Relaxed);
+            let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+            if !sys::side_send(self.side_tx.as_fd(), id, &borrowed, deadline)? {
+                return Ok(Put::Full);
+            }
+            flags |= HAS_FDS;
+        }
+        hit(Op::Put, 3);
+        let len = u32::try_from(len).map_err(|_| Error::Unstable)?;
+        header[..4].copy_from_slice(&len.to_le_bytes());
+        header[4..8].copy_from_slice(&flags.to_le_bytes());
+        header[8..16].copy_from_slice(&id.to_le_bytes());
+        // Publish: one store makes the whole record visible.
+        h.tail.0.store(
+            pack(count(tail).wrapping_add(1), at.wrapping_add(need as u32)),
+            Ordering::SeqCst,
+        );
+        hit(Op::Put, 4);
+        drop(guard);
+        Self::wake_all(&h.data.0);
+        if h.pollers.0.load(Ordering::SeqCst) != 0 {
+            sys::ring(self.bell.as_fd());
+        }
+        Ok(Put::Done)
+    }
+
+    /// Gets the next message, waiting until `deadline` unless `nonblocking`. `Ok(None)`: the
+    /// queue stayed empty.
+    pub(crate) fn get<T: DeserializeOwned>(
+        &self,
+        deadline: Option<Instant>,
+        nonblocking: bool,
+    ) -> Result<Option<T>> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let h = self.header();
+        loop {
+            if self.available() {
+                let Some(guard) = Self::lock(&self.get_lock, deadline)? else {
+                    return Ok(None);
+                };
+                if self.available() {
+                    return self.take(guard).map(Some);
+                }
+                drop(guard);
+            }
+            if nonblocking {
+                return Ok(None);
+            }
+            if Self::sleep_until(&h.data.0, deadline, || self.available())? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Decodes and consumes the record at the head, holding the consumer lock (`guard`), with
+    /// a record known to be published.
+    fn take<T: DeserializeOwned>(&self, guard: LockGuard<'_>) -> Result<T> {
+        let h = self.header();
+        hit(Op::Get, 1);
+        let head = h.head.0.load(Ordering::Relaxed);
+        let tail = h.tail.0.load(Ordering::Acquire);
+        let at = position(head);
+        let used = position(tail).wrapping_sub(at) as usize;
+        if used < RECORD_HEADER || used > self.capacity() {
+            return Err(self.corrupt(guard, "the ring's positions are inconsistent"));
+        }
+        // SAFETY: `RECORD_HEADER <= used <= capacity`; we hold the consumer lock and these
+        // bytes lie between the published head and tail, which no producer writes.
+        let header = unsafe { self.mirror.bytes(at, RECORD_HEADER) };
+        let word = |i: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&header[i..i + 4]);
+            u32::from_le_bytes(b)
+        };
+        let len = word(0) as usize;
+        let flags = word(4);
+        let id = u64::from(word(8)) | (u64::from(word(12)) << 32);
+        let need = record_len(len);
+        if need > used {
+            return Err(self.corrupt(guard, "a record is longer than the published data"));
+        }
+        let fds = if flags & HAS_FDS != 0 { self.side_peek(id)? } else { Ok(Vec::new()) };
+        // SAFETY: as for the header: `RECORD_HEADER + len <= need <= used`, between head and
+        // tail, and we hold the consumer lock.
+        let payload = unsafe { self.mirror.bytes(at.wrapping_add(RECORD_HEADER as u32), len) };
+        let result = match fds {
+            Ok(fds) if flags & OUT_OF_BAND != 0 => Self::decode_out_of_band(payload, fds),
+            Ok(fds) => fdpass::decode_with_fds(payload, fds).map_err(Error::Wire),
+            Err(e) => Err(e),
+        };
+        hit(Op::Get, 2);
+        // Consume: one store, after the message was copied out.
+        h.head.0.store(
+            pack(count(head).wrapping_add(1), at.wrapping_add(need as u32)),
+            Ordering::SeqCst,
+        );
+        hit(Op::Get, 3);
+        if flags & HAS_FDS != 0 {
+            // Remove the packet peeked above (its descriptors were duplicated by the peek).
+            let _ = sys::side_recv(self.side_rx.as_fd(), false);
+        }
+        hit(Op::Get, 4);
+        drop(guard);
+        Self::wake_all(&h.space.0);
+        self.settle_bell();
+        result
+    }
+
+    /// Decodes a message out of band: the payload is an [`OutOfBand`] reference.
+    fn decode_out_of_band<T: DeserializeOwned>(payload: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+        let reference: OutOfBand = fdpass::decode_with_fds(payload, fds)?;
+        let bytes = {
+            // SAFETY: the producer encoded the message into the segment before publishing
+            // its record and never writes it again; nobody else has the segment.
+            unsafe { sys::segment_bytes(&reference.segment) }
+        };
+        let len = usize::try_from(reference.len).unwrap_or(usize::MAX);
+        let message = bytes.get(..len).ok_or_else(|| {
+            Error::Corrupt("an out-of-band message is longer than its segment".into())
+        })?;
+        let fds = reference.fds.into_iter().map(PassFd::into_inner).collect();
+        Ok(fdpass::decode_with_fds(message, fds)?)
+    }
+
+    /// The descriptors of record `id`, peeked from the side channel (the packet stays until
+    /// the record is consumed). Packets before it that belong to no record (left by a process
+    /// killed mid-operation) are dropped. The outer error is fatal for the call; the inner
+    /// one is this message's.
+    fn side_peek(&self, id: u64) -> Result<Result<Vec<OwnedFd>>> {
+        loop {
+            match sys::side_recv(self.side_rx.as_fd(), true)? {
+                None => {
+                    return Ok(Err(Error::Corrupt(
+                        "the descriptors of a message are missing from the side channel".into(),
+                    )));
+                }
+                Some((Some(got), fds)) if got == id => return Ok(Ok(fds)),
+                Some(_) => {
+                    // A stale packet: drop it (and the duplicates the peek gave us).
+                    sys::side_recv(self.side_rx.as_fd(), false)?;
+                }
+            }
+        }
+    }
+
+    /// Gives up on a ring whose shared state is inconsistent (written by something other
+    /// than this protocol): everything published is dropped so that the queue can go on.
+    fn corrupt(&self, guard: LockGuard<'_>, what: &str) -> Error {
+        let h = self.header();
+        let tail = h.tail.0.load(Ordering::Acquire);
+        h.head.0.store(tail, Ordering::SeqCst);
+        drop(guard);
+        Self::wake_all(&h.space.0);
+        Error::Corrupt(format!("{what}; the messages in the queue were dropped"))
+    }
+
+    /// After a `get`: empties the doorbell if the queue is now empty and someone polls, then
+    /// rings it again if a message arrived meanwhile.
+    fn settle_bell(&self) {
+        if self.header().pollers.0.load(Ordering::SeqCst) != 0 && !self.available() {
+            sys::drain(self.bell.as_fd());
+            if self.available() {
+                sys::ring(self.bell.as_fd());
+            }
+        }
+    }
+
+    /// The doorbell, registering this handle as a poller in this process first.
+    pub(crate) fn doorbell(&self) -> BorrowedFd<'_> {
+        let me = rustix::process::getpid().as_raw_nonzero().get().unsigned_abs();
+        if self.polled_by.swap(me, Ordering::SeqCst) != me {
+            self.header().pollers.0.fetch_add(1, Ordering::SeqCst);
+            if self.available() {
+                sys::ring(self.bell.as_fd());
+            }
+        }
+        self.bell.as_fd()
+    }
+
+    /// `task_done`: one more item processed.
+    pub(crate) fn task_done(&self) -> Result<()> {
+        let h = self.header();
+        let done = &h.done.0.word;
+        let mut seen = done.load(Ordering::SeqCst);
+        loop {
+            let puts = count(h.tail.0.load(Ordering::SeqCst));
+            if puts.wrapping_sub(seen) == 0 {
+                return Err(Error::TooManyTaskDone);
+            }
+            match done.compare_exchange(
+                seen,
+                seen.wrapping_add(1),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(now) => seen = now,
+            }
+        }
+        if h.done.0.waiters.load(Ordering::SeqCst) != 0 {
+            sys::futex_wake_all(done);
+        }
+        Ok(())
+    }
+
+    /// The number of items put and not yet marked done.
+    pub(crate) fn unfinished(&self) -> u32 {
+        let h = self.header();
+        count(h.tail.0.load(Ordering::SeqCst)).wrapping_sub(h.done.0.word.load(Ordering::SeqCst))
+    }
+
+    /// `join`: waits until every item put has been marked done, or `deadline` (then `false`).
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<bool> {
+        let wake = &self.header().done.0;
+        loop {
+            if self.unfinished() == 0 {
+                return Ok(true);
+            }
+            wake.waiters.fetch_add(1, Ordering::SeqCst);
+            let seen = wake.word.load(Ordering::SeqCst);
+            let expired = if self.unfinished() == 0 {
+                Ok(false)
+            } else {
+                sys::futex_wait(&wake.word, seen, deadline)
+            };
+            wake.waiters.fetch_sub(1, Ordering::SeqCst);
+            if expired? {
+                return Ok(self.unfinished() == 0);
+            }
+        }
+    }
+
+    /// Receives a ring: the segment must hold a queue of one of `kinds` with a sane
+    /// configuration, and the side channel must be a `SOCK_SEQPACKET` socket.
+    fn from_wire(wire: Wire, kinds: &[Kind]) -> std::result::Result<Ring, String> {
+        let Wire { shm, put_lock, get_lock, side_tx, side_rx, bell } = wire;
+        let magic = shm.atomic_u64(0).map_err(|e| e.to_string())?.load(Ordering::Acquire);
+        if magic != QUEUE_MAGIC {
+            return Err("the segment received as a queue does not hold one".into());
+        }
+        let read = |offset: usize| -> std::result::Result<u64, String> {
+            Ok(shm.atomic_u64(offset).map_err(|e| e.to_string())?.load(Ordering::Relaxed))
+        };
+        // The offsets of `Config`'s fields: magic, capacity, maxsize, max_message, kind.
+        let capacity = usize::try_from(read(8)?).unwrap_or(0);
+        let kind = Kind::from_raw(read(32)?).filter(|k| kinds.contains(k));
+        if kind.is_none() {
+            return Err("the queue received is of another type".into());
+        };
+        let sane = capacity.is_power_of_two()
+            && (MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity)
+            && capacity % rustix::param::page_size() == 0
+            && shm.size() == sys::header_len() + capacity;
+        if !sane {
+            return Err("the queue received has an impossible ring size".into());
+        }
+        sys::check_seqpacket(side_tx.as_fd())?;
+        sys::check_seqpacket(side_rx.as_fd())?;
+        let mirror = Mirror::map(shm.as_fd(), capacity).map_err(|e| e.to_string())?;
+        Ok(Ring {
+            shm,
+            mirror,
+            put_lock,
+            get_lock,
+            side_tx: side_tx.0,
+            side_rx: side_rx.0,
+            bell: bell.0,
+            polled_by: AtomicU32::new(0),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Serialises the ring's descriptors and locks (through mp's fd-carrying encoder).
+    pub(crate) fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        WireRef {
+            shm: &self.shm,
+            put_lock: &self.put_lock,
+            get_lock: &self.get_lock,
+            side_tx: FdRef(&self.side_tx),
+            side_rx: FdRef(&self.side_rx),
+            bell: FdRef(&self.bell),
+        }
+        .serialize(s)
+    }
+
+    /// Deserialises a ring of one of `kinds`.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+        kinds: &[Kind],
+    ) -> std::result::Result<Ring, D::Error> {
+        let wire = Wire::deserialize(d)?;
+        Ring::from_wire(wire, kinds).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        let me = rustix::process::getpid().as_raw_nonzero().get().unsigned_abs();
+        if self.polled_by.load(Ordering::SeqCst) == me {
+            self.header().pollers.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A borrowed descriptor that serialises through `mp_process::fdpass::serde_fd`.
+struct FdRef<'a>(&'a OwnedFd);
+
+impl Serialize for FdRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        fdpass::serde_fd::serialize(self.0, s)
+    }
+}
+
+/// The serialised shape of a queue, as sent.
+#[derive(Serialize)]
+#[serde(rename = "Queue")]
+struct WireRef<'a> {
+    /// The segment.
+    shm: &'a SharedMemory,
+    /// The producer lock.
+    put_lock: &'a Lock,
+    /// The consumer lock.
+    get_lock: &'a Lock,
+    /// The side channel's sending end.
+    side_tx: FdRef<'a>,
+    /// The side channel's receiving end.
+    side_rx: FdRef<'a>,
+    /// The doorbell.
+    bell: FdRef<'a>,
+}
+
+/// The serialised shape of a queue, as received.
+#[derive(Deserialize)]
+#[serde(rename = "Queue")]
+struct Wire {
+    /// The segment.
+    shm: SharedMemory,
+    /// The producer lock.
+    put_lock: Lock,
+    /// The consumer lock.
+    get_lock: Lock,
+    /// The side channel's sending end.
+    side_tx: PassFd,
+    /// The side channel's receiving end.
+    side_rx: PassFd,
+    /// The doorbell.
+    bell: PassFd,
+}
