@@ -1,8 +1,68 @@
-//! `mp-pool`: the process pool. It will hold `Pool` (`map`, `imap`, `apply_async`, ...) and `AsyncResult`, with workers that are replaced when they die.
+//! `mp-pool`: the process pool, Python's `multiprocessing.Pool`, with workers that are
+//! replaced when they die.
 //!
-//! This crate is part of [`mp`], Python's `multiprocessing` rebuilt in Rust. It holds
-//! nothing yet: the types listed above arrive with the issue that builds them, on top of
-//! `mp-process`, `mp-sync` and `mp-queue`. Until then it deliberately exports no items, so that nothing pretends to work.
+//! ```
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
 //!
-//! [`mp`]: https://example.invalid/mp
-#![forbid(unsafe_code)]
+//! fn main() -> Result<(), mp_pool::Error> {
+//!     let pool = mp_pool::Pool::new(4)?;
+//!     assert_eq!(pool.map(square, [1, 2, 3, 4])?, [1, 4, 9, 16]);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Tasks
+//! A task is a `fn` item or a closure that captures nothing (checked when the program is
+//! compiled), with serde arguments and a serde result, so one program runs under every start
+//! method (`fork`, `spawn`, `forkserver`; `MP_START_METHOD` picks the default). Only the task's
+//! code crosses into a worker, as the offset of a trampoline in the executable's text; the
+//! arguments and results are postcard bytes, with descriptors (pipes, locks, shared memory)
+//! passed beside them.
+//!
+//! # Calls
+//! [`Pool::apply`], [`Pool::apply_async`], [`Pool::map`], [`Pool::map_async`],
+//! [`Pool::starmap`], [`Pool::starmap_async`] (with `_chunked` variants taking a chunksize;
+//! the default follows CPython: about four chunks per worker), and the lazy [`Pool::imap`] and
+//! [`Pool::imap_unordered`].
+//!
+//! ```
+//! fn add(a: i64, b: i64) -> i64 {
+//!     a + b
+//! }
+//! # fn main() -> Result<(), mp_pool::Error> {
+//! let pool = mp_pool::Pool::new(2)?;
+//! assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, [3, 7]);
+//! let firsts: Vec<i64> = pool.imap(|x: i64| x * 10, 0..)?.take(3).collect::<Result<_, _>>()?;
+//! assert_eq!(firsts, [0, 10, 20]);
+//! pool.close()?;
+//! pool.join()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Async
+//! [`AsyncResult`] is a [`std::future::Future`] and [`Imap`] a [`futures_core::Stream`]: the
+//! pool's collector thread wakes the awaiting task, so no runtime is needed.
+//!
+//! # Robustness
+//! See [`Pool`]: panics become [`Error::Remote`], a dead worker's task gets
+//! [`Error::WorkerDied`] and the worker is replaced, tasks can have a timeout, and Ctrl-C
+//! ends a running call with [`Error::Interrupted`].
+#![deny(unsafe_code)]
+
+mod collector;
+mod error;
+mod pool;
+mod proto;
+mod result;
+mod state;
+mod sys;
+mod task;
+mod worker;
+
+pub use error::{Error, Result};
+pub use pool::{Builder, Pool, default_chunksize};
+pub use result::{AsyncResult, Imap};
+pub use task::Task;

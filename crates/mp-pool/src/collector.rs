@@ -1,0 +1,725 @@
+//! The collector thread: it hands chunks to workers, reads their results, watches their
+//! pidfds, enforces the task timeout, replaces workers that die or retire, and stops the pool.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mp_process::fdpass::{self, PassFd};
+use mp_process::{Process, StartMethod};
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use rustix::process::Signal;
+
+use crate::error::{Error, Result};
+use crate::proto::{self, Reader, Writer};
+use crate::state::{Chunk, Phase, Raw, Shared, Slot, State};
+use crate::worker::{self, InitSpec, WorkerBoot, ZygoteMsg, ZygoteReq};
+
+/// Above this many bytes a batch is not sent to a worker that still has one queued, so that a
+/// send never blocks while the worker may itself be blocked sending results.
+const SMALL_BATCH: usize = 16 * 1024;
+/// The most chunks in one batch.
+const MAX_BATCH_CHUNKS: usize = 256;
+/// Tasks slower than this on average are handed out one chunk at a time.
+const FAST_TASK: Duration = Duration::from_micros(200);
+/// How long to wait for killed workers to be gone when the pool stops.
+const REAP_LIMIT: Duration = Duration::from_secs(5);
+
+/// The initializer, kept encoded for every worker the pool starts.
+pub(crate) struct InitTemplate {
+    pub entry: u64,
+    pub payload: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+}
+
+/// The zygote of a `fork` pool and what it has reported.
+struct Zygote {
+    process: Process,
+    sock: OwnedFd,
+    exits: HashMap<u32, i32>,
+    gone: bool,
+}
+
+/// How a worker was started.
+enum Handle {
+    /// A child of this process (spawn, forkserver).
+    Direct(Process),
+    /// A child of the zygote: a pidfd it handed over.
+    Zygote(OwnedFd),
+}
+
+/// A chunk a worker holds, and how many of its tasks have reported.
+struct InChunk {
+    chunk: Chunk,
+    done: usize,
+    /// The last chunk of its batch.
+    ends_batch: bool,
+}
+
+/// A worker as the collector tracks it.
+pub(crate) struct WorkerH {
+    pid: u32,
+    sock: OwnedFd,
+    handle: Handle,
+    inflight: VecDeque<InChunk>,
+    /// Batches sent and not finished.
+    batches: u32,
+    chunks_sent: u64,
+    /// When the task it is running started (as far as the parent can tell).
+    busy_since: Instant,
+    timed_out: bool,
+    dead: bool,
+    status: Option<i32>,
+}
+
+impl WorkerH {
+    fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.handle {
+            Handle::Direct(p) => p.sentinel().ok(),
+            Handle::Zygote(fd) => Some(fd.as_fd()),
+        }
+    }
+
+    fn kill(&self) {
+        match &self.handle {
+            Handle::Direct(p) => {
+                let _ = p.kill();
+            }
+            Handle::Zygote(fd) => {
+                let _ = rustix::process::pidfd_send_signal(fd, Signal::KILL);
+            }
+        }
+    }
+}
+
+/// Starts workers.
+pub(crate) struct Spawner {
+    pub method: StartMethod,
+    zygote: Option<Zygote>,
+    pub init: Option<InitTemplate>,
+    pub maxtasks: Option<u64>,
+    pub flush_each: bool,
+    counter: u32,
+}
+
+impl Spawner {
+    /// A spawner for `method`; under fork this forks the zygote now.
+    pub fn new(
+        method: StartMethod,
+        init: Option<InitTemplate>,
+        maxtasks: Option<u64>,
+        flush_each: bool,
+    ) -> Result<Spawner> {
+        let zygote = if method == StartMethod::Fork {
+            let (mine, theirs) = socket_pair()?;
+            let mut p = Process::new(worker::zygote_main, (PassFd(theirs),))
+                .with_start_method(StartMethod::Fork)
+                .with_name("PoolZygote");
+            p.start()?;
+            Some(Zygote { process: p, sock: mine, exits: HashMap::new(), gone: false })
+        } else {
+            None
+        };
+        Ok(Spawner { method, zygote, init, maxtasks, flush_each, counter: 0 })
+    }
+
+    fn boot(&self) -> Result<WorkerBoot> {
+        let init = match &self.init {
+            None => None,
+            Some(t) => Some(InitSpec {
+                entry: t.entry,
+                payload: t.payload.clone(),
+                fds: t
+                    .fds
+                    .iter()
+                    .map(|fd| fd.try_clone().map(PassFd).map_err(|e| Error::io("dup", e)))
+                    .collect::<Result<_>>()?,
+            }),
+        };
+        Ok(WorkerBoot { init, maxtasks: self.maxtasks, flush_each: self.flush_each })
+    }
+
+    /// Starts one worker.
+    pub fn spawn(&mut self) -> Result<WorkerH> {
+        let (mine, theirs) = socket_pair()?;
+        let boot = self.boot()?;
+        self.counter += 1;
+        let prefix = match self.method {
+            StartMethod::Fork => "ForkPoolWorker",
+            StartMethod::Spawn => "SpawnPoolWorker",
+            StartMethod::Forkserver => "ForkServerPoolWorker",
+        };
+        let name = format!("{prefix}-{}", self.counter);
+        let (pid, handle) = match &mut self.zygote {
+            Some(z) => {
+                if z.gone {
+                    return Err(Error::io(
+                        "start a worker",
+                        std::io::Error::other("the zygote is gone"),
+                    ));
+                }
+                let req = ZygoteReq::Spawn { name, sock: PassFd(theirs), boot };
+                if let Err(e) = fdpass::send_value(z.sock.as_fd(), &req, proto::MAX_FRAME) {
+                    z.gone = true;
+                    return Err(e.into());
+                }
+                loop {
+                    match fdpass::recv_value::<ZygoteMsg>(z.sock.as_fd(), proto::MAX_FRAME) {
+                        Ok(Some(ZygoteMsg::Started { pid, pidfd })) => {
+                            break (pid, Handle::Zygote(pidfd.into_inner()));
+                        }
+                        Ok(Some(ZygoteMsg::Exited { pid, code })) => {
+                            z.exits.insert(pid, code);
+                        }
+                        Ok(Some(ZygoteMsg::Failed(m))) => {
+                            return Err(Error::io("start a worker", std::io::Error::other(m)));
+                        }
+                        Ok(None) | Err(_) => {
+                            z.gone = true;
+                            return Err(Error::io(
+                                "start a worker",
+                                std::io::Error::other("the zygote is gone"),
+                            ));
+                        }
+                    }
+                }
+            }
+            None => {
+                let mut p = Process::new(worker::worker_main, (PassFd(theirs), boot))
+                    .with_start_method(self.method)
+                    .with_daemon(true)
+                    .with_name(name);
+                p.start()?;
+                (p.pid().unwrap_or(0), Handle::Direct(p))
+            }
+        };
+        Ok(WorkerH {
+            pid,
+            sock: mine,
+            handle,
+            inflight: VecDeque::new(),
+            batches: 0,
+            chunks_sent: 0,
+            busy_since: Instant::now(),
+            timed_out: false,
+            dead: false,
+            status: None,
+        })
+    }
+
+    /// Stops the zygote, if there is one.
+    fn stop(&mut self) {
+        if let Some(z) = self.zygote.take() {
+            if !z.gone {
+                let _ = fdpass::send_value(z.sock.as_fd(), &ZygoteReq::Stop, proto::MAX_FRAME);
+            }
+            let _ = z.process.join_timeout(REAP_LIMIT);
+            let _ = z.process.kill();
+            let _ = z.process.join();
+        }
+    }
+}
+
+fn socket_pair() -> Result<(OwnedFd, OwnedFd)> {
+    rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)
+        .map_err(|e| Error::io("socketpair", e))
+}
+
+/// The collector's own state: the workers (only this thread touches them).
+pub(crate) struct Collector {
+    pub shared: Arc<Shared>,
+    pub spawner: Spawner,
+    pub workers: Vec<WorkerH>,
+    pub timeout: Option<Duration>,
+    /// A running average of a task's duration.
+    ema: Option<Duration>,
+}
+
+impl Collector {
+    pub fn new(
+        shared: Arc<Shared>,
+        spawner: Spawner,
+        workers: Vec<WorkerH>,
+        timeout: Option<Duration>,
+    ) -> Collector {
+        Collector { shared, spawner, workers, timeout, ema: None }
+    }
+
+    /// The thread's body.
+    pub fn run(mut self) {
+        loop {
+            {
+                let shared = self.shared.clone();
+                let mut st = shared.lock();
+                match st.phase {
+                    Phase::Stopping | Phase::Stopped => {
+                        drop(st);
+                        self.shutdown();
+                        return;
+                    }
+                    Phase::Closed => {
+                        if st.queue.is_empty()
+                            && st.feeders == 0
+                            && self.workers.iter().all(|w| w.inflight.is_empty())
+                        {
+                            drop(st);
+                            self.finish();
+                            return;
+                        }
+                    }
+                    Phase::Running => {}
+                }
+                self.dispatch(&mut st);
+            }
+            self.wait_and_handle();
+            self.shared.settle();
+            self.replace();
+        }
+    }
+
+    /// Keeps the pool at its size while there is or may be work.
+    fn replace(&mut self) {
+        loop {
+            {
+                let st = self.shared.lock();
+                let wanted = match st.phase {
+                    Phase::Running => true,
+                    Phase::Closed => !st.queue.is_empty() || st.feeders > 0,
+                    _ => false,
+                };
+                if !wanted || st.failure.is_some() || self.workers.len() >= self.shared.processes {
+                    return;
+                }
+            }
+            match self.spawner.spawn() {
+                Ok(w) => {
+                    self.workers.push(w);
+                    self.publish_pids();
+                }
+                Err(e) => {
+                    log::error!("mp-pool: cannot replace a worker: {e}");
+                    let mut st = self.shared.lock();
+                    st.failure = Some(e);
+                    st.phase = Phase::Stopping;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Publishes the workers' pids for [`Pool::pids`](crate::Pool::pids).
+    pub fn publish_pids(&self) {
+        let pids = self.workers.iter().map(|w| w.pid).collect();
+        self.shared.lock().pids = pids;
+    }
+
+    /// Hands queued chunks to workers with room, one batch per worker per round.
+    fn dispatch(&mut self, st: &mut State) {
+        let slow = self.timeout.is_some() || self.ema.is_none_or(|e| e > FAST_TASK);
+        let max_batches = if slow { 1 } else { 2 };
+        let n = self.workers.len().max(1);
+        loop {
+            let mut sent_any = false;
+            for w in &mut self.workers {
+                if st.queue.is_empty() {
+                    return;
+                }
+                if w.dead || w.timed_out || w.batches >= max_batches {
+                    continue;
+                }
+                let mut budget =
+                    if slow { 1 } else { (st.queue.len() / (2 * n)).clamp(1, MAX_BATCH_CHUNKS) };
+                if let Some(m) = self.spawner.maxtasks {
+                    budget = budget.min(
+                        usize::try_from(m.saturating_sub(w.chunks_sent)).unwrap_or(usize::MAX),
+                    );
+                }
+                if budget == 0 {
+                    continue;
+                }
+                let byte_cap = if w.batches > 0 { SMALL_BATCH } else { 8 << 20 };
+                let mut out = Writer::default();
+                out.u8(proto::K_BATCH);
+                out.u32(0);
+                let mut taken: Vec<Chunk> = Vec::new();
+                let mut bytes = 0usize;
+                while taken.len() < budget {
+                    let Some(c) = st.queue.front() else { break };
+                    let size: usize = c.items.iter().map(|i| i.bytes.len() + 8).sum::<usize>() + 28;
+                    if !taken.is_empty() && bytes + size > byte_cap {
+                        break;
+                    }
+                    if taken.is_empty() && w.batches > 0 && size > byte_cap {
+                        break;
+                    }
+                    let Some(c) = st.queue.pop_front() else { break };
+                    bytes += size;
+                    out.u64(c.job);
+                    out.u64(c.first);
+                    out.u64(c.entry);
+                    out.u32(u32::try_from(c.items.len()).unwrap_or(u32::MAX));
+                    for item in &c.items {
+                        let fds = item.dup_fds().unwrap_or_default();
+                        out.blob(&item.bytes, fds);
+                    }
+                    taken.push(c);
+                }
+                if taken.is_empty() {
+                    continue;
+                }
+                if let Some(slot) = out.buf.get_mut(1..5) {
+                    slot.copy_from_slice(&u32::try_from(taken.len()).unwrap_or(0).to_le_bytes());
+                }
+                if w.inflight.is_empty() {
+                    w.busy_since = Instant::now();
+                }
+                if let Err(e) = out.send(w.sock.as_fd()) {
+                    if matches!(e, mp_process::wire::WireError::Oversized { .. }) {
+                        for c in taken {
+                            for i in 0..c.items.len() as u64 {
+                                st.record(
+                                    c.job,
+                                    c.first + i,
+                                    Err(Error::Serialization(e.to_string())),
+                                );
+                            }
+                        }
+                        continue;
+                    }
+                    // The worker is going away; its death puts these chunks back.
+                }
+                let last = taken.len() - 1;
+                for (k, c) in taken.into_iter().enumerate() {
+                    w.chunks_sent += 1;
+                    w.inflight.push_back(InChunk { chunk: c, done: 0, ends_batch: k == last });
+                }
+                w.batches += 1;
+                sent_any = true;
+            }
+            if !sent_any {
+                return;
+            }
+        }
+    }
+
+    /// Polls the doorbell, the zygote and the workers, and handles what is ready.
+    fn wait_and_handle(&mut self) {
+        let now = Instant::now();
+        let deadline = self.timeout.and_then(|t| {
+            self.workers
+                .iter()
+                .filter(|w| !w.inflight.is_empty() && !w.timed_out && !w.dead)
+                .map(|w| w.busy_since + t)
+                .min()
+        });
+        let wait = deadline.map(|d| d.saturating_duration_since(now));
+        let ready = {
+            let mut fds: Vec<BorrowedFd<'_>> = vec![self.shared.doorbell.as_fd()];
+            if let Some(z) = self.spawner.zygote.as_ref().filter(|z| !z.gone) {
+                fds.push(z.sock.as_fd());
+            }
+            for w in &self.workers {
+                fds.push(w.sock.as_fd());
+                fds.push(w.pidfd().unwrap_or(w.sock.as_fd()));
+            }
+            worker::poll_in(&fds, wait)
+        };
+        let mut k = 0;
+        let mut next = || {
+            let r = ready.get(k).copied().unwrap_or(false);
+            k += 1;
+            r
+        };
+        if next() {
+            let mut buf = [0u8; 8];
+            let _ = rustix::io::read(&self.shared.doorbell, &mut buf);
+        }
+        if self.spawner.zygote.as_ref().is_some_and(|z| !z.gone) && next() {
+            self.read_zygote();
+        }
+        let flags: Vec<(bool, bool)> = self.workers.iter().map(|_| (next(), next())).collect();
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
+        for (i, (sock_ready, died)) in flags.into_iter().enumerate() {
+            if sock_ready {
+                self.read_worker(&mut st, i, 16);
+            }
+            if died {
+                if let Some(w) = self.workers.get_mut(i) {
+                    w.dead = true;
+                }
+            }
+        }
+        // Deaths whose status is known.
+        let mut i = 0;
+        while i < self.workers.len() {
+            let status_known = match self.workers.get_mut(i) {
+                Some(w) if w.dead => match &w.handle {
+                    Handle::Direct(p) => {
+                        w.status = p.join_timeout(Duration::ZERO).ok().flatten();
+                        true
+                    }
+                    Handle::Zygote(_) => match &mut self.spawner.zygote {
+                        Some(z) => {
+                            w.status = z.exits.remove(&w.pid);
+                            w.status.is_some() || z.gone
+                        }
+                        None => true,
+                    },
+                },
+                _ => false,
+            };
+            if status_known {
+                self.read_worker(&mut st, i, usize::MAX);
+                let w = self.workers.remove(i);
+                self.handle_death(&mut st, w);
+                drop(st);
+                self.publish_pids();
+                st = shared.lock();
+            } else {
+                i += 1;
+            }
+        }
+        // Timeouts.
+        if let Some(t) = self.timeout {
+            let now = Instant::now();
+            for w in &mut self.workers {
+                if !w.inflight.is_empty() && !w.timed_out && !w.dead && now >= w.busy_since + t {
+                    w.timed_out = true;
+                    w.kill();
+                }
+            }
+        }
+        drop(st);
+        self.shared.cv.notify_all();
+    }
+
+    fn read_zygote(&mut self) {
+        let Some(z) = self.spawner.zygote.as_mut() else { return };
+        match fdpass::recv_value::<ZygoteMsg>(z.sock.as_fd(), proto::MAX_FRAME) {
+            Ok(Some(ZygoteMsg::Exited { pid, code })) => {
+                z.exits.insert(pid, code);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                z.gone = true;
+                let code = z.process.join_timeout(REAP_LIMIT).ok().flatten();
+                let mut st = self.shared.lock();
+                if st.failure.is_none() && st.phase != Phase::Stopping {
+                    st.failure = Some(if code == Some(-2) {
+                        Error::Interrupted
+                    } else {
+                        Error::WorkerDied {
+                            pid: z.process.pid().unwrap_or(0),
+                            signal: code.filter(|c| *c < 0).map(|c| -c),
+                            exitcode: code,
+                        }
+                    });
+                    st.phase = Phase::Stopping;
+                }
+            }
+        }
+    }
+
+    /// Reads up to `frames` frames that are waiting on worker `i`'s socket.
+    fn read_worker(&mut self, st: &mut State, i: usize, frames: usize) {
+        for _ in 0..frames {
+            let Some(w) = self.workers.get_mut(i) else { return };
+            if !worker::poll_in(&[w.sock.as_fd()], Some(Duration::ZERO))
+                .first()
+                .copied()
+                .unwrap_or(false)
+            {
+                return;
+            }
+            let frame = match fdpass::recv_frame(w.sock.as_fd(), proto::MAX_FRAME) {
+                Ok(Some(f)) => f,
+                Ok(None) | Err(_) => {
+                    // End of stream or garbage: the worker is finished either way.
+                    w.kill();
+                    return;
+                }
+            };
+            if handle_frame(st, w, frame, &mut self.ema).is_err() {
+                w.kill();
+                return;
+            }
+        }
+    }
+
+    /// Fails or re-queues what a dead worker held.
+    fn handle_death(&mut self, st: &mut State, mut w: WorkerH) {
+        let code = w.status;
+        if code == Some(-2) && st.failure.is_none() {
+            st.failure = Some(Error::Interrupted);
+            st.phase = Phase::Stopping;
+        }
+        if let Some(mut front) = w.inflight.pop_front() {
+            let index = front.chunk.first + front.done as u64;
+            let err = if w.timed_out {
+                Error::Timeout
+            } else {
+                Error::WorkerDied {
+                    pid: w.pid,
+                    signal: code.filter(|c| *c < 0).map(|c| -c),
+                    exitcode: code,
+                }
+            };
+            let rest: Vec<Raw> = front
+                .chunk
+                .items
+                .drain(front.done.saturating_add(1).min(front.chunk.items.len())..)
+                .collect();
+            let job = front.chunk.job;
+            st.record(job, index, Err(err.duplicate()));
+            if !rest.is_empty() {
+                if front.chunk.requeued {
+                    for k in 0..rest.len() as u64 {
+                        st.record(job, index + 1 + k, Err(err.duplicate()));
+                    }
+                } else {
+                    let c = Chunk {
+                        job,
+                        first: index + 1,
+                        entry: front.chunk.entry,
+                        items: rest,
+                        requeued: true,
+                    };
+                    w.inflight.push_front(InChunk { chunk: c, done: 0, ends_batch: false });
+                }
+            }
+        }
+        while let Some(c) = w.inflight.pop_back() {
+            st.queue.push_front(c.chunk);
+        }
+    }
+
+    /// Closed and drained: tells every worker to exit, waits for them, stops the zygote.
+    fn finish(mut self) {
+        let mut stop = Writer::default();
+        stop.u8(2);
+        for w in &self.workers {
+            let _ = stop.send(w.sock.as_fd());
+        }
+        self.reap();
+        self.spawner.stop();
+        self.shared.settle();
+        self.shared.lock().phase = Phase::Stopped;
+        self.shared.cv.notify_all();
+    }
+
+    /// Terminate: kills every worker, fails everything outstanding, stops the zygote.
+    fn shutdown(mut self) {
+        for w in &self.workers {
+            w.kill();
+        }
+        {
+            let mut st = self.shared.lock();
+            let err = st.failure.as_ref().map_or(Error::Terminated, Error::duplicate);
+            st.fail_all(&err);
+        }
+        self.shared.settle();
+        self.reap();
+        self.spawner.stop();
+        self.shared.settle();
+        self.shared.lock().phase = Phase::Stopped;
+        self.shared.cv.notify_all();
+    }
+
+    /// Waits (up to a bound) for every worker to exit, killing those that outlive it.
+    fn reap(&mut self) {
+        let end = Instant::now() + REAP_LIMIT;
+        for w in &self.workers {
+            match &w.handle {
+                Handle::Direct(p) => {
+                    if p.join_timeout(end.saturating_duration_since(Instant::now()))
+                        .ok()
+                        .flatten()
+                        .is_none()
+                    {
+                        let _ = p.kill();
+                        let _ = p.join();
+                    }
+                }
+                Handle::Zygote(fd) => {
+                    let left = end.saturating_duration_since(Instant::now());
+                    if !worker::poll_in(&[fd.as_fd()], Some(left)).first().copied().unwrap_or(true)
+                    {
+                        w.kill();
+                    }
+                }
+            }
+        }
+        self.workers.clear();
+        self.shared.lock().pids.clear();
+    }
+}
+
+/// Handles one frame from worker `w`.
+fn handle_frame(
+    st: &mut State,
+    w: &mut WorkerH,
+    (bytes, fds): (Vec<u8>, Vec<OwnedFd>),
+    ema: &mut Option<Duration>,
+) -> std::result::Result<(), proto::Malformed> {
+    let mut r = Reader::new(bytes, fds);
+    match r.u8()? {
+        proto::K_RESULTS => {
+            let n = r.u32()?;
+            for _ in 0..n {
+                let job = r.u64()?;
+                let index = r.u64()?;
+                let tag = r.u8()?;
+                let (bytes, fds) = r.blob()?;
+                let front = w.inflight.front_mut().ok_or(proto::Malformed)?;
+                if front.chunk.job != job || front.chunk.first + front.done as u64 != index {
+                    return Err(proto::Malformed);
+                }
+                if let Some(item) = front.chunk.items.get_mut(front.done) {
+                    *item = Raw::default();
+                }
+                front.done += 1;
+                if front.done >= front.chunk.items.len() {
+                    let ends = front.ends_batch;
+                    w.inflight.pop_front();
+                    if ends {
+                        w.batches = w.batches.saturating_sub(1);
+                    }
+                }
+                let slot: Slot = match tag {
+                    proto::T_OK => Ok(Raw { bytes, fds }),
+                    proto::T_PANIC => {
+                        let (message, traceback) =
+                            postcard::from_bytes::<(String, String)>(&bytes).unwrap_or_default();
+                        Err(Error::Remote { message, traceback })
+                    }
+                    _ => Err(Error::Serialization(String::from_utf8_lossy(&bytes).into_owned())),
+                };
+                st.record(job, index, slot);
+            }
+            let now = Instant::now();
+            if n > 0 {
+                let per = now.saturating_duration_since(w.busy_since) / n;
+                *ema = Some(match *ema {
+                    None => per,
+                    Some(e) => (e * 3 + per) / 4,
+                });
+            }
+            w.busy_since = now;
+            Ok(())
+        }
+        proto::K_INIT_FAILED => {
+            let mut msg = Vec::new();
+            while let Ok(b) = r.u8() {
+                msg.push(b);
+            }
+            if st.failure.is_none() {
+                st.failure = Some(Error::Initializer(String::from_utf8_lossy(&msg).into_owned()));
+                st.phase = Phase::Stopping;
+            }
+            Ok(())
+        }
+        _ => Err(proto::Malformed),
+    }
+}

@@ -1,0 +1,600 @@
+//! `Pool` and its builder.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mp_process::{Context, StartMethod};
+use rustix::event::EventfdFlags;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::collector::{Collector, InitTemplate, Spawner};
+use crate::error::{Error, Result};
+use crate::result::{AsyncResult, Imap, decode_one, decode_vec, push_items};
+use crate::state::{Job, Phase, Raw, Shared, State, Store};
+use crate::task::{Task, entry_for};
+
+/// Python's default chunksize for `map`: the input split into about four chunks per worker.
+pub fn default_chunksize(len: usize, processes: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    let per = processes.max(1) * 4;
+    len.div_ceil(per)
+}
+
+/// Configures a [`Pool`]: Python's `Pool(processes, initializer, initargs, maxtasksperchild,
+/// context)` plus a per-task timeout.
+///
+/// ```
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// # fn main() -> Result<(), mp_pool::Error> {
+/// let pool = mp_pool::Pool::builder().processes(2).maxtasksperchild(100).build()?;
+/// assert_eq!(pool.map(square, 1..=3)?, [1, 4, 9]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Default)]
+pub struct Builder {
+    processes: Option<usize>,
+    init: Option<Result<InitTemplate>>,
+    maxtasks: Option<usize>,
+    method: Option<StartMethod>,
+    timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("processes", &self.processes)
+            .field("initializer", &self.init.is_some())
+            .field("maxtasksperchild", &self.maxtasks)
+            .field("method", &self.method)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Builder {
+    /// A builder with Python's defaults: `cpu_count()` workers, no initializer, workers that
+    /// live as long as the pool, the default start method, no task timeout.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// The number of workers (zero is an error at [`build`](Builder::build)).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// Runs `initializer(args...)` once in every worker when it starts (Python's
+    /// `initializer` and `initargs`). If it panics, the pool stops and every task fails with
+    /// [`Error::Initializer`] (CPython would restart workers for ever).
+    pub fn initializer<F, Args>(mut self, initializer: F, args: Args) -> Self
+    where
+        F: Task<Args, Output = ()>,
+        Args: Serialize + DeserializeOwned,
+    {
+        self.init = Some(entry_for::<F, Args>(initializer).and_then(|entry| {
+            let raw = Raw::encode(&args)?;
+            Ok(InitTemplate { entry, payload: raw.bytes, fds: raw.fds })
+        }));
+        self
+    }
+
+    /// Replaces a worker after it has completed `n` tasks (Python's `maxtasksperchild`; a
+    /// chunk of a `map` counts as one task, as in CPython). Zero is an error.
+    pub fn maxtasksperchild(mut self, n: usize) -> Self {
+        self.maxtasks = Some(n);
+        self
+    }
+
+    /// Starts workers with `ctx`'s start method (Python's `context`).
+    pub fn context(mut self, ctx: &Context) -> Self {
+        self.method = Some(ctx.start_method());
+        self
+    }
+
+    /// Starts workers with `method`.
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Kills a worker whose task runs longer than `timeout`: that task fails with
+    /// [`Error::Timeout`] and the worker is replaced. Zero is an error.
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<Pool> {
+        let processes = self.processes.unwrap_or_else(mp_process::cpu_count);
+        if processes == 0 {
+            return Err(Error::InvalidArgument("a pool needs at least one process"));
+        }
+        if self.maxtasks == Some(0) {
+            return Err(Error::InvalidArgument("maxtasksperchild must be at least 1"));
+        }
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidArgument("the task timeout must be positive"));
+        }
+        let init = self.init.transpose()?;
+        let method = match self.method {
+            Some(m) => m,
+            None => mp_process::get_start_method()?,
+        };
+        let maxtasks = self.maxtasks.map(|m| m as u64);
+        let mut spawner = Spawner::new(method, init, maxtasks, self.timeout.is_some())?;
+        let mut workers = Vec::with_capacity(processes);
+        for _ in 0..processes {
+            match spawner.spawn() {
+                Ok(w) => workers.push(w),
+                Err(e) => {
+                    let doorbell = rustix::event::eventfd(0, EventfdFlags::CLOEXEC)
+                        .map_err(|e| Error::io("eventfd", e))?;
+                    let shared = Arc::new(new_shared(doorbell, processes, Phase::Stopping));
+                    Collector::new(shared, spawner, workers, None).run();
+                    return Err(e);
+                }
+            }
+        }
+        let doorbell = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(|e| Error::io("eventfd", e))?;
+        let shared = Arc::new(new_shared(doorbell, processes, Phase::Running));
+        shared.lock().pids = Vec::new();
+        let collector = Collector::new(shared.clone(), spawner, workers, self.timeout);
+        collector.publish_pids();
+        let thread = std::thread::Builder::new()
+            .name("mp-pool-collector".into())
+            .spawn(move || collector.run())
+            .map_err(|e| Error::io("start the collector thread", e))?;
+        Ok(Pool { shared, thread: Mutex::new(Some(thread)), method })
+    }
+}
+
+fn new_shared(doorbell: std::os::fd::OwnedFd, processes: usize, phase: Phase) -> Shared {
+    Shared {
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            jobs: HashMap::new(),
+            next_job: 0,
+            phase,
+            failure: None,
+            feeders: 0,
+            pids: Vec::new(),
+            to_settle: Vec::new(),
+        }),
+        cv: Condvar::new(),
+        doorbell,
+        creator: rustix::process::getpid(),
+        processes,
+    }
+}
+
+/// A pool of worker processes: Python's `multiprocessing.Pool`.
+///
+/// Tasks are `fn` items or non-capturing closures (checked at compile time) with serde
+/// arguments and results, so the same program runs under every start method.
+///
+/// # Lifetime
+/// [`close`](Pool::close) stops new calls and lets the workers finish what was submitted;
+/// [`join`](Pool::join) then waits for them. [`terminate`](Pool::terminate) kills the workers
+/// at once and fails every outstanding result with [`Error::Terminated`]. **Dropping a pool
+/// terminates it**, as leaving Python's `with Pool() as pool:` block does: call `close` and
+/// `join` first to let submitted work finish. A pool (or a copy of it inherited by a forked
+/// child) used from a process other than the one that made it returns
+/// [`Error::WrongProcess`], and its `Drop` does nothing there.
+///
+/// # Workers
+/// Under `fork`, workers are forked from a *zygote*: a single-threaded copy of the process
+/// forked when the pool is made, so replacing a worker never forks a large, multithreaded
+/// parent. Under `spawn` and `forkserver` they are daemonic children of the pool's process.
+/// Either way they die with the pool's process, even if it is SIGKILLed.
+///
+/// # Errors and robustness
+/// - A task that panics gives [`Error::Remote`] with the panic message and the worker's
+///   backtrace; the pool goes on. `map` returns the first task error (by position) once every
+///   task has finished, as CPython does.
+/// - A worker that dies mid-task (SIGKILL, abort, OOM) is detected by its pidfd: that task gets
+///   [`Error::WorkerDied`], results it had already sent are kept, the rest of its chunk is
+///   queued again (once), the worker is replaced, and nothing hangs.
+/// - With [`Builder::task_timeout`], an overrunning task's worker is killed and replaced and
+///   the task gets [`Error::Timeout`].
+/// - A task whose argument or result does not serialise fails alone with
+///   [`Error::Serialization`].
+///
+/// # Ctrl-C
+/// SIGINT sent to the process group (Ctrl-C in a terminal) reaches the workers, which die of
+/// it. The pool treats a worker killed by SIGINT as an interruption: it kills the other
+/// workers, every outstanding call (a running `map` included) returns [`Error::Interrupted`]
+/// at once, and the pool stops; nothing is left running. (Without a SIGINT handler the pool's
+/// own process dies of the same signal, and its workers with it.)
+///
+/// # Differences from Python's multiprocessing
+/// - A worker's death fails its task instead of hanging the pool; a failing initializer stops
+///   the pool instead of restarting workers for ever.
+/// - `map` and `starmap` take any `IntoIterator`; `imap` pulls its input lazily with a bound
+///   on tasks in flight.
+/// - Callbacks are registered on the [`AsyncResult`] ([`AsyncResult::with_callbacks`]).
+pub struct Pool {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    method: StartMethod,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.shared.processes)
+            .field("method", &self.method)
+            .finish()
+    }
+}
+
+impl Pool {
+    /// A pool of `processes` workers under the default start method (Python's
+    /// `Pool(processes)`); zero is an error.
+    pub fn new(processes: usize) -> Result<Pool> {
+        Builder::new().processes(processes).build()
+    }
+
+    /// A [`Builder`] for the other settings.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// The number of workers.
+    pub fn processes(&self) -> usize {
+        self.shared.processes
+    }
+
+    /// The start method of the workers.
+    pub fn start_method(&self) -> StartMethod {
+        self.method
+    }
+
+    /// The pids of the current workers.
+    pub fn pids(&self) -> Vec<u32> {
+        self.shared.lock().pids.clone()
+    }
+
+    /// A new job, refused if the pool takes no new calls.
+    fn new_job(
+        &self,
+        store: Store,
+        expected: Option<u64>,
+    ) -> Result<(u64, std::sync::MutexGuard<'_, State>)> {
+        self.shared.check_process()?;
+        let mut g = self.shared.lock();
+        if let Some(e) = g.refuse() {
+            return Err(e);
+        }
+        let id = g.next_job;
+        g.next_job += 1;
+        g.jobs.insert(id, Job::new(store, expected));
+        Ok((id, g))
+    }
+
+    /// Submits a job of encoded items in chunks of `chunksize`.
+    fn submit_items(&self, entry: u64, items: Vec<Result<Raw>>, chunksize: usize) -> Result<u64> {
+        let n = items.len();
+        let (id, mut g) =
+            self.new_job(Store::Dense((0..n).map(|_| None).collect()), Some(n as u64))?;
+        let mut first = 0u64;
+        let mut it = items.into_iter();
+        loop {
+            let chunk: Vec<Result<Raw>> = it.by_ref().take(chunksize.max(1)).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let len = chunk.len() as u64;
+            push_items(&mut g, id, entry, first, chunk);
+            first += len;
+        }
+        if n == 0 {
+            g.to_settle.push(id);
+        }
+        drop(g);
+        self.shared.ring();
+        self.shared.settle();
+        Ok(id)
+    }
+
+    /// Runs `f(args...)` in a worker and returns its result (Python's `apply`).
+    pub fn apply<F, Args>(&self, f: F, args: Args) -> Result<F::Output>
+    where
+        F: Task<Args>,
+        Args: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        self.apply_async(f, args)?.get()
+    }
+
+    /// Submits `f(args...)` and returns at once (Python's `apply_async`).
+    ///
+    /// ```
+    /// fn add(a: i32, b: i32) -> i32 {
+    ///     a + b
+    /// }
+    /// # fn main() -> Result<(), mp_pool::Error> {
+    /// let pool = mp_pool::Pool::new(2)?;
+    /// let r = pool.apply_async(add, (2, 3))?;
+    /// assert_eq!(r.get()?, 5);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn apply_async<F, Args>(&self, f: F, args: Args) -> Result<AsyncResult<F::Output>>
+    where
+        F: Task<Args>,
+        Args: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        let entry = entry_for::<F, Args>(f)?;
+        let id = self.submit_items(entry, vec![Raw::encode(&args)], 1)?;
+        Ok(AsyncResult::new(self.shared.clone(), id, decode_one::<F::Output>))
+    }
+
+    /// `f` applied to every item, in order (Python's `map`), with the default chunksize. The
+    /// first task error (by position) is returned once every task has finished.
+    pub fn map<F, A, I>(&self, f: F, iterable: I) -> Result<Vec<F::Output>>
+    where
+        F: Task<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        self.map_async(f, iterable)?.get()
+    }
+
+    /// [`map`](Pool::map) with an explicit chunksize (at least 1).
+    pub fn map_chunked<F, A, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: usize,
+    ) -> Result<Vec<F::Output>>
+    where
+        F: Task<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        self.map_async_chunked(f, iterable, chunksize)?.get()
+    }
+
+    /// The asynchronous [`map`](Pool::map) (Python's `map_async`).
+    pub fn map_async<F, A, I>(&self, f: F, iterable: I) -> Result<AsyncResult<Vec<F::Output>>>
+    where
+        F: Task<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        self.map_async_impl(f, iterable, None)
+    }
+
+    /// [`map_async`](Pool::map_async) with an explicit chunksize (at least 1).
+    pub fn map_async_chunked<F, A, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: usize,
+    ) -> Result<AsyncResult<Vec<F::Output>>>
+    where
+        F: Task<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        self.map_async_impl(f, iterable, Some(chunksize))
+    }
+
+    fn map_async_impl<F, A, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<F::Output>>>
+    where
+        F: Task<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        self.shared.check_process()?;
+        let entry = entry_for::<F, (A,)>(f)?;
+        // Each item is encoded on its own: `(A,)` has the same encoding as `A`.
+        let items: Vec<Result<Raw>> = iterable.into_iter().map(|a| Raw::encode(&a)).collect();
+        let cs = chunksize.unwrap_or_else(|| default_chunksize(items.len(), self.processes()));
+        let id = self.submit_items(entry, items, cs)?;
+        Ok(AsyncResult::new(self.shared.clone(), id, decode_vec::<F::Output>))
+    }
+
+    /// `f(args...)` for every argument tuple, in order (Python's `starmap`).
+    pub fn starmap<F, Args, I>(&self, f: F, iterable: I) -> Result<Vec<F::Output>>
+    where
+        F: Task<Args>,
+        I: IntoIterator<Item = Args>,
+        Args: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        self.starmap_async(f, iterable)?.get()
+    }
+
+    /// [`starmap`](Pool::starmap) with an explicit chunksize (at least 1).
+    pub fn starmap_chunked<F, Args, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: usize,
+    ) -> Result<Vec<F::Output>>
+    where
+        F: Task<Args>,
+        I: IntoIterator<Item = Args>,
+        Args: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        self.starmap_async_impl(f, iterable, Some(chunksize))?.get()
+    }
+
+    /// The asynchronous [`starmap`](Pool::starmap) (Python's `starmap_async`).
+    pub fn starmap_async<F, Args, I>(
+        &self,
+        f: F,
+        iterable: I,
+    ) -> Result<AsyncResult<Vec<F::Output>>>
+    where
+        F: Task<Args>,
+        I: IntoIterator<Item = Args>,
+        Args: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        self.starmap_async_impl(f, iterable, None)
+    }
+
+    /// [`starmap_async`](Pool::starmap_async) with an explicit chunksize (at least 1).
+    pub fn starmap_async_chunked<F, Args, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: usize,
+    ) -> Result<AsyncResult<Vec<F::Output>>>
+    where
+        F: Task<Args>,
+        I: IntoIterator<Item = Args>,
+        Args: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        self.starmap_async_impl(f, iterable, Some(chunksize))
+    }
+
+    fn starmap_async_impl<F, Args, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<F::Output>>>
+    where
+        F: Task<Args>,
+        I: IntoIterator<Item = Args>,
+        Args: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        self.shared.check_process()?;
+        let entry = entry_for::<F, Args>(f)?;
+        let items: Vec<Result<Raw>> = iterable.into_iter().map(|a| Raw::encode(&a)).collect();
+        let cs = chunksize.unwrap_or_else(|| default_chunksize(items.len(), self.processes()));
+        let id = self.submit_items(entry, items, cs)?;
+        Ok(AsyncResult::new(self.shared.clone(), id, decode_vec::<F::Output>))
+    }
+
+    /// A lazy iterator of `f` over `iterable`, in order (Python's `imap`; chunksize 1 unless
+    /// set with [`Imap::chunksize`]).
+    pub fn imap<F, A, I>(&self, f: F, iterable: I) -> Result<Imap<I::IntoIter, F::Output>>
+    where
+        F: Task<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        self.imap_impl(f, iterable, true)
+    }
+
+    /// Like [`imap`](Pool::imap), but yielding results as they complete (Python's
+    /// `imap_unordered`).
+    pub fn imap_unordered<F, A, I>(&self, f: F, iterable: I) -> Result<Imap<I::IntoIter, F::Output>>
+    where
+        F: Task<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        self.imap_impl(f, iterable, false)
+    }
+
+    fn imap_impl<F, A, I>(
+        &self,
+        f: F,
+        iterable: I,
+        ordered: bool,
+    ) -> Result<Imap<I::IntoIter, F::Output>>
+    where
+        F: Task<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        let entry = entry_for::<F, (A,)>(f)?;
+        let (id, mut g) = self.new_job(Store::Sparse(BTreeMap::new()), None)?;
+        g.feeders += 1;
+        drop(g);
+        Ok(Imap::new(
+            self.shared.clone(),
+            id,
+            iterable.into_iter(),
+            entry,
+            ordered,
+            self.processes(),
+        ))
+    }
+
+    /// Stops new calls; the workers exit once everything submitted is done (Python's
+    /// `close`).
+    pub fn close(&self) -> Result<()> {
+        self.shared.check_process()?;
+        let mut g = self.shared.lock();
+        if g.phase == Phase::Running {
+            g.phase = Phase::Closed;
+        }
+        drop(g);
+        self.shared.ring();
+        Ok(())
+    }
+
+    /// Kills the workers now; every outstanding result fails with [`Error::Terminated`]
+    /// (Python's `terminate`). Returns once the workers are gone.
+    pub fn terminate(&self) -> Result<()> {
+        self.shared.check_process()?;
+        let mut g = self.shared.lock();
+        if g.phase != Phase::Stopped {
+            g.phase = Phase::Stopping;
+        }
+        drop(g);
+        self.shared.ring();
+        self.join_thread();
+        Ok(())
+    }
+
+    /// Waits for the workers to exit, after [`close`](Pool::close) or
+    /// [`terminate`](Pool::terminate) (Python's `join`); [`Error::StillRunning`] otherwise.
+    pub fn join(&self) -> Result<()> {
+        self.shared.check_process()?;
+        if self.shared.lock().phase == Phase::Running {
+            return Err(Error::StillRunning);
+        }
+        self.join_thread();
+        Ok(())
+    }
+
+    fn join_thread(&self) {
+        let handle = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if self.shared.check_process().is_ok() {
+            let _ = self.terminate();
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! `AsyncResult` (Python's `AsyncResult`, also a `Future`) and the `imap` iterators (also
+//! `Stream`s).
+
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::state::{Chunk, Job, Raw, Shared, Store};
+
+/// Turns a completed job's store into the caller's value.
+pub(crate) type Decode<T> = fn(&Store) -> Result<T>;
+
+/// The value of a one-task job.
+pub(crate) fn decode_one<R: DeserializeOwned>(store: &Store) -> Result<R> {
+    match store {
+        Store::Dense(v) => match v.first() {
+            Some(Some(Ok(raw))) => raw.decode(),
+            Some(Some(Err(e))) => Err(e.duplicate()),
+            _ => Err(Error::Terminated),
+        },
+        Store::Sparse(_) => Err(Error::Terminated),
+    }
+}
+
+/// The values of a map job, or the error of the first task that failed.
+pub(crate) fn decode_vec<R: DeserializeOwned>(store: &Store) -> Result<Vec<R>> {
+    let Store::Dense(v) = store else { return Err(Error::Terminated) };
+    if let Some(e) = v.iter().find_map(|s| match s {
+        Some(Err(e)) => Some(e),
+        _ => None,
+    }) {
+        return Err(e.duplicate());
+    }
+    v.iter()
+        .map(|s| match s {
+            Some(Ok(raw)) => raw.decode(),
+            _ => Err(Error::Terminated),
+        })
+        .collect()
+}
+
+/// The outcome of a job: its failure as a whole, else its store decoded.
+fn outcome<T>(job: &Job, decode: Decode<T>) -> Result<T> {
+    // A task error recorded before the pool stopped takes precedence (CPython's rule: the
+    // first error of the call).
+    match (&job.failed, decode(&job.store)) {
+        (_, Err(e)) if !matches!(e, Error::Terminated) => Err(e),
+        (Some(f), _) => Err(f.duplicate()),
+        (None, r) => r,
+    }
+}
+
+/// The result of an `apply_async`, `map_async` or `starmap_async` call: Python's
+/// `AsyncResult`.
+///
+/// It is also a [`Future`](std::future::Future): an async program awaits it without blocking a
+/// thread and without any particular runtime (the pool's collector thread wakes the task).
+///
+/// Dropping it before the result arrives is allowed: the task still runs and its result is
+/// discarded. Every outstanding result resolves, as [`Error::Terminated`] (or the reason the
+/// pool stopped), when the pool is terminated or dropped.
+pub struct AsyncResult<T> {
+    shared: Arc<Shared>,
+    job: u64,
+    decode: Decode<T>,
+    taken: bool,
+}
+
+impl<T> std::fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult").field("job", &self.job).field("ready", &self.ready()).finish()
+    }
+}
+
+impl<T> AsyncResult<T> {
+    pub(crate) fn new(shared: Arc<Shared>, job: u64, decode: Decode<T>) -> Self {
+        AsyncResult { shared, job, decode, taken: false }
+    }
+
+    /// Waits for the result and returns it (Python's `get()`): the task's value, or its error.
+    pub fn get(mut self) -> Result<T> {
+        self.take(None)
+    }
+
+    /// Waits at most `timeout` for the result: [`Error::Timeout`] if it is not ready by then
+    /// (after at least `timeout`; the task keeps running and a later call can still take the
+    /// result). Once a value or task error has been returned, later calls return
+    /// [`Error::InvalidArgument`].
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<T> {
+        self.take(Some(Instant::now() + timeout))
+    }
+
+    fn take(&mut self, deadline: Option<Instant>) -> Result<T> {
+        self.shared.check_process()?;
+        if self.taken {
+            return Err(Error::InvalidArgument("the result was already taken"));
+        }
+        if !self.wait_until(deadline) {
+            return Err(Error::Timeout);
+        }
+        let job = self.shared.lock().jobs.remove(&self.job);
+        self.taken = true;
+        match job {
+            Some(j) => outcome(&j, self.decode),
+            None => Err(Error::Terminated),
+        }
+    }
+
+    /// Whether the job is complete, waiting up to `deadline`.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        let mut g = self.shared.lock();
+        loop {
+            match g.jobs.get(&self.job) {
+                Some(j) if !j.complete => {}
+                _ => return true,
+            }
+            match deadline {
+                None => g = self.shared.wait(g),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    g = self
+                        .shared
+                        .cv
+                        .wait_timeout(g, d - now)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                }
+            }
+        }
+    }
+
+    /// Waits until the result is ready (Python's `wait()`).
+    pub fn wait(&self) {
+        if self.shared.check_process().is_ok() {
+            self.wait_until(None);
+        }
+    }
+
+    /// Waits at most `timeout`; whether the result is ready.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.shared.check_process().is_ok() && self.wait_until(Some(Instant::now() + timeout))
+    }
+
+    /// Whether the result is ready (Python's `ready()`).
+    pub fn ready(&self) -> bool {
+        match self.shared.lock().jobs.get(&self.job) {
+            Some(j) => j.complete,
+            None => true,
+        }
+    }
+
+    /// Whether the call succeeded: `None` while not ready (Python raises `ValueError`).
+    pub fn successful(&self) -> Option<bool> {
+        let g = self.shared.lock();
+        let j = g.jobs.get(&self.job)?;
+        if !j.complete {
+            return None;
+        }
+        let failed = j.failed.is_some()
+            || match &j.store {
+                Store::Dense(v) => v.iter().any(|s| !matches!(s, Some(Ok(_)))),
+                Store::Sparse(m) => m.values().any(Result::is_err),
+            };
+        Some(!failed)
+    }
+}
+
+impl<T: 'static> AsyncResult<T> {
+    /// Registers Python's `callback` and `error_callback`: `on_ok` receives the value, or
+    /// `on_err` the error, once the result is ready, on the pool's collector thread (or at
+    /// once, on this thread, if it is already ready). A panicking callback is caught: it
+    /// cannot kill the pool. [`get`](AsyncResult::get) still returns the result.
+    pub fn with_callbacks(
+        self,
+        on_ok: impl FnOnce(T) + Send + 'static,
+        on_err: impl FnOnce(Error) + Send + 'static,
+    ) -> Self {
+        let decode = self.decode;
+        let run = move |store: &Store, failed: Option<&Error>| {
+            let r = match failed {
+                Some(f) => match decode(store) {
+                    Err(e) if !matches!(e, Error::Terminated) => Err(e),
+                    _ => Err(f.duplicate()),
+                },
+                None => decode(store),
+            };
+            match r {
+                Ok(v) => on_ok(v),
+                Err(e) => on_err(e),
+            }
+        };
+        let mut g = self.shared.lock();
+        match g.jobs.get_mut(&self.job) {
+            Some(j) if !j.complete => {
+                j.callback = Some(Box::new(run));
+                drop(g);
+            }
+            Some(j) => {
+                let store = std::mem::replace(&mut j.store, Store::Dense(Vec::new()));
+                let failed = j.failed.as_ref().map(Error::duplicate);
+                drop(g);
+                let _ = catch_unwind(AssertUnwindSafe(|| run(&store, failed.as_ref())));
+                if let Some(j) = self.shared.lock().jobs.get_mut(&self.job) {
+                    j.store = store;
+                }
+            }
+            None => drop(g),
+        }
+        self
+    }
+}
+
+impl<T> std::future::Future for AsyncResult<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        if let Err(e) = self.shared.check_process() {
+            return Poll::Ready(Err(e));
+        }
+        if self.taken {
+            return Poll::Ready(Err(Error::InvalidArgument("the result was already taken")));
+        }
+        let mut g = self.shared.lock();
+        match g.jobs.get_mut(&self.job) {
+            Some(j) if !j.complete => {
+                j.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            _ => {
+                let job = g.jobs.remove(&self.job);
+                drop(g);
+                self.taken = true;
+                Poll::Ready(match job {
+                    Some(j) => outcome(&j, self.decode),
+                    None => Err(Error::Terminated),
+                })
+            }
+        }
+    }
+}
+
+impl<T> Drop for AsyncResult<T> {
+    fn drop(&mut self) {
+        if self.taken || self.shared.check_process().is_err() {
+            return;
+        }
+        let mut g = self.shared.lock();
+        match g.jobs.get_mut(&self.job) {
+            Some(j) if j.complete => {
+                g.jobs.remove(&self.job);
+            }
+            Some(j) => j.abandoned = true,
+            None => {}
+        }
+    }
+}
+
+/// The lazy iterator of [`Pool::imap`](crate::Pool::imap) and
+/// [`Pool::imap_unordered`](crate::Pool::imap_unordered): it pulls its input only as results
+/// are consumed, keeping at most [`max_in_flight`](Imap::max_in_flight) tasks submitted and not
+/// yet yielded. It is also a [`futures_core::Stream`].
+///
+/// Each item is one task's result. After the pool is terminated the iterator yields the
+/// reason once, then ends.
+pub struct Imap<I: Iterator, R> {
+    shared: Arc<Shared>,
+    job: u64,
+    input: Option<I>,
+    entry: u64,
+    ordered: bool,
+    chunksize: usize,
+    max_in_flight: usize,
+    submitted: u64,
+    yielded: u64,
+    failure_yielded: bool,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<I: Iterator, R> std::fmt::Debug for Imap<I, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imap")
+            .field("ordered", &self.ordered)
+            .field("submitted", &self.submitted)
+            .field("yielded", &self.yielded)
+            .finish()
+    }
+}
+
+impl<I, R> Imap<I, R>
+where
+    I: Iterator,
+    I::Item: Serialize,
+    R: DeserializeOwned,
+{
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        job: u64,
+        input: I,
+        entry: u64,
+        ordered: bool,
+        processes: usize,
+    ) -> Self {
+        Imap {
+            shared,
+            job,
+            input: Some(input),
+            entry,
+            ordered,
+            chunksize: 1,
+            max_in_flight: (4 * processes).max(256),
+            submitted: 0,
+            yielded: 0,
+            failure_yielded: false,
+            _r: PhantomData,
+        }
+    }
+
+    /// Sets the number of tasks per chunk (Python's `chunksize`, default 1).
+    pub fn chunksize(mut self, n: usize) -> Self {
+        self.chunksize = n.max(1);
+        self
+    }
+
+    /// Sets the bound on tasks submitted and not yet yielded (default: the larger of 256 and
+    /// four per worker). It is raised to at least one chunk.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Pulls input and submits chunks until the bound is reached or the input ends.
+    fn top_up(&mut self) {
+        let bound = self.max_in_flight.max(self.chunksize) as u64;
+        while self.input.is_some() && self.submitted - self.yielded < bound {
+            let mut items = Vec::with_capacity(self.chunksize);
+            let mut ended = false;
+            if let Some(input) = &mut self.input {
+                for _ in 0..self.chunksize {
+                    match input.next() {
+                        Some(a) => items.push(Raw::encode(&a)),
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            let first = self.submitted;
+            self.submitted += items.len() as u64;
+            let mut g = self.shared.lock();
+            let stopping = g.jobs.get(&self.job).is_none_or(|j| j.failed.is_some());
+            if stopping {
+                self.input = None;
+                g.feeders = g.feeders.saturating_sub(1);
+                break;
+            }
+            push_items(&mut g, self.job, self.entry, first, items);
+            if ended {
+                self.input = None;
+                g.feeders = g.feeders.saturating_sub(1);
+                if let Some(j) = g.jobs.get_mut(&self.job) {
+                    j.expected = Some(self.submitted);
+                    if j.all_in() {
+                        g.to_settle.push(self.job);
+                    }
+                }
+            }
+            drop(g);
+            self.shared.ring();
+        }
+        self.shared.settle();
+    }
+
+    /// The next result if one is there; `Err(())` when the iterator is finished.
+    fn try_next(&mut self, cx: Option<&mut Context<'_>>) -> Option<Option<Result<R>>> {
+        let mut g = self.shared.lock();
+        let Some(j) = g.jobs.get_mut(&self.job) else { return Some(None) };
+        let Store::Sparse(m) = &mut j.store else { return Some(None) };
+        let next =
+            if self.ordered { m.remove(&self.yielded) } else { m.pop_first().map(|(_, v)| v) };
+        if let Some(slot) = next {
+            drop(g);
+            self.yielded += 1;
+            return Some(Some(slot.and_then(|raw| raw.decode())));
+        }
+        if let Some(f) = &j.failed {
+            if self.failure_yielded {
+                return Some(None);
+            }
+            self.failure_yielded = true;
+            return Some(Some(Err(f.duplicate())));
+        }
+        if self.input.is_none() && j.expected.is_some_and(|n| self.yielded >= n) {
+            return Some(None);
+        }
+        if let Some(cx) = cx {
+            j.waker = Some(cx.waker().clone());
+        }
+        None
+    }
+}
+
+impl<I, R> Iterator for Imap<I, R>
+where
+    I: Iterator,
+    I::Item: Serialize,
+    R: DeserializeOwned,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        if self.shared.check_process().is_err() {
+            return None;
+        }
+        self.top_up();
+        loop {
+            if let Some(r) = self.try_next(None) {
+                return r;
+            }
+            let g = self.shared.lock();
+            let waiting = match g.jobs.get(&self.job) {
+                Some(j) if j.failed.is_none() => match &j.store {
+                    Store::Sparse(m) => {
+                        m.is_empty() || (self.ordered && !m.contains_key(&self.yielded))
+                    }
+                    Store::Dense(_) => false,
+                },
+                _ => false,
+            };
+            if waiting {
+                drop(self.shared.wait(g));
+            }
+        }
+    }
+}
+
+impl<I, R> futures_core::Stream for Imap<I, R>
+where
+    I: Iterator + Unpin,
+    I::Item: Serialize,
+    R: DeserializeOwned,
+{
+    type Item = Result<R>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
+        if self.shared.check_process().is_err() {
+            return Poll::Ready(None);
+        }
+        self.top_up();
+        match self.try_next(Some(cx)) {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<I: Iterator, R> Drop for Imap<I, R> {
+    fn drop(&mut self) {
+        if self.shared.check_process().is_err() {
+            return;
+        }
+        let mut g = self.shared.lock();
+        if self.input.take().is_some() {
+            g.feeders = g.feeders.saturating_sub(1);
+        }
+        if let Some(j) = g.jobs.get_mut(&self.job) {
+            j.expected = Some(self.submitted);
+            if j.complete || j.all_in() {
+                g.jobs.remove(&self.job);
+            } else {
+                j.abandoned = true;
+            }
+        }
+        drop(g);
+        self.shared.ring();
+    }
+}
+
+/// Splits encoded items into chunks of one job and queues them, recording the items that
+/// failed to encode as that task's error.
+pub(crate) fn push_items(
+    st: &mut crate::state::State,
+    job: u64,
+    entry: u64,
+    first: u64,
+    items: Vec<Result<Raw>>,
+) {
+    let mut run: Vec<Raw> = Vec::new();
+    let mut run_first = first;
+    for (k, item) in items.into_iter().enumerate() {
+        let index = first + k as u64;
+        match item {
+            Ok(raw) => {
+                if run.is_empty() {
+                    run_first = index;
+                }
+                run.push(raw);
+            }
+            Err(e) => {
+                if !run.is_empty() {
+                    let items = std::mem::take(&mut run);
+                    st.queue.push_back(Chunk {
+                        job,
+                        first: run_first,
+                        entry,
+                        items,
+                        requeued: false,
+                    });
+                }
+                st.record(job, index, Err(e));
+            }
+        }
+    }
+    if !run.is_empty() {
+        st.queue.push_back(Chunk { job, first: run_first, entry, items: run, requeued: false });
+    }
+}

@@ -1,0 +1,266 @@
+//! The state a pool shares between its callers and its collector thread: the queue of chunks
+//! not yet handed to a worker, and the jobs whose results are awaited.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+
+use mp_process::fdpass;
+use rustix::process::Pid;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// An encoded value and the descriptors it carries.
+#[derive(Debug, Default)]
+pub(crate) struct Raw {
+    pub bytes: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+}
+
+impl Raw {
+    /// Encodes `value`, descriptors out of band.
+    pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Raw> {
+        let (bytes, fds) = fdpass::encode_with_fds(value)?;
+        Ok(Raw { bytes, fds })
+    }
+
+    /// Decodes the value; the descriptors are duplicated, so the raw form stays intact.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        let fds = self.dup_fds()?;
+        Ok(fdpass::decode_with_fds(&self.bytes, fds)?)
+    }
+
+    /// Duplicates of the descriptors.
+    pub fn dup_fds(&self) -> Result<Vec<OwnedFd>> {
+        self.fds.iter().map(|fd| fd.try_clone().map_err(|e| Error::io("dup", e))).collect()
+    }
+}
+
+/// One task's outcome in its encoded form.
+pub(crate) type Slot = Result<Raw, Error>;
+
+/// Where a job keeps its results.
+#[derive(Debug)]
+pub(crate) enum Store {
+    /// By index, for jobs whose length is known up front (`apply`, `map`).
+    Dense(Vec<Option<Slot>>),
+    /// Results not yet taken, by index (`imap`, `imap_unordered`).
+    Sparse(BTreeMap<u64, Slot>),
+}
+
+/// Called once when a job completes, with its results, or with why it failed as a whole.
+pub(crate) type Callback = Box<dyn FnOnce(&Store, Option<&Error>) + Send>;
+
+/// A job: one `apply`, `map` or `imap` call.
+pub(crate) struct Job {
+    pub store: Store,
+    /// How many results there will be, once known.
+    pub expected: Option<u64>,
+    /// How many results have arrived.
+    pub received: u64,
+    /// Every result is in (or the job failed) and its callback has run.
+    pub complete: bool,
+    /// Why the job failed as a whole (the pool stopped), if it did.
+    pub failed: Option<Error>,
+    /// The task waiting for this job, if it is awaited.
+    pub waker: Option<Waker>,
+    pub callback: Option<Callback>,
+    /// Its handle is gone: drop the job once it completes.
+    pub abandoned: bool,
+}
+
+impl Job {
+    pub fn new(store: Store, expected: Option<u64>) -> Job {
+        Job {
+            store,
+            expected,
+            received: 0,
+            complete: false,
+            failed: None,
+            waker: None,
+            callback: None,
+            abandoned: false,
+        }
+    }
+
+    /// Whether every result has arrived.
+    pub fn all_in(&self) -> bool {
+        self.failed.is_some() || self.expected.is_some_and(|n| self.received >= n)
+    }
+}
+
+/// A run of consecutive tasks of one job, handed to one worker as a unit.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    pub job: u64,
+    /// The index of the first task within its job.
+    pub first: u64,
+    /// The task's trampoline offset.
+    pub entry: u64,
+    pub items: Vec<Raw>,
+    /// This is the rest of a chunk whose worker died: it is not re-queued again.
+    pub requeued: bool,
+}
+
+/// Where the pool is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Running,
+    /// No new calls; the workers finish what was submitted, then exit.
+    Closed,
+    /// Terminate: kill the workers, fail what is outstanding.
+    Stopping,
+    /// The collector has finished; every worker is gone.
+    Stopped,
+}
+
+/// The state behind [`Shared::state`].
+pub(crate) struct State {
+    pub queue: VecDeque<Chunk>,
+    pub jobs: HashMap<u64, Job>,
+    pub next_job: u64,
+    pub phase: Phase,
+    /// Why the pool stopped on its own (interrupted, initializer failure), if it did.
+    pub failure: Option<Error>,
+    /// `imap` iterators that may still submit tasks (they keep a closed pool going).
+    pub feeders: usize,
+    /// The pids of the current workers.
+    pub pids: Vec<u32>,
+    /// Jobs whose results are all in and whose callback is still to run.
+    pub to_settle: Vec<u64>,
+}
+
+impl State {
+    /// Records one result; queues the job for settling when it was the last one.
+    pub fn record(&mut self, job: u64, index: u64, slot: Slot) {
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        if j.complete {
+            return;
+        }
+        match &mut j.store {
+            Store::Dense(v) => {
+                if let Some(s) = usize::try_from(index).ok().and_then(|i| v.get_mut(i)) {
+                    if s.is_none() {
+                        j.received += 1;
+                    }
+                    *s = Some(slot);
+                }
+            }
+            Store::Sparse(m) => {
+                m.insert(index, slot);
+                j.received += 1;
+            }
+        }
+        if let Some(w) = &j.waker {
+            w.wake_by_ref();
+        }
+        if j.all_in() {
+            self.to_settle.push(job);
+        }
+    }
+
+    /// Whether new calls are refused, and with what.
+    pub fn refuse(&self) -> Option<Error> {
+        if let Some(f) = &self.failure {
+            return Some(f.duplicate());
+        }
+        match self.phase {
+            Phase::Running => None,
+            _ => Some(Error::Closed),
+        }
+    }
+
+    /// Fails every job that is not complete with `err` (the pool is stopping).
+    pub fn fail_all(&mut self, err: &Error) {
+        self.queue.clear();
+        let ids: Vec<u64> =
+            self.jobs.iter().filter(|(_, j)| !j.complete).map(|(k, _)| *k).collect();
+        for id in ids {
+            if let Some(j) = self.jobs.get_mut(&id) {
+                if j.failed.is_none() && !j.all_in() {
+                    j.failed = Some(err.duplicate());
+                }
+                if !self.to_settle.contains(&id) {
+                    self.to_settle.push(id);
+                }
+            }
+        }
+    }
+}
+
+/// What a pool's handles and its collector share.
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    /// Notified whenever results arrive or the phase changes.
+    pub cv: Condvar,
+    /// An eventfd that wakes the collector.
+    pub doorbell: OwnedFd,
+    /// The process that made the pool.
+    pub creator: Pid,
+    /// The number of workers.
+    pub processes: usize,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn wait<'a>(&self, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.cv.wait(g).unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes the collector.
+    pub fn ring(&self) {
+        let _ = rustix::io::write(&self.doorbell, &1u64.to_ne_bytes());
+    }
+
+    /// An error if the caller is not the process that made the pool.
+    pub fn check_process(&self) -> Result<()> {
+        let me = rustix::process::getpid();
+        if me != self.creator {
+            return Err(Error::WrongProcess {
+                creator: self.creator.as_raw_nonzero().get().unsigned_abs(),
+                current: me.as_raw_nonzero().get().unsigned_abs(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs the callbacks of jobs whose results are all in, outside the lock and under
+    /// `catch_unwind`, then marks those jobs complete and wakes their waiters.
+    pub fn settle(&self) {
+        loop {
+            let mut g = self.lock();
+            let Some(id) = g.to_settle.pop() else { break };
+            let Some(job) = g.jobs.get_mut(&id) else { continue };
+            if job.complete {
+                continue;
+            }
+            if let Some(cb) = job.callback.take() {
+                let store = std::mem::replace(&mut job.store, Store::Sparse(BTreeMap::new()));
+                let failed = job.failed.as_ref().map(Error::duplicate);
+                drop(g);
+                let _ = catch_unwind(AssertUnwindSafe(|| cb(&store, failed.as_ref())));
+                g = self.lock();
+                if let Some(job) = g.jobs.get_mut(&id) {
+                    job.store = store;
+                }
+            }
+            if let Some(job) = g.jobs.get_mut(&id) {
+                job.complete = true;
+                if let Some(w) = job.waker.take() {
+                    w.wake();
+                }
+                if job.abandoned {
+                    g.jobs.remove(&id);
+                }
+            }
+            drop(g);
+            self.cv.notify_all();
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! What a pool runs: `fn` items and non-capturing closures, shipped to workers as the text
+//! offset of a monomorphised trampoline that decodes the arguments and encodes the result.
+
+use std::any::Any;
+use std::backtrace::Backtrace;
+use std::cell::{Cell, RefCell};
+use std::os::fd::OwnedFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use mp_process::fdpass;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// A pool task taking the argument tuple `Args`: implemented for every `fn` item and
+/// non-capturing closure of up to six arguments.
+///
+/// The task must be zero-sized (a `fn` item or a closure that captures nothing): only its
+/// code, not its value, reaches a worker. The pool checks this when the program is compiled.
+pub trait Task<Args>: Copy + Send + Sync + 'static {
+    /// What the task returns.
+    type Output;
+    /// Calls the task.
+    fn call(self, args: Args) -> Self::Output;
+}
+
+macro_rules! impl_task {
+    ($($arg:ident),*) => {
+        impl<Func, Out, $($arg,)*> Task<($($arg,)*)> for Func
+        where
+            Func: Fn($($arg),*) -> Out + Copy + Send + Sync + 'static,
+        {
+            type Output = Out;
+            #[allow(non_snake_case)]
+            fn call(self, args: ($($arg,)*)) -> Out {
+                let ($($arg,)*) = args;
+                (self)($($arg),*)
+            }
+        }
+    };
+}
+
+impl_task!();
+impl_task!(A);
+impl_task!(A, B);
+impl_task!(A, B, C);
+impl_task!(A, B, C, D);
+impl_task!(A, B, C, D, E);
+impl_task!(A, B, C, D, E, G);
+
+/// What one call of a task produced, in its encoded form.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The encoded result and the descriptors it carries.
+    Ok(Vec<u8>, Vec<OwnedFd>),
+    /// The task panicked.
+    Panic { message: String, traceback: String },
+    /// The result did not serialise.
+    EncodeResult(String),
+    /// The arguments did not deserialise.
+    DecodeArgs(String),
+}
+
+/// One call handed to a trampoline through [`CALL`].
+pub(crate) struct Call {
+    pub input: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+    pub outcome: Option<Outcome>,
+}
+
+thread_local! {
+    /// The call a trampoline is about to run, and then its outcome.
+    static CALL: Cell<Option<Call>> = const { Cell::new(None) };
+    /// The backtrace of the last panic on this thread, recorded by the worker's panic hook.
+    static LAST_BACKTRACE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The trampoline a worker calls for a task of type `F` with arguments `Args`: takes the
+/// call from [`CALL`], runs it under `catch_unwind`, and puts the outcome back.
+fn trampoline<F, Args>()
+where
+    F: Task<Args>,
+    Args: DeserializeOwned,
+    F::Output: Serialize,
+{
+    let Some(mut call) = CALL.take() else { return };
+    let input = std::mem::take(&mut call.input);
+    let fds = std::mem::take(&mut call.fds);
+    let outcome = match fdpass::decode_with_fds::<Args>(&input, fds) {
+        Err(e) => Outcome::DecodeArgs(e.to_string()),
+        Ok(args) => match catch_unwind(AssertUnwindSafe(|| sys::conjure::<F>().call(args))) {
+            Err(payload) => panic_outcome(payload.as_ref()),
+            Ok(out) => match fdpass::encode_with_fds(&out) {
+                Ok((bytes, fds)) => Outcome::Ok(bytes, fds),
+                Err(e) => Outcome::EncodeResult(e.to_string()),
+            },
+        },
+    };
+    call.outcome = Some(outcome);
+    CALL.set(Some(call));
+}
+
+/// The message of a caught panic and the backtrace the worker's hook recorded.
+pub(crate) fn panic_outcome(payload: &(dyn Any + Send)) -> Outcome {
+    let message = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    };
+    let traceback = LAST_BACKTRACE.with(|b| b.borrow_mut().take()).unwrap_or_default();
+    Outcome::Panic { message, traceback }
+}
+
+/// Installs the worker's panic hook: it records the backtrace for the task's `Remote` error
+/// instead of printing, as a Python worker sends its traceback with the exception.
+pub(crate) fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|_info| {
+        let bt = Backtrace::force_capture().to_string();
+        let _ = LAST_BACKTRACE.try_with(|b| {
+            if let Ok(mut slot) = b.try_borrow_mut() {
+                *slot = Some(bt);
+            }
+        });
+    }));
+}
+
+/// The trampoline offset of task `F` with arguments `Args`. Takes a value of `F`, which is
+/// what allows a worker to conjure one.
+pub(crate) fn entry_for<F, Args>(_task: F) -> Result<u64>
+where
+    F: Task<Args>,
+    Args: DeserializeOwned,
+    F::Output: Serialize,
+{
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "a pool task must be a fn item or a non-capturing closure"
+        )
+    };
+    sys::entry_of(trampoline::<F, Args> as fn())
+        .ok_or(Error::InvalidArgument("the task's code lies outside the executable's text"))
+}
+
+/// Runs the task behind `entry` on `input` in this worker.
+pub(crate) fn run_entry(entry: u64, input: Vec<u8>, fds: Vec<OwnedFd>) -> Outcome {
+    let Some(f) = sys::entry_at(entry) else {
+        return Outcome::DecodeArgs(format!("task offset {entry:#x} lies outside the text"));
+    };
+    CALL.set(Some(Call { input, fds, outcome: None }));
+    f();
+    match CALL.take().and_then(|c| c.outcome) {
+        Some(o) => o,
+        None => Outcome::DecodeArgs("the task's trampoline produced nothing".to_string()),
+    }
+}

@@ -1,0 +1,278 @@
+//! The worker's main loop, and the zygote that forks workers under the `fork` start method.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use mp_process::fdpass::{self, PassFd};
+use mp_process::{Process, StartMethod};
+use rustix::event::{PollFd, PollFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::proto::{self, Reader, Writer};
+use crate::task::{self, Outcome};
+
+/// How long a worker may hold finished results before sending them, when tasks are quick.
+const FLUSH_AFTER: Duration = Duration::from_micros(200);
+
+/// The initializer as it crosses into a worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct InitSpec {
+    pub entry: u64,
+    pub payload: Vec<u8>,
+    pub fds: Vec<PassFd>,
+}
+
+/// What a worker needs besides its socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WorkerBoot {
+    pub init: Option<InitSpec>,
+    /// Exit after this many chunks (Python's `maxtasksperchild`).
+    pub maxtasks: Option<u64>,
+    /// Send every result as soon as it is ready (a task timeout is set).
+    pub flush_each: bool,
+}
+
+/// Appends one result entry to `out`.
+fn put_result(out: &mut Writer, job: u64, index: u64, outcome: Outcome) {
+    out.u64(job);
+    out.u64(index);
+    match outcome {
+        Outcome::Ok(bytes, fds) => {
+            out.u8(proto::T_OK);
+            out.blob(&bytes, fds);
+        }
+        Outcome::Panic { message, traceback } => {
+            out.u8(proto::T_PANIC);
+            let bytes = postcard::to_stdvec(&(message, traceback)).unwrap_or_default();
+            out.blob(&bytes, []);
+        }
+        Outcome::EncodeResult(m) => {
+            out.u8(proto::T_ENCODE);
+            out.blob(m.as_bytes(), []);
+        }
+        Outcome::DecodeArgs(m) => {
+            out.u8(proto::T_DECODE);
+            out.blob(m.as_bytes(), []);
+        }
+    }
+}
+
+/// A results frame being filled.
+struct Results {
+    out: Writer,
+    count: u32,
+    since: Instant,
+}
+
+impl Results {
+    fn new() -> Results {
+        let mut r = Results { out: Writer::default(), count: 0, since: Instant::now() };
+        r.reset();
+        r
+    }
+    fn reset(&mut self) {
+        self.out.clear();
+        self.out.u8(proto::K_RESULTS);
+        self.out.u32(0);
+        self.count = 0;
+        self.since = Instant::now();
+    }
+    /// Sends what has accumulated; false if the parent is gone.
+    fn flush(&mut self, sock: &OwnedFd) -> bool {
+        if self.count == 0 {
+            return true;
+        }
+        if let Some(slot) = self.out.buf.get_mut(1..5) {
+            slot.copy_from_slice(&self.count.to_le_bytes());
+        }
+        let ok = self.out.send(sock.as_fd()).is_ok();
+        self.reset();
+        ok
+    }
+}
+
+/// The worker process: runs the initializer, then batches of chunks until told to stop, its
+/// socket closes, or it has done `maxtasks` chunks.
+pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
+    let sock = sock.into_inner();
+    task::install_panic_hook();
+    if let Some(init) = boot.init {
+        let fds = init.fds.into_iter().map(PassFd::into_inner).collect();
+        let failure = match task::run_entry(init.entry, init.payload, fds) {
+            Outcome::Ok(..) => None,
+            Outcome::Panic { message, .. } => Some(message),
+            Outcome::EncodeResult(m) | Outcome::DecodeArgs(m) => Some(m),
+        };
+        if let Some(message) = failure {
+            let mut w = Writer::default();
+            w.u8(proto::K_INIT_FAILED);
+            w.buf.extend_from_slice(message.as_bytes());
+            let _ = w.send(sock.as_fd());
+            return;
+        }
+    }
+    let mut chunks_done = 0u64;
+    let mut results = Results::new();
+    loop {
+        let Ok(Some((bytes, fds))) = fdpass::recv_frame(sock.as_fd(), proto::MAX_FRAME) else {
+            return;
+        };
+        let mut r = Reader::new(bytes, fds);
+        if r.u8().ok() != Some(proto::K_BATCH) {
+            return;
+        }
+        let Ok(nchunks) = r.u32() else { return };
+        for _ in 0..nchunks {
+            let (Ok(job), Ok(first), Ok(entry), Ok(n)) = (r.u64(), r.u64(), r.u64(), r.u32())
+            else {
+                return;
+            };
+            for i in 0..u64::from(n) {
+                let Ok((input, fds)) = r.blob() else { return };
+                let outcome = task::run_entry(entry, input, fds);
+                put_result(&mut results.out, job, first + i, outcome);
+                results.count += 1;
+                if (boot.flush_each || results.since.elapsed() >= FLUSH_AFTER)
+                    && !results.flush(&sock)
+                {
+                    return;
+                }
+            }
+            chunks_done += 1;
+            if boot.maxtasks.is_some_and(|m| chunks_done >= m) {
+                results.flush(&sock);
+                return;
+            }
+        }
+        if !results.flush(&sock) {
+            return;
+        }
+    }
+}
+
+/// A request to the zygote.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ZygoteReq {
+    /// Fork a worker on this socket.
+    Spawn { name: String, sock: PassFd, boot: WorkerBoot },
+    /// Kill the workers and exit.
+    Stop,
+}
+
+/// What the zygote reports.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ZygoteMsg {
+    /// A worker started: its pid and a pidfd of it.
+    Started { pid: u32, pidfd: PassFd },
+    /// Starting a worker failed.
+    Failed(String),
+    /// A worker exited with this status (Python's form).
+    Exited { pid: u32, code: i32 },
+}
+
+/// Polls `fds` for input, retrying interruptions; returns the readiness flags.
+pub(crate) fn poll_in(fds: &[std::os::fd::BorrowedFd<'_>], timeout: Option<Duration>) -> Vec<bool> {
+    let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, PollFlags::IN)).collect();
+    let ts = timeout.map(|d| rustix::event::Timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos()),
+    });
+    loop {
+        match rustix::event::poll(&mut pfds, ts.as_ref()) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
+        }
+    }
+    pfds.iter().map(|p| !p.revents().is_empty()).collect()
+}
+
+/// The zygote: forked from the pool's owner when the pool is made, single-threaded, it forks
+/// workers on request and reports their pids, pidfds and exit statuses. It exits (killing its
+/// workers) when asked, when its socket closes, or when the pool's owner dies.
+pub(crate) fn zygote_main(sock: PassFd) {
+    let sock = sock.into_inner();
+    let parent = mp_process::parent_process();
+    let mut workers: Vec<Process> = Vec::new();
+    loop {
+        let ready = {
+            let mut fds = vec![sock.as_fd()];
+            if let Some(fd) = parent.as_ref().and_then(|p| p.sentinel()) {
+                fds.push(fd);
+            }
+            let base = fds.len();
+            for w in &workers {
+                if let Ok(fd) = w.sentinel() {
+                    fds.push(fd);
+                }
+            }
+            let ready = poll_in(&fds, None);
+            (
+                ready.first().copied().unwrap_or(false),
+                base > 1 && ready.get(1) == Some(&true),
+                ready,
+            )
+        };
+        let (sock_ready, parent_gone, flags) = ready;
+        if parent_gone {
+            break;
+        }
+        let base = if parent.as_ref().and_then(|p| p.sentinel()).is_some() { 2 } else { 1 };
+        let mut k = 0;
+        workers.retain(|w| {
+            let exited = flags.get(base + k).copied().unwrap_or(false);
+            k += 1;
+            if !exited {
+                return true;
+            }
+            let code = w.join().unwrap_or(-9);
+            let pid = w.pid().unwrap_or(0);
+            let _ = fdpass::send_value(
+                sock.as_fd(),
+                &ZygoteMsg::Exited { pid, code },
+                proto::MAX_FRAME,
+            );
+            false
+        });
+        if !sock_ready {
+            continue;
+        }
+        match fdpass::recv_value::<ZygoteReq>(sock.as_fd(), proto::MAX_FRAME) {
+            Ok(Some(ZygoteReq::Spawn { name, sock: wsock, boot })) => {
+                let mut p = Process::new(worker_main, (wsock, boot))
+                    .with_start_method(StartMethod::Fork)
+                    .with_daemon(true)
+                    .with_name(name);
+                let msg = match p.start() {
+                    Ok(()) => {
+                        let pid = p.pid().unwrap_or(0);
+                        match p.sentinel().and_then(|fd| {
+                            fd.try_clone_to_owned()
+                                .map_err(|e| mp_process::Error::Io { op: "dup", source: e })
+                        }) {
+                            Ok(fd) => {
+                                workers.push(p);
+                                ZygoteMsg::Started { pid, pidfd: PassFd(fd) }
+                            }
+                            Err(e) => {
+                                let _ = p.kill();
+                                ZygoteMsg::Failed(e.to_string())
+                            }
+                        }
+                    }
+                    Err(e) => ZygoteMsg::Failed(e.to_string()),
+                };
+                if fdpass::send_value(sock.as_fd(), &msg, proto::MAX_FRAME).is_err() {
+                    break;
+                }
+            }
+            Ok(Some(ZygoteReq::Stop)) | Ok(None) | Err(_) => break,
+        }
+    }
+    for w in &workers {
+        let _ = w.kill();
+    }
+    for w in &workers {
+        let _ = w.join();
+    }
+}

@@ -1,0 +1,138 @@
+//! Every map and apply variant equals a sequential map, under the start method in
+//! `MP_START_METHOD` (the cases of CPython's `_TestPool.test_map`, `test_starmap`,
+//! `test_imap`, `test_imap_unordered`, `test_apply`, `test_map_async`, `test_empty_iterable`).
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use mp_pool::{Error, Pool};
+
+fn sqr(x: i64) -> i64 {
+    x * x
+}
+
+fn mul(a: i64, b: i64) -> i64 {
+    a * b
+}
+
+fn expected(n: i64) -> Vec<i64> {
+    (0..n).map(sqr).collect()
+}
+
+#[test]
+fn map_equals_a_sequential_map_for_every_chunksize() {
+    let pool = Pool::new(3).unwrap();
+    for n in [0i64, 1, 5, 100] {
+        assert_eq!(pool.map(sqr, 0..n).unwrap(), expected(n), "n={n}");
+        for cs in [1, 7] {
+            assert_eq!(pool.map_chunked(sqr, 0..n, cs).unwrap(), expected(n), "n={n} cs={cs}");
+            assert_eq!(pool.map_async_chunked(sqr, 0..n, cs).unwrap().get().unwrap(), expected(n));
+        }
+        assert_eq!(pool.map_async(sqr, 0..n).unwrap().get().unwrap(), expected(n));
+    }
+}
+
+#[test]
+fn starmap_equals_a_sequential_starmap() {
+    let pool = Pool::new(2).unwrap();
+    for n in [0i64, 3, 50] {
+        let args: Vec<(i64, i64)> = (0..n).map(|i| (i, i + 1)).collect();
+        let want: Vec<i64> = args.iter().map(|&(a, b)| a * b).collect();
+        assert_eq!(pool.starmap(mul, args.clone()).unwrap(), want);
+        for cs in [1, 7] {
+            assert_eq!(pool.starmap_chunked(mul, args.clone(), cs).unwrap(), want);
+            assert_eq!(
+                pool.starmap_async_chunked(mul, args.clone(), cs).unwrap().get().unwrap(),
+                want
+            );
+        }
+        assert_eq!(pool.starmap_async(mul, args.clone()).unwrap().get().unwrap(), want);
+    }
+}
+
+#[test]
+fn imap_yields_in_order_and_imap_unordered_yields_everything() {
+    let pool = Pool::new(2).unwrap();
+    for n in [0i64, 1, 40] {
+        for cs in [1, 7] {
+            let got: Vec<i64> =
+                pool.imap(sqr, 0..n).unwrap().chunksize(cs).collect::<Result<_, _>>().unwrap();
+            assert_eq!(got, expected(n));
+            let mut got: Vec<i64> = pool
+                .imap_unordered(sqr, 0..n)
+                .unwrap()
+                .chunksize(cs)
+                .collect::<Result<_, _>>()
+                .unwrap();
+            got.sort();
+            assert_eq!(got, expected(n));
+        }
+    }
+}
+
+#[test]
+fn imap_is_lazy_and_bounded() {
+    let pool = Pool::new(2).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let input = (0..1_000_000i64).inspect(move |i| tx.send(*i).unwrap());
+    let mut it = pool.imap(sqr, input).unwrap().max_in_flight(10);
+    assert_eq!(it.next().unwrap().unwrap(), 0);
+    assert_eq!(it.next().unwrap().unwrap(), 1);
+    let pulled = rx.try_iter().count();
+    assert!(pulled <= 12, "imap pulled {pulled} items for 2 results with a bound of 10");
+    // An infinite input works too.
+    let first: Vec<i64> = pool.imap(sqr, 0..).unwrap().take(5).collect::<Result<_, _>>().unwrap();
+    assert_eq!(first, [0, 1, 4, 9, 16]);
+}
+
+#[test]
+fn apply_and_apply_async() {
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.apply(mul, (6, 7)).unwrap(), 42);
+    assert_eq!(pool.apply(|| "no args".to_string(), ()).unwrap(), "no args");
+    let rs: Vec<_> = (0..50).map(|i| pool.apply_async(sqr, (i,)).unwrap()).collect();
+    let got: Vec<i64> = rs.into_iter().map(|r| r.get().unwrap()).collect();
+    assert_eq!(got, expected(50));
+    let mut r = pool.apply_async(sqr, (9,)).unwrap();
+    r.wait();
+    assert!(r.ready());
+    assert_eq!(r.successful(), Some(true));
+    assert_eq!(r.get_timeout(Duration::from_secs(10)).unwrap(), 81);
+}
+
+#[test]
+fn callbacks_receive_the_results() {
+    let pool = Pool::new(2).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    let r = pool.map_async(sqr, 0..10).unwrap().with_callbacks(
+        move |v| tx.send(Ok(v)).unwrap(),
+        move |e| tx2.send(Err(e.to_string())).unwrap(),
+    );
+    assert_eq!(r.get().unwrap(), expected(10));
+    assert_eq!(rx.recv().unwrap(), Ok(expected(10)));
+    // The error callback.
+    let (tx, rx) = mpsc::channel();
+    let r = pool
+        .apply_async(|| -> i64 { panic!("boom") }, ())
+        .unwrap()
+        .with_callbacks(|_| panic!("not this one"), move |e| tx.send(e).unwrap());
+    assert!(matches!(r.get(), Err(Error::Remote { .. })));
+    assert!(matches!(rx.recv().unwrap(), Error::Remote { .. }));
+    // A panicking callback does not kill the pool.
+    let r =
+        pool.apply_async(sqr, (3,)).unwrap().with_callbacks(|_| panic!("callback panics"), |_| ());
+    assert_eq!(r.get().unwrap(), 9);
+    assert_eq!(pool.apply(sqr, (4,)).unwrap(), 16);
+}
+
+#[test]
+fn chunksize_follows_python() {
+    assert_eq!(mp_pool::default_chunksize(0, 4), 0);
+    assert_eq!(mp_pool::default_chunksize(1, 4), 1);
+    assert_eq!(mp_pool::default_chunksize(16, 4), 1);
+    assert_eq!(mp_pool::default_chunksize(17, 4), 2);
+    assert_eq!(mp_pool::default_chunksize(100, 2), 13);
+}
