@@ -26,6 +26,10 @@ const PASSED: u32 = 2;
 /// A slot whose waiter's cycle was broken (abort, reset, timeout, a death inside).
 const BROKEN: u32 = 3;
 
+/// The bit of the generation word saying that the last party of the cycle runs the action
+/// (holding the barrier's mutex); generations themselves are even.
+const ACTING: u32 = 1;
+
 /// The number of words of an arrival-index bitset.
 const INDEX_WORDS: usize = MAX_WAITERS.div_ceil(64);
 
@@ -40,8 +44,9 @@ pub(crate) struct BarrierLayout {
     mutex: RawMutex,
     /// The number of parties, fixed at creation.
     parties: AtomicU32,
-    /// The generation: the futex word waiters sleep on. It advances (under `mutex`) each
-    /// time the barrier trips, breaks or is reset with waiters, after their slots say which.
+    /// The generation (even) and [`ACTING`]: the futex word waiters sleep on. It advances by
+    /// 2 (under `mutex`) each time the barrier trips, breaks or is reset with waiters, after
+    /// their slots say which; [`ACTING`] is set while the last party runs the action.
     generation: AtomicU32,
     /// 1 while the barrier is broken.
     broken: AtomicU32,
@@ -64,7 +69,12 @@ pub(crate) struct BarrierLayout {
 /// A waiter whose process is killed is found dead (its slot's robust mutex reports
 /// `EOWNERDEAD`) and withdrawn: it no longer counts in [`n_waiting`](Barrier::n_waiting) or
 /// towards the parties of the cycle. A process that dies inside the barrier's own critical
-/// section (for instance in the action) breaks the barrier.
+/// section breaks the barrier. The action runs in that critical section, under the barrier's
+/// robust mutex, and while it runs the waiters wait on that mutex: if the last party dies in
+/// the action, the kernel's robust-futex mechanism wakes them, and they get
+/// [`Error::BrokenBarrier`] (no pid is ever checked). A death in the few instructions of
+/// bookkeeping around an arrival is found by the next thread that enters the barrier
+/// (`wait`, `n_waiting`, `abort`, `reset`, or a waiter's timeout).
 ///
 /// ```
 /// use mp_sync::Barrier;
@@ -168,7 +178,7 @@ impl Barrier {
     /// generation advances and they all wake.
     fn end_cycle(&self, _inside: &Inside<'_>, outcome: u32) {
         let l = self.layout();
-        let generation = l.generation.load(Ordering::Relaxed);
+        let generation = l.generation.load(Ordering::Relaxed) & !ACTING;
         l.table.scan(|_, slot| {
             if slot.tag.load(Ordering::Relaxed) == u64::from(generation)
                 && slot.state.load(Ordering::Relaxed) == WAITING
@@ -176,7 +186,7 @@ impl Barrier {
                 slot.state.store(outcome, Ordering::Release);
             }
         });
-        l.generation.store(generation.wrapping_add(1), Ordering::SeqCst);
+        l.generation.store(generation.wrapping_add(2), Ordering::SeqCst);
         futex_wake_all(&l.generation);
     }
 
@@ -191,7 +201,7 @@ impl Barrier {
     /// hold.
     fn waiting(&self, _inside: &Inside<'_>) -> (usize, [u64; INDEX_WORDS]) {
         let l = self.layout();
-        let generation = u64::from(l.generation.load(Ordering::Relaxed));
+        let generation = u64::from(l.generation.load(Ordering::Relaxed) & !ACTING);
         let mut count = 0;
         let mut used = [0u64; INDEX_WORDS];
         l.table.scan(|_, slot| {
@@ -220,6 +230,10 @@ impl Barrier {
 
     /// As [`wait`](Barrier::wait), with `timeout` instead of the default: if the barrier has
     /// not tripped by then, it breaks, and this call returns [`Error::BrokenBarrier`].
+    ///
+    /// As in Python, a timeout that passes while the last party runs the action does not cut
+    /// the wait short: the action decides the cycle (it passes unless the action panics or its
+    /// thread dies).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<usize, Error> {
         self.wait_until(deadline(Some(timeout)))
     }
@@ -230,18 +244,23 @@ impl Barrier {
         if l.broken.load(Ordering::Relaxed) != 0 {
             return Err(Error::BrokenBarrier);
         }
-        let generation = l.generation.load(Ordering::Relaxed);
+        let generation = l.generation.load(Ordering::Relaxed) & !ACTING;
         let (count, used) = self.waiting(&inside);
         let index = (0..self.parties)
             .find(|i| used.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) == 0))
             .ok_or(Error::Corrupt("more waiters than parties"))?;
         if count + 1 >= self.parties {
-            if let Some(action) = self.action
-                && let Err(panic) = catch_unwind(AssertUnwindSafe(action))
-            {
-                self.break_inside(&inside);
-                drop(inside);
-                resume_unwind(panic);
+            if let Some(action) = self.action {
+                // The waiters move from the generation word to the mutex, which this thread
+                // holds: if it dies in the action, the kernel marks the mutex and wakes one
+                // of them, which breaks the barrier for all (`enter`).
+                l.generation.store(generation | ACTING, Ordering::SeqCst);
+                futex_wake_all(&l.generation);
+                if let Err(panic) = catch_unwind(AssertUnwindSafe(action)) {
+                    self.break_inside(&inside);
+                    drop(inside);
+                    resume_unwind(panic);
+                }
             }
             self.end_cycle(&inside, PASSED);
             return Ok(index);
@@ -255,15 +274,33 @@ impl Barrier {
         slot.state.store(WAITING, Ordering::Relaxed);
         drop(inside);
 
-        let tripped = || l.generation.load(Ordering::Acquire) != generation;
+        let tripped = || l.generation.load(Ordering::Acquire) & !ACTING != generation;
+        let moved = || l.generation.load(Ordering::Acquire) != generation;
         let mut spun = false;
         let outcome = loop {
             if tripped() {
                 break slot.state.load(Ordering::Acquire);
             }
+            if l.generation.load(Ordering::Acquire) & ACTING != 0 {
+                // The last party runs the action holding the mutex: wait for the mutex, so
+                // that its death reaches this thread through the robust list. As in Python,
+                // the timeout does not cut the action short: the wait ends with it.
+                match self.enter() {
+                    Ok(inside) => {
+                        if !tripped() {
+                            // Nobody runs the action any more, yet the cycle did not end.
+                            self.break_inside(&inside);
+                        }
+                        continue;
+                    }
+                    Err(_) => {
+                        break if tripped() { slot.state.load(Ordering::Acquire) } else { BROKEN };
+                    }
+                }
+            }
             if !spun {
                 spun = true;
-                if spin_until(tripped) {
+                if spin_until(moved) {
                     continue;
                 }
             }

@@ -40,8 +40,9 @@ use crate::sys::{LAYOUT_ALIGN, Mapped, SharedLayout};
 /// "mpsy" in little-endian ASCII: the first word of the header of every segment of this crate.
 const MAGIC: u32 = u32::from_le_bytes(*b"mpsy");
 
-/// The version of the layouts; bumped whenever one of them changes.
-const VERSION: u32 = 1;
+/// The version of the layouts; bumped whenever one of them (or the meaning of a word) changes.
+/// 2: a barrier's generation word counts by 2 and carries the "action running" bit.
+const VERSION: u32 = 2;
 
 /// What a segment holds; checked when a segment is received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

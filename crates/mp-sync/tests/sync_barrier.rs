@@ -291,3 +291,89 @@ fn doorbell_is_readable_while_broken() {
     barrier.reset().unwrap();
     assert_eq!(rustix::event::poll(&mut fds, Some(&zero)).unwrap(), 0, "reset drains it");
 }
+
+/// Set in the process that is to die in the barrier's action: the failpoint.
+static DIE_IN_ACTION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The action: kills its process if that process is the chosen one.
+fn die_in_action() {
+    if DIE_IN_ACTION.load(std::sync::atomic::Ordering::Relaxed) {
+        die_now();
+    }
+}
+
+/// Arrives when told, last, and dies (SIGKILL) running the action.
+fn arrive_and_die_in_action(barrier: Barrier, go: PassFd) {
+    DIE_IN_ACTION.store(true, std::sync::atomic::Ordering::Relaxed);
+    wait_for_byte(&go);
+    let _ = barrier.wait();
+}
+
+/// Waits once, without a timeout, and reports the outcome.
+fn wait_and_report(barrier: Barrier, out: PassFd) {
+    let outcome = match barrier.wait() {
+        Ok(i) => format!("index {i}"),
+        Err(Error::BrokenBarrier) => "broken".to_string(),
+        Err(e) => format!("error {e}"),
+    };
+    say(&out, &outcome);
+}
+
+#[test]
+fn the_last_party_dying_in_the_action_breaks_the_barrier() {
+    let barrier = Barrier::new(3).unwrap().with_action(die_in_action);
+    let (r, w) = pipe();
+    let (go_r, go_w) = pipe();
+    let mut lines = Lines::new(r);
+    let mut waiters: Vec<Process> =
+        (0..2).map(|_| Process::new(wait_and_report, (barrier.clone(), pass(&w)))).collect();
+    start(&mut waiters);
+    wait_until_waiting(&barrier, 2);
+    let mut victim = Process::new(arrive_and_die_in_action, (barrier.clone(), PassFd(go_r)));
+    victim.start().unwrap();
+    release(&go_w, 1);
+    assert_eq!(victim.join().unwrap(), -9, "the failpoint kills the last party");
+    // Nobody else enters the barrier: the waiters find the death on their own.
+    assert_eq!(lines.take(2), ["broken", "broken"], "under {}", method());
+    join_ok(&waiters);
+    assert!(barrier.broken());
+    // Reset, the barrier works again (the action does nothing in this process).
+    barrier.reset().unwrap();
+    let mut children: Vec<Process> =
+        (0..2).map(|_| Process::new(wait_and_report, (barrier.clone(), pass(&w)))).collect();
+    start(&mut children);
+    wait_until_waiting(&barrier, 2);
+    let mine = barrier.wait().unwrap();
+    let mut outcomes = lines.take(2);
+    outcomes.push(format!("index {mine}"));
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, ["index 0", "index 1", "index 2"]);
+    join_ok(&children);
+}
+
+/// Waits once with a timeout far longer than the test, reporting the outcome.
+fn wait_long_and_report(barrier: Barrier, out: PassFd) {
+    let outcome = match barrier.wait_timeout(Duration::from_secs(3600)) {
+        Ok(i) => format!("index {i}"),
+        Err(Error::BrokenBarrier) => "broken".to_string(),
+        Err(e) => format!("error {e}"),
+    };
+    say(&out, &outcome);
+}
+
+#[test]
+fn waiters_with_a_timeout_also_find_the_death_in_the_action() {
+    let barrier = Barrier::new(2).unwrap().with_action(die_in_action);
+    let (r, w) = pipe();
+    let (go_r, go_w) = pipe();
+    let mut lines = Lines::new(r);
+    let mut waiter = Process::new(wait_long_and_report, (barrier.clone(), pass(&w)));
+    waiter.start().unwrap();
+    wait_until_waiting(&barrier, 1);
+    let mut victim = Process::new(arrive_and_die_in_action, (barrier.clone(), PassFd(go_r)));
+    victim.start().unwrap();
+    release(&go_w, 1);
+    assert_eq!(victim.join().unwrap(), -9);
+    assert_eq!(lines.next(), "broken");
+    join_ok(&[waiter]);
+}
