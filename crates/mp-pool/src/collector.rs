@@ -23,6 +23,8 @@ const SMALL_BATCH: usize = 16 * 1024;
 const MAX_BATCH_CHUNKS: usize = 256;
 /// Tasks slower than this on average are handed out one chunk at a time.
 const FAST_TASK: Duration = Duration::from_micros(200);
+/// How long to wait for a dead worker's exit status once its pidfd is readable.
+const STATUS_WAIT: Duration = Duration::from_millis(500);
 /// How long to wait for killed workers to be gone when the pool stops.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
 
@@ -71,6 +73,10 @@ pub(crate) struct WorkerH {
     timed_out: bool,
     dead: bool,
     status: Option<i32>,
+    /// The count of tasks the worker has started, which it keeps up to date.
+    progress: mp_shm::SharedMemory,
+    /// The count of results received from it.
+    received: u64,
 }
 
 impl WorkerH {
@@ -137,13 +143,19 @@ impl Spawner {
                     .collect::<Result<_>>()?,
             }),
         };
-        Ok(WorkerBoot { init, maxtasks: self.maxtasks, flush_each: self.flush_each })
+        let progress = mp_shm::SharedMemory::new(8)
+            .map_err(|e| Error::io("shared memory", std::io::Error::other(e.to_string())))?;
+        Ok(WorkerBoot { init, maxtasks: self.maxtasks, flush_each: self.flush_each, progress })
     }
 
     /// Starts one worker.
     pub fn spawn(&mut self) -> Result<WorkerH> {
         let (mine, theirs) = socket_pair()?;
         let boot = self.boot()?;
+        let progress = boot
+            .progress
+            .try_clone()
+            .map_err(|e| Error::io("shared memory", std::io::Error::other(e.to_string())))?;
         self.counter += 1;
         let prefix = match self.method {
             StartMethod::Fork => "ForkPoolWorker",
@@ -205,6 +217,8 @@ impl Spawner {
             timed_out: false,
             dead: false,
             status: None,
+            progress,
+            received: 0,
         })
     }
 
@@ -457,7 +471,9 @@ impl Collector {
             let status_known = match self.workers.get_mut(i) {
                 Some(w) if w.dead => match &w.handle {
                     Handle::Direct(p) => {
-                        w.status = p.join_timeout(Duration::ZERO).ok().flatten();
+                        // A forkserver child's status is relayed by the server, a moment
+                        // after its pidfd turns readable.
+                        w.status = p.join_timeout(STATUS_WAIT).ok().flatten();
                         true
                     }
                     Handle::Zygote(_) => match &mut self.spawner.zygote {
@@ -548,50 +564,77 @@ impl Collector {
         }
     }
 
-    /// Fails or re-queues what a dead worker held.
+    /// Fails or re-queues what a dead worker held. The task it was running (known from its
+    /// progress counter) fails; tasks it finished without sending their results run again;
+    /// the rest of the running task's chunk is queued again once; later chunks, never started,
+    /// are queued again as they were.
     fn handle_death(&mut self, st: &mut State, mut w: WorkerH) {
         let code = w.status;
         if code == Some(-2) && st.failure.is_none() {
             st.failure = Some(Error::Interrupted);
             st.phase = Phase::Stopping;
         }
-        if let Some(mut front) = w.inflight.pop_front() {
-            let index = front.chunk.first + front.done as u64;
-            let err = if w.timed_out {
-                Error::Timeout
-            } else {
-                Error::WorkerDied {
-                    pid: w.pid,
-                    signal: code.filter(|c| *c < 0).map(|c| -c),
-                    exitcode: code,
-                }
-            };
-            let rest: Vec<Raw> = front
-                .chunk
-                .items
-                .drain(front.done.saturating_add(1).min(front.chunk.items.len())..)
-                .collect();
-            let job = front.chunk.job;
-            st.record(job, index, Err(err.duplicate()));
-            if !rest.is_empty() {
-                if front.chunk.requeued {
-                    for k in 0..rest.len() as u64 {
-                        st.record(job, index + 1 + k, Err(err.duplicate()));
+        let started = w
+            .progress
+            .atomic_u64(0)
+            .map(|a| a.load(std::sync::atomic::Ordering::Acquire))
+            .unwrap_or(w.received + 1);
+        let running = started.checked_sub(w.received + 1);
+        let err = if w.timed_out {
+            Error::Timeout
+        } else {
+            Error::WorkerDied {
+                pid: w.pid,
+                signal: code.filter(|c| *c < 0).map(|c| -c),
+                exitcode: code,
+            }
+        };
+        let mut requeue: Vec<Chunk> = Vec::new();
+        let mut k = 0u64;
+        for mut ic in std::mem::take(&mut w.inflight) {
+            let items = ic.chunk.items.split_off(ic.done.min(ic.chunk.items.len()));
+            let base = ic.chunk.first + ic.done as u64;
+            let (job, entry, was_requeued) = (ic.chunk.job, ic.chunk.entry, ic.chunk.requeued);
+            let mut run: Vec<Raw> = Vec::new();
+            let mut run_first = base;
+            let mut after_running = false;
+            for (j, raw) in items.into_iter().enumerate() {
+                let index = base + j as u64;
+                if Some(k) == running {
+                    if !run.is_empty() {
+                        let items = std::mem::take(&mut run);
+                        requeue.push(Chunk {
+                            job,
+                            first: run_first,
+                            entry,
+                            items,
+                            requeued: was_requeued,
+                        });
                     }
+                    st.record(job, index, Err(err.duplicate()));
+                    after_running = true;
+                } else if after_running && was_requeued {
+                    st.record(job, index, Err(err.duplicate()));
                 } else {
-                    let c = Chunk {
-                        job,
-                        first: index + 1,
-                        entry: front.chunk.entry,
-                        items: rest,
-                        requeued: true,
-                    };
-                    w.inflight.push_front(InChunk { chunk: c, done: 0, ends_batch: false });
+                    if run.is_empty() {
+                        run_first = index;
+                    }
+                    run.push(raw);
                 }
+                k += 1;
+            }
+            if !run.is_empty() {
+                requeue.push(Chunk {
+                    job,
+                    first: run_first,
+                    entry,
+                    items: run,
+                    requeued: was_requeued || after_running,
+                });
             }
         }
-        while let Some(c) = w.inflight.pop_back() {
-            st.queue.push_front(c.chunk);
+        for c in requeue.into_iter().rev() {
+            st.queue.push_front(c);
         }
     }
 
@@ -680,6 +723,7 @@ fn handle_frame(
                     *item = Raw::default();
                 }
                 front.done += 1;
+                w.received += 1;
                 if front.done >= front.chunk.items.len() {
                     let ends = front.ends_batch;
                     w.inflight.pop_front();

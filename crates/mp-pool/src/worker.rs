@@ -30,6 +30,9 @@ pub(crate) struct WorkerBoot {
     pub maxtasks: Option<u64>,
     /// Send every result as soon as it is ready (a task timeout is set).
     pub flush_each: bool,
+    /// Eight bytes shared with the parent: the number of tasks this worker has started, so
+    /// that the parent knows which task was running if the worker dies.
+    pub progress: mp_shm::SharedMemory,
 }
 
 /// Appends one result entry to `out`.
@@ -112,6 +115,8 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         }
     }
     let mut chunks_done = 0u64;
+    let mut started = 0u64;
+    let Ok(progress) = boot.progress.atomic_u64(0) else { return };
     let mut results = Results::new();
     loop {
         let Ok(Some((bytes, fds))) = fdpass::recv_frame(sock.as_fd(), proto::MAX_FRAME) else {
@@ -129,6 +134,8 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
             };
             for i in 0..u64::from(n) {
                 let Ok((input, fds)) = r.blob() else { return };
+                started += 1;
+                progress.store(started, std::sync::atomic::Ordering::Release);
                 let outcome = task::run_entry(entry, input, fds);
                 put_result(&mut results.out, job, first + i, outcome);
                 results.count += 1;

@@ -1,0 +1,209 @@
+//! Task errors and worker deaths: panics, killed workers (failpoint and random kill),
+//! timeouts, serialisation failures, under the start method in `MP_START_METHOD`.
+
+mod common;
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mp_pool::{Error, Pool};
+use mp_process::fdpass::PassFd;
+use rustix::process::Signal;
+use serde::{Deserialize, Serialize};
+
+fn sqr(x: i64) -> i64 {
+    x * x
+}
+
+/// Panics on 3; reports every other call on `out`.
+fn panics_on_three(x: i64, out: PassFd) -> i64 {
+    if x == 3 {
+        panic!("three is not allowed");
+    }
+    say(&out);
+    x
+}
+
+#[test]
+fn a_panic_becomes_remote_and_map_returns_it_after_the_others_finish() {
+    let pool = Pool::new(2).unwrap();
+    let (r, w) = pipe();
+    let args: Vec<(i64, PassFd)> = (0..20).map(|i| (i, pass(&w))).collect();
+    let err = pool.starmap_chunked(panics_on_three, args, 1).unwrap_err();
+    match &err {
+        Error::Remote { message, traceback } => {
+            assert_eq!(message, "three is not allowed");
+            assert!(traceback.contains("panics_on_three"), "traceback: {traceback}");
+        }
+        other => panic!("expected Remote, got {other:?}"),
+    }
+    // Every other task finished before map returned: 19 reports are already in the pipe.
+    drop(w);
+    let mut n = 0;
+    let mut buf = [0u8; 64];
+    loop {
+        let got = rustix::io::read(r.as_fd(), &mut buf).unwrap();
+        if got == 0 {
+            break;
+        }
+        n += got;
+        if n >= 19 {
+            break;
+        }
+    }
+    assert_eq!(n, 19);
+    // The pool goes on.
+    assert_eq!(pool.map(sqr, 0..5).unwrap(), [0, 1, 4, 9, 16]);
+}
+
+/// Kills its own worker with SIGKILL on 7 (a failpoint).
+fn dies_on_seven(x: i64) -> i64 {
+    if x == 7 {
+        let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
+    }
+    x
+}
+
+/// Aborts on 2.
+fn aborts_on_two(x: i64) -> i64 {
+    if x == 2 {
+        std::process::abort();
+    }
+    x
+}
+
+#[test]
+fn a_killed_worker_fails_its_task_only_and_is_replaced() {
+    let pool = Pool::new(2).unwrap();
+    let before = pool.pids();
+    for cs in [1usize, 5] {
+        let got: Vec<Result<i64, Error>> =
+            pool.imap(dies_on_seven, 0..20).unwrap().chunksize(cs).collect();
+        for (i, r) in got.iter().enumerate() {
+            if i == 7 {
+                match r {
+                    Err(Error::WorkerDied { signal, pid, .. }) => {
+                        assert_eq!(*signal, Some(9));
+                        assert!(*pid > 0);
+                    }
+                    other => panic!("task 7: expected WorkerDied, got {other:?}"),
+                }
+            } else {
+                assert_eq!(r.as_ref().unwrap(), &(i as i64), "task {i} (chunksize {cs})");
+            }
+        }
+    }
+    // map reports the death as its error, after the others.
+    assert!(matches!(
+        pool.map(aborts_on_two, 0..10),
+        Err(Error::WorkerDied { signal: Some(6), .. })
+    ));
+    assert_eq!(pool.map(sqr, 0..4).unwrap(), [0, 1, 4, 9]);
+    let after = pool.pids();
+    assert_eq!(after.len(), 2);
+    assert!(before.iter().any(|p| !after.contains(p)), "a worker was replaced");
+}
+
+/// Reports that it started, then waits for a byte.
+fn blocks(x: i64, started: PassFd, go: PassFd) -> i64 {
+    say(&started);
+    wait_for_byte(&go);
+    x
+}
+
+#[test]
+fn a_worker_killed_from_outside_fails_one_task_and_nothing_hangs() {
+    let pool = Pool::new(2).unwrap();
+    let (started_r, started_w) = pipe();
+    let (go_r, go_w) = pipe();
+    let args: Vec<(i64, PassFd, PassFd)> =
+        (0..10).map(|i| (i, pass(&started_w), pass(&go_r))).collect();
+    let r = pool.starmap_async_chunked(blocks, args, 1).unwrap();
+    // Both workers are inside a task: kill one of them.
+    hear(&started_r, 2);
+    let victim = pool.pids()[0];
+    kill(victim, Signal::KILL);
+    assert!(eventually(Duration::from_secs(10), || !pool.pids().contains(&victim)));
+    // Release every task (one byte each; the replaced task is re-run by nobody).
+    rustix::io::write(go_w.as_fd(), &[0u8; 10]).unwrap();
+    match r.get() {
+        Err(Error::WorkerDied { pid, signal: Some(9), .. }) => assert_eq!(pid, victim),
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    assert_eq!(pool.map(sqr, 0..3).unwrap(), [0, 1, 4]);
+}
+
+/// Sleeps for `ms` milliseconds (the task's own work, not a synchronisation).
+fn naps(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn an_overrunning_task_times_out_and_its_worker_is_replaced() {
+    let pool =
+        Pool::builder().processes(2).task_timeout(Duration::from_millis(300)).build().unwrap();
+    let start = Instant::now();
+    let got: Vec<Result<u64, Error>> = pool.imap(naps, [1, 60_000, 2, 3]).unwrap().collect();
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(got[0].as_ref().unwrap(), &1);
+    assert!(matches!(got[1], Err(Error::Timeout)), "{:?}", got[1]);
+    assert_eq!(got[2].as_ref().unwrap(), &2);
+    assert_eq!(got[3].as_ref().unwrap(), &3);
+    assert_eq!(pool.map(naps, [0, 0, 0]).unwrap(), [0, 0, 0]);
+}
+
+#[test]
+fn get_timeout_times_out_after_at_least_the_timeout() {
+    let pool = Pool::new(1).unwrap();
+    let (go_r, go_w) = pipe();
+    let (started_r, started_w) = pipe();
+    let mut r = pool.apply_async(blocks, (5, pass(&started_w), pass(&go_r))).unwrap();
+    let start = Instant::now();
+    assert!(matches!(r.get_timeout(Duration::from_millis(100)), Err(Error::Timeout)));
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    assert!(!r.ready());
+    assert_eq!(r.successful(), None);
+    hear(&started_r, 1);
+    rustix::io::write(go_w.as_fd(), b"x").unwrap();
+    assert_eq!(r.get_timeout(Duration::from_secs(60)).unwrap(), 5);
+}
+
+/// Serialises unless it holds 3.
+#[derive(Debug, PartialEq, Deserialize)]
+struct Picky(i64);
+
+impl Serialize for Picky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 3 {
+            return Err(serde::ser::Error::custom("three does not serialise"));
+        }
+        s.serialize_i64(self.0)
+    }
+}
+
+fn picky_id(p: Picky) -> i64 {
+    p.0
+}
+
+fn picky_out(x: i64) -> Picky {
+    Picky(x)
+}
+
+#[test]
+fn a_value_that_does_not_serialise_fails_its_task_only() {
+    let pool = Pool::new(2).unwrap();
+    let got: Vec<Result<i64, Error>> = pool.imap(picky_id, (0..6).map(Picky)).unwrap().collect();
+    for (i, r) in got.iter().enumerate() {
+        if i == 3 {
+            assert!(matches!(r, Err(Error::Serialization(_))), "{r:?}");
+        } else {
+            assert_eq!(r.as_ref().unwrap(), &(i as i64));
+        }
+    }
+    let got: Vec<Result<Picky, Error>> = pool.imap(picky_out, 0..6).unwrap().collect();
+    assert!(matches!(got[3], Err(Error::Serialization(_))));
+    assert_eq!(got[4].as_ref().unwrap(), &Picky(4));
+    assert!(matches!(pool.map(picky_id, (0..6).map(Picky)), Err(Error::Serialization(_))));
+}
