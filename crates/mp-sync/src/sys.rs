@@ -412,6 +412,7 @@ pub(crate) fn action_at(offset: u64) -> Option<fn()> {
 #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 mod robust {
     use std::cell::Cell;
+    use std::marker::PhantomData;
     use std::ptr;
     use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering, compiler_fence};
 
@@ -473,8 +474,9 @@ mod robust {
     const PREV_BEFORE_NODE: usize = 8;
 
     /// This thread's robust-list head once checked, [`UNSUPPORTED`], or 0 before the check.
+    /// Not `Send`: it describes the thread that made it.
     #[derive(Clone, Copy)]
-    struct Head(usize);
+    struct Head(usize, PhantomData<*const ()>);
 
     /// The value of [`HEAD`] when the fast paths cannot be used in this thread.
     const UNSUPPORTED: usize = 1;
@@ -482,7 +484,7 @@ mod robust {
     thread_local! {
         /// This thread's [`Head`]. Constant-initialised and without `Drop`: reading it is a
         /// load relative to the thread pointer, and never fails.
-        static HEAD: Cell<Head> = const { Cell::new(Head(0)) };
+        static HEAD: Cell<Head> = const { Cell::new(Head(0, PhantomData)) };
     }
 
     impl Head {
@@ -524,7 +526,7 @@ mod robust {
                 // `RobustHead`, so it points to one, which lives as long as the thread (glibc
                 // keeps it in the thread's descriptor). Only this thread writes it.
                 let offset = unsafe { (*head).futex_offset };
-                let tid = (address - TID_BEFORE_HEAD) as *const AtomicU32;
+                let tid = address.wrapping_sub(TID_BEFORE_HEAD) as *const AtomicU32;
                 // SAFETY: glibc registers `&pd->robust_head`, after `pid_t tid; pid_t
                 // pid_ununsed; void *robust_prev;` of the same descriptor, so the 4 bytes
                 // `TID_BEFORE_HEAD` before it are readable and aligned for an `i32` (the head
@@ -536,17 +538,18 @@ mod robust {
                 let me = rustix::thread::gettid().as_raw_nonzero().get();
                 offset == FUTEX_OFFSET && u32::try_from(me) == Ok(tid)
             };
-            let head = Head(if found { address } else { UNSUPPORTED });
+            let head = Head(if found { address } else { UNSUPPORTED }, PhantomData);
             let _ = HEAD.try_with(|h| h.set(head));
             found.then_some(head)
         }
 
-        /// The head.
+        /// The head. (`'static` stands for "as long as this thread": the fast paths use the
+        /// reference within one call, in the thread, and never store it.)
         #[inline(always)]
         fn head(self) -> &'static RobustHead {
             // SAFETY: `probe` checked that the address is this thread's registered head, which
-            // lives as long as the thread, and `Head` is only read by that thread (it is a
-            // thread-local and no reference escapes the fast paths).
+            // lives as long as the thread; a `Head` is made in the thread it describes and is
+            // not `Send`, so it is used only there.
             unsafe { &*(self.0 as *const RobustHead) }
         }
 
@@ -555,7 +558,7 @@ mod robust {
         fn tid(self) -> u32 {
             // SAFETY: `probe` checked that glibc's `tid` lies `TID_BEFORE_HEAD` bytes before
             // the head, in the thread's descriptor, aligned.
-            let tid = unsafe { &*((self.0 - TID_BEFORE_HEAD) as *const AtomicU32) };
+            let tid = unsafe { &*(self.0.wrapping_sub(TID_BEFORE_HEAD) as *const AtomicU32) };
             tid.load(Ordering::Relaxed)
         }
     }
@@ -570,7 +573,7 @@ mod robust {
     /// still mapped (module contract), or the head in glibc's thread descriptor.
     #[inline(always)]
     unsafe fn prev_of(node: *mut u8) -> &'static AtomicPtr<u8> {
-        let at = (node as usize & !1) - PREV_BEFORE_NODE;
+        let at = (node as usize & !1).wrapping_sub(PREV_BEFORE_NODE);
         // SAFETY: by the contract, `at` is the `__prev` of a `__pthread_list_t` (or glibc's
         // `robust_prev`), a pointer-sized, aligned field that lives while the node is linked.
         unsafe { &*(at as *const AtomicPtr<u8>) }
