@@ -25,7 +25,7 @@
 //! | [`process`] (`mp-process`) | `Process`, start methods and contexts, the wire and fd passing |
 //! | [`shm`] (`mp-shm`) | `SharedMemory`, `RawValue`, `RawArray`, `ShareableList` |
 //! | [`sync`] (`mp-sync`) | `Lock`, `RLock`, `Semaphore`, `Event`, `Condition`, `Barrier`, `Value`, `Array` |
-//! | [`queue`] (`mp-queue`) | `pipe`, `Connection`, `wait` (queues to come) |
+//! | [`queue`] (`mp-queue`) | `Queue`, `JoinableQueue`, `SimpleQueue`, `pipe`, `Connection`, `wait` |
 //! | [`pool`] (`mp-pool`) | the process pool (to come) |
 //! | [`manager`] (`mp-manager`) | managers and proxies (to come) |
 #![forbid(unsafe_code)]
@@ -48,7 +48,10 @@ pub use mp_process::{
     StartMethod, active_children, cpu_count, current_process, get_all_start_methods, get_context,
     get_start_method, init, parent_process, set_start_method,
 };
-pub use mp_queue::{Connection, Error as QueueError, pipe, wait};
+pub use mp_queue::{
+    Bytes, Connection, Error as QueueError, JoinableQueue, PutError, Queue, QueueOptions,
+    SimpleQueue, pipe, wait,
+};
 pub use mp_sync::{
     Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value,
 };

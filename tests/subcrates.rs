@@ -18,6 +18,12 @@ fn every_reexported_path_resolves() {
     let _: fn() -> Result<mp::InitGuard, mp::Error> = mp::init;
     let _ = std::any::type_name::<mp::Process>();
     let _ = std::any::type_name::<mp::CloseError>();
+    let _ = std::any::type_name::<mp::Queue<u8>>();
+    let _ = std::any::type_name::<mp::JoinableQueue<u8>>();
+    let _ = std::any::type_name::<mp::SimpleQueue<u8>>();
+    let _ = std::any::type_name::<mp::PutError<u8>>();
+    let _ = mp::QueueOptions::new();
+    let _ = mp::queue::DEFAULT_CAPACITY;
 }
 
 #[test]

@@ -279,6 +279,90 @@ def event_pingpong():
         p.join()
 
 
+def small_producer(control, items):
+    """The child of queue_small: puts that many small integers for each count; returns on 0."""
+    while True:
+        n = control.get()
+        if n == 0:
+            return
+        for i in range(n):
+            items.put(i & 0xFF)
+
+
+def queue_small():
+    """One producer process puts small integers on a Queue, the parent gets them, in msgs/s."""
+    ctx = multiprocessing.get_context("fork")
+    control, items = ctx.Queue(), ctx.Queue()
+    p = ctx.Process(target=small_producer, args=(control, items))
+    p.start()
+
+    def batch(n):
+        control.put(n)
+        for i in range(n):
+            if items.get() != i & 0xFF:
+                raise RuntimeError("an item out of order")
+
+    seconds = seconds_per_item(batch)
+    control.put(0)
+    p.join()
+    if p.exitcode != 0:
+        raise RuntimeError(f"the child exited with {p.exitcode}")
+    return 1.0 / seconds, "msgs/s"
+
+
+MIB = 1 << 20
+
+
+def mib_producer(control, items):
+    """The child of queue_1mib: puts that many 1 MiB bytes objects for each count; returns on 0."""
+    msg = b"\x05" * MIB
+    while True:
+        n = control.get()
+        if n == 0:
+            return
+        for _ in range(n):
+            items.put(msg)
+
+
+def queue_1mib():
+    """One producer process puts 1 MiB bytes messages on a Queue, the parent gets them, in GB/s."""
+    ctx = multiprocessing.get_context("fork")
+    control, items = ctx.Queue(), ctx.Queue()
+    p = ctx.Process(target=mib_producer, args=(control, items))
+    p.start()
+
+    def batch(n):
+        control.put(n)
+        for _ in range(n):
+            if len(items.get()) != MIB:
+                raise RuntimeError("a short message")
+
+    seconds = seconds_per_item(batch)
+    control.put(0)
+    p.join()
+    if p.exitcode != 0:
+        raise RuntimeError(f"the child exited with {p.exitcode}")
+    return MIB / seconds / 1e9, "GB/s"
+
+
+def seconds_per_item(batch):
+    """Seconds per item of batch(n), which handles n items, growing n until a batch takes 1 ms."""
+    n = 1
+    while True:
+        start = time.perf_counter()
+        batch(n)
+        if time.perf_counter() - start >= 0.001 or n >= 1 << 30:
+            break
+        n *= 2
+    total, items = 0.0, 0
+    while total < min_time():
+        start = time.perf_counter()
+        batch(n)
+        total += time.perf_counter() - start
+        items += n
+    return total / items
+
+
 ROWS = {
     "spawn_fork": spawn_fork,
     "spawn_forkserver": spawn_forkserver,
@@ -290,6 +374,8 @@ ROWS = {
     "shm_fill": shm_fill,
     "event_pingpong": event_pingpong,
     "event_pingpong_blocking": event_pingpong,
+    "queue_small": queue_small,
+    "queue_1mib": queue_1mib,
 }
 
 

@@ -58,6 +58,8 @@ const ROWS: &[(&str, RowFn)] = &[
     ("shm_fill", crate::shm_rows::shm_fill),
     ("event_pingpong", crate::shm_rows::event_pingpong),
     ("event_pingpong_blocking", crate::shm_rows::event_pingpong_blocking),
+    ("queue_small", crate::queue_rows::queue_small),
+    ("queue_1mib", crate::queue_rows::queue_1mib),
 ];
 
 /// The names of the rows.
@@ -429,6 +431,12 @@ fn pipe_pingpong(side: Side) -> Result<Figure> {
         Side::Floor => pipe_floor::pingpong(PING_SIZE)?,
     };
     Ok(Figure { value: seconds * 1e6, unit: "us/rt" })
+}
+
+/// Seconds per batch of `batch` messages of `size` bytes through a raw `AF_UNIX` socket pair
+/// followed by a one-byte ack: the floor of `pipe_bulk` and `queue_1mib`.
+pub fn socket_bulk(size: usize, batch: usize) -> Result<f64> {
+    pipe_floor::bulk(size, batch)
 }
 
 /// The size of one `pipe_bulk` message.

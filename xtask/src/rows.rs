@@ -64,6 +64,8 @@ pub const ROWS: &[Row] = &[
     row("shm_fill", Higher, true, &[Floor(0.9)]),
     row("event_pingpong", Lower, true, &[Value(2.0)]),
     row("event_pingpong_blocking", Lower, true, &[Floor(1.2)]),
+    row("queue_small", Higher, false, &[Value(4_000_000.0)]),
+    row("queue_1mib", Higher, true, &[Floor(1.0)]),
 ];
 
 #[cfg(test)]

@@ -140,6 +140,7 @@
 //!   sockets with authentication) are not provided.
 #![deny(unsafe_code)]
 
+mod bytes;
 mod connection;
 mod error;
 mod queue;
@@ -149,6 +150,7 @@ mod ring;
 mod sys;
 mod wait;
 
+pub use bytes::Bytes;
 pub use connection::{Connection, pipe};
 pub use error::{Error, Result};
 pub use queue::{JoinableQueue, PutError, Queue, QueueOptions, SimpleQueue};

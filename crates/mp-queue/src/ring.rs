@@ -39,7 +39,7 @@
 //! side channel), so a dead sleeper blocks nobody.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use mp_process::fdpass::{self, PassFd};
@@ -52,6 +52,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::sys::{self, Mirror, QUEUE_MAGIC, Wake};
+
+/// Queue waits spin this many times `mp_sync::spin_limit()` before they sleep: a queue's other
+/// side is usually busy producing or consuming, and a sleep costs both sides a system call.
+const SPIN_FACTOR: u32 = 10;
 
 /// The size of a record header.
 const RECORD_HEADER: usize = 16;
@@ -124,6 +128,14 @@ fn pack(count: u32, position: u32) -> u64 {
     (u64::from(count) << 32) | u64::from(position)
 }
 
+/// Whether `later` is a word published after `earlier` (more messages, at most `capacity`
+/// bytes further): a sanity check on cached words.
+fn ahead(earlier: u64, later: u64, capacity: usize) -> bool {
+    let messages = count(later).wrapping_sub(count(earlier)) as i32;
+    let bytes = position(later).wrapping_sub(position(earlier)) as usize;
+    messages > 0 && bytes <= capacity
+}
+
 /// The ring space a record with a payload of `len` bytes takes.
 fn record_len(len: usize) -> usize {
     (RECORD_HEADER + len).next_multiple_of(8)
@@ -170,6 +182,18 @@ pub mod failpoint {
 
 use failpoint::{Op, hit};
 
+/// A message on its way into the ring.
+struct Message<'a, T: ?Sized> {
+    /// The value.
+    value: &'a T,
+    /// For a message too large for the ring: the encoded [`OutOfBand`] and its descriptors.
+    out_of_band: Option<(Vec<u8>, Vec<OwnedFd>)>,
+    /// The value's encoded size.
+    size: usize,
+    /// Whether the value holds descriptors (so it needs mp's fd-carrying encoder).
+    has_fds: bool,
+}
+
 /// How a non-failing `put` ended.
 pub(crate) enum Put {
     /// The message is in the queue.
@@ -187,6 +211,35 @@ pub(crate) struct Settings {
     pub(crate) maxsize: usize,
     /// The largest message, encoded.
     pub(crate) max_message: usize,
+}
+
+/// What one side of this process last knew of the ring, to spare a read of the other side's
+/// cache line per operation.
+///
+/// `own` is the word this side last published (or read); `other` the other side's word, read
+/// (with `Acquire`) while `own` was current. While the shared `own` word still equals the
+/// cached one, nobody else on this side has moved it, so `other` is a conservative view: the
+/// other side only moves forward (producers only add data, consumers only add room). The
+/// cache is a hint for the fast path; every decision it cannot confirm reads the shared words.
+#[derive(Default)]
+struct Cache {
+    /// This side's word (`tail` for producers, `head` for consumers).
+    own: AtomicU64,
+    /// The other side's word, as read while `own` was current.
+    other: AtomicU64,
+}
+
+impl Cache {
+    /// The other side's word if `own` (just read from shared memory) is still the cached one.
+    fn other_if(&self, own: u64) -> Option<u64> {
+        (self.own.load(Ordering::Acquire) == own).then(|| self.other.load(Ordering::Acquire))
+    }
+
+    /// Remembers `own` and `other`.
+    fn set(&self, own: u64, other: u64) {
+        self.other.store(other, Ordering::Release);
+        self.own.store(own, Ordering::Release);
+    }
 }
 
 /// One process's handle on a queue's shared ring.
@@ -207,6 +260,10 @@ pub(crate) struct Ring {
     bell: OwnedFd,
     /// The pid of the process that registered this handle as a poller, 0 if none.
     polled_by: AtomicU32,
+    /// Producers of this process: the tail they last published and a head seen since.
+    put_cache: Cache,
+    /// Consumers of this process: the head they last published and a tail seen since.
+    get_cache: Cache,
     /// `close` was called on this handle.
     closed: AtomicBool,
 }
@@ -245,6 +302,8 @@ impl Ring {
             side_rx,
             bell: sys::doorbell()?,
             polled_by: AtomicU32::new(0),
+            put_cache: Cache::default(),
+            get_cache: Cache::default(),
             closed: AtomicBool::new(false),
         })
     }
@@ -295,19 +354,43 @@ impl Ring {
 
     /// Whether a message is published and not yet consumed.
     fn available(&self) -> bool {
+        self.published().is_some()
+    }
+
+    /// The published tail if a message waits at the head: from this process's cache when the
+    /// head is where this process left it, else read. Returns `(head, tail)`.
+    fn published(&self) -> Option<(u64, u64)> {
         let h = self.header();
-        count(h.tail.0.load(Ordering::SeqCst)) != count(h.head.0.load(Ordering::SeqCst))
+        let head = h.head.0.load(Ordering::SeqCst);
+        if let Some(tail) = self.get_cache.other_if(head) {
+            // Threads of this process may race on the cache and pair `head` with an older
+            // tail: use it only if it is ahead of the head.
+            if ahead(head, tail, self.capacity()) {
+                return Some((head, tail));
+            }
+        }
+        let tail = h.tail.0.load(Ordering::SeqCst);
+        self.get_cache.set(head, tail);
+        (count(tail) != count(head)).then_some((head, tail))
     }
 
     /// Whether a record of `need` bytes fits now, and the item limit allows one more.
     fn has_room(&self, need: usize) -> bool {
         let h = self.header();
         let tail = h.tail.0.load(Ordering::SeqCst);
+        let fits = |head: u64| {
+            let used = position(tail).wrapping_sub(position(head)) as usize;
+            let maxsize = self.maxsize();
+            let items = count(tail).wrapping_sub(count(head)) as usize;
+            self.capacity().saturating_sub(used) >= need && (maxsize == 0 || items < maxsize)
+        };
+        let cached = self.put_cache.other_if(tail);
+        if cached.is_some_and(|head| !ahead(tail, head, self.capacity()) && fits(head)) {
+            return true;
+        }
         let head = h.head.0.load(Ordering::SeqCst);
-        let used = position(tail).wrapping_sub(position(head)) as usize;
-        let maxsize = self.maxsize();
-        let items = count(tail).wrapping_sub(count(head)) as usize;
-        self.capacity().saturating_sub(used) >= need && (maxsize == 0 || items < maxsize)
+        self.put_cache.set(tail, head);
+        fits(head)
     }
 
     /// Whether the queue holds `maxsize` items (always false without a limit).
@@ -338,7 +421,7 @@ impl Ring {
         mut ready: impl FnMut() -> bool,
     ) -> Result<bool> {
         if sys::can_spin() {
-            for _ in 0..mp_sync::spin_limit() {
+            for _ in 0..mp_sync::spin_limit().saturating_mul(SPIN_FACTOR) {
                 if ready() {
                     return Ok(false);
                 }
@@ -373,7 +456,12 @@ impl Ring {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        let (size, _) = fdpass::encode_with_flavor(value, Size::default())?;
+        // Plain postcard first; a value holding descriptors fails there (they only serialise
+        // inside mp's fd-carrying encoder) and is measured again with it.
+        let (size, has_fds) = match postcard::serialize_with_flavor(value, Size::default()) {
+            Ok(size) => (size, false),
+            Err(_) => (fdpass::encode_with_flavor(value, Size::default())?.0, true),
+        };
         let max = self.max_message();
         if size > max {
             return Err(Error::Wire(WireError::Oversized { len: size as u64, max }));
@@ -402,7 +490,8 @@ impl Ring {
                     return Ok(Put::Full);
                 };
                 if self.has_room(need) {
-                    return self.write(guard, value, out_of_band, size, need, deadline);
+                    let message = Message { value, out_of_band, size, has_fds };
+                    return self.write(guard, message, need, deadline);
                 }
                 drop(guard);
             }
@@ -420,12 +509,11 @@ impl Ring {
     fn write<T: Serialize + ?Sized>(
         &self,
         guard: LockGuard<'_>,
-        value: &T,
-        out_of_band: Option<(Vec<u8>, Vec<OwnedFd>)>,
-        size: usize,
+        message: Message<'_, T>,
         need: usize,
         deadline: Option<Instant>,
     ) -> Result<Put> {
+        let Message { value, out_of_band, size, has_fds } = message;
         let h = self.header();
         hit(Op::Put, 1);
         let tail = h.tail.0.load(Ordering::Relaxed);
@@ -444,7 +532,13 @@ impl Ring {
             }
             None => {
                 let dst = body.get_mut(..size).ok_or(Error::Unstable)?;
-                let (written, fds) = fdpass::encode_with_flavor(value, Slice::new(dst))?;
+                let (written, fds) = if has_fds {
+                    fdpass::encode_with_flavor(value, Slice::new(dst))?
+                } else {
+                    let written = postcard::serialize_with_flavor(value, Slice::new(dst))
+                        .map_err(|e| Error::Wire(WireError::Encode(e)))?;
+                    (written, Vec::new())
+                };
                 if written.len() != size {
                     return Err(Error::Unstable);
                 }
@@ -473,10 +567,11 @@ impl Ring {
         header[4..8].copy_from_slice(&flags.to_le_bytes());
         header[8..16].copy_from_slice(&id.to_le_bytes());
         // Publish: one store makes the whole record visible.
-        h.tail.0.store(
-            pack(count(tail).wrapping_add(1), at.wrapping_add(need as u32)),
-            Ordering::SeqCst,
-        );
+        let published = pack(count(tail).wrapping_add(1), at.wrapping_add(need as u32));
+        h.tail.0.store(published, Ordering::SeqCst);
+        if let Some(head) = self.put_cache.other_if(tail) {
+            self.put_cache.set(published, head);
+        }
         hit(Op::Put, 4);
         drop(guard);
         Self::wake_all(&h.data.0);
@@ -521,8 +616,9 @@ impl Ring {
     fn take<T: DeserializeOwned>(&self, guard: LockGuard<'_>) -> Result<T> {
         let h = self.header();
         hit(Op::Get, 1);
-        let head = h.head.0.load(Ordering::Relaxed);
-        let tail = h.tail.0.load(Ordering::Acquire);
+        let Some((head, tail)) = self.published() else {
+            return Err(self.corrupt(guard, "a message vanished under the consumer lock"));
+        };
         let at = position(head);
         let used = position(tail).wrapping_sub(at) as usize;
         if used < RECORD_HEADER || used > self.capacity() {
@@ -549,15 +645,15 @@ impl Ring {
         let payload = unsafe { self.mirror.bytes(at.wrapping_add(RECORD_HEADER as u32), len) };
         let result = match fds {
             Ok(fds) if flags & OUT_OF_BAND != 0 => Self::decode_out_of_band(payload, fds),
+            Ok(_) if flags & HAS_FDS == 0 => Self::decode_plain(payload),
             Ok(fds) => fdpass::decode_with_fds(payload, fds).map_err(Error::Wire),
             Err(e) => Err(e),
         };
         hit(Op::Get, 2);
         // Consume: one store, after the message was copied out.
-        h.head.0.store(
-            pack(count(head).wrapping_add(1), at.wrapping_add(need as u32)),
-            Ordering::SeqCst,
-        );
+        let consumed = pack(count(head).wrapping_add(1), at.wrapping_add(need as u32));
+        h.head.0.store(consumed, Ordering::SeqCst);
+        self.get_cache.set(consumed, tail);
         hit(Op::Get, 3);
         if flags & HAS_FDS != 0 {
             // Remove the packet peeked above (its descriptors were duplicated by the peek).
@@ -568,6 +664,16 @@ impl Ring {
         Self::wake_all(&h.space.0);
         self.settle_bell();
         result
+    }
+
+    /// Decodes a message that carries no descriptors: plain postcard, with the fd-carrying
+    /// decoder run again on failure for its precise error.
+    fn decode_plain<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
+        match postcard::take_from_bytes::<T>(payload) {
+            Ok((value, [])) => Ok(value),
+            Ok((_, rest)) => Err(Error::Wire(WireError::TrailingBytes { extra: rest.len() })),
+            Err(_) => Ok(fdpass::decode_with_fds(payload, Vec::new())?),
+        }
     }
 
     /// Decodes a message out of band: the payload is an [`OutOfBand`] reference.
@@ -730,6 +836,8 @@ impl Ring {
             side_rx: side_rx.0,
             bell: bell.0,
             polled_by: AtomicU32::new(0),
+            put_cache: Cache::default(),
+            get_cache: Cache::default(),
             closed: AtomicBool::new(false),
         })
     }
@@ -809,4 +917,123 @@ struct Wire {
     side_rx: PassFd,
     /// The doorbell.
     bell: PassFd,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn settings() -> Settings {
+        Settings { capacity: 1 << 16, maxsize: 0, max_message: DEFAULT_MAX_MESSAGE }
+    }
+
+    impl Ring {
+        /// Publishes `record` (header and payload as given, unchecked) as the next record.
+        fn put_raw(&self, record: &[u8]) {
+            let guard = Self::lock(&self.put_lock, None).unwrap().unwrap();
+            let h = self.header();
+            let tail = h.tail.0.load(Ordering::Relaxed);
+            let need = record.len().next_multiple_of(8).max(RECORD_HEADER);
+            assert!(self.has_room(need));
+            // SAFETY: as in `write`: room checked, producer lock held.
+            let dst = unsafe { self.mirror.bytes_mut(position(tail), need) };
+            dst[..record.len()].copy_from_slice(record);
+            let next = pack(count(tail).wrapping_add(1), position(tail).wrapping_add(need as u32));
+            h.tail.0.store(next, Ordering::SeqCst);
+            drop(guard);
+        }
+    }
+
+    /// After whatever came before, the ring still carries a message.
+    fn still_works(ring: &Ring) {
+        ring.put(&(42u32, "ok".to_owned()), None, false).unwrap();
+        let mut got = None;
+        // Earlier garbage may still be queued (if it decoded as an error and a record was
+        // consumed); take until the good message.
+        for _ in 0..4 {
+            if let Ok(Some(v)) = ring.get::<(u32, String)>(None, true) {
+                got = Some(v);
+                break;
+            }
+        }
+        assert_eq!(got, Some((42, "ok".to_owned())));
+        assert_eq!(ring.qsize(), 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Random payloads with a valid header decode to a value or an error, never a panic.
+        #[test]
+        fn random_payloads_are_errors_not_panics(payload in proptest::collection::vec(any::<u8>(), 0..200), flags in 0u32..4) {
+            let ring = Ring::create(Kind::Queue, settings()).unwrap();
+            let mut record = Vec::new();
+            record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            record.extend_from_slice(&(flags & OUT_OF_BAND).to_le_bytes());
+            record.extend_from_slice(&0u64.to_le_bytes());
+            record.extend_from_slice(&payload);
+            ring.put_raw(&record);
+            let _ = ring.get::<(u32, String, Vec<i64>, Option<bool>)>(None, true);
+            still_works(&ring);
+        }
+
+        /// Random record headers (lengths past the data, unknown flags, missing descriptors)
+        /// are errors, never panics, and the queue goes on.
+        #[test]
+        fn random_headers_are_errors_not_panics(header in proptest::collection::vec(any::<u8>(), 16..40)) {
+            let ring = Ring::create(Kind::Queue, settings()).unwrap();
+            ring.put_raw(&header);
+            let _ = ring.get::<Vec<u8>>(None, true);
+            still_works(&ring);
+        }
+
+        /// Valid messages, mutated in place, decode or fail cleanly.
+        #[test]
+        fn mutated_messages_are_errors_not_panics(
+            value in (any::<u32>(), ".{0,20}", proptest::collection::vec(any::<i64>(), 0..8)),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+        ) {
+            let (mut bytes, _) = fdpass::encode_with_fds(&value).unwrap();
+            for (at, xor) in flips {
+                let len = bytes.len();
+                if len > 0 {
+                    bytes[at % len] ^= xor;
+                }
+            }
+            let ring = Ring::create(Kind::Queue, settings()).unwrap();
+            let mut record = Vec::new();
+            record.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            record.extend_from_slice(&0u32.to_le_bytes());
+            record.extend_from_slice(&0u64.to_le_bytes());
+            record.extend_from_slice(&bytes);
+            ring.put_raw(&record);
+            let _ = ring.get::<(u32, String, Vec<i64>)>(None, true);
+            still_works(&ring);
+        }
+    }
+
+    #[test]
+    fn a_record_claiming_descriptors_that_never_came_is_an_error() {
+        let ring = Ring::create(Kind::Queue, settings()).unwrap();
+        let (bytes, _) = fdpass::encode_with_fds(&5u8).unwrap();
+        let mut record = Vec::new();
+        record.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        record.extend_from_slice(&HAS_FDS.to_le_bytes());
+        record.extend_from_slice(&99u64.to_le_bytes());
+        record.extend_from_slice(&bytes);
+        ring.put_raw(&record);
+        assert!(matches!(ring.get::<u8>(None, true), Err(Error::Corrupt(_))));
+        still_works(&ring);
+    }
+
+    #[test]
+    fn positions_and_counts_pack_into_one_word() {
+        let w = pack(7, u32::MAX - 3);
+        assert_eq!(count(w), 7);
+        assert_eq!(position(w), u32::MAX - 3);
+        assert_eq!(record_len(0), 16);
+        assert_eq!(record_len(1), 24);
+        assert_eq!(record_len(8), 24);
+    }
 }
