@@ -435,3 +435,34 @@ fn threads_interleave_holds_of_shared_locks() {
         }
     }
 }
+
+#[test]
+fn a_forked_child_dying_with_the_lock_is_an_owner_death() {
+    // The parent's thread uses the lock first, so the child starts from that thread's state
+    // (its robust list and tid are glibc's, reset and updated by fork).
+    let lock = Lock::new().unwrap();
+    drop(lock.acquire().unwrap());
+    let held = lock.acquire().unwrap();
+    let (r, w) = pipe();
+    let mut lines = Lines::new(r);
+    let (child_lock, out) = (lock.clone(), PassFd(w));
+    let mut p = Process::fork_closure(move || {
+        // The parent's hold is not the child's: releasing it is refused.
+        let verdict = match child_lock.release() {
+            Err(Error::NotHeld) => "NotHeld",
+            Ok(()) => "released",
+            Err(_) => "other",
+        };
+        say(&out, verdict);
+        let _guard = child_lock.acquire().unwrap();
+        say(&out, "holding");
+        die_now();
+    });
+    p.start().unwrap();
+    assert_eq!(lines.next(), "NotHeld");
+    drop(held);
+    assert_eq!(lines.next(), "holding");
+    assert_eq!(p.join().unwrap(), -9);
+    assert!(lock.acquire().is_err_and(|e| e.owner_died()), "the child's tid was in the word");
+    assert!(lock.acquire().is_ok());
+}
