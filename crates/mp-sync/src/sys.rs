@@ -402,11 +402,11 @@ pub(crate) fn action_at(offset: u64) -> Option<fn()> {
 /// # What it assumes of glibc, checked once per thread
 ///
 /// The robust-list head sits in glibc's thread descriptor right after `pid_t tid; pid_t
-/// pid_ununsed; void *robust_prev;` (`nptl/descr.h` with `__PTHREAD_MUTEX_HAVE_PREV`,
-/// unchanged since glibc 2.4). The first fast operation of a thread asks the kernel for the
-/// head (`get_robust_list`) and uses the fast paths only if its size is glibc's, its
-/// `futex_offset` is that of a `pthread_mutex_t`, and the `tid` before it is the thread's
-/// (`gettid`). glibc keeps that `tid` right across `fork`, so the fast paths never cache a tid.
+/// pid_ununsed; void *robust_prev;` (`nptl/descr.h` with `__PTHREAD_MUTEX_HAVE_PREV`, as in
+/// glibc 2.36 and current glibc; the layout is private to glibc, hence the check). The first
+/// fast operation of a thread asks the kernel for the head (`get_robust_list`) and uses the
+/// fast paths only if its size is glibc's, its `futex_offset` is that of a `pthread_mutex_t`,
+/// and the `tid` before it is the thread's (`gettid`). glibc keeps that `tid` right across `fork`, so the fast paths never cache a tid.
 /// Otherwise (another C library, a runtime that registered its own head) every operation
 /// goes to the pthread functions.
 #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
