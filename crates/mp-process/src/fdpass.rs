@@ -41,7 +41,8 @@ const HEADER_LEN: usize = 8;
 /// The size of the ancillary buffer needed for a full frame's worth of descriptors.
 const CMSG_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS_PER_FRAME));
 
-/// The largest step by which the payload buffer grows while bytes arrive.
+/// The payload buffer reserved before any byte arrives, at most; it grows (doubling) as bytes
+/// arrive, so that a false announcement cannot make a receiver reserve much memory.
 const RECV_CHUNK: usize = 1024 * 1024;
 
 /// Builds the 8-byte header, checking the payload length and the descriptor count.
@@ -183,31 +184,21 @@ pub fn recv_frame(
         }
     };
 
-    let mut payload: Vec<u8> = Vec::new();
-    let mut filled = 0usize;
-    while filled < len {
-        // Grow geometrically from 64 KiB, at most by RECV_CHUNK at a time.
-        let step = filled.clamp(64 * 1024, RECV_CHUNK);
-        let target = len.min(filled.saturating_add(step));
-        if payload.len() < target {
-            payload.resize(target, 0);
-        }
-        let Some(buf) = payload.get_mut(filled..target) else {
-            break;
-        };
-        match rustix::net::recv(sock, buf, RecvFlags::empty()) {
-            Ok((0, _)) => {
-                return Err(WireError::Truncated {
-                    expected: HEADER_LEN.saturating_add(len),
-                    got: HEADER_LEN.saturating_add(filled),
-                });
-            }
-            Ok((n, _)) => filled += n,
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
+    // Read the payload straight into the vector's spare capacity (no zero-filling), at most
+    // `len` bytes, growing it as bytes arrive: from RECV_CHUNK, doubling. `read_to_end` on a
+    // `File` retries interrupted reads and stops at `len` (the `take`) or end of file.
+    let mut payload: Vec<u8> = Vec::with_capacity(len.min(RECV_CHUNK));
+    if len > 0 {
+        let file = std::fs::File::from(sock.try_clone_to_owned()?);
+        let expected = u64::try_from(len).unwrap_or(u64::MAX);
+        std::io::Read::read_to_end(&mut std::io::Read::take(&file, expected), &mut payload)?;
     }
-    payload.truncate(filled);
+    if payload.len() < len {
+        return Err(WireError::Truncated {
+            expected: HEADER_LEN.saturating_add(len),
+            got: HEADER_LEN.saturating_add(payload.len()),
+        });
+    }
     Ok(Some((payload, fds)))
 }
 
