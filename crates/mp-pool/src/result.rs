@@ -51,6 +51,7 @@ fn outcome<T>(job: &Job, decode: Decode<T>) -> Result<T> {
     // A task error recorded before the pool stopped takes precedence (CPython's rule: the
     // first error of the call).
     match (&job.failed, decode(&job.store)) {
+        (Some(Error::Interrupted), _) => Err(Error::Interrupted),
         (_, Err(e)) if !matches!(e, Error::Terminated) => Err(e),
         (Some(f), _) => Err(f.duplicate()),
         (None, r) => r,
