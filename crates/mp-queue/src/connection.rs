@@ -205,6 +205,7 @@ impl Connection {
         if self.broken.load(Ordering::Acquire) {
             return Err(Error::Broken);
         }
+        sys::spin_until_readable(fd);
         match fdpass::recv_frame(fd, limit) {
             Ok(Some(frame)) => Ok(frame),
             Ok(None) => Err(Error::Eof),
