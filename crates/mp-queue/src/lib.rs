@@ -1,5 +1,6 @@
-//! `mp-queue`: pipes and connections between processes, as Python's `multiprocessing.Pipe` and
-//! `multiprocessing.connection` (queues come next).
+//! `mp-queue`: queues, pipes and connections between processes, as Python's
+//! `multiprocessing.Queue`, `JoinableQueue`, `SimpleQueue`, `Pipe` and
+//! `multiprocessing.connection`.
 //!
 //! ```
 //! use mp_process::Process;
@@ -20,6 +21,45 @@
 //!     assert_eq!(p.join()?, 0);
 //!     Ok(())
 //! }
+//! ```
+//!
+//! # Queues
+//! [`Queue`], [`JoinableQueue`] and [`SimpleQueue`] carry any serde type between any number of
+//! producers and consumers in any processes, FIFO per producer. Items are encoded straight
+//! into a ring of shared memory and decoded straight out of it: a `put` or `get` is a copy and
+//! a few atomic operations, with no helper thread and no system call unless a side sleeps.
+//! Messages larger than half the ring travel in a segment of their own; descriptors inside
+//! items (connections, other queues, locks, shared memory) cross on a side channel. A process
+//! killed in the middle of a `put` or a `get` does not wedge or corrupt the queue (see
+//! [`Queue`]).
+//!
+//! ```
+//! use mp_process::Process;
+//! use mp_queue::{JoinableQueue, Queue};
+//!
+//! fn square_all(tasks: JoinableQueue<Option<u64>>, results: Queue<u64>) {
+//!     while let Ok(Some(n)) = tasks.get() {
+//!         results.put(n * n).unwrap();
+//!         tasks.task_done().unwrap();
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let tasks = JoinableQueue::with_maxsize(4)?;
+//! let results = Queue::new()?;
+//! let mut p = Process::new(square_all, (tasks.clone(), results.clone()));
+//! p.start()?;
+//! for n in 1..=5 {
+//!     tasks.put(Some(n))?;
+//! }
+//! tasks.join()?; // every task reported done
+//! let mut squares: Vec<u64> = (0..5).map(|_| results.get()).collect::<Result<_, _>>()?;
+//! squares.sort();
+//! assert_eq!(squares, [1, 4, 9, 16, 25]);
+//! tasks.put(None)?;
+//! assert_eq!(p.join()?, 0);
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Pipes and connections
@@ -116,9 +156,16 @@
 //! | type | `Send` | `Sync` | why |
 //! | --- | --- | --- | --- |
 //! | [`Connection`] | yes | yes | a socket; one internal lock orders sends and another receives, so frames from several threads never interleave, and one thread may receive while another sends. |
+//! | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] | yes | yes | whatever `T`: the handle holds no `T`, only shared memory, robust locks and descriptors; any thread of any process may put and get. |
+//! | [`PutError`] | if `T` is | if `T` is | it holds the value. |
 //! | [`Error`] | yes | yes | plain data and `io::Error`. |
 //!
 //! # Differences from Python's multiprocessing
+//! - `Queue()` is bounded by its ring's bytes ([`DEFAULT_CAPACITY`], 4 MiB, set with
+//!   [`QueueOptions::capacity`]): a `put` into a full ring waits for a consumer, where
+//!   Python's feeder thread buffers without limit. There is no feeder thread, so a `put` has
+//!   finished when it returns (`join_thread`/`cancel_join_thread` have no counterpart), and
+//!   `qsize` works everywhere.
 //! - Messages are postcard encodings of serde types, not pickles: the receiver names the type
 //!   (`recv::<T>()`), and a message of another shape is an [`Error::Wire`] that leaves the
 //!   connection usable.
