@@ -241,6 +241,14 @@ impl Connection {
     /// ```
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         let fd = self.send_fd()?;
+        // Measure first, so that an oversized value is refused before it is encoded.
+        let (size, _) = fdpass::encode_with_flavor(value, postcard::ser_flavors::Size::default())?;
+        if size > self.max_message {
+            return Err(Error::Wire(WireError::Oversized {
+                len: size as u64,
+                max: self.max_message,
+            }));
+        }
         let (bytes, fds) = fdpass::encode_with_fds(value)?;
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
         self.send_frame(fd, &bytes, &borrowed)
