@@ -370,6 +370,7 @@ ROWS = {
     "lock_counter": lock_counter,
     "lock_uncontended": lock_uncontended,
     "pipe_pingpong": pipe_pingpong,
+    "pipe_pingpong_blocking": pipe_pingpong,
     "pipe_bulk": pipe_bulk,
     "shm_fill": shm_fill,
     "event_pingpong": event_pingpong,

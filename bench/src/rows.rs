@@ -54,6 +54,7 @@ const ROWS: &[(&str, RowFn)] = &[
     ("lock_counter", lock_counter),
     ("lock_uncontended", lock_uncontended),
     ("pipe_pingpong", pipe_pingpong),
+    ("pipe_pingpong_blocking", pipe_pingpong_blocking),
     ("pipe_bulk", pipe_bulk),
     ("shm_fill", crate::shm_rows::shm_fill),
     ("event_pingpong", crate::shm_rows::event_pingpong),
@@ -431,6 +432,22 @@ fn pipe_pingpong(side: Side) -> Result<Figure> {
         Side::Floor => pipe_floor::pingpong(PING_SIZE)?,
     };
     Ok(Figure { value: seconds * 1e6, unit: "us/rt" })
+}
+
+/// pipe_pingpong_blocking: the same round trips with spinning off (`set_spin_limit(0)`, which
+/// the forked child inherits), so every receive sleeps; the floor is a bare futex wait/wake
+/// round trip on two shared words (the blocking floor BENCHMARKS.md names).
+fn pipe_pingpong_blocking(side: Side) -> Result<Figure> {
+    match side {
+        Side::Mp => {
+            mp::sync::set_spin_limit(0);
+            pipe_pingpong(Side::Mp)
+        }
+        Side::Floor => {
+            let seconds = crate::floor::futex_pingpong()?;
+            Ok(Figure { value: seconds * 1e6, unit: "us/rt" })
+        }
+    }
 }
 
 /// Seconds per batch of `batch` messages of `size` bytes through a raw `AF_UNIX` socket pair

@@ -60,6 +60,7 @@ pub const ROWS: &[Row] = &[
     row("lock_counter", Higher, true, &[Floor(0.9)]),
     row("lock_uncontended", Lower, true, &[Floor(1.0)]),
     row("pipe_pingpong", Lower, true, &[Value(2.0)]),
+    row("pipe_pingpong_blocking", Lower, true, &[Floor(1.2)]),
     row("pipe_bulk", Higher, true, &[Floor(0.9)]),
     row("shm_fill", Higher, true, &[Floor(0.9)]),
     row("event_pingpong", Lower, true, &[Value(2.0)]),
