@@ -48,6 +48,7 @@ pub use mp_process::{
     StartMethod, active_children, cpu_count, current_process, get_all_start_methods, get_context,
     get_start_method, init, parent_process, set_start_method,
 };
+pub use mp_pool::{AsyncResult, Error as PoolError, Imap, Pool};
 pub use mp_queue::{
     Bytes, Connection, Error as QueueError, JoinableQueue, PutError, Queue, QueueOptions,
     SimpleQueue, pipe, wait,

@@ -18,6 +18,9 @@ fn every_reexported_path_resolves() {
     let _: fn() -> Result<mp::InitGuard, mp::Error> = mp::init;
     let _ = std::any::type_name::<mp::Process>();
     let _ = std::any::type_name::<mp::CloseError>();
+    let _: fn(usize) -> Result<mp::Pool, mp::PoolError> = mp::Pool::new;
+    let _ = std::any::type_name::<mp::AsyncResult<u64>>();
+    let _ = std::any::type_name::<mp::Imap<std::ops::Range<u64>, u64>>();
     let _ = std::any::type_name::<mp::Queue<u8>>();
     let _ = std::any::type_name::<mp::JoinableQueue<u8>>();
     let _ = std::any::type_name::<mp::SimpleQueue<u8>>();
