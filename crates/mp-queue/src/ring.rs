@@ -491,7 +491,9 @@ impl Ring {
                 };
                 if self.has_room(need) {
                     let message = Message { value, out_of_band, size, has_fds };
-                    return self.write(guard, message, need, deadline);
+                    // A non-blocking put does not wait for room on the side channel either.
+                    let side_deadline = if nonblocking { Some(Instant::now()) } else { deadline };
+                    return self.write(guard, message, need, side_deadline);
                 }
                 drop(guard);
             }
