@@ -345,6 +345,79 @@ def queue_1mib():
     return MIB / seconds / 1e9, "GB/s"
 
 
+def square(x):
+    """The task of the small pool rows."""
+    return x * x
+
+
+def pool_apply_async():
+    """apply_async(square, i) n times on a 2-worker pool, then every get, in tasks/s."""
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+
+        def batch(n):
+            results = [pool.apply_async(square, (i,)) for i in range(n)]
+            for i, r in enumerate(results):
+                if r.get() != i * i:
+                    raise RuntimeError("a wrong result")
+
+        seconds = seconds_per_item(batch)
+    return 1.0 / seconds, "tasks/s"
+
+
+def pool_apply_latency():
+    """One apply(square, i) at a time on a 2-worker pool, submit to result, in us per task."""
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+
+        def batch(n):
+            for i in range(n):
+                if pool.apply(square, (i,)) != i * i:
+                    raise RuntimeError("a wrong result")
+
+        seconds = seconds_per_item(batch)
+    return seconds * 1e6, "us/task"
+
+
+MAP_LEN = 100_000
+
+
+def pool_map_small():
+    """map(square, range(100_000)) on a 2-worker pool with the default chunksize, in tasks/s."""
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+
+        def batch(n):
+            for _ in range(n):
+                if len(pool.map(square, range(MAP_LEN))) != MAP_LEN:
+                    raise RuntimeError("a short result")
+
+        seconds = seconds_per_item(batch)
+    return MAP_LEN / seconds, "tasks/s"
+
+
+def crunch(seed):
+    """About as many xorshift steps as the Rust row's 100 ms (CPython is far slower per step,
+    so it does fewer: the row reports a ratio of times, not the time)."""
+    x = seed | 1
+    mask = (1 << 64) - 1
+    for _ in range(300_000):
+        x ^= (x << 13) & mask
+        x ^= x >> 7
+        x ^= (x << 17) & mask
+    return x
+
+
+def pool_cpu_speedup():
+    """8 CPU-bound tasks, serial time over the time on a 2-worker pool (chunksize 1)."""
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        start = time.perf_counter()
+        for s in range(8):
+            crunch(s)
+        serial = time.perf_counter() - start
+        start = time.perf_counter()
+        pool.map(crunch, range(8), chunksize=1)
+        parallel = time.perf_counter() - start
+    return serial / parallel, "x"
+
+
 def seconds_per_item(batch):
     """Seconds per item of batch(n), which handles n items, growing n until a batch takes 1 ms."""
     n = 1
@@ -377,6 +450,10 @@ ROWS = {
     "event_pingpong_blocking": event_pingpong,
     "queue_small": queue_small,
     "queue_1mib": queue_1mib,
+    "pool_apply_async": pool_apply_async,
+    "pool_apply_latency": pool_apply_latency,
+    "pool_map_small": pool_map_small,
+    "pool_cpu_speedup": pool_cpu_speedup,
 }
 
 

@@ -7,6 +7,7 @@
 
 mod floor;
 mod measure;
+mod pool_rows;
 mod queue_rows;
 mod rows;
 mod shm_rows;

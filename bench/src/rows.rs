@@ -61,6 +61,10 @@ const ROWS: &[(&str, RowFn)] = &[
     ("event_pingpong_blocking", crate::shm_rows::event_pingpong_blocking),
     ("queue_small", crate::queue_rows::queue_small),
     ("queue_1mib", crate::queue_rows::queue_1mib),
+    ("pool_apply_async", crate::pool_rows::pool_apply_async),
+    ("pool_apply_latency", crate::pool_rows::pool_apply_latency),
+    ("pool_map_small", crate::pool_rows::pool_map_small),
+    ("pool_cpu_speedup", crate::pool_rows::pool_cpu_speedup),
 ];
 
 /// The names of the rows.

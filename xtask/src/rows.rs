@@ -67,6 +67,10 @@ pub const ROWS: &[Row] = &[
     row("event_pingpong_blocking", Lower, true, &[Floor(1.2)]),
     row("queue_small", Higher, false, &[Value(4_000_000.0)]),
     row("queue_1mib", Higher, true, &[Floor(1.0)]),
+    row("pool_apply_async", Higher, false, &[Cpython(10.0), Value(210_000.0)]),
+    row("pool_apply_latency", Lower, false, &[]),
+    row("pool_map_small", Higher, false, &[Cpython(5.0)]),
+    row("pool_cpu_speedup", Higher, true, &[Floor(0.95)]),
 ];
 
 #[cfg(test)]

@@ -48,6 +48,34 @@ impl Writer {
         self.u32(u32::try_from(n).unwrap_or(u32::MAX));
         self.buf.extend_from_slice(bytes);
     }
+
+    /// Appends a `T_OK` result entry (tag and blob) holding `value`; on failure nothing is
+    /// appended.
+    pub fn ok_entry<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WireError> {
+        let start = self.buf.len();
+        self.buf.push(T_OK);
+        self.buf.extend_from_slice(&[0u8; 8]);
+        let body = self.buf.len();
+        match postcard::serialize_with_flavor(value, Append(&mut self.buf)) {
+            Ok(()) => {
+                let len = u32::try_from(self.buf.len() - body).unwrap_or(u32::MAX);
+                if let Some(slot) = self.buf.get_mut(body - 8..body - 4) {
+                    slot.copy_from_slice(&len.to_le_bytes());
+                }
+                Ok(())
+            }
+            Err(_) => {
+                // Values that hold descriptors land here (and values that do not serialise,
+                // which fail again below): encode them through fdpass.
+                self.buf.truncate(start);
+                let (bytes, fds) = fdpass::encode_with_fds(value)?;
+                self.buf.push(T_OK);
+                self.blob(&bytes, fds);
+                Ok(())
+            }
+        }
+    }
+
     pub fn clear(&mut self) {
         self.buf.clear();
         self.fds.clear();
@@ -56,6 +84,27 @@ impl Writer {
     pub fn send(&self, sock: BorrowedFd<'_>) -> Result<(), WireError> {
         let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(AsFd::as_fd).collect();
         fdpass::send_frame(sock, &self.buf, &fds, MAX_FRAME)
+    }
+}
+
+/// A postcard flavor appending to a borrowed vector.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
@@ -93,13 +142,18 @@ impl Reader {
     }
     /// A blob written by [`Writer::blob`], with its descriptors.
     pub fn blob(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>), Malformed> {
+        let (bytes, fds) = self.blob_ref()?;
+        Ok((bytes.to_vec(), fds))
+    }
+
+    /// A blob, borrowed from the frame.
+    pub fn blob_ref(&mut self) -> Result<(&[u8], Vec<OwnedFd>), Malformed> {
         let len = self.u32()? as usize;
         let nfds = self.u32()? as usize;
-        let bytes = self.take(len)?.to_vec();
-        let mut fds = Vec::with_capacity(nfds.min(64));
+        let mut fds = Vec::new();
         for _ in 0..nfds {
             fds.push(self.fds.next().ok_or(Malformed)?);
         }
-        Ok((bytes, fds))
+        Ok((self.take(len)?, fds))
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
 use mp_process::fdpass;
+use mp_process::wire::WireError;
 use rustix::process::Pid;
 use serde::de::DeserializeOwned;
 
@@ -23,19 +24,44 @@ pub(crate) struct Raw {
 impl Raw {
     /// Encodes `value`, descriptors out of band.
     pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Raw> {
-        let (bytes, fds) = fdpass::encode_with_fds(value)?;
+        let (bytes, fds) = encode(value)?;
         Ok(Raw { bytes, fds })
     }
 
     /// Decodes the value; the descriptors are duplicated, so the raw form stays intact.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         let fds = self.dup_fds()?;
-        Ok(fdpass::decode_with_fds(&self.bytes, fds)?)
+        Ok(decode(&self.bytes, fds)?)
     }
 
     /// Duplicates of the descriptors.
     pub fn dup_fds(&self) -> Result<Vec<OwnedFd>> {
         self.fds.iter().map(|fd| fd.try_clone().map_err(|e| Error::io("dup", e))).collect()
+    }
+}
+
+/// Encodes `value` with its descriptors out of band. Most values hold none: they are encoded
+/// by postcard directly, and only a value that meets a descriptor (which fails outside an fd
+/// context) is encoded again through `fdpass`.
+pub(crate) fn encode<T: serde::Serialize + ?Sized>(
+    value: &T,
+) -> Result<(Vec<u8>, Vec<OwnedFd>), WireError> {
+    match postcard::to_stdvec(value) {
+        Ok(bytes) => Ok((bytes, Vec::new())),
+        Err(_) => fdpass::encode_with_fds(value),
+    }
+}
+
+/// Decodes a value encoded by [`encode`]; without descriptors, by postcard directly.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T, WireError> {
+    if !fds.is_empty() {
+        return fdpass::decode_with_fds(bytes, fds);
+    }
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(WireError::TrailingBytes { extra: rest.len() }),
+        // A descriptor index with no descriptor, or malformed bytes: let fdpass say which.
+        Err(_) => fdpass::decode_with_fds(bytes, fds),
     }
 }
 

@@ -7,11 +7,11 @@ use std::cell::{Cell, RefCell};
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use mp_process::fdpass;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::proto::Writer;
 use crate::sys;
 
 /// A pool task taking the argument tuple `Args`: implemented for every `fn` item and
@@ -50,11 +50,11 @@ impl_task!(A, B, C, D);
 impl_task!(A, B, C, D, E);
 impl_task!(A, B, C, D, E, G);
 
-/// What one call of a task produced, in its encoded form.
+/// What one call of a task produced.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// The encoded result and the descriptors it carries.
-    Ok(Vec<u8>, Vec<OwnedFd>),
+    /// The result, appended to the output frame as a `T_OK` entry.
+    Written,
     /// The task panicked.
     Panic { message: String, traceback: String },
     /// The result did not serialise.
@@ -63,11 +63,14 @@ pub(crate) enum Outcome {
     DecodeArgs(String),
 }
 
-/// One call handed to a trampoline through [`CALL`].
+/// One call handed to a trampoline through [`CALL`]; its buffers are reused from call to call.
+#[derive(Default)]
 pub(crate) struct Call {
-    pub input: Vec<u8>,
-    pub fds: Vec<OwnedFd>,
-    pub outcome: Option<Outcome>,
+    input: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    /// The frame the result is appended to.
+    out: Writer,
+    outcome: Option<Outcome>,
 }
 
 thread_local! {
@@ -86,14 +89,13 @@ where
     F::Output: Serialize,
 {
     let Some(mut call) = CALL.take() else { return };
-    let input = std::mem::take(&mut call.input);
     let fds = std::mem::take(&mut call.fds);
-    let outcome = match fdpass::decode_with_fds::<Args>(&input, fds) {
+    let outcome = match crate::state::decode::<Args>(&call.input, fds) {
         Err(e) => Outcome::DecodeArgs(e.to_string()),
         Ok(args) => match catch_unwind(AssertUnwindSafe(|| sys::conjure::<F>().call(args))) {
             Err(payload) => panic_outcome(payload.as_ref()),
-            Ok(out) => match fdpass::encode_with_fds(&out) {
-                Ok((bytes, fds)) => Outcome::Ok(bytes, fds),
+            Ok(value) => match call.out.ok_entry(&value) {
+                Ok(()) => Outcome::Written,
                 Err(e) => Outcome::EncodeResult(e.to_string()),
             },
         },
@@ -146,15 +148,23 @@ where
         .ok_or(Error::InvalidArgument("the task's code lies outside the executable's text"))
 }
 
-/// Runs the task behind `entry` on `input` in this worker.
-pub(crate) fn run_entry(entry: u64, input: Vec<u8>, fds: Vec<OwnedFd>) -> Outcome {
+/// Runs the task behind `entry` on `input` in this worker; a successful result is appended
+/// to `out` (a `T_OK` entry: tag and blob), anything else is returned.
+pub(crate) fn run_entry(entry: u64, input: &[u8], fds: Vec<OwnedFd>, out: &mut Writer) -> Outcome {
     let Some(f) = sys::entry_at(entry) else {
         return Outcome::DecodeArgs(format!("task offset {entry:#x} lies outside the text"));
     };
-    CALL.set(Some(Call { input, fds, outcome: None }));
+    let mut call = CALL.take().unwrap_or_default();
+    call.input.clear();
+    call.input.extend_from_slice(input);
+    call.fds = fds;
+    std::mem::swap(&mut call.out, out);
+    call.outcome = None;
+    CALL.set(Some(call));
     f();
-    match CALL.take().and_then(|c| c.outcome) {
-        Some(o) => o,
-        None => Outcome::DecodeArgs("the task's trampoline produced nothing".to_string()),
-    }
+    let mut call = CALL.take().unwrap_or_default();
+    std::mem::swap(&mut call.out, out);
+    let outcome = call.outcome.take();
+    CALL.set(Some(call));
+    outcome.unwrap_or_else(|| Outcome::DecodeArgs("the task's trampoline produced nothing".into()))
 }

@@ -35,15 +35,11 @@ pub(crate) struct WorkerBoot {
     pub progress: mp_shm::SharedMemory,
 }
 
-/// Appends one result entry to `out`.
-fn put_result(out: &mut Writer, job: u64, index: u64, outcome: Outcome) {
-    out.u64(job);
-    out.u64(index);
+/// Appends a failed task's entry (tag and message) to `out`; a successful one was appended by
+/// its trampoline.
+fn put_failure(out: &mut Writer, outcome: Outcome) {
     match outcome {
-        Outcome::Ok(bytes, fds) => {
-            out.u8(proto::T_OK);
-            out.blob(&bytes, fds);
-        }
+        Outcome::Written => {}
         Outcome::Panic { message, traceback } => {
             out.u8(proto::T_PANIC);
             let bytes = postcard::to_stdvec(&(message, traceback)).unwrap_or_default();
@@ -101,8 +97,9 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
     task::install_panic_hook();
     if let Some(init) = boot.init {
         let fds = init.fds.into_iter().map(PassFd::into_inner).collect();
-        let failure = match task::run_entry(init.entry, init.payload, fds) {
-            Outcome::Ok(..) => None,
+        let mut scratch = Writer::default();
+        let failure = match task::run_entry(init.entry, &init.payload, fds, &mut scratch) {
+            Outcome::Written => None,
             Outcome::Panic { message, .. } => Some(message),
             Outcome::EncodeResult(m) | Outcome::DecodeArgs(m) => Some(m),
         };
@@ -133,11 +130,13 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
                 return;
             };
             for i in 0..u64::from(n) {
-                let Ok((input, fds)) = r.blob() else { return };
+                let Ok((input, fds)) = r.blob_ref() else { return };
                 started += 1;
                 progress.store(started, std::sync::atomic::Ordering::Release);
-                let outcome = task::run_entry(entry, input, fds);
-                put_result(&mut results.out, job, first + i, outcome);
+                results.out.u64(job);
+                results.out.u64(first + i);
+                let outcome = task::run_entry(entry, input, fds, &mut results.out);
+                put_failure(&mut results.out, outcome);
                 results.count += 1;
                 if (boot.flush_each || results.since.elapsed() >= FLUSH_AFTER)
                     && !results.flush(&sock)

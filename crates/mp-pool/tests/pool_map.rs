@@ -136,3 +136,26 @@ fn chunksize_follows_python() {
     assert_eq!(mp_pool::default_chunksize(17, 4), 2);
     assert_eq!(mp_pool::default_chunksize(100, 2), 13);
 }
+
+/// Returns the read end of a pipe holding `msg`: a result that carries a descriptor.
+fn pipe_with(msg: String) -> mp_process::fdpass::PassFd {
+    let (r, w) = common::pipe();
+    rustix::io::write(&w, msg.as_bytes()).unwrap();
+    mp_process::fdpass::PassFd(r)
+}
+
+#[test]
+fn descriptors_cross_in_arguments_and_results() {
+    let pool = Pool::new(2).unwrap();
+    let got = pool.map(pipe_with, ["one".to_string(), "two".to_string()]).unwrap();
+    let texts: Vec<String> = got
+        .into_iter()
+        .map(|fd| {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::fs::File::from(fd.into_inner()), &mut s)
+                .unwrap();
+            s
+        })
+        .collect();
+    assert_eq!(texts, ["one", "two"]);
+}

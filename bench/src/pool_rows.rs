@@ -1,0 +1,137 @@
+//! The pool rows: `pool_apply_async`, `pool_apply_latency`, `pool_map_small` and
+//! `pool_cpu_speedup`.
+
+use std::hint::black_box;
+use std::io;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+
+use crate::floor::wait_ok;
+use crate::measure::seconds_per_op;
+use crate::rows::{Figure, Side};
+
+/// The task of the small rows.
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// A 2-worker pool under fork, as every pool row uses.
+fn pool2() -> Result<mp::Pool> {
+    let ctx = mp::get_context("fork").context("get_context(fork)")?;
+    Ok(mp::Pool::builder().processes(2).context(&ctx).build()?)
+}
+
+/// pool_apply_async: `apply_async(square, i)` n times on a 2-worker pool, then every `get`,
+/// in tasks/s.
+pub fn pool_apply_async(side: Side) -> Result<Figure> {
+    ensure!(side == Side::Mp, "pool_apply_async has no floor side");
+    let pool = pool2()?;
+    let seconds = seconds_per_op(|n| {
+        let results =
+            (0..n).map(|i| pool.apply_async(square, (i,))).collect::<Result<Vec<_>, _>>()?;
+        for (i, r) in results.into_iter().enumerate() {
+            ensure!(r.get()? == square(i as u64), "a wrong result");
+        }
+        Ok(())
+    })?;
+    Ok(Figure { value: 1.0 / seconds, unit: "tasks/s" })
+}
+
+/// pool_apply_latency: one `apply(square, i)` at a time, submit to result, in µs per task.
+pub fn pool_apply_latency(side: Side) -> Result<Figure> {
+    ensure!(side == Side::Mp, "pool_apply_latency has no floor side");
+    let pool = pool2()?;
+    let seconds = seconds_per_op(|n| {
+        for i in 0..n {
+            ensure!(pool.apply(square, (i,))? == square(i), "a wrong result");
+        }
+        Ok(())
+    })?;
+    Ok(Figure { value: seconds * 1e6, unit: "us/task" })
+}
+
+/// The length of one `pool_map_small` map.
+const MAP_LEN: u64 = 100_000;
+
+/// pool_map_small: `map(square, 0..100_000)` on a 2-worker pool with the default chunksize, in
+/// tasks/s.
+pub fn pool_map_small(side: Side) -> Result<Figure> {
+    ensure!(side == Side::Mp, "pool_map_small has no floor side");
+    let pool = pool2()?;
+    let seconds = seconds_per_op(|n| {
+        for _ in 0..n {
+            let got = pool.map(square, 0..MAP_LEN)?;
+            ensure!(got.len() as u64 == MAP_LEN, "a short result");
+        }
+        Ok(())
+    })?;
+    Ok(Figure { value: MAP_LEN as f64 / seconds, unit: "tasks/s" })
+}
+
+/// About 100 ms of xorshift steps the compiler cannot fold away.
+fn crunch(seed: u64) -> u64 {
+    let mut x = black_box(seed | 1);
+    for _ in 0..black_box(60_000_000u64) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
+}
+
+/// The number of CPU-bound tasks of `pool_cpu_speedup`.
+const TASKS: u64 = 8;
+
+/// The eight tasks one after another.
+fn serial() -> Duration {
+    let start = Instant::now();
+    for s in 0..TASKS {
+        black_box(crunch(s));
+    }
+    start.elapsed()
+}
+
+/// pool_cpu_speedup: 8 CPU-bound tasks of ~100 ms, serial time over the time on a 2-worker
+/// pool (chunksize 1), as a speed-up. The floor is the same work split between two raw forked
+/// processes.
+pub fn pool_cpu_speedup(side: Side) -> Result<Figure> {
+    let speedup = match side {
+        Side::Mp => {
+            let pool = pool2()?;
+            let serial = serial();
+            let start = Instant::now();
+            let got = pool.map_chunked(crunch, 0..TASKS, 1)?;
+            let parallel = start.elapsed();
+            ensure!(got.len() as u64 == TASKS, "a short result");
+            serial.as_secs_f64() / parallel.as_secs_f64()
+        }
+        Side::Floor => {
+            let serial = serial();
+            let start = Instant::now();
+            let mut pids = Vec::new();
+            for k in 0..2u64 {
+                // SAFETY: the child only computes and calls `_exit`; it takes no lock, so
+                // forking is sound even if the parent had other threads.
+                let pid = unsafe { libc::fork() };
+                match pid {
+                    -1 => return Err(io::Error::last_os_error()).context("fork"),
+                    0 => {
+                        for s in (k..TASKS).step_by(2) {
+                            black_box(crunch(s));
+                        }
+                        // SAFETY: `_exit` ends the child without running the parent's
+                        // destructors or atexit handlers.
+                        unsafe { libc::_exit(0) }
+                    }
+                    pid => pids.push(pid),
+                }
+            }
+            for pid in pids {
+                wait_ok(pid)?;
+            }
+            serial.as_secs_f64() / start.elapsed().as_secs_f64()
+        }
+    };
+    Ok(Figure { value: speedup, unit: "x" })
+}
