@@ -207,3 +207,42 @@ fn a_value_that_does_not_serialise_fails_its_task_only() {
     assert_eq!(got[4].as_ref().unwrap(), &Picky(4));
     assert!(matches!(pool.map(picky_id, (0..6).map(Picky)), Err(Error::Serialization(_))));
 }
+
+/// About a millisecond of work.
+fn brief(x: i64) -> i64 {
+    std::thread::sleep(Duration::from_millis(1));
+    x
+}
+
+#[test]
+fn random_kills_fail_at_most_one_task_each_and_every_other_task_completes() {
+    let pool = Pool::new(2).unwrap();
+    let mut kills = 0;
+    let mut results = Vec::new();
+    let mut seed = u64::from(std::process::id());
+    for (k, r) in pool.imap(brief, 0..400).unwrap().chunksize(3).enumerate() {
+        results.push(r);
+        if k % 60 == 30 {
+            // A pseudo-random worker, at a pseudo-random point of its chunk.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let pids = pool.pids();
+            if let Some(&victim) = pids.get((seed % pids.len().max(1) as u64) as usize) {
+                kill(victim, Signal::KILL);
+                kills += 1;
+            }
+        }
+    }
+    assert_eq!(results.len(), 400);
+    let mut died = 0;
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(*v, i as i64),
+            Err(Error::WorkerDied { signal: Some(9), .. }) => died += 1,
+            Err(e) => panic!("task {i}: {e:?}"),
+        }
+    }
+    assert!(died <= kills, "{died} tasks failed for {kills} kills");
+    assert_eq!(pool.map(sqr, 0..3).unwrap(), [0, 1, 4]);
+}

@@ -1,9 +1,10 @@
-//! Ctrl-C: SIGINT to the process group while a `map` runs ends the call with `Interrupted`
-//! promptly and leaves no process behind, under the start method in `MP_START_METHOD`.
+//! Signals to the pool's owner, under the start method in `MP_START_METHOD`: Ctrl-C (SIGINT to
+//! the process group) while a `map` runs ends the call with `Interrupted` promptly and leaves
+//! no process behind; an owner killed by SIGKILL takes its workers (and zygote) with it.
 //!
-//! The test re-runs its own binary as a helper in a new process group (the helper ignores
-//! SIGINT itself, as a program with a Ctrl-C handler would not die of it), waits until the
-//! helper's tasks run, and signals the whole group.
+//! Each test re-runs its own binary as a helper in a new process group (the Ctrl-C helper
+//! ignores SIGINT itself, as a program with a Ctrl-C handler would not die of it) and watches
+//! the group empty.
 
 mod common;
 
@@ -96,6 +97,58 @@ fn ctrl_c_during_map_returns_an_error_and_leaves_nothing_behind() {
     assert!(status.success(), "helper: {status:?}, output {rest:?}");
     assert!(rest.iter().any(|l| l == "interrupted"), "{rest:?}");
     assert!(rest.iter().any(|l| l == "after: true"), "{rest:?}");
+    assert!(
+        eventually(Duration::from_secs(10), || group_members(pgid).is_empty()),
+        "left behind: {:?}",
+        group_members(pgid)
+    );
+}
+
+const ORPHAN_ENV: &str = "MP_POOL_TEST_ORPHAN_HELPER";
+
+#[test]
+#[ignore = "run by workers_die_with_a_sigkilled_owner"]
+fn orphan_helper() {
+    if std::env::var_os(ORPHAN_ENV).is_none() {
+        return;
+    }
+    let pool = mp_pool::Pool::new(2).unwrap();
+    let pids: Vec<String> = pool.pids().iter().map(u32::to_string).collect();
+    println!("pids {}", pids.join(" "));
+    loop {
+        std::thread::park();
+    }
+}
+
+#[test]
+fn workers_die_with_a_sigkilled_owner() {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args(["--ignored", "--exact", "orphan_helper", "--nocapture", "--test-threads=1"])
+        .env(ORPHAN_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let pids: Vec<u32> = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find_map(|l| {
+            l.split_once("pids ").map(|(_, p)| p.split(' ').map(|s| s.parse().unwrap()).collect())
+        })
+        .expect("the helper's pids");
+    assert_eq!(pids.len(), 2);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for pid in pids {
+        assert!(
+            eventually(Duration::from_secs(10), || !alive(pid)),
+            "worker {pid} outlived its owner"
+        );
+    }
     assert!(
         eventually(Duration::from_secs(10), || group_members(pgid).is_empty()),
         "left behind: {:?}",

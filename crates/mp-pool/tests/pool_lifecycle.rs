@@ -86,6 +86,8 @@ fn dropping_a_pool_terminates_it() {
     for pid in pids {
         assert!(!alive(pid));
     }
+    // The zygote (fork) or the workers (spawn, forkserver) were joined: no child is left.
+    assert!(mp_process::active_children().is_empty(), "{:?}", mp_process::active_children());
 }
 
 #[test]
