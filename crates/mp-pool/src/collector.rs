@@ -360,7 +360,7 @@ impl Collector {
                 let mut bytes = 0usize;
                 while taken.len() < budget {
                     let Some(c) = st.queue.front() else { break };
-                    let size: usize = c.items.iter().map(|i| i.bytes.len() + 8).sum::<usize>() + 28;
+                    let size = c.payload.len() + 28;
                     if !taken.is_empty() && bytes + size > byte_cap {
                         break;
                     }
@@ -372,11 +372,9 @@ impl Collector {
                     out.u64(c.job);
                     out.u64(c.first);
                     out.u64(c.entry);
-                    out.u32(u32::try_from(c.items.len()).unwrap_or(u32::MAX));
-                    for item in &c.items {
-                        let fds = item.dup_fds().unwrap_or_default();
-                        out.blob(&item.bytes, fds);
-                    }
+                    out.u32(u32::try_from(c.count).unwrap_or(u32::MAX));
+                    out.buf.extend_from_slice(&c.payload);
+                    out.fds.extend(c.fds.iter().filter_map(|fd| fd.try_clone().ok()));
                     taken.push(c);
                 }
                 if taken.is_empty() {
@@ -391,7 +389,7 @@ impl Collector {
                 if let Err(e) = out.send(w.sock.as_fd()) {
                     if matches!(e, mp_process::wire::WireError::Oversized { .. }) {
                         for c in taken {
-                            for i in 0..c.items.len() as u64 {
+                            for i in 0..c.count as u64 {
                                 st.record(
                                     c.job,
                                     c.first + i,
@@ -591,46 +589,34 @@ impl Collector {
         };
         let mut requeue: Vec<Chunk> = Vec::new();
         let mut k = 0u64;
-        for mut ic in std::mem::take(&mut w.inflight) {
-            let items = ic.chunk.items.split_off(ic.done.min(ic.chunk.items.len()));
+        for ic in std::mem::take(&mut w.inflight) {
             let base = ic.chunk.first + ic.done as u64;
             let (job, entry, was_requeued) = (ic.chunk.job, ic.chunk.entry, ic.chunk.requeued);
-            let mut run: Vec<Raw> = Vec::new();
-            let mut run_first = base;
+            let done = ic.done;
+            let items: Vec<Raw> = ic.chunk.into_raws().into_iter().skip(done).collect();
+            let mut run = Chunk::new(job, entry, base, was_requeued);
             let mut after_running = false;
             for (j, raw) in items.into_iter().enumerate() {
                 let index = base + j as u64;
                 if Some(k) == running {
-                    if !run.is_empty() {
-                        let items = std::mem::take(&mut run);
-                        requeue.push(Chunk {
-                            job,
-                            first: run_first,
-                            entry,
-                            items,
-                            requeued: was_requeued,
-                        });
+                    let next = Chunk::new(job, entry, index + 1, true);
+                    let before = std::mem::replace(&mut run, next);
+                    if before.count > 0 {
+                        requeue.push(before);
                     }
                     st.record(job, index, Err(err.duplicate()));
                     after_running = true;
                 } else if after_running && was_requeued {
                     st.record(job, index, Err(err.duplicate()));
+                    run.first = index + 1;
                 } else {
-                    if run.is_empty() {
-                        run_first = index;
-                    }
-                    run.push(raw);
+                    run.push_raw(raw);
                 }
                 k += 1;
             }
-            if !run.is_empty() {
-                requeue.push(Chunk {
-                    job,
-                    first: run_first,
-                    entry,
-                    items: run,
-                    requeued: was_requeued || after_running,
-                });
+            if run.count > 0 {
+                run.requeued = was_requeued || after_running;
+                requeue.push(run);
             }
         }
         for c in requeue.into_iter().rev() {
@@ -719,12 +705,9 @@ fn handle_frame(
                 if front.chunk.job != job || front.chunk.first + front.done as u64 != index {
                     return Err(proto::Malformed);
                 }
-                if let Some(item) = front.chunk.items.get_mut(front.done) {
-                    *item = Raw::default();
-                }
                 front.done += 1;
                 w.received += 1;
-                if front.done >= front.chunk.items.len() {
+                if front.done >= front.chunk.count {
                     let ends = front.ends_batch;
                     w.inflight.pop_front();
                     if ends {

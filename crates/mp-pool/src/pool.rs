@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 
 use crate::collector::{Collector, InitTemplate, Spawner};
 use crate::error::{Error, Result};
-use crate::result::{AsyncResult, Imap, decode_one, decode_vec, push_items};
-use crate::state::{Job, Phase, Raw, Shared, State, Store};
+use crate::result::{AsyncResult, Imap, build_chunks, decode_one, decode_vec, queue_chunks};
+use crate::state::{Chunk, Job, Phase, Raw, Shared, State, Store};
 use crate::task::{Task, entry_for};
 
 /// Python's default chunksize for `map`: the input split into about four chunks per worker.
@@ -282,22 +282,16 @@ impl Pool {
         Ok((id, g))
     }
 
-    /// Submits a job of encoded items in chunks of `chunksize`.
-    fn submit_items(&self, entry: u64, items: Vec<Result<Raw>>, chunksize: usize) -> Result<u64> {
-        let n = items.len();
+    /// Submits a job of `n` tasks already split into chunks.
+    fn submit_chunks(
+        &self,
+        n: usize,
+        chunks: Vec<Chunk>,
+        errors: Vec<(u64, Error)>,
+    ) -> Result<u64> {
         let (id, mut g) =
             self.new_job(Store::Dense((0..n).map(|_| None).collect()), Some(n as u64))?;
-        let mut first = 0u64;
-        let mut it = items.into_iter();
-        loop {
-            let chunk: Vec<Result<Raw>> = it.by_ref().take(chunksize.max(1)).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            let len = chunk.len() as u64;
-            push_items(&mut g, id, entry, first, chunk);
-            first += len;
-        }
+        queue_chunks(&mut g, id, chunks, errors);
         if n == 0 {
             g.to_settle.push(id);
         }
@@ -305,6 +299,19 @@ impl Pool {
         self.shared.ring();
         self.shared.settle();
         Ok(id)
+    }
+
+    /// Encodes `items` in chunks and submits them.
+    fn submit_items<T: Serialize>(
+        &self,
+        entry: u64,
+        items: Vec<T>,
+        chunksize: Option<usize>,
+    ) -> Result<u64> {
+        let n = items.len();
+        let cs = chunksize.unwrap_or_else(|| default_chunksize(n, self.processes()));
+        let (chunks, errors) = build_chunks(items, entry, 0, cs);
+        self.submit_chunks(n, chunks, errors)
     }
 
     /// Runs `f(args...)` in a worker and returns its result (Python's `apply`).
@@ -337,7 +344,8 @@ impl Pool {
         F::Output: Serialize + DeserializeOwned,
     {
         let entry = entry_for::<F, Args>(f)?;
-        let id = self.submit_items(entry, vec![Raw::encode(&args)], 1)?;
+        self.shared.check_process()?;
+        let id = self.submit_items(entry, vec![args], Some(1))?;
         Ok(AsyncResult::new(self.shared.clone(), id, decode_one::<F::Output>))
     }
 
@@ -411,9 +419,8 @@ impl Pool {
         self.shared.check_process()?;
         let entry = entry_for::<F, (A,)>(f)?;
         // Each item is encoded on its own: `(A,)` has the same encoding as `A`.
-        let items: Vec<Result<Raw>> = iterable.into_iter().map(|a| Raw::encode(&a)).collect();
-        let cs = chunksize.unwrap_or_else(|| default_chunksize(items.len(), self.processes()));
-        let id = self.submit_items(entry, items, cs)?;
+        let items: Vec<A> = iterable.into_iter().collect();
+        let id = self.submit_items(entry, items, chunksize)?;
         Ok(AsyncResult::new(self.shared.clone(), id, decode_vec::<F::Output>))
     }
 
@@ -489,9 +496,8 @@ impl Pool {
     {
         self.shared.check_process()?;
         let entry = entry_for::<F, Args>(f)?;
-        let items: Vec<Result<Raw>> = iterable.into_iter().map(|a| Raw::encode(&a)).collect();
-        let cs = chunksize.unwrap_or_else(|| default_chunksize(items.len(), self.processes()));
-        let id = self.submit_items(entry, items, cs)?;
+        let items: Vec<Args> = iterable.into_iter().collect();
+        let id = self.submit_items(entry, items, chunksize)?;
         Ok(AsyncResult::new(self.shared.clone(), id, decode_vec::<F::Output>))
     }
 

@@ -88,7 +88,7 @@ impl Writer {
 }
 
 /// A postcard flavor appending to a borrowed vector.
-struct Append<'a>(&'a mut Vec<u8>);
+pub(crate) struct Append<'a>(pub &'a mut Vec<u8>);
 
 impl postcard::ser_flavors::Flavor for Append<'_> {
     type Output = ();

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::state::{Chunk, Job, Raw, Shared, Store};
+use crate::state::{Chunk, Job, Shared, Store};
 
 /// Turns a completed job's store into the caller's value.
 pub(crate) type Decode<T> = fn(&Store) -> Result<T>;
@@ -348,7 +348,7 @@ where
             if let Some(input) = &mut self.input {
                 for _ in 0..self.chunksize {
                     match input.next() {
-                        Some(a) => items.push(Raw::encode(&a)),
+                        Some(a) => items.push(a),
                         None => {
                             ended = true;
                             break;
@@ -358,6 +358,7 @@ where
             }
             let first = self.submitted;
             self.submitted += items.len() as u64;
+            let (chunks, errors) = build_chunks(items, self.entry, first, self.chunksize);
             let mut g = self.shared.lock();
             let stopping = g.jobs.get(&self.job).is_none_or(|j| j.failed.is_some());
             if stopping {
@@ -365,7 +366,7 @@ where
                 g.feeders = g.feeders.saturating_sub(1);
                 break;
             }
-            push_items(&mut g, self.job, self.entry, first, items);
+            queue_chunks(&mut g, self.job, chunks, errors);
             if ended {
                 self.input = None;
                 g.feeders = g.feeders.saturating_sub(1);
@@ -487,42 +488,53 @@ impl<I: Iterator, R> Drop for Imap<I, R> {
     }
 }
 
-/// Splits encoded items into chunks of one job and queues them, recording the items that
-/// failed to encode as that task's error.
-pub(crate) fn push_items(
-    st: &mut crate::state::State,
-    job: u64,
+/// Encodes `items` into chunks of at most `chunksize` tasks of job 0 (the caller sets the
+/// job), starting at task `first`; an item that fails to encode ends its chunk and is returned
+/// as that task's error.
+pub(crate) fn build_chunks<T: Serialize>(
+    items: impl IntoIterator<Item = T>,
     entry: u64,
     first: u64,
-    items: Vec<Result<Raw>>,
-) {
-    let mut run: Vec<Raw> = Vec::new();
-    let mut run_first = first;
+    chunksize: usize,
+) -> (Vec<Chunk>, Vec<(u64, Error)>) {
+    let chunksize = chunksize.max(1);
+    let mut chunks = Vec::new();
+    let mut errors = Vec::new();
+    let mut current = Chunk::new(0, entry, first, false);
     for (k, item) in items.into_iter().enumerate() {
         let index = first + k as u64;
-        match item {
-            Ok(raw) => {
-                if run.is_empty() {
-                    run_first = index;
-                }
-                run.push(raw);
+        if let Err(e) = current.push(&item) {
+            if current.count > 0 {
+                chunks
+                    .push(std::mem::replace(&mut current, Chunk::new(0, entry, index + 1, false)));
+            } else {
+                current.first = index + 1;
             }
-            Err(e) => {
-                if !run.is_empty() {
-                    let items = std::mem::take(&mut run);
-                    st.queue.push_back(Chunk {
-                        job,
-                        first: run_first,
-                        entry,
-                        items,
-                        requeued: false,
-                    });
-                }
-                st.record(job, index, Err(e));
-            }
+            errors.push((index, e));
+            continue;
+        }
+        if current.count >= chunksize {
+            chunks.push(std::mem::replace(&mut current, Chunk::new(0, entry, index + 1, false)));
         }
     }
-    if !run.is_empty() {
-        st.queue.push_back(Chunk { job, first: run_first, entry, items: run, requeued: false });
+    if current.count > 0 {
+        chunks.push(current);
+    }
+    (chunks, errors)
+}
+
+/// Queues the chunks and records the errors of job `job`.
+pub(crate) fn queue_chunks(
+    st: &mut crate::state::State,
+    job: u64,
+    chunks: Vec<Chunk>,
+    errors: Vec<(u64, Error)>,
+) {
+    for mut c in chunks {
+        c.job = job;
+        st.queue.push_back(c);
+    }
+    for (index, e) in errors {
+        st.record(job, index, Err(e));
     }
 }

@@ -126,9 +126,66 @@ pub(crate) struct Chunk {
     pub first: u64,
     /// The task's trampoline offset.
     pub entry: u64,
-    pub items: Vec<Raw>,
+    /// The encoded arguments, one wire blob (`u32` length, `u32` descriptor count, bytes)
+    /// after another, as they are sent.
+    pub payload: Vec<u8>,
+    /// The descriptors of every item, in order.
+    pub fds: Vec<OwnedFd>,
+    /// The number of items.
+    pub count: usize,
     /// This is the rest of a chunk whose worker died: it is not re-queued again.
     pub requeued: bool,
+}
+
+impl Chunk {
+    /// An empty chunk of `job` starting at task `first`.
+    pub fn new(job: u64, entry: u64, first: u64, requeued: bool) -> Chunk {
+        Chunk { job, first, entry, payload: Vec::new(), fds: Vec::new(), count: 0, requeued }
+    }
+
+    /// Appends the encoding of `value`; on failure nothing is appended.
+    pub fn push<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        let start = self.payload.len();
+        self.payload.extend_from_slice(&[0u8; 8]);
+        match postcard::serialize_with_flavor(value, crate::proto::Append(&mut self.payload)) {
+            Ok(()) => {
+                let len = u32::try_from(self.payload.len() - start - 8).unwrap_or(u32::MAX);
+                if let Some(slot) = self.payload.get_mut(start..start + 4) {
+                    slot.copy_from_slice(&len.to_le_bytes());
+                }
+            }
+            Err(_) => {
+                // A value holding descriptors (or one that does not serialise, which fails
+                // again here).
+                self.payload.truncate(start);
+                let (bytes, fds) = fdpass::encode_with_fds(value)?;
+                self.push_raw(Raw { bytes, fds });
+                return Ok(());
+            }
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Appends an encoded item.
+    pub fn push_raw(&mut self, raw: Raw) {
+        let n = u32::try_from(raw.fds.len()).unwrap_or(u32::MAX);
+        self.payload
+            .extend_from_slice(&u32::try_from(raw.bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+        self.payload.extend_from_slice(&n.to_le_bytes());
+        self.payload.extend_from_slice(&raw.bytes);
+        self.fds.extend(raw.fds);
+        self.count += 1;
+    }
+
+    /// The items, split apart again (to re-queue part of a chunk).
+    pub fn into_raws(self) -> Vec<Raw> {
+        let mut r = crate::proto::Reader::new(self.payload, self.fds);
+        (0..self.count)
+            .map_while(|_| r.blob().ok())
+            .map(|(bytes, fds)| Raw { bytes, fds })
+            .collect()
+    }
 }
 
 /// Where the pool is in its life.
