@@ -41,6 +41,10 @@ const HEADER_LEN: usize = 8;
 /// The size of the ancillary buffer needed for a full frame's worth of descriptors.
 const CMSG_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS_PER_FRAME));
 
+/// Payloads up to this size are read into a zeroed buffer with `recv`; larger ones without
+/// zero-filling, through a duplicate of the socket.
+const SMALL_PAYLOAD: usize = 64 * 1024;
+
 /// The payload buffer reserved before any byte arrives, at most; it grows (doubling) as bytes
 /// arrive, so that a false announcement cannot make a receiver reserve much memory.
 const RECV_CHUNK: usize = 1024 * 1024;
@@ -129,6 +133,33 @@ pub fn recv_frame(
     sock: BorrowedFd<'_>,
     max: usize,
 ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, WireError> {
+    match recv_frame_inner(sock, max, true)? {
+        Received::Frame(payload, fds) => Ok(Some((payload, fds))),
+        Received::Eof | Received::WouldBlock => Ok(None),
+    }
+}
+
+/// What [`try_recv_frame`] found.
+#[derive(Debug)]
+pub enum Received {
+    /// A whole frame: its payload and descriptors.
+    Frame(Vec<u8>, Vec<OwnedFd>),
+    /// The peer closed the stream before the first header byte.
+    Eof,
+    /// No byte of a frame has arrived yet.
+    WouldBlock,
+}
+
+/// As [`recv_frame`], but returns [`Received::WouldBlock`] at once if no byte of the next
+/// frame has arrived; once the first byte is there, it waits for the rest of the frame. For
+/// receivers that poll for a while before they sleep: the look and the read of the header
+/// are one system call.
+pub fn try_recv_frame(sock: BorrowedFd<'_>, max: usize) -> Result<Received, WireError> {
+    recv_frame_inner(sock, max, false)
+}
+
+/// [`recv_frame`] and [`try_recv_frame`]: `wait` says whether to block for the first byte.
+fn recv_frame_inner(sock: BorrowedFd<'_>, max: usize, wait: bool) -> Result<Received, WireError> {
     let mut header = [0u8; HEADER_LEN];
     let mut got = 0usize;
     let mut fds: Vec<OwnedFd> = Vec::new();
@@ -141,10 +172,15 @@ pub fn recv_frame(
             break;
         };
         let mut iov = [IoSliceMut::new(rest)];
-        let msg = match rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)
-        {
+        let flags = if got == 0 && !wait {
+            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT
+        } else {
+            RecvFlags::CMSG_CLOEXEC
+        };
+        let msg = match rustix::net::recvmsg(sock, &mut iov, &mut control, flags) {
             Ok(msg) => msg,
             Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) if got == 0 && !wait => return Ok(Received::WouldBlock),
             Err(e) => return Err(e.into()),
         };
         for message in control.drain() {
@@ -157,7 +193,7 @@ pub fn recv_frame(
         }
         if msg.bytes == 0 {
             if got == 0 && fds.is_empty() && !ctrunc {
-                return Ok(None);
+                return Ok(Received::Eof);
             }
             return Err(WireError::Truncated { expected: HEADER_LEN, got });
         }
@@ -184,11 +220,25 @@ pub fn recv_frame(
         }
     };
 
-    // Read the payload straight into the vector's spare capacity (no zero-filling), at most
-    // `len` bytes, growing it as bytes arrive: from RECV_CHUNK, doubling. `read_to_end` on a
-    // `File` retries interrupted reads and stops at `len` (the `take`) or end of file.
-    let mut payload: Vec<u8> = Vec::with_capacity(len.min(RECV_CHUNK));
-    if len > 0 {
+    // A small payload is read into a zeroed buffer; a large one straight into the vector's
+    // spare capacity (no zero-filling), at most `len` bytes, growing it as bytes arrive: from
+    // RECV_CHUNK, doubling. `read_to_end` on a `File` retries interrupted reads and stops at
+    // `len` (the `take`) or end of file.
+    let mut payload: Vec<u8>;
+    if len <= SMALL_PAYLOAD {
+        payload = vec![0u8; len];
+        let mut filled = 0;
+        while let Some(rest) = payload.get_mut(filled..).filter(|r| !r.is_empty()) {
+            match rustix::net::recv(sock, rest, RecvFlags::empty()) {
+                Ok((0, _)) => break,
+                Ok((n, _)) => filled += n,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        payload.truncate(filled);
+    } else {
+        payload = Vec::with_capacity(len.min(RECV_CHUNK));
         let file = std::fs::File::from(sock.try_clone_to_owned()?);
         let expected = u64::try_from(len).unwrap_or(u64::MAX);
         std::io::Read::read_to_end(&mut std::io::Read::take(&file, expected), &mut payload)?;
@@ -199,7 +249,7 @@ pub fn recv_frame(
             got: HEADER_LEN.saturating_add(payload.len()),
         });
     }
-    Ok(Some((payload, fds)))
+    Ok(Received::Frame(payload, fds))
 }
 
 /// What the current thread is doing with descriptors met during (de)serialisation.
@@ -525,6 +575,51 @@ mod tests {
             for (i, (fd, (reader, _))) in fds.into_iter().zip(&pipes).enumerate() {
                 check_pipe(fd, reader, format!("pipe {i}").as_bytes());
             }
+        }
+    }
+
+    #[test]
+    fn try_recv_frame_does_not_wait_for_a_first_byte() {
+        let (a, b) = pair();
+        assert!(matches!(try_recv_frame(b.as_fd(), 1 << 20).unwrap(), Received::WouldBlock));
+        // Small and large payloads (the two read paths), and an empty one.
+        for len in [0usize, 5, 64 * 1024, 64 * 1024 + 1, 300_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let sender = std::thread::scope(|s| {
+                let h = s.spawn(|| send_frame(a.as_fd(), &payload, &[], 1 << 20));
+                let got = loop {
+                    match try_recv_frame(b.as_fd(), 1 << 20).unwrap() {
+                        Received::Frame(got, fds) => {
+                            assert!(fds.is_empty());
+                            break got;
+                        }
+                        Received::WouldBlock => std::thread::yield_now(),
+                        Received::Eof => panic!("end of file"),
+                    }
+                };
+                assert_eq!(got, payload, "{len} bytes");
+                h.join().unwrap()
+            });
+            sender.unwrap();
+        }
+        drop(a);
+        assert!(matches!(try_recv_frame(b.as_fd(), 1024).unwrap(), Received::Eof));
+    }
+
+    #[test]
+    fn a_large_payload_cut_short_is_truncated() {
+        let (a, b) = pair();
+        let mut header = 100_000u32.to_le_bytes().to_vec();
+        header.extend_from_slice(&0u32.to_le_bytes());
+        let mut a = File::from(a);
+        a.write_all(&header).unwrap();
+        a.write_all(&[1u8; 70_000]).unwrap();
+        drop(a);
+        match recv_frame(b.as_fd(), 1 << 20) {
+            Err(WireError::Truncated { expected, got }) => {
+                assert_eq!((expected, got), (100_008, 70_008));
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -205,8 +205,28 @@ impl Connection {
         if self.broken.load(Ordering::Acquire) {
             return Err(Error::Broken);
         }
-        sys::spin_until_readable(fd);
-        match fdpass::recv_frame(fd, limit) {
+        // Look for the frame for a bounded time first: a peer that answers at once is heard
+        // without the cost of a sleep and a wake-up.
+        let received = match sys::spin_budget() {
+            Some(budget) => {
+                let start = std::time::Instant::now();
+                loop {
+                    match fdpass::try_recv_frame(fd, limit) {
+                        Ok(fdpass::Received::WouldBlock) if start.elapsed() < budget => {
+                            std::hint::spin_loop();
+                        }
+                        Ok(fdpass::Received::WouldBlock) => break fdpass::recv_frame(fd, limit),
+                        Ok(fdpass::Received::Frame(payload, fds)) => {
+                            break Ok(Some((payload, fds)));
+                        }
+                        Ok(fdpass::Received::Eof) => break Ok(None),
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+            None => fdpass::recv_frame(fd, limit),
+        };
+        match received {
             Ok(Some(frame)) => Ok(frame),
             Ok(None) => Err(Error::Eof),
             // Linux reports a peer that closed with unread data as a reset: it is gone all

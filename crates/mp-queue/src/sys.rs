@@ -506,27 +506,13 @@ pub(crate) fn can_spin() -> bool {
 /// How long a receive looks for a message without sleeping before it blocks in the kernel.
 const RECV_SPIN: Duration = Duration::from_micros(30);
 
-/// Spins for at most [`RECV_SPIN`] (scaled by `mp_sync::spin_limit()` against its default,
-/// so 0 disables it) until `sock` has bytes or end of file to read: a peer that answers at
-/// once is heard without the cost of a sleep and a wake-up. Only on machines with more than
-/// one CPU.
-pub(crate) fn spin_until_readable(sock: BorrowedFd<'_>) {
+/// How long a receive should look for a message before it sleeps: [`RECV_SPIN`] scaled by
+/// `mp_sync::spin_limit()` against its default (so a limit of 0 turns it off), and `None` on
+/// a machine with one CPU, where the peer cannot run while we look.
+pub(crate) fn spin_budget() -> Option<Duration> {
     let limit = mp_sync::spin_limit();
     if limit == 0 || !can_spin() {
-        return;
+        return None;
     }
-    let budget = RECV_SPIN.saturating_mul(limit) / mp_sync::DEFAULT_SPIN_LIMIT.max(1);
-    let start = Instant::now();
-    let mut byte = [0u8; 1];
-    loop {
-        match rustix::net::recv(sock, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
-            Err(Errno::AGAIN) | Err(Errno::INTR) => {}
-            // Bytes, end of file, or an error the real receive will report.
-            _ => return,
-        }
-        if start.elapsed() >= budget {
-            return;
-        }
-        std::hint::spin_loop();
-    }
+    Some(RECV_SPIN.saturating_mul(limit) / mp_sync::DEFAULT_SPIN_LIMIT.max(1))
 }
