@@ -284,6 +284,7 @@ impl Collector {
                     }
                     Phase::Running => {}
                 }
+                self.shared.sleeping.store(true, std::sync::atomic::Ordering::SeqCst);
                 self.dispatch(&mut st);
             }
             self.wait_and_handle();
@@ -435,7 +436,9 @@ impl Collector {
                 fds.push(w.sock.as_fd());
                 fds.push(w.pidfd().unwrap_or(w.sock.as_fd()));
             }
-            worker::poll_in(&fds, wait)
+            let ready = worker::poll_in(&fds, wait);
+            self.shared.sleeping.store(false, std::sync::atomic::Ordering::SeqCst);
+            ready
         };
         let mut k = 0;
         let mut next = || {
@@ -505,8 +508,7 @@ impl Collector {
                 }
             }
         }
-        drop(st);
-        self.shared.cv.notify_all();
+        self.shared.notify(st);
     }
 
     fn read_zygote(&mut self) {
@@ -634,8 +636,10 @@ impl Collector {
         self.reap();
         self.spawner.stop();
         self.shared.settle();
-        self.shared.lock().phase = Phase::Stopped;
-        self.shared.cv.notify_all();
+        let mut st = self.shared.lock();
+        st.phase = Phase::Stopped;
+        st.changed = true;
+        self.shared.notify(st);
     }
 
     /// Terminate: kills every worker, fails everything outstanding, stops the zygote.
@@ -652,8 +656,10 @@ impl Collector {
         self.reap();
         self.spawner.stop();
         self.shared.settle();
-        self.shared.lock().phase = Phase::Stopped;
-        self.shared.cv.notify_all();
+        let mut st = self.shared.lock();
+        st.phase = Phase::Stopped;
+        st.changed = true;
+        self.shared.notify(st);
     }
 
     /// Waits (up to a bound) for every worker to exit, killing those that outlive it.

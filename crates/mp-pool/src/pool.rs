@@ -170,11 +170,14 @@ fn new_shared(doorbell: std::os::fd::OwnedFd, processes: usize, phase: Phase) ->
             feeders: 0,
             pids: Vec::new(),
             to_settle: Vec::new(),
+            waiters: 0,
+            changed: false,
         }),
         cv: Condvar::new(),
         doorbell,
         creator: rustix::process::getpid(),
         processes,
+        sleeping: std::sync::atomic::AtomicBool::new(false),
     }
 }
 
@@ -296,7 +299,7 @@ impl Pool {
             g.to_settle.push(id);
         }
         drop(g);
-        self.shared.ring();
+        self.shared.ring_if_sleeping();
         self.shared.settle();
         Ok(id)
     }

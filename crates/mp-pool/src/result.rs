@@ -129,12 +129,7 @@ impl<T> AsyncResult<T> {
                     if now >= d {
                         return false;
                     }
-                    g = self
-                        .shared
-                        .cv
-                        .wait_timeout(g, d - now)
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|p| p.into_inner().0);
+                    g = self.shared.wait_timeout(g, d - now);
                 }
             }
         }
@@ -378,7 +373,7 @@ where
                 }
             }
             drop(g);
-            self.shared.ring();
+            self.shared.ring_if_sleeping();
         }
         self.shared.settle();
     }

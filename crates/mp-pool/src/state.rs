@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
@@ -214,6 +215,10 @@ pub(crate) struct State {
     pub pids: Vec<u32>,
     /// Jobs whose results are all in and whose callback is still to run.
     pub to_settle: Vec<u64>,
+    /// Threads waiting on [`Shared::cv`].
+    pub waiters: usize,
+    /// Something a waiter may be waiting for happened since the last notification.
+    pub changed: bool,
 }
 
 impl State {
@@ -240,6 +245,7 @@ impl State {
         if let Some(w) = &j.waker {
             w.wake_by_ref();
         }
+        self.changed = true;
         if j.all_in() {
             self.to_settle.push(job);
         }
@@ -285,6 +291,8 @@ pub(crate) struct Shared {
     pub creator: Pid,
     /// The number of workers.
     pub processes: usize,
+    /// The collector may be waiting in `poll` (see [`Shared::ring_if_sleeping`]).
+    pub sleeping: AtomicBool,
 }
 
 impl Shared {
@@ -292,13 +300,48 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn wait<'a>(&self, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.cv.wait(g).unwrap_or_else(PoisonError::into_inner)
+    /// Waits for a notification (see [`Shared::notify`]).
+    pub fn wait<'a>(&self, mut g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        g.waiters += 1;
+        let mut g = self.cv.wait(g).unwrap_or_else(PoisonError::into_inner);
+        g.waiters -= 1;
+        g
+    }
+
+    /// Waits for a notification, at most `timeout`.
+    pub fn wait_timeout<'a>(
+        &self,
+        mut g: MutexGuard<'a, State>,
+        timeout: std::time::Duration,
+    ) -> MutexGuard<'a, State> {
+        g.waiters += 1;
+        let mut g =
+            self.cv.wait_timeout(g, timeout).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+        g.waiters -= 1;
+        g
+    }
+
+    /// Wakes the threads waiting in [`Shared::wait`], if there are any and something changed.
+    pub fn notify(&self, mut g: MutexGuard<'_, State>) {
+        let wake = g.waiters > 0 && std::mem::take(&mut g.changed);
+        drop(g);
+        if wake {
+            self.cv.notify_all();
+        }
     }
 
     /// Wakes the collector.
     pub fn ring(&self) {
         let _ = rustix::io::write(&self.doorbell, &1u64.to_ne_bytes());
+    }
+
+    /// Wakes the collector if it may be asleep with nothing to do: after new chunks were
+    /// queued. The collector sets `sleeping` under the state lock before it last looks at the
+    /// queue, so a chunk queued after that look always rings.
+    pub fn ring_if_sleeping(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.ring();
+        }
     }
 
     /// An error if the caller is not the process that made the pool.
@@ -318,7 +361,10 @@ impl Shared {
     pub fn settle(&self) {
         loop {
             let mut g = self.lock();
-            let Some(id) = g.to_settle.pop() else { break };
+            let Some(id) = g.to_settle.pop() else {
+                self.notify(g);
+                break;
+            };
             let Some(job) = g.jobs.get_mut(&id) else { continue };
             if job.complete {
                 continue;
@@ -342,8 +388,7 @@ impl Shared {
                     g.jobs.remove(&id);
                 }
             }
-            drop(g);
-            self.cv.notify_all();
+            g.changed = true;
         }
     }
 }

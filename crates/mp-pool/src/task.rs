@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::backtrace::Backtrace;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -64,7 +64,6 @@ pub(crate) enum Outcome {
 }
 
 /// One call handed to a trampoline through [`CALL`]; its buffers are reused from call to call.
-#[derive(Default)]
 pub(crate) struct Call {
     input: Vec<u8>,
     fds: Vec<OwnedFd>,
@@ -75,7 +74,14 @@ pub(crate) struct Call {
 
 thread_local! {
     /// The call a trampoline is about to run, and then its outcome.
-    static CALL: Cell<Option<Call>> = const { Cell::new(None) };
+    static CALL: RefCell<Call> = const {
+        RefCell::new(Call {
+            input: Vec::new(),
+            fds: Vec::new(),
+            out: Writer { buf: Vec::new(), fds: Vec::new() },
+            outcome: None,
+        })
+    };
     /// The backtrace of the last panic on this thread, recorded by the worker's panic hook.
     static LAST_BACKTRACE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
@@ -88,20 +94,32 @@ where
     Args: DeserializeOwned,
     F::Output: Serialize,
 {
-    let Some(mut call) = CALL.take() else { return };
-    let fds = std::mem::take(&mut call.fds);
-    let outcome = match crate::state::decode::<Args>(&call.input, fds) {
+    // The call's state is borrowed only around decoding and encoding, never while the task
+    // runs.
+    let decoded = CALL.with(|c| {
+        let mut c = c.try_borrow_mut().ok()?;
+        let fds = std::mem::take(&mut c.fds);
+        Some(crate::state::decode::<Args>(&c.input, fds))
+    });
+    let Some(decoded) = decoded else { return };
+    let outcome = match decoded {
         Err(e) => Outcome::DecodeArgs(e.to_string()),
         Ok(args) => match catch_unwind(AssertUnwindSafe(|| sys::conjure::<F>().call(args))) {
             Err(payload) => panic_outcome(payload.as_ref()),
-            Ok(value) => match call.out.ok_entry(&value) {
-                Ok(()) => Outcome::Written,
-                Err(e) => Outcome::EncodeResult(e.to_string()),
-            },
+            Ok(value) => CALL.with(|c| match c.try_borrow_mut() {
+                Ok(mut c) => match c.out.ok_entry(&value) {
+                    Ok(()) => Outcome::Written,
+                    Err(e) => Outcome::EncodeResult(e.to_string()),
+                },
+                Err(_) => Outcome::EncodeResult("the worker's call state is in use".into()),
+            }),
         },
     };
-    call.outcome = Some(outcome);
-    CALL.set(Some(call));
+    CALL.with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            c.outcome = Some(outcome);
+        }
+    });
 }
 
 /// The message of a caught panic and the backtrace the worker's hook recorded.
@@ -154,17 +172,23 @@ pub(crate) fn run_entry(entry: u64, input: &[u8], fds: Vec<OwnedFd>, out: &mut W
     let Some(f) = sys::entry_at(entry) else {
         return Outcome::DecodeArgs(format!("task offset {entry:#x} lies outside the text"));
     };
-    let mut call = CALL.take().unwrap_or_default();
-    call.input.clear();
-    call.input.extend_from_slice(input);
-    call.fds = fds;
-    std::mem::swap(&mut call.out, out);
-    call.outcome = None;
-    CALL.set(Some(call));
+    let ready = CALL.with(|c| {
+        let Ok(mut c) = c.try_borrow_mut() else { return false };
+        c.input.clear();
+        c.input.extend_from_slice(input);
+        c.fds = fds;
+        std::mem::swap(&mut c.out, out);
+        c.outcome = None;
+        true
+    });
+    if !ready {
+        return Outcome::DecodeArgs("the worker's call state is in use".into());
+    }
     f();
-    let mut call = CALL.take().unwrap_or_default();
-    std::mem::swap(&mut call.out, out);
-    let outcome = call.outcome.take();
-    CALL.set(Some(call));
+    let outcome = CALL.with(|c| {
+        let mut c = c.try_borrow_mut().ok()?;
+        std::mem::swap(&mut c.out, out);
+        c.outcome.take()
+    });
     outcome.unwrap_or_else(|| Outcome::DecodeArgs("the task's trampoline produced nothing".into()))
 }
