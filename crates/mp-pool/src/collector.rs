@@ -702,11 +702,13 @@ fn handle_frame(
     match r.u8()? {
         proto::K_RESULTS => {
             let n = r.u32()?;
+            let mut entries = Vec::with_capacity((n as usize).min(1 << 16));
             for _ in 0..n {
                 let job = r.u64()?;
                 let index = r.u64()?;
                 let tag = r.u8()?;
-                let (bytes, fds) = r.blob()?;
+                let (start, len, fds) = r.blob_span()?;
+                entries.push((job, index, tag, start, len, fds));
                 let front = w.inflight.front_mut().ok_or(proto::Malformed)?;
                 if front.chunk.job != job || front.chunk.first + front.done as u64 != index {
                     return Err(proto::Malformed);
@@ -720,16 +722,29 @@ fn handle_frame(
                         w.batches = w.batches.saturating_sub(1);
                     }
                 }
+            }
+            let buf = Arc::new(r.into_buf());
+            let slot = |(index, tag, start, len, fds): (u64, u8, usize, usize, Vec<OwnedFd>)| {
+                let bytes = buf.get(start..start + len).unwrap_or(&[]);
                 let slot: Slot = match tag {
-                    proto::T_OK => Ok(Raw { bytes, fds }),
+                    proto::T_OK => Ok(Raw::in_buffer(&buf, start..start + len, fds)),
                     proto::T_PANIC => {
                         let (message, traceback) =
-                            postcard::from_bytes::<(String, String)>(&bytes).unwrap_or_default();
+                            postcard::from_bytes::<(String, String)>(bytes).unwrap_or_default();
                         Err(Error::Remote { message, traceback })
                     }
-                    _ => Err(Error::Serialization(String::from_utf8_lossy(&bytes).into_owned())),
+                    _ => Err(Error::Serialization(String::from_utf8_lossy(bytes).into_owned())),
                 };
-                st.record(job, index, slot);
+                (index, slot)
+            };
+            // One look-up per run of results of the same job.
+            let mut entries = entries.into_iter().peekable();
+            while let Some((job, index, tag, start, len, fds)) = entries.next() {
+                let mut run = vec![slot((index, tag, start, len, fds))];
+                while let Some((_, index, tag, start, len, fds)) = entries.next_if(|e| e.0 == job) {
+                    run.push(slot((index, tag, start, len, fds)));
+                }
+                st.record_run(job, run.into_iter());
             }
             let now = Instant::now();
             if n > 0 {

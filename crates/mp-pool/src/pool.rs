@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::collector::{Collector, InitTemplate, Spawner};
 use crate::error::{Error, Result};
 use crate::result::{AsyncResult, Imap, build_chunks, decode_one, decode_vec, queue_chunks};
-use crate::state::{Chunk, Job, Phase, Raw, Shared, State, Store};
+use crate::state::{Chunk, Job, Phase, Shared, State, Store};
 use crate::task::{Task, entry_for};
 
 /// Python's default chunksize for `map`: the input split into about four chunks per worker.
@@ -81,8 +81,8 @@ impl Builder {
         Args: Serialize + DeserializeOwned,
     {
         self.init = Some(entry_for::<F, Args>(initializer).and_then(|entry| {
-            let raw = Raw::encode(&args)?;
-            Ok(InitTemplate { entry, payload: raw.bytes, fds: raw.fds })
+            let (payload, fds) = crate::state::encode(&args)?;
+            Ok(InitTemplate { entry, payload, fds })
         }));
         self
     }

@@ -146,6 +146,24 @@ impl Reader {
         Ok((bytes.to_vec(), fds))
     }
 
+    /// A blob's place in the frame: its start, its length, and its descriptors.
+    pub fn blob_span(&mut self) -> Result<(usize, usize, Vec<OwnedFd>), Malformed> {
+        let len = self.u32()? as usize;
+        let nfds = self.u32()? as usize;
+        let mut fds = Vec::new();
+        for _ in 0..nfds {
+            fds.push(self.fds.next().ok_or(Malformed)?);
+        }
+        let start = self.pos;
+        self.take(len)?;
+        Ok((start, len, fds))
+    }
+
+    /// The frame's bytes.
+    pub fn into_buf(self) -> Vec<u8> {
+        self.buf
+    }
+
     /// A blob, borrowed from the frame.
     pub fn blob_ref(&mut self) -> Result<(&[u8], Vec<OwnedFd>), Malformed> {
         let len = self.u32()? as usize;

@@ -2,10 +2,11 @@
 //! not yet handed to a worker, and the jobs whose results are awaited.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
 use mp_process::fdpass;
@@ -15,24 +16,36 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
-/// An encoded value and the descriptors it carries.
-#[derive(Debug, Default)]
+/// An encoded value and the descriptors it carries. The bytes are a range of a buffer that
+/// may hold other values too (a whole results frame), so that results need no copy each.
+#[derive(Debug)]
 pub(crate) struct Raw {
-    pub bytes: Vec<u8>,
+    buf: Arc<Vec<u8>>,
+    range: Range<usize>,
     pub fds: Vec<OwnedFd>,
 }
 
 impl Raw {
-    /// Encodes `value`, descriptors out of band.
-    pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Raw> {
-        let (bytes, fds) = encode(value)?;
-        Ok(Raw { bytes, fds })
+    /// A value that owns its bytes.
+    pub fn new(bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Raw {
+        let range = 0..bytes.len();
+        Raw { buf: Arc::new(bytes), range, fds }
+    }
+
+    /// A value that is `range` of a shared buffer.
+    pub fn in_buffer(buf: &Arc<Vec<u8>>, range: Range<usize>, fds: Vec<OwnedFd>) -> Raw {
+        Raw { buf: buf.clone(), range, fds }
+    }
+
+    /// The encoded bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.buf.get(self.range.clone()).unwrap_or(&[])
     }
 
     /// Decodes the value; the descriptors are duplicated, so the raw form stays intact.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         let fds = self.dup_fds()?;
-        Ok(decode(&self.bytes, fds)?)
+        Ok(decode(self.bytes(), fds)?)
     }
 
     /// Duplicates of the descriptors.
@@ -160,7 +173,7 @@ impl Chunk {
                 // again here).
                 self.payload.truncate(start);
                 let (bytes, fds) = fdpass::encode_with_fds(value)?;
-                self.push_raw(Raw { bytes, fds });
+                self.push_raw(Raw::new(bytes, fds));
                 return Ok(());
             }
         }
@@ -172,9 +185,9 @@ impl Chunk {
     pub fn push_raw(&mut self, raw: Raw) {
         let n = u32::try_from(raw.fds.len()).unwrap_or(u32::MAX);
         self.payload
-            .extend_from_slice(&u32::try_from(raw.bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+            .extend_from_slice(&u32::try_from(raw.bytes().len()).unwrap_or(u32::MAX).to_le_bytes());
         self.payload.extend_from_slice(&n.to_le_bytes());
-        self.payload.extend_from_slice(&raw.bytes);
+        self.payload.extend_from_slice(raw.bytes());
         self.fds.extend(raw.fds);
         self.count += 1;
     }
@@ -184,7 +197,7 @@ impl Chunk {
         let mut r = crate::proto::Reader::new(self.payload, self.fds);
         (0..self.count)
             .map_while(|_| r.blob().ok())
-            .map(|(bytes, fds)| Raw { bytes, fds })
+            .map(|(bytes, fds)| Raw::new(bytes, fds))
             .collect()
     }
 }
@@ -224,22 +237,29 @@ pub(crate) struct State {
 impl State {
     /// Records one result; queues the job for settling when it was the last one.
     pub fn record(&mut self, job: u64, index: u64, slot: Slot) {
+        self.record_run(job, std::iter::once((index, slot)));
+    }
+
+    /// Records results of one job.
+    pub fn record_run(&mut self, job: u64, slots: impl Iterator<Item = (u64, Slot)>) {
         let Some(j) = self.jobs.get_mut(&job) else { return };
         if j.complete {
             return;
         }
-        match &mut j.store {
-            Store::Dense(v) => {
-                if let Some(s) = usize::try_from(index).ok().and_then(|i| v.get_mut(i)) {
-                    if s.is_none() {
-                        j.received += 1;
+        for (index, slot) in slots {
+            match &mut j.store {
+                Store::Dense(v) => {
+                    if let Some(s) = usize::try_from(index).ok().and_then(|i| v.get_mut(i)) {
+                        if s.is_none() {
+                            j.received += 1;
+                        }
+                        *s = Some(slot);
                     }
-                    *s = Some(slot);
                 }
-            }
-            Store::Sparse(m) => {
-                m.insert(index, slot);
-                j.received += 1;
+                Store::Sparse(m) => {
+                    m.insert(index, slot);
+                    j.received += 1;
+                }
             }
         }
         if let Some(w) = &j.waker {
