@@ -198,8 +198,16 @@ fn new_shared(doorbell: std::os::fd::OwnedFd, processes: usize, phase: Phase) ->
 /// # Workers
 /// Under `fork`, workers are forked from a *zygote*: a single-threaded copy of the process
 /// forked when the pool is made, so replacing a worker never forks a large, multithreaded
-/// parent. Under `spawn` and `forkserver` they are daemonic children of the pool's process.
-/// Either way they die with the pool's process, even if it is SIGKILLed.
+/// parent (and workers see the memory of that moment, not of later ones). Under `spawn` and
+/// `forkserver` they are daemonic children of the pool's process. Either way they die with
+/// the pool's process, even if it is SIGKILLed. The zygote is an ordinary child of the pool's
+/// process (it appears in `active_children`); it exits when the pool is dropped, so make pools
+/// after `mp::init()`, whose guard joins children at the end of `main`.
+///
+/// A collector thread in the pool's process hands tasks to the workers (in chunks, several
+/// at a time when tasks are quick), reads their results, and watches each worker's pidfd.
+/// Result callbacks run on that thread: they must return quickly and must not wait for
+/// another result of the same pool.
 ///
 /// # Errors and robustness
 /// - A task that panics gives [`Error::Remote`] with the panic message and the worker's
