@@ -691,6 +691,9 @@ impl Collector {
     }
 }
 
+/// One parsed result entry: index, tag, tasks covered, and where its blob lies in the frame.
+type Entry = (u64, u8, usize, usize, usize, Vec<OwnedFd>);
+
 /// Handles one frame from worker `w`.
 fn handle_frame(
     st: &mut State,
@@ -707,14 +710,19 @@ fn handle_frame(
                 let job = r.u64()?;
                 let index = r.u64()?;
                 let tag = r.u8()?;
+                let tasks = if tag == proto::T_RUN { r.u32()? as usize } else { 1 };
                 let (start, len, fds) = r.blob_span()?;
-                entries.push((job, index, tag, start, len, fds));
+                entries.push((job, index, tag, tasks, start, len, fds));
                 let front = w.inflight.front_mut().ok_or(proto::Malformed)?;
-                if front.chunk.job != job || front.chunk.first + front.done as u64 != index {
+                if front.chunk.job != job
+                    || front.chunk.first + front.done as u64 != index
+                    || tasks == 0
+                    || front.done + tasks > front.chunk.count
+                {
                     return Err(proto::Malformed);
                 }
-                front.done += 1;
-                w.received += 1;
+                front.done += tasks;
+                w.received += tasks as u64;
                 if front.done >= front.chunk.count {
                     let ends = front.ends_batch;
                     w.inflight.pop_front();
@@ -724,10 +732,15 @@ fn handle_frame(
                 }
             }
             let buf = Arc::new(r.into_buf());
-            let slot = |(index, tag, start, len, fds): (u64, u8, usize, usize, Vec<OwnedFd>)| {
+            let slot = |(index, tag, tasks, start, len, fds): Entry| {
                 let bytes = buf.get(start..start + len).unwrap_or(&[]);
                 let slot: Slot = match tag {
                     proto::T_OK => Ok(Raw::in_buffer(&buf, start..start + len, fds)),
+                    proto::T_RUN => Ok(Raw::run_in_buffer(
+                        &buf,
+                        start..start + len,
+                        u32::try_from(tasks).unwrap_or(u32::MAX),
+                    )),
                     proto::T_PANIC => {
                         let (message, traceback) =
                             postcard::from_bytes::<(String, String)>(bytes).unwrap_or_default();
@@ -739,10 +752,12 @@ fn handle_frame(
             };
             // One look-up per run of results of the same job.
             let mut entries = entries.into_iter().peekable();
-            while let Some((job, index, tag, start, len, fds)) = entries.next() {
-                let mut run = vec![slot((index, tag, start, len, fds))];
-                while let Some((_, index, tag, start, len, fds)) = entries.next_if(|e| e.0 == job) {
-                    run.push(slot((index, tag, start, len, fds)));
+            while let Some((job, index, tag, tasks, start, len, fds)) = entries.next() {
+                let mut run = vec![slot((index, tag, tasks, start, len, fds))];
+                while let Some((_, index, tag, tasks, start, len, fds)) =
+                    entries.next_if(|e| e.0 == job)
+                {
+                    run.push(slot((index, tag, tasks, start, len, fds)));
                 }
                 st.record_run(job, run.into_iter());
             }

@@ -21,6 +21,9 @@ pub(crate) const T_OK: u8 = 0;
 pub(crate) const T_PANIC: u8 = 1;
 pub(crate) const T_ENCODE: u8 = 2;
 pub(crate) const T_DECODE: u8 = 3;
+/// A run of results of consecutive tasks: a `u32` count, then a blob of that many values, each
+/// a `u32` length and the value's bytes (values that hold no descriptor).
+pub(crate) const T_RUN: u8 = 4;
 
 /// Builds one frame.
 #[derive(Default)]
@@ -49,29 +52,22 @@ impl Writer {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Appends a `T_OK` result entry (tag and blob) holding `value`; on failure nothing is
-    /// appended.
-    pub fn ok_entry<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WireError> {
+    /// Appends `value` as one value of an open run (a `u32` length and the bytes); fails, with
+    /// nothing appended, if it holds a descriptor or does not serialise.
+    pub fn run_value<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ()> {
         let start = self.buf.len();
-        self.buf.push(T_OK);
-        self.buf.extend_from_slice(&[0u8; 8]);
-        let body = self.buf.len();
+        self.buf.extend_from_slice(&[0u8; 4]);
         match postcard::serialize_with_flavor(value, Append(&mut self.buf)) {
             Ok(()) => {
-                let len = u32::try_from(self.buf.len() - body).unwrap_or(u32::MAX);
-                if let Some(slot) = self.buf.get_mut(body - 8..body - 4) {
+                let len = u32::try_from(self.buf.len() - start - 4).unwrap_or(u32::MAX);
+                if let Some(slot) = self.buf.get_mut(start..start + 4) {
                     slot.copy_from_slice(&len.to_le_bytes());
                 }
                 Ok(())
             }
             Err(_) => {
-                // Values that hold descriptors land here (and values that do not serialise,
-                // which fail again below): encode them through fdpass.
                 self.buf.truncate(start);
-                let (bytes, fds) = fdpass::encode_with_fds(value)?;
-                self.buf.push(T_OK);
-                self.blob(&bytes, fds);
-                Ok(())
+                Err(())
             }
         }
     }

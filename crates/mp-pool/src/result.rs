@@ -38,12 +38,18 @@ pub(crate) fn decode_vec<R: DeserializeOwned>(store: &Store) -> Result<Vec<R>> {
     }) {
         return Err(e.duplicate());
     }
-    v.iter()
-        .map(|s| match s {
-            Some(Ok(raw)) => raw.decode(),
-            _ => Err(Error::Terminated),
-        })
-        .collect()
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while let Some(s) = v.get(i) {
+        match s {
+            Some(Ok(raw)) => {
+                raw.decode_all(&mut out)?;
+                i += usize::try_from(raw.tasks()).unwrap_or(1);
+            }
+            _ => return Err(Error::Terminated),
+        }
+    }
+    Ok(out)
 }
 
 /// The outcome of a job: its failure as a whole, else its store decoded.
@@ -164,7 +170,7 @@ impl<T> AsyncResult<T> {
         }
         let failed = j.failed.is_some()
             || match &j.store {
-                Store::Dense(v) => v.iter().any(|s| !matches!(s, Some(Ok(_)))),
+                Store::Dense(v) => v.iter().any(|s| matches!(s, Some(Err(_)))),
                 Store::Sparse(m) => m.values().any(Result::is_err),
             };
         Some(!failed)

@@ -23,18 +23,74 @@ pub(crate) struct Raw {
     buf: Arc<Vec<u8>>,
     range: Range<usize>,
     pub fds: Vec<OwnedFd>,
+    /// 0 for one value; otherwise the bytes are a run of this many values, each a `u32`
+    /// length and the value's bytes.
+    run: u32,
 }
 
 impl Raw {
     /// A value that owns its bytes.
     pub fn new(bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Raw {
         let range = 0..bytes.len();
-        Raw { buf: Arc::new(bytes), range, fds }
+        Raw { buf: Arc::new(bytes), range, fds, run: 0 }
     }
 
     /// A value that is `range` of a shared buffer.
     pub fn in_buffer(buf: &Arc<Vec<u8>>, range: Range<usize>, fds: Vec<OwnedFd>) -> Raw {
-        Raw { buf: buf.clone(), range, fds }
+        Raw { buf: buf.clone(), range, fds, run: 0 }
+    }
+
+    /// A run of `count` values (see [`Raw::run`]) that is `range` of a shared buffer.
+    pub fn run_in_buffer(buf: &Arc<Vec<u8>>, range: Range<usize>, count: u32) -> Raw {
+        Raw { buf: buf.clone(), range, fds: Vec::new(), run: count }
+    }
+
+    /// How many tasks' results this holds.
+    pub fn tasks(&self) -> u64 {
+        u64::from(self.run.max(1))
+    }
+
+    /// The values of a run (or the one value), as byte ranges of the buffer.
+    pub fn value_ranges(&self) -> Vec<Range<usize>> {
+        if self.run == 0 {
+            return vec![self.range.clone()];
+        }
+        let mut out = Vec::with_capacity(self.run as usize);
+        let mut pos = self.range.start;
+        for _ in 0..self.run {
+            let Some(len) = self
+                .buf
+                .get(pos..pos + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(|b: [u8; 4]| u32::from_le_bytes(b) as usize)
+            else {
+                break;
+            };
+            let end = (pos + 4).saturating_add(len).min(self.range.end);
+            out.push(pos + 4..end);
+            pos = end;
+        }
+        out
+    }
+
+    /// Splits a run into one value each.
+    pub fn split(self) -> Vec<Raw> {
+        if self.run == 0 {
+            return vec![self];
+        }
+        self.value_ranges().into_iter().map(|r| Raw::in_buffer(&self.buf, r, Vec::new())).collect()
+    }
+
+    /// Decodes every value (of a run, or the one value).
+    pub fn decode_all<T: DeserializeOwned>(&self, out: &mut Vec<T>) -> Result<()> {
+        if self.run == 0 {
+            out.push(self.decode()?);
+            return Ok(());
+        }
+        for r in self.value_ranges() {
+            out.push(decode(self.buf.get(r).unwrap_or(&[]), Vec::new())?);
+        }
+        Ok(())
     }
 
     /// The encoded bytes.
@@ -42,8 +98,13 @@ impl Raw {
         self.buf.get(self.range.clone()).unwrap_or(&[])
     }
 
-    /// Decodes the value; the descriptors are duplicated, so the raw form stays intact.
+    /// Decodes the value (the first of a run); the descriptors are duplicated, so the raw
+    /// form stays intact.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        if self.run > 0 {
+            let r = self.value_ranges().into_iter().next().unwrap_or(0..0);
+            return Ok(decode(self.buf.get(r).unwrap_or(&[]), Vec::new())?);
+        }
         let fds = self.dup_fds()?;
         Ok(decode(self.bytes(), fds)?)
     }
@@ -247,19 +308,29 @@ impl State {
             return;
         }
         for (index, slot) in slots {
+            let tasks = slot.as_ref().map_or(1, Raw::tasks);
             match &mut j.store {
                 Store::Dense(v) => {
+                    // A run stays whole, at the index of its first task.
                     if let Some(s) = usize::try_from(index).ok().and_then(|i| v.get_mut(i)) {
                         if s.is_none() {
-                            j.received += 1;
+                            j.received += tasks;
                         }
                         *s = Some(slot);
                     }
                 }
-                Store::Sparse(m) => {
-                    m.insert(index, slot);
-                    j.received += 1;
-                }
+                Store::Sparse(m) => match slot {
+                    Ok(raw) if tasks > 1 => {
+                        for (k, one) in raw.split().into_iter().enumerate() {
+                            m.insert(index + k as u64, Ok(one));
+                            j.received += 1;
+                        }
+                    }
+                    slot => {
+                        m.insert(index, slot);
+                        j.received += 1;
+                    }
+                },
             }
         }
         if let Some(w) = &j.waker {

@@ -53,8 +53,10 @@ impl_task!(A, B, C, D, E, G);
 /// What one call of a task produced.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// The result, appended to the output frame as a `T_OK` entry.
+    /// The result, appended to the output frame as a value of the open run.
     Written,
+    /// The result, which holds descriptors: its bytes and descriptors.
+    Owned(Vec<u8>, Vec<OwnedFd>),
     /// The task panicked.
     Panic { message: String, traceback: String },
     /// The result did not serialise.
@@ -106,13 +108,21 @@ where
         Err(e) => Outcome::DecodeArgs(e.to_string()),
         Ok(args) => match catch_unwind(AssertUnwindSafe(|| sys::conjure::<F>().call(args))) {
             Err(payload) => panic_outcome(payload.as_ref()),
-            Ok(value) => CALL.with(|c| match c.try_borrow_mut() {
-                Ok(mut c) => match c.out.ok_entry(&value) {
-                    Ok(()) => Outcome::Written,
-                    Err(e) => Outcome::EncodeResult(e.to_string()),
-                },
-                Err(_) => Outcome::EncodeResult("the worker's call state is in use".into()),
-            }),
+            Ok(value) => {
+                let written = CALL.with(|c| match c.try_borrow_mut() {
+                    Ok(mut c) => c.out.run_value(&value).is_ok(),
+                    Err(_) => false,
+                });
+                if written {
+                    Outcome::Written
+                } else {
+                    // A value holding descriptors (or one that does not serialise).
+                    match mp_process::fdpass::encode_with_fds(&value) {
+                        Ok((bytes, fds)) => Outcome::Owned(bytes, fds),
+                        Err(e) => Outcome::EncodeResult(e.to_string()),
+                    }
+                }
+            }
         },
     };
     CALL.with(|c| {
@@ -166,8 +176,8 @@ where
         .ok_or(Error::InvalidArgument("the task's code lies outside the executable's text"))
 }
 
-/// Runs the task behind `entry` on `input` in this worker; a successful result is appended
-/// to `out` (a `T_OK` entry: tag and blob), anything else is returned.
+/// Runs the task behind `entry` on `input` in this worker; a successful result without
+/// descriptors is appended to `out` as a run value, anything else is returned.
 pub(crate) fn run_entry(entry: u64, input: &[u8], fds: Vec<OwnedFd>, out: &mut Writer) -> Outcome {
     let Some(f) = sys::entry_at(entry) else {
         return Outcome::DecodeArgs(format!("task offset {entry:#x} lies outside the text"));

@@ -42,11 +42,14 @@ pub(crate) struct WorkerBoot {
     pub progress: mp_shm::SharedMemory,
 }
 
-/// Appends a failed task's entry (tag and message) to `out`; a successful one was appended by
-/// its trampoline.
-fn put_failure(out: &mut Writer, outcome: Outcome) {
+/// Appends the tag and blob of a task's entry that is not part of a run.
+fn put_single(out: &mut Writer, outcome: Outcome) {
     match outcome {
         Outcome::Written => {}
+        Outcome::Owned(bytes, fds) => {
+            out.u8(proto::T_OK);
+            out.blob(&bytes, fds);
+        }
         Outcome::Panic { message, traceback } => {
             out.u8(proto::T_PANIC);
             let bytes = postcard::to_stdvec(&(message, traceback)).unwrap_or_default();
@@ -66,13 +69,16 @@ fn put_failure(out: &mut Writer, outcome: Outcome) {
 /// A results frame being filled.
 struct Results {
     out: Writer,
+    /// Entries in the frame.
     count: u32,
     since: Duration,
+    /// The open run: where its header starts, and how many values it holds.
+    run: Option<(usize, u32)>,
 }
 
 impl Results {
     fn new() -> Results {
-        let mut r = Results { out: Writer::default(), count: 0, since: coarse_now() };
+        let mut r = Results { out: Writer::default(), count: 0, since: coarse_now(), run: None };
         r.reset();
         r
     }
@@ -83,8 +89,56 @@ impl Results {
         self.count = 0;
         self.since = coarse_now();
     }
+    /// Opens a run at task `index` of `job` unless one is open.
+    fn open_run(&mut self, job: u64, index: u64) {
+        if self.run.is_none() {
+            let at = self.out.buf.len();
+            self.out.u64(job);
+            self.out.u64(index);
+            self.out.u8(proto::T_RUN);
+            self.out.u32(0);
+            self.out.u32(0);
+            self.out.u32(0);
+            self.run = Some((at, 0));
+        }
+    }
+
+    /// Closes the open run: its count and length are filled in, or it is removed if empty.
+    fn close_run(&mut self) {
+        let Some((at, values)) = self.run.take() else { return };
+        if values == 0 {
+            self.out.buf.truncate(at);
+            return;
+        }
+        let body = at + 17 + 12;
+        let len = u32::try_from(self.out.buf.len().saturating_sub(body)).unwrap_or(u32::MAX);
+        if let Some(slot) = self.out.buf.get_mut(at + 17..at + 21) {
+            slot.copy_from_slice(&values.to_le_bytes());
+        }
+        if let Some(slot) = self.out.buf.get_mut(at + 21..at + 25) {
+            slot.copy_from_slice(&len.to_le_bytes());
+        }
+        self.count += 1;
+    }
+
+    /// Records the outcome of task `index` of `job`, whose run was opened before it ran.
+    fn outcome(&mut self, job: u64, index: u64, outcome: Outcome) {
+        if let Outcome::Written = outcome {
+            if let Some((_, values)) = &mut self.run {
+                *values += 1;
+            }
+            return;
+        }
+        self.close_run();
+        self.out.u64(job);
+        self.out.u64(index);
+        put_single(&mut self.out, outcome);
+        self.count += 1;
+    }
+
     /// Sends what has accumulated; false if the parent is gone.
     fn flush(&mut self, sock: &OwnedFd) -> bool {
+        self.close_run();
         if self.count == 0 {
             return true;
         }
@@ -106,7 +160,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         let fds = init.fds.into_iter().map(PassFd::into_inner).collect();
         let mut scratch = Writer::default();
         let failure = match task::run_entry(init.entry, &init.payload, fds, &mut scratch) {
-            Outcome::Written => None,
+            Outcome::Written | Outcome::Owned(..) => None,
             Outcome::Panic { message, .. } => Some(message),
             Outcome::EncodeResult(m) | Outcome::DecodeArgs(m) => Some(m),
         };
@@ -140,17 +194,16 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
                 let Ok((input, fds)) = r.blob_ref() else { return };
                 started += 1;
                 progress.store(started, std::sync::atomic::Ordering::Release);
-                results.out.u64(job);
-                results.out.u64(first + i);
+                results.open_run(job, first + i);
                 let outcome = task::run_entry(entry, input, fds, &mut results.out);
-                put_failure(&mut results.out, outcome);
-                results.count += 1;
+                results.outcome(job, first + i, outcome);
                 if (boot.flush_each || coarse_now().saturating_sub(results.since) >= FLUSH_AFTER)
                     && !results.flush(&sock)
                 {
                     return;
                 }
             }
+            results.close_run();
             chunks_done += 1;
             if boot.maxtasks.is_some_and(|m| chunks_done >= m) {
                 results.flush(&sock);

@@ -246,3 +246,30 @@ fn random_kills_fail_at_most_one_task_each_and_every_other_task_completes() {
     assert!(died <= kills, "{died} tasks failed for {kills} kills");
     assert_eq!(pool.map(sqr, 0..3).unwrap(), [0, 1, 4]);
 }
+
+/// Panics on 3, returns a value that does not serialise on 5, a descriptor on 8.
+fn mixed(x: i64) -> Result<Picky, String> {
+    match x {
+        3 => panic!("three"),
+        5 => Ok(Picky(3)),
+        _ => Ok(Picky(x)),
+    }
+}
+
+#[test]
+fn failures_inside_a_chunk_leave_its_other_results_intact() {
+    let pool = Pool::new(2).unwrap();
+    for cs in [1, 4, 7, 20] {
+        let got: Vec<Result<Result<Picky, String>, Error>> =
+            pool.imap(mixed, 0..20).unwrap().chunksize(cs).collect();
+        let got_map = pool.map_chunked(mixed, 0..20, cs);
+        assert!(matches!(got_map, Err(Error::Remote { .. })), "cs {cs}: {got_map:?}");
+        for (i, r) in got.iter().enumerate() {
+            match i {
+                3 => assert!(matches!(r, Err(Error::Remote { .. })), "cs {cs}: {r:?}"),
+                5 => assert!(matches!(r, Err(Error::Serialization(_))), "cs {cs}: {r:?}"),
+                _ => assert_eq!(r.as_ref().unwrap().as_ref().unwrap(), &Picky(i as i64), "cs {cs}"),
+            }
+        }
+    }
+}
