@@ -3,16 +3,17 @@
 
 use std::any::Any;
 use std::backtrace::Backtrace;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::proto::Writer;
 use crate::sys;
+use crate::worker::ChunkRun;
 
 /// A pool task taking the argument tuple `Args`: implemented for every `fn` item and
 /// non-capturing closure of up to six arguments.
@@ -65,71 +66,57 @@ pub(crate) enum Outcome {
     DecodeArgs(String),
 }
 
-/// One call handed to a trampoline through [`CALL`]; its buffers are reused from call to call.
-pub(crate) struct Call {
-    input: Vec<u8>,
-    fds: Vec<OwnedFd>,
-    /// The frame the result is appended to.
-    out: Writer,
-    outcome: Option<Outcome>,
-}
-
 thread_local! {
-    /// The call a trampoline is about to run, and then its outcome.
-    static CALL: RefCell<Call> = const {
-        RefCell::new(Call {
-            input: Vec::new(),
-            fds: Vec::new(),
-            out: Writer { buf: Vec::new(), fds: Vec::new() },
-            outcome: None,
-        })
-    };
+    /// The chunk a trampoline is about to run, handed over by [`run_chunk`].
+    static RUN: Cell<Option<ChunkRun>> = const { Cell::new(None) };
     /// The backtrace of the last panic on this thread, recorded by the worker's panic hook.
     static LAST_BACKTRACE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// The trampoline a worker calls for a task of type `F` with arguments `Args`: takes the
-/// call from [`CALL`], runs it under `catch_unwind`, and puts the outcome back.
+/// The trampoline a worker calls for a chunk of tasks of type `F` with arguments `Args`:
+/// takes the chunk from [`RUN`], runs each task under `catch_unwind`, appends the results,
+/// and puts the chunk back.
 fn trampoline<F, Args>()
 where
     F: Task<Args>,
     Args: DeserializeOwned,
     F::Output: Serialize,
 {
-    // The call's state is borrowed only around decoding and encoding, never while the task
-    // runs.
-    let decoded = CALL.with(|c| {
-        let mut c = c.try_borrow_mut().ok()?;
-        let fds = std::mem::take(&mut c.fds);
-        Some(crate::state::decode::<Args>(&c.input, fds))
-    });
-    let Some(decoded) = decoded else { return };
-    let outcome = match decoded {
-        Err(e) => Outcome::DecodeArgs(e.to_string()),
-        Ok(args) => match catch_unwind(AssertUnwindSafe(|| sys::conjure::<F>().call(args))) {
-            Err(payload) => panic_outcome(payload.as_ref()),
-            Ok(value) => {
-                let written = CALL.with(|c| match c.try_borrow_mut() {
-                    Ok(mut c) => c.out.run_value(&value).is_ok(),
-                    Err(_) => false,
-                });
-                if written {
-                    Outcome::Written
-                } else {
-                    // A value holding descriptors (or one that does not serialise).
-                    match mp_process::fdpass::encode_with_fds(&value) {
-                        Ok((bytes, fds)) => Outcome::Owned(bytes, fds),
-                        Err(e) => Outcome::EncodeResult(e.to_string()),
+    let Some(mut run) = RUN.take() else { return };
+    for i in 0..run.count {
+        let index = run.first + i;
+        let Ok((input, fds)) = run.reader.blob_ref() else {
+            run.alive = false;
+            break;
+        };
+        run.started += 1;
+        if let Ok(p) = run.progress.atomic_u64(0) {
+            p.store(run.started, Ordering::Release);
+        }
+        run.results.open_run(run.job, index);
+        let outcome = match crate::state::decode::<Args>(input, fds) {
+            Err(e) => Outcome::DecodeArgs(e.to_string()),
+            Ok(args) => match catch_unwind(AssertUnwindSafe(|| sys::conjure::<F>().call(args))) {
+                Err(payload) => panic_outcome(payload.as_ref()),
+                Ok(value) => {
+                    if run.results.out.run_value(&value).is_ok() {
+                        Outcome::Written
+                    } else {
+                        // A value holding descriptors (or one that does not serialise).
+                        match mp_process::fdpass::encode_with_fds(&value) {
+                            Ok((bytes, fds)) => Outcome::Owned(bytes, fds),
+                            Err(e) => Outcome::EncodeResult(e.to_string()),
+                        }
                     }
                 }
-            }
-        },
-    };
-    CALL.with(|c| {
-        if let Ok(mut c) = c.try_borrow_mut() {
-            c.outcome = Some(outcome);
+            },
+        };
+        if !run.finish_task(index, outcome) {
+            run.alive = false;
+            break;
         }
-    });
+    }
+    RUN.set(Some(run));
 }
 
 /// The message of a caught panic and the backtrace the worker's hook recorded.
@@ -176,29 +163,28 @@ where
         .ok_or(Error::InvalidArgument("the task's code lies outside the executable's text"))
 }
 
-/// Runs the task behind `entry` on `input` in this worker; a successful result without
-/// descriptors is appended to `out` as a run value, anything else is returned.
-pub(crate) fn run_entry(entry: u64, input: &[u8], fds: Vec<OwnedFd>, out: &mut Writer) -> Outcome {
+/// Runs the chunk `run` describes with the task behind `entry`, and hands it back (`None`
+/// only if the trampoline lost it, which ends the worker).
+pub(crate) fn run_chunk(entry: u64, mut run: ChunkRun) -> Option<ChunkRun> {
     let Some(f) = sys::entry_at(entry) else {
-        return Outcome::DecodeArgs(format!("task offset {entry:#x} lies outside the text"));
+        // Not a task of this executable: every item fails.
+        for i in 0..run.count {
+            if run.reader.blob_ref().is_err() {
+                run.alive = false;
+                break;
+            }
+            let index = run.first + i;
+            run.results.open_run(run.job, index);
+            let outcome =
+                Outcome::DecodeArgs(format!("task offset {entry:#x} lies outside the text"));
+            if !run.finish_task(index, outcome) {
+                run.alive = false;
+                break;
+            }
+        }
+        return Some(run);
     };
-    let ready = CALL.with(|c| {
-        let Ok(mut c) = c.try_borrow_mut() else { return false };
-        c.input.clear();
-        c.input.extend_from_slice(input);
-        c.fds = fds;
-        std::mem::swap(&mut c.out, out);
-        c.outcome = None;
-        true
-    });
-    if !ready {
-        return Outcome::DecodeArgs("the worker's call state is in use".into());
-    }
+    RUN.set(Some(run));
     f();
-    let outcome = CALL.with(|c| {
-        let mut c = c.try_borrow_mut().ok()?;
-        std::mem::swap(&mut c.out, out);
-        c.outcome.take()
-    });
-    outcome.unwrap_or_else(|| Outcome::DecodeArgs("the task's trampoline produced nothing".into()))
+    RUN.take()
 }

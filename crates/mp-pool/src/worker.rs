@@ -13,10 +13,10 @@ use crate::task::{self, Outcome};
 
 /// How long a worker may hold finished results before sending them, when tasks are quick
 /// (measured with the coarse monotonic clock, which costs almost nothing to read).
-const FLUSH_AFTER: Duration = Duration::from_millis(1);
+pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(1);
 
 /// The coarse monotonic clock (a few milliseconds of resolution).
-fn coarse_now() -> Duration {
+pub(crate) fn coarse_now() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
     Duration::new(t.tv_sec.unsigned_abs(), u32::try_from(t.tv_nsec).unwrap_or(0))
 }
@@ -67,8 +67,8 @@ fn put_single(out: &mut Writer, outcome: Outcome) {
 }
 
 /// A results frame being filled.
-struct Results {
-    out: Writer,
+pub(crate) struct Results {
+    pub(crate) out: Writer,
     /// Entries in the frame.
     count: u32,
     since: Duration,
@@ -90,7 +90,7 @@ impl Results {
         self.since = coarse_now();
     }
     /// Opens a run at task `index` of `job` unless one is open.
-    fn open_run(&mut self, job: u64, index: u64) {
+    pub(crate) fn open_run(&mut self, job: u64, index: u64) {
         if self.run.is_none() {
             let at = self.out.buf.len();
             self.out.u64(job);
@@ -104,7 +104,7 @@ impl Results {
     }
 
     /// Closes the open run: its count and length are filled in, or it is removed if empty.
-    fn close_run(&mut self) {
+    pub(crate) fn close_run(&mut self) {
         let Some((at, values)) = self.run.take() else { return };
         if values == 0 {
             self.out.buf.truncate(at);
@@ -122,7 +122,7 @@ impl Results {
     }
 
     /// Records the outcome of task `index` of `job`, whose run was opened before it ran.
-    fn outcome(&mut self, job: u64, index: u64, outcome: Outcome) {
+    pub(crate) fn outcome(&mut self, job: u64, index: u64, outcome: Outcome) {
         if let Outcome::Written = outcome {
             if let Some((_, values)) = &mut self.run {
                 *values += 1;
@@ -137,7 +137,7 @@ impl Results {
     }
 
     /// Sends what has accumulated; false if the parent is gone.
-    fn flush(&mut self, sock: &OwnedFd) -> bool {
+    pub(crate) fn flush(&mut self, sock: &OwnedFd) -> bool {
         self.close_run();
         if self.count == 0 {
             return true;
@@ -156,63 +156,120 @@ impl Results {
 pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
     let sock = sock.into_inner();
     task::install_panic_hook();
+    let mut run = ChunkRun {
+        reader: Reader::new(Vec::new(), Vec::new()),
+        results: Results::new(),
+        job: 0,
+        first: 0,
+        count: 0,
+        progress: boot.progress,
+        started: 0,
+        flush_each: boot.flush_each,
+        sock,
+        alive: true,
+        failure: None,
+        hold: true,
+    };
     if let Some(init) = boot.init {
-        let fds = init.fds.into_iter().map(PassFd::into_inner).collect();
-        let mut scratch = Writer::default();
-        let failure = match task::run_entry(init.entry, &init.payload, fds, &mut scratch) {
-            Outcome::Written | Outcome::Owned(..) => None,
-            Outcome::Panic { message, .. } => Some(message),
-            Outcome::EncodeResult(m) | Outcome::DecodeArgs(m) => Some(m),
-        };
-        if let Some(message) = failure {
+        // The initializer runs as a chunk of one task whose results are thrown away.
+        let mut one = Writer::default();
+        one.blob(&init.payload, init.fds.into_iter().map(PassFd::into_inner));
+        let frame = std::mem::take(&mut one.buf);
+        run.reader = Reader::new(frame, std::mem::take(&mut one.fds));
+        run.count = 1;
+        let Some(back) = task::run_chunk(init.entry, run) else { return };
+        run = back;
+        run.results = Results::new();
+        run.hold = false;
+        // The count of started tasks is the parent's; the initializer is not one of them.
+        run.started = 0;
+        if let Ok(p) = run.progress.atomic_u64(0) {
+            p.store(0, std::sync::atomic::Ordering::Release);
+        }
+        if let Some(message) = run.failure.take().or_else(|| (!run.alive).then(String::new)) {
             let mut w = Writer::default();
             w.u8(proto::K_INIT_FAILED);
             w.buf.extend_from_slice(message.as_bytes());
-            let _ = w.send(sock.as_fd());
+            let _ = w.send(run.sock.as_fd());
             return;
         }
     }
     let mut chunks_done = 0u64;
-    let mut started = 0u64;
-    let Ok(progress) = boot.progress.atomic_u64(0) else { return };
-    let mut results = Results::new();
     loop {
-        let Ok(Some((bytes, fds))) = fdpass::recv_frame(sock.as_fd(), proto::MAX_FRAME) else {
+        let Ok(Some((bytes, fds))) = fdpass::recv_frame(run.sock.as_fd(), proto::MAX_FRAME) else {
             return;
         };
-        let mut r = Reader::new(bytes, fds);
-        if r.u8().ok() != Some(proto::K_BATCH) {
+        run.reader = Reader::new(bytes, fds);
+        if run.reader.u8().ok() != Some(proto::K_BATCH) {
             return;
         }
-        let Ok(nchunks) = r.u32() else { return };
+        let Ok(nchunks) = run.reader.u32() else { return };
         for _ in 0..nchunks {
+            let r = &mut run.reader;
             let (Ok(job), Ok(first), Ok(entry), Ok(n)) = (r.u64(), r.u64(), r.u64(), r.u32())
             else {
                 return;
             };
-            for i in 0..u64::from(n) {
-                let Ok((input, fds)) = r.blob_ref() else { return };
-                started += 1;
-                progress.store(started, std::sync::atomic::Ordering::Release);
-                results.open_run(job, first + i);
-                let outcome = task::run_entry(entry, input, fds, &mut results.out);
-                results.outcome(job, first + i, outcome);
-                if (boot.flush_each || coarse_now().saturating_sub(results.since) >= FLUSH_AFTER)
-                    && !results.flush(&sock)
-                {
-                    return;
-                }
+            run.job = job;
+            run.first = first;
+            run.count = u64::from(n);
+            let Some(back) = task::run_chunk(entry, run) else { return };
+            run = back;
+            if !run.alive {
+                return;
             }
-            results.close_run();
+            run.results.close_run();
             chunks_done += 1;
             if boot.maxtasks.is_some_and(|m| chunks_done >= m) {
-                results.flush(&sock);
+                run.results.flush(&run.sock);
                 return;
             }
         }
-        if !results.flush(&sock) {
+        if !run.results.flush(&run.sock) {
             return;
         }
+    }
+}
+
+/// What a worker hands to a task's trampoline for one chunk, and gets back.
+pub(crate) struct ChunkRun {
+    /// The batch frame, positioned at the chunk's first item.
+    pub reader: Reader,
+    pub results: Results,
+    pub job: u64,
+    pub first: u64,
+    /// The number of items in the chunk.
+    pub count: u64,
+    /// Eight shared bytes: the number of tasks this worker has started.
+    pub progress: mp_shm::SharedMemory,
+    pub started: u64,
+    pub flush_each: bool,
+    pub sock: OwnedFd,
+    /// False once the frame was malformed or the parent went away.
+    pub alive: bool,
+    /// The message of the last task that failed (for the initializer).
+    pub failure: Option<String>,
+    /// Send nothing (the initializer's result is not for the parent).
+    pub hold: bool,
+}
+
+impl ChunkRun {
+    /// Records task `index`'s outcome and flushes when it is time; false if the parent is
+    /// gone.
+    pub(crate) fn finish_task(&mut self, index: u64, outcome: Outcome) -> bool {
+        match &outcome {
+            Outcome::Panic { message, .. } => self.failure = Some(message.clone()),
+            Outcome::EncodeResult(m) | Outcome::DecodeArgs(m) => self.failure = Some(m.clone()),
+            Outcome::Written | Outcome::Owned(..) => {}
+        }
+        self.results.outcome(self.job, index, outcome);
+        if self.hold {
+            return true;
+        }
+        if self.flush_each || coarse_now().saturating_sub(self.results.since) >= FLUSH_AFTER {
+            return self.results.flush(&self.sock);
+        }
+        true
     }
 }
 
