@@ -202,3 +202,18 @@ fn an_async_result_and_an_imap_stream_are_awaited_without_a_runtime() {
     }));
     assert_eq!(got, (0..10).map(sqr).collect::<Vec<_>>());
 }
+
+#[test]
+fn an_idle_worker_killed_after_its_initializer_fails_no_task() {
+    let (r, w) = pipe();
+    let pool = Pool::builder().processes(2).initializer(init, (1u64, pass(&w))).build().unwrap();
+    hear(&r, 2);
+    let victim = pool.pids()[0];
+    kill(victim, rustix::process::Signal::KILL);
+    assert!(eventually(Duration::from_secs(10), || {
+        let p = pool.pids();
+        p.len() == 2 && !p.contains(&victim)
+    }));
+    let got = pool.map_chunked(read_init, 0..40, 3).unwrap();
+    assert!(got.iter().all(|(_, v)| *v == 1));
+}
