@@ -454,11 +454,12 @@ impl Collector {
             self.read_zygote();
         }
         let flags: Vec<(bool, bool)> = self.workers.iter().map(|_| (next(), next())).collect();
-        let shared = self.shared.clone();
-        let mut st = shared.lock();
+        // Socket reads and status waits happen without the state lock, so that callers are
+        // never held up by them.
+        let mut frames: Vec<(usize, Vec<Frame>)> = Vec::new();
         for (i, (sock_ready, died)) in flags.into_iter().enumerate() {
             if sock_ready {
-                self.read_worker(&mut st, i, 16);
+                frames.push((i, self.read_frames(i, 16)));
             }
             if died {
                 if let Some(w) = self.workers.get_mut(i) {
@@ -466,9 +467,9 @@ impl Collector {
                 }
             }
         }
-        // Deaths whose status is known.
-        let mut i = 0;
-        while i < self.workers.len() {
+        // Deaths whose status is known; what the dead worker sent before dying is drained.
+        let mut deaths: Vec<usize> = Vec::new();
+        for i in 0..self.workers.len() {
             let status_known = match self.workers.get_mut(i) {
                 Some(w) if w.dead => match &w.handle {
                     Handle::Direct(p) => {
@@ -488,15 +489,31 @@ impl Collector {
                 _ => false,
             };
             if status_known {
-                self.read_worker(&mut st, i, usize::MAX);
+                frames.push((i, self.read_frames(i, usize::MAX)));
+                deaths.push(i);
+            }
+        }
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
+        for (i, list) in frames {
+            let Some(w) = self.workers.get_mut(i) else { continue };
+            for frame in list {
+                if handle_frame(&mut st, w, frame, &mut self.ema).is_err() {
+                    w.kill();
+                    break;
+                }
+            }
+        }
+        for &i in deaths.iter().rev() {
+            if i < self.workers.len() {
                 let w = self.workers.remove(i);
                 self.handle_death(&mut st, w);
-                drop(st);
-                self.publish_pids();
-                st = shared.lock();
-            } else {
-                i += 1;
             }
+        }
+        if !deaths.is_empty() {
+            drop(st);
+            self.publish_pids();
+            st = shared.lock();
         }
         // Timeouts.
         if let Some(t) = self.timeout {
@@ -539,29 +556,27 @@ impl Collector {
     }
 
     /// Reads up to `frames` frames that are waiting on worker `i`'s socket.
-    fn read_worker(&mut self, st: &mut State, i: usize, frames: usize) {
+    fn read_frames(&mut self, i: usize, frames: usize) -> Vec<Frame> {
+        let mut out = Vec::new();
+        let Some(w) = self.workers.get_mut(i) else { return out };
         for _ in 0..frames {
-            let Some(w) = self.workers.get_mut(i) else { return };
             if !worker::poll_in(&[w.sock.as_fd()], Some(Duration::ZERO))
                 .first()
                 .copied()
                 .unwrap_or(false)
             {
-                return;
+                break;
             }
-            let frame = match fdpass::recv_frame(w.sock.as_fd(), proto::MAX_FRAME) {
-                Ok(Some(f)) => f,
+            match fdpass::recv_frame(w.sock.as_fd(), proto::MAX_FRAME) {
+                Ok(Some(f)) => out.push(f),
                 Ok(None) | Err(_) => {
                     // End of stream or garbage: the worker is finished either way.
                     w.kill();
-                    return;
+                    break;
                 }
-            };
-            if handle_frame(st, w, frame, &mut self.ema).is_err() {
-                w.kill();
-                return;
             }
         }
+        out
     }
 
     /// Fails or re-queues what a dead worker held. The task it was running (known from its
@@ -690,6 +705,9 @@ impl Collector {
         self.shared.lock().pids.clear();
     }
 }
+
+/// A frame as received: bytes and descriptors.
+type Frame = (Vec<u8>, Vec<OwnedFd>);
 
 /// One parsed result entry: index, tag, tasks covered, and where its blob lies in the frame.
 type Entry = (u64, u8, usize, usize, usize, Vec<OwnedFd>);
