@@ -87,7 +87,7 @@ pub enum Error {
     /// A value's `Serialize` implementation wrote a different encoding the second time it
     /// ran (queues measure a message before encoding it in place).
     Unstable,
-    /// A queue's lock failed.
+    /// A queue's lock or futex wait failed.
     Lock(mp_sync::Error),
     /// A queue's shared memory could not be created or mapped.
     SharedMemory(mp_shm::Error),
@@ -149,7 +149,7 @@ impl fmt::Display for Error {
                 "a value serialised to a different length the second time (queues encode \
                  each message twice: to measure it, then in place)",
             ),
-            Error::Lock(_) => f.write_str("a queue's lock failed"),
+            Error::Lock(_) => f.write_str("a queue's lock or futex wait failed"),
             Error::SharedMemory(_) => f.write_str("a queue's shared memory could not be set up"),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
         }

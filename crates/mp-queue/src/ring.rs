@@ -420,7 +420,7 @@ impl Ring {
         deadline: Option<Instant>,
         mut ready: impl FnMut() -> bool,
     ) -> Result<bool> {
-        if sys::can_spin() {
+        if mp_sync::futex::can_spin() {
             for _ in 0..mp_sync::spin_limit().saturating_mul(SPIN_FACTOR) {
                 if ready() {
                     return Ok(false);
@@ -433,7 +433,11 @@ impl Ring {
         }
         wake.waiters.fetch_add(1, Ordering::SeqCst);
         let seen = wake.word.load(Ordering::SeqCst);
-        let expired = if ready() { Ok(false) } else { sys::futex_wait(&wake.word, seen, deadline) };
+        let expired = if ready() {
+            Ok(false)
+        } else {
+            mp_sync::futex::wait(&wake.word, seen, deadline).map_err(Error::Lock)
+        };
         wake.waiters.fetch_sub(1, Ordering::SeqCst);
         expired
     }
@@ -442,7 +446,7 @@ impl Ring {
     fn wake_all(wake: &Wake) {
         if wake.waiters.load(Ordering::SeqCst) != 0 {
             wake.word.fetch_add(1, Ordering::SeqCst);
-            sys::futex_wake_all(&wake.word);
+            mp_sync::futex::wake_all(&wake.word);
         }
     }
 
@@ -770,7 +774,7 @@ impl Ring {
             }
         }
         if h.done.0.waiters.load(Ordering::SeqCst) != 0 {
-            sys::futex_wake_all(done);
+            mp_sync::futex::wake_all(done);
         }
         Ok(())
     }
@@ -793,7 +797,7 @@ impl Ring {
             let expired = if self.unfinished() == 0 {
                 Ok(false)
             } else {
-                sys::futex_wait(&wake.word, seen, deadline)
+                mp_sync::futex::wait(&wake.word, seen, deadline).map_err(Error::Lock)
             };
             wake.waiters.fetch_sub(1, Ordering::SeqCst);
             if expired? {

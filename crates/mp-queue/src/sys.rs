@@ -23,7 +23,6 @@ use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags, Shutdown, SocketFlags, SocketType,
 };
-use rustix::thread::futex;
 
 use crate::error::{Error, Result};
 
@@ -462,47 +461,6 @@ pub(crate) fn drain(bell: BorrowedFd<'_>) {
     let _ = rustix::io::read(bell, &mut buf);
 }
 
-/// Sleeps while `*word == expected`, until woken or `deadline`. Returns whether the deadline
-/// has passed; wakes, changes of the word and signals return `false` (the caller looks again).
-pub(crate) fn futex_wait(
-    word: &AtomicU32,
-    expected: u32,
-    deadline: Option<Instant>,
-) -> Result<bool> {
-    let timeout = match deadline {
-        None => None,
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(true);
-            }
-            Some(futex::Timespec {
-                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(left.subsec_nanos()),
-            })
-        }
-    };
-    match futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref()) {
-        Ok(()) | Err(Errno::AGAIN) | Err(Errno::INTR) => {
-            Ok(deadline.is_some_and(|d| Instant::now() >= d))
-        }
-        Err(Errno::TIMEDOUT) => Ok(true),
-        Err(e) => Err(Error::io("futex wait", e)),
-    }
-}
-
-/// Wakes every thread sleeping on `word`, in any process.
-pub(crate) fn futex_wake_all(word: &AtomicU32) {
-    // FUTEX_WAKE fails only for a bad address, which a reference cannot be.
-    let _ = futex::wake(word, futex::Flags::empty(), i32::MAX.unsigned_abs());
-}
-
-/// Whether this machine has more than one CPU, so that spinning can help.
-pub(crate) fn can_spin() -> bool {
-    static MULTI: OnceLock<bool> = OnceLock::new();
-    *MULTI.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
-}
-
 /// How long a receive looks for a message without sleeping before it blocks in the kernel.
 const RECV_SPIN: Duration = Duration::from_micros(30);
 
@@ -511,7 +469,7 @@ const RECV_SPIN: Duration = Duration::from_micros(30);
 /// a machine with one CPU, where the peer cannot run while we look.
 pub(crate) fn spin_budget() -> Option<Duration> {
     let limit = mp_sync::spin_limit();
-    if limit == 0 || !can_spin() {
+    if limit == 0 || !mp_sync::futex::can_spin() {
         return None;
     }
     Some(RECV_SPIN.saturating_mul(limit) / mp_sync::DEFAULT_SPIN_LIMIT.max(1))

@@ -256,3 +256,12 @@ pub use semaphore::{BoundedSemaphore, SEM_VALUE_MAX, Semaphore, SemaphoreGuard};
 pub use slots::MAX_WAITERS;
 pub use value::{Array, ArrayGuard, Value, ValueGuard};
 pub use wait::{DEFAULT_SPIN_LIMIT, set_spin_limit, spin_limit};
+
+/// Futex waits and wakes on `AtomicU32` words in shared memory, shared between processes (no
+/// `FUTEX_PRIVATE_FLAG`): the waiting the primitives here are built on, for crates that build
+/// their own (`mp-queue`'s queues).
+pub mod futex {
+    pub use crate::wait::{
+        can_spin, futex_wait as wait, futex_wake as wake, futex_wake_all as wake_all,
+    };
+}

@@ -44,7 +44,7 @@ pub(crate) fn expired(deadline: Option<Instant>) -> bool {
 /// Returns `Ok(true)` if the deadline has passed, `Ok(false)` otherwise (woken, the word
 /// changed, or a signal interrupted the wait: the caller looks again). The futex is shared
 /// (no `FUTEX_PRIVATE_FLAG`), so wakes from other processes reach it.
-pub(crate) fn futex_wait(
+pub fn futex_wait(
     word: &AtomicU32,
     expected: u32,
     deadline: Option<Instant>,
@@ -70,18 +70,18 @@ pub(crate) fn futex_wait(
 }
 
 /// Wakes up to `n` threads sleeping on `word`, in any process.
-pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
+pub fn futex_wake(word: &AtomicU32, n: u32) {
     // FUTEX_WAKE fails only for a bad address, which a reference cannot be.
     let _ = futex::wake(word, futex::Flags::empty(), n);
 }
 
 /// Wakes every thread sleeping on `word`.
-pub(crate) fn futex_wake_all(word: &AtomicU32) {
+pub fn futex_wake_all(word: &AtomicU32) {
     futex_wake(word, i32::MAX.unsigned_abs());
 }
 
 /// Whether spinning can help: another CPU may run the thread we wait for.
-fn can_spin() -> bool {
+pub fn can_spin() -> bool {
     static MULTI: OnceLock<bool> = OnceLock::new();
     *MULTI.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }
