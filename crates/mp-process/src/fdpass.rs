@@ -465,6 +465,18 @@ pub fn decode_with_fds<T: DeserializeOwned>(
     }
 }
 
+/// A borrowed descriptor that serialises through [`serde_fd`]: for `Serialize`
+/// implementations that send a descriptor they keep (the value stays usable; the receiver
+/// gets a duplicate).
+#[derive(Debug, Clone, Copy)]
+pub struct FdRef<'a>(pub &'a OwnedFd);
+
+impl Serialize for FdRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde_fd::serialize(self.0, s)
+    }
+}
+
 /// A file descriptor to hand to another process inside a serialised value.
 ///
 /// It serialises through [`serde_fd`], so it only crosses through

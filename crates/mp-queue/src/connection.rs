@@ -434,20 +434,11 @@ impl fmt::Debug for Connection {
     }
 }
 
-/// A borrowed descriptor that serialises through `mp_process::fdpass::serde_fd`.
-struct FdRef<'a>(&'a OwnedFd);
-
-impl Serialize for FdRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        fdpass::serde_fd::serialize(self.0, s)
-    }
-}
-
 /// What crosses for a connection, when sending.
 #[derive(Serialize)]
 #[serde(rename = "Connection")]
 struct OutWire<'a> {
-    fd: FdRef<'a>,
+    fd: mp_process::fdpass::FdRef<'a>,
     readable: bool,
     writable: bool,
     max_message: u64,
@@ -477,7 +468,7 @@ impl Serialize for Connection {
             .as_ref()
             .ok_or_else(|| S::Error::custom("a closed Connection cannot be sent"))?;
         OutWire {
-            fd: FdRef(fd),
+            fd: mp_process::fdpass::FdRef(fd),
             readable: self.readable,
             writable: self.writable,
             max_message: u64::try_from(self.max_message).unwrap_or(u64::MAX),

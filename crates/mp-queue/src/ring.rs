@@ -854,9 +854,9 @@ impl Ring {
             shm: &self.shm,
             put_lock: &self.put_lock,
             get_lock: &self.get_lock,
-            side_tx: FdRef(&self.side_tx),
-            side_rx: FdRef(&self.side_rx),
-            bell: FdRef(&self.bell),
+            side_tx: mp_process::fdpass::FdRef(&self.side_tx),
+            side_rx: mp_process::fdpass::FdRef(&self.side_rx),
+            bell: mp_process::fdpass::FdRef(&self.bell),
         }
         .serialize(s)
     }
@@ -880,15 +880,6 @@ impl Drop for Ring {
     }
 }
 
-/// A borrowed descriptor that serialises through `mp_process::fdpass::serde_fd`.
-struct FdRef<'a>(&'a OwnedFd);
-
-impl Serialize for FdRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        fdpass::serde_fd::serialize(self.0, s)
-    }
-}
-
 /// The serialised shape of a queue, as sent.
 #[derive(Serialize)]
 #[serde(rename = "Queue")]
@@ -900,11 +891,11 @@ struct WireRef<'a> {
     /// The consumer lock.
     get_lock: &'a Lock,
     /// The side channel's sending end.
-    side_tx: FdRef<'a>,
+    side_tx: mp_process::fdpass::FdRef<'a>,
     /// The side channel's receiving end.
-    side_rx: FdRef<'a>,
+    side_rx: mp_process::fdpass::FdRef<'a>,
     /// The doorbell.
-    bell: FdRef<'a>,
+    bell: mp_process::fdpass::FdRef<'a>,
 }
 
 /// The serialised shape of a queue, as received.

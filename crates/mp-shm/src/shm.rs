@@ -359,15 +359,6 @@ impl AsFd for SharedMemory {
     }
 }
 
-/// A borrowed descriptor that serialises through `mp_process::fdpass::serde_fd`.
-struct FdRef<'a>(&'a OwnedFd);
-
-impl Serialize for FdRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        mp_process::fdpass::serde_fd::serialize(self.0, s)
-    }
-}
-
 /// The serialised shape of a [`SharedMemory`]: the descriptor (an index into the out-of-band
 /// list), the name, the size and whether it is named, in this order.
 #[derive(Deserialize)]
@@ -390,7 +381,7 @@ struct Wire {
 impl Serialize for SharedMemory {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("SharedMemory", 4)?;
-        st.serialize_field("fd", &FdRef(&self.fd))?;
+        st.serialize_field("fd", &mp_process::fdpass::FdRef(&self.fd))?;
         st.serialize_field("name", &self.name)?;
         st.serialize_field("size", &(self.size() as u64))?;
         st.serialize_field("named", &self.named)?;
