@@ -285,7 +285,9 @@ impl Collector {
                     Phase::Running => {}
                 }
                 self.shared.sleeping.store(true, std::sync::atomic::Ordering::SeqCst);
-                self.dispatch(&mut st);
+                let sends = self.dispatch(&mut st);
+                drop(st);
+                self.send_batches(sends);
             }
             self.wait_and_handle();
             self.shared.settle();
@@ -329,16 +331,20 @@ impl Collector {
         self.shared.lock().pids = pids;
     }
 
-    /// Hands queued chunks to workers with room, one batch per worker per round.
-    fn dispatch(&mut self, st: &mut State) {
+    /// Hands queued chunks to workers with room, one batch per worker per round: the chunks
+    /// move from the queue to the workers' in-flight lists under the state lock; the batches
+    /// to send are returned, as (worker, first in-flight position, chunks), and sent after the
+    /// lock is released ([`Collector::send_batches`]).
+    fn dispatch(&mut self, st: &mut State) -> Vec<(usize, usize, usize)> {
         let slow = self.timeout.is_some() || self.ema.is_none_or(|e| e > FAST_TASK);
         let max_batches = if slow { 1 } else { 2 };
         let n = self.workers.len().max(1);
+        let mut sends = Vec::new();
         loop {
             let mut sent_any = false;
-            for w in &mut self.workers {
+            for (i, w) in self.workers.iter_mut().enumerate() {
                 if st.queue.is_empty() {
-                    return;
+                    return sends;
                 }
                 if w.dead || w.timed_out || w.batches >= max_batches {
                     continue;
@@ -354,66 +360,86 @@ impl Collector {
                     continue;
                 }
                 let byte_cap = if w.batches > 0 { SMALL_BATCH } else { 8 << 20 };
-                let mut out = Writer::default();
-                out.u8(proto::K_BATCH);
-                out.u32(0);
-                let mut taken: Vec<Chunk> = Vec::new();
+                if w.inflight.is_empty() {
+                    w.busy_since = Instant::now();
+                }
+                let start = w.inflight.len();
+                let mut taken = 0usize;
                 let mut bytes = 0usize;
-                while taken.len() < budget {
+                while taken < budget {
                     let Some(c) = st.queue.front() else { break };
                     let size = c.payload.len() + 28;
-                    if !taken.is_empty() && bytes + size > byte_cap {
+                    if taken > 0 && bytes + size > byte_cap {
                         break;
                     }
-                    if taken.is_empty() && w.batches > 0 && size > byte_cap {
+                    if taken == 0 && w.batches > 0 && size > byte_cap {
                         break;
                     }
                     let Some(c) = st.queue.pop_front() else { break };
                     bytes += size;
-                    out.u64(c.job);
-                    out.u64(c.first);
-                    out.u64(c.entry);
-                    out.u32(u32::try_from(c.count).unwrap_or(u32::MAX));
-                    out.buf.extend_from_slice(&c.payload);
-                    out.fds.extend(c.fds.iter().filter_map(|fd| fd.try_clone().ok()));
-                    taken.push(c);
+                    w.chunks_sent += 1;
+                    w.inflight.push_back(InChunk { chunk: c, done: 0, ends_batch: false });
+                    taken += 1;
                 }
-                if taken.is_empty() {
+                if taken == 0 {
                     continue;
                 }
-                if let Some(slot) = out.buf.get_mut(1..5) {
-                    slot.copy_from_slice(&u32::try_from(taken.len()).unwrap_or(0).to_le_bytes());
-                }
-                if w.inflight.is_empty() {
-                    w.busy_since = Instant::now();
-                }
-                if let Err(e) = out.send(w.sock.as_fd()) {
-                    if matches!(e, mp_process::wire::WireError::Oversized { .. }) {
-                        for c in taken {
-                            for i in 0..c.count as u64 {
-                                st.record(
-                                    c.job,
-                                    c.first + i,
-                                    Err(Error::Serialization(e.to_string())),
-                                );
-                            }
-                        }
-                        continue;
-                    }
-                    // The worker is going away; its death puts these chunks back.
-                }
-                let last = taken.len() - 1;
-                for (k, c) in taken.into_iter().enumerate() {
-                    w.chunks_sent += 1;
-                    w.inflight.push_back(InChunk { chunk: c, done: 0, ends_batch: k == last });
+                if let Some(last) = w.inflight.back_mut() {
+                    last.ends_batch = true;
                 }
                 w.batches += 1;
+                sends.push((i, start, taken));
                 sent_any = true;
             }
             if !sent_any {
-                return;
+                return sends;
             }
         }
+    }
+
+    /// Sends the batches [`Collector::dispatch`] planned. A batch too large for one frame fails
+    /// its tasks; a worker that cannot be written to is dying, and its death puts the chunks
+    /// back.
+    fn send_batches(&mut self, sends: Vec<(usize, usize, usize)>) {
+        let mut oversized = Vec::new();
+        for (i, start, k) in sends {
+            let Some(w) = self.workers.get(i) else { continue };
+            let mut out = Writer::default();
+            out.u8(proto::K_BATCH);
+            out.u32(u32::try_from(k).unwrap_or(0));
+            for ic in w.inflight.range(start..start + k) {
+                let c = &ic.chunk;
+                out.u64(c.job);
+                out.u64(c.first);
+                out.u64(c.entry);
+                out.u32(u32::try_from(c.count).unwrap_or(u32::MAX));
+                out.buf.extend_from_slice(&c.payload);
+                out.fds.extend(c.fds.iter().filter_map(|fd| fd.try_clone().ok()));
+            }
+            if let Err(e @ mp_process::wire::WireError::Oversized { .. }) = out.send(w.sock.as_fd())
+            {
+                oversized.push((i, start, k, e.to_string()));
+            }
+        }
+        if oversized.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
+        for (i, start, k, message) in oversized.into_iter().rev() {
+            let Some(w) = self.workers.get_mut(i) else { continue };
+            let gone: Vec<InChunk> = w.inflight.drain(start..start + k).collect();
+            w.batches = w.batches.saturating_sub(1);
+            w.chunks_sent = w.chunks_sent.saturating_sub(k as u64);
+            for ic in gone {
+                let c = ic.chunk;
+                for t in 0..c.count as u64 {
+                    st.record(c.job, c.first + t, Err(Error::Serialization(message.clone())));
+                }
+            }
+        }
+        drop(st);
+        self.shared.settle();
     }
 
     /// Polls the doorbell, the zygote and the workers, and handles what is ready.
