@@ -43,12 +43,12 @@ pub use mp_shm as shm;
 #[doc(inline)]
 pub use mp_sync as sync;
 
+pub use mp_pool::{AsyncResult, Error as PoolError, Imap, Pool};
 pub use mp_process::{
     ChildInfo, CloseError, Context, Error, InitGuard, ParentProcess, Process, ProcessInfo,
     StartMethod, active_children, cpu_count, current_process, get_all_start_methods, get_context,
     get_start_method, init, parent_process, set_start_method,
 };
-pub use mp_pool::{AsyncResult, Error as PoolError, Imap, Pool};
 pub use mp_queue::{
     Bytes, Connection, Error as QueueError, JoinableQueue, PutError, Queue, QueueOptions,
     SimpleQueue, pipe, wait,
