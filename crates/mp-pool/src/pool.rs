@@ -300,8 +300,7 @@ impl Pool {
         chunks: Vec<Chunk>,
         errors: Vec<(u64, Error)>,
     ) -> Result<u64> {
-        let (id, mut g) =
-            self.new_job(Store::Dense((0..n).map(|_| None).collect()), Some(n as u64))?;
+        let (id, mut g) = self.new_job(Store::Dense(BTreeMap::new(), n), Some(n as u64))?;
         queue_chunks(&mut g, id, chunks, errors);
         if n == 0 {
             g.to_settle.push(id);

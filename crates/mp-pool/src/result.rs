@@ -1,6 +1,7 @@
 //! `AsyncResult` (Python's `AsyncResult`, also a `Future`) and the `imap` iterators (also
 //! `Stream`s).
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -20,10 +21,10 @@ pub(crate) type Decode<T> = fn(&Store) -> Result<T>;
 /// The value of a one-task job.
 pub(crate) fn decode_one<R: DeserializeOwned>(store: &Store) -> Result<R> {
     match store {
-        Store::Dense(v) => match v.first() {
-            Some(Some(Ok(raw))) => raw.decode(),
-            Some(Some(Err(e))) => Err(e.duplicate()),
-            _ => Err(Error::Terminated),
+        Store::Dense(m, _) => match m.get(&0) {
+            Some(Ok(raw)) => raw.decode(),
+            Some(Err(e)) => Err(e.duplicate()),
+            None => Err(Error::Terminated),
         },
         Store::Sparse(_) => Err(Error::Terminated),
     }
@@ -31,23 +32,22 @@ pub(crate) fn decode_one<R: DeserializeOwned>(store: &Store) -> Result<R> {
 
 /// The values of a map job, or the error of the first task that failed.
 pub(crate) fn decode_vec<R: DeserializeOwned>(store: &Store) -> Result<Vec<R>> {
-    let Store::Dense(v) = store else { return Err(Error::Terminated) };
-    if let Some(e) = v.iter().find_map(|s| match s {
-        Some(Err(e)) => Some(e),
-        _ => None,
-    }) {
+    let Store::Dense(m, len) = store else { return Err(Error::Terminated) };
+    // Keys are in task order, so the first error met is that of the first failed task.
+    if let Some(e) = m.values().find_map(|s| s.as_ref().err()) {
         return Err(e.duplicate());
     }
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while let Some(s) = v.get(i) {
-        match s {
-            Some(Ok(raw)) => {
-                raw.decode_all(&mut out)?;
-                i += usize::try_from(raw.tasks()).unwrap_or(1);
-            }
-            _ => return Err(Error::Terminated),
+    let mut out = Vec::with_capacity(*len);
+    for (index, slot) in m {
+        if *index != out.len() as u64 {
+            return Err(Error::Terminated);
         }
+        if let Ok(raw) = slot {
+            raw.decode_all(&mut out)?;
+        }
+    }
+    if out.len() != *len {
+        return Err(Error::Terminated);
     }
     Ok(out)
 }
@@ -170,7 +170,7 @@ impl<T> AsyncResult<T> {
         }
         let failed = j.failed.is_some()
             || match &j.store {
-                Store::Dense(v) => v.iter().any(|s| matches!(s, Some(Err(_)))),
+                Store::Dense(m, _) => m.values().any(Result::is_err),
                 Store::Sparse(m) => m.values().any(Result::is_err),
             };
         Some(!failed)
@@ -208,7 +208,7 @@ impl<T: 'static> AsyncResult<T> {
                 drop(g);
             }
             Some(j) => {
-                let store = std::mem::replace(&mut j.store, Store::Dense(Vec::new()));
+                let store = std::mem::replace(&mut j.store, Store::Dense(BTreeMap::new(), 0));
                 let failed = j.failed.as_ref().map(Error::duplicate);
                 drop(g);
                 let _ = catch_unwind(AssertUnwindSafe(|| run(&store, failed.as_ref())));
@@ -436,7 +436,7 @@ where
                     Store::Sparse(m) => {
                         m.is_empty() || (self.ordered && !m.contains_key(&self.yielded))
                     }
-                    Store::Dense(_) => false,
+                    Store::Dense(..) => false,
                 },
                 _ => false,
             };

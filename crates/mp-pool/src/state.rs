@@ -147,7 +147,7 @@ pub(crate) type Slot = Result<Raw, Error>;
 #[derive(Debug)]
 pub(crate) enum Store {
     /// By index, for jobs whose length is known up front (`apply`, `map`).
-    Dense(Vec<Option<Slot>>),
+    Dense(BTreeMap<u64, Slot>, usize),
     /// Results not yet taken, by index (`imap`, `imap_unordered`).
     Sparse(BTreeMap<u64, Slot>),
 }
@@ -310,13 +310,10 @@ impl State {
         for (index, slot) in slots {
             let tasks = slot.as_ref().map_or(1, Raw::tasks);
             match &mut j.store {
-                Store::Dense(v) => {
+                Store::Dense(m, _) => {
                     // A run stays whole, at the index of its first task.
-                    if let Some(s) = usize::try_from(index).ok().and_then(|i| v.get_mut(i)) {
-                        if s.is_none() {
-                            j.received += tasks;
-                        }
-                        *s = Some(slot);
+                    if m.insert(index, slot).is_none() {
+                        j.received += tasks;
                     }
                 }
                 Store::Sparse(m) => match slot {

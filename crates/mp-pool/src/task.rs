@@ -83,6 +83,10 @@ where
     F::Output: Serialize,
 {
     let Some(mut run) = RUN.take() else { return };
+    // The segment is taken out of `run` for the loop, so that its atomic can be borrowed
+    // while `run` changes.
+    let shm = run.progress.take();
+    let progress = shm.as_ref().and_then(|p| p.atomic_u64(0).ok());
     for i in 0..run.count {
         let index = run.first + i;
         let Ok((input, fds)) = run.reader.blob_ref() else {
@@ -90,7 +94,7 @@ where
             break;
         };
         run.started += 1;
-        if let Ok(p) = run.progress.atomic_u64(0) {
+        if let Some(p) = progress {
             p.store(run.started, Ordering::Release);
         }
         run.results.open_run(run.job, index);
@@ -116,6 +120,7 @@ where
             break;
         }
     }
+    run.progress = shm;
     RUN.set(Some(run));
 }
 

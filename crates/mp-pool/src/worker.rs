@@ -162,7 +162,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         job: 0,
         first: 0,
         count: 0,
-        progress: boot.progress,
+        progress: Some(boot.progress),
         started: 0,
         flush_each: boot.flush_each,
         sock,
@@ -183,7 +183,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         run.hold = false;
         // The count of started tasks is the parent's; the initializer is not one of them.
         run.started = 0;
-        if let Ok(p) = run.progress.atomic_u64(0) {
+        if let Some(Ok(p)) = run.progress.as_ref().map(|p| p.atomic_u64(0)) {
             p.store(0, std::sync::atomic::Ordering::Release);
         }
         if let Some(message) = run.failure.take().or_else(|| (!run.alive).then(String::new)) {
@@ -241,7 +241,7 @@ pub(crate) struct ChunkRun {
     /// The number of items in the chunk.
     pub count: u64,
     /// Eight shared bytes: the number of tasks this worker has started.
-    pub progress: mp_shm::SharedMemory,
+    pub progress: Option<mp_shm::SharedMemory>,
     pub started: u64,
     pub flush_each: bool,
     pub sock: OwnedFd,
