@@ -600,7 +600,14 @@ impl Pool {
     }
 
     fn join_thread(&self) {
-        let handle = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let mut slot = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
+        // A callback (on the collector thread) that drops or terminates the pool cannot wait
+        // for its own thread: the collector stops by itself once it returns.
+        if slot.as_ref().is_some_and(|h| h.thread().id() == std::thread::current().id()) {
+            return;
+        }
+        let handle = slot.take();
+        drop(slot);
         if let Some(h) = handle {
             let _ = h.join();
         }

@@ -95,14 +95,7 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
     }
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        // postcard writes varints a few bytes at a time: byte pushes beat a memcpy call.
-        if data.len() <= 16 {
-            for &b in data {
-                self.0.push(b);
-            }
-        } else {
-            self.0.extend_from_slice(data);
-        }
+        self.0.extend_from_slice(data);
         Ok(())
     }
 

@@ -217,3 +217,20 @@ fn an_idle_worker_killed_after_its_initializer_fails_no_task() {
     let got = pool.map_chunked(read_init, 0..40, 3).unwrap();
     assert!(got.iter().all(|(_, v)| *v == 1));
 }
+
+#[test]
+fn a_callback_may_drop_the_last_handle_of_its_pool() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let inner = pool.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = pool.apply_async(sqr, (3,)).unwrap().with_callbacks(
+        move |v| {
+            drop(inner);
+            tx.send(v).unwrap();
+        },
+        |_| {},
+    );
+    drop(pool);
+    assert_eq!(rx.recv().unwrap(), 9);
+    assert_eq!(r.get().unwrap(), 9);
+}
