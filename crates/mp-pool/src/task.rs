@@ -19,7 +19,14 @@ use crate::worker::ChunkRun;
 /// non-capturing closure of up to six arguments.
 ///
 /// The task must be zero-sized (a `fn` item or a closure that captures nothing): only its
-/// code, not its value, reaches a worker. The pool checks this when the program is compiled.
+/// code, not its value, reaches a worker. The pool checks this when the program is compiled:
+///
+/// ```compile_fail
+/// let pool = mp_pool::Pool::new(1)?;
+/// let k = 3;
+/// pool.apply(move |x: i32| x * k, (1,))?; // captures `k`: does not compile
+/// # Ok::<(), mp_pool::Error>(())
+/// ```
 pub trait Task<Args>: Copy + Send + Sync + 'static {
     /// What the task returns.
     type Output;
