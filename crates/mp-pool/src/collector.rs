@@ -449,7 +449,7 @@ impl Collector {
             self.workers
                 .iter()
                 .filter(|w| !w.inflight.is_empty() && !w.timed_out && !w.dead)
-                .map(|w| w.busy_since + t)
+                .filter_map(|w| w.busy_since.checked_add(t))
                 .min()
         });
         let wait = deadline.map(|d| d.saturating_duration_since(now));
@@ -545,7 +545,8 @@ impl Collector {
         if let Some(t) = self.timeout {
             let now = Instant::now();
             for w in &mut self.workers {
-                if !w.inflight.is_empty() && !w.timed_out && !w.dead && now >= w.busy_since + t {
+                let due = w.busy_since.checked_add(t).is_some_and(|d| now >= d);
+                if !w.inflight.is_empty() && !w.timed_out && !w.dead && due {
                     w.timed_out = true;
                     w.kill();
                 }
@@ -810,7 +811,7 @@ fn handle_frame(
                 let per = now.saturating_duration_since(w.busy_since) / n;
                 *ema = Some(match *ema {
                     None => per,
-                    Some(e) => (e * 3 + per) / 4,
+                    Some(e) => e.saturating_mul(3).saturating_add(per) / 4,
                 });
             }
             w.busy_since = now;

@@ -101,7 +101,7 @@ impl<T> AsyncResult<T> {
     /// result). Once a value or task error has been returned, later calls return
     /// [`Error::InvalidArgument`].
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<T> {
-        self.take(Some(Instant::now() + timeout))
+        self.take(Instant::now().checked_add(timeout))
     }
 
     fn take(&mut self, deadline: Option<Instant>) -> Result<T> {
@@ -150,7 +150,7 @@ impl<T> AsyncResult<T> {
 
     /// Waits at most `timeout`; whether the result is ready.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.shared.check_process().is_ok() && self.wait_until(Some(Instant::now() + timeout))
+        self.shared.check_process().is_ok() && self.wait_until(Instant::now().checked_add(timeout))
     }
 
     /// Whether the result is ready (Python's `ready()`).
