@@ -211,11 +211,15 @@ fn new_shared(doorbell: std::os::fd::OwnedFd, processes: usize, phase: Phase) ->
 ///
 /// # Errors and robustness
 /// - A task that panics gives [`Error::Remote`] with the panic message and the worker's
-///   backtrace; the pool goes on. `map` returns the first task error (by position) once every
-///   task has finished, as CPython does.
+///   backtrace; the pool goes on. `map` returns a task error once every task has finished, as
+///   CPython does; it is the error of the first failed task by position (CPython keeps the
+///   first to arrive), so the outcome does not depend on timing.
 /// - A worker that dies mid-task (SIGKILL, abort, OOM) is detected by its pidfd: that task gets
-///   [`Error::WorkerDied`], results it had already sent are kept, the rest of its chunk is
-///   queued again (once), the worker is replaced, and nothing hangs.
+///   [`Error::WorkerDied`] (each worker keeps a count of the tasks it started in shared
+///   memory, so the parent knows which one it was), results it had already sent are kept,
+///   tasks it finished without sending their results run again, the rest of its chunk is
+///   queued again (once), the worker is replaced, and nothing hangs. A task that kills its
+///   worker is never run twice.
 /// - With [`Builder::task_timeout`], an overrunning task's worker is killed and replaced and
 ///   the task gets [`Error::Timeout`].
 /// - A task whose argument or result does not serialise fails alone with
