@@ -152,6 +152,12 @@ fn an_overrunning_task_times_out_and_its_worker_is_replaced() {
     assert_eq!(got[2].as_ref().unwrap(), &2);
     assert_eq!(got[3].as_ref().unwrap(), &3);
     assert_eq!(pool.map(naps, [0, 0, 0]).unwrap(), [0, 0, 0]);
+    // Inside a chunk: the rest of the chunk runs on the replacement.
+    let got: Vec<Result<u64, Error>> =
+        pool.imap(naps, [1, 60_000, 2, 3, 4]).unwrap().chunksize(5).collect();
+    assert!(matches!(got[1], Err(Error::Timeout)), "{:?}", got[1]);
+    let rest: Vec<u64> = [0, 2, 3, 4].iter().map(|&i| *got[i].as_ref().unwrap()).collect();
+    assert_eq!(rest, [1, 2, 3, 4]);
 }
 
 #[test]
