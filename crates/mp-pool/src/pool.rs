@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::collector::{Collector, InitTemplate, Spawner};
 use crate::error::{Error, Result};
 use crate::result::{AsyncResult, Imap, build_chunks, decode_one, decode_vec, queue_chunks};
-use crate::state::{Chunk, Job, Phase, Shared, State, Store};
+use crate::state::{Job, Phase, Shared, State, Store};
 use crate::task::{Task, entry_for};
 
 /// Python's default chunksize for `map`: the input split into about four chunks per worker.
@@ -297,25 +297,8 @@ impl Pool {
         Ok((id, g))
     }
 
-    /// Submits a job of `n` tasks already split into chunks.
-    fn submit_chunks(
-        &self,
-        n: usize,
-        chunks: Vec<Chunk>,
-        errors: Vec<(u64, Error)>,
-    ) -> Result<u64> {
-        let (id, mut g) = self.new_job(Store::Dense(BTreeMap::new(), n), Some(n as u64))?;
-        queue_chunks(&mut g, id, chunks, errors);
-        if n == 0 {
-            g.to_settle.push(id);
-        }
-        drop(g);
-        self.shared.ring_if_sleeping();
-        self.shared.settle();
-        Ok(id)
-    }
-
-    /// Encodes `items` in chunks and submits them.
+    /// Encodes `items` in chunks and submits them. Each chunk is queued as soon as it is
+    /// encoded, so the workers start while the rest is being encoded.
     fn submit_items<T: Serialize>(
         &self,
         entry: u64,
@@ -323,9 +306,30 @@ impl Pool {
         chunksize: Option<usize>,
     ) -> Result<u64> {
         let n = items.len();
-        let cs = chunksize.unwrap_or_else(|| default_chunksize(n, self.processes()));
-        let (chunks, errors) = build_chunks(items, entry, 0, cs);
-        self.submit_chunks(n, chunks, errors)
+        let cs = chunksize.unwrap_or_else(|| default_chunksize(n, self.processes())).max(1);
+        let (id, mut g) = self.new_job(Store::Dense(BTreeMap::new(), n), Some(n as u64))?;
+        if n == 0 {
+            g.to_settle.push(id);
+        }
+        drop(g);
+        let mut items = items.into_iter();
+        let mut first = 0u64;
+        while first < n as u64 {
+            let (chunks, errors) = build_chunks(items.by_ref().take(cs), entry, first, cs);
+            first += chunks.iter().map(|c| c.count as u64).sum::<u64>() + errors.len() as u64;
+            let mut g = self.shared.lock();
+            let stopping = matches!(g.phase, Phase::Stopping | Phase::Stopped);
+            if !stopping {
+                queue_chunks(&mut g, id, chunks, errors);
+            }
+            drop(g);
+            if stopping {
+                break;
+            }
+            self.shared.ring_if_sleeping();
+        }
+        self.shared.settle();
+        Ok(id)
     }
 
     /// Runs `f(args...)` in a worker and returns its result (Python's `apply`).
