@@ -56,7 +56,7 @@ impl Writer {
     /// nothing appended, if it holds a descriptor or does not serialise.
     pub fn run_value<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ()> {
         let start = self.buf.len();
-        self.buf.extend_from_slice(&[0u8; 4]);
+        self.buf.resize(start + 4, 0);
         match postcard::serialize_with_flavor(value, Append(&mut self.buf)) {
             Ok(()) => {
                 let len = u32::try_from(self.buf.len() - start - 4).unwrap_or(u32::MAX);
@@ -162,11 +162,15 @@ impl Reader {
 
     /// A blob, borrowed from the frame.
     pub fn blob_ref(&mut self) -> Result<(&[u8], Vec<OwnedFd>), Malformed> {
-        let len = self.u32()? as usize;
-        let nfds = self.u32()? as usize;
+        let head: [u8; 8] = self.take(8)?.try_into().map_err(|_| Malformed)?;
+        let [a, b, c, d, e, f, g, h] = head;
+        let len = u32::from_le_bytes([a, b, c, d]) as usize;
+        let nfds = u32::from_le_bytes([e, f, g, h]) as usize;
         let mut fds = Vec::new();
-        for _ in 0..nfds {
-            fds.push(self.fds.next().ok_or(Malformed)?);
+        if nfds > 0 {
+            for _ in 0..nfds {
+                fds.push(self.fds.next().ok_or(Malformed)?);
+            }
         }
         Ok((self.take(len)?, fds))
     }

@@ -502,6 +502,7 @@ pub(crate) fn build_chunks<T: Serialize>(
     let mut chunks = Vec::new();
     let mut errors = Vec::new();
     let mut current = Chunk::new(0, entry, first, false);
+    current.payload.reserve(chunksize.min(1 << 16) * 16);
     for (k, item) in items.into_iter().enumerate() {
         let index = first + k as u64;
         if let Err(e) = current.push(&item) {

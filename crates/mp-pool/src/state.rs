@@ -221,7 +221,7 @@ impl Chunk {
     /// Appends the encoding of `value`; on failure nothing is appended.
     pub fn push<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         let start = self.payload.len();
-        self.payload.extend_from_slice(&[0u8; 8]);
+        self.payload.resize(start + 8, 0);
         match postcard::serialize_with_flavor(value, crate::proto::Append(&mut self.payload)) {
             Ok(()) => {
                 let len = u32::try_from(self.payload.len() - start - 8).unwrap_or(u32::MAX);

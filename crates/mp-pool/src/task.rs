@@ -94,6 +94,7 @@ where
     // while `run` changes.
     let shm = run.progress.take();
     let progress = shm.as_ref().and_then(|p| p.atomic_u64(0).ok());
+    run.results.out.buf.reserve(usize::try_from(run.count.min(1 << 16)).unwrap_or(0) * 8);
     for i in 0..run.count {
         let index = run.first + i;
         let Ok((input, fds)) = run.reader.blob_ref() else {
