@@ -755,8 +755,14 @@ fn handle_frame(
                 let job = r.u64()?;
                 let index = r.u64()?;
                 let tag = r.u8()?;
-                let tasks = if tag == proto::T_RUN { r.u32()? as usize } else { 1 };
-                let (start, len, fds) = r.blob_span()?;
+                let (tasks, start, len, fds) = if tag == proto::T_RUN {
+                    let tasks = r.u32()? as usize;
+                    let len = r.u32()? as usize;
+                    (tasks, r.span(len)?, len, Vec::new())
+                } else {
+                    let (start, len, fds) = r.blob_span()?;
+                    (1, start, len, fds)
+                };
                 entries.push((job, index, tag, tasks, start, len, fds));
                 let front = w.inflight.front_mut().ok_or(proto::Malformed)?;
                 if front.chunk.job != job

@@ -21,8 +21,8 @@ pub(crate) const T_OK: u8 = 0;
 pub(crate) const T_PANIC: u8 = 1;
 pub(crate) const T_ENCODE: u8 = 2;
 pub(crate) const T_DECODE: u8 = 3;
-/// A run of results of consecutive tasks: a `u32` count, then a blob of that many values, each
-/// a `u32` length and the value's bytes (values that hold no descriptor).
+/// A run of results of consecutive tasks: a `u32` count, a `u32` length, then that many
+/// values, each a varint length and the value's bytes (values that hold no descriptor).
 pub(crate) const T_RUN: u8 = 4;
 
 /// Builds one frame.
@@ -42,34 +42,20 @@ impl Writer {
     pub fn u64(&mut self, v: u64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
-    /// A length-prefixed blob and the descriptors that go with it.
+    /// A blob: its header (see [`put_blob_header`]), the bytes, and the descriptors beside
+    /// the frame.
     pub fn blob(&mut self, bytes: &[u8], fds: impl IntoIterator<Item = OwnedFd>) {
         let before = self.fds.len();
         self.fds.extend(fds);
         let n = self.fds.len() - before;
-        self.u32(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
-        self.u32(u32::try_from(n).unwrap_or(u32::MAX));
+        put_blob_header(&mut self.buf, bytes.len(), n);
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Appends `value` as one value of an open run (a `u32` length and the bytes); fails, with
-    /// nothing appended, if it holds a descriptor or does not serialise.
+    /// Appends `value` as one value of an open run (a varint length and the bytes); fails,
+    /// with nothing appended, if it holds a descriptor or does not serialise.
     pub fn run_value<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ()> {
-        let start = self.buf.len();
-        self.buf.resize(start + 4, 0);
-        match postcard::serialize_with_flavor(value, Append(&mut self.buf)) {
-            Ok(()) => {
-                let len = u32::try_from(self.buf.len() - start - 4).unwrap_or(u32::MAX);
-                if let Some(slot) = self.buf.get_mut(start..start + 4) {
-                    slot.copy_from_slice(&len.to_le_bytes());
-                }
-                Ok(())
-            }
-            Err(_) => {
-                self.buf.truncate(start);
-                Err(())
-            }
-        }
+        put_prefixed(&mut self.buf, value, false).map_err(|_| ())
     }
 
     pub fn clear(&mut self) {
@@ -81,6 +67,65 @@ impl Writer {
         let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(AsFd::as_fd).collect();
         fdpass::send_frame(sock, &self.buf, &fds, MAX_FRAME)
     }
+}
+
+/// Appends a LEB128 varint.
+pub(crate) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Reads a LEB128 varint at `*pos`, advancing it.
+pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// A blob's header: `varint(len << 1 | has_fds)`, then `varint(descriptor count)` if it has
+/// any. Small values cost one byte of framing.
+pub(crate) fn put_blob_header(buf: &mut Vec<u8>, len: usize, fds: usize) {
+    put_varint(buf, ((len as u64) << 1) | u64::from(fds > 0));
+    if fds > 0 {
+        put_varint(buf, fds as u64);
+    }
+}
+
+/// Appends `value`, encoded, behind a blob header without descriptors (`blob_flag`) or a
+/// plain varint length; on failure nothing is appended.
+pub(crate) fn put_prefixed<T: serde::Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
+    value: &T,
+    blob_flag: bool,
+) -> postcard::Result<()> {
+    let start = buf.len();
+    buf.push(0);
+    if let Err(e) = postcard::serialize_with_flavor(value, Append(buf)) {
+        buf.truncate(start);
+        return Err(e);
+    }
+    let len = (buf.len() - start - 1) as u64;
+    let head = if blob_flag { len << 1 } else { len };
+    if head < 0x80 {
+        if let Some(b) = buf.get_mut(start) {
+            *b = head as u8;
+        }
+    } else {
+        let mut h = Vec::with_capacity(10);
+        put_varint(&mut h, head);
+        buf.splice(start..start + 1, h);
+    }
+    Ok(())
 }
 
 /// A postcard flavor appending to a borrowed vector.
@@ -144,15 +189,31 @@ impl Reader {
 
     /// A blob's place in the frame: its start, its length, and its descriptors.
     pub fn blob_span(&mut self) -> Result<(usize, usize, Vec<OwnedFd>), Malformed> {
-        let len = self.u32()? as usize;
-        let nfds = self.u32()? as usize;
-        let mut fds = Vec::new();
-        for _ in 0..nfds {
-            fds.push(self.fds.next().ok_or(Malformed)?);
-        }
+        let (len, fds) = self.blob_header()?;
         let start = self.pos;
         self.take(len)?;
         Ok((start, len, fds))
+    }
+
+    /// A blob's header: its length, and its descriptors taken from the frame's.
+    fn blob_header(&mut self) -> Result<(usize, Vec<OwnedFd>), Malformed> {
+        let head = get_varint(&self.buf, &mut self.pos).ok_or(Malformed)?;
+        let len = usize::try_from(head >> 1).map_err(|_| Malformed)?;
+        let mut fds = Vec::new();
+        if head & 1 == 1 {
+            let n = get_varint(&self.buf, &mut self.pos).ok_or(Malformed)?;
+            for _ in 0..n {
+                fds.push(self.fds.next().ok_or(Malformed)?);
+            }
+        }
+        Ok((len, fds))
+    }
+
+    /// `len` bytes' place in the frame, skipped.
+    pub fn span(&mut self, len: usize) -> Result<usize, Malformed> {
+        let start = self.pos;
+        self.take(len)?;
+        Ok(start)
     }
 
     /// The frame's bytes.
@@ -162,16 +223,42 @@ impl Reader {
 
     /// A blob, borrowed from the frame.
     pub fn blob_ref(&mut self) -> Result<(&[u8], Vec<OwnedFd>), Malformed> {
-        let head: [u8; 8] = self.take(8)?.try_into().map_err(|_| Malformed)?;
-        let [a, b, c, d, e, f, g, h] = head;
-        let len = u32::from_le_bytes([a, b, c, d]) as usize;
-        let nfds = u32::from_le_bytes([e, f, g, h]) as usize;
-        let mut fds = Vec::new();
-        if nfds > 0 {
-            for _ in 0..nfds {
-                fds.push(self.fds.next().ok_or(Malformed)?);
-            }
-        }
+        let (len, fds) = self.blob_header()?;
         Ok((self.take(len)?, fds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip() {
+        for v in [0u64, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, v);
+            let mut pos = 0;
+            assert_eq!(get_varint(&buf, &mut pos), Some(v));
+            assert_eq!(pos, buf.len());
+        }
+    }
+
+    #[test]
+    fn truncated_or_garbage_frames_are_errors_not_panics() {
+        let mut w = Writer::default();
+        w.u8(K_RESULTS);
+        w.u32(1);
+        w.blob(&[7u8; 300], []);
+        let full = w.buf.clone();
+        for cut in 0..full.len() {
+            let mut r = Reader::new(full[..cut].to_vec(), Vec::new());
+            let _ = r.u8().and_then(|_| r.u32()).and_then(|_| r.blob());
+        }
+        let mut r = Reader::new(vec![0xff; 20], Vec::new());
+        assert!(r.blob().is_err());
+        // A header announcing descriptors that did not come.
+        let mut buf = Vec::new();
+        put_blob_header(&mut buf, 0, 3);
+        assert!(Reader::new(buf, Vec::new()).blob().is_err());
     }
 }

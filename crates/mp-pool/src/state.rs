@@ -23,7 +23,7 @@ pub(crate) struct Raw {
     buf: Arc<Vec<u8>>,
     range: Range<usize>,
     pub fds: Vec<OwnedFd>,
-    /// 0 for one value; otherwise the bytes are a run of this many values, each a `u32`
+    /// 0 for one value; otherwise the bytes are a run of this many values, each a varint
     /// length and the value's bytes.
     run: u32,
 }
@@ -58,16 +58,10 @@ impl Raw {
         let mut out = Vec::with_capacity(self.run as usize);
         let mut pos = self.range.start;
         for _ in 0..self.run {
-            let Some(len) = self
-                .buf
-                .get(pos..pos + 4)
-                .and_then(|b| b.try_into().ok())
-                .map(|b: [u8; 4]| u32::from_le_bytes(b) as usize)
-            else {
-                break;
-            };
-            let end = (pos + 4).saturating_add(len).min(self.range.end);
-            out.push(pos + 4..end);
+            let Some(len) = crate::proto::get_varint(&self.buf, &mut pos) else { break };
+            let end =
+                pos.saturating_add(usize::try_from(len).unwrap_or(usize::MAX)).min(self.range.end);
+            out.push(pos..end);
             pos = end;
         }
         out
@@ -220,23 +214,12 @@ impl Chunk {
 
     /// Appends the encoding of `value`; on failure nothing is appended.
     pub fn push<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        let start = self.payload.len();
-        self.payload.resize(start + 8, 0);
-        match postcard::serialize_with_flavor(value, crate::proto::Append(&mut self.payload)) {
-            Ok(()) => {
-                let len = u32::try_from(self.payload.len() - start - 8).unwrap_or(u32::MAX);
-                if let Some(slot) = self.payload.get_mut(start..start + 4) {
-                    slot.copy_from_slice(&len.to_le_bytes());
-                }
-            }
-            Err(_) => {
-                // A value holding descriptors (or one that does not serialise, which fails
-                // again here).
-                self.payload.truncate(start);
-                let (bytes, fds) = fdpass::encode_with_fds(value)?;
-                self.push_raw(Raw::new(bytes, fds));
-                return Ok(());
-            }
+        if crate::proto::put_prefixed(&mut self.payload, value, true).is_err() {
+            // A value holding descriptors (or one that does not serialise, which fails
+            // again here).
+            let (bytes, fds) = fdpass::encode_with_fds(value)?;
+            self.push_raw(Raw::new(bytes, fds));
+            return Ok(());
         }
         self.count += 1;
         Ok(())
@@ -244,10 +227,7 @@ impl Chunk {
 
     /// Appends an encoded item.
     pub fn push_raw(&mut self, raw: Raw) {
-        let n = u32::try_from(raw.fds.len()).unwrap_or(u32::MAX);
-        self.payload
-            .extend_from_slice(&u32::try_from(raw.bytes().len()).unwrap_or(u32::MAX).to_le_bytes());
-        self.payload.extend_from_slice(&n.to_le_bytes());
+        crate::proto::put_blob_header(&mut self.payload, raw.bytes().len(), raw.fds.len());
         self.payload.extend_from_slice(raw.bytes());
         self.fds.extend(raw.fds);
         self.count += 1;

@@ -98,7 +98,6 @@ impl Results {
             self.out.u8(proto::T_RUN);
             self.out.u32(0);
             self.out.u32(0);
-            self.out.u32(0);
             self.run = Some((at, 0));
         }
     }
@@ -110,7 +109,7 @@ impl Results {
             self.out.buf.truncate(at);
             return;
         }
-        let body = at + 17 + 12;
+        let body = at + 17 + 8;
         let len = u32::try_from(self.out.buf.len().saturating_sub(body)).unwrap_or(u32::MAX);
         if let Some(slot) = self.out.buf.get_mut(at + 17..at + 21) {
             slot.copy_from_slice(&values.to_le_bytes());

@@ -159,3 +159,27 @@ fn descriptors_cross_in_arguments_and_results() {
         .collect();
     assert_eq!(texts, ["one", "two"]);
 }
+
+fn shout(s: String) -> String {
+    s.to_uppercase()
+}
+
+#[test]
+fn values_of_every_size_cross_intact() {
+    let pool = Pool::new(2).unwrap();
+    let items: Vec<String> = [0usize, 1, 63, 64, 127, 128, 200, 16_383, 16_384, 70_000, 1 << 20]
+        .iter()
+        .map(|&n| "ab".repeat(n / 2) + &"c".repeat(n % 2))
+        .collect();
+    let want: Vec<String> = items.iter().map(|s| s.to_uppercase()).collect();
+    for cs in [1, 3, 20] {
+        assert_eq!(pool.map_chunked(shout, items.clone(), cs).unwrap(), want, "cs {cs}");
+        let got: Vec<String> = pool
+            .imap(shout, items.clone())
+            .unwrap()
+            .chunksize(cs)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(got, want, "cs {cs}");
+    }
+}
