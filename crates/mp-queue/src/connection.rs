@@ -3,8 +3,8 @@
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use mp_process::fdpass;
 use mp_process::wire::{DEFAULT_MAX_FRAME, WireError};
@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
+use crate::lane::{self, Lane, Lanes, Next, Spinning};
 use crate::sys;
 
 /// Returns a pair of connected [`Connection`]s: Python's `multiprocessing.Pipe(duplex)`.
@@ -22,6 +23,14 @@ use crate::sys;
 /// `(reader, writer)`, as in Python: the first end only receives, the second only sends, and
 /// using an end the other way is [`Error::ReadOnly`] or [`Error::WriteOnly`] (the unused
 /// direction of each socket is also shut down, so the kernel enforces it).
+///
+/// Beside the sockets, the pair shares one small segment of memory with a lane per direction:
+/// while a receiver is waiting in `recv` (it spins for a few µs before it sleeps, and says
+/// so), a small message without descriptors (up to 16 KiB) is copied into the lane instead of
+/// the socket, so a round trip costs no system call. Everything else (larger messages,
+/// messages with descriptors, messages to a receiver that is not receiving) goes through the
+/// socket, whose signals (end of file, `EPIPE`, readability for [`wait`](crate::wait)) stay
+/// exact; order is kept across the two.
 ///
 /// ```
 /// let (reader, writer) = mp_queue::pipe(false)?;
@@ -33,17 +42,21 @@ use crate::sys;
 pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     let closed = sys::closed_fd()?;
     let (a, b) = sys::socket_pair()?;
+    let lanes = Arc::new(Lanes::create()?);
+    // Lane 0 carries a's messages to b (and a one-way pipe's), lane 1 b's to a.
     if duplex {
         return Ok((
-            Connection::from_parts(a, true, true, closed),
-            Connection::from_parts(b, true, true, closed),
+            Connection::from_parts(a, true, true, closed, Arc::clone(&lanes), 1),
+            Connection::from_parts(b, true, true, closed, lanes, 0),
         ));
     }
+    // One way: the reader (a) receives on lane 0, the writer (b) sends on it (doorbells go
+    // the same way as messages).
     sys::shutdown(a.as_fd(), false)?;
     sys::shutdown(b.as_fd(), true)?;
     Ok((
-        Connection::from_parts(a, true, false, closed),
-        Connection::from_parts(b, false, true, closed),
+        Connection::from_parts(a, true, false, closed, Arc::clone(&lanes), 0),
+        Connection::from_parts(b, false, true, closed, lanes, 1),
     ))
 }
 
@@ -94,6 +107,10 @@ pub struct Connection {
     recv_lock: Mutex<()>,
     /// Set when a receive stopped in the middle of a frame.
     broken: AtomicBool,
+    /// The pipe's shared-memory lanes (see `lane.rs`).
+    lanes: Arc<Lanes>,
+    /// The lane this end receives on; it sends on the other.
+    lane_in: usize,
 }
 
 /// Takes `lock`, ignoring poisoning: the lock guards no data, only the order of frames.
@@ -116,6 +133,8 @@ impl Connection {
         readable: bool,
         writable: bool,
         closed_fd: &'static OwnedFd,
+        lanes: Arc<Lanes>,
+        lane_in: usize,
     ) -> Connection {
         Connection {
             fd: Some(fd),
@@ -126,7 +145,19 @@ impl Connection {
             send_lock: Mutex::new(()),
             recv_lock: Mutex::new(()),
             broken: AtomicBool::new(false),
+            lanes,
+            lane_in: lane_in & 1,
         }
+    }
+
+    /// The lane this end receives on.
+    fn lane_in(&self) -> Lane<'_> {
+        self.lanes.lane(self.lane_in)
+    }
+
+    /// The lane this end sends on.
+    fn lane_out(&self) -> Lane<'_> {
+        self.lanes.lane(1 - self.lane_in)
     }
 
     /// Sets the largest message, in bytes, this end sends or accepts (default
@@ -190,14 +221,21 @@ impl Connection {
         Ok(fd.as_fd())
     }
 
-    /// Sends `payload` with `fds` beside it as one frame.
-    fn send_frame(&self, fd: BorrowedFd<'_>, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
-        let _order = take(&self.send_lock);
-        fdpass::send_frame(fd, payload, fds, self.max_message).map_err(send_error)
+    /// Sends `payload` with `fds` beside it as one frame on the socket, the send lock held,
+    /// then counts it (the count orders it before later lane messages).
+    fn send_frame_locked(
+        &self,
+        fd: BorrowedFd<'_>,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
+        fdpass::send_frame(fd, payload, fds, self.max_message).map_err(send_error)?;
+        self.lane_out().sent_on_socket();
+        Ok(())
     }
 
-    /// Receives one frame of at most `limit` bytes, marking the connection broken if the
-    /// receive stops inside a frame.
+    /// Receives one message of at most `limit` bytes, from the lane or the socket, marking the
+    /// connection broken if the receive stops inside a frame.
     fn recv_frame(&self, limit: usize) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
         let fd = self.recv_fd()?;
         let _order = take(&self.recv_lock);
@@ -205,42 +243,89 @@ impl Connection {
         if self.broken.load(Ordering::Acquire) {
             return Err(Error::Broken);
         }
-        // Look for the frame for a bounded time first: a peer that answers at once is heard
-        // without the cost of a sleep and a wake-up.
-        let received = match sys::spin_budget() {
-            Some(budget) => {
-                let start = std::time::Instant::now();
-                loop {
-                    match fdpass::try_recv_frame(fd, limit) {
-                        Ok(fdpass::Received::WouldBlock) if start.elapsed() < budget => {
-                            std::hint::spin_loop();
-                        }
-                        Ok(fdpass::Received::WouldBlock) => break fdpass::recv_frame(fd, limit),
-                        Ok(fdpass::Received::Frame(payload, fds)) => {
-                            break Ok(Some((payload, fds)));
-                        }
-                        Ok(fdpass::Received::Eof) => break Ok(None),
-                        Err(e) => break Err(e),
-                    }
-                }
-            }
-            None => fdpass::recv_frame(fd, limit),
-        };
-        match received {
+        match self.receive(fd, limit) {
             Ok(Some(frame)) => Ok(frame),
             Ok(None) => Err(Error::Eof),
             // Linux reports a peer that closed with unread data as a reset: it is gone all
             // the same, and later reads see end of file.
-            Err(WireError::Io(e)) if e.raw_os_error() == Some(Errno::CONNRESET.raw_os_error()) => {
+            Err(Error::Wire(WireError::Io(e)))
+                if e.raw_os_error() == Some(Errno::CONNRESET.raw_os_error()) =>
+            {
                 Err(Error::Eof)
             }
             Err(e) => {
                 self.broken.store(true, Ordering::Release);
                 Err(match e {
-                    WireError::Io(source) => Error::Io { op: "recv", source },
-                    other => Error::Wire(other),
+                    Error::Wire(WireError::Io(source)) => Error::Io { op: "recv", source },
+                    other => other,
                 })
             }
+        }
+    }
+
+    /// The next message, in order: lane records once every socket frame sent before them is
+    /// read, spinning for a while (and announcing it, so that the peer uses the lane), then
+    /// sleeping on the socket. `None` at end of file.
+    fn receive(&self, fd: BorrowedFd<'_>, limit: usize) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+        let lane = self.lane_in();
+        let _stop = Spinning(lane);
+        let budget = sys::spin_budget();
+        let mut spin_end: Option<Instant> = None;
+        loop {
+            match lane.take(limit)? {
+                Ok(Next::Message(message)) => return Ok(Some((message, Vec::new()))),
+                Ok(Next::SocketFirst) => return self.socket_frame(fd, limit),
+                Ok(Next::Empty) => {}
+                Err(len) => {
+                    return Err(Error::Wire(WireError::Oversized { len, max: limit }));
+                }
+            }
+            if lane.socket_pending() {
+                return self.socket_frame(fd, limit);
+            }
+            if let Some(budget) = budget {
+                let end = *spin_end.get_or_insert_with(|| {
+                    lane.start_spinning(budget);
+                    Instant::now() + budget
+                });
+                if !lane::passed(end) {
+                    std::hint::spin_loop();
+                    continue;
+                }
+            }
+            // Sleep on the socket, after saying so and looking once more (a sender that
+            // published meanwhile sees the 0 and rings).
+            lane.stop_spinning();
+            if lane.ready() {
+                continue;
+            }
+            match fdpass::recv_any(fd, limit)? {
+                fdpass::Received::Frame(payload, fds) => {
+                    lane.taken_from_socket();
+                    return Ok(Some((payload, fds)));
+                }
+                fdpass::Received::Doorbell => {}
+                fdpass::Received::Eof | fdpass::Received::WouldBlock => {
+                    if !lane.ready() {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the socket frame that comes next (blocking; doorbells are skipped).
+    fn socket_frame(
+        &self,
+        fd: BorrowedFd<'_>,
+        limit: usize,
+    ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+        match fdpass::recv_frame(fd, limit)? {
+            Some(frame) => {
+                self.lane_in().taken_from_socket();
+                Ok(Some(frame))
+            }
+            None => Ok(None),
         }
     }
 
@@ -260,18 +345,37 @@ impl Connection {
     /// # Ok::<(), mp_queue::Error>(())
     /// ```
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        use postcard::ser_flavors::{Size, Slice};
         let fd = self.send_fd()?;
-        // Measure first, so that an oversized value is refused before it is encoded.
-        let (size, _) = fdpass::encode_with_flavor(value, postcard::ser_flavors::Size::default())?;
+        // Measure first, so that an oversized value is refused before it is encoded. Plain
+        // postcard first: a value holding descriptors fails there and is measured with them.
+        let plain = postcard::serialize_with_flavor(value, Size::default()).ok();
+        let size = match plain {
+            Some(size) => size,
+            None => fdpass::encode_with_flavor(value, Size::default())?.0,
+        };
         if size > self.max_message {
             return Err(Error::Wire(WireError::Oversized {
                 len: size as u64,
                 max: self.max_message,
             }));
         }
+        let _order = take(&self.send_lock);
+        // A small value without descriptors goes through the lane while the peer is
+        // receiving, encoded in place.
+        if plain.is_some() {
+            let sent = self.lane_out().try_send(fd, size, |buf| {
+                let written = postcard::serialize_with_flavor(value, Slice::new(buf))
+                    .map_err(|e| Error::Wire(WireError::Encode(e)))?;
+                if written.len() == size { Ok(()) } else { Err(Error::Unstable) }
+            })?;
+            if sent {
+                return Ok(());
+            }
+        }
         let (bytes, fds) = fdpass::encode_with_fds(value)?;
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-        self.send_frame(fd, &bytes, &borrowed)
+        self.send_frame_locked(fd, &bytes, &borrowed)
     }
 
     /// Receives one message and decodes it as a `T`: Python's `Connection.recv`.
@@ -316,7 +420,18 @@ impl Connection {
             }
         };
         let payload = buf.get(offset..end).ok_or_else(out_of_range)?;
-        self.send_frame(fd, payload, &[])
+        if payload.len() > self.max_message {
+            return Err(Error::Wire(WireError::Oversized {
+                len: payload.len() as u64,
+                max: self.max_message,
+            }));
+        }
+        let _order = take(&self.send_lock);
+        let sent = self.lane_out().try_send(fd, payload.len(), |dst| {
+            dst.copy_from_slice(payload);
+            Ok(())
+        })?;
+        if sent { Ok(()) } else { self.send_frame_locked(fd, payload, &[]) }
     }
 
     /// Receives one message as bytes: Python's `Connection.recv_bytes`.
@@ -405,7 +520,21 @@ impl Connection {
     /// ```
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         let fd = self.recv_fd()?;
-        sys::poll_one(fd, sys::deadline(timeout))
+        let lane = self.lane_in();
+        let deadline = sys::deadline(timeout);
+        loop {
+            if lane.ready() {
+                return Ok(true);
+            }
+            if !sys::poll_one(fd, deadline)? {
+                return Ok(lane.ready());
+            }
+            // Readable: a frame, end of file, or only doorbells (then look again).
+            fdpass::skip_doorbells(fd)?;
+            if lane.ready() || sys::poll_one(fd, Some(Instant::now()))? {
+                return Ok(true);
+            }
+        }
     }
 }
 
@@ -416,6 +545,9 @@ impl Connection {
 impl AsFd for Connection {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match &self.fd {
+            // A message left in the lane does not make the socket readable: lend the
+            // always-ready descriptor while one waits.
+            Some(_) if self.readable && self.lane_in().has_record() => self.closed_fd.as_fd(),
             Some(fd) => fd.as_fd(),
             None => self.closed_fd.as_fd(),
         }
@@ -439,6 +571,8 @@ impl fmt::Debug for Connection {
 #[serde(rename = "Connection")]
 struct OutWire<'a> {
     fd: mp_process::fdpass::FdRef<'a>,
+    lanes: LanesRef<'a>,
+    lane_in: u8,
     readable: bool,
     writable: bool,
     max_message: u64,
@@ -451,6 +585,8 @@ struct OutWire<'a> {
 struct InWire {
     #[serde(with = "mp_process::fdpass::serde_fd")]
     fd: OwnedFd,
+    lanes: LanesIn,
+    lane_in: u8,
     readable: bool,
     writable: bool,
     max_message: u64,
@@ -469,6 +605,8 @@ impl Serialize for Connection {
             .ok_or_else(|| S::Error::custom("a closed Connection cannot be sent"))?;
         OutWire {
             fd: mp_process::fdpass::FdRef(fd),
+            lanes: LanesRef(&self.lanes),
+            lane_in: self.lane_in as u8,
             readable: self.readable,
             writable: self.writable,
             max_message: u64::try_from(self.max_message).unwrap_or(u64::MAX),
@@ -489,9 +627,35 @@ impl<'de> Deserialize<'de> for Connection {
         }
         sys::check_unix_stream(wire.fd.as_fd()).map_err(D::Error::custom)?;
         let closed = sys::closed_fd().map_err(D::Error::custom)?;
-        let mut conn = Connection::from_parts(wire.fd, wire.readable, wire.writable, closed);
+        let lanes = Arc::new(wire.lanes.0);
+        let mut conn = Connection::from_parts(
+            wire.fd,
+            wire.readable,
+            wire.writable,
+            closed,
+            lanes,
+            usize::from(wire.lane_in),
+        );
         conn.max_message = usize::try_from(wire.max_message).unwrap_or(usize::MAX);
         conn.broken = AtomicBool::new(wire.broken);
         Ok(conn)
+    }
+}
+
+/// A pipe's lanes, borrowed for sending.
+struct LanesRef<'a>(&'a Lanes);
+
+impl Serialize for LanesRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// A pipe's lanes, received (and checked).
+struct LanesIn(Lanes);
+
+impl<'de> Deserialize<'de> for LanesIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Lanes::deserialize(d).map(LanesIn)
     }
 }

@@ -85,7 +85,9 @@
 //! ```
 //!
 //! # The wire
-//! A message is one frame of `mp_process::fdpass`: an 8-byte header (payload length,
+//! A message crosses in a pipe's shared-memory lane when the receiver is waiting for it and it
+//! is small and holds no descriptors (see [`pipe`]); otherwise, and always as far as errors
+//! and limits go, it is one frame of `mp_process::fdpass`: an 8-byte header (payload length,
 //! descriptor count), the payload, and any descriptors as `SCM_RIGHTS` beside the header. The
 //! largest message is [`Connection::max_message_size`] (default 64 MiB,
 //! `mp_process::wire::DEFAULT_MAX_FRAME`), checked before anything is sent and, on receipt,
@@ -99,7 +101,8 @@
 //! socket carried beside the bootstrap under `spawn` and `forkserver`) and it travels inside
 //! messages to a process that is already running, keeping its direction. Sending a connection
 //! hands over a duplicate of its socket: the sender's own copy stays open (drop it), and two
-//! processes using the same end at once would interleave their messages, as in Python.
+//! processes using the same end at once would interleave their messages, as in Python (or
+//! fail with [`Error::Corrupt`] if they meet in the shared-memory lane).
 //!
 //! ```
 //! use mp_queue::Connection;
@@ -190,6 +193,8 @@
 mod bytes;
 mod connection;
 mod error;
+#[allow(unsafe_code, reason = "a pipe lane's slices, under its one-sender, one-receiver rule")]
+mod lane;
 mod queue;
 #[allow(unsafe_code, reason = "the ring protocol: slices of the ring under its locks")]
 mod ring;

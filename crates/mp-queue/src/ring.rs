@@ -285,7 +285,7 @@ impl Ring {
             return Err(Error::InvalidArgument("the largest message size must be at least 1"));
         }
         let shm = SharedMemory::new(sys::header_len() + capacity).map_err(Error::SharedMemory)?;
-        let mirror = Mirror::map(shm.as_fd(), capacity)?;
+        let mirror = Mirror::map(shm.as_fd(), 0, capacity)?;
         let config = &mirror.header().config.0;
         config.capacity.store(capacity as u64, Ordering::Relaxed);
         config.maxsize.store(maxsize as u64, Ordering::Relaxed);
@@ -832,7 +832,7 @@ impl Ring {
         }
         sys::check_seqpacket(side_tx.as_fd())?;
         sys::check_seqpacket(side_rx.as_fd())?;
-        let mirror = Mirror::map(shm.as_fd(), capacity).map_err(|e| e.to_string())?;
+        let mirror = Mirror::map(shm.as_fd(), 0, capacity).map_err(|e| e.to_string())?;
         Ok(Ring {
             shm,
             mirror,

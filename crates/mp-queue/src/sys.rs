@@ -195,6 +195,13 @@ pub(crate) struct Header {
     pub(crate) done: Line<Wake>,
     /// How many handles, over all processes, have handed out the doorbell's descriptor.
     pub(crate) pollers: Line<AtomicU32>,
+    /// Pipes: until when (`CLOCK_MONOTONIC` nanoseconds) the receiver looks at the lane
+    /// without sleeping; 0 while it is not receiving.
+    pub(crate) spinning_until: Line<AtomicU64>,
+    /// Pipes: how many frames the sender has sent on the socket.
+    pub(crate) socket_sent: Line<AtomicU64>,
+    /// Pipes: how many frames the receiver has read from the socket.
+    pub(crate) socket_taken: Line<AtomicU64>,
 }
 
 /// The magic number at the start of every queue segment ("mpQUEUE1").
@@ -226,9 +233,10 @@ unsafe impl Send for Mirror {}
 unsafe impl Sync for Mirror {}
 
 impl Mirror {
-    /// Maps the segment `fd`, which must be `header_len() + capacity` bytes long (the caller
-    /// checked its size), with `capacity` a non-zero multiple of the page size.
-    pub(crate) fn map(fd: BorrowedFd<'_>, capacity: usize) -> Result<Mirror> {
+    /// Maps the `header_len() + capacity` bytes of the segment `fd` from byte `start` (a
+    /// multiple of the page size; the caller checked that the file is that long), with
+    /// `capacity` a non-zero multiple of the page size.
+    pub(crate) fn map(fd: BorrowedFd<'_>, start: u64, capacity: usize) -> Result<Mirror> {
         let header_len = header_len();
         let page = rustix::param::page_size();
         if capacity == 0 || capacity % page != 0 {
@@ -257,12 +265,12 @@ impl Mirror {
         // The pieces: the header, the ring, and the ring again right after it.
         let pieces = [(0, header_len), (header_len, capacity), (header_len + capacity, capacity)];
         for (at, len) in pieces {
-            let offset = if at == 0 { 0 } else { header_len as u64 };
+            let offset = if at == 0 { start } else { start + header_len as u64 };
             // SAFETY: `at..at + len` lies inside the reservation made above, which this
             // `Mirror` owns and nothing else uses: MAP_FIXED replaces only our own PROT_NONE
             // pages (or, for none of them, pages of an earlier piece). The file is at least
-            // `header_len + capacity` bytes long (checked by the caller), so no access to the
-            // mapping can fault on a missing page.
+            // `start + header_len + capacity` bytes long (checked by the caller), so no access
+            // to the mapping can fault on a missing page.
             let mapped = unsafe {
                 rustix::mm::mmap(
                     mirror.base.as_ptr().add(at).cast::<c_void>(),

@@ -161,17 +161,19 @@ fn connections_cross_only_through_the_fd_encoder() {
     let (a, _b) = pipe(true).unwrap();
     assert!(postcard::to_stdvec(&a).is_err());
     let (bytes, fds) = fdpass::encode_with_fds(&a).unwrap();
-    assert_eq!(fds.len(), 1);
+    assert_eq!(fds.len(), 2, "the socket and the pipe's lanes");
     let back: Connection = fdpass::decode_with_fds(&bytes, fds).unwrap();
     assert!(back.readable() && back.writable());
     assert!(postcard::from_bytes::<Connection>(&bytes).is_err());
 }
 
-/// A forged connection: any descriptor, any flags.
-#[derive(Serialize)]
+/// A forged connection: any descriptor, any lanes, any flags.
+#[derive(Serialize, Deserialize)]
 struct Forged {
     #[serde(with = "serde_fd")]
     fd: OwnedFd,
+    lanes: mp_shm::SharedMemory,
+    lane_in: u8,
     readable: bool,
     writable: bool,
     max_message: u64,
@@ -180,13 +182,20 @@ struct Forged {
 
 #[test]
 fn forged_connections_are_refused() {
-    let forge = |fd: OwnedFd, readable, writable| {
-        let forged = Forged { fd, readable, writable, max_message: 1024, broken: false };
+    // Real lanes, taken from a real connection's encoding.
+    let real_lanes = || {
+        let (a, _b) = pipe(true).unwrap();
+        let (bytes, fds) = fdpass::encode_with_fds(&a).unwrap();
+        fdpass::decode_with_fds::<Forged>(&bytes, fds).unwrap().lanes
+    };
+    let forge = |fd: OwnedFd, lanes, readable, writable| {
+        let forged =
+            Forged { fd, lanes, lane_in: 0, readable, writable, max_message: 1024, broken: false };
         let (bytes, fds) = fdpass::encode_with_fds(&forged).unwrap();
         fdpass::decode_with_fds::<Connection>(&bytes, fds)
     };
     let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
-    assert!(forge(r, true, true).is_err(), "a pipe is not a socket");
+    assert!(forge(r, real_lanes(), true, true).is_err(), "a pipe is not a socket");
     let (udp, _) = rustix::net::socketpair(
         rustix::net::AddressFamily::UNIX,
         rustix::net::SocketType::DGRAM,
@@ -194,12 +203,19 @@ fn forged_connections_are_refused() {
         None,
     )
     .unwrap();
-    assert!(forge(udp, true, true).is_err(), "a datagram socket is not a stream");
+    assert!(forge(udp, real_lanes(), true, true).is_err(), "a datagram socket is not a stream");
     let (s, _) = pipe(true).unwrap();
     let fd = rustix::io::fcntl_dupfd_cloexec(&s, 0).unwrap();
-    assert!(forge(fd, false, false).is_err(), "neither readable nor writable");
+    assert!(forge(fd, real_lanes(), false, false).is_err(), "neither readable nor writable");
     let fd = rustix::io::fcntl_dupfd_cloexec(&s, 0).unwrap();
-    let conn = forge(fd, true, false).unwrap();
+    let small = mp_shm::SharedMemory::new(4096).unwrap();
+    assert!(forge(fd, small, true, true).is_err(), "lanes of the wrong size");
+    let fd = rustix::io::fcntl_dupfd_cloexec(&s, 0).unwrap();
+    let size = real_lanes().size();
+    let blank = mp_shm::SharedMemory::new(size).unwrap();
+    assert!(forge(fd, blank, true, true).is_err(), "a segment that holds no lanes");
+    let fd = rustix::io::fcntl_dupfd_cloexec(&s, 0).unwrap();
+    let conn = forge(fd, real_lanes(), true, false).unwrap();
     assert_eq!(conn.max_message_size(), 1024);
     assert!(!conn.writable());
 }

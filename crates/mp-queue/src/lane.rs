@@ -1,0 +1,307 @@
+//! A pipe's shared-memory lanes: how small messages skip the socket while the receiver is
+//! looking for them.
+//!
+//! A pipe has one sealed memfd with a lane per direction: a page of header (the queue
+//! [`Header`](crate::sys::Header) layout) and a ring mapped twice, as a queue's. A lane has one
+//! sender and one receiver (an end used by two processes at once interleaves, as in Python;
+//! here it may also give [`Error::Corrupt`], never undefined behaviour: every length is
+//! checked).
+//!
+//! # The protocol
+//! - A receiving call that finds nothing waiting publishes `spinning_until` (a
+//!   `CLOCK_MONOTONIC` deadline a few µs away), looks at the lane and the socket counters
+//!   until then, then stores 0 and sleeps on the socket.
+//! - A sender uses the lane only for a message without descriptors of at most
+//!   [`LANE_MAX_MESSAGE`] bytes, with room in the ring, while the receiver is spinning (now <
+//!   `spinning_until`): the receiver is alive and inside a receive, so the socket's own
+//!   signals (`EPIPE` for a closed peer, readability for `wait`) are not needed. Everything
+//!   else goes through the socket, as before. After publishing, the sender reads
+//!   `spinning_until` again: if the receiver has gone to sleep meanwhile, it sends a doorbell
+//!   frame on the socket (both sides store, then load, with `SeqCst`, so one of them sees the
+//!   other).
+//! - Order: the sender counts the frames it has sent on the socket (`socket_sent`, raised after
+//!   each frame) and stamps each lane record with that count; the receiver counts the frames
+//!   it has read (`socket_taken`) and takes a lane record only once it has read every frame
+//!   sent before it.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mp_shm::SharedMemory;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::sys::{self, Mirror};
+
+/// The magic number of a lane's header ("mpLANE01").
+const LANE_MAGIC: u64 = u64::from_le_bytes(*b"mpLANE01");
+
+/// The size of a lane's ring.
+const LANE_CAPACITY: usize = 64 * 1024;
+
+/// The largest message a lane carries; larger ones take the socket.
+pub(crate) const LANE_MAX_MESSAGE: usize = 16 * 1024;
+
+/// A lane record's header: payload length `u32`, reserved `u32`, socket frames before it `u64`.
+const RECORD_HEADER: usize = 16;
+
+/// The ring space of a record with `len` bytes of payload.
+fn record_len(len: usize) -> usize {
+    (RECORD_HEADER + len).next_multiple_of(8)
+}
+
+/// The message count of a packed word.
+fn count(word: u64) -> u32 {
+    (word >> 32) as u32
+}
+
+/// The byte position of a packed word.
+fn position(word: u64) -> u32 {
+    word as u32
+}
+
+/// A packed word.
+fn pack(count: u32, position: u32) -> u64 {
+    (u64::from(count) << 32) | u64::from(position)
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds (shared by every process of the machine).
+fn now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(t.tv_sec).unwrap_or(0).saturating_mul(1_000_000_000)
+        + u64::try_from(t.tv_nsec).unwrap_or(0)
+}
+
+/// What the head of a lane holds.
+pub(crate) enum Next {
+    /// A message: its payload.
+    Message(Vec<u8>),
+    /// Nothing.
+    Empty,
+    /// A message is there, but a frame on the socket comes before it.
+    SocketFirst,
+}
+
+/// The two lanes of a pipe, mapped.
+pub(crate) struct Lanes {
+    /// The segment (for its descriptor).
+    shm: SharedMemory,
+    /// Lane 0 and lane 1.
+    lanes: [Mirror; 2],
+}
+
+impl Lanes {
+    /// The size of one lane in the segment.
+    fn lane_len() -> usize {
+        sys::header_len() + LANE_CAPACITY
+    }
+
+    /// Creates the lanes of a new pipe.
+    pub(crate) fn create() -> Result<Lanes> {
+        let shm = SharedMemory::new(2 * Self::lane_len()).map_err(Error::SharedMemory)?;
+        let lanes = Self::map(&shm)?;
+        for lane in &lanes {
+            let config = &lane.header().config.0;
+            config.capacity.store(LANE_CAPACITY as u64, Ordering::Relaxed);
+            config.magic.store(LANE_MAGIC, Ordering::Release);
+        }
+        Ok(Lanes { shm, lanes })
+    }
+
+    /// Maps both lanes of `shm`.
+    fn map(shm: &SharedMemory) -> Result<[Mirror; 2]> {
+        let second = u64::try_from(Self::lane_len()).unwrap_or(u64::MAX);
+        Ok([
+            Mirror::map(shm.as_fd(), 0, LANE_CAPACITY)?,
+            Mirror::map(shm.as_fd(), second, LANE_CAPACITY)?,
+        ])
+    }
+
+    /// Checks and maps received lanes.
+    fn from_received(shm: SharedMemory) -> std::result::Result<Lanes, String> {
+        if shm.size() != 2 * Self::lane_len() {
+            return Err("a pipe's lanes have the wrong size".into());
+        }
+        let lanes = Self::map(&shm).map_err(|e| e.to_string())?;
+        for lane in &lanes {
+            let config = &lane.header().config.0;
+            if config.magic.load(Ordering::Acquire) != LANE_MAGIC
+                || config.capacity.load(Ordering::Relaxed) != LANE_CAPACITY as u64
+            {
+                return Err("the segment received as a pipe's lanes does not hold them".into());
+            }
+        }
+        Ok(Lanes { shm, lanes })
+    }
+
+    /// Lane `i` (0 or 1).
+    pub(crate) fn lane(&self, i: usize) -> Lane<'_> {
+        Lane { m: &self.lanes[i & 1] }
+    }
+
+    /// Serialises the segment.
+    pub(crate) fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.shm.serialize(s)
+    }
+
+    /// Receives a segment of lanes.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Lanes, D::Error> {
+        let shm = SharedMemory::deserialize(d)?;
+        Lanes::from_received(shm).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One direction of a pipe.
+#[derive(Clone, Copy)]
+pub(crate) struct Lane<'a> {
+    /// The mapping.
+    m: &'a Mirror,
+}
+
+impl Lane<'_> {
+    /// The header.
+    fn h(&self) -> &sys::Header {
+        self.m.header()
+    }
+
+    /// Sender: puts a message of `len` bytes that `write` fills, if the receiver is spinning
+    /// and there is room; `Ok(false)` otherwise (send it on the socket). Rings `sock` if the
+    /// receiver went to sleep while the message was published.
+    pub(crate) fn try_send(
+        &self,
+        sock: BorrowedFd<'_>,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> Result<bool> {
+        let h = self.h();
+        if len > LANE_MAX_MESSAGE {
+            return Ok(false);
+        }
+        let until = h.spinning_until.0.load(Ordering::SeqCst);
+        if until == 0 || now_ns() >= until {
+            return Ok(false);
+        }
+        let need = record_len(len);
+        let tail = h.tail.0.load(Ordering::Relaxed);
+        let head = h.head.0.load(Ordering::Acquire);
+        let used = position(tail).wrapping_sub(position(head)) as usize;
+        if used > LANE_CAPACITY || LANE_CAPACITY - used < need {
+            return Ok(false);
+        }
+        // SAFETY: `need <= LANE_CAPACITY`; these bytes lie past the published tail and before
+        // the head plus the capacity, which the receiver never reads; the lane has one sender
+        // (an end used by two processes at once is documented as unsupported, and even then
+        // both only write bytes that every reader checks).
+        let record = unsafe { self.m.bytes_mut(position(tail), need) };
+        let (header, body) = record.split_at_mut(RECORD_HEADER);
+        write(body.get_mut(..len).ok_or(Error::Unstable)?)?;
+        let len32 = u32::try_from(len).map_err(|_| Error::Unstable)?;
+        header[..4].copy_from_slice(&len32.to_le_bytes());
+        header[4..8].copy_from_slice(&0u32.to_le_bytes());
+        let before = h.socket_sent.0.load(Ordering::Relaxed);
+        header[8..16].copy_from_slice(&before.to_le_bytes());
+        let published = pack(count(tail).wrapping_add(1), position(tail).wrapping_add(need as u32));
+        h.tail.0.store(published, Ordering::SeqCst);
+        if h.spinning_until.0.load(Ordering::SeqCst) == 0 {
+            mp_process::fdpass::send_doorbell(sock).map_err(Error::Wire)?;
+        }
+        Ok(true)
+    }
+
+    /// Sender: one more frame was sent on the socket.
+    pub(crate) fn sent_on_socket(&self) {
+        self.h().socket_sent.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Receiver: one more frame was read from the socket.
+    pub(crate) fn taken_from_socket(&self) {
+        self.h().socket_taken.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Receiver: whether a frame sent on the socket is waiting to be read.
+    pub(crate) fn socket_pending(&self) -> bool {
+        let h = self.h();
+        h.socket_sent.0.load(Ordering::SeqCst) > h.socket_taken.0.load(Ordering::SeqCst)
+    }
+
+    /// Receiver: whether a lane record is waiting.
+    pub(crate) fn has_record(&self) -> bool {
+        let h = self.h();
+        count(h.tail.0.load(Ordering::SeqCst)) != count(h.head.0.load(Ordering::SeqCst))
+    }
+
+    /// Receiver: whether anything (a lane record or a socket frame) is waiting.
+    pub(crate) fn ready(&self) -> bool {
+        self.has_record() || self.socket_pending()
+    }
+
+    /// Receiver: takes the message at the head, if it comes before any unread socket frame.
+    /// A message longer than `limit` is left in place: `Err((len, ..))` through
+    /// [`Error::BadMessageLength`] is the caller's to build.
+    pub(crate) fn take(&self, limit: usize) -> Result<std::result::Result<Next, u64>> {
+        let h = self.h();
+        let head = h.head.0.load(Ordering::Relaxed);
+        let tail = h.tail.0.load(Ordering::Acquire);
+        if count(tail) == count(head) {
+            return Ok(Ok(Next::Empty));
+        }
+        let used = position(tail).wrapping_sub(position(head)) as usize;
+        if !(RECORD_HEADER..=LANE_CAPACITY).contains(&used) {
+            return Err(Error::Corrupt("a pipe lane's positions are inconsistent".into()));
+        }
+        // SAFETY: `RECORD_HEADER <= used <= capacity`, between the published head and tail,
+        // which the sender does not write; this end has one receiver at a time (the
+        // connection's receive lock; across processes, see the module documentation).
+        let header = unsafe { self.m.bytes(position(head), RECORD_HEADER) };
+        let mut word = [0u8; 8];
+        word[..4].copy_from_slice(&header[..4]);
+        let len = u32::from_le_bytes([word[0], word[1], word[2], word[3]]) as usize;
+        word.copy_from_slice(&header[8..16]);
+        let before = u64::from_le_bytes(word);
+        let need = record_len(len);
+        if need > used || len > LANE_MAX_MESSAGE {
+            return Err(Error::Corrupt("a pipe lane's record is longer than its data".into()));
+        }
+        if before > h.socket_taken.0.load(Ordering::SeqCst) {
+            return Ok(Ok(Next::SocketFirst));
+        }
+        if len > limit {
+            return Ok(Err(len as u64));
+        }
+        // SAFETY: as for the header: inside the published part of the ring.
+        let payload =
+            unsafe { self.m.bytes(position(head).wrapping_add(RECORD_HEADER as u32), len) };
+        let message = payload.to_vec();
+        let consumed = pack(count(head).wrapping_add(1), position(head).wrapping_add(need as u32));
+        h.head.0.store(consumed, Ordering::SeqCst);
+        Ok(Ok(Next::Message(message)))
+    }
+
+    /// Receiver: announces that it looks at the lane until `budget` from now.
+    pub(crate) fn start_spinning(&self, budget: Duration) {
+        let until = now_ns().saturating_add(u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX));
+        self.h().spinning_until.0.store(until.max(1), Ordering::SeqCst);
+    }
+
+    /// Receiver: no longer looks at the lane (about to sleep, or done).
+    pub(crate) fn stop_spinning(&self) {
+        self.h().spinning_until.0.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Receiver: stops spinning when dropped, on every way out of a receive.
+pub(crate) struct Spinning<'a>(pub(crate) Lane<'a>);
+
+impl Drop for Spinning<'_> {
+    fn drop(&mut self) {
+        self.0.stop_spinning();
+    }
+}
+
+/// Whether `deadline` has passed.
+pub(crate) fn passed(deadline: Instant) -> bool {
+    Instant::now() >= deadline
+}
