@@ -288,3 +288,59 @@ fn both_ends_of_a_pipe_as_one_argument() {
     p.start().unwrap();
     assert_eq!(p.join().unwrap(), 0);
 }
+
+/// Sends `n` numbered messages mixing the ways a message can travel: small (the shared lane,
+/// when the receiver is waiting), large (the socket), small with a descriptor (the socket),
+/// and raw bytes; then a final `u32::MAX`.
+fn mixed_sender(conn: Connection, n: u32) {
+    for i in 0..n {
+        match i % 4 {
+            0 => conn.send(&(i, Vec::<u8>::new())).unwrap(),
+            1 => conn.send(&(i, vec![7u8; 20_000])).unwrap(),
+            2 => {
+                let (r, _w) = rustix::pipe::pipe().unwrap();
+                conn.send(&(i, mp_process::fdpass::PassFd(r))).unwrap();
+            }
+            _ => conn.send_bytes(&i.to_le_bytes(), 0, None).unwrap(),
+        }
+        // The first half goes in bursts of 100 (the receiver is busy: the socket), the second
+        // waits for an answer to each message (the receiver waits: the lane, for the small
+        // ones).
+        if i % 100 == 99 || i >= n / 2 {
+            let _: u8 = conn.recv().unwrap();
+        }
+    }
+    conn.send(&(u32::MAX, Vec::<u8>::new())).unwrap();
+}
+
+#[test]
+fn order_holds_across_every_path_of_a_message() {
+    let (conn, child_end) = pipe(true).unwrap();
+    let n = 1000;
+    let mut p = Process::new(mixed_sender, (child_end, n));
+    p.start().unwrap();
+    for i in 0..n {
+        // Alternate between receiving at once and polling first (not waiting in recv).
+        if i % 7 == 3 {
+            assert!(conn.poll(None).unwrap());
+        }
+        match i % 4 {
+            0 => assert_eq!(conn.recv::<(u32, Vec<u8>)>().unwrap(), (i, Vec::new())),
+            1 => {
+                let (j, v) = conn.recv::<(u32, Vec<u8>)>().unwrap();
+                assert_eq!((j, v.len()), (i, 20_000));
+            }
+            2 => {
+                let (j, _fd) = conn.recv::<(u32, mp_process::fdpass::PassFd)>().unwrap();
+                assert_eq!(j, i);
+            }
+            _ => assert_eq!(conn.recv_bytes(None).unwrap(), i.to_le_bytes()),
+        }
+        if i % 100 == 99 || i >= n / 2 {
+            conn.send(&1u8).unwrap();
+        }
+    }
+    assert_eq!(conn.recv::<(u32, Vec<u8>)>().unwrap().0, u32::MAX);
+    assert_eq!(p.join().unwrap(), 0);
+    assert!(matches!(conn.recv::<u8>(), Err(Error::Eof)));
+}
