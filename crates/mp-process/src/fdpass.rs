@@ -133,28 +133,9 @@ pub fn recv_frame(
     sock: BorrowedFd<'_>,
     max: usize,
 ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, WireError> {
-    loop {
-        match recv_frame_inner(sock, max, true)? {
-            Received::Frame(payload, fds) => return Ok(Some((payload, fds))),
-            Received::Eof | Received::WouldBlock => return Ok(None),
-            Received::Doorbell => {}
-        }
-    }
-}
-
-/// The header of a doorbell: a frame with no payload that announces `u32::MAX` descriptors
-/// (no real frame can), which wakes a receiver blocked on the stream and carries nothing.
-const DOORBELL: [u8; HEADER_LEN] = [0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
-
-/// Sends a doorbell on `sock`: [`try_recv_frame`] returns [`Received::Doorbell`] for it and
-/// [`recv_frame`] skips it. Does not block: a full socket is readable anyway.
-pub fn send_doorbell(sock: BorrowedFd<'_>) -> Result<(), WireError> {
-    loop {
-        match rustix::net::send(sock, &DOORBELL, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
-            Ok(_) | Err(Errno::AGAIN) => return Ok(()),
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
+    match recv_frame_inner(sock, max, true)? {
+        Received::Frame(payload, fds) => Ok(Some((payload, fds))),
+        Received::Eof | Received::WouldBlock => Ok(None),
     }
 }
 
@@ -167,8 +148,6 @@ pub enum Received {
     Eof,
     /// No byte of a frame has arrived yet.
     WouldBlock,
-    /// A doorbell (see [`send_doorbell`]), consumed.
-    Doorbell,
 }
 
 /// As [`recv_frame`], but returns [`Received::WouldBlock`] at once if no byte of the next
@@ -177,28 +156,6 @@ pub enum Received {
 /// are one system call.
 pub fn try_recv_frame(sock: BorrowedFd<'_>, max: usize) -> Result<Received, WireError> {
     recv_frame_inner(sock, max, false)
-}
-
-/// As [`recv_frame`], but returns doorbells ([`Received::Doorbell`]) instead of skipping them:
-/// for receivers that must look elsewhere when woken.
-pub fn recv_any(sock: BorrowedFd<'_>, max: usize) -> Result<Received, WireError> {
-    recv_frame_inner(sock, max, true)
-}
-
-/// Consumes the doorbells at the head of `sock`'s stream, without blocking and without
-/// touching a frame.
-pub fn skip_doorbells(sock: BorrowedFd<'_>) -> Result<(), WireError> {
-    let mut head = [0u8; HEADER_LEN];
-    loop {
-        match rustix::net::recv(sock, &mut head, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
-            Ok((HEADER_LEN, _)) if head == DOORBELL => {
-                rustix::net::recv(sock, &mut head, RecvFlags::DONTWAIT)?;
-            }
-            Ok(_) | Err(Errno::AGAIN) => return Ok(()),
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// [`recv_frame`] and [`try_recv_frame`]: `wait` says whether to block for the first byte.
@@ -247,9 +204,6 @@ fn recv_frame_inner(sock: BorrowedFd<'_>, max: usize, wait: bool) -> Result<Rece
     let announced_len = u32::from_le_bytes([l0, l1, l2, l3]);
     let announced_fds = usize::try_from(u32::from_le_bytes([c0, c1, c2, c3])).unwrap_or(usize::MAX);
 
-    if header == DOORBELL && fds.is_empty() && !ctrunc {
-        return Ok(Received::Doorbell);
-    }
     if ctrunc {
         return Err(WireError::FdCountMismatch { announced: announced_fds, received: fds.len() });
     }
@@ -652,7 +606,7 @@ mod tests {
                             break got;
                         }
                         Received::WouldBlock => std::thread::yield_now(),
-                        Received::Eof | Received::Doorbell => panic!("no frame"),
+                        Received::Eof => panic!("end of file"),
                     }
                 };
                 assert_eq!(got, payload, "{len} bytes");
@@ -662,25 +616,6 @@ mod tests {
         }
         drop(a);
         assert!(matches!(try_recv_frame(b.as_fd(), 1024).unwrap(), Received::Eof));
-    }
-
-    #[test]
-    fn doorbells_wake_and_carry_nothing() {
-        let (a, b) = pair();
-        send_doorbell(a.as_fd()).unwrap();
-        assert!(matches!(try_recv_frame(b.as_fd(), 64).unwrap(), Received::Doorbell));
-        assert!(matches!(try_recv_frame(b.as_fd(), 64).unwrap(), Received::WouldBlock));
-        send_doorbell(a.as_fd()).unwrap();
-        send_doorbell(a.as_fd()).unwrap();
-        send_frame(a.as_fd(), b"after", &[], 64).unwrap();
-        send_doorbell(a.as_fd()).unwrap();
-        // `skip_doorbells` stops at the frame; `recv_frame` skips the doorbells before one.
-        skip_doorbells(b.as_fd()).unwrap();
-        assert!(matches!(recv_any(b.as_fd(), 64).unwrap(), Received::Frame(p, _) if p == b"after"));
-        send_frame(a.as_fd(), b"next", &[], 64).unwrap();
-        assert_eq!(recv_frame(b.as_fd(), 64).unwrap().unwrap().0, b"next");
-        drop(a);
-        assert!(recv_frame(b.as_fd(), 64).unwrap().is_none());
     }
 
     #[test]

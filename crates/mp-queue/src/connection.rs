@@ -50,8 +50,7 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
             Connection::from_parts(b, true, true, closed, lanes, 0),
         ));
     }
-    // One way: the reader (a) receives on lane 0, the writer (b) sends on it (doorbells go
-    // the same way as messages).
+    // One way: the reader (a) receives on lane 0, the writer (b) sends on it.
     sys::shutdown(a.as_fd(), false)?;
     sys::shutdown(b.as_fd(), true)?;
     Ok((
@@ -222,16 +221,28 @@ impl Connection {
     }
 
     /// Sends `payload` with `fds` beside it as one frame on the socket, the send lock held,
-    /// then counts it (the count orders it before later lane messages).
+    /// counting it first (the count orders it before later lane messages and wakes a
+    /// receiver asleep on the lane).
     fn send_frame_locked(
         &self,
         fd: BorrowedFd<'_>,
         payload: &[u8],
         fds: &[BorrowedFd<'_>],
     ) -> Result<()> {
-        fdpass::send_frame(fd, payload, fds, self.max_message).map_err(send_error)?;
+        // What `send_frame` would refuse before sending a byte is refused here, before the
+        // frame is counted: a counted frame must follow.
+        if fds.len() > fdpass::MAX_FDS_PER_FRAME {
+            let max = fdpass::MAX_FDS_PER_FRAME;
+            return Err(Error::Wire(WireError::TooManyFds { count: fds.len(), max }));
+        }
+        if payload.len() > self.max_message || u32::try_from(payload.len()).is_err() {
+            let max = self.max_message;
+            return Err(Error::Wire(WireError::Oversized { len: payload.len() as u64, max }));
+        }
+        // Counted (and the receiver woken) before the bytes go, so that a receiver asleep on
+        // the lane comes to read a frame larger than the socket's buffer.
         self.lane_out().sent_on_socket();
-        Ok(())
+        fdpass::send_frame(fd, payload, fds, self.max_message).map_err(send_error)
     }
 
     /// Receives one message of at most `limit` bytes, from the lane or the socket, marking the
@@ -264,13 +275,18 @@ impl Connection {
     }
 
     /// The next message, in order: lane records once every socket frame sent before them is
-    /// read, spinning for a while (and announcing it, so that the peer uses the lane), then
-    /// sleeping on the socket. `None` at end of file.
+    /// read, spinning for a while, then sleeping on the lane's futex in naps (see `lane.rs`),
+    /// looking at the socket between naps. `None` at end of file.
     fn receive(&self, fd: BorrowedFd<'_>, limit: usize) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+        /// The first nap.
+        const FIRST_NAP: Duration = Duration::from_millis(1);
+        /// The longest nap: how late a sleeping receiver may notice end of file.
+        const LONGEST_NAP: Duration = Duration::from_millis(50);
         let lane = self.lane_in();
         let _stop = Spinning(lane);
         let budget = sys::spin_budget();
         let mut spin_end: Option<Instant> = None;
+        let mut nap: Option<Duration> = None;
         loop {
             match lane.take(limit)? {
                 Ok(Next::Message(message)) => return Ok(Some((message, Vec::new()))),
@@ -285,7 +301,7 @@ impl Connection {
             }
             if let Some(budget) = budget {
                 let end = *spin_end.get_or_insert_with(|| {
-                    lane.start_spinning(budget);
+                    lane.announce(budget);
                     Instant::now() + budget
                 });
                 if !lane::passed(end) {
@@ -293,28 +309,23 @@ impl Connection {
                     continue;
                 }
             }
-            // Sleep on the socket, after saying so and looking once more (a sender that
-            // published meanwhile sees the 0 and rings).
-            lane.stop_spinning();
-            if lane.ready() {
-                continue;
-            }
-            match fdpass::recv_any(fd, limit)? {
+            // Before each nap, look at the socket: end of file, or a frame nobody counted (a
+            // sender killed between sending and counting it, or bytes written by hand).
+            match fdpass::try_recv_frame(fd, limit)? {
                 fdpass::Received::Frame(payload, fds) => {
                     lane.taken_from_socket();
                     return Ok(Some((payload, fds)));
                 }
-                fdpass::Received::Doorbell => {}
-                fdpass::Received::Eof | fdpass::Received::WouldBlock => {
-                    if !lane.ready() {
-                        return Ok(None);
-                    }
-                }
+                fdpass::Received::Eof if !lane.ready() => return Ok(None),
+                fdpass::Received::Eof | fdpass::Received::WouldBlock => {}
             }
+            let this_nap = nap.map_or(FIRST_NAP, |n| (n * 2).min(LONGEST_NAP));
+            nap = Some(this_nap);
+            lane.sleep(this_nap)?;
         }
     }
 
-    /// Reads the socket frame that comes next (blocking; doorbells are skipped).
+    /// Reads the socket frame that comes next (blocking).
     fn socket_frame(
         &self,
         fd: BorrowedFd<'_>,
@@ -364,7 +375,7 @@ impl Connection {
         // A small value without descriptors goes through the lane while the peer is
         // receiving, encoded in place.
         if plain.is_some() {
-            let sent = self.lane_out().try_send(fd, size, |buf| {
+            let sent = self.lane_out().try_send(size, |buf| {
                 let written = postcard::serialize_with_flavor(value, Slice::new(buf))
                     .map_err(|e| Error::Wire(WireError::Encode(e)))?;
                 if written.len() == size { Ok(()) } else { Err(Error::Unstable) }
@@ -427,7 +438,7 @@ impl Connection {
             }));
         }
         let _order = take(&self.send_lock);
-        let sent = self.lane_out().try_send(fd, payload.len(), |dst| {
+        let sent = self.lane_out().try_send(payload.len(), |dst| {
             dst.copy_from_slice(payload);
             Ok(())
         })?;
@@ -521,20 +532,10 @@ impl Connection {
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         let fd = self.recv_fd()?;
         let lane = self.lane_in();
-        let deadline = sys::deadline(timeout);
-        loop {
-            if lane.ready() {
-                return Ok(true);
-            }
-            if !sys::poll_one(fd, deadline)? {
-                return Ok(lane.ready());
-            }
-            // Readable: a frame, end of file, or only doorbells (then look again).
-            fdpass::skip_doorbells(fd)?;
-            if lane.ready() || sys::poll_one(fd, Some(Instant::now()))? {
-                return Ok(true);
-            }
+        if lane.ready() {
+            return Ok(true);
         }
+        Ok(sys::poll_one(fd, sys::deadline(timeout))? || lane.ready())
     }
 }
 

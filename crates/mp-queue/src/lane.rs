@@ -8,23 +8,31 @@
 //! checked).
 //!
 //! # The protocol
-//! - A receiving call that finds nothing waiting publishes `spinning_until` (a
-//!   `CLOCK_MONOTONIC` deadline a few µs away), looks at the lane and the socket counters
-//!   until then, then stores 0 and sleeps on the socket.
+//! - A receiving call that finds nothing waiting announces `spinning_until`, a
+//!   `CLOCK_MONOTONIC` deadline by which it will look at the lane again: a few µs ahead while
+//!   it spins, then, while it sleeps on the lane's futex in naps of 1 ms doubling to 50 ms,
+//!   the end of the nap plus a margin. Between naps it looks at the socket without blocking
+//!   (end of file, or a frame no sender counted). It stores 0 when it returns.
 //! - A sender uses the lane only for a message without descriptors of at most
-//!   [`LANE_MAX_MESSAGE`] bytes, with room in the ring, while the receiver is spinning (now <
-//!   `spinning_until`): the receiver is alive and inside a receive, so the socket's own
-//!   signals (`EPIPE` for a closed peer, readability for `wait`) are not needed. Everything
-//!   else goes through the socket, as before. After publishing, the sender reads
-//!   `spinning_until` again: if the receiver has gone to sleep meanwhile, it sends a doorbell
-//!   frame on the socket (both sides store, then load, with `SeqCst`, so one of them sees the
-//!   other).
-//! - Order: the sender counts the frames it has sent on the socket (`socket_sent`, raised after
-//!   each frame) and stamps each lane record with that count; the receiver counts the frames
-//!   it has read (`socket_taken`) and takes a lane record only once it has read every frame
-//!   sent before it.
+//!   [`LANE_MAX_MESSAGE`] bytes, with room in the ring, while the announcement holds (now <
+//!   `spinning_until`): the receiver is alive and inside a receive. Everything else goes
+//!   through the socket, whose signals (`EPIPE` for a closed peer, readability for `wait`)
+//!   stay exact. After a lane record or a socket frame, the sender wakes the futex if the
+//!   receiver sleeps on it (waiter count and futex word, stored then loaded with `SeqCst` on
+//!   both sides, so no wake-up is lost). A receiver killed while it sleeps lets its
+//!   announcement lapse within a nap: senders go back to the socket (and its `EPIPE`); what
+//!   they put in the lane meanwhile is lost with the receiver, as bytes in a socket buffer
+//!   would be.
+//! - Order: the sender counts the frames it sends on the socket (`socket_sent`, raised just
+//!   before each frame, with a wake-up, so that a sleeping receiver comes to read a frame
+//!   larger than the socket's buffer) and stamps each lane record with that count; the
+//!   receiver counts the frames it has read (`socket_taken`), reads the socket (blocking)
+//!   while the counts differ, and takes a lane record only once it has read every frame sent
+//!   before it. A sender killed between counting a frame and sending it leaves the receiver
+//!   waiting for that frame on the socket, as a sender killed in the middle of a frame did
+//!   before lanes existed.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -42,6 +50,10 @@ const LANE_CAPACITY: usize = 64 * 1024;
 
 /// The largest message a lane carries; larger ones take the socket.
 pub(crate) const LANE_MAX_MESSAGE: usize = 16 * 1024;
+
+/// How much later than its next look a sleeping receiver says it will look (so that a sender
+/// never sees the announcement lapse while the receiver is merely asleep).
+const SLEEP_MARGIN: Duration = Duration::from_millis(5);
 
 /// A lane record's header: payload length `u32`, reserved `u32`, socket frames before it `u64`.
 const RECORD_HEADER: usize = 16;
@@ -167,12 +179,11 @@ impl Lane<'_> {
         self.m.header()
     }
 
-    /// Sender: puts a message of `len` bytes that `write` fills, if the receiver is spinning
-    /// and there is room; `Ok(false)` otherwise (send it on the socket). Rings `sock` if the
-    /// receiver went to sleep while the message was published.
+    /// Sender: puts a message of `len` bytes that `write` fills, if the receiver is receiving
+    /// (its announcement has not lapsed) and there is room; `Ok(false)` otherwise (send it on
+    /// the socket). Wakes the receiver if it sleeps.
     pub(crate) fn try_send(
         &self,
-        sock: BorrowedFd<'_>,
         len: usize,
         write: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<bool> {
@@ -205,15 +216,41 @@ impl Lane<'_> {
         header[8..16].copy_from_slice(&before.to_le_bytes());
         let published = pack(count(tail).wrapping_add(1), position(tail).wrapping_add(need as u32));
         h.tail.0.store(published, Ordering::SeqCst);
-        if h.spinning_until.0.load(Ordering::SeqCst) == 0 {
-            mp_process::fdpass::send_doorbell(sock).map_err(Error::Wire)?;
-        }
+        self.wake();
         Ok(true)
     }
 
-    /// Sender: one more frame was sent on the socket.
+    /// Wakes the receiver if it sleeps on the lane's futex.
+    fn wake(&self) {
+        let data = &self.h().data.0;
+        if data.waiters.load(Ordering::SeqCst) != 0 {
+            data.word.fetch_add(1, Ordering::SeqCst);
+            mp_sync::futex::wake_all(&data.word);
+        }
+    }
+
+    /// Sender: one more frame is about to be sent on the socket (a receiver asleep on the lane
+    /// wakes to read it).
     pub(crate) fn sent_on_socket(&self) {
         self.h().socket_sent.0.fetch_add(1, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Receiver: sleeps on the lane's futex until a message or a socket frame is announced,
+    /// or `timeout` passes, having announced that it is alive and receiving until a little
+    /// after it will look again. Returns at once if something is already waiting.
+    pub(crate) fn sleep(&self, timeout: Duration) -> Result<()> {
+        let data = &self.h().data.0;
+        self.announce(timeout + SLEEP_MARGIN);
+        data.waiters.fetch_add(1, Ordering::SeqCst);
+        let seen = data.word.load(Ordering::SeqCst);
+        let result = if self.ready() {
+            Ok(false)
+        } else {
+            mp_sync::futex::wait(&data.word, seen, Instant::now().checked_add(timeout))
+        };
+        data.waiters.fetch_sub(1, Ordering::SeqCst);
+        result.map(|_| ()).map_err(Error::Lock)
     }
 
     /// Receiver: one more frame was read from the socket.
@@ -280,8 +317,9 @@ impl Lane<'_> {
         Ok(Ok(Next::Message(message)))
     }
 
-    /// Receiver: announces that it looks at the lane until `budget` from now.
-    pub(crate) fn start_spinning(&self, budget: Duration) {
+    /// Receiver: announces that it is receiving, and looks at the lane at least once more,
+    /// until `budget` from now.
+    pub(crate) fn announce(&self, budget: Duration) {
         let until = now_ns().saturating_add(u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX));
         self.h().spinning_until.0.store(until.max(1), Ordering::SeqCst);
     }
