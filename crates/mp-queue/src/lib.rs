@@ -164,6 +164,8 @@
 //! | [`Error`] | yes | yes | plain data and `io::Error`. |
 //!
 //! # Differences from Python's multiprocessing
+//! - A receiver blocked in `recv` learns that the other end closed within 50 ms, not at once
+//!   (it sleeps on a futex, looking at the socket between naps; see [`pipe`]).
 //! - `Queue()` is bounded by its ring's bytes ([`DEFAULT_CAPACITY`], 4 MiB, set with
 //!   [`QueueOptions::capacity`]): a `put` into a full ring waits for a consumer, where
 //!   Python's feeder thread buffers without limit. There is no feeder thread, so a `put` has
