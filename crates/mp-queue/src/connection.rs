@@ -289,6 +289,9 @@ impl Connection {
         let mut spin_end: Option<Instant> = None;
         let mut nap: Option<Duration> = None;
         loop {
+            // Order: the count of frames the sender has started is read before the lane, so a
+            // record published before a counted frame is seen (and taken) before that frame.
+            let sent = lane.socket_sent();
             match lane.take(limit)? {
                 Ok(Next::Message(message)) => return Ok(Some((message, Vec::new()))),
                 Ok(Next::SocketFirst) => return self.socket_frame(fd, limit),
@@ -297,7 +300,7 @@ impl Connection {
                     return Err(Error::Wire(WireError::Oversized { len, max: limit }));
                 }
             }
-            if lane.socket_pending() {
+            if sent > lane.socket_taken() {
                 return self.socket_frame(fd, limit);
             }
             if let Some(budget) = budget {
@@ -310,15 +313,20 @@ impl Connection {
                     continue;
                 }
             }
-            // Before each nap, look at the socket: end of file, or a frame nobody counted (a
-            // sender killed between sending and counting it, or bytes written by hand).
-            match fdpass::try_recv_frame(fd, limit)? {
-                fdpass::Received::Frame(payload, fds) => {
-                    lane.taken_from_socket();
-                    return Ok(Some((payload, fds)));
+            // Before each nap, look at the socket without taking anything: end of file, or
+            // bytes. Bytes of a counted frame show in the count (raised before the frame is
+            // sent): then the loop above takes it in order. Bytes no count announces are a
+            // frame nobody counted (written by hand); it is read as it comes.
+            match sys::peek(fd)? {
+                sys::Peek::Eof if !lane.ready() => return Ok(None),
+                sys::Peek::Bytes if !lane.ready() => {
+                    return match fdpass::recv_frame(fd, limit)? {
+                        Some(frame) => Ok(Some(frame)),
+                        None => Ok(None),
+                    };
                 }
-                fdpass::Received::Eof if !lane.ready() => return Ok(None),
-                fdpass::Received::Eof | fdpass::Received::WouldBlock => {}
+                sys::Peek::Eof | sys::Peek::Bytes => continue,
+                sys::Peek::Nothing => {}
             }
             let this_nap = nap.map_or(FIRST_NAP, |n| (n * 2).min(LONGEST_NAP));
             nap = Some(this_nap);

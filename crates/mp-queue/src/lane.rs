@@ -28,7 +28,10 @@
 //!   larger than the socket's buffer) and stamps each lane record with that count; the
 //!   receiver counts the frames it has read (`socket_taken`), reads the socket (blocking)
 //!   while the counts differ, and takes a lane record only once it has read every frame sent
-//!   before it. A sender killed between counting a frame and sending it leaves the receiver
+//!   before it. The receiver reads `socket_sent` before it looks at the lane, so that a record
+//!   published before a frame was counted is always seen before that frame is read. Bytes on
+//!   the socket that no count announces (a frame written by other means) are read as they
+//!   come, uncounted. A sender killed between counting a frame and sending it leaves the receiver
 //!   waiting for that frame on the socket, as a sender killed in the middle of a frame did
 //!   before lanes existed.
 
@@ -258,10 +261,19 @@ impl Lane<'_> {
         self.h().socket_taken.0.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Receiver: how many frames the sender has started on the socket.
+    pub(crate) fn socket_sent(&self) -> u64 {
+        self.h().socket_sent.0.load(Ordering::SeqCst)
+    }
+
+    /// Receiver: how many counted frames it has read from the socket.
+    pub(crate) fn socket_taken(&self) -> u64 {
+        self.h().socket_taken.0.load(Ordering::SeqCst)
+    }
+
     /// Receiver: whether a frame sent on the socket is waiting to be read.
     pub(crate) fn socket_pending(&self) -> bool {
-        let h = self.h();
-        h.socket_sent.0.load(Ordering::SeqCst) > h.socket_taken.0.load(Ordering::SeqCst)
+        self.socket_sent() > self.socket_taken()
     }
 
     /// Receiver: whether a lane record is waiting.

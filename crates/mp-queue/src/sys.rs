@@ -482,3 +482,29 @@ pub(crate) fn spin_budget() -> Option<Duration> {
     }
     Some(RECV_SPIN.saturating_mul(limit) / mp_sync::DEFAULT_SPIN_LIMIT.max(1))
 }
+
+/// What [`peek`] saw at the head of a socket.
+pub(crate) enum Peek {
+    /// Bytes to read.
+    Bytes,
+    /// End of file.
+    Eof,
+    /// Nothing yet.
+    Nothing,
+}
+
+/// Looks at the head of the stream socket `sock` without taking anything and without blocking.
+pub(crate) fn peek(sock: BorrowedFd<'_>) -> Result<Peek> {
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::net::recv(sock, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Ok((0, _)) => return Ok(Peek::Eof),
+            Ok(_) => return Ok(Peek::Bytes),
+            Err(Errno::AGAIN) => return Ok(Peek::Nothing),
+            Err(Errno::INTR) => {}
+            // A reset peer is gone: the receive that follows reports it.
+            Err(Errno::CONNRESET) => return Ok(Peek::Bytes),
+            Err(e) => return Err(Error::io("recv (peek)", e)),
+        }
+    }
+}
