@@ -26,7 +26,7 @@
 //! | [`shm`] (`mp-shm`) | `SharedMemory`, `RawValue`, `RawArray`, `ShareableList` |
 //! | [`sync`] (`mp-sync`) | `Lock`, `RLock`, `Semaphore`, `Event`, `Condition`, `Barrier`, `Value`, `Array` |
 //! | [`queue`] (`mp-queue`) | `Queue`, `JoinableQueue`, `SimpleQueue`, `pipe`, `Connection`, `wait` |
-//! | [`pool`] (`mp-pool`) | the process pool (to come) |
+//! | [`pool`] (`mp-pool`) | `Pool` (`map`, `imap`, `apply_async`, ...), `AsyncResult`, workers replaced when they die |
 //! | [`manager`] (`mp-manager`) | managers and proxies (to come) |
 #![forbid(unsafe_code)]
 

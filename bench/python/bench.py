@@ -10,7 +10,7 @@ Standard library only. The spawn and forkserver start methods import this file a
 children, hence the `__main__` guard at the bottom.
 
 Adding a row: a function here that returns (value, unit), its entry in ROWS, a function in
-bench/src/rows.rs and an entry in the row table of xtask/src/table.rs.
+bench/src/rows.rs and an entry in the row table of xtask/src/rows.rs.
 """
 
 import multiprocessing

@@ -1,7 +1,7 @@
 //! The rows: one function per row, which runs the row's mp side or its floor.
 //!
 //! Adding a row takes a function here with its entry in [`ROWS`], an entry in the xtask's row
-//! table (`xtask/src/table.rs`) and a function in `bench/python/bench.py`.
+//! table (`xtask/src/rows.rs`) and a function in `bench/python/bench.py`.
 
 use anyhow::{Context, Result, bail, ensure};
 
