@@ -24,14 +24,16 @@ use crate::sys;
 /// using an end the other way is [`Error::ReadOnly`] or [`Error::WriteOnly`] (the unused
 /// direction of each socket is also shut down, so the kernel enforces it).
 ///
-/// Beside the sockets, the pair shares one small segment of memory with a lane per direction:
-/// while a receiver is waiting in `recv` (it spins for a few µs, then sleeps on a futex, and
-/// says so), a small message without descriptors (up to 16 KiB) is copied into the lane
-/// instead of the socket, so a round trip costs no system call while both sides are busy, and
-/// a futex wake-up when one sleeps. Everything else (larger messages, messages with
+/// Beside the sockets, the pair shares a segment of memory with a lane (a 4 MiB ring) per
+/// direction: while a receiver is waiting in `recv` (it spins for a few µs, then sleeps on a
+/// futex, and says so), a message without descriptors of up to 2 MiB that fits is copied into
+/// the lane instead of the socket, so a round trip costs no system call while both sides are
+/// busy, and a futex wake-up when one sleeps. Everything else (larger messages, messages with
 /// descriptors, messages to a receiver that is not receiving) goes through the socket, whose
 /// signals (`EPIPE`, readability for [`wait`](crate::wait)) stay exact; order is kept across
-/// the two. A receiver blocked in `recv` notices that the other end closed within 50 ms.
+/// the two. A receiver blocked in `recv` notices that the other end closed within 50 ms. The
+/// lanes' memory is touched only as messages pass: a pipe that carries much holds up to
+/// 4 MiB per direction, as a queue holds its ring.
 ///
 /// ```
 /// let (reader, writer) = mp_queue::pipe(false)?;

@@ -49,10 +49,10 @@ use crate::sys::{self, Mirror};
 const LANE_MAGIC: u64 = u64::from_le_bytes(*b"mpLANE01");
 
 /// The size of a lane's ring.
-const LANE_CAPACITY: usize = 64 * 1024;
+const LANE_CAPACITY: usize = 4 << 20;
 
 /// The largest message a lane carries; larger ones take the socket.
-pub(crate) const LANE_MAX_MESSAGE: usize = 16 * 1024;
+pub(crate) const LANE_MAX_MESSAGE: usize = LANE_CAPACITY / 2;
 
 /// How much later than its next look a sleeping receiver says it will look (so that a sender
 /// never sees the announcement lapse while the receiver is merely asleep).

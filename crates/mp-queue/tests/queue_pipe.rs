@@ -289,13 +289,17 @@ fn both_ends_of_a_pipe_as_one_argument() {
     assert_eq!(p.join().unwrap(), 0);
 }
 
-/// Sends `n` numbered messages mixing the ways a message can travel: small (the shared lane,
-/// when the receiver is waiting), large (the socket), small with a descriptor (the socket),
-/// and raw bytes; then a final `u32::MAX`.
+/// The size of the messages too large for a pipe's lane (more than 2 MiB).
+const HUGE: usize = (2 << 20) + 1;
+
+/// Sends `n` numbered messages mixing the ways a message can travel: small and medium (the
+/// shared lane, when the receiver is waiting), huge (the socket, every 50th), small with a
+/// descriptor (the socket), and raw bytes; then a final `u32::MAX`.
 fn mixed_sender(conn: Connection, n: u32) {
     for i in 0..n {
         match i % 4 {
             0 => conn.send(&(i, Vec::<u8>::new())).unwrap(),
+            1 if i % 50 == 1 => conn.send(&(i, mp_queue::Bytes(vec![7u8; HUGE]))).unwrap(),
             1 => conn.send(&(i, vec![7u8; 20_000])).unwrap(),
             2 => {
                 let (r, _w) = rustix::pipe::pipe().unwrap();
@@ -327,8 +331,9 @@ fn order_holds_across_every_path_of_a_message() {
         match i % 4 {
             0 => assert_eq!(conn.recv::<(u32, Vec<u8>)>().unwrap(), (i, Vec::new())),
             1 => {
-                let (j, v) = conn.recv::<(u32, Vec<u8>)>().unwrap();
-                assert_eq!((j, v.len()), (i, 20_000));
+                let (j, v) = conn.recv::<(u32, mp_queue::Bytes)>().unwrap();
+                let len = if i % 50 == 1 { HUGE } else { 20_000 };
+                assert_eq!((j, v.len()), (i, len));
             }
             2 => {
                 let (j, _fd) = conn.recv::<(u32, mp_process::fdpass::PassFd)>().unwrap();
