@@ -669,23 +669,17 @@ impl Collector {
     }
 
     /// Closed and drained: tells every worker to exit, waits for them, stops the zygote.
-    fn finish(mut self) {
+    fn finish(self) {
         let mut stop = Writer::default();
         stop.u8(2);
         for w in &self.workers {
             let _ = stop.send(w.sock.as_fd());
         }
-        self.reap();
-        self.spawner.stop();
-        self.shared.settle();
-        let mut st = self.shared.lock();
-        st.phase = Phase::Stopped;
-        st.changed = true;
-        self.shared.notify(st);
+        self.wind_down();
     }
 
     /// Terminate: kills every worker, fails everything outstanding, stops the zygote.
-    fn shutdown(mut self) {
+    fn shutdown(self) {
         for w in &self.workers {
             w.kill();
         }
@@ -695,6 +689,12 @@ impl Collector {
             st.fail_all(&err);
         }
         self.shared.settle();
+        self.wind_down();
+    }
+
+    /// The end of `finish` and `shutdown`: reaps the workers, stops the spawner, settles
+    /// what is left and marks the pool stopped.
+    fn wind_down(mut self) {
         self.reap();
         self.spawner.stop();
         self.shared.settle();
