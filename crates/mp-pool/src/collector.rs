@@ -248,6 +248,8 @@ pub(crate) struct Collector {
     pub timeout: Option<Duration>,
     /// A running average of a task's duration.
     ema: Option<Duration>,
+    /// The frame being sent, kept between batches so its memory is reused.
+    out: Writer,
 }
 
 impl Collector {
@@ -257,7 +259,7 @@ impl Collector {
         workers: Vec<WorkerH>,
         timeout: Option<Duration>,
     ) -> Collector {
-        Collector { shared, spawner, workers, timeout, ema: None }
+        Collector { shared, spawner, workers, timeout, ema: None, out: Writer::default() }
     }
 
     /// The thread's body.
@@ -368,7 +370,7 @@ impl Collector {
                 let mut bytes = 0usize;
                 while taken < budget {
                     let Some(c) = st.queue.front() else { break };
-                    let size = c.payload.len() + 28;
+                    let size = c.payload.len() + 33;
                     if taken > 0 && bytes + size > byte_cap {
                         break;
                     }
@@ -404,7 +406,8 @@ impl Collector {
         let mut oversized = Vec::new();
         for (i, start, k) in sends {
             let Some(w) = self.workers.get(i) else { continue };
-            let mut out = Writer::default();
+            let out = &mut self.out;
+            out.clear();
             out.u8(proto::K_BATCH);
             out.u32(u32::try_from(k).unwrap_or(0));
             for ic in w.inflight.range(start..start + k) {
@@ -413,6 +416,8 @@ impl Collector {
                 out.u64(c.first);
                 out.u64(c.entry);
                 out.u32(u32::try_from(c.count).unwrap_or(u32::MAX));
+                out.u8(c.form());
+                out.u32(u32::try_from(c.payload.len()).unwrap_or(u32::MAX));
                 out.buf.extend_from_slice(&c.payload);
                 out.fds.extend(c.fds.iter().filter_map(|fd| fd.try_clone().ok()));
             }
@@ -637,7 +642,16 @@ impl Collector {
             let base = ic.chunk.first + ic.done as u64;
             let (job, entry, was_requeued) = (ic.chunk.job, ic.chunk.entry, ic.chunk.requeued);
             let done = ic.done;
+            let count = ic.chunk.count;
             let items: Vec<Raw> = ic.chunk.into_raws().into_iter().skip(done).collect();
+            // Items that cannot be told apart any more (a damaged payload) fail.
+            for index in base + items.len() as u64..base + count.saturating_sub(done) as u64 {
+                st.record(
+                    job,
+                    index,
+                    Err(Error::Serialization("a task's arguments were lost".into())),
+                );
+            }
             let mut run = Chunk::new(job, entry, base, was_requeued);
             let mut after_running = false;
             for (j, raw) in items.into_iter().enumerate() {
@@ -755,7 +769,7 @@ fn handle_frame(
                 let job = r.u64()?;
                 let index = r.u64()?;
                 let tag = r.u8()?;
-                let (tasks, start, len, fds) = if tag == proto::T_RUN {
+                let (tasks, start, len, fds) = if tag == proto::T_RUN || tag == proto::T_SEQ {
                     let tasks = r.u32()? as usize;
                     let len = r.u32()? as usize;
                     (tasks, r.span(len)?, len, Vec::new())
@@ -769,6 +783,7 @@ fn handle_frame(
                     || front.chunk.first + front.done as u64 != index
                     || tasks == 0
                     || front.done + tasks > front.chunk.count
+                    || (tag == proto::T_SEQ && !front.chunk.seq_results)
                 {
                     return Err(proto::Malformed);
                 }
@@ -787,10 +802,11 @@ fn handle_frame(
                 let bytes = buf.get(start..start + len).unwrap_or(&[]);
                 let slot: Slot = match tag {
                     proto::T_OK => Ok(Raw::in_buffer(&buf, start..start + len, fds)),
-                    proto::T_RUN => Ok(Raw::run_in_buffer(
+                    proto::T_RUN | proto::T_SEQ => Ok(Raw::run_in_buffer(
                         &buf,
                         start..start + len,
                         u32::try_from(tasks).unwrap_or(u32::MAX),
+                        tag == proto::T_SEQ,
                     )),
                     proto::T_PANIC => {
                         let (message, traceback) =

@@ -13,8 +13,30 @@ use serde::de::DeserializeOwned;
 use crate::collector::{Collector, InitTemplate, Spawner};
 use crate::error::{Error, Result};
 use crate::result::{AsyncResult, Imap, build_chunks, decode_one, decode_vec, queue_chunks};
-use crate::state::{Job, Phase, Shared, State, Store};
+use crate::state::{Job, Phase, Shared, Splitter, State, Store, split_seq};
 use crate::task::{Task, entry_for};
+
+/// A job whose input is still being read: if reading it panics, the job is failed and
+/// dropped once its queued tasks are done.
+struct Unfinished<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        let mut g = self.shared.lock();
+        if let Some(j) = g.jobs.get_mut(&self.id) {
+            j.abandoned = true;
+            if j.failed.is_none() {
+                j.failed = Some(Error::Terminated);
+            }
+            g.to_settle.push(self.id);
+        }
+        drop(g);
+        self.shared.settle();
+    }
+}
 
 /// Python's default chunksize for `map`: the input split into about four chunks per worker.
 pub fn default_chunksize(len: usize, processes: usize) -> usize {
@@ -298,38 +320,75 @@ impl Pool {
     }
 
     /// Encodes `items` in chunks and submits them. Each chunk is queued as soon as it is
-    /// encoded, so the workers start while the rest is being encoded.
-    fn submit_items<T: Serialize>(
+    /// encoded, so the workers start while the rest is being encoded. `n` is the number of
+    /// items expected (for the default chunksize); the job's length is what `items` yields.
+    fn submit_items<T: Serialize + DeserializeOwned>(
         &self,
         entry: u64,
-        items: Vec<T>,
+        mut items: impl Iterator<Item = T>,
+        n: usize,
         chunksize: Option<usize>,
     ) -> Result<u64> {
-        let n = items.len();
         let cs = chunksize.unwrap_or_else(|| default_chunksize(n, self.processes())).max(1);
-        let (id, mut g) = self.new_job(Store::Dense(BTreeMap::new(), n), Some(n as u64))?;
-        if n == 0 {
-            g.to_settle.push(id);
-        }
+        // The length is known for sure only once the input ends.
+        let (id, g) = self.new_job(Store::Dense(BTreeMap::new(), n), None)?;
         drop(g);
-        let mut items = items.into_iter();
+        // If the input panics, the job is given up (nobody will get its handle).
+        let guard = Unfinished { shared: &self.shared, id };
+        let split: Splitter = split_seq::<T>;
         let mut first = 0u64;
-        while first < n as u64 {
-            let (chunks, errors) = build_chunks(items.by_ref().take(cs), entry, first, cs);
-            first += chunks.iter().map(|c| c.count as u64).sum::<u64>() + errors.len() as u64;
+        loop {
+            let (mut chunks, errors) =
+                build_chunks(items.by_ref().take(cs), entry, first, cs, Some(split));
+            let got = chunks.iter().map(|c| c.count as u64).sum::<u64>() + errors.len() as u64;
+            first += got;
+            for c in &mut chunks {
+                c.seq_results = true;
+            }
             let mut g = self.shared.lock();
             let stopping = matches!(g.phase, Phase::Stopping | Phase::Stopped);
             if !stopping {
                 queue_chunks(&mut g, id, chunks, errors);
             }
+            if stopping || got < cs as u64 {
+                if let Some(j) = g.jobs.get_mut(&id) {
+                    j.expected = Some(first);
+                    if let Store::Dense(_, len) = &mut j.store {
+                        *len = usize::try_from(first).unwrap_or(usize::MAX);
+                    }
+                    if j.all_in() {
+                        g.to_settle.push(id);
+                    }
+                }
+            }
             drop(g);
-            if stopping {
+            self.shared.ring_if_sleeping();
+            if stopping || got < cs as u64 {
                 break;
             }
-            self.shared.ring_if_sleeping();
         }
+        std::mem::forget(guard);
         self.shared.settle();
         Ok(id)
+    }
+
+    /// Submits the items of `iterable` as [`Pool::submit_items`] does, without collecting them
+    /// first when the iterator knows its length.
+    fn submit_iter<T: Serialize + DeserializeOwned>(
+        &self,
+        entry: u64,
+        iterable: impl IntoIterator<Item = T>,
+        chunksize: Option<usize>,
+    ) -> Result<u64> {
+        let iter = iterable.into_iter();
+        match iter.size_hint() {
+            (lo, Some(hi)) if lo == hi => self.submit_items(entry, iter, lo, chunksize),
+            _ => {
+                let items: Vec<T> = iter.collect();
+                let n = items.len();
+                self.submit_items(entry, items.into_iter(), n, chunksize)
+            }
+        }
     }
 
     /// Runs `f(args...)` in a worker and returns its result (Python's `apply`).
@@ -363,7 +422,7 @@ impl Pool {
     {
         let entry = entry_for::<F, Args>(f)?;
         self.shared.check_process()?;
-        let id = self.submit_items(entry, vec![args], Some(1))?;
+        let id = self.submit_items(entry, std::iter::once(args), 1, Some(1))?;
         Ok(AsyncResult::new(self.shared.clone(), id, decode_one::<F::Output>))
     }
 
@@ -437,8 +496,7 @@ impl Pool {
         self.shared.check_process()?;
         let entry = entry_for::<F, (A,)>(f)?;
         // Each item is encoded on its own: `(A,)` has the same encoding as `A`.
-        let items: Vec<A> = iterable.into_iter().collect();
-        let id = self.submit_items(entry, items, chunksize)?;
+        let id = self.submit_iter(entry, iterable, chunksize)?;
         Ok(AsyncResult::new(self.shared.clone(), id, decode_vec::<F::Output>))
     }
 
@@ -514,8 +572,7 @@ impl Pool {
     {
         self.shared.check_process()?;
         let entry = entry_for::<F, Args>(f)?;
-        let items: Vec<Args> = iterable.into_iter().collect();
-        let id = self.submit_items(entry, items, chunksize)?;
+        let id = self.submit_iter(entry, iterable, chunksize)?;
         Ok(AsyncResult::new(self.shared.clone(), id, decode_vec::<F::Output>))
     }
 

@@ -24,6 +24,14 @@ pub(crate) const T_DECODE: u8 = 3;
 /// A run of results of consecutive tasks: a `u32` count, a `u32` length, then that many
 /// values, each a varint length and the value's bytes (values that hold no descriptor).
 pub(crate) const T_RUN: u8 = 4;
+/// A run of results of consecutive tasks without lengths: a `u32` count, a `u32` length, then
+/// the values back to back (only for chunks whose form allows it).
+pub(crate) const T_SEQ: u8 = 5;
+
+/// Chunk form bit: the arguments are bare values back to back.
+pub(crate) const F_SEQ_ARGS: u8 = 1;
+/// Chunk form bit: the results may be sent as a [`T_SEQ`] run.
+pub(crate) const F_SEQ_RESULTS: u8 = 2;
 
 /// Builds one frame.
 #[derive(Default)]
@@ -52,9 +60,20 @@ impl Writer {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Appends `value` as one value of an open run (a varint length and the bytes); fails,
-    /// with nothing appended, if it holds a descriptor or does not serialise.
-    pub fn run_value<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ()> {
+    /// Appends `value` as one value of an open run (a varint length and the bytes, or with
+    /// `bare` the bytes alone); fails, with nothing appended, if it holds a descriptor or does
+    /// not serialise.
+    pub fn run_value<T: serde::Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        bare: bool,
+    ) -> Result<(), ()> {
+        if bare {
+            let start = self.buf.len();
+            return postcard::serialize_with_flavor(value, Append(&mut self.buf)).map_err(|_| {
+                self.buf.truncate(start);
+            });
+        }
         put_prefixed(&mut self.buf, value, false).map_err(|_| ())
     }
 
@@ -140,7 +159,15 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
     }
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
+        // Varints and small values are a few bytes: pushing them beats a call to memcpy.
+        if data.len() <= 16 {
+            self.0.reserve(data.len());
+            for &b in data {
+                self.0.push(b);
+            }
+        } else {
+            self.0.extend_from_slice(data);
+        }
         Ok(())
     }
 
@@ -214,6 +241,16 @@ impl Reader {
         let start = self.pos;
         self.take(len)?;
         Ok(start)
+    }
+
+    /// Moves the reader to `pos` (clamped to the frame's end).
+    pub fn seek(&mut self, pos: usize) {
+        self.pos = pos.min(self.buf.len());
+    }
+
+    /// The bytes of `range` of the frame (empty if it lies outside).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> &[u8] {
+        self.buf.get(range).unwrap_or(&[])
     }
 
     /// The frame's bytes.

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::state::{Chunk, Job, Shared, Store};
+use crate::state::{Chunk, Job, Shared, Splitter, Store};
 
 /// Turns a completed job's store into the caller's value.
 pub(crate) type Decode<T> = fn(&Store) -> Result<T>;
@@ -359,7 +359,7 @@ where
             }
             let first = self.submitted;
             self.submitted += items.len() as u64;
-            let (chunks, errors) = build_chunks(items, self.entry, first, self.chunksize);
+            let (chunks, errors) = build_chunks(items, self.entry, first, self.chunksize, None);
             let mut g = self.shared.lock();
             let stopping = g.jobs.get(&self.job).is_none_or(|j| j.failed.is_some());
             if stopping {
@@ -491,32 +491,51 @@ impl<I: Iterator, R> Drop for Imap<I, R> {
 
 /// Encodes `items` into chunks of at most `chunksize` tasks of job 0 (the caller sets the
 /// job), starting at task `first`; an item that fails to encode ends its chunk and is returned
-/// as that task's error.
+/// as that task's error. With `split`, chunks hold bare values back to back (`Chunk::seq`)
+/// as long as their items serialise without descriptors; an item that holds one starts a
+/// chunk in blob form.
 pub(crate) fn build_chunks<T: Serialize>(
     items: impl IntoIterator<Item = T>,
     entry: u64,
     first: u64,
     chunksize: usize,
+    split: Option<Splitter>,
 ) -> (Vec<Chunk>, Vec<(u64, Error)>) {
     let chunksize = chunksize.max(1);
+    let fresh = |first: u64| {
+        let mut c = Chunk::new(0, entry, first, false);
+        c.seq = split;
+        c
+    };
     let mut chunks = Vec::new();
     let mut errors = Vec::new();
-    let mut current = Chunk::new(0, entry, first, false);
-    current.payload.reserve(chunksize.min(1 << 16) * 16);
+    let mut current = fresh(first);
+    current.payload.reserve(chunksize.min(1 << 16) * 4);
     for (k, item) in items.into_iter().enumerate() {
         let index = first + k as u64;
-        if let Err(e) = current.push(&item) {
-            if current.count > 0 {
-                chunks
-                    .push(std::mem::replace(&mut current, Chunk::new(0, entry, index + 1, false)));
-            } else {
-                current.first = index + 1;
+        if current.seq.is_none() || !current.push_seq(&item) {
+            if current.seq.is_some() {
+                // An item holding a descriptor (or failing): it goes in blob form.
+                if current.count > 0 {
+                    chunks.push(std::mem::replace(&mut current, fresh(index)));
+                }
+                current.seq = None;
             }
-            errors.push((index, e));
-            continue;
+            if let Err(e) = current.push(&item) {
+                if current.count > 0 {
+                    chunks.push(std::mem::replace(&mut current, fresh(index + 1)));
+                } else {
+                    current = fresh(index + 1);
+                }
+                errors.push((index, e));
+                continue;
+            }
         }
         if current.count >= chunksize {
-            chunks.push(std::mem::replace(&mut current, Chunk::new(0, entry, index + 1, false)));
+            let size = current.payload.len();
+            chunks.push(std::mem::replace(&mut current, fresh(index + 1)));
+            // The next chunk is probably about as large.
+            current.payload.reserve(size + size / 8);
         }
     }
     if current.count > 0 {

@@ -24,25 +24,33 @@ pub(crate) struct Raw {
     range: Range<usize>,
     pub fds: Vec<OwnedFd>,
     /// 0 for one value; otherwise the bytes are a run of this many values, each a varint
-    /// length and the value's bytes.
+    /// length and the value's bytes, or (`seq`) the values' bytes back to back.
     run: u32,
+    /// The run's values have no lengths: only their type tells where each ends.
+    seq: bool,
 }
 
 impl Raw {
     /// A value that owns its bytes.
     pub fn new(bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Raw {
         let range = 0..bytes.len();
-        Raw { buf: Arc::new(bytes), range, fds, run: 0 }
+        Raw { buf: Arc::new(bytes), range, fds, run: 0, seq: false }
     }
 
     /// A value that is `range` of a shared buffer.
     pub fn in_buffer(buf: &Arc<Vec<u8>>, range: Range<usize>, fds: Vec<OwnedFd>) -> Raw {
-        Raw { buf: buf.clone(), range, fds, run: 0 }
+        Raw { buf: buf.clone(), range, fds, run: 0, seq: false }
     }
 
-    /// A run of `count` values (see [`Raw::run`]) that is `range` of a shared buffer.
-    pub fn run_in_buffer(buf: &Arc<Vec<u8>>, range: Range<usize>, count: u32) -> Raw {
-        Raw { buf: buf.clone(), range, fds: Vec::new(), run: count }
+    /// A run of `count` values (see [`Raw::run`]) that is `range` of a shared buffer; `seq`
+    /// if the values have no length prefixes.
+    pub fn run_in_buffer(buf: &Arc<Vec<u8>>, range: Range<usize>, count: u32, seq: bool) -> Raw {
+        Raw { buf: buf.clone(), range, fds: Vec::new(), run: count, seq }
+    }
+
+    /// Whether this is a run whose values can only be told apart by decoding them.
+    pub fn is_seq(&self) -> bool {
+        self.seq && self.run > 0
     }
 
     /// How many tasks' results this holds.
@@ -81,6 +89,19 @@ impl Raw {
             out.push(self.decode()?);
             return Ok(());
         }
+        if self.seq {
+            let mut rest = self.bytes();
+            for _ in 0..self.run {
+                let (value, tail) =
+                    postcard::take_from_bytes::<T>(rest).map_err(WireError::Decode)?;
+                out.push(value);
+                rest = tail;
+            }
+            if !rest.is_empty() {
+                return Err(WireError::TrailingBytes { extra: rest.len() }.into());
+            }
+            return Ok(());
+        }
         for r in self.value_ranges() {
             out.push(decode(self.buf.get(r).unwrap_or(&[]), Vec::new())?);
         }
@@ -95,6 +116,11 @@ impl Raw {
     /// Decodes the value (the first of a run); the descriptors are duplicated, so the raw
     /// form stays intact.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        if self.is_seq() {
+            let (value, _) =
+                postcard::take_from_bytes::<T>(self.bytes()).map_err(WireError::Decode)?;
+            return Ok(value);
+        }
         if self.run > 0 {
             let r = self.value_ranges().into_iter().next().unwrap_or(0..0);
             return Ok(decode(self.buf.get(r).unwrap_or(&[]), Vec::new())?);
@@ -187,6 +213,26 @@ impl Job {
     }
 }
 
+/// Finds where each of `count` values of a run without lengths ends, by decoding them: the
+/// byte ranges, or `None` if the bytes do not hold that many values.
+pub(crate) type Splitter = fn(&[u8], usize) -> Option<Vec<Range<usize>>>;
+
+/// The [`Splitter`] of values of type `T`.
+pub(crate) fn split_seq<T: DeserializeOwned>(
+    bytes: &[u8],
+    count: usize,
+) -> Option<Vec<Range<usize>>> {
+    let mut out = Vec::with_capacity(count.min(1 << 16));
+    let mut rest = bytes;
+    for _ in 0..count {
+        let start = bytes.len() - rest.len();
+        let (_, tail) = postcard::take_from_bytes::<T>(rest).ok()?;
+        out.push(start..bytes.len() - tail.len());
+        rest = tail;
+    }
+    Some(out)
+}
+
 /// A run of consecutive tasks of one job, handed to one worker as a unit.
 #[derive(Debug)]
 pub(crate) struct Chunk {
@@ -195,24 +241,66 @@ pub(crate) struct Chunk {
     pub first: u64,
     /// The task's trampoline offset.
     pub entry: u64,
-    /// The encoded arguments, one wire blob (`u32` length, `u32` descriptor count, bytes)
-    /// after another, as they are sent.
+    /// The encoded arguments, as they are sent: one blob after another (a header, see
+    /// `proto::put_blob_header`, and the bytes), or with `seq`, the bare values back to back.
     pub payload: Vec<u8>,
-    /// The descriptors of every item, in order.
+    /// The descriptors of every item, in order (never with `seq`).
     pub fds: Vec<OwnedFd>,
     /// The number of items.
     pub count: usize,
     /// This is the rest of a chunk whose worker died: it is not re-queued again.
     pub requeued: bool,
+    /// The arguments are bare postcard values back to back (none holds a descriptor); this
+    /// finds them again if the chunk must be split.
+    pub seq: Option<Splitter>,
+    /// The job keeps its results by index, so the worker may send them as a run without
+    /// lengths.
+    pub seq_results: bool,
 }
 
 impl Chunk {
-    /// An empty chunk of `job` starting at task `first`.
+    /// An empty chunk of `job` starting at task `first`, its items in blob form.
     pub fn new(job: u64, entry: u64, first: u64, requeued: bool) -> Chunk {
-        Chunk { job, first, entry, payload: Vec::new(), fds: Vec::new(), count: 0, requeued }
+        Chunk {
+            job,
+            first,
+            entry,
+            payload: Vec::new(),
+            fds: Vec::new(),
+            count: 0,
+            requeued,
+            seq: None,
+            seq_results: false,
+        }
     }
 
-    /// Appends the encoding of `value`; on failure nothing is appended.
+    /// The flags the worker reads: bit 0, the arguments are bare values back to back; bit 1,
+    /// the results may be sent as a run without lengths.
+    pub fn form(&self) -> u8 {
+        let mut form = 0;
+        if self.seq.is_some() {
+            form |= crate::proto::F_SEQ_ARGS;
+        }
+        if self.seq_results {
+            form |= crate::proto::F_SEQ_RESULTS;
+        }
+        form
+    }
+
+    /// Appends the bare encoding of `value` to a chunk in `seq` form; false, with nothing
+    /// appended, if it does not serialise without a descriptor context.
+    pub fn push_seq<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> bool {
+        let start = self.payload.len();
+        if postcard::serialize_with_flavor(value, crate::proto::Append(&mut self.payload)).is_err()
+        {
+            self.payload.truncate(start);
+            return false;
+        }
+        self.count += 1;
+        true
+    }
+
+    /// Appends the encoding of `value` as a blob; on failure nothing is appended.
     pub fn push<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         if crate::proto::put_prefixed(&mut self.payload, value, true).is_err() {
             // A value holding descriptors (or one that does not serialise, which fails
@@ -225,7 +313,7 @@ impl Chunk {
         Ok(())
     }
 
-    /// Appends an encoded item.
+    /// Appends an encoded item (to a chunk in blob form).
     pub fn push_raw(&mut self, raw: Raw) {
         crate::proto::put_blob_header(&mut self.payload, raw.bytes().len(), raw.fds.len());
         self.payload.extend_from_slice(raw.bytes());
@@ -233,8 +321,16 @@ impl Chunk {
         self.count += 1;
     }
 
-    /// The items, split apart again (to re-queue part of a chunk).
+    /// The items, split apart again (to re-queue part of a chunk). Fewer than `count` only if
+    /// the payload is damaged, which cannot happen to a chunk this process encoded.
     pub fn into_raws(self) -> Vec<Raw> {
+        if let Some(split) = self.seq {
+            let ranges = split(&self.payload, self.count).unwrap_or_default();
+            return ranges
+                .into_iter()
+                .map(|r| Raw::new(self.payload.get(r).unwrap_or(&[]).to_vec(), Vec::new()))
+                .collect();
+        }
         let mut r = crate::proto::Reader::new(self.payload, self.fds);
         (0..self.count)
             .map_while(|_| r.blob().ok())
@@ -297,6 +393,16 @@ impl State {
                     }
                 }
                 Store::Sparse(m) => match slot {
+                    // Only jobs with a dense store ask for runs without lengths.
+                    Ok(raw) if raw.is_seq() => {
+                        for k in 0..tasks {
+                            let e = Error::Serialization(
+                                "a result run this job did not ask for".into(),
+                            );
+                            m.insert(index + k, Err(e));
+                            j.received += 1;
+                        }
+                    }
                     Ok(raw) if tasks > 1 => {
                         for (k, one) in raw.split().into_iter().enumerate() {
                             m.insert(index + k as u64, Ok(one));

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::proto;
 use crate::sys;
 use crate::worker::ChunkRun;
 
@@ -94,24 +95,44 @@ where
     // while `run` changes.
     let shm = run.progress.take();
     let progress = shm.as_ref().and_then(|p| p.atomic_u64(0).ok());
+    let seq_args = run.form & proto::F_SEQ_ARGS != 0;
+    let seq_results = run.form & proto::F_SEQ_RESULTS != 0;
     run.results.out.buf.reserve(usize::try_from(run.count.min(1 << 16)).unwrap_or(0) * 8);
+    // With bare arguments, where the next one starts.
+    let mut seq_at = run.payload.start;
+    let seq_end = run.payload.end;
     for i in 0..run.count {
         let index = run.first + i;
-        let Ok((input, fds)) = run.reader.blob_ref() else {
-            run.alive = false;
-            break;
+        let args = if seq_args {
+            match postcard::take_from_bytes::<Args>(run.reader.slice(seq_at..seq_end)) {
+                Ok((args, tail)) => {
+                    seq_at = seq_end - tail.len();
+                    Ok(args)
+                }
+                Err(e) => {
+                    // Nothing tells where the next value starts: the rest fail too.
+                    seq_at = seq_end;
+                    Err(e.to_string())
+                }
+            }
+        } else {
+            let Ok((input, fds)) = run.reader.blob_ref() else {
+                run.alive = false;
+                break;
+            };
+            crate::state::decode::<Args>(input, fds).map_err(|e| e.to_string())
         };
         run.started += 1;
         if let Some(p) = progress {
             p.store(run.started, Ordering::Release);
         }
-        run.results.open_run(run.job, index);
-        let outcome = match crate::state::decode::<Args>(input, fds) {
-            Err(e) => Outcome::DecodeArgs(e.to_string()),
+        run.results.open_run(run.job, index, seq_results);
+        let outcome = match args {
+            Err(e) => Outcome::DecodeArgs(e),
             Ok(args) => match catch_unwind(AssertUnwindSafe(|| sys::conjure::<F>().call(args))) {
                 Err(payload) => panic_outcome(payload.as_ref()),
                 Ok(value) => {
-                    if run.results.out.run_value(&value).is_ok() {
+                    if run.results.out.run_value(&value, seq_results).is_ok() {
                         Outcome::Written
                     } else {
                         // A value holding descriptors (or one that does not serialise).
@@ -182,12 +203,12 @@ pub(crate) fn run_chunk(entry: u64, mut run: ChunkRun) -> Option<ChunkRun> {
     let Some(f) = sys::entry_at(entry) else {
         // Not a task of this executable: every item fails.
         for i in 0..run.count {
-            if run.reader.blob_ref().is_err() {
+            if run.form & proto::F_SEQ_ARGS == 0 && run.reader.blob_ref().is_err() {
                 run.alive = false;
                 break;
             }
             let index = run.first + i;
-            run.results.open_run(run.job, index);
+            run.results.open_run(run.job, index, false);
             let outcome =
                 Outcome::DecodeArgs(format!("task offset {entry:#x} lies outside the text"));
             if !run.finish_task(index, outcome) {

@@ -89,13 +89,14 @@ impl Results {
         self.count = 0;
         self.since = coarse_now();
     }
-    /// Opens a run at task `index` of `job` unless one is open.
-    pub(crate) fn open_run(&mut self, job: u64, index: u64) {
+    /// Opens a run at task `index` of `job` unless one is open: values without lengths if
+    /// `bare` (a [`proto::T_SEQ`] run).
+    pub(crate) fn open_run(&mut self, job: u64, index: u64, bare: bool) {
         if self.run.is_none() {
             let at = self.out.buf.len();
             self.out.u64(job);
             self.out.u64(index);
-            self.out.u8(proto::T_RUN);
+            self.out.u8(if bare { proto::T_SEQ } else { proto::T_RUN });
             self.out.u32(0);
             self.out.u32(0);
             self.run = Some((at, 0));
@@ -161,6 +162,8 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         job: 0,
         first: 0,
         count: 0,
+        form: 0,
+        payload: 0..0,
         progress: Some(boot.progress),
         started: 0,
         flush_each: boot.flush_each,
@@ -176,6 +179,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         let frame = std::mem::take(&mut one.buf);
         run.reader = Reader::new(frame, std::mem::take(&mut one.fds));
         run.count = 1;
+        run.form = 0;
         let Some(back) = task::run_chunk(init.entry, run) else { return };
         run = back;
         run.results = Results::new();
@@ -205,18 +209,24 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         let Ok(nchunks) = run.reader.u32() else { return };
         for _ in 0..nchunks {
             let r = &mut run.reader;
-            let (Ok(job), Ok(first), Ok(entry), Ok(n)) = (r.u64(), r.u64(), r.u64(), r.u32())
+            let (Ok(job), Ok(first), Ok(entry), Ok(n), Ok(form), Ok(len)) =
+                (r.u64(), r.u64(), r.u64(), r.u32(), r.u8(), r.u32())
             else {
                 return;
             };
+            let Ok(start) = r.span(len as usize) else { return };
+            r.seek(start);
             run.job = job;
             run.first = first;
             run.count = u64::from(n);
+            run.form = form;
+            run.payload = start..start + len as usize;
             let Some(back) = task::run_chunk(entry, run) else { return };
             run = back;
             if !run.alive {
                 return;
             }
+            run.reader.seek(run.payload.end);
             run.results.close_run();
             chunks_done += 1;
             if boot.maxtasks.is_some_and(|m| chunks_done >= m) {
@@ -239,6 +249,10 @@ pub(crate) struct ChunkRun {
     pub first: u64,
     /// The number of items in the chunk.
     pub count: u64,
+    /// The chunk's form (`proto::F_SEQ_ARGS`, `proto::F_SEQ_RESULTS`).
+    pub form: u8,
+    /// Where the chunk's arguments lie in the batch frame.
+    pub payload: std::ops::Range<usize>,
     /// Eight shared bytes: the number of tasks this worker has started.
     pub progress: Option<mp_shm::SharedMemory>,
     pub started: u64,

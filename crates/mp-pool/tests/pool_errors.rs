@@ -105,6 +105,37 @@ fn a_killed_worker_fails_its_task_only_and_is_replaced() {
     assert!(before.iter().any(|p| !after.contains(p)), "a worker was replaced");
 }
 
+/// Counts its run in slot `x` of the named segment, and kills its worker on 13.
+fn tally_or_die(x: i64, segment: String) -> i64 {
+    let shm = mp_shm::SharedMemory::open(&segment).unwrap();
+    shm.atomic_u64(8 * x as usize).unwrap().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if x == 13 {
+        let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
+    }
+    x
+}
+
+#[test]
+fn a_death_inside_a_chunk_of_plain_items_requeues_the_rest_once() {
+    // Items without descriptors travel as bare values back to back; the rest of the chunk
+    // must be found again when its worker dies.
+    let pool = Pool::new(2).unwrap();
+    let shm = mp_shm::SharedMemory::create_unique(8 * 30).unwrap();
+    let args: Vec<(i64, String)> = (0..30).map(|i| (i, shm.name().to_string())).collect();
+    let err = pool.starmap_chunked(tally_or_die, args, 10).unwrap_err();
+    assert!(matches!(err, Error::WorkerDied { signal: Some(9), .. }), "{err:?}");
+    for x in 0..30 {
+        let runs = shm.atomic_u64(8 * x).unwrap().load(std::sync::atomic::Ordering::SeqCst);
+        if x == 13 {
+            assert_eq!(runs, 1, "the task that killed its worker is not run again");
+        } else {
+            assert!((1..=2).contains(&runs), "task {x} ran {runs} times");
+        }
+    }
+    shm.unlink().unwrap();
+    assert_eq!(pool.map(sqr, 0..4).unwrap(), [0, 1, 4, 9]);
+}
+
 /// Reports that it started, then waits for a byte.
 fn blocks(x: i64, started: PassFd, go: PassFd) -> i64 {
     say(&started);

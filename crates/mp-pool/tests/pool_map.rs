@@ -183,3 +183,75 @@ fn values_of_every_size_cross_intact() {
         assert_eq!(got, want, "cs {cs}");
     }
 }
+
+/// `x`, plus the number written in the pipe if there is one.
+fn plus_piped((x, fd): (i64, Option<mp_process::fdpass::PassFd>)) -> i64 {
+    let Some(fd) = fd else { return x };
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(fd.into_inner()), &mut s).unwrap();
+    x + s.parse::<i64>().unwrap()
+}
+
+#[test]
+fn items_with_and_without_descriptors_mix_in_one_map() {
+    let pool = Pool::new(2).unwrap();
+    let items = || {
+        (0..40i64).map(|i| {
+            let fd = (i % 5 == 3).then(|| {
+                let (r, w) = common::pipe();
+                rustix::io::write(&w, b"1000").unwrap();
+                mp_process::fdpass::PassFd(r)
+            });
+            (i, fd)
+        })
+    };
+    let want: Vec<i64> = (0..40).map(|i| if i % 5 == 3 { i + 1000 } else { i }).collect();
+    assert_eq!(pool.map(plus_piped, items()).unwrap(), want);
+    for cs in [1, 4, 7, 40] {
+        assert_eq!(pool.map_chunked(plus_piped, items(), cs).unwrap(), want, "cs {cs}");
+    }
+}
+
+/// An iterator whose exact length hint is wrong.
+struct Liar {
+    next: i64,
+    end: i64,
+    claims: usize,
+}
+
+impl Iterator for Liar {
+    type Item = i64;
+    fn next(&mut self) -> Option<i64> {
+        (self.next < self.end).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.claims, Some(self.claims))
+    }
+}
+
+#[test]
+fn an_input_whose_length_hint_is_wrong_is_mapped_whole() {
+    let pool = Pool::new(2).unwrap();
+    for (end, claims) in [(9, 5), (2, 5), (0, 3), (100, 1), (30, 0)] {
+        let got = pool.map(sqr, Liar { next: 0, end, claims }).unwrap();
+        assert_eq!(got, expected(end), "{end} items claiming {claims}");
+        let got = pool.starmap(mul, Liar { next: 0, end, claims }.map(|i| (i, 2))).unwrap();
+        assert_eq!(got, (0..end).map(|i| i * 2).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn an_input_that_panics_leaves_the_pool_working() {
+    let pool = Pool::new(2).unwrap();
+    let input = (0..1000i64).map(|x| if x == 600 { panic!("the input fails") } else { x });
+    let r =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.map_chunked(sqr, input, 7)));
+    assert!(r.is_err(), "the input's panic reaches the caller");
+    assert_eq!(pool.map(sqr, 0..50).unwrap(), expected(50));
+    // The given-up job does not keep the pool from finishing.
+    pool.close().unwrap();
+    pool.join().unwrap();
+}
