@@ -87,6 +87,50 @@ impl WorkerH {
         }
     }
 
+    /// Counts `tasks` results of task `index` on of `job`, which must be the next ones its
+    /// oldest chunk expects.
+    fn accept(&mut self, job: u64, index: u64, tasks: usize) -> Result<(), proto::Malformed> {
+        let front = self.inflight.front_mut().ok_or(proto::Malformed)?;
+        if front.chunk.job != job
+            || front.chunk.first + front.done as u64 != index
+            || tasks == 0
+            || front.done + tasks > front.chunk.count
+        {
+            return Err(proto::Malformed);
+        }
+        front.done += tasks;
+        self.received += tasks as u64;
+        if front.done >= front.chunk.count {
+            let ends = front.ends_batch;
+            self.inflight.pop_front();
+            if ends {
+                self.batches = self.batches.saturating_sub(1);
+            }
+        }
+        Ok(())
+    }
+
+    /// The results the dead worker finished and never sent, from its journal (see
+    /// [`proto::SEG_STARTED`]): each is recorded if it is the next one expected, and counted.
+    fn recover_journal(&mut self, st: &mut State) {
+        let len = self
+            .progress
+            .atomic_u64(proto::SEG_JOURNAL_LEN)
+            .map(|a| a.load(std::sync::atomic::Ordering::Acquire))
+            .unwrap_or(0);
+        let len = usize::try_from(len).unwrap_or(0).min(proto::SEG_SIZE - proto::SEG_JOURNAL);
+        let mut bytes = vec![0u8; len];
+        if len == 0 || self.progress.read(proto::SEG_JOURNAL, &mut bytes).is_err() {
+            return;
+        }
+        for (job, index, tag, body) in proto::parse_journal(bytes) {
+            // Results already received (sent just before the death) are skipped.
+            if self.accept(job, index, 1).is_ok() {
+                st.record(job, index, single_slot(tag, body));
+            }
+        }
+    }
+
     fn kill(&self) {
         match &self.handle {
             Handle::Direct(p) => {
@@ -143,7 +187,7 @@ impl Spawner {
                     .collect::<Result<_>>()?,
             }),
         };
-        let progress = mp_shm::SharedMemory::new(8)
+        let progress = mp_shm::SharedMemory::new(proto::SEG_SIZE)
             .map_err(|e| Error::io("shared memory", std::io::Error::other(e.to_string())))?;
         Ok(WorkerBoot { init, maxtasks: self.maxtasks, flush_each: self.flush_each, progress })
     }
@@ -611,9 +655,9 @@ impl Collector {
         out
     }
 
-    /// Fails or re-queues what a dead worker held. The task it was running (known from its
-    /// progress counter) fails; tasks it finished without sending their results run again;
-    /// the rest of the running task's chunk is queued again once; later chunks, never started,
+    /// Fails or re-queues what a dead worker held. The results it finished and did not send
+    /// are taken from its journal; the task it was running (known from its progress counter)
+    /// fails; the rest of the running task's chunk is queued again once; later chunks, never started,
     /// are queued again as they were.
     fn handle_death(&mut self, st: &mut State, mut w: WorkerH) {
         let code = w.status;
@@ -621,9 +665,10 @@ impl Collector {
             st.failure = Some(Error::Interrupted);
             st.phase = Phase::Stopping;
         }
+        w.recover_journal(st);
         let started = w
             .progress
-            .atomic_u64(0)
+            .atomic_u64(proto::SEG_STARTED)
             .map(|a| a.load(std::sync::atomic::Ordering::Acquire))
             .unwrap_or(w.received + 1);
         let running = started.checked_sub(w.received + 1);
@@ -753,6 +798,26 @@ type Frame = (Vec<u8>, Vec<OwnedFd>);
 /// One parsed result entry: index, tag, tasks covered, and where its blob lies in the frame.
 type Entry = (u64, u8, usize, usize, usize, Vec<OwnedFd>);
 
+/// The error a result entry that is not a value stands for.
+fn single_failure(tag: u8, bytes: &[u8]) -> Slot {
+    match tag {
+        proto::T_PANIC => {
+            let (message, traceback) =
+                postcard::from_bytes::<(String, String)>(bytes).unwrap_or_default();
+            Err(Error::Remote { message, traceback })
+        }
+        _ => Err(Error::Serialization(String::from_utf8_lossy(bytes).into_owned())),
+    }
+}
+
+/// One task's result from a journal record.
+fn single_slot(tag: u8, bytes: Vec<u8>) -> Slot {
+    match tag {
+        proto::T_OK => Ok(Raw::new(bytes, Vec::new())),
+        _ => single_failure(tag, &bytes),
+    }
+}
+
 /// Handles one frame from worker `w`.
 fn handle_frame(
     st: &mut State,
@@ -778,24 +843,10 @@ fn handle_frame(
                     (1, start, len, fds)
                 };
                 entries.push((job, index, tag, tasks, start, len, fds));
-                let front = w.inflight.front_mut().ok_or(proto::Malformed)?;
-                if front.chunk.job != job
-                    || front.chunk.first + front.done as u64 != index
-                    || tasks == 0
-                    || front.done + tasks > front.chunk.count
-                    || (tag == proto::T_SEQ && !front.chunk.seq_results)
-                {
+                if tag == proto::T_SEQ && w.inflight.front().is_none_or(|f| !f.chunk.seq_results) {
                     return Err(proto::Malformed);
                 }
-                front.done += tasks;
-                w.received += tasks as u64;
-                if front.done >= front.chunk.count {
-                    let ends = front.ends_batch;
-                    w.inflight.pop_front();
-                    if ends {
-                        w.batches = w.batches.saturating_sub(1);
-                    }
-                }
+                w.accept(job, index, tasks)?;
             }
             let buf = Arc::new(r.into_buf());
             let slot = |(index, tag, tasks, start, len, fds): Entry| {
@@ -808,12 +859,7 @@ fn handle_frame(
                         u32::try_from(tasks).unwrap_or(u32::MAX),
                         tag == proto::T_SEQ,
                     )),
-                    proto::T_PANIC => {
-                        let (message, traceback) =
-                            postcard::from_bytes::<(String, String)>(bytes).unwrap_or_default();
-                        Err(Error::Remote { message, traceback })
-                    }
-                    _ => Err(Error::Serialization(String::from_utf8_lossy(bytes).into_owned())),
+                    _ => single_failure(tag, bytes),
                 };
                 (index, slot)
             };

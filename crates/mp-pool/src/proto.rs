@@ -28,6 +28,27 @@ pub(crate) const T_RUN: u8 = 4;
 /// the values back to back (only for chunks whose form allows it).
 pub(crate) const T_SEQ: u8 = 5;
 
+/// The worker's shared segment: the count of tasks it has started (a `u64` at
+/// [`SEG_STARTED`]), and its journal: the results it finished and has not sent yet, so that
+/// the parent still gets them if the worker dies. The journal's length is a `u64` at
+/// [`SEG_JOURNAL_LEN`], its records start at [`SEG_JOURNAL`].
+pub(crate) const SEG_STARTED: usize = 0;
+/// See [`SEG_STARTED`].
+pub(crate) const SEG_JOURNAL_LEN: usize = 8;
+/// See [`SEG_STARTED`].
+pub(crate) const SEG_JOURNAL: usize = 64;
+/// The size of the worker's segment (memory is used only as far as the journal fills).
+pub(crate) const SEG_SIZE: usize = SEG_JOURNAL + (1 << 20);
+/// A journal record that says which task the next result record is for: `job` and `index`
+/// as two `u64` (after 7 bytes of padding). Every other record is one task's result, for the
+/// task after the previous record's: a result tag ([`T_OK`], [`T_PANIC`], [`T_ENCODE`],
+/// [`T_DECODE`]), a varint length and the bytes; or, for a result of at most 6 bytes, the tag
+/// with [`J_SMALL`] set, a length byte and the bytes. Every record starts at a multiple of 8
+/// bytes (padded with zeros), so a small one is a single aligned `u64` store.
+pub(crate) const J_TASK: u8 = 0x7E;
+/// See [`J_TASK`].
+pub(crate) const J_SMALL: u8 = 0x80;
+
 /// Chunk form bit: the arguments are bare values back to back.
 pub(crate) const F_SEQ_ARGS: u8 = 1;
 /// Chunk form bit: the results may be sent as a [`T_SEQ`] run.
@@ -97,6 +118,11 @@ pub(crate) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+/// The length of `v` as a LEB128 varint.
+pub(crate) fn varint_len(v: u64) -> usize {
+    (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
 /// Reads a LEB128 varint at `*pos`, advancing it.
 pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v = 0u64;
@@ -159,14 +185,17 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
     }
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        // Varints and small values are a few bytes: pushing them beats a call to memcpy.
-        if data.len() <= 16 {
-            self.0.reserve(data.len());
-            for &b in data {
-                self.0.push(b);
-            }
-        } else {
-            self.0.extend_from_slice(data);
+        // Varints are a few bytes: copies of a fixed length beat a call to memcpy.
+        match *data {
+            [a] => self.0.push(a),
+            [a, b] => self.0.extend_from_slice(&[a, b]),
+            [a, b, c] => self.0.extend_from_slice(&[a, b, c]),
+            [a, b, c, d] => self.0.extend_from_slice(&[a, b, c, d]),
+            [a, b, c, d, e] => self.0.extend_from_slice(&[a, b, c, d, e]),
+            [a, b, c, d, e, f] => self.0.extend_from_slice(&[a, b, c, d, e, f]),
+            [a, b, c, d, e, f, g] => self.0.extend_from_slice(&[a, b, c, d, e, f, g]),
+            [a, b, c, d, e, f, g, h] => self.0.extend_from_slice(&[a, b, c, d, e, f, g, h]),
+            _ => self.0.extend_from_slice(data),
         }
         Ok(())
     }
@@ -212,6 +241,17 @@ impl Reader {
     pub fn blob(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>), Malformed> {
         let (bytes, fds) = self.blob_ref()?;
         Ok((bytes.to_vec(), fds))
+    }
+
+    /// Skips to the next multiple of 8 bytes.
+    pub fn align8(&mut self) {
+        self.pos = self.pos.next_multiple_of(8).min(self.buf.len());
+    }
+
+    /// Bytes behind a plain varint length, borrowed from the frame.
+    pub fn prefixed(&mut self) -> Result<&[u8], Malformed> {
+        let len = get_varint(&self.buf, &mut self.pos).ok_or(Malformed)?;
+        self.take(usize::try_from(len).map_err(|_| Malformed)?)
     }
 
     /// A blob's place in the frame: its start, its length, and its descriptors.
@@ -265,6 +305,34 @@ impl Reader {
     }
 }
 
+/// The records of a worker's journal (see [`J_TASK`]) as `(job, index, tag, bytes)`, up to
+/// the first that does not parse.
+pub(crate) fn parse_journal(bytes: Vec<u8>) -> Vec<(u64, u64, u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut r = Reader::new(bytes, Vec::new());
+    let mut next: Option<(u64, u64)> = None;
+    while let Ok(head) = r.u8() {
+        if head == J_TASK {
+            let (Ok(_), Ok(job), Ok(index)) = (r.span(7), r.u64(), r.u64()) else { break };
+            next = Some((job, index));
+            continue;
+        }
+        let Some((job, index)) = next else { break };
+        let (tag, body) = if head & J_SMALL != 0 {
+            let Ok(len) = r.u8().map(usize::from) else { break };
+            let Ok(at) = r.span(len.min(6)) else { break };
+            (head & !J_SMALL, r.slice(at..at + len.min(6)).to_vec())
+        } else {
+            let Ok(body) = r.prefixed().map(<[u8]>::to_vec) else { break };
+            (head, body)
+        };
+        r.align8();
+        out.push((job, index, tag, body));
+        next = Some((job, index + 1));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +342,7 @@ mod tests {
         for v in [0u64, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
             let mut buf = Vec::new();
             put_varint(&mut buf, v);
+            assert_eq!(varint_len(v), buf.len(), "{v}");
             let mut pos = 0;
             assert_eq!(get_varint(&buf, &mut pos), Some(v));
             assert_eq!(pos, buf.len());

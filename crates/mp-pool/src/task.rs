@@ -6,7 +6,6 @@ use std::backtrace::Backtrace;
 use std::cell::{Cell, RefCell};
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -62,8 +61,6 @@ impl_task!(A, B, C, D, E, G);
 /// What one call of a task produced.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// The result, appended to the output frame as a value of the open run.
-    Written,
     /// The result, which holds descriptors: its bytes and descriptors.
     Owned(Vec<u8>, Vec<OwnedFd>),
     /// The task panicked.
@@ -91,10 +88,6 @@ where
     F::Output: Serialize,
 {
     let Some(mut run) = RUN.take() else { return };
-    // The segment is taken out of `run` for the loop, so that its atomic can be borrowed
-    // while `run` changes.
-    let shm = run.progress.take();
-    let progress = shm.as_ref().and_then(|p| p.atomic_u64(0).ok());
     let seq_args = run.form & proto::F_SEQ_ARGS != 0;
     let seq_results = run.form & proto::F_SEQ_RESULTS != 0;
     run.results.out.buf.reserve(usize::try_from(run.count.min(1 << 16)).unwrap_or(0) * 8);
@@ -122,18 +115,20 @@ where
             };
             crate::state::decode::<Args>(input, fds).map_err(|e| e.to_string())
         };
-        run.started += 1;
-        if let Some(p) = progress {
-            p.store(run.started, Ordering::Release);
-        }
+        run.start_task();
         run.results.open_run(run.job, index, seq_results);
         let outcome = match args {
             Err(e) => Outcome::DecodeArgs(e),
             Ok(args) => match catch_unwind(AssertUnwindSafe(|| sys::conjure::<F>().call(args))) {
                 Err(payload) => panic_outcome(payload.as_ref()),
                 Ok(value) => {
+                    let from = run.results.out.buf.len();
                     if run.results.out.run_value(&value, seq_results).is_ok() {
-                        Outcome::Written
+                        if !run.finish_written(index, from, seq_results) {
+                            run.alive = false;
+                            break;
+                        }
+                        continue;
                     } else {
                         // A value holding descriptors (or one that does not serialise).
                         match mp_process::fdpass::encode_with_fds(&value) {
@@ -149,7 +144,6 @@ where
             break;
         }
     }
-    run.progress = shm;
     RUN.set(Some(run));
 }
 

@@ -1,6 +1,7 @@
 //! The worker's main loop, and the zygote that forks workers under the `fork` start method.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mp_process::fdpass::{self, PassFd};
@@ -37,31 +38,126 @@ pub(crate) struct WorkerBoot {
     pub maxtasks: Option<u64>,
     /// Send every result as soon as it is ready (a task timeout is set).
     pub flush_each: bool,
-    /// Eight bytes shared with the parent: the number of tasks this worker has started, so
-    /// that the parent knows which task was running if the worker dies.
+    /// The segment shared with the parent (see [`proto::SEG_STARTED`]): the number of tasks
+    /// this worker has started, so that the parent knows which task was running if the worker
+    /// dies, and the results it finished and has not sent, so that they are not lost with it.
     pub progress: mp_shm::SharedMemory,
 }
 
-/// Appends the tag and blob of a task's entry that is not part of a run.
-fn put_single(out: &mut Writer, outcome: Outcome) {
+/// The tag, bytes and descriptors of a task's entry that is not part of a run.
+fn single(outcome: Outcome) -> (u8, Vec<u8>, Vec<OwnedFd>) {
     match outcome {
-        Outcome::Written => {}
-        Outcome::Owned(bytes, fds) => {
-            out.u8(proto::T_OK);
-            out.blob(&bytes, fds);
-        }
+        Outcome::Owned(bytes, fds) => (proto::T_OK, bytes, fds),
         Outcome::Panic { message, traceback } => {
-            out.u8(proto::T_PANIC);
             let bytes = postcard::to_stdvec(&(message, traceback)).unwrap_or_default();
-            out.blob(&bytes, []);
+            (proto::T_PANIC, bytes, Vec::new())
         }
-        Outcome::EncodeResult(m) => {
-            out.u8(proto::T_ENCODE);
-            out.blob(m.as_bytes(), []);
+        Outcome::EncodeResult(m) => (proto::T_ENCODE, m.into_bytes(), Vec::new()),
+        Outcome::DecodeArgs(m) => (proto::T_DECODE, m.into_bytes(), Vec::new()),
+    }
+}
+
+/// The worker's side of its shared segment (see [`proto::SEG_STARTED`]): the count of tasks
+/// it started, and the journal of results it has not sent.
+pub(crate) struct Journal {
+    /// The segment, which lives as long as the worker process.
+    shm: &'static mp_shm::SharedMemory,
+    started: Option<&'static AtomicU64>,
+    published: Option<&'static AtomicU64>,
+    /// The journal's length, as published.
+    len: usize,
+    /// The task the next result record is implicitly for.
+    next: Option<(u64, u64)>,
+    /// A record being put together.
+    scratch: Vec<u8>,
+}
+
+impl Journal {
+    /// The journal in `shm`, which is kept for the rest of the worker's life.
+    fn new(shm: mp_shm::SharedMemory) -> Journal {
+        let shm: &'static mp_shm::SharedMemory = Box::leak(Box::new(shm));
+        Journal {
+            shm,
+            started: shm.atomic_u64(proto::SEG_STARTED).ok(),
+            published: shm.atomic_u64(proto::SEG_JOURNAL_LEN).ok(),
+            len: 0,
+            next: None,
+            scratch: Vec::new(),
         }
-        Outcome::DecodeArgs(m) => {
-            out.u8(proto::T_DECODE);
-            out.blob(m.as_bytes(), []);
+    }
+
+    /// Publishes the count of tasks started.
+    pub(crate) fn started(&self, n: u64) {
+        if let Some(a) = self.started {
+            a.store(n, Ordering::Release);
+        }
+    }
+
+    /// Keeps the result of task `index` of `job` (`tag` and bytes, no descriptors) until it is
+    /// sent; false if it does not fit, and then it must be sent now.
+    pub(crate) fn record(&mut self, job: u64, index: u64, tag: u8, bytes: &[u8]) -> bool {
+        self.scratch.clear();
+        if self.next != Some((job, index)) {
+            self.scratch.extend_from_slice(&[proto::J_TASK, 0, 0, 0, 0, 0, 0, 0]);
+            self.scratch.extend_from_slice(&job.to_le_bytes());
+            self.scratch.extend_from_slice(&index.to_le_bytes());
+        }
+        let small = bytes.len() <= 6;
+        let n = if small {
+            8
+        } else {
+            (1 + proto::varint_len(bytes.len() as u64) + bytes.len()).next_multiple_of(8)
+        };
+        let at = proto::SEG_JOURNAL + self.len;
+        let end = at + self.scratch.len() + n;
+        if end > self.shm.size() || (!self.scratch.is_empty() && self.put(at, false).is_none()) {
+            return false;
+        }
+        let at = at + self.scratch.len();
+        self.scratch.clear();
+        if small {
+            // One aligned `u64` store.
+            let mut word = u64::from(tag | proto::J_SMALL) | (bytes.len() as u64) << 8;
+            for (k, &b) in bytes.iter().enumerate() {
+                word |= u64::from(b) << (16 + 8 * k);
+            }
+            if self.shm.write(at, &word.to_le_bytes()).is_err() {
+                return false;
+            }
+        } else {
+            self.scratch.push(tag);
+            proto::put_varint(&mut self.scratch, bytes.len() as u64);
+            self.scratch.extend_from_slice(bytes);
+            if self.put(at, true).is_none() {
+                return false;
+            }
+        }
+        self.publish(end - proto::SEG_JOURNAL);
+        self.next = Some((job, index + 1));
+        true
+    }
+
+    /// Writes the scratch record at `at`, padded to a multiple of 8 bytes if `pad`.
+    fn put(&mut self, at: usize, pad: bool) -> Option<()> {
+        if pad {
+            let n = self.scratch.len().next_multiple_of(8);
+            self.scratch.resize(n, 0);
+        }
+        self.shm.write(at, &self.scratch).ok()
+    }
+
+    /// Empties the journal (its results were sent).
+    pub(crate) fn clear(&mut self) {
+        if self.len > 0 {
+            self.publish(0);
+        }
+        self.next = None;
+    }
+
+    fn publish(&mut self, len: usize) {
+        self.len = len;
+        if let Some(a) = self.published {
+            a.store(len as u64, Ordering::Release);
         }
     }
 }
@@ -121,23 +217,35 @@ impl Results {
         self.count += 1;
     }
 
-    /// Records the outcome of task `index` of `job`, whose run was opened before it ran.
-    pub(crate) fn outcome(&mut self, job: u64, index: u64, outcome: Outcome) {
-        if let Outcome::Written = outcome {
-            if let Some((_, values)) = &mut self.run {
-                *values += 1;
-            }
-            return;
+    /// Counts a value appended to the open run.
+    pub(crate) fn written(&mut self) {
+        if let Some((_, values)) = &mut self.run {
+            *values += 1;
         }
+    }
+
+    /// Records the outcome of task `index` of `job` (not a value of the open run), and keeps
+    /// it in `journal` unless it holds descriptors; false if it must be sent now.
+    fn outcome(
+        &mut self,
+        job: u64,
+        index: u64,
+        outcome: Outcome,
+        journal: Option<&mut Journal>,
+    ) -> bool {
         self.close_run();
         self.out.u64(job);
         self.out.u64(index);
-        put_single(&mut self.out, outcome);
+        let (tag, bytes, fds) = single(outcome);
+        let kept = fds.is_empty() && journal.is_none_or(|j| j.record(job, index, tag, &bytes));
+        self.out.u8(tag);
+        self.out.blob(&bytes, fds);
         self.count += 1;
+        kept
     }
 
-    /// Sends what has accumulated; false if the parent is gone.
-    pub(crate) fn flush(&mut self, sock: &OwnedFd) -> bool {
+    /// Sends what has accumulated, and empties the journal; false if the parent is gone.
+    pub(crate) fn flush(&mut self, sock: &OwnedFd, journal: &mut Journal) -> bool {
         self.close_run();
         if self.count == 0 {
             return true;
@@ -146,6 +254,9 @@ impl Results {
             slot.copy_from_slice(&self.count.to_le_bytes());
         }
         let ok = self.out.send(sock.as_fd()).is_ok();
+        if ok {
+            journal.clear();
+        }
         self.reset();
         ok
     }
@@ -164,7 +275,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         count: 0,
         form: 0,
         payload: 0..0,
-        progress: Some(boot.progress),
+        journal: Journal::new(boot.progress),
         started: 0,
         flush_each: boot.flush_each,
         sock,
@@ -183,12 +294,9 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         let Some(back) = task::run_chunk(init.entry, run) else { return };
         run = back;
         run.results = Results::new();
-        run.hold = false;
         // The count of started tasks is the parent's; the initializer is not one of them.
         run.started = 0;
-        if let Some(Ok(p)) = run.progress.as_ref().map(|p| p.atomic_u64(0)) {
-            p.store(0, std::sync::atomic::Ordering::Release);
-        }
+        run.journal.started(0);
         if let Some(message) = run.failure.take().or_else(|| (!run.alive).then(String::new)) {
             let mut w = Writer::default();
             w.u8(proto::K_INIT_FAILED);
@@ -197,6 +305,8 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
             return;
         }
     }
+    // From here on, results are the parent's.
+    run.hold = false;
     let mut chunks_done = 0u64;
     loop {
         let Ok(Some((bytes, fds))) = fdpass::recv_frame(run.sock.as_fd(), proto::MAX_FRAME) else {
@@ -230,11 +340,11 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
             run.results.close_run();
             chunks_done += 1;
             if boot.maxtasks.is_some_and(|m| chunks_done >= m) {
-                run.results.flush(&run.sock);
+                run.flush();
                 return;
             }
         }
-        if !run.results.flush(&run.sock) {
+        if !run.flush() {
             return;
         }
     }
@@ -253,8 +363,9 @@ pub(crate) struct ChunkRun {
     pub form: u8,
     /// Where the chunk's arguments lie in the batch frame.
     pub payload: std::ops::Range<usize>,
-    /// Eight shared bytes: the number of tasks this worker has started.
-    pub progress: Option<mp_shm::SharedMemory>,
+    /// The count of tasks started and the journal of results not sent, shared with the
+    /// parent.
+    pub journal: Journal,
     pub started: u64,
     pub flush_each: bool,
     pub sock: OwnedFd,
@@ -267,22 +378,55 @@ pub(crate) struct ChunkRun {
 }
 
 impl ChunkRun {
-    /// Records task `index`'s outcome and flushes when it is time; false if the parent is
-    /// gone.
+    /// Counts task `index` as started.
+    pub(crate) fn start_task(&mut self) {
+        self.started += 1;
+        self.journal.started(self.started);
+    }
+
+    /// Records task `index`'s outcome, a value appended to the open run from `from` on (after
+    /// a varint length unless the run is `bare`), and sends the results when it is time; false
+    /// if the parent is gone.
+    pub(crate) fn finish_written(&mut self, index: u64, from: usize, bare: bool) -> bool {
+        self.results.written();
+        if self.hold {
+            return true;
+        }
+        let mut at = from;
+        if !bare {
+            let _ = proto::get_varint(&self.results.out.buf, &mut at);
+        }
+        let bytes = self.results.out.buf.get(at..).unwrap_or(&[]);
+        let kept = self.journal.record(self.job, index, proto::T_OK, bytes);
+        self.after_task(!kept)
+    }
+
+    /// Records task `index`'s outcome and sends the results when it is time; false if the
+    /// parent is gone.
     pub(crate) fn finish_task(&mut self, index: u64, outcome: Outcome) -> bool {
         match &outcome {
             Outcome::Panic { message, .. } => self.failure = Some(message.clone()),
             Outcome::EncodeResult(m) | Outcome::DecodeArgs(m) => self.failure = Some(m.clone()),
-            Outcome::Written | Outcome::Owned(..) => {}
+            Outcome::Owned(..) => {}
         }
-        self.results.outcome(self.job, index, outcome);
-        if self.hold {
-            return true;
-        }
-        if self.flush_each || coarse_now().saturating_sub(self.results.since) >= FLUSH_AFTER {
-            return self.results.flush(&self.sock);
+        let journal = if self.hold { None } else { Some(&mut self.journal) };
+        let kept = self.results.outcome(self.job, index, outcome, journal);
+        self.hold || self.after_task(!kept)
+    }
+
+    /// Sends the results if `now`, if every result is to be sent at once, or if the oldest has
+    /// waited long enough; false if the parent is gone.
+    fn after_task(&mut self, now: bool) -> bool {
+        if now || self.flush_each || coarse_now().saturating_sub(self.results.since) >= FLUSH_AFTER
+        {
+            return self.flush();
         }
         true
+    }
+
+    /// Sends the results; false if the parent is gone.
+    pub(crate) fn flush(&mut self) -> bool {
+        self.results.flush(&self.sock, &mut self.journal)
     }
 }
 
@@ -410,5 +554,56 @@ pub(crate) fn zygote_main(sock: PassFd) {
     }
     for w in &workers {
         let _ = w.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal_bytes(j: &Journal) -> Vec<u8> {
+        let len = j.published.map_or(0, |a| a.load(Ordering::Acquire)) as usize;
+        let mut buf = vec![0u8; len];
+        j.shm.read(proto::SEG_JOURNAL, &mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn the_journal_reads_back_what_was_recorded() {
+        let mut j = Journal::new(mp_shm::SharedMemory::new(proto::SEG_SIZE).unwrap());
+        let big = vec![7u8; 300];
+        let mut want = Vec::new();
+        for (job, index, tag, bytes) in [
+            (1u64, 0u64, proto::T_OK, vec![1u8]),
+            (1, 1, proto::T_OK, vec![]),
+            (1, 2, proto::T_OK, vec![1, 2, 3, 4, 5, 6]),
+            (1, 3, proto::T_PANIC, vec![9; 7]),
+            (1, 4, proto::T_OK, big.clone()),
+            (2, 10, proto::T_DECODE, b"bad".to_vec()),
+            (2, 11, proto::T_OK, vec![0x80, 1]),
+            (1, 9, proto::T_OK, vec![5]),
+        ] {
+            assert!(j.record(job, index, tag, &bytes));
+            want.push((job, index, tag, bytes));
+            assert_eq!(proto::parse_journal(journal_bytes(&j)), want);
+        }
+        j.clear();
+        assert!(proto::parse_journal(journal_bytes(&j)).is_empty());
+        // A record that does not fit is refused, and what was there stays.
+        assert!(j.record(3, 0, proto::T_OK, &[1]));
+        assert!(!j.record(3, 1, proto::T_OK, &vec![0u8; proto::SEG_SIZE]));
+        assert_eq!(proto::parse_journal(journal_bytes(&j)), [(3, 0, proto::T_OK, vec![1])]);
+        // A journal cut anywhere parses to a prefix of its records.
+        j.clear();
+        for k in 0..5u64 {
+            assert!(j.record(4, k, proto::T_OK, &big[..k as usize * 3]));
+        }
+        let full = journal_bytes(&j);
+        let all = proto::parse_journal(full.clone());
+        assert_eq!(all.len(), 5);
+        for cut in 0..full.len() {
+            let part = proto::parse_journal(full[..cut].to_vec());
+            assert!(all.starts_with(&part), "cut at {cut}");
+        }
     }
 }

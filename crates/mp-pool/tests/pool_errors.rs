@@ -126,14 +126,47 @@ fn a_death_inside_a_chunk_of_plain_items_requeues_the_rest_once() {
     assert!(matches!(err, Error::WorkerDied { signal: Some(9), .. }), "{err:?}");
     for x in 0..30 {
         let runs = shm.atomic_u64(8 * x).unwrap().load(std::sync::atomic::Ordering::SeqCst);
-        if x == 13 {
-            assert_eq!(runs, 1, "the task that killed its worker is not run again");
-        } else {
-            assert!((1..=2).contains(&runs), "task {x} ran {runs} times");
-        }
+        // The results finished before the death (10, 11, 12) are kept, not run again.
+        assert_eq!(runs, 1, "task {x} ran {runs} times");
     }
     shm.unlink().unwrap();
     assert_eq!(pool.map(sqr, 0..4).unwrap(), [0, 1, 4, 9]);
+}
+
+/// Counts its run in slot `x` of the named segment, panics on 11 and kills its worker on 13.
+fn tally_panic_or_die(x: i64, segment: String) -> i64 {
+    if x == 11 {
+        let shm = mp_shm::SharedMemory::open(&segment).unwrap();
+        shm.atomic_u64(8 * 11).unwrap().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        panic!("eleven");
+    }
+    tally_or_die(x, segment)
+}
+
+#[test]
+fn results_finished_before_a_death_are_kept_whatever_they_are() {
+    let pool = Pool::new(2).unwrap();
+    let shm = mp_shm::SharedMemory::create_unique(8 * 30).unwrap();
+    let args: Vec<(i64, String)> = (0..30).map(|i| (i, shm.name().to_string())).collect();
+    let got: Vec<Result<i64, Error>> = pool
+        .imap(|(x, s): (i64, String)| tally_panic_or_die(x, s), args)
+        .unwrap()
+        .chunksize(10)
+        .collect();
+    assert_eq!(got.len(), 30);
+    for (x, r) in got.iter().enumerate() {
+        match x {
+            11 => assert!(
+                matches!(r, Err(Error::Remote { message, .. }) if message == "eleven"),
+                "{r:?}"
+            ),
+            13 => assert!(matches!(r, Err(Error::WorkerDied { signal: Some(9), .. })), "{r:?}"),
+            _ => assert_eq!(r.as_ref().unwrap(), &(x as i64)),
+        }
+        let runs = shm.atomic_u64(8 * x).unwrap().load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(runs, 1, "task {x} ran {runs} times");
+    }
+    shm.unlink().unwrap();
 }
 
 /// Reports that it started, then waits for a byte.
