@@ -8,6 +8,22 @@ use mp_process::wire::WireError;
 
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = mp_process::wire::DEFAULT_MAX_FRAME;
+/// A chunk of arguments is closed, and a worker sends its results, once they reach this size,
+/// so that one more value always fits in a frame.
+pub(crate) const SOFT_FRAME: usize = 8 << 20;
+/// The largest encoded argument or result (a little under 56 MiB): what fits in a frame beside
+/// [`SOFT_FRAME`] bytes of others. A larger one fails its task with `Error::Serialization`.
+pub(crate) const MAX_VALUE: usize = MAX_FRAME - SOFT_FRAME - 4096;
+
+/// Whether encoding failed because the value is larger than [`MAX_VALUE`].
+pub(crate) fn too_large(e: &postcard::Error) -> bool {
+    matches!(e, postcard::Error::SerializeBufferFull)
+}
+
+/// The error of a task whose argument or result (`what`) is larger than [`MAX_VALUE`].
+pub(crate) fn too_large_message(what: &str) -> String {
+    format!("the task's {what} encodes to more than {MAX_VALUE} bytes, the most a pool carries")
+}
 
 /// Frame kinds, parent to worker.
 pub(crate) const K_BATCH: u8 = 1;
@@ -88,14 +104,16 @@ impl Writer {
         &mut self,
         value: &T,
         bare: bool,
-    ) -> Result<(), ()> {
+    ) -> postcard::Result<()> {
         if bare {
             let start = self.buf.len();
-            return postcard::serialize_with_flavor(value, Append(&mut self.buf)).map_err(|_| {
-                self.buf.truncate(start);
-            });
+            return postcard::serialize_with_flavor(value, Append::new(&mut self.buf)).inspect_err(
+                |_| {
+                    self.buf.truncate(start);
+                },
+            );
         }
-        put_prefixed(&mut self.buf, value, false).map_err(|_| ())
+        put_prefixed(&mut self.buf, value, false)
     }
 
     pub fn clear(&mut self) {
@@ -155,7 +173,7 @@ pub(crate) fn put_prefixed<T: serde::Serialize + ?Sized>(
 ) -> postcard::Result<()> {
     let start = buf.len();
     buf.push(0);
-    if let Err(e) = postcard::serialize_with_flavor(value, Append(buf)) {
+    if let Err(e) = postcard::serialize_with_flavor(value, Append::new(buf)) {
         buf.truncate(start);
         return Err(e);
     }
@@ -173,29 +191,47 @@ pub(crate) fn put_prefixed<T: serde::Serialize + ?Sized>(
     Ok(())
 }
 
-/// A postcard flavor appending to a borrowed vector.
-pub(crate) struct Append<'a>(pub &'a mut Vec<u8>);
+/// A postcard flavor appending one value, of at most [`MAX_VALUE`] bytes, to a borrowed
+/// vector; a larger one fails with `SerializeBufferFull` before it takes more memory.
+pub(crate) struct Append<'a> {
+    buf: &'a mut Vec<u8>,
+    /// The length the vector may reach.
+    end: usize,
+}
+
+impl<'a> Append<'a> {
+    pub(crate) fn new(buf: &'a mut Vec<u8>) -> Append<'a> {
+        let end = buf.len().saturating_add(MAX_VALUE);
+        Append { buf, end }
+    }
+}
 
 impl postcard::ser_flavors::Flavor for Append<'_> {
     type Output = ();
 
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
+        if self.buf.len() >= self.end {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.buf.push(data);
         Ok(())
     }
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if self.buf.len() + data.len() > self.end {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
         // Varints are a few bytes: copies of a fixed length beat a call to memcpy.
         match *data {
-            [a] => self.0.push(a),
-            [a, b] => self.0.extend_from_slice(&[a, b]),
-            [a, b, c] => self.0.extend_from_slice(&[a, b, c]),
-            [a, b, c, d] => self.0.extend_from_slice(&[a, b, c, d]),
-            [a, b, c, d, e] => self.0.extend_from_slice(&[a, b, c, d, e]),
-            [a, b, c, d, e, f] => self.0.extend_from_slice(&[a, b, c, d, e, f]),
-            [a, b, c, d, e, f, g] => self.0.extend_from_slice(&[a, b, c, d, e, f, g]),
-            [a, b, c, d, e, f, g, h] => self.0.extend_from_slice(&[a, b, c, d, e, f, g, h]),
-            _ => self.0.extend_from_slice(data),
+            [a] => self.buf.push(a),
+            [a, b] => self.buf.extend_from_slice(&[a, b]),
+            [a, b, c] => self.buf.extend_from_slice(&[a, b, c]),
+            [a, b, c, d] => self.buf.extend_from_slice(&[a, b, c, d]),
+            [a, b, c, d, e] => self.buf.extend_from_slice(&[a, b, c, d, e]),
+            [a, b, c, d, e, f] => self.buf.extend_from_slice(&[a, b, c, d, e, f]),
+            [a, b, c, d, e, f, g] => self.buf.extend_from_slice(&[a, b, c, d, e, f, g]),
+            [a, b, c, d, e, f, g, h] => self.buf.extend_from_slice(&[a, b, c, d, e, f, g, h]),
+            _ => self.buf.extend_from_slice(data),
         }
         Ok(())
     }

@@ -513,25 +513,35 @@ pub(crate) fn build_chunks<T: Serialize>(
     current.payload.reserve(chunksize.min(1 << 16) * 4);
     for (k, item) in items.into_iter().enumerate() {
         let index = first + k as u64;
-        if current.seq.is_none() || !current.push_seq(&item) {
-            if current.seq.is_some() {
-                // An item holding a descriptor (or failing): it goes in blob form.
-                if current.count > 0 {
-                    chunks.push(std::mem::replace(&mut current, fresh(index)));
+        let pushed = match current.seq {
+            Some(_) => current.push_seq(&item),
+            None => Ok(false),
+        };
+        let pushed = match pushed {
+            Ok(false) => {
+                if current.seq.is_some() {
+                    // An item holding a descriptor (or failing): it goes in blob form.
+                    if current.count > 0 {
+                        chunks.push(std::mem::replace(&mut current, fresh(index)));
+                    }
+                    current.seq = None;
                 }
-                current.seq = None;
+                current.push(&item)
             }
-            if let Err(e) = current.push(&item) {
-                if current.count > 0 {
-                    chunks.push(std::mem::replace(&mut current, fresh(index + 1)));
-                } else {
-                    current = fresh(index + 1);
-                }
-                errors.push((index, e));
-                continue;
+            Ok(true) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = pushed {
+            if current.count > 0 {
+                chunks.push(std::mem::replace(&mut current, fresh(index + 1)));
+            } else {
+                current = fresh(index + 1);
             }
+            errors.push((index, e));
+            continue;
         }
-        if current.count >= chunksize {
+        // A chunk is also closed when it is large, so that it fits in a frame.
+        if current.count >= chunksize || current.payload.len() >= crate::proto::SOFT_FRAME {
             let size = current.payload.len();
             chunks.push(std::mem::replace(&mut current, fresh(index + 1)));
             // The next chunk is probably about as large.

@@ -287,30 +287,47 @@ impl Chunk {
         form
     }
 
-    /// Appends the bare encoding of `value` to a chunk in `seq` form; false, with nothing
-    /// appended, if it does not serialise without a descriptor context.
-    pub fn push_seq<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> bool {
+    /// Appends the bare encoding of `value` to a chunk in `seq` form: true if it did, false
+    /// (with nothing appended) if the value needs a descriptor context or does not serialise,
+    /// an error if it is too large.
+    pub fn push_seq<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<bool> {
         let start = self.payload.len();
-        if postcard::serialize_with_flavor(value, crate::proto::Append(&mut self.payload)).is_err()
-        {
-            self.payload.truncate(start);
-            return false;
+        match postcard::serialize_with_flavor(value, crate::proto::Append::new(&mut self.payload)) {
+            Ok(()) => {
+                self.count += 1;
+                Ok(true)
+            }
+            Err(e) => {
+                self.payload.truncate(start);
+                if crate::proto::too_large(&e) {
+                    return Err(Error::Serialization(crate::proto::too_large_message("argument")));
+                }
+                Ok(false)
+            }
         }
-        self.count += 1;
-        true
     }
 
     /// Appends the encoding of `value` as a blob; on failure nothing is appended.
     pub fn push<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        if crate::proto::put_prefixed(&mut self.payload, value, true).is_err() {
-            // A value holding descriptors (or one that does not serialise, which fails
-            // again here).
-            let (bytes, fds) = fdpass::encode_with_fds(value)?;
-            self.push_raw(Raw::new(bytes, fds));
-            return Ok(());
+        match crate::proto::put_prefixed(&mut self.payload, value, true) {
+            Ok(()) => {
+                self.count += 1;
+                Ok(())
+            }
+            Err(e) if crate::proto::too_large(&e) => {
+                Err(Error::Serialization(crate::proto::too_large_message("argument")))
+            }
+            Err(_) => {
+                // A value holding descriptors (or one that does not serialise, which fails
+                // again here).
+                let (bytes, fds) = fdpass::encode_with_fds(value)?;
+                if bytes.len() > crate::proto::MAX_VALUE {
+                    return Err(Error::Serialization(crate::proto::too_large_message("argument")));
+                }
+                self.push_raw(Raw::new(bytes, fds));
+                Ok(())
+            }
         }
-        self.count += 1;
-        Ok(())
     }
 
     /// Appends an encoded item (to a chunk in blob form).

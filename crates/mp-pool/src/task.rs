@@ -123,18 +123,25 @@ where
                 Err(payload) => panic_outcome(payload.as_ref()),
                 Ok(value) => {
                     let from = run.results.out.buf.len();
-                    if run.results.out.run_value(&value, seq_results).is_ok() {
-                        if !run.finish_written(index, from, seq_results) {
-                            run.alive = false;
-                            break;
+                    match run.results.out.run_value(&value, seq_results) {
+                        Ok(()) => {
+                            if !run.finish_written(index, from, seq_results) {
+                                run.alive = false;
+                                break;
+                            }
+                            continue;
                         }
-                        continue;
-                    } else {
+                        Err(e) if proto::too_large(&e) => {
+                            Outcome::EncodeResult(proto::too_large_message("result"))
+                        }
                         // A value holding descriptors (or one that does not serialise).
-                        match mp_process::fdpass::encode_with_fds(&value) {
+                        Err(_) => match mp_process::fdpass::encode_with_fds(&value) {
+                            Ok((bytes, _)) if bytes.len() > proto::MAX_VALUE => {
+                                Outcome::EncodeResult(proto::too_large_message("result"))
+                            }
                             Ok((bytes, fds)) => Outcome::Owned(bytes, fds),
                             Err(e) => Outcome::EncodeResult(e.to_string()),
-                        }
+                        },
                     }
                 }
             },

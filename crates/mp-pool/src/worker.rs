@@ -417,7 +417,10 @@ impl ChunkRun {
     /// Sends the results if `now`, if every result is to be sent at once, or if the oldest has
     /// waited long enough; false if the parent is gone.
     fn after_task(&mut self, now: bool) -> bool {
-        if now || self.flush_each || coarse_now().saturating_sub(self.results.since) >= FLUSH_AFTER
+        if now
+            || self.flush_each
+            || self.results.out.buf.len() >= proto::SOFT_FRAME
+            || coarse_now().saturating_sub(self.results.since) >= FLUSH_AFTER
         {
             return self.flush();
         }

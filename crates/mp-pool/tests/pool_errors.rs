@@ -343,3 +343,56 @@ fn failures_inside_a_chunk_leave_its_other_results_intact() {
         }
     }
 }
+
+/// A string of `n` bytes.
+fn sized(n: usize) -> String {
+    "x".repeat(n)
+}
+
+/// The length of `s`.
+fn length(s: String) -> usize {
+    s.len()
+}
+
+#[test]
+fn a_value_larger_than_a_frame_fails_its_task_only() {
+    // 60 MiB is more than one value may take of a 64 MiB frame.
+    let huge = 60 << 20;
+    let pool = Pool::new(2).unwrap();
+    let pids = pool.pids();
+    // Results.
+    let got: Vec<Result<String, Error>> =
+        pool.imap(sized, [10, huge, 20]).unwrap().chunksize(3).collect();
+    assert_eq!(got[0].as_ref().unwrap().len(), 10);
+    assert!(
+        matches!(&got[1], Err(Error::Serialization(m)) if m.contains("result")),
+        "{:?}",
+        got[1].as_ref().map(String::len)
+    );
+    assert_eq!(got[2].as_ref().unwrap().len(), 20);
+    assert!(matches!(pool.map_chunked(sized, [1, huge, 2], 3), Err(Error::Serialization(_))));
+    // Arguments.
+    let args = || vec!["a".to_string(), sized(huge), "bb".to_string()];
+    let got: Vec<Result<usize, Error>> = pool.imap(length, args()).unwrap().chunksize(3).collect();
+    assert_eq!(got[0].as_ref().unwrap(), &1);
+    assert!(
+        matches!(&got[1], Err(Error::Serialization(m)) if m.contains("argument")),
+        "{:?}",
+        got[1]
+    );
+    assert_eq!(got[2].as_ref().unwrap(), &2);
+    assert!(matches!(pool.map_chunked(length, args(), 3), Err(Error::Serialization(_))));
+    // No worker died for it.
+    assert_eq!(pool.pids(), pids);
+}
+
+#[test]
+fn values_that_together_pass_a_frame_all_arrive() {
+    // Four values of 20 MiB: more than a 64 MiB frame in one chunk.
+    let pool = Pool::new(2).unwrap();
+    let n = 20 << 20;
+    let got = pool.map_chunked(sized, [n, n + 1, n + 2, n + 3], 4).unwrap();
+    assert_eq!(got.iter().map(String::len).collect::<Vec<_>>(), [n, n + 1, n + 2, n + 3]);
+    let args: Vec<String> = (0..4).map(|k| sized(n + k)).collect();
+    assert_eq!(pool.map_chunked(length, args, 4).unwrap(), [n, n + 1, n + 2, n + 3]);
+}
