@@ -17,8 +17,10 @@ use crate::state::{Chunk, Phase, Raw, Shared, Slot, State};
 use crate::worker::{self, InitSpec, WorkerBoot, ZygoteMsg, ZygoteReq};
 
 /// Above this many bytes a batch is not sent to a worker that still has one queued, so that a
-/// send never blocks while the worker may itself be blocked sending results.
-const SMALL_BATCH: usize = 16 * 1024;
+/// send never blocks while the worker may itself be blocked sending results: a worker has read
+/// its first batch whole before it sends a result, and a socket's buffer (about 208 KiB by
+/// default) holds a second batch of this size.
+const SMALL_BATCH: usize = 64 * 1024;
 /// The most chunks in one batch.
 const MAX_BATCH_CHUNKS: usize = 256;
 /// Tasks slower than this on average are handed out one chunk at a time.
@@ -830,6 +832,7 @@ fn handle_frame(
         proto::K_RESULTS => {
             let n = r.u32()?;
             let mut entries = Vec::with_capacity((n as usize).min(1 << 16));
+            let mut total = 0u64;
             for _ in 0..n {
                 let job = r.u64()?;
                 let index = r.u64()?;
@@ -843,6 +846,7 @@ fn handle_frame(
                     (1, start, len, fds)
                 };
                 entries.push((job, index, tag, tasks, start, len, fds));
+                total += tasks as u64;
                 if tag == proto::T_SEQ && w.inflight.front().is_none_or(|f| !f.chunk.seq_results) {
                     return Err(proto::Malformed);
                 }
@@ -875,8 +879,10 @@ fn handle_frame(
                 st.record_run(job, run.into_iter());
             }
             let now = Instant::now();
-            if n > 0 {
-                let per = now.saturating_duration_since(w.busy_since) / n;
+            if total > 0 {
+                // The time per task (not per entry: a run holds many).
+                let per = now.saturating_duration_since(w.busy_since)
+                    / u32::try_from(total).unwrap_or(u32::MAX);
                 *ema = Some(match *ema {
                     None => per,
                     Some(e) => e.saturating_mul(3).saturating_add(per) / 4,

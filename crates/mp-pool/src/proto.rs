@@ -136,11 +136,6 @@ pub(crate) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
-/// The length of `v` as a LEB128 varint.
-pub(crate) fn varint_len(v: u64) -> usize {
-    (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
-}
-
 /// Reads a LEB128 varint at `*pos`, advancing it.
 pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v = 0u64;
@@ -378,7 +373,6 @@ mod tests {
         for v in [0u64, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
             let mut buf = Vec::new();
             put_varint(&mut buf, v);
-            assert_eq!(varint_len(v), buf.len(), "{v}");
             let mut pos = 0;
             assert_eq!(get_varint(&buf, &mut pos), Some(v));
             assert_eq!(pos, buf.len());

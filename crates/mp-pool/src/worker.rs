@@ -12,9 +12,14 @@ use serde::{Deserialize, Serialize};
 use crate::proto::{self, Reader, Writer};
 use crate::task::{self, Outcome};
 
-/// How long a worker may hold finished results before sending them, when tasks are quick
-/// (measured with the coarse monotonic clock, which costs almost nothing to read).
+/// How long a worker may hold finished results before sending them (measured with the coarse
+/// monotonic clock, read every [`CLOCK_EVERY`] tasks), besides sending them at the end of
+/// every batch.
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(1);
+
+/// How many tasks a worker finishes between looks at the clock (a look costs about as much
+/// as a small task's bookkeeping).
+const CLOCK_EVERY: u32 = 8;
 
 /// The coarse monotonic clock (a few milliseconds of resolution).
 pub(crate) fn coarse_now() -> Duration {
@@ -58,13 +63,13 @@ fn single(outcome: Outcome) -> (u8, Vec<u8>, Vec<OwnedFd>) {
 }
 
 /// The worker's side of its shared segment (see [`proto::SEG_STARTED`]): the count of tasks
-/// it started, and the journal of results it has not sent.
+/// it started, and the journal of results it has not sent, written a word at a time.
 pub(crate) struct Journal {
-    /// The segment, which lives as long as the worker process.
-    shm: &'static mp_shm::SharedMemory,
     started: Option<&'static AtomicU64>,
     published: Option<&'static AtomicU64>,
-    /// The journal's length, as published.
+    /// The journal's words (the segment lives as long as the worker process).
+    words: &'static [AtomicU64],
+    /// The journal's length in bytes (a multiple of 8), as published.
     len: usize,
     /// The task the next result record is implicitly for.
     next: Option<(u64, u64)>,
@@ -76,10 +81,11 @@ impl Journal {
     /// The journal in `shm`, which is kept for the rest of the worker's life.
     fn new(shm: mp_shm::SharedMemory) -> Journal {
         let shm: &'static mp_shm::SharedMemory = Box::leak(Box::new(shm));
+        let words = (proto::SEG_SIZE - proto::SEG_JOURNAL) / 8;
         Journal {
-            shm,
             started: shm.atomic_u64(proto::SEG_STARTED).ok(),
             published: shm.atomic_u64(proto::SEG_JOURNAL_LEN).ok(),
+            words: shm.atomic_u64s(proto::SEG_JOURNAL, words).unwrap_or(&[]),
             len: 0,
             next: None,
             scratch: Vec::new(),
@@ -96,54 +102,43 @@ impl Journal {
     /// Keeps the result of task `index` of `job` (`tag` and bytes, no descriptors) until it is
     /// sent; false if it does not fit, and then it must be sent now.
     pub(crate) fn record(&mut self, job: u64, index: u64, tag: u8, bytes: &[u8]) -> bool {
-        self.scratch.clear();
+        let mut at = self.len / 8;
         if self.next != Some((job, index)) {
-            self.scratch.extend_from_slice(&[proto::J_TASK, 0, 0, 0, 0, 0, 0, 0]);
-            self.scratch.extend_from_slice(&job.to_le_bytes());
-            self.scratch.extend_from_slice(&index.to_le_bytes());
+            let [Some(a), Some(b), Some(c)] = [0, 1, 2].map(|k| self.words.get(at + k)) else {
+                return false;
+            };
+            a.store(u64::from(proto::J_TASK), Ordering::Relaxed);
+            b.store(job, Ordering::Relaxed);
+            c.store(index, Ordering::Relaxed);
+            at += 3;
         }
-        let small = bytes.len() <= 6;
-        let n = if small {
-            8
-        } else {
-            (1 + proto::varint_len(bytes.len() as u64) + bytes.len()).next_multiple_of(8)
-        };
-        let at = proto::SEG_JOURNAL + self.len;
-        let end = at + self.scratch.len() + n;
-        if end > self.shm.size() || (!self.scratch.is_empty() && self.put(at, false).is_none()) {
-            return false;
-        }
-        let at = at + self.scratch.len();
-        self.scratch.clear();
-        if small {
-            // One aligned `u64` store.
+        if bytes.len() <= 6 {
+            // The common case: one word.
+            let Some(w) = self.words.get(at) else { return false };
             let mut word = u64::from(tag | proto::J_SMALL) | (bytes.len() as u64) << 8;
             for (k, &b) in bytes.iter().enumerate() {
                 word |= u64::from(b) << (16 + 8 * k);
             }
-            if self.shm.write(at, &word.to_le_bytes()).is_err() {
-                return false;
-            }
+            w.store(word, Ordering::Relaxed);
+            at += 1;
         } else {
+            self.scratch.clear();
             self.scratch.push(tag);
             proto::put_varint(&mut self.scratch, bytes.len() as u64);
             self.scratch.extend_from_slice(bytes);
-            if self.put(at, true).is_none() {
-                return false;
-            }
-        }
-        self.publish(end - proto::SEG_JOURNAL);
-        self.next = Some((job, index + 1));
-        true
-    }
-
-    /// Writes the scratch record at `at`, padded to a multiple of 8 bytes if `pad`.
-    fn put(&mut self, at: usize, pad: bool) -> Option<()> {
-        if pad {
             let n = self.scratch.len().next_multiple_of(8);
             self.scratch.resize(n, 0);
+            let Some(ws) = self.words.get(at..at + n / 8) else { return false };
+            for (w, chunk) in ws.iter().zip(self.scratch.chunks_exact(8)) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(chunk);
+                w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+            }
+            at += n / 8;
         }
-        self.shm.write(at, &self.scratch).ok()
+        self.publish(at * 8);
+        self.next = Some((job, index + 1));
+        true
     }
 
     /// Empties the journal (its results were sent).
@@ -282,6 +277,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         alive: true,
         failure: None,
         hold: true,
+        unclocked: 0,
     };
     if let Some(init) = boot.init {
         // The initializer runs as a chunk of one task whose results are thrown away.
@@ -313,6 +309,10 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
             return;
         };
         run.reader = Reader::new(bytes, fds);
+        // Results wait at most `FLUSH_AFTER` from when work arrived.
+        if run.results.count == 0 {
+            run.results.since = coarse_now();
+        }
         if run.reader.u8().ok() != Some(proto::K_BATCH) {
             return;
         }
@@ -375,6 +375,8 @@ pub(crate) struct ChunkRun {
     pub failure: Option<String>,
     /// Send nothing (the initializer's result is not for the parent).
     pub hold: bool,
+    /// Tasks finished since the clock was last read.
+    pub unclocked: u32,
 }
 
 impl ChunkRun {
@@ -417,11 +419,12 @@ impl ChunkRun {
     /// Sends the results if `now`, if every result is to be sent at once, or if the oldest has
     /// waited long enough; false if the parent is gone.
     fn after_task(&mut self, now: bool) -> bool {
-        if now
-            || self.flush_each
-            || self.results.out.buf.len() >= proto::SOFT_FRAME
-            || coarse_now().saturating_sub(self.results.since) >= FLUSH_AFTER
-        {
+        self.unclocked += 1;
+        let late = self.unclocked >= CLOCK_EVERY && {
+            self.unclocked = 0;
+            coarse_now().saturating_sub(self.results.since) >= FLUSH_AFTER
+        };
+        if now || late || self.flush_each || self.results.out.buf.len() >= proto::SOFT_FRAME {
             return self.flush();
         }
         true
@@ -566,9 +569,7 @@ mod tests {
 
     fn journal_bytes(j: &Journal) -> Vec<u8> {
         let len = j.published.map_or(0, |a| a.load(Ordering::Acquire)) as usize;
-        let mut buf = vec![0u8; len];
-        j.shm.read(proto::SEG_JOURNAL, &mut buf).unwrap();
-        buf
+        j.words[..len / 8].iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).collect()
     }
 
     #[test]

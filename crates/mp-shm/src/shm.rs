@@ -319,6 +319,25 @@ impl SharedMemory {
         self.map.atomic_u64(offset)
     }
 
+    /// `count` consecutive `AtomicU64`s starting at `offset`: a region of the segment read and
+    /// written a word at a time (a log, a table of counters).
+    ///
+    /// Errors: [`Error::OutOfBounds`] if the words leave the segment, [`Error::Misaligned`]
+    /// if `offset` is not a multiple of 8.
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// let shm = mp_shm::SharedMemory::new(64)?;
+    /// let words = shm.atomic_u64s(16, 4)?;
+    /// words[3].store(7, Ordering::Relaxed);
+    /// assert_eq!(shm.atomic_u64(40)?.load(Ordering::Relaxed), 7);
+    /// assert!(shm.atomic_u64s(16, 7).is_err());
+    /// # Ok::<(), mp_shm::Error>(())
+    /// ```
+    pub fn atomic_u64s(&self, offset: usize, count: usize) -> Result<&[AtomicU64]> {
+        self.map.atomic_u64s(offset, count)
+    }
+
     /// Unmaps the segment and closes its descriptor: Python's `close`.
     ///
     /// The segment itself lives on for other handles and processes, and a named segment stays

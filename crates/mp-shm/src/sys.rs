@@ -182,6 +182,20 @@ impl Mapping {
         Ok(unsafe { AtomicU64::from_ptr(self.ptr().add(offset).cast()) })
     }
 
+    /// `count` consecutive `AtomicU64`s starting at `offset`.
+    pub(crate) fn atomic_u64s(&self, offset: usize, count: usize) -> Result<&[AtomicU64]> {
+        let bytes = count.checked_mul(size_of::<AtomicU64>()).ok_or(Error::OutOfBounds {
+            offset,
+            len: usize::MAX,
+            size: self.len,
+        })?;
+        self.check_atomic(offset, bytes, align_of::<AtomicU64>())?;
+        // SAFETY: the `count * 8` bytes at `offset` are inside the mapping and aligned for
+        // `AtomicU64` (checked above); the mapping outlives the returned slice, which borrows
+        // `self`; atomics tolerate concurrent access and any bit pattern is a valid `u64`.
+        Ok(unsafe { std::slice::from_raw_parts(self.ptr().add(offset).cast::<AtomicU64>(), count) })
+    }
+
     /// The whole mapping as a shared slice.
     ///
     /// # Safety
