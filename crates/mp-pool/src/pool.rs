@@ -238,10 +238,13 @@ fn new_shared(doorbell: std::os::fd::OwnedFd, processes: usize, phase: Phase) ->
 ///   first to arrive), so the outcome does not depend on timing.
 /// - A worker that dies mid-task (SIGKILL, abort, OOM) is detected by its pidfd: that task gets
 ///   [`Error::WorkerDied`] (each worker keeps a count of the tasks it started in shared
-///   memory, so the parent knows which one it was), results it had already sent are kept,
-///   tasks it finished without sending their results run again, the rest of its chunk is
-///   queued again (once), the worker is replaced, and nothing hangs. A task that kills its
-///   worker is never run twice.
+///   memory, so the parent knows which one it was); every result it finished is kept, sent or
+///   not (it journals each in shared memory as it finishes; only a result holding descriptors
+///   is sent at once instead); the rest of its chunk is queued again (once), the worker is
+///   replaced, and nothing hangs. No task runs twice because of a death.
+/// - An argument or result may encode to at most a little under 56 MiB (a 64 MiB frame less
+///   room for others); a larger one fails its task with [`Error::Serialization`] before it
+///   takes that memory, and the worker goes on.
 /// - With [`Builder::task_timeout`], an overrunning task's worker is killed and replaced and
 ///   the task gets [`Error::Timeout`].
 /// - A task whose argument or result does not serialise fails alone with
