@@ -92,46 +92,60 @@ fn serial() -> Duration {
     start.elapsed()
 }
 
+/// The eight tasks split between two raw forked processes (the floor's parallel run).
+fn raw_parallel() -> Result<Duration> {
+    let start = Instant::now();
+    let mut pids = Vec::new();
+    for k in 0..2u64 {
+        // SAFETY: the child only computes and calls `_exit`; it takes no lock, so forking is
+        // sound even if the parent had other threads.
+        let pid = unsafe { libc::fork() };
+        match pid {
+            -1 => return Err(io::Error::last_os_error()).context("fork"),
+            0 => {
+                for s in (k..TASKS).step_by(2) {
+                    black_box(crunch(s));
+                }
+                // SAFETY: `_exit` ends the child without running the parent's destructors or
+                // atexit handlers.
+                unsafe { libc::_exit(0) }
+            }
+            pid => pids.push(pid),
+        }
+    }
+    for pid in pids {
+        wait_ok(pid)?;
+    }
+    Ok(start.elapsed())
+}
+
+/// How many times each side times the serial and the parallel run, alternately; the best of
+/// each is kept, so that a burst of outside load on this small machine does not decide the
+/// ratio.
+const TRIES: usize = 2;
+
 /// pool_cpu_speedup: 8 CPU-bound tasks of ~100 ms, serial time over the time on a 2-worker
 /// pool (chunksize 1), as a speed-up. The floor is the same work split between two raw forked
 /// processes.
 pub fn pool_cpu_speedup(side: Side) -> Result<Figure> {
-    let speedup = match side {
-        Side::Mp => {
-            let pool = pool2()?;
-            let serial = serial();
-            let start = Instant::now();
-            let got = pool.map_chunked(crunch, 0..TASKS, 1)?;
-            let parallel = start.elapsed();
-            ensure!(got.len() as u64 == TASKS, "a short result");
-            serial.as_secs_f64() / parallel.as_secs_f64()
-        }
-        Side::Floor => {
-            let serial = serial();
-            let start = Instant::now();
-            let mut pids = Vec::new();
-            for k in 0..2u64 {
-                // SAFETY: the child only computes and calls `_exit`; it takes no lock, so
-                // forking is sound even if the parent had other threads.
-                let pid = unsafe { libc::fork() };
-                match pid {
-                    -1 => return Err(io::Error::last_os_error()).context("fork"),
-                    0 => {
-                        for s in (k..TASKS).step_by(2) {
-                            black_box(crunch(s));
-                        }
-                        // SAFETY: `_exit` ends the child without running the parent's
-                        // destructors or atexit handlers.
-                        unsafe { libc::_exit(0) }
-                    }
-                    pid => pids.push(pid),
-                }
-            }
-            for pid in pids {
-                wait_ok(pid)?;
-            }
-            serial.as_secs_f64() / start.elapsed().as_secs_f64()
-        }
+    let pool = match side {
+        Side::Mp => Some(pool2()?),
+        Side::Floor => None,
     };
-    Ok(Figure { value: speedup, unit: "x" })
+    let mut best_serial = Duration::MAX;
+    let mut best_parallel = Duration::MAX;
+    for _ in 0..TRIES {
+        best_serial = best_serial.min(serial());
+        let parallel = match &pool {
+            Some(pool) => {
+                let start = Instant::now();
+                let got = pool.map_chunked(crunch, 0..TASKS, 1)?;
+                ensure!(got.len() as u64 == TASKS, "a short result");
+                start.elapsed()
+            }
+            None => raw_parallel()?,
+        };
+        best_parallel = best_parallel.min(parallel);
+    }
+    Ok(Figure { value: best_serial.as_secs_f64() / best_parallel.as_secs_f64(), unit: "x" })
 }
