@@ -89,7 +89,7 @@ impl WorkerH {
         }
     }
 
-    /// Counts `tasks` results of task `index` on of `job`, which must be the next ones its
+    /// Counts `tasks` results of `job` from task `index` on, which must be the next ones its
     /// oldest chunk expects.
     fn accept(&mut self, job: u64, index: u64, tasks: usize) -> Result<(), proto::Malformed> {
         let front = self.inflight.front_mut().ok_or(proto::Malformed)?;
@@ -471,6 +471,11 @@ impl Collector {
             {
                 oversized.push((i, start, k, e.to_string()));
             }
+        }
+        // The descriptors are not kept; nor is the memory of an unusually large batch.
+        self.out.clear();
+        if self.out.buf.capacity() > proto::SOFT_FRAME {
+            self.out.buf = Vec::new();
         }
         if oversized.is_empty() {
             return;
