@@ -583,3 +583,44 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// A run of bare values decodes back, and is split where the values end.
+        #[test]
+        fn bare_runs_round_trip(values in proptest::collection::vec(any::<(u64, String)>(), 1..30)) {
+            let mut bytes = Vec::new();
+            for v in &values {
+                postcard::serialize_with_flavor(v, crate::proto::Append::new(&mut bytes)).unwrap();
+            }
+            let buf = Arc::new(bytes);
+            let raw = Raw::run_in_buffer(&buf, 0..buf.len(), values.len() as u32, true);
+            let mut out: Vec<(u64, String)> = Vec::new();
+            raw.decode_all(&mut out).unwrap();
+            prop_assert_eq!(&out, &values);
+            let ranges = split_seq::<(u64, String)>(&buf, values.len()).unwrap();
+            for (r, v) in ranges.iter().zip(&values) {
+                prop_assert_eq!(&postcard::from_bytes::<(u64, String)>(&buf[r.clone()]).unwrap(), v);
+            }
+        }
+
+        /// Garbage in a run is an error (or wrong values of the right type), never a panic.
+        #[test]
+        fn garbage_runs_do_not_panic(bytes in proptest::collection::vec(any::<u8>(), 0..100), count in 0u32..20) {
+            let buf = Arc::new(bytes);
+            let raw = Raw::run_in_buffer(&buf, 0..buf.len(), count, true);
+            let mut out: Vec<(u8, String)> = Vec::new();
+            let _ = raw.decode_all(&mut out);
+            let _ = raw.decode::<(u8, String)>();
+            let _ = split_seq::<(u8, String)>(&buf, count as usize);
+            let raw = Raw::run_in_buffer(&buf, 0..buf.len(), count, false);
+            let _ = raw.decode_all(&mut out);
+        }
+    }
+}

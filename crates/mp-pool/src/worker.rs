@@ -611,3 +611,41 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Whatever is recorded reads back the same, in order, across task switches.
+        #[test]
+        fn journal_round_trips(records in proptest::collection::vec(
+            (0u64..3, 0u64..4, prop_oneof![Just(proto::T_OK), Just(proto::T_PANIC), Just(proto::T_DECODE)],
+             proptest::collection::vec(any::<u8>(), 0..40)),
+            0..40,
+        )) {
+            let mut j = Journal::new(mp_shm::SharedMemory::new(proto::SEG_SIZE).unwrap());
+            let mut want = Vec::new();
+            let mut index = 0u64;
+            for (job, skip, tag, bytes) in records {
+                index += skip;
+                prop_assert!(j.record(job, index, tag, &bytes));
+                want.push((job, index, tag, bytes));
+                index += 1;
+            }
+            let len = j.published.map_or(0, |a| a.load(Ordering::Acquire)) as usize;
+            let bytes: Vec<u8> =
+                j.words[..len / 8].iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).collect();
+            prop_assert_eq!(proto::parse_journal(bytes), want);
+        }
+
+        /// Garbage parses to some records or none, never a panic.
+        #[test]
+        fn garbage_journals_do_not_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = proto::parse_journal(bytes);
+        }
+    }
+}
