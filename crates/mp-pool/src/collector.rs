@@ -18,8 +18,8 @@ use crate::worker::{self, InitSpec, WorkerBoot, ZygoteMsg, ZygoteReq};
 
 /// Above this many bytes a batch is not sent to a worker that still has one queued, so that a
 /// send never blocks while the worker may itself be blocked sending results: a worker has read
-/// its first batch whole before it sends a result, and a socket's buffer (about 208 KiB by
-/// default) holds a second batch of this size.
+/// its first batch whole before it sends a result, and its socket's buffer holds a second
+/// batch of this size (a third of the buffer at most: 208 KiB by default).
 const SMALL_BATCH: usize = 64 * 1024;
 /// The most chunks in one batch.
 const MAX_BATCH_CHUNKS: usize = 256;
@@ -79,6 +79,8 @@ pub(crate) struct WorkerH {
     progress: mp_shm::SharedMemory,
     /// The count of results received from it.
     received: u64,
+    /// The largest second batch its socket's buffer is sure to hold (see [`SMALL_BATCH`]).
+    small_batch: usize,
 }
 
 impl WorkerH {
@@ -252,8 +254,10 @@ impl Spawner {
                 (p.pid().unwrap_or(0), Handle::Direct(p))
             }
         };
+        let sndbuf = rustix::net::sockopt::socket_send_buffer_size(&mine).unwrap_or(0);
         Ok(WorkerH {
             pid,
+            small_batch: (sndbuf / 3).min(SMALL_BATCH),
             sock: mine,
             handle,
             inflight: VecDeque::new(),
@@ -407,7 +411,7 @@ impl Collector {
                 if budget == 0 {
                     continue;
                 }
-                let byte_cap = if w.batches > 0 { SMALL_BATCH } else { 8 << 20 };
+                let byte_cap = if w.batches > 0 { w.small_batch } else { 8 << 20 };
                 if w.inflight.is_empty() {
                     w.busy_since = Instant::now();
                 }
