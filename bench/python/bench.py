@@ -393,6 +393,25 @@ def pool_map_small():
     return MAP_LEN / seconds, "tasks/s"
 
 
+def pool_imap_chunked():
+    """imap(square, range(100_000), chunksize=100) on a 2-worker pool, every result consumed in
+    order, in tasks/s."""
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+
+        def batch(n):
+            for _ in range(n):
+                count = 0
+                for i, r in enumerate(pool.imap(square, range(MAP_LEN), chunksize=100)):
+                    if r != square(i):
+                        raise RuntimeError("a wrong result")
+                    count += 1
+                if count != MAP_LEN:
+                    raise RuntimeError("a short result")
+
+        seconds = seconds_per_item(batch)
+    return MAP_LEN / seconds, "tasks/s"
+
+
 def crunch(seed):
     """About as many xorshift steps as the Rust row's 100 ms (CPython is far slower per step,
     so it does fewer: the row reports a ratio of times, not the time)."""
@@ -457,6 +476,7 @@ ROWS = {
     "pool_apply_async": pool_apply_async,
     "pool_apply_latency": pool_apply_latency,
     "pool_map_small": pool_map_small,
+    "pool_imap_chunked": pool_imap_chunked,
     "pool_cpu_speedup": pool_cpu_speedup,
 }
 

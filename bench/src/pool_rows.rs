@@ -1,5 +1,5 @@
-//! The pool rows: `pool_apply_async`, `pool_apply_latency`, `pool_map_small` and
-//! `pool_cpu_speedup`.
+//! The pool rows: `pool_apply_async`, `pool_apply_latency`, `pool_map_small`,
+//! `pool_imap_chunked` and `pool_cpu_speedup`.
 
 use std::hint::black_box;
 use std::io;
@@ -63,6 +63,25 @@ pub fn pool_map_small(side: Side) -> Result<Figure> {
         for _ in 0..n {
             let got = pool.map(square, 0..MAP_LEN)?;
             ensure!(got.len() as u64 == MAP_LEN, "a short result");
+        }
+        Ok(())
+    })?;
+    Ok(Figure { value: MAP_LEN as f64 / seconds, unit: "tasks/s" })
+}
+
+/// pool_imap_chunked: `imap(square, 0..100_000).chunksize(100)` on a 2-worker pool, every
+/// result consumed in order, in tasks/s (reported; BENCHMARKS.md sets no target).
+pub fn pool_imap_chunked(side: Side) -> Result<Figure> {
+    ensure!(side == Side::Mp, "pool_imap_chunked has no floor side");
+    let pool = pool2()?;
+    let seconds = seconds_per_op(|n| {
+        for _ in 0..n {
+            let mut count = 0u64;
+            for (i, r) in pool.imap(square, 0..MAP_LEN)?.chunksize(100).enumerate() {
+                ensure!(r? == square(i as u64), "a wrong result");
+                count += 1;
+            }
+            ensure!(count == MAP_LEN, "a short result");
         }
         Ok(())
     })?;

@@ -70,6 +70,7 @@ pub const ROWS: &[Row] = &[
     row("pool_apply_async", Higher, false, &[Cpython(10.0), Value(210_000.0)]),
     row("pool_apply_latency", Lower, false, &[]),
     row("pool_map_small", Higher, false, &[Cpython(5.0)]),
+    row("pool_imap_chunked", Higher, false, &[]),
     row("pool_cpu_speedup", Higher, true, &[Floor(0.95)]),
 ];
 

@@ -619,11 +619,13 @@ impl Pool {
         let (id, mut g) = self.new_job(Store::Sparse(BTreeMap::new()), None)?;
         g.feeders += 1;
         drop(g);
+        let split: Splitter = split_seq::<A>;
         Ok(Imap::new(
             self.shared.clone(),
             id,
             iterable.into_iter(),
             entry,
+            Some(split),
             ordered,
             self.processes(),
         ))

@@ -1,7 +1,7 @@
 //! `AsyncResult` (Python's `AsyncResult`, also a `Future`) and the `imap` iterators (also
 //! `Stream`s).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::state::{Chunk, Job, Shared, Splitter, Store};
+use crate::state::{Chunk, Job, Raw, Shared, Splitter, Store};
 
 /// Turns a completed job's store into the caller's value.
 pub(crate) type Decode<T> = fn(&Store) -> Result<T>;
@@ -279,21 +279,31 @@ pub struct Imap<I: Iterator, R> {
     job: u64,
     input: Option<I>,
     entry: u64,
+    /// How chunks of bare arguments are split again (`None`: blob form).
+    split: Option<Splitter>,
     ordered: bool,
     chunksize: usize,
-    max_in_flight: usize,
+    /// The bound set by [`Imap::max_in_flight`], if one was.
+    max_in_flight: Option<usize>,
+    processes: usize,
     submitted: u64,
-    yielded: u64,
+    /// Results taken from the job and not yet yielded, in the order they are yielded.
+    ready: VecDeque<Result<R>>,
+    /// Results yielded or in `ready`.
+    taken: u64,
     failure_yielded: bool,
     _r: PhantomData<fn() -> R>,
 }
+
+// No field is ever pinned: `poll_next` only needs `&mut self`.
+impl<I: Iterator + Unpin, R> Unpin for Imap<I, R> {}
 
 impl<I: Iterator, R> std::fmt::Debug for Imap<I, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Imap")
             .field("ordered", &self.ordered)
             .field("submitted", &self.submitted)
-            .field("yielded", &self.yielded)
+            .field("taken", &self.taken)
             .finish()
     }
 }
@@ -309,6 +319,7 @@ where
         job: u64,
         input: I,
         entry: u64,
+        split: Option<Splitter>,
         ordered: bool,
         processes: usize,
     ) -> Self {
@@ -317,11 +328,14 @@ where
             job,
             input: Some(input),
             entry,
+            split,
             ordered,
             chunksize: 1,
-            max_in_flight: (4 * processes).max(256),
+            max_in_flight: None,
+            processes,
             submitted: 0,
-            yielded: 0,
+            ready: VecDeque::new(),
+            taken: 0,
             failure_yielded: false,
             _r: PhantomData,
         }
@@ -334,16 +348,30 @@ where
     }
 
     /// Sets the bound on tasks submitted and not yet yielded (default: the larger of 256 and
-    /// four per worker). It is raised to at least one chunk.
+    /// four chunks per worker). It is raised to at least one chunk.
     pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n.max(1);
+        self.max_in_flight = Some(n.max(1));
         self
+    }
+
+    /// The bound on tasks submitted and not yet yielded.
+    fn bound(&self) -> u64 {
+        let default = (4 * self.processes.max(1)).saturating_mul(self.chunksize).max(256);
+        self.max_in_flight.unwrap_or(default).max(self.chunksize) as u64
+    }
+
+    /// Tasks submitted and not yet yielded.
+    fn in_flight(&self) -> u64 {
+        self.submitted - (self.taken - self.ready.len() as u64)
     }
 
     /// Pulls input and submits chunks until the bound is reached or the input ends.
     fn top_up(&mut self) {
-        let bound = self.max_in_flight.max(self.chunksize) as u64;
-        while self.input.is_some() && self.submitted - self.yielded < bound {
+        let bound = self.bound();
+        if self.input.is_none() || self.in_flight() >= bound {
+            return;
+        }
+        while self.input.is_some() && self.in_flight() < bound {
             let mut items = Vec::with_capacity(self.chunksize);
             let mut ended = false;
             if let Some(input) = &mut self.input {
@@ -359,7 +387,12 @@ where
             }
             let first = self.submitted;
             self.submitted += items.len() as u64;
-            let (chunks, errors) = build_chunks(items, self.entry, first, self.chunksize, None);
+            let (mut chunks, errors) =
+                build_chunks(items, self.entry, first, self.chunksize, self.split);
+            for c in &mut chunks {
+                // The iterator splits result runs itself (`Raw::decode_each`).
+                c.seq_results = true;
+            }
             let mut g = self.shared.lock();
             let stopping = g.jobs.get(&self.job).is_none_or(|j| j.failed.is_some());
             if stopping {
@@ -384,17 +417,35 @@ where
         self.shared.settle();
     }
 
-    /// The next result if one is there; `Err(())` when the iterator is finished.
+    /// The next result if one is there (`Some(None)` when the iterator is finished). Every
+    /// result the job holds that can be yielded next is taken at once, so that most calls do
+    /// not lock the pool's state.
     fn try_next(&mut self, cx: Option<&mut Context<'_>>) -> Option<Option<Result<R>>> {
+        if let Some(r) = self.ready.pop_front() {
+            return Some(Some(r));
+        }
         let mut g = self.shared.lock();
         let Some(j) = g.jobs.get_mut(&self.job) else { return Some(None) };
         let Store::Sparse(m) = &mut j.store else { return Some(None) };
-        let next =
-            if self.ordered { m.remove(&self.yielded) } else { m.pop_first().map(|(_, v)| v) };
-        if let Some(slot) = next {
+        let mut slots = Vec::new();
+        if self.ordered {
+            while let Some(slot) = m.remove(&self.taken) {
+                self.taken += slot.as_ref().map_or(1, Raw::tasks);
+                slots.push(slot);
+            }
+        } else {
+            slots.extend(std::mem::take(m).into_values());
+            self.taken += slots.iter().map(|s| s.as_ref().map_or(1, Raw::tasks)).sum::<u64>();
+        }
+        if !slots.is_empty() {
             drop(g);
-            self.yielded += 1;
-            return Some(Some(slot.and_then(|raw| raw.decode())));
+            for slot in slots {
+                match slot {
+                    Ok(raw) => raw.decode_each(&mut self.ready),
+                    Err(e) => self.ready.push_back(Err(e)),
+                }
+            }
+            return self.ready.pop_front().map(Some);
         }
         if let Some(f) = &j.failed {
             if self.failure_yielded {
@@ -403,7 +454,7 @@ where
             self.failure_yielded = true;
             return Some(Some(Err(f.duplicate())));
         }
-        if self.input.is_none() && j.expected.is_some_and(|n| self.yielded >= n) {
+        if self.input.is_none() && j.expected.is_some_and(|n| self.taken >= n) {
             return Some(None);
         }
         if let Some(cx) = cx {
@@ -434,7 +485,7 @@ where
             let waiting = match g.jobs.get(&self.job) {
                 Some(j) if j.failed.is_none() => match &j.store {
                     Store::Sparse(m) => {
-                        m.is_empty() || (self.ordered && !m.contains_key(&self.yielded))
+                        m.is_empty() || (self.ordered && !m.contains_key(&self.taken))
                     }
                     Store::Dense(..) => false,
                 },

@@ -75,12 +75,38 @@ impl Raw {
         out
     }
 
-    /// Splits a run into one value each.
-    pub fn split(self) -> Vec<Raw> {
+    /// Decodes every value (of a run, or the one value) into `out`, one result per task: a
+    /// value that does not decode is an error, and so is every value of a run without lengths
+    /// after it (nothing tells where they start).
+    pub fn decode_each<T: DeserializeOwned>(&self, out: &mut VecDeque<Result<T>>) {
         if self.run == 0 {
-            return vec![self];
+            out.push_back(self.decode());
+            return;
         }
-        self.value_ranges().into_iter().map(|r| Raw::in_buffer(&self.buf, r, Vec::new())).collect()
+        if self.seq {
+            let mut rest = self.bytes();
+            for k in 0..self.run {
+                match postcard::take_from_bytes::<T>(rest) {
+                    Ok((value, tail)) => {
+                        out.push_back(Ok(value));
+                        rest = tail;
+                    }
+                    Err(e) => {
+                        let e: Error = WireError::Decode(e).into();
+                        out.extend((k..self.run).map(|_| Err(e.duplicate())));
+                        return;
+                    }
+                }
+            }
+            return;
+        }
+        let ranges = self.value_ranges();
+        let missing = (self.run as usize).saturating_sub(ranges.len());
+        for r in ranges {
+            out.push_back(decode(self.buf.get(r).unwrap_or(&[]), Vec::new()).map_err(Error::from));
+        }
+        let e = Error::Serialization("a result run ended early".into());
+        out.extend((0..missing).map(|_| Err(e.duplicate())));
     }
 
     /// Decodes every value (of a run, or the one value).
@@ -409,28 +435,11 @@ impl State {
                         j.received += tasks;
                     }
                 }
-                Store::Sparse(m) => match slot {
-                    // Only jobs with a dense store ask for runs without lengths.
-                    Ok(raw) if raw.is_seq() => {
-                        for k in 0..tasks {
-                            let e = Error::Serialization(
-                                "a result run this job did not ask for".into(),
-                            );
-                            m.insert(index + k, Err(e));
-                            j.received += 1;
-                        }
-                    }
-                    Ok(raw) if tasks > 1 => {
-                        for (k, one) in raw.split().into_iter().enumerate() {
-                            m.insert(index + k as u64, Ok(one));
-                            j.received += 1;
-                        }
-                    }
-                    slot => {
-                        m.insert(index, slot);
-                        j.received += 1;
-                    }
-                },
+                Store::Sparse(m) => {
+                    // A run stays whole too: the iterator that takes it splits it.
+                    m.insert(index, slot);
+                    j.received += tasks;
+                }
             }
         }
         if let Some(w) = &j.waker {
