@@ -396,3 +396,55 @@ fn values_that_together_pass_a_frame_all_arrive() {
     let args: Vec<String> = (0..4).map(|k| sized(n + k)).collect();
     assert_eq!(pool.map_chunked(length, args, 4).unwrap(), [n, n + 1, n + 2, n + 3]);
 }
+
+/// Counts its run in slot `x` of the named segment, then takes a moment.
+fn tally_briefly((x, segment): (i64, String)) -> i64 {
+    let shm = mp_shm::SharedMemory::open(&segment).unwrap();
+    shm.atomic_u64(8 * x as usize).unwrap().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_micros(300));
+    x
+}
+
+#[test]
+fn under_random_kills_every_task_runs_exactly_once() {
+    // Whatever moment a worker is killed at, the task it was running fails and is not run
+    // again, the results it finished are kept (sent or journaled), and the rest of its work
+    // runs once elsewhere.
+    const N: usize = 600;
+    let pool = Pool::new(2).unwrap();
+    let shm = mp_shm::SharedMemory::create_unique(8 * N).unwrap();
+    let args: Vec<(i64, String)> = (0..N as i64).map(|i| (i, shm.name().to_string())).collect();
+    let mut kills = 0;
+    let mut seed = u64::from(std::process::id()) | 1;
+    let mut got: Vec<Option<i64>> = vec![None; N];
+    for (k, r) in pool.imap_unordered(tally_briefly, args).unwrap().chunksize(7).enumerate() {
+        match r {
+            Ok(x) => got[x as usize] = Some(x),
+            Err(Error::WorkerDied { signal: Some(9), .. }) => {}
+            Err(e) => panic!("result {k}: {e:?}"),
+        }
+        if k % 50 == 25 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let pids = pool.pids();
+            if let Some(&victim) = pids.get((seed % pids.len().max(1) as u64) as usize) {
+                kill(victim, Signal::KILL);
+                kills += 1;
+            }
+        }
+    }
+    let failed = got.iter().filter(|g| g.is_none()).count();
+    assert!(failed <= kills, "{failed} tasks failed for {kills} kills");
+    for (x, g) in got.iter().enumerate() {
+        let runs = shm.atomic_u64(8 * x).unwrap().load(std::sync::atomic::Ordering::SeqCst);
+        if g.is_some() {
+            assert_eq!(runs, 1, "task {x} ran {runs} times");
+        } else {
+            // Killed while it ran: maybe before it counted itself.
+            assert!(runs <= 1, "task {x}, killed, ran {runs} times");
+        }
+    }
+    shm.unlink().unwrap();
+    assert_eq!(pool.map(sqr, 0..3).unwrap(), [0, 1, 4]);
+}
