@@ -154,6 +154,8 @@ pub(crate) struct Spawner {
     pub init: Option<InitTemplate>,
     pub maxtasks: Option<u64>,
     pub flush_each: bool,
+    /// Where every worker dies, for tests.
+    pub failpoint: Option<(worker::FailStep, u64)>,
     counter: u32,
 }
 
@@ -175,7 +177,7 @@ impl Spawner {
         } else {
             None
         };
-        Ok(Spawner { method, zygote, init, maxtasks, flush_each, counter: 0 })
+        Ok(Spawner { method, zygote, init, maxtasks, flush_each, failpoint: None, counter: 0 })
     }
 
     fn boot(&self) -> Result<WorkerBoot> {
@@ -193,7 +195,13 @@ impl Spawner {
         };
         let progress = mp_shm::SharedMemory::new(proto::SEG_SIZE)
             .map_err(|e| Error::io("shared memory", std::io::Error::other(e.to_string())))?;
-        Ok(WorkerBoot { init, maxtasks: self.maxtasks, flush_each: self.flush_each, progress })
+        Ok(WorkerBoot {
+            init,
+            maxtasks: self.maxtasks,
+            flush_each: self.flush_each,
+            progress,
+            failpoint: self.failpoint,
+        })
     }
 
     /// Starts one worker.

@@ -66,3 +66,5 @@ pub use error::{Error, Result};
 pub use pool::{Builder, Pool, default_chunksize};
 pub use result::{AsyncResult, Imap};
 pub use task::Task;
+#[doc(hidden)]
+pub use worker::FailStep;

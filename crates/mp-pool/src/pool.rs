@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::result::{AsyncResult, Imap, build_chunks, decode_one, decode_vec, queue_chunks};
 use crate::state::{Job, Phase, Shared, Splitter, State, Store, split_seq};
 use crate::task::{Task, entry_for};
+use crate::worker::FailStep;
 
 /// A job whose input is still being read: if reading it panics, the job is failed and
 /// dropped once its queued tasks are done.
@@ -67,6 +68,7 @@ pub struct Builder {
     maxtasks: Option<usize>,
     method: Option<StartMethod>,
     timeout: Option<Duration>,
+    failpoint: Option<(FailStep, u64)>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -135,6 +137,14 @@ impl Builder {
         self
     }
 
+    /// For tests: every worker kills itself (SIGKILL) at `step` of its protocol the `n`th time
+    /// it gets there (replacements too).
+    #[doc(hidden)]
+    pub fn failpoint(mut self, step: FailStep, n: u64) -> Self {
+        self.failpoint = Some((step, n));
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<Pool> {
         let processes = self.processes.unwrap_or_else(mp_process::cpu_count);
@@ -154,6 +164,7 @@ impl Builder {
         };
         let maxtasks = self.maxtasks.map(|m| m as u64);
         let mut spawner = Spawner::new(method, init, maxtasks, self.timeout.is_some())?;
+        spawner.failpoint = self.failpoint;
         let mut workers = Vec::with_capacity(processes);
         for _ in 0..processes {
             match spawner.spawn() {

@@ -47,6 +47,8 @@ pub(crate) struct WorkerBoot {
     /// this worker has started, so that the parent knows which task was running if the worker
     /// dies, and the results it finished and has not sent, so that they are not lost with it.
     pub progress: mp_shm::SharedMemory,
+    /// Where to die, for tests.
+    pub failpoint: Option<(FailStep, u64)>,
 }
 
 /// The tag, bytes and descriptors of a task's entry that is not part of a run.
@@ -239,22 +241,27 @@ impl Results {
         kept
     }
 
-    /// Sends what has accumulated, and empties the journal; false if the parent is gone.
-    pub(crate) fn flush(&mut self, sock: &OwnedFd, journal: &mut Journal) -> bool {
+    /// Closes the frame: false if it holds nothing to send.
+    fn seal(&mut self) -> bool {
         self.close_run();
-        if self.count == 0 {
-            return true;
-        }
         if let Some(slot) = self.out.buf.get_mut(1..5) {
             slot.copy_from_slice(&self.count.to_le_bytes());
         }
-        let ok = self.out.send(sock.as_fd()).is_ok();
-        if ok {
-            journal.clear();
-        }
-        self.reset();
-        ok
+        self.count > 0
     }
+}
+
+/// Where a worker kills itself (SIGKILL), for tests of a death at that step of its protocol
+/// (see `Builder::failpoint`).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailStep {
+    /// Right after its `n`th result was journaled, before the next task starts.
+    Journaled,
+    /// At its `n`th send of results, before sending.
+    BeforeSend,
+    /// At its `n`th send of results, after sending, before emptying its journal.
+    AfterSend,
 }
 
 /// The worker process: runs the initializer, then batches of chunks until told to stop, its
@@ -278,6 +285,9 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         failure: None,
         hold: true,
         unclocked: 0,
+        failpoint: boot.failpoint,
+        journaled: 0,
+        sends: 0,
     };
     if let Some(init) = boot.init {
         // The initializer runs as a chunk of one task whose results are thrown away.
@@ -377,6 +387,11 @@ pub(crate) struct ChunkRun {
     pub hold: bool,
     /// Tasks finished since the clock was last read.
     pub unclocked: u32,
+    /// Where to die, for tests.
+    pub failpoint: Option<(FailStep, u64)>,
+    /// Results journaled and frames of results sent, counted for the failpoint.
+    pub journaled: u64,
+    pub sends: u64,
 }
 
 impl ChunkRun {
@@ -400,7 +415,21 @@ impl ChunkRun {
         }
         let bytes = self.results.out.buf.get(at..).unwrap_or(&[]);
         let kept = self.journal.record(self.job, index, proto::T_OK, bytes);
+        if kept {
+            self.journaled += 1;
+            self.fail_at(FailStep::Journaled, self.journaled);
+        }
         self.after_task(!kept)
+    }
+
+    /// Dies here if the failpoint says so.
+    fn fail_at(&self, step: FailStep, n: u64) {
+        if self.failpoint == Some((step, n)) {
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::KILL,
+            );
+        }
     }
 
     /// Records task `index`'s outcome and sends the results when it is time; false if the
@@ -432,7 +461,18 @@ impl ChunkRun {
 
     /// Sends the results; false if the parent is gone.
     pub(crate) fn flush(&mut self) -> bool {
-        self.results.flush(&self.sock, &mut self.journal)
+        if !self.results.seal() {
+            return true;
+        }
+        self.sends += 1;
+        self.fail_at(FailStep::BeforeSend, self.sends);
+        let ok = self.results.out.send(self.sock.as_fd()).is_ok();
+        if ok {
+            self.fail_at(FailStep::AfterSend, self.sends);
+            self.journal.clear();
+        }
+        self.results.reset();
+        ok
     }
 }
 

@@ -448,3 +448,40 @@ fn under_random_kills_every_task_runs_exactly_once() {
     shm.unlink().unwrap();
     assert_eq!(pool.map(sqr, 0..3).unwrap(), [0, 1, 4]);
 }
+
+/// Counts its run in slot `x` of the named segment.
+fn tally((x, segment): (i64, String)) -> i64 {
+    let shm = mp_shm::SharedMemory::open(&segment).unwrap();
+    shm.atomic_u64(8 * x as usize).unwrap().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    x
+}
+
+#[test]
+fn deaths_between_tasks_lose_and_repeat_nothing() {
+    // A worker that dies after journaling a result, before sending, or after sending but
+    // before emptying its journal, was running no task: every call still succeeds, and every
+    // task ran exactly once.
+    const N: usize = 120;
+    for step in
+        [mp_pool::FailStep::Journaled, mp_pool::FailStep::BeforeSend, mp_pool::FailStep::AfterSend]
+    {
+        for n in [1u64, 3] {
+            let pool = Pool::builder().processes(2).failpoint(step, n).build().unwrap();
+            let first = pool.pids();
+            let shm = mp_shm::SharedMemory::create_unique(8 * N).unwrap();
+            let args: Vec<(i64, String)> =
+                (0..N as i64).map(|i| (i, shm.name().to_string())).collect();
+            let want: Vec<i64> = (0..N as i64).collect();
+            assert_eq!(pool.map_chunked(tally, args.clone(), 10).unwrap(), want, "{step:?} {n}");
+            let got: Vec<i64> =
+                pool.imap(tally, args).unwrap().chunksize(4).map(Result::unwrap).collect();
+            assert_eq!(got, want, "{step:?} {n}");
+            assert!(first.iter().all(|p| !pool.pids().contains(p)), "{step:?} {n}: no death");
+            for x in 0..N {
+                let runs = shm.atomic_u64(8 * x).unwrap().load(std::sync::atomic::Ordering::SeqCst);
+                assert_eq!(runs, 2, "{step:?} {n}: task {x} ran {runs} times in two calls");
+            }
+            shm.unlink().unwrap();
+        }
+    }
+}
