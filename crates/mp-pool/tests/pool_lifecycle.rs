@@ -234,3 +234,21 @@ fn a_callback_may_drop_the_last_handle_of_its_pool() {
     assert_eq!(rx.recv().unwrap(), 9);
     assert_eq!(r.get().unwrap(), 9);
 }
+
+#[test]
+fn terminate_while_the_input_is_read_stops_reading_it() {
+    let pool = Pool::new(2).unwrap();
+    let pulled = std::cell::Cell::new(0);
+    let input = (0..10_000i64).map(|x| {
+        pulled.set(pulled.get() + 1);
+        if x == 500 {
+            pool.terminate().unwrap();
+        }
+        x
+    });
+    let r = pool.map_async_chunked(sqr, input, 10).and_then(|r| r.get());
+    assert!(matches!(r, Err(Error::Terminated)), "{r:?}");
+    assert!(pulled.get() <= 510, "{} items pulled after the pool stopped", pulled.get());
+    assert!(matches!(pool.map(sqr, 0..3), Err(Error::Closed)));
+    pool.join().unwrap();
+}
