@@ -239,12 +239,11 @@ fn a_callback_may_drop_the_last_handle_of_its_pool() {
 fn terminate_while_the_input_is_read_stops_reading_it() {
     let pool = Pool::new(2).unwrap();
     let pulled = std::cell::Cell::new(0);
-    let input = (0..10_000i64).map(|x| {
+    let input = (0..10_000i64).inspect(|&x| {
         pulled.set(pulled.get() + 1);
         if x == 500 {
             pool.terminate().unwrap();
         }
-        x
     });
     let r = pool.map_async_chunked(sqr, input, 10).and_then(|r| r.get());
     assert!(matches!(r, Err(Error::Terminated)), "{r:?}");
