@@ -48,8 +48,9 @@
 //!
 //! # Robustness
 //! See [`Pool`]: panics become [`Error::Remote`], a dead worker's task gets
-//! [`Error::WorkerDied`] and the worker is replaced, tasks can have a timeout, and Ctrl-C
-//! ends a running call with [`Error::Interrupted`].
+//! [`Error::WorkerDied`] while every result it finished is kept and nothing runs twice, the
+//! worker is replaced, tasks can have a timeout, and Ctrl-C ends a running call with
+//! [`Error::Interrupted`].
 #![deny(unsafe_code)]
 
 mod collector;
