@@ -107,8 +107,7 @@ fn a_killed_worker_fails_its_task_only_and_is_replaced() {
 
 /// Counts its run in slot `x` of the named segment, and kills its worker on 13.
 fn tally_or_die(x: i64, segment: String) -> i64 {
-    let shm = mp_shm::SharedMemory::open(&segment).unwrap();
-    shm.atomic_u64(8 * x as usize).unwrap().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    count_run(x, &segment);
     if x == 13 {
         let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
     }
@@ -136,8 +135,7 @@ fn a_death_inside_a_chunk_of_plain_items_requeues_the_rest_once() {
 /// Counts its run in slot `x` of the named segment, panics on 11 and kills its worker on 13.
 fn tally_panic_or_die(x: i64, segment: String) -> i64 {
     if x == 11 {
-        let shm = mp_shm::SharedMemory::open(&segment).unwrap();
-        shm.atomic_u64(8 * 11).unwrap().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        count_run(x, &segment);
         panic!("eleven");
     }
     tally_or_die(x, segment)
@@ -284,6 +282,25 @@ fn brief(x: i64) -> i64 {
     x
 }
 
+/// SIGKILLs a worker picked by the xorshift `seed` (advanced); false if there was none.
+fn kill_a_worker(pool: &Pool, seed: &mut u64) -> bool {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let pids = pool.pids();
+    let Some(&victim) = pids.get((*seed % pids.len().max(1) as u64) as usize) else {
+        return false;
+    };
+    kill(victim, Signal::KILL);
+    true
+}
+
+/// Counts a run of task `x` in slot `x` of the named segment.
+fn count_run(x: i64, segment: &str) {
+    let shm = mp_shm::SharedMemory::open(segment).unwrap();
+    shm.atomic_u64(8 * x as usize).unwrap().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
 #[test]
 fn random_kills_fail_at_most_one_task_each_and_every_other_task_completes() {
     let pool = Pool::new(2).unwrap();
@@ -292,16 +309,9 @@ fn random_kills_fail_at_most_one_task_each_and_every_other_task_completes() {
     let mut seed = u64::from(std::process::id());
     for (k, r) in pool.imap(brief, 0..400).unwrap().chunksize(3).enumerate() {
         results.push(r);
-        if k % 60 == 30 {
+        if k % 60 == 30 && kill_a_worker(&pool, &mut seed) {
             // A pseudo-random worker, at a pseudo-random point of its chunk.
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let pids = pool.pids();
-            if let Some(&victim) = pids.get((seed % pids.len().max(1) as u64) as usize) {
-                kill(victim, Signal::KILL);
-                kills += 1;
-            }
+            kills += 1;
         }
     }
     assert_eq!(results.len(), 400);
@@ -399,8 +409,7 @@ fn values_that_together_pass_a_frame_all_arrive() {
 
 /// Counts its run in slot `x` of the named segment, then takes a moment.
 fn tally_briefly((x, segment): (i64, String)) -> i64 {
-    let shm = mp_shm::SharedMemory::open(&segment).unwrap();
-    shm.atomic_u64(8 * x as usize).unwrap().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    count_run(x, &segment);
     std::thread::sleep(Duration::from_micros(300));
     x
 }
@@ -423,15 +432,8 @@ fn under_random_kills_every_task_runs_exactly_once() {
             Err(Error::WorkerDied { signal: Some(9), .. }) => {}
             Err(e) => panic!("result {k}: {e:?}"),
         }
-        if k % 50 == 25 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let pids = pool.pids();
-            if let Some(&victim) = pids.get((seed % pids.len().max(1) as u64) as usize) {
-                kill(victim, Signal::KILL);
-                kills += 1;
-            }
+        if k % 50 == 25 && kill_a_worker(&pool, &mut seed) {
+            kills += 1;
         }
     }
     let failed = got.iter().filter(|g| g.is_none()).count();
@@ -451,8 +453,7 @@ fn under_random_kills_every_task_runs_exactly_once() {
 
 /// Counts its run in slot `x` of the named segment.
 fn tally((x, segment): (i64, String)) -> i64 {
-    let shm = mp_shm::SharedMemory::open(&segment).unwrap();
-    shm.atomic_u64(8 * x as usize).unwrap().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    count_run(x, &segment);
     x
 }
 
