@@ -59,6 +59,9 @@ struct InChunk {
     done: usize,
     /// The last chunk of its batch.
     ends_batch: bool,
+    /// The number of its batch among those sent to the worker (from 1), if it is the first
+    /// chunk of that batch.
+    starts_batch: Option<u64>,
 }
 
 /// A worker as the collector tracks it.
@@ -69,6 +72,8 @@ pub(crate) struct WorkerH {
     inflight: VecDeque<InChunk>,
     /// Batches sent and not finished.
     batches: u32,
+    /// Batches sent in all.
+    batches_sent: u64,
     chunks_sent: u64,
     /// When the task it is running started (as far as the parent can tell).
     busy_since: Instant,
@@ -270,6 +275,7 @@ impl Spawner {
             handle,
             inflight: VecDeque::new(),
             batches: 0,
+            batches_sent: 0,
             chunks_sent: 0,
             busy_since: Instant::now(),
             timed_out: false,
@@ -438,7 +444,13 @@ impl Collector {
                     let Some(c) = st.queue.pop_front() else { break };
                     bytes += size;
                     w.chunks_sent += 1;
-                    w.inflight.push_back(InChunk { chunk: c, done: 0, ends_batch: false });
+                    let starts_batch = (taken == 0).then_some(w.batches_sent + 1);
+                    w.inflight.push_back(InChunk {
+                        chunk: c,
+                        done: 0,
+                        ends_batch: false,
+                        starts_batch,
+                    });
                     taken += 1;
                 }
                 if taken == 0 {
@@ -448,6 +460,7 @@ impl Collector {
                     last.ends_batch = true;
                 }
                 w.batches += 1;
+                w.batches_sent += 1;
                 sends.push((i, start, taken));
                 sent_any = true;
             }
@@ -675,9 +688,12 @@ impl Collector {
     }
 
     /// Fails or re-queues what a dead worker held. The results it finished and did not send
-    /// are taken from its journal; the task it was running (known from its progress counter)
-    /// fails; the rest of the running task's chunk is queued again once; later chunks, never started,
-    /// are queued again as they were.
+    /// are taken from its journal; the task it was running (known from its progress counter,
+    /// which counts a task before its arguments are decoded) fails; the rest of the running
+    /// task's chunk is queued again once; later chunks, never started, are queued again as
+    /// they were. If no task was running, the next one to run gets a strike, and fails at its
+    /// second ([`STRIKES`](crate::state::STRIKES)). Arguments are split by the boundaries
+    /// recorded when they were encoded: no decoder of the caller's runs here.
     fn handle_death(&mut self, st: &mut State, mut w: WorkerH) {
         let code = w.status;
         if code == Some(-2) && st.failure.is_none() {
@@ -701,10 +717,26 @@ impl Collector {
             }
         };
         let mut requeue: Vec<Chunk> = Vec::new();
+        let pending: u64 = w.inflight.iter().map(|ic| (ic.chunk.count - ic.done) as u64).sum();
+        let received = w
+            .progress
+            .atomic_u64(proto::SEG_RECEIVED)
+            .map(|a| a.load(std::sync::atomic::Ordering::Acquire))
+            .unwrap_or(0);
+        // No task was running, and the worker died after it read the batch of the next task
+        // and before it started any task of that batch: nothing can be blamed but that task,
+        // which gets a strike. (A worker that dies between tasks it ran, before it reads its
+        // next batch, gives no strike.)
+        let mut strike = running.is_none_or(|r| r >= pending)
+            && w.inflight
+                .front()
+                .is_some_and(|ic| ic.done == 0 && ic.starts_batch.is_some_and(|b| b <= received));
         let mut k = 0u64;
         for ic in std::mem::take(&mut w.inflight) {
             let base = ic.chunk.first + ic.done as u64;
             let (job, entry, was_requeued) = (ic.chunk.job, ic.chunk.entry, ic.chunk.requeued);
+            // Strikes belong to a chunk's first task: they lapse once it has reported.
+            let mut strikes = if ic.done == 0 { ic.chunk.strikes } else { 0 };
             let done = ic.done;
             let count = ic.chunk.count;
             let items: Vec<Raw> = ic.chunk.into_raws().into_iter().skip(done).collect();
@@ -720,12 +752,24 @@ impl Collector {
             let mut after_running = false;
             for (j, raw) in items.into_iter().enumerate() {
                 let index = base + j as u64;
+                if std::mem::take(&mut strike) {
+                    strikes += 1;
+                    if strikes >= crate::state::STRIKES {
+                        st.record(job, index, Err(err.duplicate()));
+                        run.first = index + 1;
+                        strikes = 0;
+                        k += 1;
+                        continue;
+                    }
+                }
                 if Some(k) == running {
                     let next = Chunk::new(job, entry, index + 1, true);
-                    let before = std::mem::replace(&mut run, next);
+                    let mut before = std::mem::replace(&mut run, next);
                     if before.count > 0 {
+                        before.strikes = strikes;
                         requeue.push(before);
                     }
+                    strikes = 0;
                     st.record(job, index, Err(err.duplicate()));
                     after_running = true;
                 } else if after_running && was_requeued {
@@ -738,6 +782,7 @@ impl Collector {
             }
             if run.count > 0 {
                 run.requeued = was_requeued || after_running;
+                run.strikes = strikes;
                 requeue.push(run);
             }
         }

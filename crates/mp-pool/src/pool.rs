@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::collector::{Collector, InitTemplate, Spawner};
 use crate::error::{Error, Result};
 use crate::result::{AsyncResult, Imap, build_chunks, decode_one, decode_vec, queue_chunks};
-use crate::state::{Job, Phase, Shared, Splitter, State, Store, split_seq};
+use crate::state::{Job, Phase, Shared, State, Store};
 use crate::task::{Task, entry_for};
 use crate::worker::FailStep;
 
@@ -349,11 +349,9 @@ impl Pool {
         drop(g);
         // If the input panics, the job is given up (nobody will get its handle).
         let guard = Unfinished { shared: &self.shared, id };
-        let split: Splitter = split_seq::<T>;
         let mut first = 0u64;
         loop {
-            let (mut chunks, errors) =
-                build_chunks(items.by_ref().take(cs), entry, first, cs, Some(split));
+            let (mut chunks, errors) = build_chunks(items.by_ref().take(cs), entry, first, cs);
             let got = chunks.iter().map(|c| c.count as u64).sum::<u64>() + errors.len() as u64;
             first += got;
             for c in &mut chunks {
@@ -630,13 +628,11 @@ impl Pool {
         let (id, mut g) = self.new_job(Store::Sparse(BTreeMap::new()), None)?;
         g.feeders += 1;
         drop(g);
-        let split: Splitter = split_seq::<A>;
         Ok(Imap::new(
             self.shared.clone(),
             id,
             iterable.into_iter(),
             entry,
-            Some(split),
             ordered,
             self.processes(),
         ))

@@ -45,12 +45,15 @@ pub(crate) const T_RUN: u8 = 4;
 pub(crate) const T_SEQ: u8 = 5;
 
 /// The worker's shared segment: the count of tasks it has started (a `u64` at
-/// [`SEG_STARTED`]), and its journal: the results it finished and has not sent yet, so that
-/// the parent still gets them if the worker dies. The journal's length is a `u64` at
-/// [`SEG_JOURNAL_LEN`], its records start at [`SEG_JOURNAL`].
+/// [`SEG_STARTED`]), the count of batches it has read off its socket (at [`SEG_RECEIVED`]),
+/// and its journal: the results it finished and has not sent yet, so that the parent still
+/// gets them if the worker dies. The journal's length is a `u64` at [`SEG_JOURNAL_LEN`], its
+/// records start at [`SEG_JOURNAL`].
 pub(crate) const SEG_STARTED: usize = 0;
 /// See [`SEG_STARTED`].
 pub(crate) const SEG_JOURNAL_LEN: usize = 8;
+/// See [`SEG_STARTED`].
+pub(crate) const SEG_RECEIVED: usize = 16;
 /// See [`SEG_STARTED`].
 pub(crate) const SEG_JOURNAL: usize = 64;
 /// The size of the worker's segment (memory is used only as far as the journal fills).

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::state::{Chunk, Job, Raw, Shared, Splitter, Store};
+use crate::state::{Chunk, Job, Raw, Shared, Store};
 
 /// Turns a completed job's store into the caller's value.
 pub(crate) type Decode<T> = fn(&Store) -> Result<T>;
@@ -279,8 +279,6 @@ pub struct Imap<I: Iterator, R> {
     job: u64,
     input: Option<I>,
     entry: u64,
-    /// How chunks of bare arguments are split again (`None`: blob form).
-    split: Option<Splitter>,
     ordered: bool,
     chunksize: usize,
     /// The bound set by [`Imap::max_in_flight`], if one was.
@@ -319,7 +317,6 @@ where
         job: u64,
         input: I,
         entry: u64,
-        split: Option<Splitter>,
         ordered: bool,
         processes: usize,
     ) -> Self {
@@ -328,7 +325,6 @@ where
             job,
             input: Some(input),
             entry,
-            split,
             ordered,
             chunksize: 1,
             max_in_flight: None,
@@ -387,8 +383,7 @@ where
             }
             let first = self.submitted;
             self.submitted += items.len() as u64;
-            let (mut chunks, errors) =
-                build_chunks(items, self.entry, first, self.chunksize, self.split);
+            let (mut chunks, errors) = build_chunks(items, self.entry, first, self.chunksize);
             for c in &mut chunks {
                 // The iterator splits result runs itself (`Raw::decode_each`).
                 c.seq_results = true;
@@ -542,20 +537,18 @@ impl<I: Iterator, R> Drop for Imap<I, R> {
 
 /// Encodes `items` into chunks of at most `chunksize` tasks of job 0 (the caller sets the
 /// job), starting at task `first`; an item that fails to encode ends its chunk and is returned
-/// as that task's error. With `split`, chunks hold bare values back to back (`Chunk::seq`)
-/// as long as their items serialise without descriptors; an item that holds one starts a
-/// chunk in blob form.
+/// as that task's error. Chunks hold bare values back to back (`Chunk::seq`) as long as their
+/// items serialise without descriptors; an item that holds one starts a chunk in blob form.
 pub(crate) fn build_chunks<T: Serialize>(
     items: impl IntoIterator<Item = T>,
     entry: u64,
     first: u64,
     chunksize: usize,
-    split: Option<Splitter>,
 ) -> (Vec<Chunk>, Vec<(u64, Error)>) {
     let chunksize = chunksize.max(1);
     let fresh = |first: u64| {
         let mut c = Chunk::new(0, entry, first, false);
-        c.seq = split;
+        c.seq = true;
         c
     };
     let mut chunks = Vec::new();
@@ -564,18 +557,15 @@ pub(crate) fn build_chunks<T: Serialize>(
     current.payload.reserve(chunksize.min(1 << 16) * 4);
     for (k, item) in items.into_iter().enumerate() {
         let index = first + k as u64;
-        let pushed = match current.seq {
-            Some(_) => current.push_seq(&item),
-            None => Ok(false),
-        };
+        let pushed = if current.seq { current.push_seq(&item) } else { Ok(false) };
         let pushed = match pushed {
             Ok(false) => {
-                if current.seq.is_some() {
+                if current.seq {
                     // An item holding a descriptor (or failing): it goes in blob form.
                     if current.count > 0 {
                         chunks.push(std::mem::replace(&mut current, fresh(index)));
                     }
-                    current.seq = None;
+                    current.seq = false;
                 }
                 current.push(&item)
             }

@@ -239,25 +239,10 @@ impl Job {
     }
 }
 
-/// Finds where each of `count` values of a run without lengths ends, by decoding them: the
-/// byte ranges, or `None` if the bytes do not hold that many values.
-pub(crate) type Splitter = fn(&[u8], usize) -> Option<Vec<Range<usize>>>;
-
-/// The [`Splitter`] of values of type `T`.
-pub(crate) fn split_seq<T: DeserializeOwned>(
-    bytes: &[u8],
-    count: usize,
-) -> Option<Vec<Range<usize>>> {
-    let mut out = Vec::with_capacity(count.min(1 << 16));
-    let mut rest = bytes;
-    for _ in 0..count {
-        let start = bytes.len() - rest.len();
-        let (_, tail) = postcard::take_from_bytes::<T>(rest).ok()?;
-        out.push(start..bytes.len() - tail.len());
-        rest = tail;
-    }
-    Some(out)
-}
+/// How many workers may die holding a chunk as the next one to run, with no task of it known
+/// to have started, before its first task is failed with `WorkerDied` (loky's and pebble's
+/// rule: a task that kills two workers is not tried again).
+pub(crate) const STRIKES: u8 = 2;
 
 /// A run of consecutive tasks of one job, handed to one worker as a unit.
 #[derive(Debug)]
@@ -270,15 +255,21 @@ pub(crate) struct Chunk {
     /// The encoded arguments, as they are sent: one blob after another (a header, see
     /// `proto::put_blob_header`, and the bytes), or with `seq`, the bare values back to back.
     pub payload: Vec<u8>,
+    /// With `seq`, where each item's bytes end in `payload`, recorded as they are encoded:
+    /// the parent splits a chunk again without decoding its items (a user's decoder never
+    /// runs in the parent).
+    pub ends: Vec<u32>,
     /// The descriptors of every item, in order (never with `seq`).
     pub fds: Vec<OwnedFd>,
     /// The number of items.
     pub count: usize,
     /// This is the rest of a chunk whose worker died: it is not re-queued again.
     pub requeued: bool,
-    /// The arguments are bare postcard values back to back (none holds a descriptor); this
-    /// finds them again if the chunk must be split.
-    pub seq: Option<Splitter>,
+    /// How many workers died holding this chunk as the next one to run without having started
+    /// any task (so no task could be blamed): at [`STRIKES`], its first task fails.
+    pub strikes: u8,
+    /// The arguments are bare postcard values back to back (none holds a descriptor).
+    pub seq: bool,
     /// The job keeps its results by index, so the worker may send them as a run without
     /// lengths.
     pub seq_results: bool,
@@ -292,10 +283,12 @@ impl Chunk {
             first,
             entry,
             payload: Vec::new(),
+            ends: Vec::new(),
             fds: Vec::new(),
             count: 0,
             requeued,
-            seq: None,
+            strikes: 0,
+            seq: false,
             seq_results: false,
         }
     }
@@ -304,7 +297,7 @@ impl Chunk {
     /// the results may be sent as a run without lengths.
     pub fn form(&self) -> u8 {
         let mut form = 0;
-        if self.seq.is_some() {
+        if self.seq {
             form |= crate::proto::F_SEQ_ARGS;
         }
         if self.seq_results {
@@ -321,6 +314,8 @@ impl Chunk {
         match postcard::serialize_with_flavor(value, crate::proto::Append::new(&mut self.payload)) {
             Ok(()) => {
                 self.count += 1;
+                // A chunk is closed at `SOFT_FRAME` bytes, far below 4 GiB.
+                self.ends.push(u32::try_from(self.payload.len()).unwrap_or(u32::MAX));
                 Ok(true)
             }
             Err(e) => {
@@ -364,14 +359,22 @@ impl Chunk {
         self.count += 1;
     }
 
-    /// The items, split apart again (to re-queue part of a chunk). Fewer than `count` only if
-    /// the payload is damaged, which cannot happen to a chunk this process encoded.
+    /// The items, split apart again (to re-queue part of a chunk) by the boundaries recorded
+    /// when they were encoded, never by decoding them. Fewer than `count` only if the payload
+    /// is damaged, which cannot happen to a chunk this process encoded.
     pub fn into_raws(self) -> Vec<Raw> {
-        if let Some(split) = self.seq {
-            let ranges = split(&self.payload, self.count).unwrap_or_default();
-            return ranges
-                .into_iter()
-                .map(|r| Raw::new(self.payload.get(r).unwrap_or(&[]).to_vec(), Vec::new()))
+        if self.seq {
+            let mut start = 0usize;
+            return self
+                .ends
+                .iter()
+                .map(|&end| {
+                    let end = end as usize;
+                    let raw =
+                        Raw::new(self.payload.get(start..end).unwrap_or(&[]).to_vec(), Vec::new());
+                    start = end;
+                    raw
+                })
                 .collect();
         }
         let mut r = crate::proto::Reader::new(self.payload, self.fds);
@@ -601,7 +604,7 @@ mod proptests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
-        /// A run of bare values decodes back, and is split where the values end.
+        /// A run of bare values decodes back.
         #[test]
         fn bare_runs_round_trip(values in proptest::collection::vec(any::<(u64, String)>(), 1..30)) {
             let mut bytes = Vec::new();
@@ -613,10 +616,6 @@ mod proptests {
             let mut out: Vec<(u64, String)> = Vec::new();
             raw.decode_all(&mut out).unwrap();
             prop_assert_eq!(&out, &values);
-            let ranges = split_seq::<(u64, String)>(&buf, values.len()).unwrap();
-            for (r, v) in ranges.iter().zip(&values) {
-                prop_assert_eq!(&postcard::from_bytes::<(u64, String)>(&buf[r.clone()]).unwrap(), v);
-            }
         }
 
         /// Garbage in a run is an error (or wrong values of the right type), never a panic.
@@ -627,7 +626,6 @@ mod proptests {
             let mut out: Vec<(u8, String)> = Vec::new();
             let _ = raw.decode_all(&mut out);
             let _ = raw.decode::<(u8, String)>();
-            let _ = split_seq::<(u8, String)>(&buf, count as usize);
             let raw = Raw::run_in_buffer(&buf, 0..buf.len(), count, false);
             let _ = raw.decode_all(&mut out);
         }

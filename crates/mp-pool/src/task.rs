@@ -96,6 +96,9 @@ where
     let seq_end = run.payload.end;
     for i in 0..run.count {
         let index = run.first + i;
+        // The task counts as started before its arguments are decoded: a decoder that kills
+        // the worker is blamed on this task, which then fails, instead of being run again.
+        run.start_task();
         let args = if seq_args {
             match postcard::take_from_bytes::<Args>(run.reader.slice(seq_at..seq_end)) {
                 Ok((args, tail)) => {
@@ -115,7 +118,6 @@ where
             };
             crate::state::decode::<Args>(input, fds).map_err(|e| e.to_string())
         };
-        run.start_task();
         run.results.open_run(run.job, index, seq_results);
         let outcome = match args {
             Err(e) => Outcome::DecodeArgs(e),

@@ -68,6 +68,7 @@ fn single(outcome: Outcome) -> (u8, Vec<u8>, Vec<OwnedFd>) {
 /// it started, and the journal of results it has not sent, written a word at a time.
 pub(crate) struct Journal {
     started: Option<&'static AtomicU64>,
+    received: Option<&'static AtomicU64>,
     published: Option<&'static AtomicU64>,
     /// The journal's words (the segment lives as long as the worker process).
     words: &'static [AtomicU64],
@@ -86,6 +87,7 @@ impl Journal {
         let words = (proto::SEG_SIZE - proto::SEG_JOURNAL) / 8;
         Journal {
             started: shm.atomic_u64(proto::SEG_STARTED).ok(),
+            received: shm.atomic_u64(proto::SEG_RECEIVED).ok(),
             published: shm.atomic_u64(proto::SEG_JOURNAL_LEN).ok(),
             words: shm.atomic_u64s(proto::SEG_JOURNAL, words).unwrap_or(&[]),
             len: 0,
@@ -97,6 +99,13 @@ impl Journal {
     /// Publishes the count of tasks started.
     pub(crate) fn started(&self, n: u64) {
         if let Some(a) = self.started {
+            a.store(n, Ordering::Release);
+        }
+    }
+
+    /// Publishes the count of batches read off the socket.
+    pub(crate) fn received(&self, n: u64) {
+        if let Some(a) = self.received {
             a.store(n, Ordering::Release);
         }
     }
@@ -262,6 +271,8 @@ pub enum FailStep {
     BeforeSend,
     /// At its `n`th send of results, after sending, before emptying its journal.
     AfterSend,
+    /// Right after its `n`th batch of chunks arrived, before any of its tasks starts.
+    Received,
 }
 
 /// The worker process: runs the initializer, then batches of chunks until told to stop, its
@@ -288,6 +299,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         failpoint: boot.failpoint,
         journaled: 0,
         sends: 0,
+        batches: 0,
     };
     if let Some(init) = boot.init {
         // The initializer runs as a chunk of one task whose results are thrown away.
@@ -319,6 +331,9 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
             return;
         };
         run.reader = Reader::new(bytes, fds);
+        run.batches += 1;
+        run.journal.received(run.batches);
+        run.fail_at(FailStep::Received, run.batches);
         // Results wait at most `FLUSH_AFTER` from when work arrived.
         if run.results.count == 0 {
             run.results.since = coarse_now();
@@ -389,9 +404,11 @@ pub(crate) struct ChunkRun {
     pub unclocked: u32,
     /// Where to die, for tests.
     pub failpoint: Option<(FailStep, u64)>,
-    /// Results journaled and frames of results sent, counted for the failpoint.
+    /// Results journaled, frames of results sent and batches received, counted for the
+    /// failpoint.
     pub journaled: u64,
     pub sends: u64,
+    pub batches: u64,
 }
 
 impl ChunkRun {

@@ -486,3 +486,81 @@ fn deaths_between_tasks_lose_and_repeat_nothing() {
         }
     }
 }
+
+/// An argument whose decoder counts itself in slot `slot` of a named segment and then, if
+/// `kill`, aborts the process decoding it.
+#[derive(Clone)]
+struct Poison {
+    segment: String,
+    slot: i64,
+    kill: bool,
+}
+
+impl Serialize for Poison {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.segment, self.slot, self.kill).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Poison {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (segment, slot, kill) = <(String, i64, bool)>::deserialize(d)?;
+        count_run(slot, &segment);
+        if kill {
+            std::process::abort();
+        }
+        Ok(Poison { segment, slot, kill })
+    }
+}
+
+fn takes_poison(p: Poison) -> i64 {
+    p.slot
+}
+
+#[test]
+fn arguments_whose_decoder_kills_the_worker_fail_once_and_the_parent_never_decodes_them() {
+    // Issue 10: such a task was re-queued as "not started" for ever, and the parent decoded
+    // the dead worker's arguments to re-queue them (dying itself when the decoder aborts).
+    const N: usize = 12;
+    let pool = Pool::new(2).unwrap();
+    let shm = mp_shm::SharedMemory::create_unique(8 * N).unwrap();
+    let poison = |slot: i64, kill: bool| Poison { segment: shm.name().to_string(), slot, kill };
+
+    match pool.apply(takes_poison, (poison(0, true),)) {
+        Err(Error::WorkerDied { signal: Some(6), .. }) => {}
+        other => panic!("expected WorkerDied by SIGABRT, got {other:?}"),
+    }
+    // In the middle of a chunk: the items after it are split off and re-queued by the parent.
+    let items: Vec<Poison> = (1..N as i64).map(|i| poison(i, i == 5)).collect();
+    let got: Vec<_> = pool.imap(takes_poison, items).unwrap().chunksize(N).collect();
+    for (k, r) in got.iter().enumerate() {
+        let i = k as i64 + 1;
+        match r {
+            Ok(v) => assert_eq!(*v, i),
+            Err(Error::WorkerDied { .. }) => assert_eq!(i, 5, "task {i} failed"),
+            Err(e) => panic!("task {i}: {e:?}"),
+        }
+    }
+    assert!(got[4].is_err());
+    for x in 0..N {
+        let runs = shm.atomic_u64(8 * x).unwrap().load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(runs, 1, "the arguments of task {x} were decoded {runs} times");
+    }
+    shm.unlink().unwrap();
+    assert_eq!(pool.map(sqr, 0..3).unwrap(), [0, 1, 4]);
+}
+
+#[test]
+fn a_task_whose_worker_dies_before_it_starts_fails_after_two_deaths() {
+    // Every worker dies as soon as its first batch arrives, before it starts a task: no task
+    // can be blamed, so the next one to run gets a strike, and fails at its second.
+    let pool =
+        Pool::builder().processes(2).failpoint(mp_pool::FailStep::Received, 1).build().unwrap();
+    match pool.apply(sqr, (3,)) {
+        Err(Error::WorkerDied { signal: Some(9), .. }) => {}
+        other => panic!("expected WorkerDied by SIGKILL, got {other:?}"),
+    }
+    let got: Vec<_> = pool.imap(sqr, 0..4).unwrap().chunksize(1).collect();
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|r| matches!(r, Err(Error::WorkerDied { .. }))), "{got:?}");
+}
