@@ -497,15 +497,20 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
     let out = std::io::stdout().lock();
     let err = std::io::stderr().lock();
     let g = global();
-    let mut held = Some((out, err, g));
+    // The registry of shared objects is locked last and never held while printing or taking
+    // `GLOBAL`.
+    let registry = crate::fdpass::hold_for_fork();
+    let mut held = Some((out, err, g, registry));
     let mut job = Some((launch, ident));
     let pid = sys::fork_child(&mut || {
-        let (Some((out, err, mut g)), Some((launch, ident))) = (held.take(), job.take()) else {
+        let (Some((out, err, mut g, registry)), Some((launch, ident))) = (held.take(), job.take())
+        else {
             return bootstrap::BOOTSTRAP_FAILURE;
         };
         let daemon = ident.daemon;
         let parent_pid = ident.parent_pid;
         let name = ident.name.clone();
+        drop(registry);
         g.become_forked_child(ident);
         drop(g);
         drop(err);

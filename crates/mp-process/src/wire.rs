@@ -72,6 +72,10 @@ pub enum WireError {
     /// A value holding a file descriptor was serialised or deserialised outside
     /// `fdpass::encode_with_fds` or `fdpass::decode_with_fds`.
     NoFdContext,
+    /// Something received was refused, for the reason given: a shared object of another kind
+    /// than expected, one never defined, a descriptor of the wrong type, a damaged object
+    /// table.
+    Refused(String),
 }
 
 impl fmt::Display for WireError {
@@ -107,6 +111,7 @@ impl fmt::Display for WireError {
                 "file descriptors can only be serialised or deserialised through mp's \
                  fd-carrying encoder (fdpass::encode_with_fds / fdpass::decode_with_fds)",
             ),
+            Self::Refused(why) => write!(f, "refused what was received: {why}"),
         }
     }
 }

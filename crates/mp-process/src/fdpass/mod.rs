@@ -1,6 +1,7 @@
-//! File descriptors carried out of band (`SCM_RIGHTS`) beside framed bytes on Unix sockets.
+//! File descriptors and shared objects carried out of band (`SCM_RIGHTS`) beside framed bytes
+//! on Unix sockets.
 //!
-//! Two layers live here:
+//! Three layers live here:
 //!
 //! * Raw frames: [`send_frame`] and [`recv_frame`] move a payload plus up to
 //!   [`MAX_FDS_PER_FRAME`] descriptors over an `AF_UNIX` `SOCK_STREAM` socket. The
@@ -13,11 +14,30 @@
 //!   postcard. Each descriptor is replaced in the bytes by its index into a side list
 //!   of descriptors, which travels out of band. [`send_value`] and [`recv_value`]
 //!   combine both layers.
+//! * Shared objects ([`SharedObject`]: queues, locks, shared memory): an object crosses as an
+//!   index into the value's scope of object identities, and its definition travels once per
+//!   message, or once per receiver on channels that keep a cache ([`PeerObjects`],
+//!   [`ObjectCache`]); a process keeps one handle per object. The `objects` module's docs
+//!   say how.
 //!
 //! After any receive error other than a clean end of stream, the stream position is
-//! unspecified and the socket should be closed.
+//! unspecified and the socket should be closed; [`recv_frame`] consumes a frame whose
+//! descriptors the kernel had to drop (`MSG_CTRUNC`, out of descriptors) whole, so that
+//! stream stays in step.
 
-use std::cell::Cell;
+mod context;
+mod objects;
+
+pub use context::{
+    FdRef, PassFd, decode_in, decode_with_fds, encode_with_fds, encode_with_flavor,
+    encode_with_objects, refuse, serde_fd, take_in,
+};
+pub(crate) use objects::hold_for_fork;
+pub use objects::{
+    Kind, MAX_CACHED, MAX_DEPTH, ObjectCache, ObjectId, ObjectList, PeerObjects, SharedObject,
+    deserialize_object, fingerprint, new_object_id, serde_object, serialize_object,
+};
+
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -27,8 +47,8 @@ use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::wire::WireError;
 
@@ -252,275 +272,6 @@ fn recv_frame_inner(sock: BorrowedFd<'_>, max: usize, wait: bool) -> Result<Rece
     Ok(Received::Frame(payload, fds))
 }
 
-/// What the current thread is doing with descriptors met during (de)serialisation.
-enum Mode {
-    /// No fd-carrying encode or decode is in progress.
-    Idle,
-    /// Encoding: serialised descriptors are duplicated into this list.
-    Sink(Vec<OwnedFd>),
-    /// Decoding: deserialised indices take their descriptor from this list.
-    Source(Vec<Option<OwnedFd>>),
-}
-
-/// The per-thread state of the fd-carrying encoder and decoder.
-struct Context {
-    /// Whether descriptors are being collected, handed out, or neither.
-    mode: Mode,
-    /// The precise error behind the last serde custom error raised in this context,
-    /// kept because postcard's error type drops custom messages.
-    failure: Option<WireError>,
-}
-
-impl Context {
-    /// A context in which no descriptor may be serialised or deserialised.
-    const fn idle() -> Self {
-        Self { mode: Mode::Idle, failure: None }
-    }
-}
-
-impl Default for Context {
-    fn default() -> Self {
-        Self::idle()
-    }
-}
-
-thread_local! {
-    static CONTEXT: Cell<Context> = const { Cell::new(Context::idle()) };
-}
-
-/// Runs `f` on this thread's context, or returns `None` if the thread-local storage
-/// is already gone (during thread teardown).
-fn with_context<R>(f: impl FnOnce(&mut Context) -> R) -> Option<R> {
-    CONTEXT
-        .try_with(|cell| {
-            let mut ctx = cell.take();
-            let result = f(&mut ctx);
-            cell.set(ctx);
-            result
-        })
-        .ok()
-}
-
-/// Installs a context for the duration of one encode or decode and puts the previous
-/// one back afterwards, also when the call fails or unwinds, so nesting is safe.
-struct ContextGuard {
-    /// The context that was active before this guard installed its own.
-    previous: Option<Context>,
-}
-
-impl ContextGuard {
-    /// Makes `ctx` the current thread's context.
-    fn install(ctx: Context) -> Result<Self, WireError> {
-        let previous =
-            CONTEXT.try_with(|cell| cell.replace(ctx)).map_err(|_| WireError::NoFdContext)?;
-        Ok(Self { previous: Some(previous) })
-    }
-
-    /// Restores the previous context and returns the one this guard installed.
-    fn finish(mut self) -> Context {
-        let previous = self.previous.take().unwrap_or_default();
-        CONTEXT.try_with(|cell| cell.replace(previous)).unwrap_or_default()
-    }
-}
-
-impl Drop for ContextGuard {
-    fn drop(&mut self) {
-        if let Some(previous) = self.previous.take() {
-            // The replaced context is dropped here, closing any descriptors it held.
-            let _ = CONTEXT.try_with(|cell| cell.replace(previous));
-        }
-    }
-}
-
-/// Records `err` as the reason for a serde failure in the active context and
-/// returns its message for the serde custom error.
-fn fail(ctx: &mut Context, err: WireError) -> String {
-    let message = err.to_string();
-    if !matches!(ctx.mode, Mode::Idle) {
-        ctx.failure = Some(err);
-    }
-    message
-}
-
-/// Duplicates `fd` into the active sink and returns its index there.
-fn stash_fd(fd: BorrowedFd<'_>) -> Result<u32, String> {
-    with_context(|ctx| {
-        let result = match &mut ctx.mode {
-            Mode::Sink(sink) => match u32::try_from(sink.len()) {
-                Ok(index) => match rustix::io::fcntl_dupfd_cloexec(fd, 0) {
-                    Ok(dup) => {
-                        sink.push(dup);
-                        Ok(index)
-                    }
-                    Err(e) => Err(WireError::from(e)),
-                },
-                Err(_) => Err(WireError::TooManyFds { count: sink.len(), max: MAX_FDS_PER_FRAME }),
-            },
-            Mode::Idle | Mode::Source(_) => Err(WireError::NoFdContext),
-        };
-        result.map_err(|err| fail(ctx, err))
-    })
-    .unwrap_or_else(|| Err(WireError::NoFdContext.to_string()))
-}
-
-/// Takes descriptor `index` out of the active source.
-fn take_fd(index: u32) -> Result<OwnedFd, String> {
-    with_context(|ctx| {
-        let result = match &mut ctx.mode {
-            Mode::Source(source) => usize::try_from(index)
-                .ok()
-                .and_then(|i| source.get_mut(i))
-                .and_then(Option::take)
-                .ok_or(WireError::MissingFd { index }),
-            Mode::Idle | Mode::Sink(_) => Err(WireError::NoFdContext),
-        };
-        result.map_err(|err| fail(ctx, err))
-    })
-    .unwrap_or_else(|| Err(WireError::NoFdContext.to_string()))
-}
-
-/// Serde adapters for `OwnedFd` fields, for use as
-/// `#[serde(with = "mp_process::fdpass::serde_fd")]`.
-///
-/// Inside [`encode_with_fds`] a descriptor is duplicated into
-/// the out-of-band list and serialised as its `u32` index; inside
-/// [`decode_with_fds`] the index takes the matching received
-/// descriptor. Anywhere else both functions return a serde error saying that
-/// descriptors can only cross through mp's fd-carrying encoder.
-pub mod serde_fd {
-    use std::os::fd::{AsFd, OwnedFd};
-
-    use serde::{Deserialize, Deserializer, Serializer, de, ser};
-
-    /// Serialises `fd` as its index in the active fd sink.
-    pub fn serialize<S: Serializer>(fd: &OwnedFd, s: S) -> Result<S::Ok, S::Error> {
-        let index = super::stash_fd(fd.as_fd()).map_err(<S::Error as ser::Error>::custom)?;
-        s.serialize_u32(index)
-    }
-
-    /// Deserialises an index and takes the matching descriptor from the active fd source.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OwnedFd, D::Error> {
-        let index = u32::deserialize(d)?;
-        super::take_fd(index).map_err(<D::Error as de::Error>::custom)
-    }
-}
-
-/// Serialises `value` with postcard, moving every descriptor it holds out of band.
-///
-/// Returns the bytes and duplicates (close-on-exec) of the descriptors, in the order
-/// their indices appear in the bytes; the value keeps its own descriptors. Calls may
-/// nest: each has its own list. A descriptor met outside this function is an error.
-/// The number of descriptors is not limited here; [`send_frame`] enforces
-/// [`MAX_FDS_PER_FRAME`].
-pub fn encode_with_fds<T: Serialize + ?Sized>(
-    value: &T,
-) -> Result<(Vec<u8>, Vec<OwnedFd>), WireError> {
-    encode_with_flavor(value, postcard::ser_flavors::AllocVec::new())
-}
-
-/// [`encode_with_fds`] into any postcard storage flavor: `Size` to learn the encoded length,
-/// `Slice` to encode straight into a caller's buffer (such as shared memory).
-///
-/// Returns the flavor's output and the out-of-band descriptors. A `Slice` too small for the
-/// value fails with `Encode(SerializeBufferFull)`.
-pub fn encode_with_flavor<T, F>(
-    value: &T,
-    flavor: F,
-) -> Result<(F::Output, Vec<OwnedFd>), WireError>
-where
-    T: Serialize + ?Sized,
-    F: postcard::ser_flavors::Flavor,
-{
-    let guard = ContextGuard::install(Context { mode: Mode::Sink(Vec::new()), failure: None })?;
-    let result = postcard::serialize_with_flavor(value, flavor);
-    let ctx = guard.finish();
-    match result {
-        Ok(out) => match ctx.mode {
-            Mode::Sink(fds) => Ok((out, fds)),
-            Mode::Idle | Mode::Source(_) => Ok((out, Vec::new())),
-        },
-        Err(e) => Err(ctx.failure.unwrap_or(WireError::Encode(e))),
-    }
-}
-
-/// Deserialises a value from postcard `bytes`, giving it descriptors from `fds`.
-///
-/// Index `i` in the bytes takes `fds[i]`; an index out of range or taken twice fails
-/// with `MissingFd`. Trailing bytes fail with `TrailingBytes`. Descriptors that the
-/// value did not take are closed before this function returns.
-pub fn decode_with_fds<T: DeserializeOwned>(
-    bytes: &[u8],
-    fds: Vec<OwnedFd>,
-) -> Result<T, WireError> {
-    let guard = ContextGuard::install(Context {
-        mode: Mode::Source(fds.into_iter().map(Some).collect()),
-        failure: None,
-    })?;
-    let result = postcard::take_from_bytes::<T>(bytes);
-    let ctx = guard.finish();
-    match result {
-        Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(WireError::TrailingBytes { extra: rest.len() }),
-        Err(e) => Err(ctx.failure.unwrap_or(WireError::Decode(e))),
-    }
-}
-
-/// A borrowed descriptor that serialises through [`serde_fd`]: for `Serialize`
-/// implementations that send a descriptor they keep (the value stays usable; the receiver
-/// gets a duplicate).
-#[derive(Debug, Clone, Copy)]
-pub struct FdRef<'a>(pub &'a OwnedFd);
-
-impl Serialize for FdRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serde_fd::serialize(self.0, s)
-    }
-}
-
-/// A file descriptor to hand to another process inside a serialised value.
-///
-/// It serialises through [`serde_fd`], so it only crosses through
-/// [`encode_with_fds`] / [`decode_with_fds`] (and [`send_value`] / [`recv_value`]).
-#[derive(Debug)]
-pub struct PassFd(pub OwnedFd);
-
-impl PassFd {
-    /// Returns the descriptor.
-    pub fn into_inner(self) -> OwnedFd {
-        self.0
-    }
-}
-
-impl AsFd for PassFd {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-
-impl From<OwnedFd> for PassFd {
-    fn from(fd: OwnedFd) -> Self {
-        Self(fd)
-    }
-}
-
-impl From<PassFd> for OwnedFd {
-    fn from(fd: PassFd) -> Self {
-        fd.0
-    }
-}
-
-impl Serialize for PassFd {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serde_fd::serialize(&self.0, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for PassFd {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        serde_fd::deserialize(d).map(Self)
-    }
-}
-
 /// Sends `value`, with any descriptors it holds, as one frame over `sock`.
 pub fn send_value<T: Serialize + ?Sized>(
     sock: BorrowedFd<'_>,
@@ -550,6 +301,7 @@ mod tests {
     use super::*;
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
     use rustix::pipe::{PipeFlags, pipe_with};
+    use serde::Deserialize;
     use std::fs::File;
     use std::io::{Read, Write};
 
@@ -779,106 +531,6 @@ mod tests {
         name: String,
         a: PassFd,
         b: Vec<PassFd>,
-    }
-
-    #[test]
-    fn encode_decode_with_fds_roundtrip() {
-        let pipes: Vec<_> = (0..3).map(|_| pipe()).collect();
-        let dup = |fd: &OwnedFd| PassFd(rustix::io::fcntl_dupfd_cloexec(fd, 0).unwrap());
-        let value = Holder {
-            name: "holder".into(),
-            a: dup(&pipes[0].1),
-            b: vec![dup(&pipes[1].1), dup(&pipes[2].1)],
-        };
-        let (bytes, fds) = encode_with_fds(&value).unwrap();
-        assert_eq!(fds.len(), 3);
-        drop(value);
-        let back: Holder = decode_with_fds(&bytes, fds).unwrap();
-        assert_eq!(back.name, "holder");
-        check_pipe(back.a.into_inner(), &pipes[0].0, b"a");
-        for (i, fd) in back.b.into_iter().enumerate() {
-            check_pipe(fd.into_inner(), &pipes[i + 1].0, b"b");
-        }
-    }
-
-    #[test]
-    fn forged_indices_are_errors() {
-        let (_r, w) = pipe();
-        let (bytes, fds) = encode_with_fds(&PassFd(w)).unwrap();
-        assert!(matches!(
-            decode_with_fds::<PassFd>(&bytes, Vec::new()),
-            Err(WireError::MissingFd { index: 0 })
-        ));
-        let forged = crate::wire::encode(&(0u32, 0u32)).unwrap();
-        assert!(matches!(
-            decode_with_fds::<(PassFd, PassFd)>(&forged, fds),
-            Err(WireError::MissingFd { index: 0 })
-        ));
-        let forged = crate::wire::encode(&u32::MAX).unwrap();
-        assert!(matches!(
-            decode_with_fds::<PassFd>(&forged, Vec::new()),
-            Err(WireError::MissingFd { index: u32::MAX })
-        ));
-        let (_r, w) = pipe();
-        let (mut bytes, fds) = encode_with_fds(&PassFd(w)).unwrap();
-        bytes.push(0);
-        assert!(matches!(
-            decode_with_fds::<PassFd>(&bytes, fds),
-            Err(WireError::TrailingBytes { extra: 1 })
-        ));
-    }
-
-    #[test]
-    fn fds_outside_the_context_are_errors() {
-        let (_r, w) = pipe();
-        let fd = PassFd(w);
-        assert!(postcard::to_stdvec(&fd).is_err());
-        assert!(crate::wire::encode(&fd).is_err());
-        assert!(postcard::from_bytes::<PassFd>(&[0]).is_err());
-        assert!(crate::wire::decode::<PassFd>(&[0]).is_err());
-
-        // A format that keeps custom messages shows why.
-        use serde::de::IntoDeserializer;
-        let d: serde::de::value::U32Deserializer<serde::de::value::Error> =
-            0u32.into_deserializer();
-        let err = serde_fd::deserialize(d).unwrap_err();
-        assert!(err.to_string().contains("fd-carrying encoder"), "{err}");
-
-        // The contexts were restored: encoding works again afterwards.
-        assert_eq!(encode_with_fds(&fd).unwrap().1.len(), 1);
-        assert!(postcard::to_stdvec(&fd).is_err());
-    }
-
-    /// A value whose serialisation nests a second fd-carrying encode.
-    struct Nested {
-        inner: PassFd,
-        outer: PassFd,
-    }
-
-    impl Serialize for Nested {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            use serde::ser::{Error, SerializeTuple};
-            let (bytes, fds) = encode_with_fds(&self.inner).map_err(S::Error::custom)?;
-            let mut t = s.serialize_tuple(3)?;
-            t.serialize_element(&bytes)?;
-            t.serialize_element(&fds.len())?;
-            t.serialize_element(&self.outer)?;
-            t.end()
-        }
-    }
-
-    #[test]
-    fn nested_encodes_keep_their_own_fds() {
-        let (_r1, w1) = pipe();
-        let (_r2, w2) = pipe();
-        let value = Nested { inner: PassFd(w1), outer: PassFd(w2) };
-        let (bytes, fds) = encode_with_fds(&value).unwrap();
-        assert_eq!(fds.len(), 1);
-        let (inner_bytes, inner_count, outer): (Vec<u8>, usize, PassFd) =
-            decode_with_fds(&bytes, fds).unwrap();
-        assert_eq!(inner_count, 1);
-        assert_eq!(inner_bytes, vec![0]);
-        drop(outer);
     }
 
     #[test]
