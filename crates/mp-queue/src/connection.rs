@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use mp_process::fdpass;
+use mp_process::fdpass::{self, check, refuse};
 use mp_process::wire::{DEFAULT_MAX_FRAME, WireError};
 use rustix::io::Errno;
+use rustix::net::SocketType;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -632,13 +633,13 @@ impl Serialize for Connection {
 /// must be readable or writable.
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
         let wire = InWire::deserialize(d)?;
         if !wire.readable && !wire.writable {
-            return Err(D::Error::custom("a Connection must be readable or writable"));
+            return Err(refuse("a Connection must be readable or writable"));
         }
-        sys::check_unix_stream(wire.fd.as_fd()).map_err(D::Error::custom)?;
-        let closed = sys::closed_fd().map_err(D::Error::custom)?;
+        check::unix_socket(wire.fd.as_fd(), SocketType::STREAM, "a Connection")
+            .map_err(refuse::<D::Error>)?;
+        let closed = sys::closed_fd().map_err(refuse::<D::Error>)?;
         let lanes = Arc::new(wire.lanes.0);
         let mut conn = Connection::from_parts(
             wire.fd,

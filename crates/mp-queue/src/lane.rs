@@ -165,7 +165,7 @@ impl Lanes {
         d: D,
     ) -> std::result::Result<Lanes, D::Error> {
         let shm = SharedMemory::deserialize(d)?;
-        Lanes::from_received(shm).map_err(serde::de::Error::custom)
+        Lanes::from_received(shm).map_err(mp_process::fdpass::refuse)
     }
 }
 

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -208,15 +209,21 @@ fn deadline(timeout: Duration) -> Option<Instant> {
 /// - Items are postcard encodings of serde types, not pickles; the largest message is
 ///   [`QueueOptions::max_message_size`] (64 MiB by default).
 pub struct Queue<T> {
-    /// The shared ring.
+    /// The shared ring: one per queue in a process, whichever way its handles came.
     ring: Arc<Ring>,
+    /// `close` was called on this handle (or a clone of it).
+    closed: Arc<AtomicBool>,
     /// The item type; the handle holds no `T`.
     _items: PhantomData<fn(T) -> T>,
 }
 
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
-        Queue { ring: Arc::clone(&self.ring), _items: PhantomData }
+        Queue {
+            ring: Arc::clone(&self.ring),
+            closed: Arc::clone(&self.closed),
+            _items: PhantomData,
+        }
     }
 }
 
@@ -246,8 +253,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// A handle on a new ring of `kind`.
     fn create(kind: Kind, options: QueueOptions) -> Result<Self> {
-        let ring = Ring::create(kind, options.settings)?;
-        Ok(Queue { ring: Arc::new(ring), _items: PhantomData })
+        let ring = Ring::create(kind, options.settings, std::any::type_name::<T>())?;
+        Ok(Queue::from_ring(Arc::new(ring)))
     }
 
     /// Puts `item`, waiting as long as it takes for room (Python's `put(item)`).
@@ -283,6 +290,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         deadline: Option<Instant>,
         nonblocking: bool,
     ) -> Result<(), PutError<T>> {
+        if self.check_open().is_err() {
+            return Err(PutError::Closed(item));
+        }
         match self.ring.put(&item, deadline, nonblocking) {
             Ok(Put::Done) => Ok(()),
             Ok(Put::Full) => Err(PutError::Full(item)),
@@ -296,6 +306,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Errors: [`Error::Closed`] after [`close`](Queue::close); [`Error::Wire`] if the item
     /// cannot be decoded as a `T` (it is consumed; the queue goes on).
     pub fn get(&self) -> Result<T> {
+        self.check_open()?;
         self.ring.get(None, false)?.ok_or(Error::Empty)
     }
 
@@ -304,6 +315,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// Errors: as [`get`](Queue::get), and `Empty`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.check_open()?;
         self.ring.get(deadline(timeout), false)?.ok_or(Error::Empty)
     }
 
@@ -312,11 +324,22 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// Errors: as [`get`](Queue::get), and `Empty`.
     pub fn get_nowait(&self) -> Result<T> {
+        self.check_open()?;
         self.ring.get(None, true)?.ok_or(Error::Empty)
     }
 }
 
 impl<T> Queue<T> {
+    /// A new handle (open) on `ring`.
+    fn from_ring(ring: Arc<Ring>) -> Self {
+        Queue { ring, closed: Arc::new(AtomicBool::new(false)), _items: PhantomData }
+    }
+
+    /// `Err(Closed)` after `close`.
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) { Err(Error::Closed) } else { Ok(()) }
+    }
+
     /// The number of items in the queue: exact at the moment it is read, which other processes
     /// may change at once (Python's `qsize()`).
     pub fn qsize(&self) -> usize {
@@ -349,17 +372,17 @@ impl<T> Queue<T> {
         self.ring.max_message()
     }
 
-    /// Closes this handle and its clones in this process (Python's `close()`): later `put`
-    /// and `get` calls on them fail with [`Error::Closed`]. Items already put stay in the
-    /// queue for the other handles; the shared memory is freed when the last handle anywhere
-    /// is dropped.
+    /// Closes this handle and its clones (Python's `close()`): later `put` and `get` calls
+    /// on them fail with [`Error::Closed`]. Items already put stay in the queue for the other
+    /// handles (a handle received again, even in this process, is open); the shared memory
+    /// is freed when the last handle anywhere is dropped.
     pub fn close(&self) {
-        self.ring.close();
+        self.closed.store(true, Ordering::Relaxed);
     }
 
     /// Whether [`close`](Queue::close) was called on this handle.
     pub fn is_closed(&self) -> bool {
-        self.ring.is_closed()
+        self.closed.load(Ordering::Relaxed)
     }
 }
 
@@ -394,8 +417,9 @@ impl<T> Serialize for Queue<T> {
 /// Receives a queue (a `Queue` or a `JoinableQueue`), checking its segment and descriptors.
 impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let ring = Ring::deserialize(d, &[Kind::Queue, Kind::Joinable])?;
-        Ok(Queue { ring: Arc::new(ring), _items: PhantomData })
+        let ring =
+            Ring::deserialize(d, &[Kind::Queue, Kind::Joinable], std::any::type_name::<T>())?;
+        Ok(Queue::from_ring(ring))
     }
 }
 
@@ -518,8 +542,8 @@ impl<T> Serialize for JoinableQueue<T> {
 /// Receives a joinable queue, checking its segment and descriptors.
 impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let ring = Ring::deserialize(d, &[Kind::Joinable])?;
-        Ok(JoinableQueue { queue: Queue { ring: Arc::new(ring), _items: PhantomData } })
+        let ring = Ring::deserialize(d, &[Kind::Joinable], std::any::type_name::<T>())?;
+        Ok(JoinableQueue { queue: Queue::from_ring(ring) })
     }
 }
 
@@ -615,7 +639,7 @@ impl<T> Serialize for SimpleQueue<T> {
 /// Receives a simple queue, checking its segment and descriptors.
 impl<'de, T> Deserialize<'de> for SimpleQueue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let ring = Ring::deserialize(d, &[Kind::Simple])?;
-        Ok(SimpleQueue { queue: Queue { ring: Arc::new(ring), _items: PhantomData } })
+        let ring = Ring::deserialize(d, &[Kind::Simple], std::any::type_name::<T>())?;
+        Ok(SimpleQueue { queue: Queue::from_ring(ring) })
     }
 }

@@ -39,14 +39,19 @@
 //! side channel), so a dead sleeper blocks nobody.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use mp_process::fdpass::{self, PassFd};
+use std::sync::Arc;
+
+use mp_process::fdpass::{
+    self, Kind as ObjectKind, ObjectId, PassFd, SharedObject, check, new_object_id, refuse,
+};
 use mp_process::wire::WireError;
 use mp_shm::SharedMemory;
 use mp_sync::{Lock, LockError, LockGuard};
 use postcard::ser_flavors::{Size, Slice};
+use rustix::net::SocketType;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -90,6 +95,15 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// The queue type's name, as errors show it.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Queue => "mp_queue::Queue",
+            Kind::Joinable => "mp_queue::JoinableQueue",
+            Kind::Simple => "mp_queue::SimpleQueue",
+        }
+    }
+
     /// The kind stored as `raw`.
     fn from_raw(raw: u64) -> Option<Kind> {
         match raw {
@@ -264,13 +278,17 @@ pub(crate) struct Ring {
     put_cache: Cache,
     /// Consumers of this process: the head they last published and a tail seen since.
     get_cache: Cache,
-    /// `close` was called on this handle.
-    closed: AtomicBool,
+    /// The queue's identity (see `mp_process::fdpass::SharedObject`).
+    id: ObjectId,
+    /// The queue type.
+    kind: Kind,
+    /// `std::any::type_name` of the items, as the queue's creator named it.
+    item_type: String,
 }
 
 impl Ring {
-    /// Creates a queue's ring.
-    pub(crate) fn create(kind: Kind, settings: Settings) -> Result<Ring> {
+    /// Creates a queue's ring for items of the type named `item_type`.
+    pub(crate) fn create(kind: Kind, settings: Settings, item_type: &str) -> Result<Ring> {
         let Settings { capacity, maxsize, max_message } = settings;
         if !capacity.is_power_of_two()
             || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity)
@@ -304,7 +322,9 @@ impl Ring {
             polled_by: AtomicU32::new(0),
             put_cache: Cache::default(),
             get_cache: Cache::default(),
-            closed: AtomicBool::new(false),
+            id: new_object_id(),
+            kind,
+            item_type: item_type.to_owned(),
         })
     }
 
@@ -332,16 +352,6 @@ impl Ring {
     /// The largest record kept in the ring; larger messages go out of band.
     fn inline_max(&self) -> usize {
         self.capacity() / 2
-    }
-
-    /// Marks this handle closed.
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether this handle is closed.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
     }
 
     /// The number of messages in the queue (a snapshot: it may change at once).
@@ -457,9 +467,6 @@ impl Ring {
         deadline: Option<Instant>,
         nonblocking: bool,
     ) -> Result<Put> {
-        if self.is_closed() {
-            return Err(Error::Closed);
-        }
         // Plain postcard first; a value holding descriptors fails there (they only serialise
         // inside mp's fd-carrying encoder) and is measured again with it.
         let (size, has_fds) = match postcard::serialize_with_flavor(value, Size::default()) {
@@ -594,9 +601,6 @@ impl Ring {
         deadline: Option<Instant>,
         nonblocking: bool,
     ) -> Result<Option<T>> {
-        if self.is_closed() {
-            return Err(Error::Closed);
-        }
         let h = self.header();
         loop {
             if self.available() {
@@ -806,10 +810,10 @@ impl Ring {
         }
     }
 
-    /// Receives a ring: the segment must hold a queue of one of `kinds` with a sane
-    /// configuration, and the side channel must be a `SOCK_SEQPACKET` socket.
-    fn from_wire(wire: Wire, kinds: &[Kind]) -> std::result::Result<Ring, String> {
-        let Wire { shm, put_lock, get_lock, side_tx, side_rx, bell } = wire;
+    /// Receives a ring: the segment must hold a queue with a sane configuration, the side
+    /// channel must be a `SOCK_SEQPACKET` socket and the doorbell a non-blocking eventfd.
+    fn from_wire(wire: Wire, id: ObjectId) -> std::result::Result<Ring, String> {
+        let Wire { shm, put_lock, get_lock, side_tx, side_rx, bell, item_type } = wire;
         let magic = shm.atomic_u64(0).map_err(|e| e.to_string())?.load(Ordering::Acquire);
         if magic != QUEUE_MAGIC {
             return Err("the segment received as a queue does not hold one".into());
@@ -819,10 +823,7 @@ impl Ring {
         };
         // The offsets of `Config`'s fields: magic, capacity, maxsize, max_message, kind.
         let capacity = usize::try_from(read(8)?).unwrap_or(0);
-        let kind = Kind::from_raw(read(32)?).filter(|k| kinds.contains(k));
-        if kind.is_none() {
-            return Err("the queue received is of another type".into());
-        };
+        let kind = Kind::from_raw(read(32)?).ok_or("the queue received is of no known type")?;
         let sane = capacity.is_power_of_two()
             && (MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity)
             && capacity % rustix::param::page_size() == 0
@@ -830,8 +831,9 @@ impl Ring {
         if !sane {
             return Err("the queue received has an impossible ring size".into());
         }
-        sys::check_seqpacket(side_tx.as_fd())?;
-        sys::check_seqpacket(side_rx.as_fd())?;
+        check::unix_socket(side_tx.as_fd(), SocketType::SEQPACKET, "a queue's side channel")?;
+        check::unix_socket(side_rx.as_fd(), SocketType::SEQPACKET, "a queue's side channel")?;
+        check::eventfd(bell.as_fd(), "a queue's doorbell")?;
         let mirror = Mirror::map(shm.as_fd(), 0, capacity).map_err(|e| e.to_string())?;
         Ok(Ring {
             shm,
@@ -844,12 +846,58 @@ impl Ring {
             polled_by: AtomicU32::new(0),
             put_cache: Cache::default(),
             get_cache: Cache::default(),
-            closed: AtomicBool::new(false),
+            id,
+            kind,
+            item_type,
         })
     }
 
-    /// Serialises the ring's descriptors and locks (through mp's fd-carrying encoder).
-    pub(crate) fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+    /// Serialises the ring as a shared object (through mp's fd-carrying encoder): defined
+    /// once per message, or once per pool worker.
+    pub(crate) fn serialize<S: Serializer>(
+        self: &Arc<Self>,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        mp_process::fdpass::serialize_object(self, s)
+    }
+
+    /// Deserialises a ring of one of `kinds` holding items of the type named `item_type`:
+    /// this process's handle on it, or a new one.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+        kinds: &[Kind],
+        item_type: &str,
+    ) -> std::result::Result<Arc<Ring>, D::Error> {
+        let ring: Arc<Ring> = mp_process::fdpass::deserialize_object(d)?;
+        if !kinds.contains(&ring.kind) {
+            let want = kinds.first().map_or("queue", |k| k.name());
+            return Err(refuse(format!(
+                "a {} was received where a {want} was expected",
+                ring.kind.name()
+            )));
+        }
+        if ring.item_type != item_type {
+            return Err(refuse(format!(
+                "a {}<{}> was received where a {}<{item_type}> was expected",
+                ring.kind.name(),
+                ring.item_type,
+                ring.kind.name(),
+            )));
+        }
+        Ok(ring)
+    }
+}
+
+/// A ring crosses as a shared object: its segment first, its locks (objects of their own),
+/// its side channel, doorbell and item type.
+impl SharedObject for Ring {
+    const KIND: ObjectKind = ObjectKind::new("mp_queue::Queue");
+
+    fn object_id(&self) -> ObjectId {
+        self.id
+    }
+
+    fn describe<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         WireRef {
             shm: &self.shm,
             put_lock: &self.put_lock,
@@ -857,17 +905,17 @@ impl Ring {
             side_tx: mp_process::fdpass::FdRef(&self.side_tx),
             side_rx: mp_process::fdpass::FdRef(&self.side_rx),
             bell: mp_process::fdpass::FdRef(&self.bell),
+            item_type: &self.item_type,
         }
         .serialize(s)
     }
 
-    /// Deserialises a ring of one of `kinds`.
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+    fn rebuild<'de, D: Deserializer<'de>>(
+        id: ObjectId,
         d: D,
-        kinds: &[Kind],
-    ) -> std::result::Result<Ring, D::Error> {
+    ) -> std::result::Result<Self, D::Error> {
         let wire = Wire::deserialize(d)?;
-        Ring::from_wire(wire, kinds).map_err(serde::de::Error::custom)
+        Ring::from_wire(wire, id).map_err(refuse)
     }
 }
 
@@ -896,6 +944,8 @@ struct WireRef<'a> {
     side_rx: mp_process::fdpass::FdRef<'a>,
     /// The doorbell.
     bell: mp_process::fdpass::FdRef<'a>,
+    /// The item type's name.
+    item_type: &'a str,
 }
 
 /// The serialised shape of a queue, as received.
@@ -914,6 +964,8 @@ struct Wire {
     side_rx: PassFd,
     /// The doorbell.
     bell: PassFd,
+    /// The item type's name.
+    item_type: String,
 }
 
 #[cfg(test)]
@@ -964,7 +1016,7 @@ mod tests {
         /// Random payloads with a valid header decode to a value or an error, never a panic.
         #[test]
         fn random_payloads_are_errors_not_panics(payload in proptest::collection::vec(any::<u8>(), 0..200), flags in 0u32..4) {
-            let ring = Ring::create(Kind::Queue, settings()).unwrap();
+            let ring = Ring::create(Kind::Queue, settings(), "test").unwrap();
             let mut record = Vec::new();
             record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
             record.extend_from_slice(&(flags & OUT_OF_BAND).to_le_bytes());
@@ -979,7 +1031,7 @@ mod tests {
         /// are errors, never panics, and the queue goes on.
         #[test]
         fn random_headers_are_errors_not_panics(header in proptest::collection::vec(any::<u8>(), 16..40)) {
-            let ring = Ring::create(Kind::Queue, settings()).unwrap();
+            let ring = Ring::create(Kind::Queue, settings(), "test").unwrap();
             ring.put_raw(&header);
             let _ = ring.get::<Vec<u8>>(None, true);
             still_works(&ring);
@@ -998,7 +1050,7 @@ mod tests {
                     bytes[at % len] ^= xor;
                 }
             }
-            let ring = Ring::create(Kind::Queue, settings()).unwrap();
+            let ring = Ring::create(Kind::Queue, settings(), "test").unwrap();
             let mut record = Vec::new();
             record.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
             record.extend_from_slice(&0u32.to_le_bytes());
@@ -1012,7 +1064,7 @@ mod tests {
 
     #[test]
     fn a_record_claiming_descriptors_that_never_came_is_an_error() {
-        let ring = Ring::create(Kind::Queue, settings()).unwrap();
+        let ring = Ring::create(Kind::Queue, settings(), "test").unwrap();
         let (bytes, _) = fdpass::encode_with_fds(&5u8).unwrap();
         let mut record = Vec::new();
         record.extend_from_slice(&(bytes.len() as u32).to_le_bytes());

@@ -39,18 +39,6 @@ pub(crate) fn shutdown(sock: BorrowedFd<'_>, reading: bool) -> Result<()> {
     rustix::net::shutdown(sock, how).map_err(|e| Error::io("shutdown", e))
 }
 
-/// Checks that `fd` is an `AF_UNIX` `SOCK_STREAM` socket, the only kind a connection can use.
-pub(crate) fn check_unix_stream(fd: BorrowedFd<'_>) -> std::result::Result<(), String> {
-    let kind = rustix::net::sockopt::socket_type(fd)
-        .map_err(|e| format!("a Connection's descriptor is not a socket ({e})"))?;
-    let domain = rustix::net::sockopt::socket_domain(fd)
-        .map_err(|e| format!("cannot read a Connection socket's family ({e})"))?;
-    if kind != SocketType::STREAM || domain != AddressFamily::UNIX {
-        return Err("a Connection's descriptor is not an AF_UNIX stream socket".to_owned());
-    }
-    Ok(())
-}
-
 /// The descriptor of closed connections: one end of a socket pair whose other end is closed,
 /// so it always polls readable and hung up, and reads end of file.
 static CLOSED: OnceLock<OwnedFd> = OnceLock::new();
@@ -366,16 +354,6 @@ pub(crate) unsafe fn segment_bytes(shm: &mp_shm::SharedMemory) -> &[u8] {
 pub(crate) fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd)> {
     rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
         .map_err(|e| Error::io("socketpair", e))
-}
-
-/// Checks that `fd` is an `AF_UNIX` `SOCK_SEQPACKET` socket.
-pub(crate) fn check_seqpacket(fd: BorrowedFd<'_>) -> std::result::Result<(), String> {
-    let kind = rustix::net::sockopt::socket_type(fd)
-        .map_err(|e| format!("a queue's side channel is not a socket ({e})"))?;
-    if kind != SocketType::SEQPACKET {
-        return Err("a queue's side channel is not a SOCK_SEQPACKET socket".to_owned());
-    }
-    Ok(())
 }
 
 /// The most descriptors one side-channel record carries.

@@ -311,20 +311,55 @@ fn bad_items_fail_alone_and_later_items_go_through() {
 }
 
 #[test]
-fn a_message_of_another_type_is_a_decode_error_that_consumes_it() {
-    let text: Queue<String> = Queue::new().unwrap();
-    text.put("not a number".into()).unwrap();
-    text.put("1".into()).unwrap();
-    // The same queue, received as a queue of another type.
+fn a_queue_received_as_another_type_is_refused_and_says_what_arrived() {
+    // Issue 10: a `Queue<u64>` received as a `Queue<String>` was accepted and failed only at
+    // `get`.
+    let numbers: Queue<u64> = Queue::new().unwrap();
     let (a, b) = mp_queue::pipe(true).unwrap();
-    a.send(&text).unwrap();
-    let flags: Queue<bool> = b.recv().unwrap();
-    assert!(matches!(flags.get(), Err(Error::Wire(_))), "12 is no bool");
-    assert_eq!(text.get().unwrap(), "1", "the queue goes on after the bad message");
+    a.send(&numbers).unwrap();
+    match b.recv::<Queue<String>>() {
+        Err(Error::Wire(mp_process::wire::WireError::Refused(why))) => assert_eq!(
+            why,
+            "a mp_queue::Queue<u64> was received where a \
+             mp_queue::Queue<alloc::string::String> was expected"
+        ),
+        other => panic!("{other:?}"),
+    }
+    a.send(&numbers).unwrap();
+    assert!(matches!(b.recv::<SimpleQueue<u64>>(), Err(Error::Wire(_))));
+    // The connection goes on, and the right type is accepted.
+    a.send(&numbers).unwrap();
+    let back: Queue<u64> = b.recv().unwrap();
+    back.put(7).unwrap();
+    assert_eq!(numbers.get().unwrap(), 7);
+}
+
+/// A number that refuses to be decoded when it is odd.
+#[derive(Debug, PartialEq, Serialize)]
+struct Even(u32);
+
+impl<'de> Deserialize<'de> for Even {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        if n % 2 == 1 {
+            return Err(serde::de::Error::custom("odd"));
+        }
+        Ok(Even(n))
+    }
+}
+
+#[test]
+fn a_message_that_does_not_decode_is_an_error_that_consumes_it() {
+    let q: Queue<Even> = Queue::new().unwrap();
+    q.put(Even(3)).unwrap();
+    q.put(Even(4)).unwrap();
+    assert!(matches!(q.get(), Err(Error::Wire(_))));
+    assert_eq!(q.get().unwrap(), Even(4), "the queue goes on after the bad message");
 }
 
 #[test]
 fn close_makes_put_and_get_fail_on_this_handle_only() {
+    // Also for a handle received in the same process, which shares the process's one ring.
     let q: Queue<u8> = Queue::new().unwrap();
     q.put(1).unwrap();
     let (a, b) = mp_queue::pipe(true).unwrap();

@@ -19,7 +19,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
@@ -239,6 +238,11 @@ impl ShareableList {
     /// Errors: [`Error::Corrupt`] if the magic, the count or a capacity is invalid or the
     /// slots do not fit in the segment.
     pub fn attach(shm: SharedMemory) -> Result<ShareableList> {
+        ShareableList::attach_shared(Arc::new(shm))
+    }
+
+    /// [`ShareableList::attach`] for a segment already shared (received as an object).
+    fn attach_shared(shm: Arc<SharedMemory>) -> Result<ShareableList> {
         let mut magic = [0u8; 8];
         shm.read(0, &mut magic).map_err(|_| corrupt("the segment is too small for a header"))?;
         if magic != MAGIC {
@@ -267,7 +271,7 @@ impl ShareableList {
             slots.push(Slot { offset, capacity });
             offset = end;
         }
-        Ok(ShareableList { shm: Arc::new(shm), slots: slots.into() })
+        Ok(ShareableList { shm, slots: slots.into() })
     }
 
     /// The number of items.
@@ -421,8 +425,14 @@ impl fmt::Debug for ShareableList {
 impl Serialize for ShareableList {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
+        struct Segment<'a>(&'a Arc<SharedMemory>);
+        impl Serialize for Segment<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                mp_process::fdpass::serialize_object(self.0, s)
+            }
+        }
         let mut st = s.serialize_struct("ShareableList", 1)?;
-        st.serialize_field("shm", &*self.shm)?;
+        st.serialize_field("shm", &Segment(&self.shm))?;
         st.end()
     }
 }
@@ -431,17 +441,16 @@ impl Serialize for ShareableList {
 #[derive(Deserialize)]
 #[serde(rename = "ShareableList")]
 struct ListWire {
-    /// The segment.
-    shm: SharedMemory,
+    /// The segment (a shared object).
+    #[serde(with = "mp_process::fdpass::serde_object")]
+    shm: Arc<SharedMemory>,
 }
 
 /// Receives a list, validating its header before any access.
 impl<'de> Deserialize<'de> for ShareableList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let ListWire { shm } = ListWire::deserialize(d)?;
-        ShareableList::attach(shm)
-            .map_err(|e| crate::shm::refused("ShareableList", e))
-            .map_err(D::Error::custom)
+        ShareableList::attach_shared(shm).map_err(|e| crate::shm::refused("ShareableList", e))
     }
 }
 

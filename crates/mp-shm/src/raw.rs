@@ -6,7 +6,6 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytemuck::Pod;
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
@@ -152,41 +151,52 @@ impl<T: Pod + Send + Sync + fmt::Debug> fmt::Debug for RawValue<T> {
     }
 }
 
-/// The serialised shape of a [`RawValue`] or [`RawArray`]: the segment, the number of items,
-/// and the size of one item (checked against the receiver's type).
+/// The serialised shape of a [`RawValue`] or [`RawArray`]: the segment (a shared object),
+/// the number of items, the size of one item and the item type's name (checked against the
+/// receiver's type).
 #[derive(Deserialize)]
 struct RawWire {
     /// The segment.
-    shm: SharedMemory,
+    #[serde(with = "mp_process::fdpass::serde_object")]
+    shm: Arc<SharedMemory>,
     /// The number of items: 1 for a value.
     len: u64,
     /// The size of one item in bytes.
     item_size: u64,
+    /// `std::any::type_name` of the item type.
+    item_type: String,
 }
 
-/// Serialises the segment, the item count and the item size.
-fn serialize_raw<S: Serializer>(
+/// Serialises the segment, the item count, the item size and the item type.
+fn serialize_raw<T, S: Serializer>(
     s: S,
     name: &'static str,
-    shm: &SharedMemory,
+    shm: &Arc<SharedMemory>,
     len: usize,
-    item_size: usize,
 ) -> std::result::Result<S::Ok, S::Error> {
     use serde::ser::SerializeStruct;
-    let mut st = s.serialize_struct(name, 3)?;
-    st.serialize_field("shm", shm)?;
+    struct Segment<'a>(&'a Arc<SharedMemory>);
+    impl Serialize for Segment<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            mp_process::fdpass::serialize_object(self.0, s)
+        }
+    }
+    let mut st = s.serialize_struct(name, 4)?;
+    st.serialize_field("shm", &Segment(shm))?;
     st.serialize_field("len", &(len as u64))?;
-    st.serialize_field("item_size", &(item_size as u64))?;
+    st.serialize_field("item_size", &(size_of::<T>() as u64))?;
+    st.serialize_field("item_type", std::any::type_name::<T>())?;
     st.end()
 }
 
 /// Checks a received segment for `len` items of `T`, returning the item count.
 fn check_received<T>(wire: &RawWire) -> Result<usize> {
-    if wire.item_size != size_of::<T>() as u64 {
+    let expected = std::any::type_name::<T>();
+    if wire.item_type != expected || wire.item_size != size_of::<T>() as u64 {
         return Err(Error::InvalidSegment(format!(
-            "items of {} bytes were sent, but {} has {} bytes",
+            "items of type {} ({} bytes) were sent where {expected} ({} bytes) was expected",
+            wire.item_type,
             wire.item_size,
-            std::any::type_name::<T>(),
             size_of::<T>()
         )));
     }
@@ -204,7 +214,7 @@ fn check_received<T>(wire: &RawWire) -> Result<usize> {
 
 impl<T: Pod + Send + Sync> Serialize for RawValue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        serialize_raw(s, "RawValue", &self.shm, 1, size_of::<T>())
+        serialize_raw::<T, S>(s, "RawValue", &self.shm, 1)
     }
 }
 
@@ -213,9 +223,9 @@ impl<'de, T: Pod + Send + Sync> Deserialize<'de> for RawValue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let wire = RawWire::deserialize(d)?;
         match check_received::<T>(&wire) {
-            Ok(1) => Ok(RawValue { shm: Arc::new(wire.shm), _type: PhantomData }),
-            Ok(n) => Err(D::Error::custom(format!("a RawValue was sent with {n} items"))),
-            Err(e) => Err(D::Error::custom(crate::shm::refused("RawValue", e))),
+            Ok(1) => Ok(RawValue { shm: wire.shm, _type: PhantomData }),
+            Ok(n) => Err(mp_process::fdpass::refuse(format!("a RawValue was sent with {n} items"))),
+            Err(e) => Err(crate::shm::refused("RawValue", e)),
         }
     }
 }
@@ -379,7 +389,7 @@ impl<T: Pod + Send + Sync> fmt::Debug for RawArray<T> {
 
 impl<T: Pod + Send + Sync> Serialize for RawArray<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        serialize_raw(s, "RawArray", &self.shm, self.len, size_of::<T>())
+        serialize_raw::<T, S>(s, "RawArray", &self.shm, self.len)
     }
 }
 
@@ -388,10 +398,8 @@ impl<T: Pod + Send + Sync> Serialize for RawArray<T> {
 impl<'de, T: Pod + Send + Sync> Deserialize<'de> for RawArray<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let wire = RawWire::deserialize(d)?;
-        let len = check_received::<T>(&wire)
-            .map_err(|e| crate::shm::refused("RawArray", e))
-            .map_err(D::Error::custom)?;
-        Ok(RawArray { shm: Arc::new(wire.shm), len, _type: PhantomData })
+        let len = check_received::<T>(&wire).map_err(|e| crate::shm::refused("RawArray", e))?;
+        Ok(RawArray { shm: wire.shm, len, _type: PhantomData })
     }
 }
 
@@ -505,20 +513,31 @@ mod tests {
     /// The serialised shape of a `RawArray`, with a length the segment cannot hold.
     #[derive(Serialize)]
     struct Forged<'a> {
-        shm: &'a SharedMemory,
+        #[serde(with = "mp_process::fdpass::serde_object")]
+        shm: &'a Arc<SharedMemory>,
         len: u64,
         item_size: u64,
+        item_type: &'a str,
     }
 
     #[test]
-    fn forged_lengths_are_refused() {
-        let shm = SharedMemory::new(16).unwrap();
+    fn forged_lengths_and_types_are_refused() {
+        let shm = Arc::new(SharedMemory::new(16).unwrap());
         for len in [5u64, u64::MAX, u64::MAX / 4 + 1] {
-            let forged = Forged { shm: &shm, len, item_size: 4 };
+            let forged = Forged { shm: &shm, len, item_size: 4, item_type: "u32" };
             let (bytes, fds) = encode_with_fds(&forged).unwrap();
             assert!(decode_with_fds::<RawArray<u32>>(&bytes, fds).is_err(), "{len}");
         }
-        let forged = Forged { shm: &shm, len: 4, item_size: 4 };
+        // The item type is named: an `f32` is not a `u32`, though both have four bytes.
+        let forged = Forged { shm: &shm, len: 4, item_size: 4, item_type: "f32" };
+        let (bytes, fds) = encode_with_fds(&forged).unwrap();
+        match decode_with_fds::<RawArray<u32>>(&bytes, fds) {
+            Err(mp_process::wire::WireError::Refused(why)) => {
+                assert!(why.contains("items of type f32 (4 bytes) were sent where u32"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let forged = Forged { shm: &shm, len: 4, item_size: 4, item_type: "u32" };
         let (bytes, fds) = encode_with_fds(&forged).unwrap();
         let ok: RawArray<u32> = decode_with_fds(&bytes, fds).unwrap();
         assert_eq!(ok.len(), 4);

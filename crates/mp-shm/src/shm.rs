@@ -6,9 +6,9 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
+use mp_process::fdpass::{Kind, ObjectId, SharedObject, new_object_id};
 use rustix::fs::{FileType, Mode};
 use rustix::io::Errno;
-use serde::de::Error as _;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -45,8 +45,11 @@ const UNIQUE_ATTEMPTS: usize = 64;
 /// A `SharedMemory` passes into a child as an argument of `mp_process::Process::new` or
 /// inside a message sent with `mp_process::fdpass`: under the `fork` start method the child
 /// inherits the mapping itself; otherwise the segment's descriptor crosses beside the bytes
-/// (`SCM_RIGHTS`) with its name and size, and the receiver checks the descriptor (`fstat`, and
-/// the seals of an anonymous segment) before it maps it.
+/// (`SCM_RIGHTS`) with its name and size, and the receiver checks the descriptor (`fstat`; the
+/// seals of an anonymous segment; for a named one, that its name opens that same object, so a
+/// named segment unlinked before it arrives is refused, as in Python) before it maps it.
+/// Held in an `Arc` (as [`RawValue`](crate::RawValue) and the others hold it), a segment
+/// crosses as a shared object: mapped once per process however often it arrives.
 ///
 /// ```
 /// use mp_shm::SharedMemory;
@@ -69,6 +72,8 @@ pub struct SharedMemory {
     name: String,
     /// Whether the segment has a name under `/dev/shm`.
     named: bool,
+    /// The identity mp gave the segment (see `mp_process::fdpass::SharedObject`).
+    id: ObjectId,
 }
 
 impl fmt::Debug for SharedMemory {
@@ -98,7 +103,8 @@ impl SharedMemory {
         rustix::fs::fcntl_add_seals(&fd, sys::ANON_SEALS)
             .map_err(|e| Error::io("fcntl(F_ADD_SEALS)", e))?;
         let map = Mapping::new(fd.as_fd(), size).map_err(|e| Error::io("mmap", e))?;
-        Ok(SharedMemory { map, fd, name: format!("{ANON_PREFIX}{label}"), named: false })
+        let name = format!("{ANON_PREFIX}{label}");
+        Ok(SharedMemory { map, fd, name, named: false, id: new_object_id() })
     }
 
     /// Creates a named segment of `size` bytes, filled with zeros: Python's
@@ -138,7 +144,7 @@ impl SharedMemory {
         rustix::fs::ftruncate(&fd, len).map_err(|e| undo(Error::io("ftruncate", e)))?;
         let map = Mapping::new(fd.as_fd(), size).map_err(|e| undo(Error::io("mmap", e)))?;
         mp_process::tracker::register_shm(&path).map_err(|e| undo(Error::Tracker(e)))?;
-        Ok(SharedMemory { map, fd, name: name.to_owned(), named: true })
+        Ok(SharedMemory { map, fd, name: name.to_owned(), named: true, id: new_object_id() })
     }
 
     /// Creates a named segment of `size` bytes under a generated name `psm_<8 hex digits>`,
@@ -190,15 +196,23 @@ impl SharedMemory {
             return Err(Error::InvalidSize(0));
         }
         let map = Mapping::new(fd.as_fd(), size).map_err(|e| Error::io("mmap", e))?;
-        Ok(SharedMemory { map, fd, name: name.to_owned(), named: true })
+        Ok(SharedMemory { map, fd, name: name.to_owned(), named: true, id: new_object_id() })
     }
 
     /// Maps a descriptor received from another process, after checking it.
     ///
     /// The descriptor must be a regular file (a memfd or a shared memory object) at least
-    /// `size` bytes long, so that no access inside `size` can fault; an anonymous segment must
-    /// also be sealed against growing and shrinking, so that nobody can truncate it later.
-    fn from_received(fd: OwnedFd, name: String, size: u64, named: bool) -> Result<SharedMemory> {
+    /// `size` bytes long, so that no access inside `size` can fault. An anonymous segment must
+    /// also be sealed against growing and shrinking, so that nobody can truncate it later; a
+    /// named one must be the object its name opens (same device and inode), which its
+    /// creator's tree tracks.
+    fn from_received(
+        fd: OwnedFd,
+        name: String,
+        size: u64,
+        named: bool,
+        id: ObjectId,
+    ) -> Result<SharedMemory> {
         let size_usize = usize::try_from(size).map_err(|_| {
             Error::InvalidSegment(format!("declared size {size} does not fit in memory"))
         })?;
@@ -220,7 +234,25 @@ impl SharedMemory {
                 "the segment {name:?} holds {actual} bytes but was sent as {size} bytes"
             )));
         }
-        if !named {
+        if named {
+            let by_name = rustix::shm::open(
+                shm_path(&name).as_str(),
+                rustix::shm::OFlags::RDONLY,
+                Mode::empty(),
+            )
+            .and_then(|f| rustix::fs::fstat(&f))
+            .map_err(|e| {
+                Error::InvalidSegment(format!(
+                    "the named segment {name:?} cannot be opened to check the descriptor sent \
+                     for it: {e}"
+                ))
+            })?;
+            if (by_name.st_dev, by_name.st_ino) != (stat.st_dev, stat.st_ino) {
+                return Err(Error::InvalidSegment(format!(
+                    "the descriptor sent as the named segment {name:?} is another file"
+                )));
+            }
+        } else {
             let seals = match rustix::fs::fcntl_get_seals(&fd) {
                 Ok(seals) => seals,
                 Err(Errno::INVAL) => rustix::fs::SealFlags::empty(),
@@ -233,7 +265,7 @@ impl SharedMemory {
             }
         }
         let map = Mapping::new(fd.as_fd(), size_usize).map_err(|e| Error::io("mmap", e))?;
-        Ok(SharedMemory { map, fd, name, named })
+        Ok(SharedMemory { map, fd, name, named, id })
     }
 
     /// Opens a second handle on the same segment, with its own descriptor and mapping.
@@ -243,7 +275,7 @@ impl SharedMemory {
         let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
             .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", e))?;
         let map = Mapping::new(fd.as_fd(), self.size()).map_err(|e| Error::io("mmap", e))?;
-        Ok(SharedMemory { map, fd, name: self.name.clone(), named: self.named })
+        Ok(SharedMemory { map, fd, name: self.name.clone(), named: self.named, id: self.id })
     }
 
     /// The segment's name.
@@ -409,23 +441,48 @@ impl Serialize for SharedMemory {
 }
 
 /// Receives a segment: the descriptor is `fstat`ed (a regular file at least as large as the
-/// declared size) and, for an anonymous segment, its seals checked, before it is mapped.
+/// declared size) and checked (the seals of an anonymous segment; for a named one, that it is
+/// the object of that name) before it is mapped.
 impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let Wire { fd, name, size, named } = Wire::deserialize(d)?;
-        SharedMemory::from_received(fd, name, size, named)
+        SharedMemory::from_received(fd, name, size, named, new_object_id())
             .map_err(|e| refused("SharedMemory", e))
-            .map_err(D::Error::custom)
     }
 }
 
-/// Logs why a received `what` was refused and returns the error.
+/// A segment crosses as a shared object when it is held in an `Arc` (by [`RawValue`],
+/// [`RawArray`], [`ShareableList`], and the types of the crates above): defined once per
+/// message, or once per pool worker, and mapped once per process.
 ///
-/// postcard keeps no message of a custom deserialisation error, so without this log the
-/// receiver would only learn that decoding failed.
-pub(crate) fn refused(what: &str, err: Error) -> Error {
-    log::warn!("mp-shm: refused a received {what}: {err}");
-    err
+/// [`RawValue`]: crate::RawValue
+/// [`RawArray`]: crate::RawArray
+/// [`ShareableList`]: crate::ShareableList
+impl SharedObject for SharedMemory {
+    const KIND: Kind = Kind::new("mp_shm::SharedMemory");
+
+    fn object_id(&self) -> ObjectId {
+        self.id
+    }
+
+    fn describe<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.serialize(s)
+    }
+
+    fn rebuild<'de, D: Deserializer<'de>>(
+        id: ObjectId,
+        d: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let Wire { fd, name, size, named } = Wire::deserialize(d)?;
+        SharedMemory::from_received(fd, name, size, named, id)
+            .map_err(|e| refused("SharedMemory", e))
+    }
+}
+
+/// Refuses a received `what` for `err`: the serde error, whose reason the caller's
+/// `WireError::Refused` keeps.
+pub(crate) fn refused<E: serde::de::Error>(what: &str, err: Error) -> E {
+    mp_process::fdpass::refuse(format!("a received {what} was refused: {err}"))
 }
 
 /// Checks a size for a new segment and converts it to a file length.
@@ -620,35 +677,68 @@ mod tests {
         // A pipe is no regular file.
         let (r, _w) = rustix::pipe::pipe().unwrap();
         assert!(matches!(
-            SharedMemory::from_received(r, "x".into(), 8, false),
+            SharedMemory::from_received(r, "x".into(), 8, false, 1),
             Err(Error::InvalidSegment(_))
         ));
         // An unsealed memfd could be truncated under us.
         let fd = sys::memfd("unsealed").unwrap();
         rustix::fs::ftruncate(&fd, 4096).unwrap();
         assert!(matches!(
-            SharedMemory::from_received(fd, "x".into(), 4096, false),
+            SharedMemory::from_received(fd, "x".into(), 4096, false, 1),
             Err(Error::InvalidSegment(_))
         ));
         // A sealed memfd smaller than declared.
         let shm = SharedMemory::new(4096).unwrap();
         let dup = rustix::io::fcntl_dupfd_cloexec(&shm, 0).unwrap();
         assert!(matches!(
-            SharedMemory::from_received(dup, "x".into(), 8192, false),
+            SharedMemory::from_received(dup, "x".into(), 8192, false, 1),
             Err(Error::InvalidSegment(_))
         ));
         let dup = rustix::io::fcntl_dupfd_cloexec(&shm, 0).unwrap();
         assert!(matches!(
-            SharedMemory::from_received(dup, "x".into(), 0, false),
+            SharedMemory::from_received(dup, "x".into(), 0, false, 1),
             Err(Error::InvalidSegment(_))
         ));
         let dup = rustix::io::fcntl_dupfd_cloexec(&shm, 0).unwrap();
         assert!(matches!(
-            SharedMemory::from_received(dup, "a/b".into(), 8, true),
+            SharedMemory::from_received(dup, "a/b".into(), 8, true, 1),
             Err(Error::InvalidName(_))
         ));
         let dup = rustix::io::fcntl_dupfd_cloexec(&shm, 0).unwrap();
-        let smaller = SharedMemory::from_received(dup, "x".into(), 100, false).unwrap();
+        let smaller = SharedMemory::from_received(dup, "x".into(), 100, false, 1).unwrap();
         assert_eq!(smaller.size(), 100);
+    }
+
+    #[test]
+    fn a_descriptor_sent_as_a_named_segment_must_be_that_segment() {
+        // Issue 10: an unsealed memfd marked "named" skipped the seal check; truncating it
+        // later killed the receiver with SIGBUS.
+        let named = SharedMemory::create_unique(4096).unwrap();
+        let unsealed = sys::memfd("forged").unwrap();
+        rustix::fs::ftruncate(&unsealed, 4096).unwrap();
+        match SharedMemory::from_received(unsealed, named.name().into(), 4096, true, 1) {
+            Err(Error::InvalidSegment(why)) => assert!(why.contains("another file"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Another named segment's descriptor under this name.
+        let other = SharedMemory::create_unique(4096).unwrap();
+        let dup = rustix::io::fcntl_dupfd_cloexec(&other, 0).unwrap();
+        assert!(matches!(
+            SharedMemory::from_received(dup, named.name().into(), 4096, true, 1),
+            Err(Error::InvalidSegment(_))
+        ));
+        // A name that does not exist (any more) cannot vouch for a descriptor.
+        let dup = rustix::io::fcntl_dupfd_cloexec(&other, 0).unwrap();
+        let name = other.name().to_owned();
+        other.unlink().unwrap();
+        match SharedMemory::from_received(dup, name, 4096, true, 1) {
+            Err(Error::InvalidSegment(why)) => assert!(why.contains("cannot be opened"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // The real one is accepted.
+        let dup = rustix::io::fcntl_dupfd_cloexec(&named, 0).unwrap();
+        let ok = SharedMemory::from_received(dup, named.name().into(), 4096, true, 1).unwrap();
+        assert_eq!(ok.size(), 4096);
+        named.unlink().unwrap();
     }
 }

@@ -135,19 +135,21 @@ fn too_small_descriptors_are_refused_before_mapping() {
 /// The serialised shape of a `RawArray`, with a forged length.
 #[derive(Serialize)]
 struct ForgedArray<'a> {
-    shm: &'a SharedMemory,
+    #[serde(with = "mp_process::fdpass::serde_object")]
+    shm: &'a std::sync::Arc<SharedMemory>,
     len: u64,
     item_size: u64,
+    item_type: &'a str,
 }
 
 #[test]
 fn arrays_longer_than_their_segment_are_refused() {
-    let shm = SharedMemory::new(4096).unwrap();
-    let (bytes, fds) =
-        encode_with_fds(&ForgedArray { shm: &shm, len: 1025, item_size: 4 }).unwrap();
+    let shm = std::sync::Arc::new(SharedMemory::new(4096).unwrap());
+    let forged = ForgedArray { shm: &shm, len: 1025, item_size: 4, item_type: "u32" };
+    let (bytes, fds) = encode_with_fds(&forged).unwrap();
     assert!(decode_with_fds::<RawArray<u32>>(&bytes, fds).is_err());
-    let (bytes, fds) =
-        encode_with_fds(&ForgedArray { shm: &shm, len: 1024, item_size: 4 }).unwrap();
+    let forged = ForgedArray { shm: &shm, len: 1024, item_size: 4, item_type: "u32" };
+    let (bytes, fds) = encode_with_fds(&forged).unwrap();
     let array = decode_with_fds::<RawArray<u32>>(&bytes, fds).unwrap();
     assert_eq!(array.len(), 1024);
 }

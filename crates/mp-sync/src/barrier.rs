@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -396,14 +395,17 @@ impl AsFd for Barrier {
 struct WireRef<'a> {
     /// The segment.
     #[serde(serialize_with = "serialize_handle")]
-    handle: &'a Handle<BarrierLayout>,
+    handle: &'a Arc<Handle<BarrierLayout>>,
     /// The action, as an offset into the executable's text.
     action: Option<u64>,
     /// The default timeout.
     timeout: Option<Duration>,
 }
 
-fn serialize_handle<S: Serializer>(h: &&Handle<BarrierLayout>, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_handle<S: Serializer>(
+    h: &&Arc<Handle<BarrierLayout>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     h.serialize(s)
 }
 
@@ -412,14 +414,16 @@ fn serialize_handle<S: Serializer>(h: &&Handle<BarrierLayout>, s: S) -> Result<S
 struct Wire {
     /// The segment.
     #[serde(deserialize_with = "deserialize_handle")]
-    handle: Handle<BarrierLayout>,
+    handle: Arc<Handle<BarrierLayout>>,
     /// The action's offset.
     action: Option<u64>,
     /// The default timeout.
     timeout: Option<Duration>,
 }
 
-fn deserialize_handle<'de, D: Deserializer<'de>>(d: D) -> Result<Handle<BarrierLayout>, D::Error> {
+fn deserialize_handle<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Arc<Handle<BarrierLayout>>, D::Error> {
     Handle::deserialize(d, &[Kind::Barrier])
 }
 
@@ -444,15 +448,19 @@ impl<'de> Deserialize<'de> for Barrier {
         let Wire { handle, action, timeout } = Wire::deserialize(d)?;
         let parties = handle.get().parties.load(Ordering::Relaxed) as usize;
         if parties == 0 || parties > MAX_WAITERS {
-            return Err(D::Error::custom("the barrier's number of parties is out of range"));
+            return Err(mp_process::fdpass::refuse(
+                "the barrier's number of parties is out of range",
+            ));
         }
         let action = match action {
             None => None,
             Some(offset) => Some(sys::action_at(offset).ok_or_else(|| {
-                D::Error::custom("the barrier action lies outside this executable's text")
+                mp_process::fdpass::refuse::<D::Error>(
+                    "the barrier action lies outside this executable's text",
+                )
             })?),
         };
-        Ok(Barrier { handle: Arc::new(handle), parties, action, timeout })
+        Ok(Barrier { handle, parties, action, timeout })
     }
 }
 
@@ -464,4 +472,9 @@ impl fmt::Debug for Barrier {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
+}
+
+impl crate::segment::Layout for BarrierLayout {
+    const OBJECT: mp_process::fdpass::Kind = mp_process::fdpass::Kind::new("mp_sync::Barrier");
+    const KINDS: &'static [Kind] = &[Kind::Barrier];
 }

@@ -323,10 +323,10 @@ struct WireRef<'a> {
     lock: &'a AnyLock,
     /// The waiters' segment.
     #[serde(serialize_with = "serialize_handle")]
-    handle: &'a Handle<CondLayout>,
+    handle: &'a Arc<Handle<CondLayout>>,
 }
 
-fn serialize_handle<S: Serializer>(h: &&Handle<CondLayout>, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_handle<S: Serializer>(h: &&Arc<Handle<CondLayout>>, s: S) -> Result<S::Ok, S::Error> {
     h.serialize(s)
 }
 
@@ -337,10 +337,12 @@ struct Wire {
     lock: AnyLock,
     /// The waiters' segment.
     #[serde(deserialize_with = "deserialize_handle")]
-    handle: Handle<CondLayout>,
+    handle: Arc<Handle<CondLayout>>,
 }
 
-fn deserialize_handle<'de, D: Deserializer<'de>>(d: D) -> Result<Handle<CondLayout>, D::Error> {
+fn deserialize_handle<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Arc<Handle<CondLayout>>, D::Error> {
     Handle::deserialize(d, &[Kind::Condition])
 }
 
@@ -356,7 +358,7 @@ impl<'de> Deserialize<'de> for Condition {
     /// Receives a condition, checking its segments.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let Wire { lock, handle } = Wire::deserialize(d)?;
-        Ok(Condition { lock, handle: Arc::new(handle) })
+        Ok(Condition { lock, handle })
     }
 }
 
@@ -364,4 +366,9 @@ impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Condition").field("lock", &self.lock).finish_non_exhaustive()
     }
+}
+
+impl crate::segment::Layout for CondLayout {
+    const OBJECT: mp_process::fdpass::Kind = mp_process::fdpass::Kind::new("mp_sync::Condition");
+    const KINDS: &'static [Kind] = &[Kind::Condition];
 }

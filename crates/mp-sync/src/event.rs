@@ -180,7 +180,7 @@ impl Serialize for Event {
 impl<'de> Deserialize<'de> for Event {
     /// Receives an event, checking the segment's kind.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Event { handle: Arc::new(Handle::deserialize(d, &[Kind::Event])?) })
+        Ok(Event { handle: Handle::deserialize(d, &[Kind::Event])? })
     }
 }
 
@@ -189,4 +189,9 @@ impl fmt::Debug for Event {
         let set = self.layout().state.load(Ordering::Relaxed) & SET != 0;
         write!(f, "<Event({})>", if set { "set" } else { "unset" })
     }
+}
+
+impl crate::segment::Layout for EventLayout {
+    const OBJECT: mp_process::fdpass::Kind = mp_process::fdpass::Kind::new("mp_sync::Event");
+    const KINDS: &'static [Kind] = &[Kind::Event];
 }

@@ -285,7 +285,7 @@ impl LockCore {
     fn deserialize<'de, D: Deserializer<'de>>(d: D, recursive: bool) -> Result<Self, D::Error> {
         let kind = if recursive { Kind::RLock } else { Kind::Lock };
         let handle = Handle::deserialize(d, &[kind])?;
-        Ok(LockCore { handle: Arc::new(handle), recursive })
+        Ok(LockCore { handle, recursive })
     }
 }
 
@@ -617,4 +617,9 @@ impl From<RLock> for AnyLock {
     fn from(lock: RLock) -> Self {
         AnyLock::RLock(lock)
     }
+}
+
+impl crate::segment::Layout for LockLayout {
+    const OBJECT: mp_process::fdpass::Kind = mp_process::fdpass::Kind::new("mp_sync::Lock/RLock");
+    const KINDS: &'static [Kind] = &[Kind::Lock, Kind::RLock];
 }

@@ -31,7 +31,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use mp_shm::SharedMemory;
 use rustix::event::EventfdFlags;
-use serde::de::Error as _;
+use std::sync::Arc;
+
+use mp_process::fdpass::{Kind as ObjectKind, ObjectId, SharedObject, refuse};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Error;
@@ -62,6 +64,21 @@ pub(crate) enum Kind {
     Condition = 6,
     /// A `Barrier`.
     Barrier = 7,
+}
+
+impl Kind {
+    /// The primitive's name, as errors show it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Lock => "mp_sync::Lock",
+            Kind::RLock => "mp_sync::RLock",
+            Kind::Semaphore => "mp_sync::Semaphore",
+            Kind::BoundedSemaphore => "mp_sync::BoundedSemaphore",
+            Kind::Event => "mp_sync::Event",
+            Kind::Condition => "mp_sync::Condition",
+            Kind::Barrier => "mp_sync::Barrier",
+        }
+    }
 }
 
 /// The header of every segment, after the primitive's layout, in a cache line of its own:
@@ -130,7 +147,7 @@ impl<L: SharedLayout> Shared<L> {
         let header = shared.header();
         header.kind.store(kind as u32, Ordering::Relaxed);
         header.version.store(VERSION, Ordering::Relaxed);
-        header.id.store(new_id(), Ordering::Relaxed);
+        header.id.store(mp_process::fdpass::new_object_id(), Ordering::Relaxed);
         header.magic.store(MAGIC, Ordering::Release);
         Ok(shared)
     }
@@ -192,23 +209,6 @@ impl<L: SharedLayout> Shared<L> {
     }
 }
 
-/// A new segment identifier: the pid, a per-process counter and the wall clock, mixed.
-fn new_id() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-    let mut x = u64::from(my_pid()) << 32
-        ^ count
-        ^ (now.tv_nsec as u64) << 16
-        ^ (now.tv_sec as u64).rotate_left(40);
-    // splitmix64's finaliser spreads the bits.
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 /// A process-local handle on a shared segment: the segment and this process's poller
 /// registration. Primitives hold it in an `Arc`, so that clones share one registration.
 pub(crate) struct Handle<L: SharedLayout> {
@@ -260,19 +260,59 @@ impl<L: SharedLayout> Handle<L> {
         }
         self.shared.bell.as_fd()
     }
+}
 
-    /// Serialises the segment and the doorbell (through `mp-process`'s fd-carrying encoder).
-    pub(crate) fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        WireRef { shm: self.shared.map.shm(), bell: &self.shared.bell }.serialize(s)
+impl<L: Layout> Handle<L> {
+    /// Serialises the handle as a shared object (through `mp-process`'s fd-carrying encoder):
+    /// its segment and doorbell cross once per message, or once per pool worker.
+    pub(crate) fn serialize<S: Serializer>(self: &Arc<Self>, s: S) -> Result<S::Ok, S::Error> {
+        mp_process::fdpass::serialize_object(self, s)
     }
 
-    /// Receives a handle whose segment must hold one of `kinds`.
+    /// Receives a handle whose segment must hold one of `kinds`: the one this process has on
+    /// that segment, or a new one.
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
         kinds: &[Kind],
-    ) -> Result<Self, D::Error> {
+    ) -> Result<Arc<Self>, D::Error> {
+        let handle: Arc<Self> = mp_process::fdpass::deserialize_object(d)?;
+        let kind = handle.shared.header().kind.load(Ordering::Relaxed);
+        if !kinds.iter().any(|k| *k as u32 == kind) {
+            let got = L::KINDS.iter().find(|k| **k as u32 == kind).map_or("?", |k| k.name());
+            let want = kinds.first().map_or("?", |k| k.name());
+            return Err(refuse(format!("a {got} was received where a {want} was expected")));
+        }
+        Ok(handle)
+    }
+}
+
+/// A layout of this crate's segments, with what its handles are as shared objects.
+pub(crate) trait Layout: SharedLayout + Send {
+    /// The object kind of a handle on such a segment.
+    const OBJECT: ObjectKind;
+    /// The primitives whose segments have this layout.
+    const KINDS: &'static [Kind];
+}
+
+/// A handle crosses as a shared object: the segment (a sealed memfd, checked by `mp-shm`)
+/// then the doorbell (checked to be a non-blocking eventfd), and the segment's header is
+/// checked (magic, version, a kind of this layout) before anything else reads it.
+impl<L: Layout> SharedObject for Handle<L> {
+    const KIND: ObjectKind = L::OBJECT;
+
+    fn object_id(&self) -> ObjectId {
+        self.shared.id()
+    }
+
+    fn describe<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireRef { shm: self.shared.map.shm(), bell: &self.shared.bell }.serialize(s)
+    }
+
+    fn rebuild<'de, D: Deserializer<'de>>(_id: ObjectId, d: D) -> Result<Self, D::Error> {
         let Wire { shm, bell } = Wire::deserialize(d)?;
-        let shared = Shared::check(shm, bell, kinds).map_err(D::Error::custom)?;
+        mp_process::fdpass::check::eventfd(bell.as_fd(), "a doorbell")
+            .map_err(refuse::<D::Error>)?;
+        let shared = Shared::check(shm, bell, L::KINDS).map_err(refuse::<D::Error>)?;
         Ok(Handle { shared, polling: AtomicU32::new(0) })
     }
 }

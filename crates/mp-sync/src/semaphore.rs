@@ -235,7 +235,7 @@ macro_rules! semaphore_api {
             /// Receives a semaphore, checking the segment's kind.
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let handle = Handle::deserialize(d, &[$kind])?;
-                Ok($name { core: SemCore { handle: Arc::new(handle) } })
+                Ok($name { core: SemCore { handle } })
             }
         }
 
@@ -321,3 +321,9 @@ impl BoundedSemaphore {
 }
 
 semaphore_api!(BoundedSemaphore, Kind::BoundedSemaphore, "BoundedSemaphore");
+
+impl crate::segment::Layout for SemLayout {
+    const OBJECT: mp_process::fdpass::Kind =
+        mp_process::fdpass::Kind::new("mp_sync::Semaphore/BoundedSemaphore");
+    const KINDS: &'static [Kind] = &[Kind::Semaphore, Kind::BoundedSemaphore];
+}

@@ -25,6 +25,7 @@
 //! descriptors the kernel had to drop (`MSG_CTRUNC`, out of descriptors) whole, so that
 //! stream stays in step.
 
+pub mod check;
 mod context;
 mod objects;
 
