@@ -59,8 +59,9 @@ struct InChunk {
     done: usize,
     /// The last chunk of its batch.
     ends_batch: bool,
-    /// The number of its batch among those sent to the worker (from 1), if it is the first
-    /// chunk of that batch.
+    /// If it is the first chunk of its batch: the number, among the frames sent to the
+    /// worker (from 1), of the first frame of that batch (definitions of shared objects, or
+    /// the batch itself).
     starts_batch: Option<u64>,
 }
 
@@ -72,8 +73,12 @@ pub(crate) struct WorkerH {
     inflight: VecDeque<InChunk>,
     /// Batches sent and not finished.
     batches: u32,
-    /// Batches sent in all.
-    batches_sent: u64,
+    /// Frames sent in all (batches and definitions of shared objects).
+    frames_sent: u64,
+    /// The shared objects defined to the worker.
+    objects: fdpass::PeerObjects,
+    /// Why the worker could not receive its tasks, if it said so before exiting.
+    recv_failure: Option<String>,
     chunks_sent: u64,
     /// When the task it is running started (as far as the parent can tell).
     busy_since: Instant,
@@ -275,7 +280,9 @@ impl Spawner {
             handle,
             inflight: VecDeque::new(),
             batches: 0,
-            batches_sent: 0,
+            frames_sent: 0,
+            objects: fdpass::PeerObjects::new(proto::WORKER_OBJECTS),
+            recv_failure: None,
             chunks_sent: 0,
             busy_since: Instant::now(),
             timed_out: false,
@@ -432,24 +439,30 @@ impl Collector {
                 let start = w.inflight.len();
                 let mut taken = 0usize;
                 let mut bytes = 0usize;
+                let mut fds = 0usize;
                 while taken < budget {
                     let Some(c) = st.queue.front() else { break };
-                    let size = c.payload.len() + 33;
+                    let size = c.payload.len() + 33 + 8 * c.objects.len();
                     if taken > 0 && bytes + size > byte_cap {
                         break;
                     }
                     if taken == 0 && w.batches > 0 && size > byte_cap {
                         break;
                     }
+                    // A frame carries at most `MAX_FDS_PER_FRAME` descriptors (a chunk holds
+                    // at most `CHUNK_FDS`).
+                    if taken > 0 && fds + c.fds.len() > fdpass::MAX_FDS_PER_FRAME {
+                        break;
+                    }
                     let Some(c) = st.queue.pop_front() else { break };
                     bytes += size;
+                    fds += c.fds.len();
                     w.chunks_sent += 1;
-                    let starts_batch = (taken == 0).then_some(w.batches_sent + 1);
                     w.inflight.push_back(InChunk {
                         chunk: c,
                         done: 0,
                         ends_batch: false,
-                        starts_batch,
+                        starts_batch: None,
                     });
                     taken += 1;
                 }
@@ -460,7 +473,6 @@ impl Collector {
                     last.ends_batch = true;
                 }
                 w.batches += 1;
-                w.batches_sent += 1;
                 sends.push((i, start, taken));
                 sent_any = true;
             }
@@ -470,17 +482,41 @@ impl Collector {
         }
     }
 
-    /// Sends the batches [`Collector::dispatch`] planned. A batch too large for one frame fails
-    /// its tasks; a worker that cannot be written to is dying, and its death puts the chunks
-    /// back.
+    /// Sends the batches [`Collector::dispatch`] planned, each after the definitions of the
+    /// shared objects its chunks refer to that the worker does not have yet. A batch that
+    /// cannot be sent (too large for a frame; its objects' descriptors cannot be duplicated)
+    /// fails its tasks with the reason; a worker that cannot be written to is dying, and its
+    /// death puts the chunks back.
     fn send_batches(&mut self, sends: Vec<(usize, usize, usize)>) {
-        let mut oversized = Vec::new();
+        let mut failed = Vec::new();
         for (i, start, k) in sends {
-            let Some(w) = self.workers.get(i) else { continue };
+            let Some(w) = self.workers.get_mut(i) else { continue };
+            let chunks = w.inflight.range(start..start + k).map(|ic| &ic.chunk.objects);
+            let defs = match w.objects.prepare(chunks) {
+                Ok(defs) => defs,
+                Err(e) => {
+                    failed.push((i, start, k, format!("sending the task's shared objects: {e}")));
+                    continue;
+                }
+            };
+            if let Some(first) = w.inflight.get_mut(start) {
+                first.starts_batch = Some(w.frames_sent + 1);
+            }
+            let sock = w.sock.as_fd();
             let out = &mut self.out;
+            for (table, fds) in defs {
+                out.clear();
+                out.u8(proto::K_OBJECTS);
+                out.buf.extend_from_slice(&table);
+                let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+                w.frames_sent += 1;
+                // A failure here is the worker's death (see below).
+                let _ = fdpass::send_frame(sock, &out.buf, &fds, proto::MAX_FRAME);
+            }
             out.clear();
             out.u8(proto::K_BATCH);
             out.u32(u32::try_from(k).unwrap_or(0));
+            let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
             for ic in w.inflight.range(start..start + k) {
                 let c = &ic.chunk;
                 out.u64(c.job);
@@ -488,26 +524,32 @@ impl Collector {
                 out.u64(c.entry);
                 out.u32(u32::try_from(c.count).unwrap_or(u32::MAX));
                 out.u8(c.form());
+                out.u32(u32::try_from(c.objects.len()).unwrap_or(u32::MAX));
+                for id in c.objects.ids() {
+                    out.u64(id);
+                }
                 out.u32(u32::try_from(c.payload.len()).unwrap_or(u32::MAX));
                 out.buf.extend_from_slice(&c.payload);
-                out.fds.extend(c.fds.iter().filter_map(|fd| fd.try_clone().ok()));
+                fds.extend(c.fds.iter().map(AsFd::as_fd));
             }
-            if let Err(e @ mp_process::wire::WireError::Oversized { .. }) = out.send(w.sock.as_fd())
-            {
-                oversized.push((i, start, k, e.to_string()));
+            w.frames_sent += 1;
+            match fdpass::send_frame(sock, &out.buf, &fds, proto::MAX_FRAME) {
+                // The worker is gone or going: its death puts the chunks back.
+                Ok(()) | Err(mp_process::wire::WireError::Io(_)) => {}
+                Err(e) => failed.push((i, start, k, e.to_string())),
             }
         }
-        // The descriptors are not kept; nor is the memory of an unusually large batch.
+        // The memory of an unusually large batch is not kept.
         self.out.clear();
         if self.out.buf.capacity() > proto::SOFT_FRAME {
             self.out.buf = Vec::new();
         }
-        if oversized.is_empty() {
+        if failed.is_empty() {
             return;
         }
         let shared = self.shared.clone();
         let mut st = shared.lock();
-        for (i, start, k, message) in oversized.into_iter().rev() {
+        for (i, start, k, message) in failed.into_iter().rev() {
             let Some(w) = self.workers.get_mut(i) else { continue };
             let gone: Vec<InChunk> = w.inflight.drain(start..start + k).collect();
             w.batches = w.batches.saturating_sub(1);
@@ -707,6 +749,18 @@ impl Collector {
             .map(|a| a.load(std::sync::atomic::Ordering::Acquire))
             .unwrap_or(w.received + 1);
         let running = started.checked_sub(w.received + 1);
+        if let Some(why) = w.recv_failure.take() {
+            // The worker could not receive its tasks: they fail with the reason rather than
+            // go round again.
+            let why = format!("the worker could not receive the task: {why}");
+            for ic in std::mem::take(&mut w.inflight) {
+                let c = &ic.chunk;
+                for index in c.first + ic.done as u64..c.first + c.count as u64 {
+                    st.record(c.job, index, Err(Error::Serialization(why.clone())));
+                }
+            }
+            return;
+        }
         let err = if w.timed_out {
             Error::Timeout
         } else {
@@ -739,6 +793,13 @@ impl Collector {
             let mut strikes = if ic.done == 0 { ic.chunk.strikes } else { 0 };
             let done = ic.done;
             let count = ic.chunk.count;
+            // The items keep referring to the chunk's objects by their indices there.
+            let objects = ic.chunk.objects.clone();
+            let fresh = |first: u64, requeued: bool| {
+                let mut c = Chunk::new(job, entry, first, requeued);
+                c.objects = objects.clone();
+                c
+            };
             let items: Vec<Raw> = ic.chunk.into_raws().into_iter().skip(done).collect();
             // Items that cannot be told apart any more (a damaged payload) fail.
             for index in base + items.len() as u64..base + count.saturating_sub(done) as u64 {
@@ -748,7 +809,7 @@ impl Collector {
                     Err(Error::Serialization("a task's arguments were lost".into())),
                 );
             }
-            let mut run = Chunk::new(job, entry, base, was_requeued);
+            let mut run = fresh(base, was_requeued);
             let mut after_running = false;
             for (j, raw) in items.into_iter().enumerate() {
                 let index = base + j as u64;
@@ -763,7 +824,7 @@ impl Collector {
                     }
                 }
                 if Some(k) == running {
-                    let next = Chunk::new(job, entry, index + 1, true);
+                    let next = fresh(index + 1, true);
                     let mut before = std::mem::replace(&mut run, next);
                     if before.count > 0 {
                         before.strikes = strikes;
@@ -794,7 +855,7 @@ impl Collector {
     /// Closed and drained: tells every worker to exit, waits for them, stops the zygote.
     fn finish(self) {
         let mut stop = Writer::default();
-        stop.u8(2);
+        stop.u8(proto::K_STOP);
         for w in &self.workers {
             let _ = stop.send(w.sock.as_fd());
         }
@@ -951,6 +1012,14 @@ fn handle_frame(
                 });
             }
             w.busy_since = now;
+            Ok(())
+        }
+        proto::K_RECV_FAILED => {
+            let mut msg = Vec::new();
+            while let Ok(b) = r.u8() {
+                msg.push(b);
+            }
+            w.recv_failure = Some(String::from_utf8_lossy(&msg).into_owned());
             Ok(())
         }
         proto::K_INIT_FAILED => {

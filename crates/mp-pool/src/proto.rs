@@ -25,12 +25,31 @@ pub(crate) fn too_large_message(what: &str) -> String {
     format!("the task's {what} encodes to more than {MAX_VALUE} bytes, the most a pool carries")
 }
 
-/// Frame kinds, parent to worker.
+/// Frame kinds, parent to worker: a batch of chunks.
 pub(crate) const K_BATCH: u8 = 1;
+/// Parent to worker: exit once the results are sent.
+pub(crate) const K_STOP: u8 = 2;
+/// Parent to worker: definitions of shared objects (and releases), for the worker's
+/// `ObjectCache`, sent before the batch that first refers to them.
+pub(crate) const K_OBJECTS: u8 = 4;
 /// Frame kinds, worker to parent.
 pub(crate) const K_RESULTS: u8 = 1;
 /// The initializer panicked; the payload is its message.
 pub(crate) const K_INIT_FAILED: u8 = 3;
+/// The worker could not receive a frame (out of descriptors, say); the payload is why. It
+/// exits after sending this, and its unfinished tasks fail with the reason.
+pub(crate) const K_RECV_FAILED: u8 = 5;
+
+/// A chunk is closed once its items hold this many descriptors, so that a batch of chunks
+/// can carry them (a frame carries at most `fdpass::MAX_FDS_PER_FRAME`).
+pub(crate) const CHUNK_FDS: usize = 64;
+
+/// The most shared objects a worker keeps defined for the pool (the least recently used are
+/// released beyond it).
+pub(crate) const WORKER_OBJECTS: usize = 128;
+
+/// Chunk form bit: the arguments are one blob in the self-contained form (the initializer).
+pub(crate) const F_SELF_CONTAINED: u8 = 4;
 
 /// Result tags.
 pub(crate) const T_OK: u8 = 0;

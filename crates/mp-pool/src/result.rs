@@ -581,8 +581,12 @@ pub(crate) fn build_chunks<T: Serialize>(
             errors.push((index, e));
             continue;
         }
-        // A chunk is also closed when it is large, so that it fits in a frame.
-        if current.count >= chunksize || current.payload.len() >= crate::proto::SOFT_FRAME {
+        // A chunk is also closed when it is large, so that it fits in a frame, and when its
+        // items hold many descriptors, so that a batch of chunks can carry them.
+        if current.count >= chunksize
+            || current.payload.len() >= crate::proto::SOFT_FRAME
+            || current.fds.len() >= crate::proto::CHUNK_FDS
+        {
             let size = current.payload.len();
             chunks.push(std::mem::replace(&mut current, fresh(index + 1)));
             // The next chunk is probably about as large.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
-use mp_process::fdpass;
+use mp_process::fdpass::{self, ObjectList};
 use mp_process::wire::WireError;
 use rustix::process::Pid;
 use serde::de::DeserializeOwned;
@@ -261,6 +261,9 @@ pub(crate) struct Chunk {
     pub ends: Vec<u32>,
     /// The descriptors of every item, in order (never with `seq`).
     pub fds: Vec<OwnedFd>,
+    /// The shared objects its items refer to (by their index here): defined to each worker
+    /// once, by the collector, before the first chunk that refers to them.
+    pub objects: ObjectList,
     /// The number of items.
     pub count: usize,
     /// This is the rest of a chunk whose worker died: it is not re-queued again.
@@ -285,6 +288,7 @@ impl Chunk {
             payload: Vec::new(),
             ends: Vec::new(),
             fds: Vec::new(),
+            objects: ObjectList::default(),
             count: 0,
             requeued,
             strikes: 0,
@@ -307,25 +311,45 @@ impl Chunk {
     }
 
     /// Appends the bare encoding of `value` to a chunk in `seq` form: true if it did, false
-    /// (with nothing appended) if the value needs a descriptor context or does not serialise,
-    /// an error if it is too large.
+    /// (with nothing appended) if the value holds descriptors or does not serialise, an error
+    /// if it is too large. A value that refers to shared objects stays bare: the objects are
+    /// recorded in [`Chunk::objects`].
     pub fn push_seq<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<bool> {
         let start = self.payload.len();
-        match postcard::serialize_with_flavor(value, crate::proto::Append::new(&mut self.payload)) {
-            Ok(()) => {
-                self.count += 1;
-                // A chunk is closed at `SOFT_FRAME` bytes, far below 4 GiB.
-                self.ends.push(u32::try_from(self.payload.len()).unwrap_or(u32::MAX));
-                Ok(true)
-            }
-            Err(e) => {
-                self.payload.truncate(start);
-                if crate::proto::too_large(&e) {
-                    return Err(Error::Serialization(crate::proto::too_large_message("argument")));
+        let too_large = || Error::Serialization(crate::proto::too_large_message("argument"));
+        // Plain postcard first, unless the chunk's items are known to refer to objects.
+        if self.objects.is_empty() {
+            let out = crate::proto::Append::new(&mut self.payload);
+            match postcard::serialize_with_flavor(value, out) {
+                Ok(()) => return Ok(self.pushed_seq()),
+                Err(e) if crate::proto::too_large(&e) => {
+                    self.payload.truncate(start);
+                    return Err(too_large());
                 }
+                Err(_) => self.payload.truncate(start),
+            }
+        }
+        let out = crate::proto::Append::new(&mut self.payload);
+        match fdpass::encode_with_objects(value, out, &mut self.objects) {
+            Ok(((), fds)) if fds.is_empty() => Ok(self.pushed_seq()),
+            Err(WireError::Encode(e)) if crate::proto::too_large(&e) => {
+                self.payload.truncate(start);
+                Err(too_large())
+            }
+            // Descriptors of its own (a blob), or an error (which the blob form reports).
+            Ok(_) | Err(_) => {
+                self.payload.truncate(start);
                 Ok(false)
             }
         }
+    }
+
+    /// Counts the bare item just appended; true.
+    fn pushed_seq(&mut self) -> bool {
+        self.count += 1;
+        // A chunk is closed at `SOFT_FRAME` bytes, far below 4 GiB.
+        self.ends.push(u32::try_from(self.payload.len()).unwrap_or(u32::MAX));
+        true
     }
 
     /// Appends the encoding of `value` as a blob; on failure nothing is appended.
@@ -339,9 +363,13 @@ impl Chunk {
                 Err(Error::Serialization(crate::proto::too_large_message("argument")))
             }
             Err(_) => {
-                // A value holding descriptors (or one that does not serialise, which fails
-                // again here).
-                let (bytes, fds) = fdpass::encode_with_fds(value)?;
+                // A value holding descriptors or objects (or one that does not serialise,
+                // which fails again here).
+                let (bytes, fds) = fdpass::encode_with_objects(
+                    value,
+                    postcard::ser_flavors::AllocVec::new(),
+                    &mut self.objects,
+                )?;
                 if bytes.len() > crate::proto::MAX_VALUE {
                     return Err(Error::Serialization(crate::proto::too_large_message("argument")));
                 }

@@ -10,6 +10,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use mp_process::fdpass;
+
 use crate::error::{Error, Result};
 use crate::proto;
 use crate::sys;
@@ -100,15 +102,25 @@ where
         // the worker is blamed on this task, which then fails, instead of being run again.
         run.start_task();
         let args = if seq_args {
-            match postcard::take_from_bytes::<Args>(run.reader.slice(seq_at..seq_end)) {
-                Ok((args, tail)) => {
-                    seq_at = seq_end - tail.len();
+            let bytes = run.reader.slice(seq_at..seq_end);
+            let taken = if run.scope.is_empty() {
+                postcard::take_from_bytes::<Args>(bytes)
+                    .map(|(args, tail)| (args, bytes.len() - tail.len()))
+                    .map_err(|e| e.to_string())
+            } else {
+                // Arguments that refer to shared objects: the chunk's scope says which.
+                fdpass::take_in::<Args>(bytes, Vec::new(), &mut run.scope, &mut run.cache)
+                    .map_err(|e| e.to_string())
+            };
+            match taken {
+                Ok((args, used)) => {
+                    seq_at += used;
                     Ok(args)
                 }
                 Err(e) => {
                     // Nothing tells where the next value starts: the rest fail too.
                     seq_at = seq_end;
-                    Err(e.to_string())
+                    Err(e)
                 }
             }
         } else {
@@ -116,7 +128,12 @@ where
                 run.alive = false;
                 break;
             };
-            crate::state::decode::<Args>(input, fds).map_err(|e| e.to_string())
+            if run.form & proto::F_SELF_CONTAINED != 0 {
+                crate::state::decode::<Args>(input, fds).map_err(|e| e.to_string())
+            } else {
+                fdpass::decode_in::<Args>(input, fds, &mut run.scope, &mut run.cache)
+                    .map_err(|e| e.to_string())
+            }
         };
         run.results.open_run(run.job, index, seq_results);
         let outcome = match args {

@@ -271,7 +271,8 @@ pub enum FailStep {
     BeforeSend,
     /// At its `n`th send of results, after sending, before emptying its journal.
     AfterSend,
-    /// Right after its `n`th batch of chunks arrived, before any of its tasks starts.
+    /// Right after its `n`th frame (a batch of chunks, or definitions of shared objects)
+    /// arrived, before any task of it starts.
     Received,
 }
 
@@ -299,7 +300,9 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         failpoint: boot.failpoint,
         journaled: 0,
         sends: 0,
-        batches: 0,
+        frames: 0,
+        cache: fdpass::ObjectCache::default(),
+        scope: Vec::new(),
     };
     if let Some(init) = boot.init {
         // The initializer runs as a chunk of one task whose results are thrown away.
@@ -308,7 +311,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         let frame = std::mem::take(&mut one.buf);
         run.reader = Reader::new(frame, std::mem::take(&mut one.fds));
         run.count = 1;
-        run.form = 0;
+        run.form = proto::F_SELF_CONTAINED;
         let Some(back) = task::run_chunk(init.entry, run) else { return };
         run = back;
         run.results = Results::new();
@@ -327,28 +330,51 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
     run.hold = false;
     let mut chunks_done = 0u64;
     loop {
-        let Ok(Some((bytes, fds))) = fdpass::recv_frame(run.sock.as_fd(), proto::MAX_FRAME) else {
-            return;
+        let received = fdpass::recv_frame(run.sock.as_fd(), proto::MAX_FRAME);
+        // Every frame read counts, also one that could not be received whole: a death from
+        // here to the first task of a batch gives that task a strike (see the collector).
+        run.frames += 1;
+        run.journal.received(run.frames);
+        let (bytes, fds) = match received {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(e) => return run.fail_receiving(&format!("receiving tasks: {e}")),
         };
+        run.fail_at(FailStep::Received, run.frames);
+        match bytes.first() {
+            Some(&proto::K_OBJECTS) => {
+                let admitted = run.cache.admit_frame(bytes.get(1..).unwrap_or(&[]), fds);
+                if let Err(e) = admitted {
+                    return run.fail_receiving(&format!("receiving shared objects: {e}"));
+                }
+                continue;
+            }
+            Some(&proto::K_BATCH) => {}
+            _ => return,
+        }
         run.reader = Reader::new(bytes, fds);
-        run.batches += 1;
-        run.journal.received(run.batches);
-        run.fail_at(FailStep::Received, run.batches);
+        let _ = run.reader.u8();
         // Results wait at most `FLUSH_AFTER` from when work arrived.
         if run.results.count == 0 {
             run.results.since = coarse_now();
         }
-        if run.reader.u8().ok() != Some(proto::K_BATCH) {
-            return;
-        }
         let Ok(nchunks) = run.reader.u32() else { return };
         for _ in 0..nchunks {
             let r = &mut run.reader;
-            let (Ok(job), Ok(first), Ok(entry), Ok(n), Ok(form), Ok(len)) =
+            let (Ok(job), Ok(first), Ok(entry), Ok(n), Ok(form), Ok(nobj)) =
                 (r.u64(), r.u64(), r.u64(), r.u32(), r.u8(), r.u32())
             else {
                 return;
             };
+            if nobj as usize > fdpass::MAX_CACHED {
+                return;
+            }
+            run.scope.clear();
+            for _ in 0..nobj {
+                let Ok(id) = r.u64() else { return };
+                run.scope.push(id);
+            }
+            let Ok(len) = r.u32() else { return };
             let Ok(start) = r.span(len as usize) else { return };
             r.seek(start);
             run.job = job;
@@ -404,14 +430,29 @@ pub(crate) struct ChunkRun {
     pub unclocked: u32,
     /// Where to die, for tests.
     pub failpoint: Option<(FailStep, u64)>,
-    /// Results journaled, frames of results sent and batches received, counted for the
-    /// failpoint.
+    /// Results journaled and frames of results sent, counted for the failpoint.
     pub journaled: u64,
     pub sends: u64,
-    pub batches: u64,
+    /// Frames received (batches and object definitions), published in the segment.
+    pub frames: u64,
+    /// The shared objects the pool has defined to this worker.
+    pub cache: fdpass::ObjectCache,
+    /// The chunk's scope: the objects its arguments refer to, by index.
+    pub scope: Vec<fdpass::ObjectId>,
 }
 
 impl ChunkRun {
+    /// Sends the results finished so far, then tells the parent why this worker cannot go on
+    /// (it exits next): its unfinished tasks fail with the reason, and are not run again.
+    fn fail_receiving(&mut self, why: &str) {
+        if self.flush() {
+            let mut w = Writer::default();
+            w.u8(proto::K_RECV_FAILED);
+            w.buf.extend_from_slice(why.as_bytes());
+            let _ = w.send(self.sock.as_fd());
+        }
+    }
+
     /// Counts task `index` as started.
     pub(crate) fn start_task(&mut self) {
         self.started += 1;
