@@ -119,6 +119,54 @@ fn a_daemonic_process_may_not_start_children() {
     assert_eq!(p.join().unwrap(), 0);
 }
 
+/// Reports the daemon flags of processes made (not started) in a daemonic process: by
+/// default they inherit it, as in Python; an explicit flag wins. Then tries to start one.
+fn report_daemon_defaults(out: PassFd) {
+    let plain = Process::new(|| {}, ());
+    let closure = Process::fork_closure(|| {});
+    let ctx = mp_process::get_context("spawn").expect("a known method");
+    let from_context = ctx.process(|| {}, ());
+    let overridden = Process::new(|| {}, ()).with_daemon(false);
+    let mut set = Process::new(|| {}, ());
+    set.set_daemon(false).expect("set before start");
+    let mut started = Process::new(|| {}, ());
+    let verdict = match started.start() {
+        Err(Error::DaemonicChildren) => "refused",
+        Err(_) => "other error",
+        Ok(()) => "started",
+    };
+    let line = format!(
+        "{}|{}|{}|{}|{}|{}|{}",
+        current_process().daemon(),
+        plain.daemon(),
+        closure.daemon(),
+        from_context.daemon(),
+        overridden.daemon(),
+        set.daemon(),
+        verdict
+    );
+    send_text(out, &line);
+}
+
+#[test]
+fn a_process_made_in_a_daemonic_process_is_daemonic_by_default() {
+    let (r, w) = pipe();
+    let mut p = Process::new(report_daemon_defaults, (PassFd(w),)).with_daemon(true);
+    p.start().unwrap();
+    assert_eq!(read_all(r), "true|true|true|true|false|false|refused");
+    assert_eq!(p.join().unwrap(), 0);
+}
+
+#[test]
+fn a_process_made_in_a_non_daemonic_process_is_not_daemonic_by_default() {
+    let (r, w) = pipe();
+    let mut p = Process::new(report_daemon_defaults, (PassFd(w),));
+    assert!(!p.daemon());
+    p.start().unwrap();
+    assert_eq!(read_all(r), "false|false|false|false|false|false|started");
+    assert_eq!(p.join().unwrap(), 0);
+}
+
 fn echo_then_exit(input: PassFd, output: PassFd) {
     let mut i = std::fs::File::from(input.into_inner());
     let mut o = std::fs::File::from(output.into_inner());
