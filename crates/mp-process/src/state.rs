@@ -74,8 +74,10 @@ impl Global {
     }
 
     /// Turns the registry inherited by a forked child into the child's own: the parent's
-    /// children, helper threads and forkserver connection are not the child's.
+    /// children, helper threads and forkserver connection are not the child's, and its start
+    /// method is the one it was started with (`fork`), not the parent's default, as in Python.
     pub fn become_forked_child(&mut self, child: ChildIdentity) {
+        self.method = Some(child.method);
         let parent_pidfd = self.self_pidfd.take();
         self.parent = Some(ParentProcess::new(child.parent_pid, child.parent_name, parent_pidfd));
         self.me = Me {

@@ -167,6 +167,44 @@ fn a_process_made_in_a_non_daemonic_process_is_not_daemonic_by_default() {
     assert_eq!(p.join().unwrap(), 0);
 }
 
+/// Reports this child's start method, then that of a grandchild it starts without a
+/// context (which inherits the child's method).
+fn report_start_method(out: PassFd) {
+    let me = mp_process::get_start_method().expect("a start method");
+    let (r, w) = pipe();
+    let mut g = Process::new(report_own_start_method, (PassFd(w),));
+    g.start().expect("the grandchild starts");
+    let grandchild = read_all(r);
+    assert_eq!(g.join().expect("join the grandchild"), 0);
+    send_text(out, &format!("{me}|{grandchild}"));
+}
+
+fn report_own_start_method(out: PassFd) {
+    send_text(out, mp_process::get_start_method().expect("a start method").as_str());
+}
+
+#[test]
+fn a_child_reports_the_start_method_it_was_started_with() {
+    // The suite's default comes from MP_START_METHOD; each context's child must report its
+    // own method whatever that default is (CPython does the same for every pair).
+    let default = mp_process::get_start_method().unwrap();
+    for method in mp_process::get_all_start_methods() {
+        let (r, w) = pipe();
+        let ctx = mp_process::get_context(method.as_str()).unwrap();
+        let mut p = ctx.process(report_start_method, (PassFd(w),));
+        p.start().unwrap();
+        let text = read_all(r);
+        assert_eq!(p.join().unwrap(), 0);
+        assert_eq!(text, format!("{method}|{method}"), "started by {method}, default {default}");
+    }
+    let (r, w) = pipe();
+    let mut p = Process::new(report_own_start_method, (PassFd(w),));
+    p.start().unwrap();
+    assert_eq!(read_all(r), default.as_str(), "a child started without a context");
+    assert_eq!(p.join().unwrap(), 0);
+    assert_eq!(mp_process::get_start_method().unwrap(), default, "the parent's is unchanged");
+}
+
 fn echo_then_exit(input: PassFd, output: PassFd) {
     let mut i = std::fs::File::from(input.into_inner());
     let mut o = std::fs::File::from(output.into_inner());
