@@ -432,14 +432,17 @@ where
     F: postcard::ser_flavors::Flavor,
 {
     let guard = ContextGuard::install(Context { mode: Mode::Sink(Vec::new()), failure: None })?;
-    let result = postcard::serialize_with_flavor(value, flavor);
+    // A failure is explained inside the context, so that the value's descriptors serialise
+    // again and the replay stops where the encode did.
+    let result = postcard::serialize_with_flavor(value, flavor)
+        .map_err(|e| crate::wire::encode_error(e, value));
     let ctx = guard.finish();
     match result {
         Ok(out) => match ctx.mode {
             Mode::Sink(fds) => Ok((out, fds)),
             Mode::Idle | Mode::Source(_) => Ok((out, Vec::new())),
         },
-        Err(e) => Err(ctx.failure.unwrap_or(WireError::Encode(e))),
+        Err(e) => Err(ctx.failure.unwrap_or(e)),
     }
 }
 
