@@ -276,6 +276,36 @@ fn a_value_that_does_not_serialise_fails_its_task_only() {
     assert!(matches!(pool.map(picky_id, (0..6).map(Picky)), Err(Error::Serialization(_))));
 }
 
+/// The result holds a descriptor and then a value that does not serialise.
+fn picky_with_fd(x: i64) -> (PassFd, Picky) {
+    let (_r, w) = pipe();
+    (PassFd(w), Picky(x))
+}
+
+#[test]
+fn a_value_that_does_not_serialise_says_why() {
+    // As CPython's MaybeEncodingError keeps the exception, the error keeps the message the
+    // value's Serialize gave, for results (bare, in a run, or holding descriptors) and for
+    // arguments (alone, or in a chunk).
+    fn says_why<T>(r: &Result<T, Error>) -> bool {
+        matches!(r, Err(e @ Error::Serialization(_))
+            if e.to_string().contains("three does not serialise"))
+    }
+    let pool = Pool::new(2).unwrap();
+    let r = pool.apply(picky_out, (3,));
+    assert!(says_why(&r), "{r:?}");
+    let r = pool.apply(picky_id, (Picky(3),));
+    assert!(says_why(&r), "{r:?}");
+    let r = pool.apply(picky_with_fd, (3,)).map(|(_, p)| p);
+    assert!(says_why(&r), "{r:?}");
+    let got: Vec<Result<Picky, Error>> = pool.imap(picky_out, 0..6).unwrap().collect();
+    assert!(says_why(&got[3]), "{:?}", got[3]);
+    let got: Vec<Result<i64, Error>> = pool.imap(picky_id, (0..6).map(Picky)).unwrap().collect();
+    assert!(says_why(&got[3]), "{:?}", got[3]);
+    let r = pool.map(picky_out, 0..6);
+    assert!(says_why(&r), "{r:?}");
+}
+
 /// About a millisecond of work.
 fn brief(x: i64) -> i64 {
     std::thread::sleep(Duration::from_millis(1));

@@ -111,12 +111,13 @@ pub(crate) fn on_entry() {
 
 /// Starts a helper process (the forkserver or the tracker): a fresh exec of this executable
 /// whose entry hook sees `env` and serves one end of a new `kind` socketpair, placed at
-/// descriptor 3. Returns this process's end. `what` names the helper in errors.
+/// descriptor 3. Returns this process's end and the helper's pid. `what` names the helper
+/// in errors.
 pub(crate) fn spawn_helper(
     env: &str,
     kind: rustix::net::SocketType,
     what: &'static str,
-) -> Result<OwnedFd> {
+) -> Result<(OwnedFd, rustix::process::Pid)> {
     let (mine, theirs) = rustix::net::socketpair(
         rustix::net::AddressFamily::UNIX,
         kind,
@@ -124,9 +125,9 @@ pub(crate) fn spawn_helper(
         None,
     )
     .map_err(|e| Error::io("socketpair", e))?;
-    sys::spawn_self(theirs.as_fd(), &format!("{env}={}", sys::BOOT_FD))
+    let pid = sys::spawn_self(theirs.as_fd(), &format!("{env}={}", sys::BOOT_FD))
         .map_err(|e| Error::io(what, e))?;
-    Ok(mine)
+    Ok((mine, pid))
 }
 
 /// The start of a helper process (the forkserver or the tracker): it survives a Ctrl-C to

@@ -219,7 +219,7 @@ fn client() -> Result<Arc<Client>> {
     if let Some(c) = &g.forkserver {
         return Ok(c.clone());
     }
-    let mine = bootstrap::spawn_helper(
+    let (mine, _pid) = bootstrap::spawn_helper(
         bootstrap::FORKSERVER_ENV,
         SocketType::STREAM,
         "starting the forkserver",

@@ -83,6 +83,10 @@ pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
 
 /// The start method of this process, fixing the default (`MP_START_METHOD` or `fork`) if
 /// none was set. An unknown name in `MP_START_METHOD` is an error.
+///
+/// In a child it is the method the child was started with (as in Python), whatever the
+/// parent's default: a child started through `get_context("fork")` reports `fork`, and
+/// the children it starts without a context of their own are forked too.
 pub fn get_start_method() -> Result<StartMethod> {
     let mut g = global();
     if let Some(m) = g.method {

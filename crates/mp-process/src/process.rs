@@ -136,22 +136,23 @@ pub struct Process {
     creator: Pid,
 }
 
-/// The next child name and identity of this process (`Process-N`, `Process-N:M`).
-fn next_identity() -> (String, Vec<u32>) {
+/// The next child name and identity of this process (`Process-N`, `Process-N:M`), and the
+/// daemon flag a new child takes by default: this process's own, as in Python.
+fn next_identity() -> (String, Vec<u32>, bool) {
     let mut g = global();
     g.me.counter += 1;
     let mut identity = g.me.identity.clone();
     identity.push(g.me.counter);
     let digits: Vec<String> = identity.iter().map(u32::to_string).collect();
-    (format!("Process-{}", digits.join(":")), identity)
+    (format!("Process-{}", digits.join(":")), identity, g.me.daemon)
 }
 
 impl Process {
     fn from_launch(launch: Box<dyn Launch>) -> Process {
-        let (name, identity) = next_identity();
+        let (name, identity, daemon) = next_identity();
         Process {
             name,
-            daemon: false,
+            daemon,
             method: None,
             identity,
             launch: parking_lot::Mutex::new(Some(launch)),
@@ -165,6 +166,12 @@ impl Process {
     ///
     /// `target` must be a `fn` item or a closure that captures nothing (a compile-time
     /// error otherwise): under `spawn` and `forkserver`, only its code reaches the child.
+    ///
+    /// The new process is daemonic if the calling process is, as in Python (where a
+    /// `Process` copies its creator's daemon flag); [`with_daemon`](Process::with_daemon) and
+    /// [`set_daemon`](Process::set_daemon) override that. A daemonic process may not start
+    /// children: there a `Process` can be made and inspected, but [`start`](Process::start)
+    /// fails with [`Error::DaemonicChildren`].
     pub fn new<F, Args>(target: F, args: Args) -> Process
     where
         F: Target<Args>,
@@ -182,7 +189,8 @@ impl Process {
 
     /// A process that runs a capturing closure in a forked child. It always uses the `fork`
     /// start method, whatever the default is, so `MP_START_METHOD=spawn` cannot break it;
-    /// asking for another method is an error at `start`.
+    /// asking for another method is an error at `start`. Its daemon flag defaults to the
+    /// calling process's, as for [`Process::new`].
     pub fn fork_closure<C: FnOnce() + Send + 'static>(closure: C) -> Process {
         let mut p = Process::from_launch(Box::new(ClosureLaunch(closure)));
         p.method = Some(StartMethod::Fork);
@@ -195,7 +203,8 @@ impl Process {
         self
     }
 
-    /// Sets the daemon flag (before start).
+    /// Sets the daemon flag (before start), overriding the default taken from the calling
+    /// process.
     pub fn with_daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
         self
@@ -212,7 +221,8 @@ impl Process {
         self.name = name.into();
     }
 
-    /// Sets the daemon flag; an error once the process has started (Python asserts this).
+    /// Sets the daemon flag, overriding the default taken from the calling process; an error
+    /// once the process has started (Python asserts this).
     pub fn set_daemon(&mut self, daemon: bool) -> Result<()> {
         if self.child.is_some() {
             return Err(Error::AlreadyStarted);
@@ -227,7 +237,8 @@ impl Process {
     }
 
     /// Whether the process is daemonic: killed when its parent exits, even by SIGKILL, and
-    /// not allowed to start children.
+    /// not allowed to start children. Unless set, the flag of the process that made this
+    /// `Process` (Python's default).
     pub fn daemon(&self) -> bool {
         self.daemon
     }

@@ -1,6 +1,7 @@
 //! The per-process registry: who this process is, its parent, its children, and mp's own
 //! helper threads. One lock guards it all; a fork holds it so the child inherits it unlocked.
 
+use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -33,6 +34,12 @@ pub(crate) struct Global {
     pub forkserver: Option<Arc<Client>>,
     /// The connection to the tree's resource tracker; shared with forked children.
     pub tracker: Option<Arc<OwnedFd>>,
+    /// The tracker process, if this process started it: its parent, which reaps it if it
+    /// dies and is replaced.
+    pub tracker_process: Option<Child>,
+    /// The names this process registered with the tracker and has not unregistered, told
+    /// again to a tracker that replaces a dead one.
+    pub tracked: BTreeSet<String>,
     pub launcher: Option<crate::launcher::Launcher>,
     pub reaper: Option<crate::reaper::Reaper>,
 }
@@ -48,6 +55,8 @@ pub(crate) static GLOBAL: Mutex<Global> = Mutex::new(Global {
     self_pidfd: None,
     forkserver: None,
     tracker: None,
+    tracker_process: None,
+    tracked: BTreeSet::new(),
     launcher: None,
     reaper: None,
 });
@@ -74,8 +83,10 @@ impl Global {
     }
 
     /// Turns the registry inherited by a forked child into the child's own: the parent's
-    /// children, helper threads and forkserver connection are not the child's.
+    /// children, helper threads and forkserver connection are not the child's, and its start
+    /// method is the one it was started with (`fork`), not the parent's default, as in Python.
     pub fn become_forked_child(&mut self, child: ChildIdentity) {
+        self.method = Some(child.method);
         let parent_pidfd = self.self_pidfd.take();
         self.parent = Some(ParentProcess::new(child.parent_pid, child.parent_name, parent_pidfd));
         self.me = Me {
@@ -86,6 +97,10 @@ impl Global {
         };
         // The siblings' handles stay with whoever holds them; they are not this child's.
         self.children.clear();
+        // The tracker connection is shared; the tracker process and the names registered
+        // are the parent's (a tracker this child starts must not unlink the parent's names).
+        self.tracker_process = None;
+        self.tracked.clear();
         if let Some(client) = self.forkserver.take() {
             // The client's other owners are threads of the parent that do not exist here.
             let fd = client.raw_fd();

@@ -42,6 +42,11 @@ pub enum WireError {
     },
     /// A value could not be serialised.
     Encode(postcard::Error),
+    /// A value's `Serialize` implementation failed with a message of its own
+    /// (`serde::ser::Error::custom`). postcard's error keeps no message, so the encoder
+    /// serialises the value once more, into a serializer that keeps it
+    /// ([`explain_serialize_failure`]); this is that message.
+    EncodeCustom(String),
     /// A payload could not be deserialised into the requested type.
     Decode(postcard::Error),
     /// Decoding succeeded but left bytes of the payload unread.
@@ -89,6 +94,7 @@ impl fmt::Display for WireError {
                 write!(f, "stream ended inside a frame: expected {expected} bytes but got {got}")
             }
             Self::Encode(e) => write!(f, "could not encode value: {e}"),
+            Self::EncodeCustom(message) => write!(f, "could not encode value: {message}"),
             Self::Decode(e) => write!(f, "could not decode value: {e}"),
             Self::TrailingBytes { extra } => {
                 write!(f, "decoded value left {extra} trailing bytes in the payload")
@@ -140,7 +146,279 @@ impl From<rustix::io::Errno> for WireError {
 
 /// Serialises `value` to postcard bytes, without any frame header.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WireError> {
-    postcard::to_stdvec(value).map_err(WireError::Encode)
+    postcard::to_stdvec(value).map_err(|e| encode_error(e, value))
+}
+
+/// The [`WireError`] for a postcard encoding of `value` that failed with `error`: when the
+/// value's own `Serialize` failed (postcard's `SerdeSerCustom`, which keeps no message), an
+/// [`EncodeCustom`](WireError::EncodeCustom) with the message it gave, recovered by
+/// [`explain_serialize_failure`]; otherwise `Encode(error)`.
+///
+/// Every encoder of mp turns its postcard errors into [`WireError`]s through this function,
+/// so that a value that refuses to serialise says why, as CPython's pickling errors do.
+pub fn encode_error<T: Serialize + ?Sized>(error: postcard::Error, value: &T) -> WireError {
+    if matches!(error, postcard::Error::SerdeSerCustom) {
+        if let Some(message) = explain_serialize_failure(value) {
+            return WireError::EncodeCustom(message);
+        }
+    }
+    WireError::Encode(error)
+}
+
+/// Serialises `value` into a serializer that writes nothing and whose error keeps the
+/// message of `serde::ser::Error::custom`, and returns that message if serialisation fails.
+///
+/// For the failure path only: postcard's error type drops custom messages, so after a
+/// failed encode the value is serialised once more to learn why. The serializer behaves as
+/// postcard's does where a `Serialize` implementation can tell (it is not human-readable),
+/// so the value takes the same path and fails at the same point. A `Serialize` with side
+/// effects runs them twice; one that succeeds the second time gives `None`.
+pub fn explain_serialize_failure<T: Serialize + ?Sized>(value: &T) -> Option<String> {
+    value.serialize(discard::Discard).err().map(|discard::Custom(message)| message)
+}
+
+/// The serializer of [`explain_serialize_failure`]: accepts everything, writes nothing, and
+/// fails only with the custom errors of the value being serialised.
+mod discard {
+    use std::fmt;
+
+    use serde::Serialize;
+    use serde::ser::{self, Serializer};
+
+    /// A custom serialisation error with its message.
+    #[derive(Debug)]
+    pub(super) struct Custom(pub(super) String);
+
+    impl fmt::Display for Custom {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Custom {}
+
+    impl ser::Error for Custom {
+        fn custom<M: fmt::Display>(msg: M) -> Self {
+            Custom(msg.to_string())
+        }
+    }
+
+    /// The serializer, and each of its compound serializers.
+    pub(super) struct Discard;
+
+    type Done = Result<(), Custom>;
+
+    impl Serializer for Discard {
+        type Ok = ();
+        type Error = Custom;
+        type SerializeSeq = Discard;
+        type SerializeTuple = Discard;
+        type SerializeTupleStruct = Discard;
+        type SerializeTupleVariant = Discard;
+        type SerializeMap = Discard;
+        type SerializeStruct = Discard;
+        type SerializeStructVariant = Discard;
+
+        fn serialize_bool(self, _: bool) -> Done {
+            Ok(())
+        }
+        fn serialize_i8(self, _: i8) -> Done {
+            Ok(())
+        }
+        fn serialize_i16(self, _: i16) -> Done {
+            Ok(())
+        }
+        fn serialize_i32(self, _: i32) -> Done {
+            Ok(())
+        }
+        fn serialize_i64(self, _: i64) -> Done {
+            Ok(())
+        }
+        fn serialize_i128(self, _: i128) -> Done {
+            Ok(())
+        }
+        fn serialize_u8(self, _: u8) -> Done {
+            Ok(())
+        }
+        fn serialize_u16(self, _: u16) -> Done {
+            Ok(())
+        }
+        fn serialize_u32(self, _: u32) -> Done {
+            Ok(())
+        }
+        fn serialize_u64(self, _: u64) -> Done {
+            Ok(())
+        }
+        fn serialize_u128(self, _: u128) -> Done {
+            Ok(())
+        }
+        fn serialize_f32(self, _: f32) -> Done {
+            Ok(())
+        }
+        fn serialize_f64(self, _: f64) -> Done {
+            Ok(())
+        }
+        fn serialize_char(self, _: char) -> Done {
+            Ok(())
+        }
+        fn serialize_str(self, _: &str) -> Done {
+            Ok(())
+        }
+        fn serialize_bytes(self, _: &[u8]) -> Done {
+            Ok(())
+        }
+        fn serialize_none(self) -> Done {
+            Ok(())
+        }
+        fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Done {
+            value.serialize(Discard)
+        }
+        fn serialize_unit(self) -> Done {
+            Ok(())
+        }
+        fn serialize_unit_struct(self, _: &'static str) -> Done {
+            Ok(())
+        }
+        fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Done {
+            Ok(())
+        }
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            value: &T,
+        ) -> Done {
+            value.serialize(Discard)
+        }
+        fn serialize_newtype_variant<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            value: &T,
+        ) -> Done {
+            value.serialize(Discard)
+        }
+        fn serialize_seq(self, _: Option<usize>) -> Result<Discard, Custom> {
+            Ok(Discard)
+        }
+        fn serialize_tuple(self, _: usize) -> Result<Discard, Custom> {
+            Ok(Discard)
+        }
+        fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Discard, Custom> {
+            Ok(Discard)
+        }
+        fn serialize_tuple_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Discard, Custom> {
+            Ok(Discard)
+        }
+        fn serialize_map(self, _: Option<usize>) -> Result<Discard, Custom> {
+            Ok(Discard)
+        }
+        fn serialize_struct(self, _: &'static str, _: usize) -> Result<Discard, Custom> {
+            Ok(Discard)
+        }
+        fn serialize_struct_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Discard, Custom> {
+            Ok(Discard)
+        }
+        fn collect_str<T: fmt::Display + ?Sized>(self, _: &T) -> Done {
+            Ok(())
+        }
+        fn is_human_readable(&self) -> bool {
+            // As postcard: values that serialise differently for humans take postcard's path.
+            false
+        }
+    }
+
+    impl ser::SerializeSeq for Discard {
+        type Ok = ();
+        type Error = Custom;
+        fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
+            value.serialize(Discard)
+        }
+        fn end(self) -> Done {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeTuple for Discard {
+        type Ok = ();
+        type Error = Custom;
+        fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
+            value.serialize(Discard)
+        }
+        fn end(self) -> Done {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeTupleStruct for Discard {
+        type Ok = ();
+        type Error = Custom;
+        fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
+            value.serialize(Discard)
+        }
+        fn end(self) -> Done {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeTupleVariant for Discard {
+        type Ok = ();
+        type Error = Custom;
+        fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
+            value.serialize(Discard)
+        }
+        fn end(self) -> Done {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeMap for Discard {
+        type Ok = ();
+        type Error = Custom;
+        fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Done {
+            key.serialize(Discard)
+        }
+        fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
+            value.serialize(Discard)
+        }
+        fn end(self) -> Done {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeStruct for Discard {
+        type Ok = ();
+        type Error = Custom;
+        fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> Done {
+            value.serialize(Discard)
+        }
+        fn end(self) -> Done {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeStructVariant for Discard {
+        type Ok = ();
+        type Error = Custom;
+        fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> Done {
+            value.serialize(Discard)
+        }
+        fn end(self) -> Done {
+            Ok(())
+        }
+    }
 }
 
 /// Deserialises a value from postcard bytes, failing if any bytes are left unread.
@@ -165,7 +443,7 @@ fn header_for(len: usize, max: usize) -> Result<[u8; HEADER_LEN], WireError> {
 /// with the real length, so the bytes are never copied a second time.
 pub fn encode_frame<T: Serialize + ?Sized>(value: &T, max: usize) -> Result<Vec<u8>, WireError> {
     let buf = vec![0u8; HEADER_LEN];
-    let mut buf = postcard::to_extend(value, buf).map_err(WireError::Encode)?;
+    let mut buf = postcard::to_extend(value, buf).map_err(|e| encode_error(e, value))?;
     let payload_len = buf.len().saturating_sub(HEADER_LEN);
     let header = header_for(payload_len, max)?;
     if let Some(slot) = buf.get_mut(..HEADER_LEN) {
@@ -381,6 +659,54 @@ mod tests {
         assert!(matches!(e, WireError::Decode(_)));
         assert!(std::error::Error::source(&e).is_some());
         assert!(WireError::NoFdContext.to_string().contains("fd-carrying"));
+    }
+
+    /// Serialises as a string unless it holds `None`: then fails with a custom message.
+    #[derive(Debug)]
+    struct Refuses(Option<&'static str>);
+
+    impl Serialize for Refuses {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self.0 {
+                Some(text) => s.serialize_str(text),
+                None => Err(serde::ser::Error::custom("Refuses(None) does not serialise")),
+            }
+        }
+    }
+
+    /// Every compound form serde has, with a value that fails deep inside.
+    #[derive(Serialize)]
+    enum Deep {
+        Struct { ok: Refuses, list: Vec<Option<(u128, Refuses)>> },
+        Map(std::collections::BTreeMap<u8, Vec<Refuses>>),
+    }
+
+    #[test]
+    fn custom_serialise_messages_are_kept() {
+        let message = "Refuses(None) does not serialise";
+        assert_eq!(explain_serialize_failure(&Refuses(Some("fine"))), None);
+        assert_eq!(explain_serialize_failure(&Refuses(None)).as_deref(), Some(message));
+        let deep = Deep::Struct {
+            ok: Refuses(Some("a")),
+            list: vec![Some((u128::MAX, Refuses(Some("b")))), None, Some((1, Refuses(None)))],
+        };
+        assert_eq!(explain_serialize_failure(&deep).as_deref(), Some(message));
+        let map = Deep::Map([(1, vec![Refuses(Some("c"))]), (2, vec![Refuses(None)])].into());
+        assert_eq!(explain_serialize_failure(&map).as_deref(), Some(message));
+
+        // Both encoders say why, where postcard alone says "Serde Serialization Error".
+        assert!(postcard::to_stdvec(&deep).unwrap_err().to_string().contains("Serde"));
+        let e = encode(&deep).unwrap_err();
+        assert!(matches!(&e, WireError::EncodeCustom(m) if m == message), "{e:?}");
+        assert!(e.to_string().contains(message), "{e}");
+        let e = encode_frame(&map, DEFAULT_MAX_FRAME).unwrap_err();
+        assert!(e.to_string().contains(message), "{e}");
+        // Other postcard errors stay as they are, unexplained.
+        let e = encode_error(postcard::Error::SerializeBufferFull, &deep);
+        assert!(matches!(e, WireError::Encode(postcard::Error::SerializeBufferFull)));
+        // A value that serialises on the second try has nothing to explain.
+        let e = encode_error(postcard::Error::SerdeSerCustom, &Refuses(Some("x")));
+        assert!(matches!(e, WireError::Encode(postcard::Error::SerdeSerCustom)));
     }
 
     /// A reader that fails with `Interrupted` before every successful read.

@@ -90,3 +90,39 @@ fn errors_chain_their_sources() {
     assert!(std::error::Error::source(&e).is_some());
     assert!(e.to_string().contains("wire"));
 }
+
+/// Deserialises, but refuses to serialise, with a message of its own.
+#[derive(Debug)]
+struct Refuses;
+
+impl serde::Serialize for Refuses {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("Refuses keeps its reasons"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Refuses {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <() as serde::Deserialize<'de>>::deserialize(d).map(|()| Refuses)
+    }
+}
+
+fn takes_refuses(_: u32, _: Refuses) {}
+
+#[test]
+fn arguments_that_do_not_serialise_say_why() {
+    // Under spawn and forkserver the arguments are encoded (under fork they are not).
+    for method in [StartMethod::Spawn, StartMethod::Forkserver] {
+        let mut p = get_context(method.as_str()).unwrap().process(takes_refuses, (7u32, Refuses));
+        match p.start() {
+            Err(e @ Error::Wire(_)) => {
+                assert!(e.to_string().contains("Refuses keeps its reasons"), "{method}: {e}");
+            }
+            other => panic!("{method}: expected a wire error, got {other:?}"),
+        }
+    }
+    // The fd-carrying encoder explains too, past the descriptors the value holds.
+    let (_r, w) = pipe();
+    let e = mp_process::fdpass::encode_with_fds(&(PassFd(w), Refuses)).unwrap_err();
+    assert!(e.to_string().contains("Refuses keeps its reasons"), "{e}");
+}

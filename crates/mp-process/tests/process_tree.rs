@@ -119,6 +119,92 @@ fn a_daemonic_process_may_not_start_children() {
     assert_eq!(p.join().unwrap(), 0);
 }
 
+/// Reports the daemon flags of processes made (not started) in a daemonic process: by
+/// default they inherit it, as in Python; an explicit flag wins. Then tries to start one.
+fn report_daemon_defaults(out: PassFd) {
+    let plain = Process::new(|| {}, ());
+    let closure = Process::fork_closure(|| {});
+    let ctx = mp_process::get_context("spawn").expect("a known method");
+    let from_context = ctx.process(|| {}, ());
+    let overridden = Process::new(|| {}, ()).with_daemon(false);
+    let mut set = Process::new(|| {}, ());
+    set.set_daemon(false).expect("set before start");
+    let mut started = Process::new(|| {}, ());
+    let verdict = match started.start() {
+        Err(Error::DaemonicChildren) => "refused",
+        Err(_) => "other error",
+        Ok(()) => "started",
+    };
+    let line = format!(
+        "{}|{}|{}|{}|{}|{}|{}",
+        current_process().daemon(),
+        plain.daemon(),
+        closure.daemon(),
+        from_context.daemon(),
+        overridden.daemon(),
+        set.daemon(),
+        verdict
+    );
+    send_text(out, &line);
+}
+
+#[test]
+fn a_process_made_in_a_daemonic_process_is_daemonic_by_default() {
+    let (r, w) = pipe();
+    let mut p = Process::new(report_daemon_defaults, (PassFd(w),)).with_daemon(true);
+    p.start().unwrap();
+    assert_eq!(read_all(r), "true|true|true|true|false|false|refused");
+    assert_eq!(p.join().unwrap(), 0);
+}
+
+#[test]
+fn a_process_made_in_a_non_daemonic_process_is_not_daemonic_by_default() {
+    let (r, w) = pipe();
+    let mut p = Process::new(report_daemon_defaults, (PassFd(w),));
+    assert!(!p.daemon());
+    p.start().unwrap();
+    assert_eq!(read_all(r), "false|false|false|false|false|false|started");
+    assert_eq!(p.join().unwrap(), 0);
+}
+
+/// Reports this child's start method, then that of a grandchild it starts without a
+/// context (which inherits the child's method).
+fn report_start_method(out: PassFd) {
+    let me = mp_process::get_start_method().expect("a start method");
+    let (r, w) = pipe();
+    let mut g = Process::new(report_own_start_method, (PassFd(w),));
+    g.start().expect("the grandchild starts");
+    let grandchild = read_all(r);
+    assert_eq!(g.join().expect("join the grandchild"), 0);
+    send_text(out, &format!("{me}|{grandchild}"));
+}
+
+fn report_own_start_method(out: PassFd) {
+    send_text(out, mp_process::get_start_method().expect("a start method").as_str());
+}
+
+#[test]
+fn a_child_reports_the_start_method_it_was_started_with() {
+    // The suite's default comes from MP_START_METHOD; each context's child must report its
+    // own method whatever that default is (CPython does the same for every pair).
+    let default = mp_process::get_start_method().unwrap();
+    for method in mp_process::get_all_start_methods() {
+        let (r, w) = pipe();
+        let ctx = mp_process::get_context(method.as_str()).unwrap();
+        let mut p = ctx.process(report_start_method, (PassFd(w),));
+        p.start().unwrap();
+        let text = read_all(r);
+        assert_eq!(p.join().unwrap(), 0);
+        assert_eq!(text, format!("{method}|{method}"), "started by {method}, default {default}");
+    }
+    let (r, w) = pipe();
+    let mut p = Process::new(report_own_start_method, (PassFd(w),));
+    p.start().unwrap();
+    assert_eq!(read_all(r), default.as_str(), "a child started without a context");
+    assert_eq!(p.join().unwrap(), 0);
+    assert_eq!(mp_process::get_start_method().unwrap(), default, "the parent's is unchanged");
+}
+
 fn echo_then_exit(input: PassFd, output: PassFd) {
     let mut i = std::fs::File::from(input.into_inner());
     let mut o = std::fs::File::from(output.into_inner());

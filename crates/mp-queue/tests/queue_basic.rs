@@ -311,6 +311,24 @@ fn bad_items_fail_alone_and_later_items_go_through() {
 }
 
 #[test]
+fn an_item_that_does_not_serialise_says_why() {
+    // postcard's error keeps no message; the queue's and the pipe's errors do.
+    let why = "this value refuses to be serialised";
+    let q: Queue<Item> = Queue::new().unwrap();
+    let err = q.put(Item::Bad(Unserialisable)).unwrap_err();
+    assert!(err.to_string().contains(why), "{err}");
+    assert!(matches!(err.into_inner(), Item::Bad(_)), "the value comes back");
+    let simple: SimpleQueue<Item> = SimpleQueue::new().unwrap();
+    let err = simple.put(Item::Bad(Unserialisable)).unwrap_err();
+    assert!(err.to_string().contains(why), "{err}");
+    let (a, b) = mp_queue::pipe(true).unwrap();
+    let err = a.send(&Item::Bad(Unserialisable)).unwrap_err();
+    assert!(err.to_string().contains(why), "{err}");
+    a.send(&Item::Good(5)).unwrap();
+    assert!(matches!(b.recv::<Item>().unwrap(), Item::Good(5)), "the pipe goes on");
+}
+
+#[test]
 fn a_queue_received_as_another_type_is_refused_and_says_what_arrived() {
     // Issue 10: a `Queue<u64>` received as a `Queue<String>` was accepted and failed only at
     // `get`.

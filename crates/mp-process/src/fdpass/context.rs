@@ -370,7 +370,10 @@ where
         mode: Mode::Sink { fds: Vec::new(), objects },
         failure: None,
     })?;
-    let result = postcard::serialize_with_flavor(value, flavor);
+    // A failure is explained inside the context, so that the value's descriptors and objects
+    // serialise again and the replay stops where the encode did.
+    let result = postcard::serialize_with_flavor(value, flavor)
+        .map_err(|e| crate::wire::encode_error(e, value));
     let ctx = guard.finish();
     let (fds, objects) = match ctx.mode {
         Mode::Sink { fds, objects } => (fds, objects),
@@ -378,7 +381,7 @@ where
     };
     match result {
         Ok(out) => Ok((out, fds, objects)),
-        Err(e) => Err(ctx.failure.unwrap_or(WireError::Encode(e))),
+        Err(e) => Err(ctx.failure.unwrap_or(e)),
     }
 }
 
