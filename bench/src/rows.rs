@@ -64,6 +64,7 @@ const ROWS: &[(&str, RowFn)] = &[
     ("pool_apply_async", crate::pool_rows::pool_apply_async),
     ("pool_apply_latency", crate::pool_rows::pool_apply_latency),
     ("pool_map_small", crate::pool_rows::pool_map_small),
+    ("pool_map_with_objects", crate::pool_rows::pool_map_with_objects),
     ("pool_imap_chunked", crate::pool_rows::pool_imap_chunked),
     ("pool_cpu_speedup", crate::pool_rows::pool_cpu_speedup),
 ];

@@ -179,7 +179,7 @@ pub fn run(args: &[String]) -> Result<bool> {
     let mut ok = true;
     for row in &options.rows {
         let mut sides: Vec<Which> = vec![Which::Mp];
-        sides.extend(python.then_some(Which::Cpython));
+        sides.extend((python && row.no_cpython.is_none()).then_some(Which::Cpython));
         sides.extend(row.floor.then_some(Which::Floor));
         let mut runs: Vec<Vec<Option<Sample>>> = vec![Vec::new(); 3];
         for round in 1..=options.rounds {
@@ -211,7 +211,7 @@ pub fn run(args: &[String]) -> Result<bool> {
         all.push(Results {
             row: *row,
             mp: side(Which::Mp, "—"),
-            cpython: side(Which::Cpython, "no python3"),
+            cpython: side(Which::Cpython, row.no_cpython.unwrap_or("no python3")),
             floor: side(Which::Floor, "—"),
         });
     }

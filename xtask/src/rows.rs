@@ -1,8 +1,9 @@
 //! The benchmark rows and their targets: the one table to extend when a row is added.
 //!
 //! Adding a row takes one entry in [`ROWS`], a function in `bench/src/rows.rs` (the mp side and
-//! the floor) and one in `bench/python/bench.py` (the CPython side). The workloads and targets
-//! are those of BENCHMARKS.md in the shared folder.
+//! the floor) and one in `bench/python/bench.py` (the CPython side, unless CPython cannot do
+//! the work: [`row_without_cpython`]). The workloads and targets are those of BENCHMARKS.md in
+//! the shared folder.
 
 use Better::*;
 use Target::*;
@@ -38,6 +39,8 @@ pub struct Row {
     pub better: Better,
     /// Whether the row has a floor side.
     pub floor: bool,
+    /// Why the row has no CPython side, if it has none (the table prints this instead).
+    pub no_cpython: Option<&'static str>,
     /// The goals; the row passes when it meets all of them.
     pub targets: &'static [Target],
 }
@@ -49,7 +52,18 @@ pub const fn row(
     floor: bool,
     targets: &'static [Target],
 ) -> Row {
-    Row { name, better, floor, targets }
+    Row { name, better, floor, no_cpython: None, targets }
+}
+
+/// [`row`] for a row that CPython cannot run: the table prints `why` in its CPython column.
+pub const fn row_without_cpython(
+    name: &'static str,
+    better: Better,
+    floor: bool,
+    why: &'static str,
+    targets: &'static [Target],
+) -> Row {
+    Row { name, better, floor, no_cpython: Some(why), targets }
 }
 
 /// Every benchmark row, in the order of the table.
@@ -70,6 +84,8 @@ pub const ROWS: &[Row] = &[
     row("pool_apply_async", Higher, false, &[Cpython(10.0), Value(210_000.0)]),
     row("pool_apply_latency", Lower, false, &[]),
     row("pool_map_small", Higher, false, &[Cpython(5.0)]),
+    // The floor is the same map without the objects (pool_map_small's work): within 3x.
+    row_without_cpython("pool_map_with_objects", Higher, true, "refuses", &[Floor(1.0 / 3.0)]),
     row("pool_imap_chunked", Higher, false, &[]),
     row("pool_cpu_speedup", Higher, true, &[Floor(0.95)]),
 ];

@@ -525,7 +525,7 @@ impl Collector {
                 out.u32(u32::try_from(c.count).unwrap_or(u32::MAX));
                 out.u8(c.form());
                 out.u32(u32::try_from(c.objects.len()).unwrap_or(u32::MAX));
-                for id in c.objects.ids() {
+                for &id in c.objects.ids() {
                     out.u64(id);
                 }
                 out.u32(u32::try_from(c.payload.len()).unwrap_or(u32::MAX));

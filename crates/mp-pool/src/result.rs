@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use mp_process::fdpass;
+
 use crate::error::{Error, Result};
 use crate::state::{Chunk, Job, Raw, Shared, Store};
 
@@ -553,28 +555,45 @@ pub(crate) fn build_chunks<T: Serialize>(
     };
     let mut chunks = Vec::new();
     let mut errors = Vec::new();
+    // One encoding context for all the items (it is inactive while the iterator runs).
+    let mut session = match fdpass::EncodeSession::begin(fdpass::ObjectList::default()) {
+        Ok(session) => session,
+        Err(e) => {
+            let e = Error::from(e);
+            let failed = items.into_iter().enumerate();
+            errors.extend(failed.map(|(k, _)| (first + k as u64, e.duplicate())));
+            return (chunks, errors);
+        }
+    };
+    // A closed chunk takes the objects its items recorded.
+    let close = |chunks: &mut Vec<Chunk>, mut c: Chunk, session: &mut fdpass::EncodeSession| {
+        c.objects = session.take_objects();
+        chunks.push(c);
+    };
     let mut current = fresh(first);
     current.payload.reserve(chunksize.min(1 << 16) * 4);
     for (k, item) in items.into_iter().enumerate() {
         let index = first + k as u64;
-        let pushed = if current.seq { current.push_seq(&item) } else { Ok(false) };
+        let pushed = if current.seq { current.push_seq(&item, &mut session) } else { Ok(false) };
         let pushed = match pushed {
             Ok(false) => {
                 if current.seq {
                     // An item holding a descriptor (or failing): it goes in blob form.
                     if current.count > 0 {
-                        chunks.push(std::mem::replace(&mut current, fresh(index)));
+                        let done = std::mem::replace(&mut current, fresh(index));
+                        close(&mut chunks, done, &mut session);
                     }
                     current.seq = false;
                 }
-                current.push(&item)
+                current.push(&item, &mut session)
             }
             Ok(true) => Ok(()),
             Err(e) => Err(e),
         };
         if let Err(e) = pushed {
             if current.count > 0 {
-                chunks.push(std::mem::replace(&mut current, fresh(index + 1)));
+                let done = std::mem::replace(&mut current, fresh(index + 1));
+                close(&mut chunks, done, &mut session);
             } else {
                 current = fresh(index + 1);
             }
@@ -588,13 +607,14 @@ pub(crate) fn build_chunks<T: Serialize>(
             || current.fds.len() >= crate::proto::CHUNK_FDS
         {
             let size = current.payload.len();
-            chunks.push(std::mem::replace(&mut current, fresh(index + 1)));
+            let done = std::mem::replace(&mut current, fresh(index + 1));
+            close(&mut chunks, done, &mut session);
             // The next chunk is probably about as large.
             current.payload.reserve(size + size / 8);
         }
     }
     if current.count > 0 {
-        chunks.push(current);
+        close(&mut chunks, current, &mut session);
     }
     (chunks, errors)
 }

@@ -264,6 +264,9 @@ pub(crate) struct Chunk {
     /// The shared objects its items refer to (by their index here): defined to each worker
     /// once, by the collector, before the first chunk that refers to them.
     pub objects: ObjectList,
+    /// While it is built: an item went through the object-recording encoder (so the next
+    /// ones skip the plain attempt).
+    pub with_objects: bool,
     /// The number of items.
     pub count: usize,
     /// This is the rest of a chunk whose worker died: it is not re-queued again.
@@ -289,6 +292,7 @@ impl Chunk {
             ends: Vec::new(),
             fds: Vec::new(),
             objects: ObjectList::default(),
+            with_objects: false,
             count: 0,
             requeued,
             strikes: 0,
@@ -313,12 +317,16 @@ impl Chunk {
     /// Appends the bare encoding of `value` to a chunk in `seq` form: true if it did, false
     /// (with nothing appended) if the value holds descriptors or does not serialise, an error
     /// if it is too large. A value that refers to shared objects stays bare: the objects are
-    /// recorded in [`Chunk::objects`].
-    pub fn push_seq<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<bool> {
+    /// recorded in `session` (whose list becomes [`Chunk::objects`] when the chunk closes).
+    pub fn push_seq<T: serde::Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        session: &mut fdpass::EncodeSession,
+    ) -> Result<bool> {
         let start = self.payload.len();
         let too_large = || Error::Serialization(crate::proto::too_large_message("argument"));
         // Plain postcard first, unless the chunk's items are known to refer to objects.
-        if self.objects.is_empty() {
+        if !self.with_objects {
             let out = crate::proto::Append::new(&mut self.payload);
             match postcard::serialize_with_flavor(value, out) {
                 Ok(()) => return Ok(self.pushed_seq()),
@@ -329,9 +337,11 @@ impl Chunk {
                 Err(_) => self.payload.truncate(start),
             }
         }
-        let out = crate::proto::Append::new(&mut self.payload);
-        match fdpass::encode_with_objects(value, out, &mut self.objects) {
-            Ok(((), fds)) if fds.is_empty() => Ok(self.pushed_seq()),
+        match session.encode(value, crate::proto::Append::new(&mut self.payload)) {
+            Ok(((), fds)) if fds.is_empty() => {
+                self.with_objects = true;
+                Ok(self.pushed_seq())
+            }
             Err(WireError::Encode(e)) if crate::proto::too_large(&e) => {
                 self.payload.truncate(start);
                 Err(too_large())
@@ -352,8 +362,13 @@ impl Chunk {
         true
     }
 
-    /// Appends the encoding of `value` as a blob; on failure nothing is appended.
-    pub fn push<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+    /// Appends the encoding of `value` as a blob, its objects recorded in `session`; on failure
+    /// nothing is appended.
+    pub fn push<T: serde::Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        session: &mut fdpass::EncodeSession,
+    ) -> Result<()> {
         match crate::proto::put_prefixed(&mut self.payload, value, true) {
             Ok(()) => {
                 self.count += 1;
@@ -365,11 +380,8 @@ impl Chunk {
             Err(_) => {
                 // A value holding descriptors or objects (or one that does not serialise,
                 // which fails again here).
-                let (bytes, fds) = fdpass::encode_with_objects(
-                    value,
-                    postcard::ser_flavors::AllocVec::new(),
-                    &mut self.objects,
-                )?;
+                let (bytes, fds) = session.encode(value, postcard::ser_flavors::AllocVec::new())?;
+                self.with_objects = true;
                 if bytes.len() > crate::proto::MAX_VALUE {
                     return Err(Error::Serialization(crate::proto::too_large_message("argument")));
                 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use mp_process::fdpass;
+use mp_process::wire::WireError;
 
 use crate::error::{Error, Result};
 use crate::proto;
@@ -96,6 +97,16 @@ where
     // With bare arguments, where the next one starts.
     let mut seq_at = run.payload.start;
     let seq_end = run.payload.end;
+    // Arguments that refer to shared objects are decoded in one session per chunk, in the
+    // chunk's scope (lent by the worker, given back below).
+    let mut scope = std::mem::take(&mut run.scope);
+    let mut cache = std::mem::take(&mut run.cache);
+    let mut session = if scope.is_empty() || run.form & proto::F_SELF_CONTAINED != 0 {
+        None
+    } else {
+        // Fails only while the thread ends; the items then fail to decode.
+        fdpass::DecodeSession::begin(&mut scope, &mut cache).ok()
+    };
     for i in 0..run.count {
         let index = run.first + i;
         // The task counts as started before its arguments are decoded: a decoder that kills
@@ -103,14 +114,11 @@ where
         run.start_task();
         let args = if seq_args {
             let bytes = run.reader.slice(seq_at..seq_end);
-            let taken = if run.scope.is_empty() {
-                postcard::take_from_bytes::<Args>(bytes)
+            let taken = match session.as_mut() {
+                None => postcard::take_from_bytes::<Args>(bytes)
                     .map(|(args, tail)| (args, bytes.len() - tail.len()))
-                    .map_err(|e| e.to_string())
-            } else {
-                // Arguments that refer to shared objects: the chunk's scope says which.
-                fdpass::take_in::<Args>(bytes, Vec::new(), &mut run.scope, &mut run.cache)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string()),
+                Some(session) => session.take::<Args>(bytes, Vec::new()).map_err(|e| e.to_string()),
             };
             match taken {
                 Ok((args, used)) => {
@@ -130,8 +138,16 @@ where
             };
             if run.form & proto::F_SELF_CONTAINED != 0 {
                 crate::state::decode::<Args>(input, fds).map_err(|e| e.to_string())
+            } else if let Some(session) = session.as_mut() {
+                match session.take::<Args>(input, fds) {
+                    Ok((args, used)) if used == input.len() => Ok(args),
+                    Ok((_, used)) => {
+                        Err(WireError::TrailingBytes { extra: input.len() - used }.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
             } else {
-                fdpass::decode_in::<Args>(input, fds, &mut run.scope, &mut run.cache)
+                fdpass::decode_in::<Args>(input, fds, &mut Vec::new(), &mut Default::default())
                     .map_err(|e| e.to_string())
             }
         };
@@ -170,6 +186,9 @@ where
             break;
         }
     }
+    drop(session);
+    run.scope = scope;
+    run.cache = cache;
     RUN.set(Some(run));
 }
 

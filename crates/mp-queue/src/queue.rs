@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -211,19 +211,14 @@ fn deadline(timeout: Duration) -> Option<Instant> {
 pub struct Queue<T> {
     /// The shared ring: one per queue in a process, whichever way its handles came.
     ring: Arc<Ring>,
-    /// `close` was called on this handle (or a clone of it).
-    closed: Arc<AtomicBool>,
+
     /// The item type; the handle holds no `T`.
     _items: PhantomData<fn(T) -> T>,
 }
 
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
-        Queue {
-            ring: Arc::clone(&self.ring),
-            closed: Arc::clone(&self.closed),
-            _items: PhantomData,
-        }
+        Queue { ring: Arc::clone(&self.ring), _items: PhantomData }
     }
 }
 
@@ -332,12 +327,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 impl<T> Queue<T> {
     /// A new handle (open) on `ring`.
     fn from_ring(ring: Arc<Ring>) -> Self {
-        Queue { ring, closed: Arc::new(AtomicBool::new(false)), _items: PhantomData }
+        Queue { ring, _items: PhantomData }
     }
 
     /// `Err(Closed)` after `close`.
     fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Relaxed) { Err(Error::Closed) } else { Ok(()) }
+        if self.ring.is_closed() { Err(Error::Closed) } else { Ok(()) }
     }
 
     /// The number of items in the queue: exact at the moment it is read, which other processes
@@ -372,17 +367,18 @@ impl<T> Queue<T> {
         self.ring.max_message()
     }
 
-    /// Closes this handle and its clones (Python's `close()`): later `put` and `get` calls
-    /// on them fail with [`Error::Closed`]. Items already put stay in the queue for the other
-    /// handles (a handle received again, even in this process, is open); the shared memory
-    /// is freed when the last handle anywhere is dropped.
+    /// Closes the queue for this process (Python's `close()`: "no more data will be put on
+    /// this queue by the current process"): later `put` and `get` calls on every handle on it
+    /// in this process (its clones, and copies received, which share one ring per process)
+    /// fail with [`Error::Closed`]. Items already put stay in the queue for the other
+    /// processes; the shared memory is freed when the last handle anywhere is dropped.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        self.ring.close();
     }
 
-    /// Whether [`close`](Queue::close) was called on this handle.
+    /// Whether [`close`](Queue::close) was called in this process.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
+        self.ring.is_closed()
     }
 }
 

@@ -127,6 +127,11 @@ struct OutOfBand {
     fds: Vec<PassFd>,
 }
 
+/// This process's pid as a `u32`.
+fn my_pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get().unsigned_abs()
+}
+
 /// The message count packed in a `tail` or `head` word.
 fn count(word: u64) -> u32 {
     (word >> 32) as u32
@@ -278,6 +283,9 @@ pub(crate) struct Ring {
     put_cache: Cache,
     /// Consumers of this process: the head they last published and a tail seen since.
     get_cache: Cache,
+    /// The pid of the process that called `close`, or 0: a forked child's copy is open
+    /// (Python's queue reopens after a fork).
+    closed_by: AtomicU32,
     /// The queue's identity (see `mp_process::fdpass::SharedObject`).
     id: ObjectId,
     /// The queue type.
@@ -322,10 +330,22 @@ impl Ring {
             polled_by: AtomicU32::new(0),
             put_cache: Cache::default(),
             get_cache: Cache::default(),
+            closed_by: AtomicU32::new(0),
             id: new_object_id(),
             kind,
             item_type: item_type.to_owned(),
         })
+    }
+
+    /// Closes the queue for this process.
+    pub(crate) fn close(&self) {
+        self.closed_by.store(my_pid(), Ordering::Relaxed);
+    }
+
+    /// Whether the queue is closed in this process.
+    pub(crate) fn is_closed(&self) -> bool {
+        let by = self.closed_by.load(Ordering::Relaxed);
+        by != 0 && by == my_pid()
     }
 
     /// The header.
@@ -747,7 +767,7 @@ impl Ring {
 
     /// The doorbell, registering this handle as a poller in this process first.
     pub(crate) fn doorbell(&self) -> BorrowedFd<'_> {
-        let me = rustix::process::getpid().as_raw_nonzero().get().unsigned_abs();
+        let me = my_pid();
         if self.polled_by.swap(me, Ordering::SeqCst) != me {
             self.header().pollers.0.fetch_add(1, Ordering::SeqCst);
             if self.available() {
@@ -846,6 +866,7 @@ impl Ring {
             polled_by: AtomicU32::new(0),
             put_cache: Cache::default(),
             get_cache: Cache::default(),
+            closed_by: AtomicU32::new(0),
             id,
             kind,
             item_type,
@@ -921,7 +942,7 @@ impl SharedObject for Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        let me = rustix::process::getpid().as_raw_nonzero().get().unsigned_abs();
+        let me = my_pid();
         if self.polled_by.load(Ordering::SeqCst) == me {
             self.header().pollers.0.fetch_sub(1, Ordering::SeqCst);
         }

@@ -376,22 +376,31 @@ fn a_message_that_does_not_decode_is_an_error_that_consumes_it() {
 }
 
 #[test]
-fn close_makes_put_and_get_fail_on_this_handle_only() {
-    // Also for a handle received in the same process, which shares the process's one ring.
+fn close_closes_the_queue_for_this_process_only() {
+    // Python: "no more data will be put on this queue by the current process". A copy
+    // received in the same process shares the process's one ring, and is closed with it.
     let q: Queue<u8> = Queue::new().unwrap();
     q.put(1).unwrap();
     let (a, b) = mp_queue::pipe(true).unwrap();
     a.send(&q).unwrap();
-    let other: Queue<u8> = b.recv().unwrap();
+    let same: Queue<u8> = b.recv().unwrap();
     q.close();
-    assert!(q.is_closed());
+    assert!(q.is_closed() && same.is_closed());
     assert!(matches!(q.put(2), Err(PutError::Closed(2))));
-    assert!(matches!(q.get(), Err(Error::Closed)));
-    assert!(!other.is_closed());
-    assert_eq!(other.get().unwrap(), 1);
+    assert!(matches!(same.get(), Err(Error::Closed)));
+    // Another process's handles stay open: a child takes the item.
+    let mut p = Process::new(take_one, (q.clone(),));
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), 0);
     let s: SimpleQueue<u8> = SimpleQueue::new().unwrap();
     s.close();
     assert!(matches!(s.put(1), Err(PutError::Closed(1))));
+}
+
+/// Exits 0 if it takes 1 from the queue.
+fn take_one(q: Queue<u8>) {
+    let got = q.get();
+    std::process::exit(if matches!(got, Ok(1)) { 0 } else { 1 });
 }
 
 fn simple_echo(inbox: SimpleQueue<String>, outbox: SimpleQueue<String>) {

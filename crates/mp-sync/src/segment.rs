@@ -128,6 +128,10 @@ pub(crate) struct Shared<L: SharedLayout> {
     map: Mapped<Full<L>>,
     /// The doorbell: a non-blocking eventfd.
     bell: OwnedFd,
+    /// The header's identifier, as read once (the header's words never change).
+    id: u64,
+    /// The header's kind, as read once.
+    kind: u32,
 }
 
 impl<L: SharedLayout> Shared<L> {
@@ -143,11 +147,12 @@ impl<L: SharedLayout> Shared<L> {
             .map_err(|e| Error::io("eventfd", e))?;
         let map = Mapped::create(shm, |full: &mut Full<L>| init(&mut full.body))?
             .ok_or(Error::Corrupt("a new segment is too small"))?;
-        let shared = Shared { map, bell };
+        let id = mp_process::fdpass::new_object_id();
+        let shared = Shared { map, bell, id, kind: kind as u32 };
         let header = shared.header();
         header.kind.store(kind as u32, Ordering::Relaxed);
         header.version.store(VERSION, Ordering::Relaxed);
-        header.id.store(mp_process::fdpass::new_object_id(), Ordering::Relaxed);
+        header.id.store(id, Ordering::Relaxed);
         header.magic.store(MAGIC, Ordering::Release);
         Ok(shared)
     }
@@ -155,7 +160,7 @@ impl<L: SharedLayout> Shared<L> {
     /// Checks a received segment: size, magic, version and kind.
     fn check(shm: SharedMemory, bell: OwnedFd, kinds: &[Kind]) -> Result<Self, &'static str> {
         let map = Mapped::new(shm).ok_or("the segment is too small for its primitive")?;
-        let shared = Shared { map, bell };
+        let mut shared = Shared { map, bell, id: 0, kind: 0 };
         let header = shared.header();
         if header.magic.load(Ordering::Acquire) != MAGIC {
             return Err("the segment is not an mp-sync primitive");
@@ -167,6 +172,8 @@ impl<L: SharedLayout> Shared<L> {
         if !kinds.iter().any(|k| *k as u32 == kind) {
             return Err("the segment holds another kind of primitive");
         }
+        shared.id = header.id.load(Ordering::Relaxed);
+        shared.kind = kind;
         Ok(shared)
     }
 
@@ -184,7 +191,7 @@ impl<L: SharedLayout> Shared<L> {
 
     /// The segment's identifier.
     pub(crate) fn id(&self) -> u64 {
-        self.header().id.load(Ordering::Relaxed)
+        self.id
     }
 
     /// Rings the doorbell if anyone polls it (step 2 of the protocol).
@@ -276,7 +283,7 @@ impl<L: Layout> Handle<L> {
         kinds: &[Kind],
     ) -> Result<Arc<Self>, D::Error> {
         let handle: Arc<Self> = mp_process::fdpass::deserialize_object(d)?;
-        let kind = handle.shared.header().kind.load(Ordering::Relaxed);
+        let kind = handle.shared.kind;
         if !kinds.iter().any(|k| *k as u32 == kind) {
             let got = L::KINDS.iter().find(|k| **k as u32 == kind).map_or("?", |k| k.name());
             let want = kinds.first().map_or("?", |k| k.name());

@@ -16,7 +16,8 @@
 //! there exactly when descriptors come with the bytes (every object's definition holds at
 //! least one).
 
-use std::cell::Cell;
+use std::any::Any;
+use std::cell::RefCell;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
@@ -44,6 +45,9 @@ pub(super) struct Source {
     pub cache: ObjectCache,
     /// How many object definitions enclose this decode.
     pub depth: u8,
+    /// The objects of `scope` already resolved in this decode, by index: a value (or a run
+    /// of values in a session) that names an object again takes it from here.
+    pub resolved: Vec<Option<Arc<dyn Any + Send + Sync>>>,
 }
 
 /// What the current thread is doing with descriptors met during (de)serialisation.
@@ -68,17 +72,26 @@ pub(super) struct Context {
     /// The precise error behind the last serde custom error raised in this context,
     /// kept because postcard's error type drops custom messages.
     pub failure: Option<WireError>,
+    /// Whether the context is in use: a session ([`EncodeSession`], [`DecodeSession`]) keeps
+    /// its context installed between its values, inactive, so that code running meanwhile
+    /// (the caller's iterator, a pool task) sees none.
+    pub active: bool,
 }
 
 impl Context {
     /// A context in which no descriptor may be serialised or deserialised.
     const fn idle() -> Self {
-        Self { mode: Mode::Idle, failure: None }
+        Self { mode: Mode::Idle, failure: None, active: true }
+    }
+
+    /// An encoding context that starts with `objects`.
+    fn sink(objects: ObjectList) -> Self {
+        Self { mode: Mode::Sink { fds: Vec::new(), objects }, failure: None, active: true }
     }
 
     /// A decoding context.
     pub(super) fn source(source: Source) -> Self {
-        Self { mode: Mode::Source(source), failure: None }
+        Self { mode: Mode::Source(source), failure: None, active: true }
     }
 }
 
@@ -89,21 +102,29 @@ impl Default for Context {
 }
 
 thread_local! {
-    static CONTEXT: Cell<Context> = const { Cell::new(Context::idle()) };
+    static CONTEXT: RefCell<Context> = const { RefCell::new(Context::idle()) };
 }
 
-/// Runs `f` on this thread's context, or returns `None` if the thread-local storage
-/// is already gone (during thread teardown). During `f` the thread's slot holds an idle
-/// context, so `f` may run a nested encode or decode.
+/// Runs `f` on this thread's context, borrowed in place (the context is touched for every
+/// descriptor and object, so it is not moved). `f` must not start a nested encode or decode:
+/// whatever needs one takes what it needs out of the context first. Returns `None` if the
+/// thread-local storage is already gone (during thread teardown), the context is borrowed, or
+/// it is a session's between two of its values (inactive).
 pub(super) fn with_context<R>(f: impl FnOnce(&mut Context) -> R) -> Option<R> {
+    with_installed(|ctx| if ctx.active { Some(f(ctx)) } else { None }).flatten()
+}
+
+/// [`with_context`] on the installed context, active or not (for sessions).
+fn with_installed<R>(f: impl FnOnce(&mut Context) -> R) -> Option<R> {
+    CONTEXT.try_with(|cell| cell.try_borrow_mut().ok().map(|mut ctx| f(&mut ctx))).ok().flatten()
+}
+
+/// Replaces this thread's context with `ctx` and returns the previous one.
+fn swap_context(ctx: Context) -> Option<Context> {
     CONTEXT
-        .try_with(|cell| {
-            let mut ctx = cell.take();
-            let result = f(&mut ctx);
-            cell.set(ctx);
-            result
-        })
+        .try_with(|cell| cell.try_borrow_mut().ok().map(|mut c| std::mem::replace(&mut *c, ctx)))
         .ok()
+        .flatten()
 }
 
 /// Installs a context for the duration of one encode or decode and puts the previous
@@ -116,15 +137,14 @@ pub(super) struct ContextGuard {
 impl ContextGuard {
     /// Makes `ctx` the current thread's context.
     pub(super) fn install(ctx: Context) -> Result<Self, WireError> {
-        let previous =
-            CONTEXT.try_with(|cell| cell.replace(ctx)).map_err(|_| WireError::NoFdContext)?;
+        let previous = swap_context(ctx).ok_or(WireError::NoFdContext)?;
         Ok(Self { previous: Some(previous) })
     }
 
     /// Restores the previous context and returns the one this guard installed.
     pub(super) fn finish(mut self) -> Context {
         let previous = self.previous.take().unwrap_or_default();
-        CONTEXT.try_with(|cell| cell.replace(previous)).unwrap_or_default()
+        swap_context(previous).unwrap_or_default()
     }
 }
 
@@ -132,7 +152,7 @@ impl Drop for ContextGuard {
     fn drop(&mut self) {
         if let Some(previous) = self.previous.take() {
             // The replaced context is dropped here, closing any descriptors it held.
-            let _ = CONTEXT.try_with(|cell| cell.replace(previous));
+            let _ = swap_context(previous);
         }
     }
 }
@@ -203,24 +223,72 @@ pub(super) fn stash_object<T: SharedObject>(obj: &Arc<T>) -> Result<u32, String>
     .unwrap_or_else(|| Err(WireError::NoFdContext.to_string()))
 }
 
+/// What [`resolve_object`] found under the context's borrow.
+enum Found<T> {
+    /// The object, or why there is none.
+    Done(Result<Arc<T>, WireError>),
+    /// Its definition, to rebuild outside the borrow with the cache taken out of the context.
+    Rebuild(ObjectId, ObjectCache, u8),
+}
+
 /// The object at `index` of the active source's scope, rebuilt if this is its first use.
 pub(super) fn resolve_object<T: SharedObject>(index: u32) -> Result<Arc<T>, String> {
-    with_context(|ctx| {
-        let result = match &mut ctx.mode {
-            Mode::Source(source) => {
-                match usize::try_from(index).ok().and_then(|i| source.scope.get(i)).copied() {
-                    Some(id) => source.cache.resolve::<T>(id, source.depth),
-                    None => Err(WireError::Refused(format!(
-                        "the message refers to object {index}, and has {} objects",
-                        source.scope.len()
-                    ))),
+    let found = with_context(|ctx| match &mut ctx.mode {
+        Mode::Source(source) => {
+            let i = usize::try_from(index).unwrap_or(usize::MAX);
+            if let Some(Some(obj)) = source.resolved.get(i) {
+                if let Ok(obj) = Arc::clone(obj).downcast::<T>() {
+                    return Found::Done(Ok(obj));
                 }
             }
-            Mode::Idle | Mode::Sink { .. } => Err(WireError::NoFdContext),
-        };
-        result.map_err(|err| fail(ctx, err))
-    })
-    .unwrap_or_else(|| Err(WireError::NoFdContext.to_string()))
+            match source.scope.get(i).copied() {
+                Some(id) => match source.cache.ready::<T>(id) {
+                    Some(Ok(obj)) => {
+                        if source.resolved.len() < source.scope.len() {
+                            source.resolved.resize(source.scope.len(), None);
+                        }
+                        if let Some(slot) = source.resolved.get_mut(i) {
+                            *slot = Some(obj.clone());
+                        }
+                        Found::Done(Ok(obj))
+                    }
+                    Some(Err(e)) => Found::Done(Err(e)),
+                    None => Found::Rebuild(id, std::mem::take(&mut source.cache), source.depth),
+                },
+                None => Found::Done(Err(WireError::Refused(format!(
+                    "the message refers to object {index}, and has {} objects",
+                    source.scope.len()
+                )))),
+            }
+        }
+        Mode::Idle | Mode::Sink { .. } => Found::Done(Err(WireError::NoFdContext)),
+    });
+    let result = match found {
+        None => return Err(WireError::NoFdContext.to_string()),
+        Some(Found::Done(result)) => result,
+        Some(Found::Rebuild(id, mut cache, depth)) => {
+            // The rebuild is a nested decode: it runs with the context not borrowed.
+            let result = cache.resolve::<T>(id, depth);
+            let _ = with_context(|ctx| {
+                if let Mode::Source(source) = &mut ctx.mode {
+                    source.cache = cache;
+                }
+            });
+            result
+        }
+    };
+    result.map_err(record)
+}
+
+/// Records `err` in the active context (see [`fail`]) and returns its message.
+pub(super) fn record(err: WireError) -> String {
+    let message = err.to_string();
+    let _ = with_context(|ctx| {
+        if !matches!(ctx.mode, Mode::Idle) {
+            ctx.failure = Some(err);
+        }
+    });
+    message
 }
 
 /// Refuses a received value: returns a serde error saying why, and records the reason in the
@@ -366,10 +434,7 @@ where
     T: Serialize + ?Sized,
     F: postcard::ser_flavors::Flavor,
 {
-    let guard = ContextGuard::install(Context {
-        mode: Mode::Sink { fds: Vec::new(), objects },
-        failure: None,
-    })?;
+    let guard = ContextGuard::install(Context::sink(objects))?;
     // A failure is explained inside the context, so that the value's descriptors and objects
     // serialise again and the replay stops where the encode did.
     let result = postcard::serialize_with_flavor(value, flavor)
@@ -512,6 +577,7 @@ pub(super) fn decode_with<'b, T>(
         scope: std::mem::take(scope),
         cache: std::mem::take(cache),
         depth,
+        resolved: Vec::new(),
     }))?;
     let mut de = postcard::Deserializer::from_bytes(bytes);
     let result = f(&mut de).and_then(|v| de.finalize().map(|rest| (v, bytes.len() - rest.len())));
@@ -527,6 +593,155 @@ pub(super) fn decode_with<'b, T>(
     match result {
         Ok(v) => Ok((v, leftover)),
         Err(e) => Err(ctx.failure.unwrap_or(WireError::Decode(e))),
+    }
+}
+
+/// Sets whether the installed context is active.
+fn set_active(active: bool) {
+    let _ = with_installed(|ctx| ctx.active = active);
+}
+
+/// Many values encoded into one scope of shared objects with the context installed once (the
+/// items of a pool's chunk): each [`encode`](EncodeSession::encode) is an
+/// [`encode_with_objects`] into the session's list of objects. Between them the context is
+/// inactive, so code that runs meanwhile (the caller's iterator) sees none. Dropping the
+/// session puts the previous context back.
+pub struct EncodeSession {
+    /// Puts the previous context back.
+    _guard: ContextGuard,
+}
+
+impl std::fmt::Debug for EncodeSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodeSession").finish_non_exhaustive()
+    }
+}
+
+impl EncodeSession {
+    /// A session whose values refer to `objects` (and to the objects they add to it).
+    pub fn begin(objects: ObjectList) -> Result<EncodeSession, WireError> {
+        let mut ctx = Context::sink(objects);
+        ctx.active = false;
+        Ok(EncodeSession { _guard: ContextGuard::install(ctx)? })
+    }
+
+    /// Serialises `value` into `flavor`, recording its objects in the session's list: the
+    /// output and the value's own descriptors.
+    pub fn encode<T, F>(
+        &mut self,
+        value: &T,
+        flavor: F,
+    ) -> Result<(F::Output, Vec<OwnedFd>), WireError>
+    where
+        T: Serialize + ?Sized,
+        F: postcard::ser_flavors::Flavor,
+    {
+        set_active(true);
+        let result = postcard::serialize_with_flavor(value, flavor)
+            .map_err(|e| crate::wire::encode_error(e, value));
+        let taken = with_installed(|ctx| {
+            ctx.active = false;
+            let fds = match &mut ctx.mode {
+                Mode::Sink { fds, .. } => std::mem::take(fds),
+                Mode::Idle | Mode::Source(_) => Vec::new(),
+            };
+            (fds, ctx.failure.take())
+        });
+        let (fds, failure) = taken.unwrap_or_default();
+        match result {
+            Ok(out) => Ok((out, fds)),
+            Err(e) => Err(failure.unwrap_or(e)),
+        }
+    }
+
+    /// The objects recorded so far; the session goes on with an empty list.
+    pub fn take_objects(&mut self) -> ObjectList {
+        with_installed(|ctx| match &mut ctx.mode {
+            Mode::Sink { objects, .. } => std::mem::take(objects),
+            Mode::Idle | Mode::Source(_) => ObjectList::default(),
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// Many values decoded in one scope of shared objects with the context installed once (the
+/// items of a pool's chunk): each [`take`](DecodeSession::take) is a [`take_in`]. Between them
+/// the context is inactive, so code that runs meanwhile (a pool task) sees none. The scope and
+/// the cache are lent to the session and given back when it is dropped.
+pub struct DecodeSession<'a> {
+    /// Puts the previous context back.
+    guard: Option<ContextGuard>,
+    scope: &'a mut Vec<ObjectId>,
+    cache: &'a mut ObjectCache,
+}
+
+impl std::fmt::Debug for DecodeSession<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodeSession").finish_non_exhaustive()
+    }
+}
+
+impl<'a> DecodeSession<'a> {
+    /// A session whose values' object indices refer to `scope`, defined in `cache`.
+    pub fn begin(
+        scope: &'a mut Vec<ObjectId>,
+        cache: &'a mut ObjectCache,
+    ) -> Result<DecodeSession<'a>, WireError> {
+        let mut ctx = Context::source(Source {
+            fds: Vec::new(),
+            scope: std::mem::take(scope),
+            cache: std::mem::take(cache),
+            depth: 0,
+            resolved: Vec::new(),
+        });
+        ctx.active = false;
+        match ContextGuard::install(ctx) {
+            Ok(guard) => Ok(DecodeSession { guard: Some(guard), scope, cache }),
+            // The context was dropped with what it held: nothing is lent.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Decodes a `T` from the start of `bytes`, giving it `fds`: the value and how many bytes
+    /// it took.
+    pub fn take<T: DeserializeOwned>(
+        &mut self,
+        bytes: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(T, usize), WireError> {
+        let _ = with_installed(|ctx| {
+            ctx.active = true;
+            if !fds.is_empty() {
+                if let Mode::Source(source) = &mut ctx.mode {
+                    source.fds = fds.into_iter().map(Some).collect();
+                }
+            }
+        });
+        let mut de = postcard::Deserializer::from_bytes(bytes);
+        let result = T::deserialize(&mut de)
+            .and_then(|v| de.finalize().map(|rest| (v, bytes.len() - rest.len())));
+        let failure = with_installed(|ctx| {
+            ctx.active = false;
+            if let Mode::Source(source) = &mut ctx.mode {
+                if !source.fds.is_empty() {
+                    // Descriptors the value did not take are closed.
+                    source.fds = Vec::new();
+                }
+            }
+            ctx.failure.take()
+        });
+        result.map_err(|e| failure.flatten().unwrap_or(WireError::Decode(e)))
+    }
+}
+
+impl Drop for DecodeSession<'_> {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            if let Mode::Source(source) = guard.finish().mode {
+                *self.scope = source.scope;
+                *self.cache = source.cache;
+            }
+        }
     }
 }
 

@@ -30,8 +30,8 @@ mod context;
 mod objects;
 
 pub use context::{
-    FdRef, PassFd, decode_in, decode_with_fds, encode_with_fds, encode_with_flavor,
-    encode_with_objects, refuse, serde_fd, take_in,
+    DecodeSession, EncodeSession, FdRef, PassFd, decode_in, decode_with_fds, encode_with_fds,
+    encode_with_flavor, encode_with_objects, refuse, serde_fd, take_in,
 };
 pub(crate) use objects::hold_for_fork;
 pub use objects::{

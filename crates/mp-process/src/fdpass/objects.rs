@@ -68,6 +68,31 @@ const MAX_NAME: usize = 128;
 /// The most objects one definition may hold.
 const MAX_INNER: usize = 64;
 
+/// Hashes object identities: they are random already, so one multiplication spreads them.
+/// (A peer that picks colliding identities slows its own table down, which holds at most
+/// [`MAX_DEFS`] definitions; a worker's cache is filled by its own pool.)
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by object identity.
+type IdMap<V> = HashMap<ObjectId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// A new object identity: the pid, a per-process counter and the clock, mixed; never 0.
 pub fn new_object_id() -> ObjectId {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -202,8 +227,10 @@ pub fn deserialize_object<'de, T: SharedObject, D: Deserializer<'de>>(
 pub struct ObjectList {
     /// The objects.
     items: Vec<Arc<dyn AnyShared>>,
+    /// Their identities, in the same order.
+    ids: Vec<ObjectId>,
     /// Their positions by identity, once the list is long enough to want it.
-    index: HashMap<ObjectId, u32>,
+    index: IdMap<u32>,
 }
 
 /// Below this many objects a list is searched in order.
@@ -212,17 +239,17 @@ const LINEAR: usize = 16;
 impl ObjectList {
     /// Whether the list is empty.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.ids.is_empty()
     }
 
     /// How many objects it holds.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.ids.len()
     }
 
     /// Their identities, in order: the scope of the values encoded with this list.
-    pub fn ids(&self) -> Vec<ObjectId> {
-        self.items.iter().map(|o| o.id()).collect()
+    pub fn ids(&self) -> &[ObjectId] {
+        &self.ids
     }
 
     /// The position of object `id`, adding it (made by `make`) if it is not there yet.
@@ -232,7 +259,7 @@ impl ObjectList {
         make: impl FnOnce() -> Arc<dyn AnyShared>,
     ) -> u32 {
         let found = if self.items.len() <= LINEAR {
-            self.items.iter().position(|o| o.id() == id).map(|i| i as u32)
+            self.ids.iter().position(|&o| o == id).map(|i| i as u32)
         } else {
             self.index.get(&id).copied()
         };
@@ -241,9 +268,10 @@ impl ObjectList {
         }
         let at = self.items.len() as u32;
         self.items.push(make());
-        if self.items.len() == LINEAR + 1 {
-            self.index = self.items.iter().enumerate().map(|(i, o)| (o.id(), i as u32)).collect();
-        } else if self.items.len() > LINEAR + 1 {
+        self.ids.push(id);
+        if self.ids.len() == LINEAR + 1 {
+            self.index = self.ids.iter().enumerate().map(|(i, &o)| (o, i as u32)).collect();
+        } else if self.ids.len() > LINEAR + 1 {
             self.index.insert(id, at);
         }
         at
@@ -312,7 +340,7 @@ enum Entry {
 /// only its descriptors, until it is released.
 #[derive(Default)]
 pub struct ObjectCache {
-    entries: HashMap<ObjectId, Entry>,
+    entries: IdMap<Entry>,
 }
 
 impl fmt::Debug for ObjectCache {
@@ -395,6 +423,27 @@ impl ObjectCache {
         Ok(())
     }
 
+    /// The object `id`, of type `T`, if the cache has it rebuilt already (or why it cannot
+    /// be had); `None` if it is a definition still to be rebuilt (see
+    /// [`ObjectCache::resolve`]).
+    pub(super) fn ready<T: SharedObject>(&self, id: ObjectId) -> Option<Result<Arc<T>, WireError>> {
+        match self.entries.get(&id) {
+            Some(Entry::Ready { obj, name }) => {
+                Some(Arc::clone(obj).downcast::<T>().map_err(|_| wrong::<T>(name)))
+            }
+            Some(Entry::Raw(raw)) if raw.kind == T::KIND.fingerprint => None,
+            None => Some(Err(WireError::Refused(format!(
+                "the message refers to shared object {id:#018x}, which was never defined to \
+                 this process (or was released)"
+            )))),
+            Some(Entry::Busy) => Some(Err(WireError::Refused(
+                "a shared object's definition refers to itself".into(),
+            ))),
+            Some(Entry::Failed(why)) => Some(Err(WireError::Refused(why.clone()))),
+            Some(Entry::Raw(raw)) => Some(Err(wrong::<T>(&raw.name))),
+        }
+    }
+
     /// The object `id`, of type `T`: the one this cache or this process has already, or one
     /// rebuilt from its definition. `depth` is how many definitions enclose this one.
     pub(super) fn resolve<T: SharedObject>(
@@ -402,12 +451,7 @@ impl ObjectCache {
         id: ObjectId,
         depth: u8,
     ) -> Result<Arc<T>, WireError> {
-        let wrong = |got: &str| {
-            WireError::Refused(format!(
-                "a {got} was received where a {} was expected",
-                T::KIND.name
-            ))
-        };
+        let wrong = |got: &str| wrong::<T>(got);
         match self.entries.get(&id) {
             None => {
                 return Err(WireError::Refused(format!(
@@ -480,6 +524,11 @@ impl ObjectCache {
     }
 }
 
+/// The refusal of an object of the kind called `got` where a `T` was expected.
+fn wrong<T: SharedObject>(got: &str) -> WireError {
+    WireError::Refused(format!("a {got} was received where a {} was expected", T::KIND.name))
+}
+
 /// The registry key of an object of `kind` whose first descriptor is `fd`.
 fn identity(kind: Kind, fd: BorrowedFd<'_>) -> Option<registry::Key> {
     let st = rustix::fs::fstat(fd).ok()?;
@@ -511,22 +560,41 @@ fn register_sent(obj: &Arc<dyn AnyShared>, fds: &[OwnedFd]) {
 /// definitions' descriptors are added to its own.
 /// `None` if the value holds no descriptor and no object: then it has no table.
 pub(super) fn seal_table() -> Result<Option<Vec<u8>>, String> {
-    with_context(|ctx: &mut Context| {
-        let result = match &mut ctx.mode {
-            Mode::Sink { fds, objects } if fds.is_empty() && objects.is_empty() => Ok(None),
-            Mode::Sink { fds, objects } => build_table(fds, objects).map(Some),
-            Mode::Idle | Mode::Source(_) => Err(WireError::NoFdContext),
-        };
-        result.map_err(|e| context::fail(ctx, e))
-    })
-    .unwrap_or_else(|| Err(WireError::NoFdContext.to_string()))
+    let taken = with_context(|ctx: &mut Context| match &mut ctx.mode {
+        Mode::Sink { fds, objects } => Ok((fds.len(), objects.clone())),
+        Mode::Idle | Mode::Source(_) => Err(WireError::NoFdContext),
+    });
+    let (value_fds, objects) =
+        taken.unwrap_or(Err(WireError::NoFdContext)).map_err(context::record)?;
+    if value_fds == 0 && objects.is_empty() {
+        return Ok(None);
+    }
+    // The definitions are nested encodes: they run with the context not borrowed.
+    let mut fds = Vec::new();
+    let table = build_table(value_fds, &objects, &mut fds).map_err(context::record)?;
+    let added = with_context(|ctx| match &mut ctx.mode {
+        Mode::Sink { fds: sink, .. } => {
+            sink.append(&mut fds);
+            true
+        }
+        Mode::Idle | Mode::Source(_) => false,
+    });
+    if added != Some(true) {
+        return Err(context::record(WireError::NoFdContext));
+    }
+    Ok(Some(table))
 }
 
-/// The table for a value that holds `fds` and refers to `objects`.
-fn build_table(fds: &mut Vec<OwnedFd>, objects: &ObjectList) -> Result<Vec<u8>, WireError> {
+/// The table for a value that holds `value_fds` descriptors and refers to `objects`; the
+/// definitions' descriptors are appended to `fds`.
+fn build_table(
+    value_fds: usize,
+    objects: &ObjectList,
+    fds: &mut Vec<OwnedFd>,
+) -> Result<Vec<u8>, WireError> {
     let mut table = TableWire {
-        value_fds: u32::try_from(fds.len()).unwrap_or(u32::MAX),
-        scope: objects.ids(),
+        value_fds: u32::try_from(value_fds).unwrap_or(u32::MAX),
+        scope: objects.ids().to_vec(),
         ..TableWire::default()
     };
     let mut seen: HashSet<ObjectId> = table.scope.iter().copied().collect();
@@ -543,7 +611,7 @@ fn build_table(fds: &mut Vec<OwnedFd>, objects: &ObjectList) -> Result<Vec<u8>, 
             name: obj.kind().name.to_owned(),
             bytes,
             fds: u32::try_from(own.len()).unwrap_or(u32::MAX),
-            inner: inner.ids(),
+            inner: inner.ids().to_vec(),
         });
         fds.extend(own);
         for o in inner.items {
@@ -558,7 +626,7 @@ fn build_table(fds: &mut Vec<OwnedFd>, objects: &ObjectList) -> Result<Vec<u8>, 
 /// What a sender has defined to one receiver that keeps an [`ObjectCache`] (see the module
 /// docs).
 pub struct PeerObjects {
-    sent: HashMap<ObjectId, Sent>,
+    sent: IdMap<Sent>,
     /// Counts the calls of [`PeerObjects::prepare`]: when each object was last used.
     clock: u64,
     limit: usize,
@@ -587,7 +655,7 @@ impl PeerObjects {
     /// A receiver that has been sent nothing, and is kept to about `limit` objects (at most
     /// [`MAX_CACHED`]).
     pub fn new(limit: usize) -> PeerObjects {
-        PeerObjects { sent: HashMap::new(), clock: 0, limit: limit.clamp(1, MAX_CACHED) }
+        PeerObjects { sent: IdMap::default(), clock: 0, limit: limit.clamp(1, MAX_CACHED) }
     }
 
     /// How many objects the receiver holds for this sender.
@@ -654,7 +722,7 @@ impl PeerObjects {
             if full {
                 tables.push((TableWire::default(), Vec::new()));
             }
-            let inner_ids = inner.ids();
+            let inner_ids = inner.ids().to_vec();
             if let Some((t, fds)) = tables.last_mut() {
                 t.defs.push(DefWire {
                     id,
@@ -1035,7 +1103,7 @@ mod tests {
             for (f, fds) in frames {
                 cache.admit_frame(&f, fds).unwrap();
             }
-            let mut scope = list.ids();
+            let mut scope = list.ids().to_vec();
             let got = decode.then(|| {
                 let got: (Obj<Seg>, u8) = decode_in(&bytes, Vec::new(), &mut scope, cache).unwrap();
                 got.1
