@@ -39,6 +39,8 @@ pub(crate) struct InitTemplate {
 
 /// The zygote of a `fork` pool and what it has reported.
 struct Zygote {
+    /// The process that started it.
+    owner: rustix::process::Pid,
     process: Process,
     sock: OwnedFd,
     exits: HashMap<u32, i32>,
@@ -183,7 +185,13 @@ impl Spawner {
                 .with_start_method(StartMethod::Fork)
                 .with_name("PoolZygote");
             p.start()?;
-            Some(Zygote { process: p, sock: mine, exits: HashMap::new(), gone: false })
+            Some(Zygote {
+                owner: rustix::process::getpid(),
+                process: p,
+                sock: mine,
+                exits: HashMap::new(),
+                gone: false,
+            })
         } else {
             None
         };
@@ -237,11 +245,20 @@ impl Spawner {
                         std::io::Error::other("the zygote is gone"),
                     ));
                 }
+                // A descriptor kept free for the worker's pidfd (see the forkserver client):
+                // out of descriptors, the start fails here, before a worker exists.
+                let room = rustix::io::fcntl_dupfd_cloexec(&z.sock, 0)
+                    .map_err(|e| Error::io("keep a descriptor free for a worker's pidfd", e))?;
                 let req = ZygoteReq::Spawn { name, sock: PassFd(theirs), boot };
-                if let Err(e) = fdpass::send_value(z.sock.as_fd(), &req, proto::MAX_FRAME) {
+                // Encoding fails alone (descriptors to duplicate); a failed send means the
+                // zygote is gone.
+                let (bytes, fds) = fdpass::encode_with_fds(&req)?;
+                let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+                if let Err(e) = fdpass::send_frame(z.sock.as_fd(), &bytes, &fds, proto::MAX_FRAME) {
                     z.gone = true;
                     return Err(e.into());
                 }
+                drop(room);
                 loop {
                     match fdpass::recv_value::<ZygoteMsg>(z.sock.as_fd(), proto::MAX_FRAME) {
                         Ok(Some(ZygoteMsg::Started { pid, pidfd })) => {
@@ -293,9 +310,14 @@ impl Spawner {
         })
     }
 
-    /// Stops the zygote, if there is one.
+    /// Stops the zygote, if there is one (and this is the process that started it).
     fn stop(&mut self) {
         if let Some(z) = self.zygote.take() {
+            if rustix::process::getpid() != z.owner {
+                // A copy in a forked child: the zygote is not this process's to stop.
+                std::mem::forget(z);
+                return;
+            }
             if !z.gone {
                 let _ = fdpass::send_value(z.sock.as_fd(), &ZygoteReq::Stop, proto::MAX_FRAME);
             }
@@ -309,6 +331,14 @@ impl Spawner {
 fn socket_pair() -> Result<(OwnedFd, OwnedFd)> {
     rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)
         .map_err(|e| Error::io("socketpair", e))
+}
+
+/// A spawner dropped without [`Collector::wind_down`] (a pool that failed to start) stops its
+/// zygote.
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// The collector's own state: the workers (only this thread touches them).
@@ -360,7 +390,12 @@ impl Collector {
                 self.shared.sleeping.store(true, std::sync::atomic::Ordering::SeqCst);
                 let sends = self.dispatch(&mut st);
                 drop(st);
-                self.send_batches(sends);
+                if self.send_batches(sends) {
+                    // Batches failed and freed their workers: dispatch again at once (no
+                    // event would come to wake the collector).
+                    self.shared.settle();
+                    continue;
+                }
             }
             self.wait_and_handle();
             self.shared.settle();
@@ -487,15 +522,21 @@ impl Collector {
     /// cannot be sent (too large for a frame; its objects' descriptors cannot be duplicated)
     /// fails its tasks with the reason; a worker that cannot be written to is dying, and its
     /// death puts the chunks back.
-    fn send_batches(&mut self, sends: Vec<(usize, usize, usize)>) {
+    fn send_batches(&mut self, sends: Vec<(usize, usize, usize)>) -> bool {
         let mut failed = Vec::new();
         for (i, start, k) in sends {
             let Some(w) = self.workers.get_mut(i) else { continue };
             let chunks = w.inflight.range(start..start + k).map(|ic| &ic.chunk.objects);
             let defs = match w.objects.prepare(chunks) {
                 Ok(defs) => defs,
+                Err(mp_process::wire::WireError::Io(source)) => {
+                    // Out of descriptors, most likely: the definitions could not be made.
+                    let op = "send the task's shared objects to a worker";
+                    failed.push((i, start, k, Error::Io { op, source }));
+                    continue;
+                }
                 Err(e) => {
-                    failed.push((i, start, k, format!("sending the task's shared objects: {e}")));
+                    failed.push((i, start, k, e.into()));
                     continue;
                 }
             };
@@ -536,7 +577,7 @@ impl Collector {
             match fdpass::send_frame(sock, &out.buf, &fds, proto::MAX_FRAME) {
                 // The worker is gone or going: its death puts the chunks back.
                 Ok(()) | Err(mp_process::wire::WireError::Io(_)) => {}
-                Err(e) => failed.push((i, start, k, e.to_string())),
+                Err(e) => failed.push((i, start, k, e.into())),
             }
         }
         // The memory of an unusually large batch is not kept.
@@ -545,11 +586,11 @@ impl Collector {
             self.out.buf = Vec::new();
         }
         if failed.is_empty() {
-            return;
+            return false;
         }
         let shared = self.shared.clone();
         let mut st = shared.lock();
-        for (i, start, k, message) in failed.into_iter().rev() {
+        for (i, start, k, err) in failed.into_iter().rev() {
             let Some(w) = self.workers.get_mut(i) else { continue };
             let gone: Vec<InChunk> = w.inflight.drain(start..start + k).collect();
             w.batches = w.batches.saturating_sub(1);
@@ -557,12 +598,13 @@ impl Collector {
             for ic in gone {
                 let c = ic.chunk;
                 for t in 0..c.count as u64 {
-                    st.record(c.job, c.first + t, Err(Error::Serialization(message.clone())));
+                    st.record(c.job, c.first + t, Err(err.duplicate()));
                 }
             }
         }
         drop(st);
         self.shared.settle();
+        true
     }
 
     /// Polls the doorbell, the zygote and the workers, and handles what is ready.

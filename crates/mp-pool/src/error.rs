@@ -154,9 +154,17 @@ impl From<mp_process::Error> for Error {
     }
 }
 
+/// A failure of the socket or of the descriptors beside it is `Io`; one of the bytes is
+/// `Serialization`.
 impl From<WireError> for Error {
     fn from(e: WireError) -> Self {
-        Error::Serialization(e.to_string())
+        match e {
+            WireError::Io(source) => Error::Io { op: "send or receive a frame", source },
+            e @ WireError::FdsDropped { .. } => {
+                Error::Io { op: "receive descriptors", source: io::Error::other(e.to_string()) }
+            }
+            e => Error::Serialization(e.to_string()),
+        }
     }
 }
 

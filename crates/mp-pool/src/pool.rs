@@ -163,6 +163,10 @@ impl Builder {
             None => mp_process::get_start_method()?,
         };
         let maxtasks = self.maxtasks.map(|m| m as u64);
+        // The collector's doorbell comes first: a failure after the first child starts must
+        // still be able to stop what started (a spawner dropped early stops its zygote).
+        let doorbell = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(|e| Error::io("eventfd", e))?;
         let mut spawner = Spawner::new(method, init, maxtasks, self.timeout.is_some())?;
         spawner.failpoint = self.failpoint;
         let mut workers = Vec::with_capacity(processes);
@@ -170,16 +174,13 @@ impl Builder {
             match spawner.spawn() {
                 Ok(w) => workers.push(w),
                 Err(e) => {
-                    let doorbell = rustix::event::eventfd(0, EventfdFlags::CLOEXEC)
-                        .map_err(|e| Error::io("eventfd", e))?;
+                    // Kills and reaps the workers started so far, then stops the zygote.
                     let shared = Arc::new(new_shared(doorbell, processes, Phase::Stopping));
                     Collector::new(shared, spawner, workers, None).run();
                     return Err(e);
                 }
             }
         }
-        let doorbell = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map_err(|e| Error::io("eventfd", e))?;
         let shared = Arc::new(new_shared(doorbell, processes, Phase::Running));
         shared.lock().pids = Vec::new();
         let collector = Collector::new(shared.clone(), spawner, workers, self.timeout);

@@ -21,6 +21,16 @@ pub(crate) fn open_pidfd(pid: Pid) -> Result<OwnedFd> {
     })
 }
 
+/// The pidfd of `pid`, a child this process has just started. If it cannot be opened (the
+/// process is out of descriptors), the child, which nothing could track, is killed and
+/// reaped before the error is returned: no child outlives a failed start.
+pub(crate) fn track_new_child(pid: Pid) -> Result<OwnedFd> {
+    open_pidfd(pid).inspect_err(|_| {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+    })
+}
+
 /// The exit code Python reports for a wait status: the exit status, or minus the signal.
 pub(crate) fn exit_code_of(status: &WaitIdStatus) -> i32 {
     if let Some(code) = status.exit_status() {

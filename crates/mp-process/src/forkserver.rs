@@ -19,7 +19,7 @@ use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{self, Boot};
-use crate::child::{Child, Via, exit_code_of, open_pidfd};
+use crate::child::{Child, Via, exit_code_of, track_new_child};
 use crate::process::Encoded;
 use crate::state::{ChildIdentity, global};
 use crate::util::poll_readable;
@@ -147,9 +147,15 @@ impl Client {
     /// Asks the server for a child; returns its pid and pidfd.
     fn request(&self, boot: Boot, fds: &[BorrowedFd<'_>]) -> Result<(i32, OwnedFd)> {
         let bytes = wire::encode(&ToServer::Spawn(boot))?;
+        // A descriptor kept free for the child's pidfd: without room for it, the kernel would
+        // drop it from the reply and the child would run untracked. So a process out of
+        // descriptors fails here, before anything starts.
+        let room = rustix::io::fcntl_dupfd_cloexec(&self.sock, 0)
+            .map_err(|e| Error::io("keeping a descriptor free for the child's pidfd", e))?;
         self.acquire_io(None);
         let result = (|| {
             fdpass::send_frame(self.sock.as_fd(), &bytes, fds, wire::DEFAULT_MAX_FRAME)?;
+            drop(room);
             loop {
                 match self.read_one()? {
                     (true, Some(started)) => return Ok(started),
@@ -404,13 +410,9 @@ fn serve_spawn(
     };
     drop(job);
     let raw = pid.as_raw_nonzero().get();
-    let pidfd = match open_pidfd(pid) {
+    let pidfd = match track_new_child(pid) {
         Ok(fd) => fd,
-        Err(e) => {
-            let _ = rustix::process::kill_process(pid, Signal::KILL);
-            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
-            return fail_request(conns, idx, &e.to_string());
-        }
+        Err(e) => return fail_request(conns, idx, &e.to_string()),
     };
     let sent = match conns.get_mut(idx) {
         Some(Some(conn)) => {

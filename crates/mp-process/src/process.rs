@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::bootstrap::{self, Boot};
-use crate::child::{Child, Via, open_pidfd};
+use crate::child::{Child, Via, track_new_child};
 use crate::error::CloseError;
 use crate::method::{StartMethod, get_start_method};
 use crate::state::{ChildIdentity, global};
@@ -446,7 +446,7 @@ fn start_fork(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Child> {
     } else {
         fork_now(launch, ident)?
     };
-    let pidfd = open_pidfd(pid)?;
+    let pidfd = track_new_child(pid)?;
     Ok(Child::new(pid, pidfd, name, daemon, Via::Direct))
 }
 
@@ -556,7 +556,7 @@ fn start_spawn(encoded: Encoded, ident: ChildIdentity) -> Result<Child> {
         pid
     }
     .map_err(|e| Error::io("posix_spawn", e))?;
-    let pidfd = open_pidfd(pid)?;
+    let pidfd = track_new_child(pid)?;
     let child = Child::new(pid, pidfd, ident.name.clone(), daemon, Via::Direct);
     let parent_pidfd = global().self_pidfd()?;
     let boot = Boot::new(encoded.entry, encoded.payload, ident)?;

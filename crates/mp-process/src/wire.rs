@@ -69,6 +69,15 @@ pub enum WireError {
         /// How many descriptors actually arrived.
         received: usize,
     },
+    /// The kernel dropped descriptors of a frame (`MSG_CTRUNC`): the receiving process has
+    /// too many open files (`RLIMIT_NOFILE`). The frame was read whole and dropped; the stream
+    /// goes on with the next one.
+    FdsDropped {
+        /// How many descriptors the header announced.
+        announced: usize,
+        /// How many arrived.
+        received: usize,
+    },
     /// A decoded descriptor index refers to no received descriptor, or to one already taken.
     MissingFd {
         /// The index found in the payload.
@@ -107,6 +116,11 @@ impl fmt::Display for WireError {
                 f,
                 "frame announced {announced} file descriptors but {received} arrived \
                  (ancillary data missing or truncated)"
+            ),
+            Self::FdsDropped { announced, received } => write!(
+                f,
+                "the kernel dropped descriptors of a message ({received} of {announced} arrived): \
+                 this process has too many open files"
             ),
             Self::MissingFd { index } => write!(
                 f,

@@ -149,8 +149,8 @@ impl fmt::Display for Error {
                 "a value serialised to a different length the second time (queues encode \
                  each message twice: to measure it, then in place)",
             ),
-            Error::Lock(_) => f.write_str("a queue's lock or futex wait failed"),
-            Error::SharedMemory(_) => f.write_str("a queue's shared memory could not be set up"),
+            Error::Lock(e) => write!(f, "a queue's lock failed: {e}"),
+            Error::SharedMemory(e) => write!(f, "a queue's shared memory could not be set up: {e}"),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
         }
     }

@@ -76,8 +76,8 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::SharedMemory(_) => f.write_str("cannot create the shared memory of a primitive"),
-            Error::Io { op, .. } => write!(f, "{op} failed"),
+            Error::SharedMemory(e) => write!(f, "cannot create the shared memory of a primitive: {e}"),
+            Error::Io { op, source } => write!(f, "{op} failed: {source}"),
             Error::OwnerDied => f.write_str("the previous holder of the lock died holding it"),
             Error::NotHeld => f.write_str("release of a lock this thread does not hold"),
             Error::AlreadyHeld => {

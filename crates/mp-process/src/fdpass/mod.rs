@@ -143,9 +143,11 @@ pub fn send_frame(
 /// Returns `Ok(None)` if the peer closed the stream cleanly before the first header
 /// byte, and `Truncated` if the stream ends inside a frame. Received descriptors are
 /// owned (and close-on-exec) from the moment they arrive, so every error path closes
-/// them. The ancillary data must match the header's count exactly: missing or
-/// kernel-truncated descriptors (`MSG_CTRUNC`) give `FdCountMismatch`, and a count
-/// above [`MAX_FDS_PER_FRAME`] gives `TooManyFds`. The announced length is checked
+/// them. The ancillary data must match the header's count exactly: descriptors the kernel
+/// dropped because this process has too many open files (`MSG_CTRUNC`) give `FdsDropped`,
+/// others missing or extra `FdCountMismatch`, and a count above [`MAX_FDS_PER_FRAME`]
+/// `TooManyFds`; in each case the frame's payload is read and dropped, so the stream stays
+/// in step and the next call receives the next frame. The announced length is checked
 /// against `max` before the payload buffer is allocated, and the buffer grows only as
 /// bytes arrive.
 // The tuple return type is the documented API, so the complexity lint is waived here.
@@ -225,15 +227,19 @@ fn recv_frame_inner(sock: BorrowedFd<'_>, max: usize, wait: bool) -> Result<Rece
     let announced_len = u32::from_le_bytes([l0, l1, l2, l3]);
     let announced_fds = usize::try_from(u32::from_le_bytes([c0, c1, c2, c3])).unwrap_or(usize::MAX);
 
-    if ctrunc {
-        return Err(WireError::FdCountMismatch { announced: announced_fds, received: fds.len() });
-    }
-    if announced_fds > MAX_FDS_PER_FRAME {
-        return Err(WireError::TooManyFds { count: announced_fds, max: MAX_FDS_PER_FRAME });
-    }
-    if announced_fds != fds.len() {
-        return Err(WireError::FdCountMismatch { announced: announced_fds, received: fds.len() });
-    }
+    // A descriptor error leaves the frame's payload to read: it is read (and dropped) below,
+    // so that the stream stays in step with its frames.
+    let fd_error = if ctrunc {
+        // The kernel dropped descriptors it could not install: this process is out of them.
+        Some(WireError::FdsDropped { announced: announced_fds, received: fds.len() })
+    } else if announced_fds > MAX_FDS_PER_FRAME {
+        Some(WireError::TooManyFds { count: announced_fds, max: MAX_FDS_PER_FRAME })
+    } else if announced_fds != fds.len() {
+        Some(WireError::FdCountMismatch { announced: announced_fds, received: fds.len() })
+    } else {
+        None
+    };
+    drop(if fd_error.is_some() { std::mem::take(&mut fds) } else { Vec::new() });
     let len = match usize::try_from(announced_len) {
         Ok(len) if len <= max => len,
         _ => {
@@ -269,6 +275,9 @@ fn recv_frame_inner(sock: BorrowedFd<'_>, max: usize, wait: bool) -> Result<Rece
             expected: HEADER_LEN.saturating_add(len),
             got: HEADER_LEN.saturating_add(payload.len()),
         });
+    }
+    if let Some(e) = fd_error {
+        return Err(e);
     }
     Ok(Received::Frame(payload, fds))
 }
@@ -485,6 +494,37 @@ mod tests {
             send_frame(a.as_fd(), &[0; 1025], &[], 1024),
             Err(WireError::Oversized { len: 1025, max: 1024 })
         ));
+    }
+
+    #[test]
+    fn descriptors_the_kernel_drops_lose_one_frame_and_the_stream_goes_on() {
+        // Issue 10: a frame whose descriptors did not fit (MSG_CTRUNC, out of descriptors) was
+        // left half read, and every later frame read as garbage.
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let (a, b) = pair();
+        let pipes: Vec<_> = (0..3).map(|_| pipe()).collect();
+        let writers: Vec<BorrowedFd<'_>> = pipes.iter().map(|(_, w)| w.as_fd()).collect();
+        send_frame(a.as_fd(), b"with three", &writers, 1024).unwrap();
+        send_frame(a.as_fd(), b"next", &[], 1024).unwrap();
+        // No room for a single descriptor more in this process (a test has its own).
+        let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+        let before = getrlimit(Resource::Nofile);
+        setrlimit(Resource::Nofile, Rlimit { current: Some(open - 1), maximum: before.maximum })
+            .unwrap();
+        let first = recv_frame(b.as_fd(), 1024);
+        setrlimit(Resource::Nofile, before).unwrap();
+        match first {
+            Err(e @ WireError::FdsDropped { announced: 3, .. }) => {
+                assert!(e.to_string().contains("too many open files"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let (next, fds) = recv_frame(b.as_fd(), 1024).unwrap().unwrap();
+        assert_eq!((next.as_slice(), fds.len()), (&b"next"[..], 0));
+        // And descriptors arrive again once there is room.
+        send_frame(a.as_fd(), b"again", &writers, 1024).unwrap();
+        let (again, fds) = recv_frame(b.as_fd(), 1024).unwrap().unwrap();
+        assert_eq!((again.as_slice(), fds.len()), (&b"again"[..], 3));
     }
 
     #[test]

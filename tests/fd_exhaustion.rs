@@ -1,0 +1,172 @@
+//! Running out of descriptors (`RLIMIT_NOFILE`), under the start method in `MP_START_METHOD`:
+//! processes, queues, pipes and pools fail with an error that names the cause, leave no
+//! descriptor or child behind, and work again once descriptors are free (issue 10: a pool
+//! left its zygote running and the program hung at exit; the forkserver's stream lost its
+//! framing for good).
+//!
+//! Each test lowers the limit of its own process (nextest runs a process per test).
+
+use std::os::fd::OwnedFd;
+
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
+/// The numbers of this process's open descriptors.
+fn open_fds() -> Vec<u64> {
+    let mut fds: Vec<u64> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    // The directory listing itself held one, the highest-numbered or a reused one: drop
+    // those that are closed now.
+    fds.retain(|&fd| std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok());
+    fds
+}
+
+/// The children of this process, zombies included.
+fn children() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    == Some(me.as_str())
+            })
+        })
+        .count()
+}
+
+/// Descriptors that fill every gap below the highest open one, so that a limit of
+/// `highest + 1 + k` leaves exactly `k` free.
+fn fill_gaps() -> Vec<OwnedFd> {
+    let mut fillers = Vec::new();
+    loop {
+        let highest = *open_fds().last().unwrap();
+        let fd = rustix::io::fcntl_dupfd_cloexec(rustix::stdio::stderr(), 0).unwrap();
+        let n = std::os::fd::AsRawFd::as_raw_fd(&fd) as u64;
+        if n > highest {
+            return fillers;
+        }
+        fillers.push(fd);
+    }
+}
+
+/// Runs `attempt` with `k` free descriptors for k = 0, 1, ... until it succeeds: every
+/// failure must name the cause and leave descriptors and children as they were.
+fn until_it_works(what: &str, mut attempt: impl FnMut() -> Result<(), String>) -> usize {
+    let _fillers = fill_gaps();
+    let fds = open_fds();
+    let kids = children();
+    let top = fds.last().unwrap() + 1;
+    let limit = getrlimit(Resource::Nofile);
+    for free in 0..64u64 {
+        setrlimit(Resource::Nofile, Rlimit { current: Some(top + free), maximum: limit.maximum })
+            .unwrap();
+        let result = attempt();
+        setrlimit(Resource::Nofile, limit).unwrap();
+        match result {
+            Ok(()) => {
+                assert_eq!(open_fds(), fds, "{what}: descriptors after success");
+                return free as usize;
+            }
+            Err(message) => {
+                assert!(
+                    message.contains("Too many open files") || message.contains("too many open"),
+                    "{what} with {free} free descriptors: {message}"
+                );
+                assert_eq!(open_fds(), fds, "{what} with {free} free: descriptors left: {message}");
+                assert_eq!(children(), kids, "{what} with {free} free: children left: {message}");
+            }
+        }
+    }
+    panic!("{what} never worked");
+}
+
+fn exit_with(code: i32) {
+    std::process::exit(code);
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// What a first use starts once for good (the resource tracker, the forkserver, the pipes'
+/// closed-end socket) is started before the counting begins.
+fn warm_up() {
+    let mut p = mp::Process::new(exit_with, (0,));
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), 0);
+    drop(mp::pipe(true).unwrap());
+}
+
+#[test]
+fn a_process_start_out_of_descriptors_fails_and_leaves_no_child() {
+    warm_up();
+    until_it_works("Process", || {
+        let mut p = mp::Process::new(exit_with, (3,));
+        p.start().map_err(|e| e.to_string())?;
+        assert_eq!(p.join().unwrap(), 3);
+        Ok(())
+    });
+}
+
+#[test]
+fn queues_and_pipes_out_of_descriptors_fail_and_leak_nothing() {
+    warm_up();
+    until_it_works("Queue", || {
+        let q: mp::Queue<u32> = mp::Queue::new().map_err(|e| e.to_string())?;
+        q.put(5).unwrap();
+        assert_eq!(q.get().unwrap(), 5);
+        Ok(())
+    });
+    until_it_works("Pipe", || {
+        let (a, b) = mp::pipe(true).map_err(|e| e.to_string())?;
+        a.send(&7u8).unwrap();
+        assert_eq!(b.recv::<u8>().unwrap(), 7);
+        Ok(())
+    });
+}
+
+#[test]
+fn a_pool_out_of_descriptors_fails_stops_what_it_started_and_works_later() {
+    warm_up();
+    // A first pool makes what pools make once.
+    drop(mp::Pool::new(1).unwrap());
+    let needed = until_it_works("Pool", || {
+        let pool = mp::Pool::new(2).map_err(|e| e.to_string())?;
+        assert_eq!(pool.map(square, 0..20u64).unwrap(), (0..20u64).map(square).collect::<Vec<_>>());
+        pool.close().unwrap();
+        pool.join().unwrap();
+        Ok(())
+    });
+    assert!(needed > 0, "a pool needs some descriptors");
+}
+
+/// Receives a queue and puts into it.
+fn put_into(q: mp::Queue<u64>, x: u64) -> u64 {
+    q.put(x).unwrap();
+    x
+}
+
+#[test]
+fn objects_sent_to_workers_out_of_descriptors_fail_their_tasks_and_the_pool_goes_on() {
+    warm_up();
+    let pool = mp::Pool::new(2).unwrap();
+    assert_eq!(pool.map(square, 0..4u64).unwrap(), [0, 1, 4, 9]);
+    until_it_works("a map with a fresh queue", || {
+        // A new queue each time: its descriptors must be duplicated to define it to the
+        // workers.
+        let q: mp::Queue<u64> = mp::Queue::new().map_err(|e| e.to_string())?;
+        let got = pool
+            .starmap(put_into, (0..10u64).map(|i| (q.clone(), i)))
+            .map_err(|e| e.to_string())?;
+        assert_eq!(got, (0..10).collect::<Vec<_>>());
+        let mut seen: Vec<u64> = (0..10).map(|_| q.get().unwrap()).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        Ok(())
+    });
+    assert_eq!(pool.map(square, 0..4u64).unwrap(), [0, 1, 4, 9]);
+}
