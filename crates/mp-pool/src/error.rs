@@ -54,6 +54,10 @@ pub enum Error {
     },
     /// The initializer panicked in a worker; the pool stops and every task fails with this.
     Initializer(String),
+    /// The input iterator of an `imap` panicked (with this message) while the next item was
+    /// pulled: the result in that item's place is this error, after the results of the items
+    /// before it, and the iterator ends (CPython yields the iterable's exception in its turn).
+    Input(String),
     /// An invalid setting: zero processes, zero `maxtasksperchild`, a zero timeout, ...
     InvalidArgument(&'static str),
     /// Starting a worker failed.
@@ -92,6 +96,7 @@ impl Error {
                 Error::WrongProcess { creator: *creator, current: *current }
             }
             Error::Initializer(m) => Error::Initializer(m.clone()),
+            Error::Input(m) => Error::Input(m.clone()),
             Error::InvalidArgument(m) => Error::InvalidArgument(m),
             Error::Process(e) => Error::io("start a worker", io::Error::other(e.to_string())),
             Error::Io { op, source } => {
@@ -131,6 +136,7 @@ impl fmt::Display for Error {
                 "the pool belongs to process {creator} and cannot be used from process {current}"
             ),
             Error::Initializer(m) => write!(f, "the pool's initializer panicked: {m}"),
+            Error::Input(m) => write!(f, "the input iterator panicked: {m}"),
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Error::Process(e) => write!(f, "cannot start a worker: {e}"),
             Error::Io { op, source } => write!(f, "{op}: {source}"),

@@ -276,6 +276,15 @@ impl<T> Drop for AsyncResult<T> {
 ///
 /// Each item is one task's result. After the pool is terminated the iterator yields the
 /// reason once, then ends.
+///
+/// # Reading ahead
+/// The input is read in chunks, on the caller's thread, while results are taken (in `next`
+/// or `poll_next`): at most [`max_in_flight`](Imap::max_in_flight) tasks (by default the
+/// larger of 256 and four chunks per worker) are submitted and not yet yielded, so a long or
+/// endless input is never read far ahead. An input that panics ends the input: the result in
+/// that item's place is [`Error::Input`] with the panic's message, yielded after the results
+/// of the items before it, and the iterator then ends (CPython's `imap` yields the iterable's
+/// exception in its turn).
 pub struct Imap<I: Iterator, R> {
     shared: Arc<Shared>,
     job: u64,
@@ -372,11 +381,20 @@ where
         while self.input.is_some() && self.in_flight() < bound {
             let mut items = Vec::with_capacity(self.chunksize);
             let mut ended = false;
+            let mut panicked = None;
             if let Some(input) = &mut self.input {
                 for _ in 0..self.chunksize {
-                    match input.next() {
-                        Some(a) => items.push(a),
-                        None => {
+                    // An input that panics ends the input: its place gets the panic, after the
+                    // results of the items before it (CPython yields the iterable's exception
+                    // in its turn).
+                    match catch_unwind(AssertUnwindSafe(|| input.next())) {
+                        Ok(Some(a)) => items.push(a),
+                        Ok(None) => {
+                            ended = true;
+                            break;
+                        }
+                        Err(payload) => {
+                            panicked = Some(crate::task::panic_message(payload.as_ref()));
                             ended = true;
                             break;
                         }
@@ -385,7 +403,11 @@ where
             }
             let first = self.submitted;
             self.submitted += items.len() as u64;
-            let (mut chunks, errors) = build_chunks(items, self.entry, first, self.chunksize);
+            let (mut chunks, mut errors) = build_chunks(items, self.entry, first, self.chunksize);
+            if let Some(message) = panicked {
+                errors.push((self.submitted, Error::Input(message)));
+                self.submitted += 1;
+            }
             for c in &mut chunks {
                 // The iterator splits result runs itself (`Raw::decode_each`).
                 c.seq_results = true;

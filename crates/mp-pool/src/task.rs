@@ -194,15 +194,20 @@ where
 
 /// The message of a caught panic and the backtrace the worker's hook recorded.
 pub(crate) fn panic_outcome(payload: &(dyn Any + Send)) -> Outcome {
-    let message = if let Some(s) = payload.downcast_ref::<&str>() {
+    let message = panic_message(payload);
+    let traceback = LAST_BACKTRACE.with(|b| b.borrow_mut().take()).unwrap_or_default();
+    Outcome::Panic { message, traceback }
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
         "Box<dyn Any>".to_string()
-    };
-    let traceback = LAST_BACKTRACE.with(|b| b.borrow_mut().take()).unwrap_or_default();
-    Outcome::Panic { message, traceback }
+    }
 }
 
 /// Installs the worker's panic hook: it records the backtrace for the task's `Remote` error

@@ -255,3 +255,44 @@ fn an_input_that_panics_leaves_the_pool_working() {
     pool.close().unwrap();
     pool.join().unwrap();
 }
+
+/// 0, 1, ... 9, then a panic.
+struct Fragile(i64);
+
+impl Iterator for Fragile {
+    type Item = i64;
+    fn next(&mut self) -> Option<i64> {
+        if self.0 == 10 {
+            panic!("the input broke at 10");
+        }
+        self.0 += 1;
+        Some(self.0 - 1)
+    }
+}
+
+#[test]
+fn imap_yields_the_results_before_a_panicking_input_then_its_panic_then_ends() {
+    // Issue 10: imap read 256 inputs ahead and yielded nothing when the input panicked.
+    let pool = Pool::new(2).unwrap();
+    for cs in [1usize, 3, 20] {
+        let got: Vec<_> = pool.imap(sqr, Fragile(0)).unwrap().chunksize(cs).collect();
+        assert_eq!(got.len(), 11, "chunksize {cs}");
+        for (i, r) in got.iter().take(10).enumerate() {
+            assert_eq!(r.as_ref().unwrap(), &sqr(i as i64), "chunksize {cs}");
+        }
+        match &got[10] {
+            Err(Error::Input(m)) => assert_eq!(m, "the input broke at 10"),
+            other => panic!("chunksize {cs}: {other:?}"),
+        }
+        let mut unordered: Vec<_> = pool.imap_unordered(sqr, Fragile(0)).unwrap().collect();
+        assert_eq!(unordered.len(), 11);
+        let failed = unordered.iter().filter(|r| matches!(r, Err(Error::Input(_)))).count();
+        assert_eq!(failed, 1);
+        unordered.retain(Result::is_ok);
+        let mut values: Vec<i64> = unordered.into_iter().map(Result::unwrap).collect();
+        values.sort_unstable();
+        assert_eq!(values, expected(10));
+    }
+    // The pool goes on.
+    assert_eq!(pool.map(sqr, 0..3).unwrap(), [0, 1, 4]);
+}
