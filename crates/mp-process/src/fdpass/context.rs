@@ -488,12 +488,8 @@ pub fn decode_with_fds<T: DeserializeOwned>(
     if fds.is_empty() {
         // Plain postcard, decoded in a context so that a descriptor or object index in the
         // bytes is a precise error.
-        let (value, used) = take_in(bytes, fds, &mut Vec::new(), &mut ObjectCache::default())?;
-        return if used == bytes.len() {
-            Ok(value)
-        } else {
-            Err(WireError::TrailingBytes { extra: bytes.len() - used })
-        };
+        let taken = take_in(bytes, fds, &mut Vec::new(), &mut ObjectCache::default())?;
+        return whole(taken, bytes.len());
     }
     let (value, table) = split_trailer(bytes)?;
     let received = fds.len();
@@ -507,13 +503,13 @@ pub fn decode_with_fds<T: DeserializeOwned>(
     let rest: Vec<OwnedFd> = fds.collect();
     cache.admit(table.releases, table.defs, rest)?;
     let mut scope = table.scope;
-    decode_from(value, own, &mut scope, &mut cache, 0).map(|(v, _)| v).and_then(|(v, used)| {
-        if used == value.len() {
-            Ok(v)
-        } else {
-            Err(WireError::TrailingBytes { extra: value.len() - used })
-        }
-    })
+    let (taken, _unused) = decode_from(value, own, &mut scope, &mut cache, 0)?;
+    whole(taken, value.len())
+}
+
+/// The value of `taken` (a value and the bytes it took) if it took all `len` bytes.
+fn whole<T>((value, used): (T, usize), len: usize) -> Result<T, WireError> {
+    if used == len { Ok(value) } else { Err(WireError::TrailingBytes { extra: len - used }) }
 }
 
 /// Deserialises a value encoded by [`encode_with_objects`]: its object indices refer to
@@ -527,12 +523,7 @@ pub fn decode_in<T: DeserializeOwned>(
     scope: &mut Vec<ObjectId>,
     cache: &mut ObjectCache,
 ) -> Result<T, WireError> {
-    let (value, used) = take_in(bytes, fds, scope, cache)?;
-    if used == bytes.len() {
-        Ok(value)
-    } else {
-        Err(WireError::TrailingBytes { extra: bytes.len() - used })
-    }
+    whole(take_in(bytes, fds, scope, cache)?, bytes.len())
 }
 
 /// As [`decode_in`], for a value followed by others: returns it and how many bytes it took.
@@ -833,11 +824,12 @@ pub(super) mod tests {
         out
     }
 
+    /// A value holding descriptors.
     #[derive(Debug, Serialize, Deserialize)]
-    struct Holder {
-        name: String,
-        a: PassFd,
-        b: Vec<PassFd>,
+    pub(crate) struct Holder {
+        pub name: String,
+        pub a: PassFd,
+        pub b: Vec<PassFd>,
     }
 
     #[test]

@@ -310,7 +310,6 @@ pub fn recv_value<T: DeserializeOwned>(
 mod tests {
     use super::*;
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    use rustix::pipe::{PipeFlags, pipe_with};
     use serde::Deserialize;
     use std::fs::File;
     use std::io::{Read, Write};
@@ -323,17 +322,7 @@ mod tests {
             .unwrap()
     }
 
-    fn pipe() -> (OwnedFd, OwnedFd) {
-        pipe_with(PipeFlags::CLOEXEC).unwrap()
-    }
-
-    /// Writes `data` to a received pipe write end and checks it arrives at `reader`.
-    fn check_pipe(writer: OwnedFd, reader: &OwnedFd, data: &[u8]) {
-        File::from(writer).write_all(data).unwrap();
-        let mut buf = vec![0u8; data.len()];
-        rustix::io::read(reader, &mut buf[..]).unwrap();
-        assert_eq!(buf, data);
-    }
+    use super::context::tests::{Holder, check_pipe, pipe};
 
     #[test]
     fn frames_with_0_1_3_fds() {
@@ -565,13 +554,6 @@ mod tests {
             recv_frame(b.as_fd(), 1024),
             Err(WireError::TooManyFds { count: 254, .. })
         ));
-    }
-
-    #[derive(Debug, Serialize, Deserialize)]
-    struct Holder {
-        name: String,
-        a: PassFd,
-        b: Vec<PassFd>,
     }
 
     #[test]
