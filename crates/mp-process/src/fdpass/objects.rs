@@ -681,15 +681,14 @@ impl PeerObjects {
     ) -> Result<Vec<(Vec<u8>, Vec<OwnedFd>)>, WireError> {
         self.clock += 1;
         let clock = self.clock;
+        // Objects the sender no longer has: released (once the frames are made: on an error
+        // nothing changes).
         let mut releases: Vec<ObjectId> = self
             .sent
             .iter()
             .filter(|(_, s)| s.obj.strong_count() == 0)
             .map(|(id, _)| *id)
             .collect();
-        for id in &releases {
-            self.sent.remove(id);
-        }
         let mut seen: HashSet<ObjectId> = HashSet::new();
         let mut work: Vec<Arc<dyn AnyShared>> = Vec::new();
         for list in lists {
@@ -749,6 +748,9 @@ impl PeerObjects {
                     touch.extend(s.inner.iter().copied());
                 }
             }
+        }
+        for id in &releases {
+            self.sent.remove(id);
         }
         self.sent.extend(fresh);
         if self.sent.len() > self.limit {
