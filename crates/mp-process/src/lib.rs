@@ -58,7 +58,11 @@
 //! [`wire`] is the one framing for every byte stream (length-prefixed postcard, with a size
 //! limit checked before allocating); [`fdpass`] carries file descriptors beside the bytes
 //! with `SCM_RIGHTS`, into spawned and forkserver children and into running processes.
-//! [`fdpass::PassFd`] is an argument that carries a descriptor into a child.
+//! [`fdpass::PassFd`] is an argument that carries a descriptor into a child. The crates above
+//! make their handles (queues, locks, shared memory) [`fdpass::SharedObject`]s: an object
+//! crosses defined once per message (once per receiver on a pool's worker streams), a process
+//! keeps one handle per object whatever the number of times it arrives, and everything
+//! received is checked before use (descriptor types, seals, kinds, item types).
 //!
 //! # Which handles are `Send` and `Sync`
 //! | type | `Send` | `Sync` | why |
