@@ -243,6 +243,15 @@ fn new_shared(doorbell: std::os::fd::OwnedFd, processes: usize, phase: Phase) ->
 /// Result callbacks run on that thread: they must return quickly and must not wait for
 /// another result of the same pool.
 ///
+/// # Queues, locks and shared memory in arguments
+/// Arguments may hold `mp` objects (queues, locks, values, shared memory; CPython refuses
+/// them). Each object crosses to a worker once: the pool defines it to the worker before the
+/// first chunk that needs it, and later tasks only name it, so a queue passed in every one of
+/// 100,000 tasks is mapped once per worker and the parent duplicates no descriptor per task.
+/// A worker keeps at most 128 objects defined (the least recently used are released, and
+/// defined again if needed); an object the parent has dropped is released at the worker's
+/// next batch. A descriptor passed as such (`PassFd`) still crosses with every task.
+///
 /// # Errors and robustness
 /// - A task that panics gives [`Error::Remote`] with the panic message and the worker's
 ///   backtrace; the pool goes on. `map` returns a task error once every task has finished, as
@@ -260,7 +269,14 @@ fn new_shared(doorbell: std::os::fd::OwnedFd, processes: usize, phase: Phase) ->
 /// - With [`Builder::task_timeout`], an overrunning task's worker is killed and replaced and
 ///   the task gets [`Error::Timeout`].
 /// - A task whose argument or result does not serialise fails alone with
-///   [`Error::Serialization`].
+///   [`Error::Serialization`], with the value's own message.
+/// - A task whose arguments kill the worker while they are decoded fails with
+///   [`Error::WorkerDied`] (the task counts as started before it decodes); the parent never
+///   decodes arguments. A worker that dies after reading a batch, before starting any task of
+///   it, gives the batch's first task a strike; at the second, the task fails, so no task can
+///   kill workers for ever.
+/// - Out of descriptors, a pool fails to start with an error naming the cause and stops what
+///   it started; a batch whose objects cannot be sent fails its tasks, and the pool goes on.
 ///
 /// # Ctrl-C
 /// SIGINT sent to the process group (Ctrl-C in a terminal) reaches the workers, which die of
