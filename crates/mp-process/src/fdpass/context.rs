@@ -233,6 +233,17 @@ enum Found<T> {
 
 /// The object at `index` of the active source's scope, rebuilt if this is its first use.
 pub(super) fn resolve_object<T: SharedObject>(index: u32) -> Result<Arc<T>, String> {
+    // The common case, small: an object this decode (or session) resolved already.
+    let resolved = with_context(|ctx| match &ctx.mode {
+        Mode::Source(source) => match source.resolved.get(index as usize) {
+            Some(Some(obj)) => Arc::clone(obj).downcast::<T>().ok(),
+            _ => None,
+        },
+        Mode::Idle | Mode::Sink { .. } => None,
+    });
+    if let Some(Some(obj)) = resolved {
+        return Ok(obj);
+    }
     let found = with_context(|ctx| match &mut ctx.mode {
         Mode::Source(source) => {
             let i = usize::try_from(index).unwrap_or(usize::MAX);
