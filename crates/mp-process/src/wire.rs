@@ -354,49 +354,28 @@ mod discard {
         }
     }
 
-    impl ser::SerializeSeq for Discard {
-        type Ok = ();
-        type Error = Custom;
-        fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-            value.serialize(Discard)
-        }
-        fn end(self) -> Done {
-            Ok(())
-        }
+    /// The compound serializers whose elements are values alone: each element is discarded.
+    macro_rules! discard_elements {
+        ($($trait:ident :: $method:ident),*) => {$(
+            impl ser::$trait for Discard {
+                type Ok = ();
+                type Error = Custom;
+                fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
+                    value.serialize(Discard)
+                }
+                fn end(self) -> Done {
+                    Ok(())
+                }
+            }
+        )*};
     }
 
-    impl ser::SerializeTuple for Discard {
-        type Ok = ();
-        type Error = Custom;
-        fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-            value.serialize(Discard)
-        }
-        fn end(self) -> Done {
-            Ok(())
-        }
-    }
-
-    impl ser::SerializeTupleStruct for Discard {
-        type Ok = ();
-        type Error = Custom;
-        fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-            value.serialize(Discard)
-        }
-        fn end(self) -> Done {
-            Ok(())
-        }
-    }
-
-    impl ser::SerializeTupleVariant for Discard {
-        type Ok = ();
-        type Error = Custom;
-        fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-            value.serialize(Discard)
-        }
-        fn end(self) -> Done {
-            Ok(())
-        }
-    }
+    discard_elements!(
+        SerializeSeq::serialize_element,
+        SerializeTuple::serialize_element,
+        SerializeTupleStruct::serialize_field,
+        SerializeTupleVariant::serialize_field
+    );
 
     impl ser::SerializeMap for Discard {
         type Ok = ();
@@ -412,27 +391,27 @@ mod discard {
         }
     }
 
-    impl ser::SerializeStruct for Discard {
-        type Ok = ();
-        type Error = Custom;
-        fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> Done {
-            value.serialize(Discard)
-        }
-        fn end(self) -> Done {
-            Ok(())
-        }
+    /// The compound serializers whose fields are named: each field is discarded.
+    macro_rules! discard_fields {
+        ($($trait:ident),*) => {$(
+            impl ser::$trait for Discard {
+                type Ok = ();
+                type Error = Custom;
+                fn serialize_field<T: Serialize + ?Sized>(
+                    &mut self,
+                    _: &'static str,
+                    value: &T,
+                ) -> Done {
+                    value.serialize(Discard)
+                }
+                fn end(self) -> Done {
+                    Ok(())
+                }
+            }
+        )*};
     }
 
-    impl ser::SerializeStructVariant for Discard {
-        type Ok = ();
-        type Error = Custom;
-        fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, value: &T) -> Done {
-            value.serialize(Discard)
-        }
-        fn end(self) -> Done {
-            Ok(())
-        }
-    }
+    discard_fields!(SerializeStruct, SerializeStructVariant);
 }
 
 /// Deserialises a value from postcard bytes, failing if any bytes are left unread.
