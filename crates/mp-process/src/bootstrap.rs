@@ -1,9 +1,11 @@
 //! The child side of a start: the entry hook's diversion before `main`, the bootstrap
 //! message a spawned or forkserver child receives, and the run-then-`_exit` of every child.
 
+use std::ffi::{c_char, c_int};
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{Mode, OFlags};
 use rustix::process::Signal;
@@ -11,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::current::ParentProcess;
 use crate::forkserver::Client;
+use crate::os::code::Entry;
 use crate::state::{ChildIdentity, Me, global};
-use crate::{Error, Result, fdpass, sys, wire};
+use crate::{Error, Result, fdpass, os, wire};
 
 /// The environment variable that marks a spawned child; its value is the bootstrap fd.
 pub(crate) const BOOT_ENV: &str = "MP_BOOTSTRAP_FD";
@@ -31,8 +34,10 @@ pub(crate) struct Boot {
     magic: u64,
     /// Device and inode of the executable the parent runs.
     exe: (u64, u64),
-    /// Offset of the entry trampoline from the start of the executable.
-    pub entry: u64,
+    /// The key of the process tree, which signs `entry`.
+    key: [u64; 2],
+    /// What the child runs: an [`Entry`] as its offset and tag.
+    pub entry: (u64, u64),
     /// The target's arguments, encoded with `fdpass::encode_with_fds`.
     pub payload: Vec<u8>,
     pub ident: ChildIdentity,
@@ -41,9 +46,17 @@ pub(crate) struct Boot {
 }
 
 impl Boot {
-    pub fn new(entry: u64, payload: Vec<u8>, ident: ChildIdentity) -> Result<Boot> {
+    pub fn new(entry: Entry<ChildRun>, payload: Vec<u8>, ident: ChildIdentity) -> Result<Boot> {
         let tracker = crate::tracker::inherited().is_some();
-        Ok(Boot { magic: MAGIC, exe: exe_identity()?, entry, payload, ident, tracker })
+        Ok(Boot {
+            magic: MAGIC,
+            exe: exe_identity()?,
+            key: os::code::tree_key(),
+            entry: entry.to_parts(),
+            payload,
+            ident,
+            tracker,
+        })
     }
 
     /// The descriptors that ride beside this message: the parent's pidfd, the tracker's
@@ -64,6 +77,14 @@ impl Boot {
     }
 }
 
+/// What a spawned or forkserver child's entry runs with: the target's encoded arguments and
+/// their descriptors, and the exit code it leaves.
+pub(crate) struct ChildRun {
+    pub payload: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+    pub code: i32,
+}
+
 /// Device and inode of `/proc/self/exe`, read once per executable image (a forked child
 /// runs the same image, so it inherits the cached value rightly; an exec starts afresh).
 pub(crate) fn exe_identity() -> Result<(u64, u64)> {
@@ -80,32 +101,74 @@ pub(crate) fn marker_present() -> bool {
     std::env::var_os(BOOT_ENV).is_some() || std::env::var_os(FORKSERVER_ENV).is_some()
 }
 
+/// Set by the entry hook when it runs.
+static HOOK_RAN: AtomicBool = AtomicBool::new(false);
+
+/// The constructor the dynamic loader runs before `main` in every process of a binary that
+/// links `mp-process`: it diverts bootstrapped children before `main` is reached.
+extern "C" fn entry_hook(_argc: c_int, _argv: *const *const c_char, _envp: *const *const c_char) {
+    HOOK_RAN.store(true, Ordering::Relaxed);
+    on_entry();
+}
+
+// SAFETY: an `.init_array` entry must be a pointer to an `extern "C"` function taking
+// `(argc, argv, envp)`, which `entry_hook` is; the loader calls it once, before `main`, on the
+// main thread.
+#[allow(unsafe_code)]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ENTRY_HOOK: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = entry_hook;
+
+/// Whether the entry hook ran in this process. Reading `ENTRY_HOOK` here makes every caller
+/// (process start, `init`) pull the object that holds the hook into the link.
+pub(crate) fn hook_ran() -> bool {
+    std::hint::black_box(&ENTRY_HOOK);
+    HOOK_RAN.load(Ordering::Relaxed)
+}
+
+/// Pretends the hook did or did not run, to test the error paths that depend on it.
+#[cfg(test)]
+pub(crate) fn set_hook_ran_for_test(ran: bool) {
+    HOOK_RAN.store(ran, Ordering::Relaxed);
+}
+
+/// Removes the marker `name` from the environment, in the entry hook.
+fn remove_marker(name: &str) {
+    // SAFETY: `remove_env_in_hook` needs a process with a single thread. Only `on_entry` calls
+    // this, and only the entry hook calls `on_entry`: the loader runs it before `main`, when
+    // no thread but the main one exists.
+    #[allow(unsafe_code)]
+    unsafe {
+        os::process::remove_env_in_hook(name)
+    };
+}
+
 /// Called by the entry hook before `main`: a marked process becomes a child or the
 /// forkserver and never returns; any other process goes on to `main`.
-pub(crate) fn on_entry() {
+fn on_entry() {
     if let Some(v) = std::env::var_os(BOOT_ENV) {
-        sys::remove_env_in_hook(BOOT_ENV);
+        remove_marker(BOOT_ENV);
         let code = match v.to_str().and_then(|s| s.parse::<i32>().ok()) {
-            Some(fd) if fd == sys::BOOT_FD => run_spawned(),
+            Some(fd) if fd == os::process::BOOT_FD => run_spawned(),
             _ => fail(&format!("bad {BOOT_ENV} value {v:?}")),
         };
-        sys::exit_now(code);
+        os::process::exit_now(code);
     }
     if let Some(v) = std::env::var_os(crate::tracker::TRACKER_ENV) {
-        sys::remove_env_in_hook(crate::tracker::TRACKER_ENV);
+        remove_marker(crate::tracker::TRACKER_ENV);
         let code = match v.to_str().and_then(|s| s.parse::<i32>().ok()) {
-            Some(fd) if fd == sys::BOOT_FD => crate::tracker::serve(),
+            Some(fd) if fd == os::process::BOOT_FD => crate::tracker::serve(),
             _ => fail(&format!("bad {} value {v:?}", crate::tracker::TRACKER_ENV)),
         };
-        sys::exit_now(code);
+        os::process::exit_now(code);
     }
     if let Some(v) = std::env::var_os(FORKSERVER_ENV) {
-        sys::remove_env_in_hook(FORKSERVER_ENV);
+        remove_marker(FORKSERVER_ENV);
         let code = match v.to_str().and_then(|s| s.parse::<i32>().ok()) {
-            Some(fd) if fd == sys::BOOT_FD => crate::forkserver::serve(),
+            Some(fd) if fd == os::process::BOOT_FD => crate::forkserver::serve(),
             _ => fail(&format!("bad {FORKSERVER_ENV} value {v:?}")),
         };
-        sys::exit_now(code);
+        os::process::exit_now(code);
     }
 }
 
@@ -125,7 +188,7 @@ pub(crate) fn spawn_helper(
         None,
     )
     .map_err(|e| Error::io("socketpair", e))?;
-    let pid = sys::spawn_self(theirs.as_fd(), &format!("{env}={}", sys::BOOT_FD))
+    let pid = os::process::spawn_self(theirs.as_fd(), &format!("{env}={}", os::process::BOOT_FD))
         .map_err(|e| Error::io(what, e))?;
     Ok((mine, pid))
 }
@@ -134,8 +197,8 @@ pub(crate) fn spawn_helper(
 /// its process group and a peer that went away, and takes its socket from descriptor 3.
 /// On failure, the exit code to leave with.
 pub(crate) fn helper_socket() -> std::result::Result<OwnedFd, i32> {
-    sys::ignore_sigpipe();
-    sys::ignore_sigint(true);
+    os::process::ignore_sigpipe();
+    os::process::ignore_sigint(true);
     take_boot_socket().map_err(|e| fail(&e))
 }
 
@@ -147,7 +210,7 @@ pub(crate) fn fail(why: &str) -> i32 {
 
 /// Takes the inherited bootstrap socket, checking that it is one.
 pub(crate) fn take_boot_socket() -> std::result::Result<OwnedFd, String> {
-    let fd = sys::take_boot_fd().ok_or("descriptor 3 is not open")?;
+    let fd = os::process::take_boot_fd().ok_or("descriptor 3 is not open")?;
     let st = rustix::fs::fstat(&fd).map_err(|e| format!("fstat of the bootstrap fd: {e}"))?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Socket {
         return Err("descriptor 3 is not a socket".into());
@@ -171,7 +234,7 @@ fn run_spawned() -> i32 {
         Ok(b) => b,
         Err(e) => return fail(&format!("malformed bootstrap message: {e}")),
     };
-    sys::ignore_sigpipe();
+    os::process::ignore_sigpipe();
     let real_parent = boot.ident.parent_pid;
     run_boot(boot, fds, real_parent, None)
 }
@@ -192,8 +255,11 @@ pub(crate) fn run_boot(
         Ok(_) => return fail("the child does not run the parent's executable (inode differs)"),
         Err(e) => return fail(&e.to_string()),
     }
-    let Some(entry) = sys::trampoline_at(boot.entry) else {
-        return fail("the entry offset lies outside the executable's text");
+    if !os::code::adopt_tree_key(boot.key) {
+        return fail("the parent's process tree is not this process's");
+    }
+    let Some(entry) = Entry::<ChildRun>::from_parts(boot.entry.0, boot.entry.1) else {
+        return fail("the entry is not one this process tree made");
     };
     let mut fds = fds.into_iter();
     let parent_pidfd = fds.next().map(Arc::new);
@@ -216,9 +282,11 @@ pub(crate) fn run_boot(
     if ident.daemon {
         die_with_parent(real_parent);
     }
-    let payload = boot.payload;
-    let rest: Vec<OwnedFd> = fds.collect();
-    run_child(&name, move || entry(&payload, rest))
+    let mut run = ChildRun { payload: boot.payload, fds: fds.collect(), code: BOOTSTRAP_FAILURE };
+    run_child(&name, move || {
+        entry.call(&mut run);
+        run.code
+    })
 }
 
 /// Opens `/dev/null` as stdin, as Python does for its children.
@@ -235,7 +303,7 @@ pub(crate) fn die_with_parent(parent: i32) {
     let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
     if ppid != Some(parent) {
         let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
-        sys::exit_now(BOOTSTRAP_FAILURE);
+        os::process::exit_now(BOOTSTRAP_FAILURE);
     }
 }
 
@@ -287,8 +355,8 @@ mod tests {
             None,
         )
         .unwrap();
-        let marker = format!("{BOOT_ENV}={}", sys::BOOT_FD);
-        let pid = sys::spawn_self(theirs.as_fd(), &marker).unwrap();
+        let marker = format!("{BOOT_ENV}={}", os::process::BOOT_FD);
+        let pid = os::process::spawn_self(theirs.as_fd(), &marker).unwrap();
         drop(theirs);
         let child = Child::new(pid, open_pidfd(pid).unwrap(), "raw".into(), false, Via::Direct);
         write(mine.as_fd());
@@ -304,50 +372,46 @@ mod tests {
         fdpass::send_frame(sock, &bytes, &[me.as_fd()], wire::DEFAULT_MAX_FRAME).unwrap();
     }
 
-    #[test]
-    fn offsets_outside_the_text_are_rejected() {
-        let (start, end) = sys::text_range();
-        assert!(start < end);
-        assert!(sys::trampoline_at(u64::MAX).is_none());
-        assert!(sys::trampoline_at((end - start) as u64).is_none());
-        assert!(sys::trampoline_at((end - start) as u64 + 4096).is_none());
-        assert!(sys::trampoline_at((end - start - 1) as u64).is_some());
+    fn exit_7(run: &mut ChildRun) {
+        run.code = 7;
     }
 
-    fn marker_fn() {}
+    fn entry() -> Entry<ChildRun> {
+        Entry::from_fn(exit_7).unwrap()
+    }
 
     #[test]
-    #[allow(unsafe_code)]
-    fn fn_offsets_round_trip_and_stay_in_the_text() {
-        let off = crate::code::fn_offset(marker_fn).expect("a fn item lies in the text");
-        // SAFETY: the offset was just made by `fn_offset` in this very process.
-        let back = unsafe { crate::code::fn_at(off) }.expect("in the text");
-        assert_eq!(back as usize, marker_fn as fn() as usize);
-        let (start, end) = sys::text_range();
-        // SAFETY: only the bounds check runs: an offset past the text yields None.
-        assert!(unsafe { crate::code::fn_at((end - start) as u64) }.is_none());
-        // SAFETY: as above.
-        assert!(unsafe { crate::code::fn_at(u64::MAX) }.is_none());
+    fn a_genuine_entry_runs_in_the_child() {
+        let boot = Boot::new(entry(), Vec::new(), ident()).unwrap();
+        assert_eq!(spawn_with(|s| send_boot(s, &boot)), 7);
     }
 
     #[test]
     fn a_forged_entry_offset_is_refused_by_the_child() {
-        let (start, end) = sys::text_range();
-        let mut boot = Boot::new(0, Vec::new(), ident()).unwrap();
-        boot.entry = (end - start) as u64 + 16;
+        let (start, end) = os::code::text_range();
+        let mut boot = Boot::new(entry(), Vec::new(), ident()).unwrap();
+        boot.entry.0 = (end - start) as u64 + 16;
+        assert_eq!(spawn_with(|s| send_boot(s, &boot)), BOOTSTRAP_FAILURE);
+        // An offset inside the text with a tag that does not sign it.
+        let mut boot = Boot::new(entry(), Vec::new(), ident()).unwrap();
+        boot.entry.0 += 1;
+        assert_eq!(spawn_with(|s| send_boot(s, &boot)), BOOTSTRAP_FAILURE);
+        // The right entry under another tree's key.
+        let mut boot = Boot::new(entry(), Vec::new(), ident()).unwrap();
+        boot.key[0] ^= 1;
         assert_eq!(spawn_with(|s| send_boot(s, &boot)), BOOTSTRAP_FAILURE);
     }
 
     #[test]
     fn another_executable_is_refused_by_the_child() {
-        let mut boot = Boot::new(0, Vec::new(), ident()).unwrap();
+        let mut boot = Boot::new(entry(), Vec::new(), ident()).unwrap();
         boot.exe = (0, 0);
         assert_eq!(spawn_with(|s| send_boot(s, &boot)), BOOTSTRAP_FAILURE);
     }
 
     #[test]
     fn a_bad_magic_number_is_refused_by_the_child() {
-        let mut boot = Boot::new(0, Vec::new(), ident()).unwrap();
+        let mut boot = Boot::new(entry(), Vec::new(), ident()).unwrap();
         boot.magic ^= 1;
         assert_eq!(spawn_with(|s| send_boot(s, &boot)), BOOTSTRAP_FAILURE);
     }
@@ -377,7 +441,7 @@ mod tests {
     #[test]
     fn a_missing_entry_hook_is_a_clear_error() {
         assert!(crate::init().is_ok());
-        sys::set_hook_ran_for_test(false);
+        set_hook_ran_for_test(false);
         let err = crate::init().unwrap_err();
         assert!(matches!(err, Error::EntryHookMissing));
         assert!(err.to_string().contains("entry hook"));
@@ -385,6 +449,6 @@ mod tests {
         assert!(matches!(p.start(), Err(Error::EntryHookMissing)));
         let mut p = crate::Process::new(|| {}, ()).with_start_method(StartMethod::Forkserver);
         assert!(matches!(p.start(), Err(Error::EntryHookMissing)));
-        sys::set_hook_ran_for_test(true);
+        set_hook_ran_for_test(true);
     }
 }

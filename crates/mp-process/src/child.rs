@@ -10,7 +10,7 @@ use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, WaitIdStatus};
 
 use crate::forkserver::Client;
-use crate::util::poll_readable;
+use crate::os;
 use crate::{Error, Result};
 
 /// Opens a pidfd for `pid`, turning "no such system call" into a clear error.
@@ -99,7 +99,7 @@ impl Child {
                 Ok(*status)
             }
             Via::Forkserver(client) => {
-                if !poll_readable(self.pidfd.as_fd(), Some(Duration::ZERO))? {
+                if !exited_by(self.pidfd.as_fd(), Some(Instant::now()))? {
                     return Ok(None);
                 }
                 // The child has exited; the server's report is on its way. The status lock
@@ -122,7 +122,7 @@ impl Child {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if !poll_readable(self.pidfd.as_fd(), left)? {
+            if !exited_by(self.pidfd.as_fd(), os::time::deadline(left))? {
                 return Ok(None);
             }
             let code = match &self.via {
@@ -148,7 +148,7 @@ impl Child {
         if self.status.lock().is_some() {
             return false;
         }
-        !poll_readable(self.pidfd.as_fd(), Some(Duration::ZERO)).unwrap_or(true)
+        !exited_by(self.pidfd.as_fd(), Some(Instant::now())).unwrap_or(true)
     }
 
     /// The exit code if it is already known.
@@ -197,4 +197,9 @@ impl Drop for Child {
             client.release(self.pid, self.status.get_mut().is_some());
         }
     }
+}
+
+/// Whether the process behind `pidfd` has exited (its pidfd polls readable) by `deadline`.
+pub(crate) fn exited_by(pidfd: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<bool> {
+    os::poll::readable(pidfd, deadline).map_err(|e| Error::io("poll", e))
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Result;
+use crate::child::exited_by;
+use crate::os;
 use crate::state::global;
-use crate::util::poll_readable;
 
 /// A snapshot of what mp knows about the calling process (Python's `current_process()`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +83,7 @@ impl ParentProcess {
     /// Whether the parent is still running.
     pub fn is_alive(&self) -> bool {
         match &self.pidfd {
-            Some(fd) => !poll_readable(fd.as_fd(), Some(Duration::ZERO)).unwrap_or(true),
+            Some(fd) => !exited_by(fd.as_fd(), Some(std::time::Instant::now())).unwrap_or(true),
             None => false,
         }
     }
@@ -90,7 +91,7 @@ impl ParentProcess {
     /// Waits until the parent exits, up to `timeout`; true if it did.
     pub fn join_timeout(&self, timeout: Option<Duration>) -> Result<bool> {
         match &self.pidfd {
-            Some(fd) => poll_readable(fd.as_fd(), timeout),
+            Some(fd) => exited_by(fd.as_fd(), os::time::deadline(timeout)),
             None => Ok(true),
         }
     }

@@ -22,8 +22,7 @@ use crate::bootstrap::{self, Boot};
 use crate::child::{Child, Via, exit_code_of, track_new_child};
 use crate::process::Encoded;
 use crate::state::{ChildIdentity, global};
-use crate::util::poll_readable;
-use crate::{Error, Result, fdpass, sys, wire};
+use crate::{Error, Result, fdpass, os, wire};
 
 const HELLO_MAGIC: u64 = 0x6d70_6673_7276_0001; // "mpfsrv", version 1
 
@@ -192,8 +191,9 @@ impl Client {
             let result = if done {
                 Ok(true)
             } else {
-                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                match poll_readable(self.sock.as_fd(), left) {
+                match os::poll::readable(self.sock.as_fd(), deadline)
+                    .map_err(|e| Error::io("poll", e))
+                {
                     Ok(true) => self.read_one().map(|_| true),
                     Ok(false) => Ok(false),
                     Err(e) => Err(e),
@@ -343,7 +343,7 @@ fn wait_ready(
     for c in children {
         fds.push(PollFd::new(&c.pidfd, PollFlags::IN));
     }
-    rustix::event::poll(&mut fds, None).ok()?;
+    os::poll::poll(&mut fds, None).ok()?;
     let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
     let conn_ready = conn_idx.iter().zip(&ready).filter(|(_, r)| **r).map(|(i, _)| *i).collect();
     let child_ready =
@@ -391,7 +391,7 @@ fn serve_spawn(
     let daemon = boot.ident.daemon;
     let server_pid = rustix::process::getpid().as_raw_nonzero().get();
     let mut job = Some((boot, fds, child_end));
-    let forked = sys::fork_child(&mut || {
+    let forked = os::process::fork_child(&mut || {
         let Some((boot, fds, child_end)) = job.take() else {
             return bootstrap::BOOTSTRAP_FAILURE;
         };
@@ -400,7 +400,7 @@ fn serve_spawn(
         children.clear();
         // The server installs no handlers and blocks nothing: of its dispositions only the
         // ignored SIGINT differs from what a fresh Rust program has.
-        sys::ignore_sigint(false);
+        os::process::ignore_sigint(false);
         let client = Arc::new(Client::new(child_end));
         bootstrap::run_boot(boot, fds, server_pid, Some(client))
     });

@@ -85,12 +85,6 @@
 
 mod bootstrap;
 mod child;
-/// Plain `fn()` items crossing into other processes of the same executable, as offsets into
-/// its text (how `spawn` and `forkserver` children find their entry point; `mp-sync` sends a
-/// `Barrier`'s action this way).
-pub mod code {
-    pub use crate::sys::{fn_at, fn_offset};
-}
 mod cpu;
 mod current;
 mod error;
@@ -98,13 +92,12 @@ pub mod fdpass;
 mod forkserver;
 mod launcher;
 mod method;
+pub mod os;
 mod process;
 mod reaper;
 mod state;
-mod sys;
 mod target;
 pub mod tracker;
-mod util;
 pub mod wire;
 
 pub use bootstrap::BOOTSTRAP_FAILURE;
@@ -117,6 +110,7 @@ pub use method::{
     Context, START_METHOD_ENV, StartMethod, get_all_start_methods, get_context, get_start_method,
     set_start_method,
 };
+pub use os::code;
 pub use process::Process;
 pub use target::{Target, TargetOutput};
 
@@ -150,7 +144,7 @@ pub fn init() -> Result<InitGuard> {
     if bootstrap::marker_present() {
         return Err(Error::Bootstrapping);
     }
-    if !sys::hook_ran() {
+    if !bootstrap::hook_ran() {
         return Err(Error::EntryHookMissing);
     }
     Ok(InitGuard { pid: rustix::process::getpid() })

@@ -1,7 +1,9 @@
 //! `Process`: a child process created from a target and its arguments.
 
 use std::fmt;
+use std::io;
 use std::io::Write;
+use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +13,15 @@ use rustix::process::{Pid, Signal};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::bootstrap::ChildRun;
 use crate::bootstrap::{self, Boot};
 use crate::child::{Child, Via, track_new_child};
 use crate::error::CloseError;
 use crate::method::{StartMethod, get_start_method};
+use crate::os::code::{Body, Entry};
 use crate::state::{ChildIdentity, global};
 use crate::target::Target;
-use crate::{Error, Result, fdpass, launcher, sys, wire};
+use crate::{Error, Result, fdpass, launcher, os, wire};
 
 /// What a process runs, erased: either a `fn` target with serde arguments or a capturing
 /// closure that only a fork can carry.
@@ -32,7 +36,7 @@ pub(crate) trait Launch: Send {
 
 /// A target ready to cross into a fresh exec of the binary.
 pub(crate) struct Encoded {
-    pub entry: u64,
+    pub entry: Entry<ChildRun>,
     pub payload: Vec<u8>,
     pub fds: Vec<OwnedFd>,
 }
@@ -42,21 +46,34 @@ struct FnLaunch<F, Args> {
     args: Args,
 }
 
-/// The code a spawned child jumps to: decodes the arguments and calls the target.
-fn trampoline<F, Args>(payload: &[u8], fds: Vec<OwnedFd>) -> i32
+/// What a spawned child runs: decodes the arguments and calls the target `F`.
+struct TargetBody<F, Args>(F, PhantomData<fn(Args)>);
+
+impl<F: Copy, Args> Clone for TargetBody<F, Args> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F: Copy, Args> Copy for TargetBody<F, Args> {}
+
+impl<F, Args> Body<ChildRun> for TargetBody<F, Args>
 where
     F: Target<Args>,
-    Args: DeserializeOwned,
+    Args: DeserializeOwned + 'static,
 {
-    match fdpass::decode_with_fds::<Args>(payload, fds) {
-        Ok(args) => sys::conjure_target::<F>().call(args),
-        Err(e) => {
-            eprintln!(
-                "mp: cannot decode the arguments of the process target ({}): {e}",
-                std::any::type_name::<Args>()
-            );
-            bootstrap::BOOTSTRAP_FAILURE
-        }
+    fn run(self, run: &mut ChildRun) {
+        let fds = std::mem::take(&mut run.fds);
+        run.code = match fdpass::decode_with_fds::<Args>(&run.payload, fds) {
+            Ok(args) => self.0.call(args),
+            Err(e) => {
+                eprintln!(
+                    "mp: cannot decode the arguments of the process target ({}): {e}",
+                    std::any::type_name::<Args>()
+                );
+                bootstrap::BOOTSTRAP_FAILURE
+            }
+        };
     }
 }
 
@@ -76,7 +93,10 @@ where
 
     fn encode(&self) -> Result<Encoded> {
         let (payload, fds) = fdpass::encode_with_fds(&self.args)?;
-        Ok(Encoded { entry: sys::offset_of(trampoline::<F, Args>), payload, fds })
+        let entry = Entry::of(TargetBody(self.target, PhantomData)).ok_or_else(|| {
+            Error::io("locate the target's code", io::Error::other("outside the executable's text"))
+        })?;
+        Ok(Encoded { entry, payload, fds })
     }
 }
 
@@ -290,7 +310,7 @@ impl Process {
         if fork_only && method != StartMethod::Fork {
             return Err(Error::ForkOnly);
         }
-        if method != StartMethod::Fork && !sys::hook_ran() {
+        if method != StartMethod::Fork && !bootstrap::hook_ran() {
             return Err(Error::EntryHookMissing);
         }
         crate::tracker::ensure_running();
@@ -513,7 +533,7 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
     let registry = crate::fdpass::hold_for_fork();
     let mut held = Some((out, err, g, registry));
     let mut job = Some((launch, ident));
-    let pid = sys::fork_child(&mut || {
+    let pid = os::process::fork_child(&mut || {
         let (Some((out, err, mut g, registry)), Some((launch, ident))) = (held.take(), job.take())
         else {
             return bootstrap::BOOTSTRAP_FAILURE;
@@ -526,7 +546,7 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
         drop(g);
         drop(err);
         drop(out);
-        sys::reset_signals_in_child();
+        os::process::reset_signals_in_child();
         bootstrap::stdin_from_devnull();
         if daemon {
             bootstrap::die_with_parent(parent_pid);
@@ -546,12 +566,12 @@ fn start_spawn(encoded: Encoded, ident: ChildIdentity) -> Result<Child> {
         None,
     )
     .map_err(|e| Error::io("socketpair", e))?;
-    let marker = format!("{}={}", bootstrap::BOOT_ENV, sys::BOOT_FD);
+    let marker = format!("{}={}", bootstrap::BOOT_ENV, os::process::BOOT_FD);
     let daemon = ident.daemon;
     let pid = if daemon && !launcher::on_main_thread() {
-        launcher::run(move || sys::spawn_self(child_sock.as_fd(), &marker))?
+        launcher::run(move || os::process::spawn_self(child_sock.as_fd(), &marker))?
     } else {
-        let pid = sys::spawn_self(child_sock.as_fd(), &marker);
+        let pid = os::process::spawn_self(child_sock.as_fd(), &marker);
         drop(child_sock);
         pid
     }

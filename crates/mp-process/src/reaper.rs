@@ -58,7 +58,7 @@ fn reap_forever(efd: &OwnedFd) {
         for c in &watch {
             fds.push(PollFd::new(&c.pidfd, PollFlags::IN));
         }
-        if rustix::event::poll(&mut fds, None).is_err() {
+        if crate::os::poll::poll(&mut fds, None).is_err() {
             continue;
         }
         let mut buf = [0u8; 8];

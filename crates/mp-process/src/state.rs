@@ -102,17 +102,28 @@ impl Global {
         self.tracker_process = None;
         self.tracked.clear();
         if let Some(client) = self.forkserver.take() {
-            // The client's other owners are threads of the parent that do not exist here.
             let fd = client.raw_fd();
-            crate::sys::forget_and_close(client, fd);
+            std::mem::forget(client);
+            // SAFETY: `close_forgotten` needs `fd` open, its owner forgotten and nothing left
+            // to use it: the client owns its socket and was just forgotten, and its other
+            // owners are threads of the parent, which do not exist in this forked child.
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::os::process::close_forgotten(fd)
+            };
         }
         if let Some(l) = self.launcher.take() {
             std::mem::forget(l);
         }
         if let Some(r) = self.reaper.take() {
-            // The reaper thread, which shares its eventfd, does not exist here.
             let fd = r.raw_fd();
-            crate::sys::forget_and_close(r, fd);
+            std::mem::forget(r);
+            // SAFETY: as above: the reaper owns its eventfd with the reaper thread, which does
+            // not exist in this forked child, and was just forgotten.
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::os::process::close_forgotten(fd)
+            };
         }
     }
 }

@@ -37,7 +37,6 @@ use rustix::net::{RecvFlags, SendFlags, SocketType};
 
 use crate::child::{Child, Via, open_pidfd};
 use crate::state::{Global, global};
-use crate::util::poll_readable;
 use crate::{Error, Result, bootstrap};
 
 /// The environment variable that marks the tracker process; its value is its socket's fd.
@@ -78,7 +77,7 @@ fn is_gone(e: Errno) -> bool {
 /// Whether the tracker has hung up: it never writes, so a readable connection means
 /// end-of-file.
 fn hung_up(fd: &OwnedFd) -> bool {
-    poll_readable(fd.as_fd(), Some(Duration::ZERO)).unwrap_or(false)
+    crate::os::poll::readable(fd.as_fd(), Some(std::time::Instant::now())).unwrap_or(false)
 }
 
 /// The connection of this process to the tree's tracker, as `want` asks, starting a tracker

@@ -40,27 +40,21 @@ pub use objects::{
 };
 
 use std::io::{IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::io::Errno;
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
-};
+use rustix::net::{RecvFlags, SendFlags};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::os::fds;
 use crate::wire::WireError;
 
 /// The most descriptors one frame may carry; this is the kernel's `SCM_MAX_FD`.
-pub const MAX_FDS_PER_FRAME: usize = 253;
+pub const MAX_FDS_PER_FRAME: usize = fds::MAX_FDS;
 
 /// The size in bytes of the frame header: payload length and descriptor count.
 const HEADER_LEN: usize = 8;
-
-/// The size of the ancillary buffer needed for a full frame's worth of descriptors.
-const CMSG_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS_PER_FRAME));
 
 /// Payloads up to this size are read into a zeroed buffer with `recv`; larger ones without
 /// zero-filling, through a duplicate of the socket.
@@ -109,20 +103,13 @@ pub fn send_frame(
     let header = frame_header(payload.len(), fds.len(), max)?;
     let total = HEADER_LEN.saturating_add(payload.len());
 
-    let mut space = [MaybeUninit::<u8>::uninit(); CMSG_SPACE];
-    let mut with_fds = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() && !with_fds.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(WireError::TooManyFds { count: fds.len(), max: MAX_FDS_PER_FRAME });
-    }
-    let mut no_fds = SendAncillaryBuffer::default();
-
     let mut sent = 0usize;
     while sent < total {
         let header_rest = header.get(sent..).unwrap_or(&[]);
         let payload_rest = payload.get(sent.saturating_sub(HEADER_LEN)..).unwrap_or(&[]);
         let iov = [IoSlice::new(header_rest), IoSlice::new(payload_rest)];
-        let control = if sent == 0 { &mut with_fds } else { &mut no_fds };
-        match rustix::net::sendmsg(sock, &iov, control, SendFlags::NOSIGNAL) {
+        let with = if sent == 0 { fds } else { &[] };
+        match fds::send(sock, &iov, with, SendFlags::NOSIGNAL) {
             Ok(0) => {
                 return Err(WireError::Io(std::io::Error::new(
                     std::io::ErrorKind::WriteZero,
@@ -130,7 +117,6 @@ pub fn send_frame(
                 )));
             }
             Ok(n) => sent += n,
-            Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -187,33 +173,19 @@ fn recv_frame_inner(sock: BorrowedFd<'_>, max: usize, wait: bool) -> Result<Rece
     let mut got = 0usize;
     let mut fds: Vec<OwnedFd> = Vec::new();
     let mut ctrunc = false;
-    let mut space = [MaybeUninit::<u8>::uninit(); CMSG_SPACE];
-
     while got < HEADER_LEN {
-        let mut control = RecvAncillaryBuffer::new(&mut space);
         let Some(rest) = header.get_mut(got..) else {
             break;
         };
         let mut iov = [IoSliceMut::new(rest)];
-        let flags = if got == 0 && !wait {
-            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT
-        } else {
-            RecvFlags::CMSG_CLOEXEC
-        };
-        let msg = match rustix::net::recvmsg(sock, &mut iov, &mut control, flags) {
+        let flags = if got == 0 && !wait { RecvFlags::DONTWAIT } else { RecvFlags::empty() };
+        let msg = match fds::recv(sock, &mut iov, flags) {
             Ok(msg) => msg,
-            Err(Errno::INTR) => continue,
             Err(Errno::AGAIN) if got == 0 && !wait => return Ok(Received::WouldBlock),
             Err(e) => return Err(e.into()),
         };
-        for message in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(received) = message {
-                fds.extend(received);
-            }
-        }
-        if msg.flags.contains(ReturnFlags::CTRUNC) {
-            ctrunc = true;
-        }
+        fds.extend(msg.fds);
+        ctrunc |= msg.fds_dropped;
         if msg.bytes == 0 {
             if got == 0 && fds.is_empty() && !ctrunc {
                 return Ok(Received::Eof);
@@ -529,11 +501,7 @@ mod tests {
         let (a, b) = pair();
         let (reader, writer) = pipe();
         let header = raw_header(0, 0);
-        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        let fds = [writer.as_fd()];
-        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
-        rustix::net::sendmsg(&a, &[IoSlice::new(&header)], &mut control, SendFlags::NOSIGNAL)
+        fds::send(a.as_fd(), &[IoSlice::new(&header)], &[writer.as_fd()], SendFlags::NOSIGNAL)
             .unwrap();
         assert!(matches!(
             recv_frame(b.as_fd(), 1024),
