@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mp_process::fdpass::{self, PassFd};
-use mp_process::{Process, StartMethod};
+use mp_process::{Process, StartMethod, os};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use rustix::process::Signal;
 
@@ -32,7 +32,7 @@ const REAP_LIMIT: Duration = Duration::from_secs(5);
 
 /// The initializer, kept encoded for every worker the pool starts.
 pub(crate) struct InitTemplate {
-    pub entry: u64,
+    pub entry: proto::TaskEntry,
     pub payload: Vec<u8>,
     pub fds: Vec<OwnedFd>,
 }
@@ -562,7 +562,8 @@ impl Collector {
                 let c = &ic.chunk;
                 out.u64(c.job);
                 out.u64(c.first);
-                out.u64(c.entry);
+                out.u64(c.entry.0);
+                out.u64(c.entry.1);
                 out.u32(u32::try_from(c.count).unwrap_or(u32::MAX));
                 out.u8(c.form());
                 out.u32(u32::try_from(c.objects.len()).unwrap_or(u32::MAX));
@@ -609,7 +610,6 @@ impl Collector {
 
     /// Polls the doorbell, the zygote and the workers, and handles what is ready.
     fn wait_and_handle(&mut self) {
-        let now = Instant::now();
         let deadline = self.timeout.and_then(|t| {
             self.workers
                 .iter()
@@ -617,7 +617,6 @@ impl Collector {
                 .filter_map(|w| w.busy_since.checked_add(t))
                 .min()
         });
-        let wait = deadline.map(|d| d.saturating_duration_since(now));
         let ready = {
             let mut fds: Vec<BorrowedFd<'_>> = vec![self.shared.doorbell.as_fd()];
             if let Some(z) = self.spawner.zygote.as_ref().filter(|z| !z.gone) {
@@ -627,7 +626,8 @@ impl Collector {
                 fds.push(w.sock.as_fd());
                 fds.push(w.pidfd().unwrap_or(w.sock.as_fd()));
             }
-            let ready = worker::poll_in(&fds, wait);
+            // A poll that fails (out of memory) counts as nothing ready: the loop comes back.
+            let ready = os::poll::ready_flags(&fds, deadline).unwrap_or_default();
             self.shared.sleeping.store(false, std::sync::atomic::Ordering::SeqCst);
             ready
         };
@@ -752,11 +752,7 @@ impl Collector {
         let mut out = Vec::new();
         let Some(w) = self.workers.get_mut(i) else { return out };
         for _ in 0..frames {
-            if !worker::poll_in(&[w.sock.as_fd()], Some(Duration::ZERO))
-                .first()
-                .copied()
-                .unwrap_or(false)
-            {
+            if !os::poll::readable(w.sock.as_fd(), Some(Instant::now())).unwrap_or(false) {
                 break;
             }
             match fdpass::recv_frame(w.sock.as_fd(), proto::MAX_FRAME) {
@@ -946,9 +942,7 @@ impl Collector {
                     }
                 }
                 Handle::Zygote(fd) => {
-                    let left = end.saturating_duration_since(Instant::now());
-                    if !worker::poll_in(&[fd.as_fd()], Some(left)).first().copied().unwrap_or(true)
-                    {
+                    if !os::poll::readable(fd.as_fd(), Some(end)).unwrap_or(true) {
                         w.kill();
                     }
                 }

@@ -51,7 +51,7 @@
 //! [`Error::WorkerDied`] while every result it finished is kept and nothing runs twice, the
 //! worker is replaced, tasks can have a timeout, and Ctrl-C ends a running call with
 //! [`Error::Interrupted`].
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod collector;
 mod error;
@@ -59,7 +59,6 @@ mod pool;
 mod proto;
 mod result;
 mod state;
-mod sys;
 mod task;
 mod worker;
 

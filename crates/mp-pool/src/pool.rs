@@ -355,7 +355,7 @@ impl Pool {
     /// items expected (for the default chunksize); the job's length is what `items` yields.
     fn submit_items<T: Serialize + DeserializeOwned>(
         &self,
-        entry: u64,
+        entry: crate::proto::TaskEntry,
         mut items: impl Iterator<Item = T>,
         n: usize,
         chunksize: Option<usize>,
@@ -405,7 +405,7 @@ impl Pool {
     /// first when the iterator knows its length.
     fn submit_iter<T: Serialize + DeserializeOwned>(
         &self,
-        entry: u64,
+        entry: crate::proto::TaskEntry,
         iterable: impl IntoIterator<Item = T>,
         chunksize: Option<usize>,
     ) -> Result<u64> {

@@ -6,6 +6,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use mp_process::fdpass;
 use mp_process::wire::WireError;
 
+/// A task's entry as it crosses into workers: the offset and tag of an
+/// `mp_process::code::Entry` of the worker's chunk runner.
+pub(crate) type TaskEntry = (u64, u64);
+
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = mp_process::wire::DEFAULT_MAX_FRAME;
 /// A chunk of arguments is closed, and a worker sends its results, once they reach this size,

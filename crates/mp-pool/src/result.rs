@@ -289,7 +289,7 @@ pub struct Imap<I: Iterator, R> {
     shared: Arc<Shared>,
     job: u64,
     input: Option<I>,
-    entry: u64,
+    entry: crate::proto::TaskEntry,
     ordered: bool,
     chunksize: usize,
     /// The bound set by [`Imap::max_in_flight`], if one was.
@@ -327,7 +327,7 @@ where
         shared: Arc<Shared>,
         job: u64,
         input: I,
-        entry: u64,
+        entry: crate::proto::TaskEntry,
         ordered: bool,
         processes: usize,
     ) -> Self {
@@ -565,7 +565,7 @@ impl<I: Iterator, R> Drop for Imap<I, R> {
 /// items serialise without descriptors; an item that holds one starts a chunk in blob form.
 pub(crate) fn build_chunks<T: Serialize>(
     items: impl IntoIterator<Item = T>,
-    entry: u64,
+    entry: crate::proto::TaskEntry,
     first: u64,
     chunksize: usize,
 ) -> (Vec<Chunk>, Vec<(u64, Error)>) {

@@ -251,7 +251,7 @@ pub(crate) struct Chunk {
     /// The index of the first task within its job.
     pub first: u64,
     /// The task's trampoline offset.
-    pub entry: u64,
+    pub entry: crate::proto::TaskEntry,
     /// The encoded arguments, as they are sent: one blob after another (a header, see
     /// `proto::put_blob_header`, and the bytes), or with `seq`, the bare values back to back.
     pub payload: Vec<u8>,
@@ -283,7 +283,7 @@ pub(crate) struct Chunk {
 
 impl Chunk {
     /// An empty chunk of `job` starting at task `first`, its items in blob form.
-    pub fn new(job: u64, entry: u64, first: u64, requeued: bool) -> Chunk {
+    pub fn new(job: u64, entry: crate::proto::TaskEntry, first: u64, requeued: bool) -> Chunk {
         Chunk {
             job,
             first,

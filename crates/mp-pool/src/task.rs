@@ -3,19 +3,20 @@
 
 use std::any::Any;
 use std::backtrace::Backtrace;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
+use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use mp_process::code::{Body, Entry};
 use mp_process::fdpass;
 use mp_process::wire::WireError;
 
 use crate::error::{Error, Result};
 use crate::proto;
-use crate::sys;
 use crate::worker::ChunkRun;
 
 /// A pool task taking the argument tuple `Args`: implemented for every `fn` item and
@@ -75,22 +76,40 @@ pub(crate) enum Outcome {
 }
 
 thread_local! {
-    /// The chunk a trampoline is about to run, handed over by [`run_chunk`].
-    static RUN: Cell<Option<ChunkRun>> = const { Cell::new(None) };
     /// The backtrace of the last panic on this thread, recorded by the worker's panic hook.
     static LAST_BACKTRACE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// The trampoline a worker calls for a chunk of tasks of type `F` with arguments `Args`:
-/// takes the chunk from [`RUN`], runs each task under `catch_unwind`, appends the results,
-/// and puts the chunk back.
-fn trampoline<F, Args>()
+/// The code a worker runs for a chunk of tasks of type `F` with arguments `Args`: runs each
+/// task under `catch_unwind` and appends the results to the chunk's.
+struct TaskBody<F, Args>(F, PhantomData<fn(Args)>);
+
+impl<F: Copy, Args> Clone for TaskBody<F, Args> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F: Copy, Args> Copy for TaskBody<F, Args> {}
+
+impl<F, Args> Body<ChunkRun> for TaskBody<F, Args>
 where
     F: Task<Args>,
     Args: DeserializeOwned,
     F::Output: Serialize,
 {
-    let Some(mut run) = RUN.take() else { return };
+    fn run(self, run: &mut ChunkRun) {
+        run_tasks(self.0, run);
+    }
+}
+
+/// Runs the tasks of the chunk `run` describes with the task `task`.
+fn run_tasks<F, Args>(task: F, run: &mut ChunkRun)
+where
+    F: Task<Args>,
+    Args: DeserializeOwned,
+    F::Output: Serialize,
+{
     let seq_args = run.form & proto::F_SEQ_ARGS != 0;
     let seq_results = run.form & proto::F_SEQ_RESULTS != 0;
     run.results.out.buf.reserve(usize::try_from(run.count.min(1 << 16)).unwrap_or(0) * 8);
@@ -154,7 +173,7 @@ where
         run.results.open_run(run.job, index, seq_results);
         let outcome = match args {
             Err(e) => Outcome::DecodeArgs(e),
-            Ok(args) => match catch_unwind(AssertUnwindSafe(|| sys::conjure::<F>().call(args))) {
+            Ok(args) => match catch_unwind(AssertUnwindSafe(|| task.call(args))) {
                 Err(payload) => panic_outcome(payload.as_ref()),
                 Ok(value) => {
                     let from = run.results.out.buf.len();
@@ -189,7 +208,6 @@ where
     drop(session);
     run.scope = scope;
     run.cache = cache;
-    RUN.set(Some(run));
 }
 
 /// The message of a caught panic and the backtrace the worker's hook recorded.
@@ -223,9 +241,9 @@ pub(crate) fn install_panic_hook() {
     }));
 }
 
-/// The trampoline offset of task `F` with arguments `Args`. Takes a value of `F`, which is
-/// what allows a worker to conjure one.
-pub(crate) fn entry_for<F, Args>(_task: F) -> Result<u64>
+/// The entry of task `F` with arguments `Args`, as the offset and tag that cross into workers.
+/// Takes a value of `F`, which is what allows a worker to re-make one.
+pub(crate) fn entry_for<F, Args>(task: F) -> Result<proto::TaskEntry>
 where
     F: Task<Args>,
     Args: DeserializeOwned,
@@ -237,32 +255,33 @@ where
             "a pool task must be a fn item or a non-capturing closure"
         )
     };
-    sys::entry_of(trampoline::<F, Args> as fn())
+    Entry::of(TaskBody(task, PhantomData))
+        .map(Entry::to_parts)
         .ok_or(Error::InvalidArgument("the task's code lies outside the executable's text"))
 }
 
-/// Runs the chunk `run` describes with the task behind `entry`, and hands it back (`None`
-/// only if the trampoline lost it, which ends the worker).
-pub(crate) fn run_chunk(entry: u64, mut run: ChunkRun) -> Option<ChunkRun> {
-    let Some(f) = sys::entry_at(entry) else {
-        // Not a task of this executable: every item fails.
-        for i in 0..run.count {
-            if run.form & proto::F_SEQ_ARGS == 0 && run.reader.blob_ref().is_err() {
-                run.alive = false;
-                break;
-            }
-            let index = run.first + i;
-            run.results.open_run(run.job, index, false);
-            let outcome =
-                Outcome::DecodeArgs(format!("task offset {entry:#x} lies outside the text"));
-            if !run.finish_task(index, outcome) {
-                run.alive = false;
-                break;
-            }
+/// Runs the chunk `run` describes with the task behind `entry`. An entry this pool did not
+/// make (the tag does not sign it) fails every task of the chunk.
+pub(crate) fn run_chunk(entry: proto::TaskEntry, run: &mut ChunkRun) {
+    if run.entry.is_none_or(|e| e.to_parts() != entry) {
+        run.entry = Entry::from_parts(entry.0, entry.1);
+    }
+    if let Some(e) = run.entry {
+        e.call(run);
+        return;
+    }
+    for i in 0..run.count {
+        if run.form & proto::F_SEQ_ARGS == 0 && run.reader.blob_ref().is_err() {
+            run.alive = false;
+            break;
         }
-        return Some(run);
-    };
-    RUN.set(Some(run));
-    f();
-    RUN.take()
+        let index = run.first + i;
+        run.results.open_run(run.job, index, false);
+        let outcome =
+            Outcome::DecodeArgs(format!("task entry {:#x} is not one this pool made", entry.0));
+        if !run.finish_task(index, outcome) {
+            run.alive = false;
+            break;
+        }
+    }
 }

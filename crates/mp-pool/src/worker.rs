@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mp_process::fdpass::{self, PassFd};
-use mp_process::{Process, StartMethod};
-use rustix::event::{PollFd, PollFlags};
+use mp_process::{Process, StartMethod, os};
 use serde::{Deserialize, Serialize};
 
 use crate::proto::{self, Reader, Writer};
@@ -30,7 +29,7 @@ pub(crate) fn coarse_now() -> Duration {
 /// The initializer as it crosses into a worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct InitSpec {
-    pub entry: u64,
+    pub entry: proto::TaskEntry,
     pub payload: Vec<u8>,
     pub fds: Vec<PassFd>,
 }
@@ -303,6 +302,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         frames: 0,
         cache: fdpass::ObjectCache::default(),
         scope: Vec::new(),
+        entry: None,
     };
     if let Some(init) = boot.init {
         // The initializer runs as a chunk of one task whose results are thrown away.
@@ -312,8 +312,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         run.reader = Reader::new(frame, std::mem::take(&mut one.fds));
         run.count = 1;
         run.form = proto::F_SELF_CONTAINED;
-        let Some(back) = task::run_chunk(init.entry, run) else { return };
-        run = back;
+        task::run_chunk(init.entry, &mut run);
         run.results = Results::new();
         // The count of started tasks is the parent's; the initializer is not one of them.
         run.started = 0;
@@ -361,8 +360,8 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         let Ok(nchunks) = run.reader.u32() else { return };
         for _ in 0..nchunks {
             let r = &mut run.reader;
-            let (Ok(job), Ok(first), Ok(entry), Ok(n), Ok(form), Ok(nobj)) =
-                (r.u64(), r.u64(), r.u64(), r.u32(), r.u8(), r.u32())
+            let (Ok(job), Ok(first), Ok(offset), Ok(tag), Ok(n), Ok(form), Ok(nobj)) =
+                (r.u64(), r.u64(), r.u64(), r.u64(), r.u32(), r.u8(), r.u32())
             else {
                 return;
             };
@@ -382,8 +381,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
             run.count = u64::from(n);
             run.form = form;
             run.payload = start..start + len as usize;
-            let Some(back) = task::run_chunk(entry, run) else { return };
-            run = back;
+            task::run_chunk((offset, tag), &mut run);
             if !run.alive {
                 return;
             }
@@ -403,6 +401,8 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
 
 /// What a worker hands to a task's trampoline for one chunk, and gets back.
 pub(crate) struct ChunkRun {
+    /// The last entry checked, so that the chunks of one job check theirs once.
+    pub entry: Option<mp_process::code::Entry<ChunkRun>>,
     /// The batch frame, positioned at the chunk's first item.
     pub reader: Reader,
     pub results: Results,
@@ -554,23 +554,6 @@ pub(crate) enum ZygoteMsg {
     Exited { pid: u32, code: i32 },
 }
 
-/// Polls `fds` for input, retrying interruptions; returns the readiness flags.
-pub(crate) fn poll_in(fds: &[std::os::fd::BorrowedFd<'_>], timeout: Option<Duration>) -> Vec<bool> {
-    let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, PollFlags::IN)).collect();
-    let ts = timeout.map(|d| rustix::event::Timespec {
-        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(d.subsec_nanos()),
-    });
-    loop {
-        match rustix::event::poll(&mut pfds, ts.as_ref()) {
-            Ok(_) => break,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(_) => break,
-        }
-    }
-    pfds.iter().map(|p| !p.revents().is_empty()).collect()
-}
-
 /// The zygote: forked from the pool's owner when the pool is made, single-threaded, it forks
 /// workers on request and reports their pids, pidfds and exit statuses. It exits (killing its
 /// workers) when asked, when its socket closes, or when the pool's owner dies.
@@ -590,7 +573,7 @@ pub(crate) fn zygote_main(sock: PassFd) {
                     fds.push(fd);
                 }
             }
-            let ready = poll_in(&fds, None);
+            let ready = os::poll::ready_flags(&fds, None).unwrap_or_default();
             (
                 ready.first().copied().unwrap_or(false),
                 base > 1 && ready.get(1) == Some(&true),

@@ -60,7 +60,7 @@ impl<F: Copy, Args> Copy for TargetBody<F, Args> {}
 impl<F, Args> Body<ChildRun> for TargetBody<F, Args>
 where
     F: Target<Args>,
-    Args: DeserializeOwned + 'static,
+    Args: DeserializeOwned,
 {
     fn run(self, run: &mut ChildRun) {
         let fds = std::mem::take(&mut run.fds);

@@ -162,7 +162,7 @@ fn tag_of(key: [u64; 2], offset: u64, context: TypeId) -> u64 {
 /// The code of a zero-sized value (a `fn` item, a closure that captures nothing, or a
 /// zero-sized wrapper of one) that runs with a context `C`. An [`Entry`] made from a value of
 /// such a type re-makes the value in the process that calls it.
-pub trait Body<C: ?Sized>: Copy + Send + Sync + 'static {
+pub trait Body<C: ?Sized>: Copy + Send + Sync {
     /// Runs with the context.
     fn run(self, context: &mut C);
 }

@@ -40,12 +40,19 @@ pub fn writable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<bool, E
 }
 
 /// Waits until some of `fds` is readable (or hung up, or in error) or `deadline` passes, and
-/// returns the indices of the ready ones, in order (empty: the deadline passed).
-pub fn ready(fds: &[BorrowedFd<'_>], deadline: Option<Instant>) -> Result<Vec<usize>, Errno> {
+/// returns for each whether it is ready (none: the deadline passed).
+pub fn ready_flags(fds: &[BorrowedFd<'_>], deadline: Option<Instant>) -> Result<Vec<bool>, Errno> {
     let mut polls: Vec<PollFd<'_>> =
         fds.iter().map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN)).collect();
     poll(&mut polls, deadline)?;
-    Ok(polls.iter().enumerate().filter(|(_, p)| !p.revents().is_empty()).map(|(i, _)| i).collect())
+    Ok(polls.iter().map(|p| !p.revents().is_empty()).collect())
+}
+
+/// As [`ready_flags`], but returns the indices of the ready descriptors, in order (empty: the
+/// deadline passed).
+pub fn ready(fds: &[BorrowedFd<'_>], deadline: Option<Instant>) -> Result<Vec<usize>, Errno> {
+    let flags = ready_flags(fds, deadline)?;
+    Ok(flags.iter().enumerate().filter(|(_, r)| **r).map(|(i, _)| i).collect())
 }
 
 #[cfg(test)]
@@ -65,6 +72,7 @@ mod tests {
         rustix::io::write(&b, b"x").unwrap();
         assert!(readable(a.as_fd(), None).unwrap());
         assert_eq!(ready(&[b.as_fd(), a.as_fd()], None).unwrap(), vec![1]);
+        assert_eq!(ready_flags(&[b.as_fd(), a.as_fd()], None).unwrap(), vec![false, true]);
         drop(b);
         assert_eq!(ready(&[a.as_fd()], deadline(Some(Duration::ZERO))).unwrap(), vec![0]);
     }
