@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use mp_process::fdpass::{self, check, refuse};
+use mp_process::os::{self, socket::Peek};
 use mp_process::wire::{DEFAULT_MAX_FRAME, WireError};
 use rustix::io::Errno;
 use rustix::net::SocketType;
@@ -45,7 +46,7 @@ use crate::sys;
 /// ```
 pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     let closed = sys::closed_fd()?;
-    let (a, b) = sys::socket_pair()?;
+    let (a, b) = os::socket::stream_pair().map_err(|e| Error::io("socketpair", e))?;
     let lanes = Arc::new(Lanes::create()?);
     // Lane 0 carries a's messages to b (and a one-way pipe's), lane 1 b's to a.
     if duplex {
@@ -55,8 +56,8 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
         ));
     }
     // One way: the reader (a) receives on lane 0, the writer (b) sends on it.
-    sys::shutdown(a.as_fd(), false)?;
-    sys::shutdown(b.as_fd(), true)?;
+    os::socket::shutdown(a.as_fd(), false).map_err(|e| Error::io("shutdown", e))?;
+    os::socket::shutdown(b.as_fd(), true).map_err(|e| Error::io("shutdown", e))?;
     Ok((
         Connection::from_parts(a, true, false, closed, Arc::clone(&lanes), 0),
         Connection::from_parts(b, false, true, closed, lanes, 1),
@@ -320,16 +321,16 @@ impl Connection {
             // bytes. Bytes of a counted frame show in the count (raised before the frame is
             // sent): then the loop above takes it in order. Bytes no count announces are a
             // frame nobody counted (written by hand); it is read as it comes.
-            match sys::peek(fd)? {
-                sys::Peek::Eof if !lane.ready() => return Ok(None),
-                sys::Peek::Bytes if !lane.ready() => {
+            match os::socket::peek(fd).map_err(|e| Error::io("recv (peek)", e))? {
+                Peek::Eof if !lane.ready() => return Ok(None),
+                Peek::Bytes if !lane.ready() => {
                     return match fdpass::recv_frame(fd, limit)? {
                         Some(frame) => Ok(Some(frame)),
                         None => Ok(None),
                     };
                 }
-                sys::Peek::Eof | sys::Peek::Bytes => continue,
-                sys::Peek::Nothing => {}
+                Peek::Eof | Peek::Bytes => continue,
+                Peek::Nothing => {}
             }
             let this_nap = nap.map_or(FIRST_NAP, |n| (n * 2).min(LONGEST_NAP));
             nap = Some(this_nap);
@@ -547,7 +548,9 @@ impl Connection {
         if lane.ready() {
             return Ok(true);
         }
-        Ok(sys::poll_one(fd, sys::deadline(timeout))? || lane.ready())
+        let ready = os::poll::readable(fd.as_fd(), os::time::deadline(timeout))
+            .map_err(|e| Error::io("poll", e))?;
+        Ok(ready || lane.ready())
     }
 }
 

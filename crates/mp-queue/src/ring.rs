@@ -38,6 +38,7 @@
 //! not have taken it. Nobody sleeps holding a lock (except a producer waiting for room on the
 //! side channel), so a dead sleeper blocks nobody.
 
+use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
@@ -47,11 +48,13 @@ use std::sync::Arc;
 use mp_process::fdpass::{
     self, Kind as ObjectKind, ObjectId, PassFd, SharedObject, check, new_object_id, refuse,
 };
+use mp_process::os;
 use mp_process::wire::WireError;
 use mp_shm::SharedMemory;
 use mp_sync::{Lock, LockError, LockGuard};
 use postcard::ser_flavors::{Size, Slice};
-use rustix::net::SocketType;
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags, SocketType};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -158,6 +161,48 @@ fn ahead(earlier: u64, later: u64, capacity: usize) -> bool {
 /// The ring space a record with a payload of `len` bytes takes.
 fn record_len(len: usize) -> usize {
     (RECORD_HEADER + len).next_multiple_of(8)
+}
+
+/// The most descriptors one side-channel record carries.
+pub(crate) const MAX_SIDE_FDS: usize = os::fds::MAX_FDS;
+
+/// Sends the side-channel record `id` with `fds`, waiting for room until `deadline`.
+/// Returns `false` if the deadline passed first (nothing sent).
+fn side_send(
+    sock: BorrowedFd<'_>,
+    id: u64,
+    fds: &[BorrowedFd<'_>],
+    deadline: Option<Instant>,
+) -> Result<bool> {
+    let bytes = id.to_le_bytes();
+    let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+    loop {
+        match os::fds::send(sock, &[IoSlice::new(&bytes)], fds, flags) {
+            Ok(_) => return Ok(true),
+            Err(Errno::AGAIN) => {
+                if !os::poll::writable(sock, deadline).map_err(|e| Error::io("poll", e))? {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(Error::io("sendmsg (queue side channel)", e)),
+        }
+    }
+}
+
+/// Receives the next side-channel record, leaving it in the socket if `peek`. Returns `None`
+/// when the channel is empty; the id is `None` for a record that is not 8 bytes long.
+#[allow(clippy::type_complexity)]
+fn side_recv(sock: BorrowedFd<'_>, peek: bool) -> Result<Option<(Option<u64>, Vec<OwnedFd>)>> {
+    let mut bytes = [0u8; 8];
+    let flags = if peek { RecvFlags::DONTWAIT | RecvFlags::PEEK } else { RecvFlags::DONTWAIT };
+    match os::fds::recv(sock, &mut [IoSliceMut::new(&mut bytes)], flags) {
+        Ok(got) => {
+            let whole = got.bytes == 8 && !got.truncated && !got.fds_dropped;
+            Ok(Some((whole.then(|| u64::from_le_bytes(bytes)), got.fds)))
+        }
+        Err(Errno::AGAIN) => Ok(None),
+        Err(e) => Err(Error::io("recvmsg (queue side channel)", e)),
+    }
 }
 
 /// The steps of `put` and `get` where a failpoint can kill the process.
@@ -318,7 +363,8 @@ impl Ring {
         config.max_message.store(max_message as u64, Ordering::Relaxed);
         config.kind.store(kind as u64, Ordering::Relaxed);
         config.magic.store(QUEUE_MAGIC, Ordering::Release);
-        let (side_tx, side_rx) = sys::seqpacket_pair()?;
+        let (side_tx, side_rx) =
+            os::socket::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
         Ok(Ring {
             shm,
             mirror,
@@ -326,7 +372,7 @@ impl Ring {
             get_lock: Lock::new().map_err(Error::Lock)?,
             side_tx,
             side_rx,
-            bell: sys::doorbell()?,
+            bell: os::eventfd::doorbell().map_err(|e| Error::io("eventfd", e))?,
             polled_by: AtomicU32::new(0),
             put_cache: Cache::default(),
             get_cache: Cache::default(),
@@ -581,15 +627,15 @@ impl Ring {
         hit(Op::Put, 2);
         let mut id = 0u64;
         if !fds.is_empty() {
-            if fds.len() > sys::MAX_SIDE_FDS {
+            if fds.len() > MAX_SIDE_FDS {
                 return Err(Error::Wire(WireError::TooManyFds {
                     count: fds.len(),
-                    max: sys::MAX_SIDE_FDS,
+                    max: MAX_SIDE_FDS,
                 }));
             }
             id = h.next_id.0.fetch_add(1, Ordering::Relaxed);
             let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-            if !sys::side_send(self.side_tx.as_fd(), id, &borrowed, deadline)? {
+            if !side_send(self.side_tx.as_fd(), id, &borrowed, deadline)? {
                 return Ok(Put::Full);
             }
             flags |= HAS_FDS;
@@ -609,7 +655,7 @@ impl Ring {
         drop(guard);
         Self::wake_all(&h.data.0);
         if h.pollers.0.load(Ordering::SeqCst) != 0 {
-            sys::ring(self.bell.as_fd());
+            os::eventfd::ring(self.bell.as_fd());
         }
         Ok(Put::Done)
     }
@@ -687,7 +733,7 @@ impl Ring {
         hit(Op::Get, 3);
         if flags & HAS_FDS != 0 {
             // Remove the packet peeked above (its descriptors were duplicated by the peek).
-            let _ = sys::side_recv(self.side_rx.as_fd(), false);
+            let _ = side_recv(self.side_rx.as_fd(), false);
         }
         hit(Op::Get, 4);
         drop(guard);
@@ -728,7 +774,7 @@ impl Ring {
     /// one is this message's.
     fn side_peek(&self, id: u64) -> Result<Result<Vec<OwnedFd>>> {
         loop {
-            match sys::side_recv(self.side_rx.as_fd(), true)? {
+            match side_recv(self.side_rx.as_fd(), true)? {
                 None => {
                     return Ok(Err(Error::Corrupt(
                         "the descriptors of a message are missing from the side channel".into(),
@@ -737,7 +783,7 @@ impl Ring {
                 Some((Some(got), fds)) if got == id => return Ok(Ok(fds)),
                 Some(_) => {
                     // A stale packet: drop it (and the duplicates the peek gave us).
-                    sys::side_recv(self.side_rx.as_fd(), false)?;
+                    side_recv(self.side_rx.as_fd(), false)?;
                 }
             }
         }
@@ -758,9 +804,9 @@ impl Ring {
     /// rings it again if a message arrived meanwhile.
     fn settle_bell(&self) {
         if self.header().pollers.0.load(Ordering::SeqCst) != 0 && !self.available() {
-            sys::drain(self.bell.as_fd());
+            os::eventfd::drain(self.bell.as_fd());
             if self.available() {
-                sys::ring(self.bell.as_fd());
+                os::eventfd::ring(self.bell.as_fd());
             }
         }
     }
@@ -771,7 +817,7 @@ impl Ring {
         if self.polled_by.swap(me, Ordering::SeqCst) != me {
             self.header().pollers.0.fetch_add(1, Ordering::SeqCst);
             if self.available() {
-                sys::ring(self.bell.as_fd());
+                os::eventfd::ring(self.bell.as_fd());
             }
         }
         self.bell.as_fd()

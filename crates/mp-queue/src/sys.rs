@@ -1,43 +1,19 @@
-//! The operating-system calls of `mp-queue`: socket pairs, `shutdown`, `poll` against a
-//! deadline, the socket checks a received connection goes through, the descriptor a closed
-//! connection lends out, and for queues the mirrored ring mapping, the descriptor side channel
-//! (a `SOCK_SEQPACKET` pair carrying `SCM_RIGHTS`), the eventfd doorbell and futex waits.
-//!
-//! Sending and receiving frames goes through `mp_process::fdpass`; everything else the crate
-//! asks of the kernel is here, so that a port to another Unix is a change to this file. This is
-//! the crate's only module with `unsafe` code: the ring mapping.
+//! What `mp-queue` asks of the kernel beyond `mp_process::os` (socket pairs, polls, descriptor
+//! passing, doorbells, all of which it uses from there): the descriptor a closed connection
+//! lends out, the shared header of queues and lanes, and the mirrored ring mapping.
 
 use std::ffi::c_void;
-use std::io::{IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec};
+use mp_process::os;
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
-use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, Shutdown, SocketFlags, SocketType,
-};
 
 use crate::error::{Error, Result};
-
-/// A connected pair of `AF_UNIX` `SOCK_STREAM` sockets, both close-on-exec.
-pub(crate) fn socket_pair() -> Result<(OwnedFd, OwnedFd)> {
-    rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)
-        .map_err(|e| Error::io("socketpair", e))
-}
-
-/// Shuts down the direction of `sock` that its owner will never use: `reading` shuts down the
-/// receiving side, otherwise the sending side.
-pub(crate) fn shutdown(sock: BorrowedFd<'_>, reading: bool) -> Result<()> {
-    let how = if reading { Shutdown::Read } else { Shutdown::Write };
-    rustix::net::shutdown(sock, how).map_err(|e| Error::io("shutdown", e))
-}
 
 /// The descriptor of closed connections: one end of a socket pair whose other end is closed,
 /// so it always polls readable and hung up, and reads end of file.
@@ -48,84 +24,10 @@ pub(crate) fn closed_fd() -> Result<&'static OwnedFd> {
     if let Some(fd) = CLOSED.get() {
         return Ok(fd);
     }
-    let (ours, peer) = socket_pair()?;
+    let (ours, peer) = os::socket::stream_pair().map_err(|e| Error::io("socketpair", e))?;
     drop(peer);
     // Two threads may race here; the loser's socket is simply dropped.
     Ok(CLOSED.get_or_init(|| ours))
-}
-
-/// The time left until `deadline` as a `Timespec`, or `None` for no deadline.
-fn time_left(deadline: Option<Instant>) -> Option<Timespec> {
-    deadline.map(|d| {
-        let left = d.saturating_duration_since(Instant::now());
-        Timespec {
-            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-            tv_nsec: i64::from(left.subsec_nanos()),
-        }
-    })
-}
-
-/// The deadline `timeout` from now: `None` (no deadline) for `None` or a timeout too large to
-/// represent.
-pub(crate) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-    timeout.and_then(|t| Instant::now().checked_add(t))
-}
-
-/// Waits until some of `fds` is readable or hung up, or `deadline` passes, and returns the
-/// indices of the ready ones (empty on timeout). Interrupted waits, and waits the kernel ends
-/// early by rounding, go on with the time that is left, so an empty result means the deadline
-/// really passed.
-pub(crate) fn poll_readable(
-    fds: &[BorrowedFd<'_>],
-    deadline: Option<Instant>,
-) -> Result<Vec<usize>> {
-    let mut polls: Vec<PollFd<'_>> =
-        fds.iter().map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN)).collect();
-    loop {
-        let ts = time_left(deadline);
-        match rustix::event::poll(&mut polls, ts.as_ref()) {
-            Ok(0) => {}
-            Ok(_) => {
-                return Ok(polls
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| !p.revents().is_empty())
-                    .map(|(i, _)| i)
-                    .collect());
-            }
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(Error::io("poll", e)),
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(Vec::new());
-        }
-        for p in &mut polls {
-            p.clear_revents();
-        }
-    }
-}
-
-/// Whether `fd` is readable or hung up within `deadline`.
-pub(crate) fn poll_one(fd: impl AsFd, deadline: Option<Instant>) -> Result<bool> {
-    Ok(!poll_readable(&[fd.as_fd()], deadline)?.is_empty())
-}
-
-/// Whether `fd` polls writable within `deadline`.
-fn poll_writable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<bool> {
-    let mut polls = [PollFd::from_borrowed_fd(fd, PollFlags::OUT)];
-    loop {
-        let ts = time_left(deadline);
-        match rustix::event::poll(&mut polls, ts.as_ref()) {
-            Ok(0) => {}
-            Ok(_) => return Ok(true),
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(Error::io("poll", e)),
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(false);
-        }
-        polls[0].clear_revents();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -349,104 +251,6 @@ pub(crate) unsafe fn segment_bytes(shm: &mp_shm::SharedMemory) -> &[u8] {
     unsafe { shm.as_slice() }
 }
 
-/// A connected pair of `AF_UNIX` `SOCK_SEQPACKET` sockets, close-on-exec: a queue's side
-/// channel for descriptors. Records keep their boundaries and their order.
-pub(crate) fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd)> {
-    rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
-        .map_err(|e| Error::io("socketpair", e))
-}
-
-/// The most descriptors one side-channel record carries.
-pub(crate) const MAX_SIDE_FDS: usize = 253;
-
-/// Room for the control message of a side-channel record.
-const SIDE_CMSG_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_SIDE_FDS));
-
-/// Sends the side-channel record `id` with `fds`, waiting for room until `deadline`.
-/// Returns `false` if the deadline passed first (nothing sent).
-pub(crate) fn side_send(
-    sock: BorrowedFd<'_>,
-    id: u64,
-    fds: &[BorrowedFd<'_>],
-    deadline: Option<Instant>,
-) -> Result<bool> {
-    let mut space = [MaybeUninit::<u8>::uninit(); SIDE_CMSG_SPACE];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(Error::io("sendmsg (queue side channel)", Errno::TOOMANYREFS));
-    }
-    let bytes = id.to_le_bytes();
-    loop {
-        let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
-        match rustix::net::sendmsg(sock, &[IoSlice::new(&bytes)], &mut control, flags) {
-            Ok(_) => return Ok(true),
-            Err(Errno::INTR) => {}
-            Err(Errno::AGAIN) => {
-                if !poll_writable(sock, deadline)? {
-                    return Ok(false);
-                }
-            }
-            Err(e) => return Err(Error::io("sendmsg (queue side channel)", e)),
-        }
-    }
-}
-
-/// Receives the next side-channel record, leaving it in the socket if `peek`. Returns `None`
-/// when the channel is empty; the id is `None` for a record that is not 8 bytes long.
-#[allow(clippy::type_complexity)]
-pub(crate) fn side_recv(
-    sock: BorrowedFd<'_>,
-    peek: bool,
-) -> Result<Option<(Option<u64>, Vec<OwnedFd>)>> {
-    let mut space = [MaybeUninit::<u8>::uninit(); SIDE_CMSG_SPACE];
-    let mut bytes = [0u8; 8];
-    let mut flags = RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC;
-    if peek {
-        flags |= RecvFlags::PEEK;
-    }
-    loop {
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let mut iov = [IoSliceMut::new(&mut bytes)];
-        match rustix::net::recvmsg(sock, &mut iov, &mut control, flags) {
-            Ok(msg) => {
-                let mut fds = Vec::new();
-                for message in control.drain() {
-                    if let RecvAncillaryMessage::ScmRights(received) = message {
-                        fds.extend(received);
-                    }
-                }
-                let whole = msg.bytes == 8
-                    && !msg.flags.contains(ReturnFlags::TRUNC)
-                    && !msg.flags.contains(ReturnFlags::CTRUNC);
-                let id = whole.then(|| u64::from_le_bytes(bytes));
-                return Ok(Some((id, fds)));
-            }
-            Err(Errno::INTR) => {}
-            Err(Errno::AGAIN) => return Ok(None),
-            Err(e) => return Err(Error::io("recvmsg (queue side channel)", e)),
-        }
-    }
-}
-
-/// A non-blocking, close-on-exec eventfd: a queue's doorbell.
-pub(crate) fn doorbell() -> Result<OwnedFd> {
-    rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-        .map_err(|e| Error::io("eventfd", e))
-}
-
-/// Rings `bell`: it polls readable until drained.
-pub(crate) fn ring(bell: BorrowedFd<'_>) {
-    // Fails only when the counter would overflow, when it is readable anyway.
-    let _ = rustix::io::write(bell, &1u64.to_ne_bytes());
-}
-
-/// Empties `bell`.
-pub(crate) fn drain(bell: BorrowedFd<'_>) {
-    let mut buf = [0u8; 8];
-    // EAGAIN: already empty.
-    let _ = rustix::io::read(bell, &mut buf);
-}
-
 /// How long a receive looks for a message without sleeping before it blocks in the kernel.
 const RECV_SPIN: Duration = Duration::from_micros(30);
 
@@ -459,30 +263,4 @@ pub(crate) fn spin_budget() -> Option<Duration> {
         return None;
     }
     Some(RECV_SPIN.saturating_mul(limit) / mp_sync::DEFAULT_SPIN_LIMIT.max(1))
-}
-
-/// What [`peek`] saw at the head of a socket.
-pub(crate) enum Peek {
-    /// Bytes to read.
-    Bytes,
-    /// End of file.
-    Eof,
-    /// Nothing yet.
-    Nothing,
-}
-
-/// Looks at the head of the stream socket `sock` without taking anything and without blocking.
-pub(crate) fn peek(sock: BorrowedFd<'_>) -> Result<Peek> {
-    let mut byte = [0u8; 1];
-    loop {
-        match rustix::net::recv(sock, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
-            Ok((0, _)) => return Ok(Peek::Eof),
-            Ok(_) => return Ok(Peek::Bytes),
-            Err(Errno::AGAIN) => return Ok(Peek::Nothing),
-            Err(Errno::INTR) => {}
-            // A reset peer is gone: the receive that follows reports it.
-            Err(Errno::CONNRESET) => return Ok(Peek::Bytes),
-            Err(e) => return Err(Error::io("recv (peek)", e)),
-        }
-    }
 }

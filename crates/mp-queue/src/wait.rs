@@ -3,8 +3,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
-use crate::error::Result;
-use crate::sys;
+use crate::error::{Error, Result};
 
 /// Waits until some of `objects` are ready and returns their indices, in order: Python's
 /// `multiprocessing.connection.wait`.
@@ -32,5 +31,6 @@ use crate::sys;
 /// [`Connection`]: crate::Connection
 pub fn wait(objects: &[&dyn AsFd], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let fds: Vec<BorrowedFd<'_>> = objects.iter().map(|o| o.as_fd()).collect();
-    sys::poll_readable(&fds, sys::deadline(timeout))
+    mp_process::os::poll::ready(&fds, mp_process::os::time::deadline(timeout))
+        .map_err(|e| Error::io("poll", e))
 }
