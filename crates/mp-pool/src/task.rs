@@ -4,14 +4,13 @@
 use std::any::Any;
 use std::backtrace::Backtrace;
 use std::cell::RefCell;
-use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use mp_process::code::{Body, Entry};
+use mp_process::code::{Body, Callable, Entry};
 use mp_process::fdpass;
 use mp_process::wire::WireError;
 
@@ -82,17 +81,7 @@ thread_local! {
 
 /// The code a worker runs for a chunk of tasks of type `F` with arguments `Args`: runs each
 /// task under `catch_unwind` and appends the results to the chunk's.
-struct TaskBody<F, Args>(F, PhantomData<fn(Args)>);
-
-impl<F: Copy, Args> Clone for TaskBody<F, Args> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<F: Copy, Args> Copy for TaskBody<F, Args> {}
-
-impl<F, Args> Body<ChunkRun> for TaskBody<F, Args>
+impl<F, Args> Body<ChunkRun> for Callable<F, Args>
 where
     F: Task<Args>,
     Args: DeserializeOwned,
@@ -255,7 +244,7 @@ where
             "a pool task must be a fn item or a non-capturing closure"
         )
     };
-    Entry::of(TaskBody(task, PhantomData))
+    Entry::of(Callable::new(task))
         .map(Entry::to_parts)
         .ok_or(Error::InvalidArgument("the task's code lies outside the executable's text"))
 }

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::io;
 use std::io::Write;
-use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use crate::bootstrap::{self, Boot};
 use crate::child::{Child, Via, track_new_child};
 use crate::error::CloseError;
 use crate::method::{StartMethod, get_start_method};
-use crate::os::code::{Body, Entry};
+use crate::os::code::{Body, Callable, Entry};
 use crate::state::{ChildIdentity, global};
 use crate::target::Target;
 use crate::{Error, Result, fdpass, launcher, os, wire};
@@ -47,17 +46,7 @@ struct FnLaunch<F, Args> {
 }
 
 /// What a spawned child runs: decodes the arguments and calls the target `F`.
-struct TargetBody<F, Args>(F, PhantomData<fn(Args)>);
-
-impl<F: Copy, Args> Clone for TargetBody<F, Args> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<F: Copy, Args> Copy for TargetBody<F, Args> {}
-
-impl<F, Args> Body<ChildRun> for TargetBody<F, Args>
+impl<F, Args> Body<ChildRun> for Callable<F, Args>
 where
     F: Target<Args>,
     Args: DeserializeOwned,
@@ -93,7 +82,7 @@ where
 
     fn encode(&self) -> Result<Encoded> {
         let (payload, fds) = fdpass::encode_with_fds(&self.args)?;
-        let entry = Entry::of(TargetBody(self.target, PhantomData)).ok_or_else(|| {
+        let entry = Entry::of(Callable::new(self.target)).ok_or_else(|| {
             Error::io("locate the target's code", io::Error::other("outside the executable's text"))
         })?;
         Ok(Encoded { entry, payload, fds })
@@ -517,6 +506,10 @@ fn thread_count() -> Option<usize> {
 /// The fork itself, with the hygiene DESIGN.md asks for: stdio flushed and its locks held
 /// with mp's registry lock across the fork, so the child inherits them unlocked.
 fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
+    // A forked child shares the tree's key (entries it makes are its parent's), so the key
+    // is made before the fork if it is not yet. (The forkserver forks without one: its
+    // children adopt the key their bootstrap message carries.)
+    crate::os::code::tree_key();
     let own_threads = {
         let mut g = global();
         g.self_pidfd()?;

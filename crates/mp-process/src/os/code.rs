@@ -167,6 +167,26 @@ pub trait Body<C: ?Sized>: Copy + Send + Sync {
     fn run(self, context: &mut C);
 }
 
+/// A zero-sized callable `F` (a `fn` item or a closure that captures nothing) with the type of
+/// the arguments it will be called with: the usual shape of a [`Body`], implemented by the
+/// crate that knows the context (a process target and its arguments, a pool task and its).
+pub struct Callable<F, Args>(pub F, PhantomData<fn(Args)>);
+
+impl<F, Args> Callable<F, Args> {
+    /// Pairs `f` with its argument type.
+    pub fn new(f: F) -> Self {
+        Callable(f, PhantomData)
+    }
+}
+
+impl<F: Copy, Args> Clone for Callable<F, Args> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F: Copy, Args> Copy for Callable<F, Args> {}
+
 /// A function of this executable that another process of the same tree can call, with a
 /// context of type `C`: a text offset and a tag signing it.
 ///

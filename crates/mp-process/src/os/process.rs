@@ -31,8 +31,6 @@ pub(crate) unsafe fn remove_env_in_hook(name: &str) {
 /// Forks. The child runs `child` and leaves with `_exit` and its result (1 if it panics);
 /// the parent gets the child's pid.
 pub(crate) fn fork_child(child: &mut dyn FnMut() -> i32) -> io::Result<Pid> {
-    // The child must share the tree's key, so it is made before the fork if it is not yet.
-    super::code::tree_key();
     // SAFETY: `fork` itself has no memory-safety preconditions. Its hazard is the child of a
     // multithreaded parent, which inherits locks held by threads that do not exist in it. The
     // caller (`process::fork_now`) holds stdout, stderr and mp's own global lock
