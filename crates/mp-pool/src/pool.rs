@@ -14,7 +14,8 @@ use crate::collector::{Collector, InitTemplate, Spawner};
 use crate::error::{Error, Result};
 use crate::result::{AsyncResult, Imap, build_chunks, decode_one, decode_vec, queue_chunks};
 use crate::state::{Job, Phase, Shared, State, Store};
-use crate::task::{Task, entry_for};
+use crate::task::Task;
+use crate::worker::entry_for;
 use crate::worker::FailStep;
 
 /// A job whose input is still being read: if reading it panics, the job is failed and

@@ -394,7 +394,7 @@ where
                             break;
                         }
                         Err(payload) => {
-                            panicked = Some(crate::task::panic_message(payload.as_ref()));
+                            panicked = Some(crate::error::panic_message(payload.as_ref()));
                             ended = true;
                             break;
                         }
