@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::result::{AsyncResult, Imap, build_chunks, decode_one, decode_vec, queue_chunks};
 use crate::state::{Job, Phase, Shared, State, Store};
 use crate::task::Task;
-use crate::worker::entry_for;
 use crate::worker::FailStep;
+use crate::worker::entry_for;
 
 /// A job whose input is still being read: if reading it panics, the job is failed and
 /// dropped once its queued tasks are done.

@@ -1,175 +1,26 @@
-//! The child side of a start: the entry hook's diversion before `main`, the bootstrap
-//! message a spawned or forkserver child receives, and the run-then-`_exit` of every child.
+//! The child side of a start: reading and checking the bootstrap message, becoming the child
+//! it describes, and the run-then-`_exit` of every child; starting helper processes (the
+//! forkserver, the tracker) from a fresh exec.
 
-use std::ffi::{c_char, c_int};
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{Mode, OFlags};
 use rustix::process::Signal;
-use serde::{Deserialize, Serialize};
 
-use crate::current::ParentProcess;
-use crate::forkserver::Client;
+use crate::boot::{
+    BOOT_ENV, BOOTSTRAP_FAILURE, Boot, ChildRun, FORKSERVER_ENV, MAGIC, exe_identity,
+};
 use crate::os::code::Entry;
-use crate::state::{ChildIdentity, Me, global};
+use crate::parent::ParentProcess;
+use crate::relay::Client;
+use crate::state::{Me, global};
 use crate::{Error, Result, fdpass, os, wire};
-
-/// The environment variable that marks a spawned child; its value is the bootstrap fd.
-pub(crate) const BOOT_ENV: &str = "MP_BOOTSTRAP_FD";
-/// The environment variable that marks the forkserver; its value is its socket's fd.
-pub(crate) const FORKSERVER_ENV: &str = "MP_FORKSERVER_FD";
-
-/// The exit code of a child whose bootstrap failed (its message is on stderr).
-pub const BOOTSTRAP_FAILURE: i32 = 70;
-
-const MAGIC: u64 = 0x6d70_626f_6f74_0001; // "mpboot", version 1
-
-/// Everything a fresh exec of the binary needs to become the child: sent over the inherited
-/// socketpair, with the parent's pidfd and the arguments' fds beside it.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Boot {
-    magic: u64,
-    /// Device and inode of the executable the parent runs.
-    exe: (u64, u64),
-    /// The key of the process tree, which signs `entry`.
-    key: [u64; 2],
-    /// What the child runs: an [`Entry`] as its offset and tag.
-    pub entry: (u64, u64),
-    /// The target's arguments, encoded with `fdpass::encode_with_fds`.
-    pub payload: Vec<u8>,
-    pub ident: ChildIdentity,
-    /// Whether the resource tracker's connection rides after the parent's pidfd.
-    pub tracker: bool,
-}
-
-impl Boot {
-    pub fn new(entry: Entry<ChildRun>, payload: Vec<u8>, ident: ChildIdentity) -> Result<Boot> {
-        let tracker = crate::tracker::inherited().is_some();
-        Ok(Boot {
-            magic: MAGIC,
-            exe: exe_identity()?,
-            key: os::code::tree_key(),
-            entry: entry.to_parts(),
-            payload,
-            ident,
-            tracker,
-        })
-    }
-
-    /// The descriptors that ride beside this message: the parent's pidfd, the tracker's
-    /// connection if `tracker` is set, then the payload's.
-    pub fn fds<'a>(
-        &self,
-        parent_pidfd: &'a OwnedFd,
-        tracker: Option<&'a Arc<OwnedFd>>,
-        payload: &'a [OwnedFd],
-    ) -> Vec<std::os::fd::BorrowedFd<'a>> {
-        let mut fds = Vec::with_capacity(payload.len() + 2);
-        fds.push(parent_pidfd.as_fd());
-        if self.tracker {
-            fds.extend(tracker.map(|t| t.as_fd()));
-        }
-        fds.extend(payload.iter().map(|f| f.as_fd()));
-        fds
-    }
-}
-
-/// What a spawned or forkserver child's entry runs with: the target's encoded arguments and
-/// their descriptors, and the exit code it leaves.
-pub(crate) struct ChildRun {
-    pub payload: Vec<u8>,
-    pub fds: Vec<OwnedFd>,
-    pub code: i32,
-}
-
-/// Device and inode of `/proc/self/exe`, read once per executable image (a forked child
-/// runs the same image, so it inherits the cached value rightly; an exec starts afresh).
-pub(crate) fn exe_identity() -> Result<(u64, u64)> {
-    static EXE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
-    if let Some(id) = EXE.get() {
-        return Ok(*id);
-    }
-    let st = rustix::fs::stat("/proc/self/exe").map_err(|e| Error::io("stat /proc/self/exe", e))?;
-    Ok(*EXE.get_or_init(|| (st.st_dev, st.st_ino)))
-}
 
 /// Whether this process carries a bootstrap marker its entry hook did not consume.
 pub(crate) fn marker_present() -> bool {
     std::env::var_os(BOOT_ENV).is_some() || std::env::var_os(FORKSERVER_ENV).is_some()
-}
-
-/// Set by the entry hook when it runs.
-static HOOK_RAN: AtomicBool = AtomicBool::new(false);
-
-/// The constructor the dynamic loader runs before `main` in every process of a binary that
-/// links `mp-process`: it diverts bootstrapped children before `main` is reached.
-extern "C" fn entry_hook(_argc: c_int, _argv: *const *const c_char, _envp: *const *const c_char) {
-    HOOK_RAN.store(true, Ordering::Relaxed);
-    on_entry();
-}
-
-// SAFETY: an `.init_array` entry must be a pointer to an `extern "C"` function taking
-// `(argc, argv, envp)`, which `entry_hook` is; the loader calls it once, before `main`, on the
-// main thread.
-#[allow(unsafe_code)]
-#[used]
-#[unsafe(link_section = ".init_array")]
-static ENTRY_HOOK: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = entry_hook;
-
-/// Whether the entry hook ran in this process. Reading `ENTRY_HOOK` here makes every caller
-/// (process start, `init`) pull the object that holds the hook into the link.
-pub(crate) fn hook_ran() -> bool {
-    std::hint::black_box(&ENTRY_HOOK);
-    HOOK_RAN.load(Ordering::Relaxed)
-}
-
-/// Pretends the hook did or did not run, to test the error paths that depend on it.
-#[cfg(test)]
-pub(crate) fn set_hook_ran_for_test(ran: bool) {
-    HOOK_RAN.store(ran, Ordering::Relaxed);
-}
-
-/// Removes the marker `name` from the environment, in the entry hook.
-fn remove_marker(name: &str) {
-    // SAFETY: `remove_env_in_hook` needs a process with a single thread. Only `on_entry` calls
-    // this, and only the entry hook calls `on_entry`: the loader runs it before `main`, when
-    // no thread but the main one exists.
-    #[allow(unsafe_code)]
-    unsafe {
-        os::process::remove_env_in_hook(name)
-    };
-}
-
-/// Called by the entry hook before `main`: a marked process becomes a child or the
-/// forkserver and never returns; any other process goes on to `main`.
-fn on_entry() {
-    if let Some(v) = std::env::var_os(BOOT_ENV) {
-        remove_marker(BOOT_ENV);
-        let code = match v.to_str().and_then(|s| s.parse::<i32>().ok()) {
-            Some(fd) if fd == os::process::BOOT_FD => run_spawned(),
-            _ => fail(&format!("bad {BOOT_ENV} value {v:?}")),
-        };
-        os::process::exit_now(code);
-    }
-    if let Some(v) = std::env::var_os(crate::tracker::TRACKER_ENV) {
-        remove_marker(crate::tracker::TRACKER_ENV);
-        let code = match v.to_str().and_then(|s| s.parse::<i32>().ok()) {
-            Some(fd) if fd == os::process::BOOT_FD => crate::tracker::serve(),
-            _ => fail(&format!("bad {} value {v:?}", crate::tracker::TRACKER_ENV)),
-        };
-        os::process::exit_now(code);
-    }
-    if let Some(v) = std::env::var_os(FORKSERVER_ENV) {
-        remove_marker(FORKSERVER_ENV);
-        let code = match v.to_str().and_then(|s| s.parse::<i32>().ok()) {
-            Some(fd) if fd == os::process::BOOT_FD => crate::forkserver::serve(),
-            _ => fail(&format!("bad {FORKSERVER_ENV} value {v:?}")),
-        };
-        os::process::exit_now(code);
-    }
 }
 
 /// Starts a helper process (the forkserver or the tracker): a fresh exec of this executable
@@ -219,7 +70,7 @@ pub(crate) fn take_boot_socket() -> std::result::Result<OwnedFd, String> {
 }
 
 /// A spawned child: read the bootstrap from the inherited socket and run the target.
-fn run_spawned() -> i32 {
+pub(crate) fn run_spawned() -> i32 {
     let sock = match take_boot_socket() {
         Ok(s) => s,
         Err(e) => return fail(&e),
@@ -330,6 +181,7 @@ pub(crate) fn run_child(name: &str, target: impl FnOnce() -> i32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::boot::ChildIdentity;
     use crate::child::{Child, Via, open_pidfd};
     use crate::method::StartMethod;
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
@@ -382,36 +234,36 @@ mod tests {
 
     #[test]
     fn a_genuine_entry_runs_in_the_child() {
-        let boot = Boot::new(entry(), Vec::new(), ident()).unwrap();
+        let boot = Boot::new(entry(), Vec::new(), ident(), false).unwrap();
         assert_eq!(spawn_with(|s| send_boot(s, &boot)), 7);
     }
 
     #[test]
     fn a_forged_entry_offset_is_refused_by_the_child() {
         let (start, end) = os::code::text_range();
-        let mut boot = Boot::new(entry(), Vec::new(), ident()).unwrap();
+        let mut boot = Boot::new(entry(), Vec::new(), ident(), false).unwrap();
         boot.entry.0 = (end - start) as u64 + 16;
         assert_eq!(spawn_with(|s| send_boot(s, &boot)), BOOTSTRAP_FAILURE);
         // An offset inside the text with a tag that does not sign it.
-        let mut boot = Boot::new(entry(), Vec::new(), ident()).unwrap();
+        let mut boot = Boot::new(entry(), Vec::new(), ident(), false).unwrap();
         boot.entry.0 += 1;
         assert_eq!(spawn_with(|s| send_boot(s, &boot)), BOOTSTRAP_FAILURE);
         // The right entry under another tree's key.
-        let mut boot = Boot::new(entry(), Vec::new(), ident()).unwrap();
+        let mut boot = Boot::new(entry(), Vec::new(), ident(), false).unwrap();
         boot.key[0] ^= 1;
         assert_eq!(spawn_with(|s| send_boot(s, &boot)), BOOTSTRAP_FAILURE);
     }
 
     #[test]
     fn another_executable_is_refused_by_the_child() {
-        let mut boot = Boot::new(entry(), Vec::new(), ident()).unwrap();
+        let mut boot = Boot::new(entry(), Vec::new(), ident(), false).unwrap();
         boot.exe = (0, 0);
         assert_eq!(spawn_with(|s| send_boot(s, &boot)), BOOTSTRAP_FAILURE);
     }
 
     #[test]
     fn a_bad_magic_number_is_refused_by_the_child() {
-        let mut boot = Boot::new(entry(), Vec::new(), ident()).unwrap();
+        let mut boot = Boot::new(entry(), Vec::new(), ident(), false).unwrap();
         boot.magic ^= 1;
         assert_eq!(spawn_with(|s| send_boot(s, &boot)), BOOTSTRAP_FAILURE);
     }
@@ -441,7 +293,7 @@ mod tests {
     #[test]
     fn a_missing_entry_hook_is_a_clear_error() {
         assert!(crate::init().is_ok());
-        set_hook_ran_for_test(false);
+        crate::entry::set_hook_ran_for_test(false);
         let err = crate::init().unwrap_err();
         assert!(matches!(err, Error::EntryHookMissing));
         assert!(err.to_string().contains("entry hook"));
@@ -449,6 +301,6 @@ mod tests {
         assert!(matches!(p.start(), Err(Error::EntryHookMissing)));
         let mut p = crate::Process::new(|| {}, ()).with_start_method(StartMethod::Forkserver);
         assert!(matches!(p.start(), Err(Error::EntryHookMissing)));
-        set_hook_ran_for_test(true);
+        crate::entry::set_hook_ran_for_test(true);
     }
 }

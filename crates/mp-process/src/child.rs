@@ -9,8 +9,8 @@ use parking_lot::Mutex;
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, WaitIdStatus};
 
-use crate::forkserver::Client;
 use crate::os;
+use crate::relay::Client;
 use crate::{Error, Result};
 
 /// Opens a pidfd for `pid`, turning "no such system call" into a clear error.

@@ -1,12 +1,5 @@
 //! This process and its relatives: `current_process`, `parent_process`, `active_children`.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
-use std::time::Duration;
-
-use crate::Result;
-use crate::child::exited_by;
-use crate::os;
 use crate::state::global;
 
 /// A snapshot of what mp knows about the calling process (Python's `current_process()`).
@@ -56,54 +49,8 @@ pub fn current_process() -> ProcessInfo {
     }
 }
 
-/// The process that started this one, as Python's `parent_process()`; `None` in the main
-/// process.
-#[derive(Debug, Clone)]
-pub struct ParentProcess {
-    pid: i32,
-    name: String,
-    pidfd: Option<Arc<OwnedFd>>,
-}
-
-impl ParentProcess {
-    pub(crate) fn new(pid: i32, name: String, pidfd: Option<Arc<OwnedFd>>) -> Self {
-        ParentProcess { pid, name, pidfd }
-    }
-
-    /// The parent's pid.
-    pub fn pid(&self) -> u32 {
-        self.pid.unsigned_abs()
-    }
-
-    /// The parent's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Whether the parent is still running.
-    pub fn is_alive(&self) -> bool {
-        match &self.pidfd {
-            Some(fd) => !exited_by(fd.as_fd(), Some(std::time::Instant::now())).unwrap_or(true),
-            None => false,
-        }
-    }
-
-    /// Waits until the parent exits, up to `timeout`; true if it did.
-    pub fn join_timeout(&self, timeout: Option<Duration>) -> Result<bool> {
-        match &self.pidfd {
-            Some(fd) => exited_by(fd.as_fd(), os::time::deadline(timeout)),
-            None => Ok(true),
-        }
-    }
-
-    /// A pidfd of the parent, readable once it has exited (Python's `sentinel`).
-    pub fn sentinel(&self) -> Option<BorrowedFd<'_>> {
-        self.pidfd.as_ref().map(|fd| fd.as_fd())
-    }
-}
-
 /// The parent of the calling process, or `None` in the main process.
-pub fn parent_process() -> Option<ParentProcess> {
+pub fn parent_process() -> Option<crate::ParentProcess> {
     global().parent.clone()
 }
 

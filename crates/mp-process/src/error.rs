@@ -119,15 +119,3 @@ impl From<WireError> for Error {
         Error::Wire(e)
     }
 }
-
-/// `Process::close` on a process that is still running: the process is handed back.
-#[derive(Debug)]
-pub struct CloseError(pub crate::Process);
-
-impl fmt::Display for CloseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("cannot close a process while it is still running; join it first")
-    }
-}
-
-impl std::error::Error for CloseError {}

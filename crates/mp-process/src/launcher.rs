@@ -3,15 +3,8 @@
 
 use std::sync::mpsc;
 
-use crate::state::global;
+use crate::state::{Job, Launcher, global};
 use crate::{Error, Result};
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// The handle of the launcher thread.
-pub(crate) struct Launcher {
-    tx: mpsc::Sender<Job>,
-}
 
 /// Whether the calling thread is the main thread, which lives as long as the process.
 pub(crate) fn on_main_thread() -> bool {

@@ -83,35 +83,37 @@
 //!   `os.process_cpu_count()` plus the quota).
 #![deny(unsafe_code)]
 
+mod boot;
 mod bootstrap;
 mod child;
+mod context;
 mod cpu;
 mod current;
+mod entry;
 mod error;
 pub mod fdpass;
 mod forkserver;
 mod launcher;
 mod method;
 pub mod os;
+mod parent;
 mod process;
 mod reaper;
+mod relay;
 mod state;
 mod target;
 pub mod tracker;
 pub mod wire;
 
-pub use bootstrap::BOOTSTRAP_FAILURE;
+pub use boot::BOOTSTRAP_FAILURE;
+pub use context::{Context, get_context, get_start_method, set_start_method};
 pub use cpu::cpu_count;
-pub use current::{
-    ChildInfo, ParentProcess, ProcessInfo, active_children, current_process, parent_process,
-};
-pub use error::{CloseError, Error};
-pub use method::{
-    Context, START_METHOD_ENV, StartMethod, get_all_start_methods, get_context, get_start_method,
-    set_start_method,
-};
+pub use current::{ChildInfo, ProcessInfo, active_children, current_process, parent_process};
+pub use error::Error;
+pub use method::{START_METHOD_ENV, StartMethod, get_all_start_methods};
 pub use os::code;
-pub use process::Process;
+pub use parent::ParentProcess;
+pub use process::{CloseError, Process};
 pub use target::{Target, TargetOutput};
 
 /// The result type of `mp-process`.
@@ -144,7 +146,7 @@ pub fn init() -> Result<InitGuard> {
     if bootstrap::marker_present() {
         return Err(Error::Bootstrapping);
     }
-    if !bootstrap::hook_ran() {
+    if !entry::hook_ran() {
         return Err(Error::EntryHookMissing);
     }
     Ok(InitGuard { pid: rustix::process::getpid() })

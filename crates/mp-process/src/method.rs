@@ -1,14 +1,11 @@
-//! Start methods and contexts: `fork`, `spawn`, `forkserver`, chosen globally or per context.
+//! The start methods: `fork`, `spawn`, `forkserver`.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::process::Process;
-use crate::state::global;
-use crate::target::Target;
-use crate::{Error, Result};
+use crate::Error;
 
 /// The environment variable that sets the default start method (`fork` when unset).
 pub const START_METHOD_ENV: &str = "MP_START_METHOD";
@@ -45,7 +42,7 @@ impl fmt::Display for StartMethod {
 impl FromStr for StartMethod {
     type Err = Error;
 
-    fn from_str(s: &str) -> Result<Self> {
+    fn from_str(s: &str) -> Result<Self, Error> {
         match s {
             "fork" => Ok(StartMethod::Fork),
             "spawn" => Ok(StartMethod::Spawn),
@@ -58,73 +55,4 @@ impl FromStr for StartMethod {
 /// All start methods available on this platform, the default first.
 pub fn get_all_start_methods() -> [StartMethod; 3] {
     [StartMethod::Fork, StartMethod::Spawn, StartMethod::Forkserver]
-}
-
-/// The default start method: `MP_START_METHOD` if set, else `fork`.
-fn default_method() -> Result<StartMethod> {
-    match std::env::var(START_METHOD_ENV) {
-        Ok(name) if !name.is_empty() => name.parse(),
-        _ => Ok(StartMethod::Fork),
-    }
-}
-
-/// Sets the start method used by [`Process::new`] and [`Process::start`] in this process.
-///
-/// As in Python, this may be called once: after the method is fixed (by this call, or by
-/// [`get_start_method`] or the first start), it is an error unless `force` is true.
-pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
-    let mut g = global();
-    if g.method.is_some() && !force {
-        return Err(Error::ContextAlreadySet);
-    }
-    g.method = Some(method);
-    Ok(())
-}
-
-/// The start method of this process, fixing the default (`MP_START_METHOD` or `fork`) if
-/// none was set. An unknown name in `MP_START_METHOD` is an error.
-///
-/// In a child it is the method the child was started with (as in Python), whatever the
-/// parent's default: a child started through `get_context("fork")` reports `fork`, and
-/// the children it starts without a context of their own are forked too.
-pub fn get_start_method() -> Result<StartMethod> {
-    let mut g = global();
-    if let Some(m) = g.method {
-        return Ok(m);
-    }
-    let m = default_method()?;
-    g.method = Some(m);
-    Ok(m)
-}
-
-/// A start method bound to a handle, as Python's `multiprocessing.get_context(name)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Context {
-    method: StartMethod,
-}
-
-impl Context {
-    /// A context for `method`.
-    pub fn new(method: StartMethod) -> Self {
-        Context { method }
-    }
-
-    /// The start method of this context.
-    pub fn start_method(&self) -> StartMethod {
-        self.method
-    }
-
-    /// A process that will start with this context's method (see [`Process::new`]).
-    pub fn process<F, Args>(&self, target: F, args: Args) -> Process
-    where
-        F: Target<Args>,
-        Args: Serialize + serde::de::DeserializeOwned + Send + 'static,
-    {
-        Process::new(target, args).with_start_method(self.method)
-    }
-}
-
-/// The context for a start method given by name (`"fork"`, `"spawn"`, `"forkserver"`).
-pub fn get_context(name: &str) -> Result<Context> {
-    Ok(Context::new(name.parse()?))
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,13 +12,13 @@ use rustix::process::{Pid, Signal};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::bootstrap::ChildRun;
-use crate::bootstrap::{self, Boot};
+use crate::boot::{Boot, ChildIdentity, ChildRun, Encoded};
+use crate::bootstrap;
 use crate::child::{Child, Via, track_new_child};
-use crate::error::CloseError;
-use crate::method::{StartMethod, get_start_method};
+use crate::context::{Context, get_start_method};
+use crate::method::StartMethod;
 use crate::os::code::{Body, Callable, Entry};
-use crate::state::{ChildIdentity, global};
+use crate::state::global;
 use crate::target::Target;
 use crate::{Error, Result, fdpass, launcher, os, wire};
 
@@ -33,13 +33,18 @@ pub(crate) trait Launch: Send {
     fn encode(&self) -> Result<Encoded>;
 }
 
-/// A target ready to cross into a fresh exec of the binary.
-pub(crate) struct Encoded {
-    pub entry: Entry<ChildRun>,
-    pub payload: Vec<u8>,
-    pub fds: Vec<OwnedFd>,
+impl Context {
+    /// A process that will start with this context's method (see [`Process::new`]).
+    pub fn process<F, Args>(&self, target: F, args: Args) -> Process
+    where
+        F: Target<Args>,
+        Args: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Process::new(target, args).with_start_method(self.start_method())
+    }
 }
 
+/// A `fn` target and its arguments.
 struct FnLaunch<F, Args> {
     target: F,
     args: Args,
@@ -60,7 +65,7 @@ where
                     "mp: cannot decode the arguments of the process target ({}): {e}",
                     std::any::type_name::<Args>()
                 );
-                bootstrap::BOOTSTRAP_FAILURE
+                crate::BOOTSTRAP_FAILURE
             }
         };
     }
@@ -299,7 +304,7 @@ impl Process {
         if fork_only && method != StartMethod::Fork {
             return Err(Error::ForkOnly);
         }
-        if method != StartMethod::Fork && !bootstrap::hook_ran() {
+        if method != StartMethod::Fork && !crate::entry::hook_ran() {
             return Err(Error::EntryHookMissing);
         }
         crate::tracker::ensure_running();
@@ -529,7 +534,7 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
     let pid = os::process::fork_child(&mut || {
         let (Some((out, err, mut g, registry)), Some((launch, ident))) = (held.take(), job.take())
         else {
-            return bootstrap::BOOTSTRAP_FAILURE;
+            return crate::BOOTSTRAP_FAILURE;
         };
         let daemon = ident.daemon;
         let parent_pid = ident.parent_pid;
@@ -559,7 +564,7 @@ fn start_spawn(encoded: Encoded, ident: ChildIdentity) -> Result<Child> {
         None,
     )
     .map_err(|e| Error::io("socketpair", e))?;
-    let marker = format!("{}={}", bootstrap::BOOT_ENV, os::process::BOOT_FD);
+    let marker = format!("{}={}", crate::boot::BOOT_ENV, os::process::BOOT_FD);
     let daemon = ident.daemon;
     let pid = if daemon && !launcher::on_main_thread() {
         launcher::run(move || os::process::spawn_self(child_sock.as_fd(), &marker))?
@@ -572,9 +577,9 @@ fn start_spawn(encoded: Encoded, ident: ChildIdentity) -> Result<Child> {
     let pidfd = track_new_child(pid)?;
     let child = Child::new(pid, pidfd, ident.name.clone(), daemon, Via::Direct);
     let parent_pidfd = global().self_pidfd()?;
-    let boot = Boot::new(encoded.entry, encoded.payload, ident)?;
-    let bytes = wire::encode(&boot)?;
     let tracker = crate::tracker::inherited();
+    let boot = Boot::new(encoded.entry, encoded.payload, ident, tracker.is_some())?;
+    let bytes = wire::encode(&boot)?;
     let fds = boot.fds(&parent_pidfd, tracker.as_ref(), &encoded.fds);
     if let Err(e) = fdpass::send_frame(parent_sock.as_fd(), &bytes, &fds, wire::DEFAULT_MAX_FRAME) {
         // The child cannot run without its bootstrap: stop it and reap it before reporting.
@@ -584,3 +589,15 @@ fn start_spawn(encoded: Encoded, ident: ChildIdentity) -> Result<Child> {
     }
     Ok(child)
 }
+
+/// `Process::close` on a process that is still running: the process is handed back.
+#[derive(Debug)]
+pub struct CloseError(pub Process);
+
+impl fmt::Display for CloseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cannot close a process while it is still running; join it first")
+    }
+}
+
+impl std::error::Error for CloseError {}

@@ -1,24 +1,13 @@
 //! The reaper thread: a dropped `Process` whose child still runs is reaped here, so
 //! dropping never blocks, never kills, and never leaves a zombie.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
 
 use crate::child::Child;
-use crate::state::global;
-
-/// The handle of the reaper thread: an eventfd that wakes it.
-pub(crate) struct Reaper {
-    efd: Arc<OwnedFd>,
-}
-
-impl Reaper {
-    pub fn raw_fd(&self) -> RawFd {
-        self.efd.as_raw_fd()
-    }
-}
+use crate::state::{Reaper, global};
 
 /// Hands `child`, whose `Process` was dropped before it was joined, to the reaper.
 pub(crate) fn abandon(child: &Arc<Child>) {

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crate::boot::ChildIdentity;
 use crate::child::Child;
-use crate::current::ParentProcess;
-use crate::forkserver::Client;
 use crate::method::StartMethod;
+use crate::parent::ParentProcess;
+use crate::relay::Client;
 
 /// Who this process is.
 pub(crate) struct Me {
@@ -40,8 +41,8 @@ pub(crate) struct Global {
     /// The names this process registered with the tracker and has not unregistered, told
     /// again to a tracker that replaces a dead one.
     pub tracked: BTreeSet<String>,
-    pub launcher: Option<crate::launcher::Launcher>,
-    pub reaper: Option<crate::reaper::Reaper>,
+    pub launcher: Option<Launcher>,
+    pub reaper: Option<Reaper>,
 }
 
 /// The registry of this process. A `std` mutex, not a `parking_lot` one: a forked child
@@ -128,19 +129,26 @@ impl Global {
     }
 }
 
-/// What a child is told about itself and its parent.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct ChildIdentity {
-    pub name: String,
-    pub identity: Vec<u32>,
-    pub daemon: bool,
-    pub parent_pid: i32,
-    pub parent_name: String,
-    pub method: StartMethod,
-}
-
 /// Locks the registry. Code under this lock never panics, so poisoning cannot happen in
 /// practice; a poisoned lock is taken as it is.
 pub(crate) fn global() -> MutexGuard<'static, Global> {
     GLOBAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+/// The handle of the launcher thread.
+pub(crate) struct Launcher {
+    pub tx: std::sync::mpsc::Sender<Job>,
+}
+
+/// The handle of the reaper thread: an eventfd that wakes it.
+pub(crate) struct Reaper {
+    pub efd: Arc<OwnedFd>,
+}
+
+impl Reaper {
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&*self.efd)
+    }
 }
