@@ -18,8 +18,10 @@ usage: cargo xtask <command> [options]
 
 commands:
   test [--quick] [--method <m>]...
-        Runs every leg of the CI matrix: fmt, clippy, doc tests, the build, nextest under each
-        start method (fork, spawn, forkserver) and the examples under each start method.
+        Runs every leg of the CI matrix: fmt, clippy (every target, which turns the test-only
+        `failpoints` features on, then the libraries and binaries alone, without them), doc
+        tests, the build, nextest under each start method (fork, spawn, forkserver) and the
+        examples under each start method.
         --quick       skips fmt, clippy and the doc tests
         --method <m>  runs the nextest and example legs for this start method only (repeatable)
   bench [--rounds <n>] [--min-time <seconds>] [<row>...]
