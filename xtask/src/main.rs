@@ -1,7 +1,9 @@
-//! `cargo xtask`: the project's automation, `test` (the whole CI matrix) and `bench`.
+//! `cargo xtask`: the project's automation, `test` (the whole CI matrix), `bench` and
+//! `lint-imports`.
 
 mod bench;
 mod examples;
+mod imports;
 mod pattern;
 mod proc;
 mod rows;
@@ -29,6 +31,12 @@ commands:
         alternating mp, CPython and the floor, then prints one markdown table.
         --rounds <n>           runs of each side per row (default 5)
         --min-time <seconds>   the least timed work per run (default 0.5)
+  lint-imports
+        Reads every crate's sources (crates/* and the root crate) and reports each import
+        cycle between their modules (files), with one import per member and its file:line,
+        and every dependency between crates that breaks the layering
+        mp-process < mp-shm < mp-sync < mp-queue < mp-pool < mp-manager < mp (mp-testkit is
+        for [dev-dependencies] only). Exits non-zero if it reports anything.
   help  Prints this text.
 ";
 
@@ -41,6 +49,7 @@ fn main() -> ExitCode {
     let result = match command {
         "test" => test::run(rest),
         "bench" => bench::run(rest),
+        "lint-imports" => imports::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(true)
