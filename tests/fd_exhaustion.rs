@@ -8,35 +8,8 @@
 
 use std::os::fd::OwnedFd;
 
+use mp_testkit::{children, open_fds};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-
-/// The numbers of this process's open descriptors.
-fn open_fds() -> Vec<u64> {
-    let mut fds: Vec<u64> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    fds.sort_unstable();
-    // The directory listing itself held one, the highest-numbered or a reused one: drop
-    // those that are closed now.
-    fds.retain(|&fd| std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok());
-    fds
-}
-
-/// The children of this process, zombies included.
-fn children() -> usize {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    == Some(me.as_str())
-            })
-        })
-        .count()
-}
 
 /// Descriptors that fill every gap below the highest open one, so that a limit of
 /// `highest + 1 + k` leaves exactly `k` free.

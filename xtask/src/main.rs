@@ -1,7 +1,9 @@
-//! `cargo xtask`: the project's automation, `test` (the whole CI matrix) and `bench`.
+//! `cargo xtask`: the project's automation, `test` (the whole CI matrix), `bench` and
+//! `lint-imports`.
 
 mod bench;
 mod examples;
+mod imports;
 mod pattern;
 mod proc;
 mod rows;
@@ -18,8 +20,10 @@ usage: cargo xtask <command> [options]
 
 commands:
   test [--quick] [--method <m>]...
-        Runs every leg of the CI matrix: fmt, clippy, doc tests, the build, nextest under each
-        start method (fork, spawn, forkserver) and the examples under each start method.
+        Runs every leg of the CI matrix: fmt, clippy (every target, which turns the test-only
+        `failpoints` features on, then the libraries and binaries alone, without them), doc
+        tests, the build, nextest under each start method (fork, spawn, forkserver) and the
+        examples under each start method.
         --quick       skips fmt, clippy and the doc tests
         --method <m>  runs the nextest and example legs for this start method only (repeatable)
   bench [--rounds <n>] [--min-time <seconds>] [<row>...]
@@ -27,6 +31,12 @@ commands:
         alternating mp, CPython and the floor, then prints one markdown table.
         --rounds <n>           runs of each side per row (default 5)
         --min-time <seconds>   the least timed work per run (default 0.5)
+  lint-imports
+        Reads every crate's sources (crates/* and the root crate) and reports each import
+        cycle between their modules (files), with one import per member and its file:line,
+        and every dependency between crates that breaks the layering
+        mp-process < mp-shm < mp-sync < mp-queue < mp-pool < mp-manager < mp (mp-testkit is
+        for [dev-dependencies] only). Exits non-zero if it reports anything.
   help  Prints this text.
 ";
 
@@ -39,6 +49,7 @@ fn main() -> ExitCode {
     let result = match command {
         "test" => test::run(rest),
         "bench" => bench::run(rest),
+        "lint-imports" => imports::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(true)

@@ -147,9 +147,18 @@ pub fn run(args: &[String]) -> Result<bool> {
         println!("--quick: skipping fmt, clippy and the doc tests");
     } else {
         legs.cargo("fmt", &["fmt", "--all", "--check"], &[]);
+        // Every target: building the tests turns on the `failpoints` features of mp-queue and
+        // mp-pool (their dev-dependencies on themselves), so this checks the code with them.
         legs.cargo(
             "clippy",
             &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+            &[],
+        );
+        // The libraries and binaries alone, with the features of a release build: without the
+        // failpoints.
+        legs.cargo(
+            "clippy[lib]",
+            &["clippy", "--workspace", "--lib", "--bins", "--", "-D", "warnings"],
             &[],
         );
         legs.cargo("doc", &["test", "--doc", "--workspace"], &[]);

@@ -166,8 +166,9 @@ pub(crate) struct Spawner {
     pub init: Option<InitTemplate>,
     pub maxtasks: Option<u64>,
     pub flush_each: bool,
-    /// Where every worker dies, for tests.
-    pub failpoint: Option<(worker::FailStep, u64)>,
+    /// Where every worker dies, for tests (see [`crate::failpoint`]).
+    #[cfg(feature = "failpoints")]
+    pub failpoint: Option<(crate::FailStep, u64)>,
     counter: u32,
 }
 
@@ -195,7 +196,16 @@ impl Spawner {
         } else {
             None
         };
-        Ok(Spawner { method, zygote, init, maxtasks, flush_each, failpoint: None, counter: 0 })
+        Ok(Spawner {
+            method,
+            zygote,
+            init,
+            maxtasks,
+            flush_each,
+            #[cfg(feature = "failpoints")]
+            failpoint: None,
+            counter: 0,
+        })
     }
 
     fn boot(&self) -> Result<WorkerBoot> {
@@ -218,6 +228,7 @@ impl Spawner {
             maxtasks: self.maxtasks,
             flush_each: self.flush_each,
             progress,
+            #[cfg(feature = "failpoints")]
             failpoint: self.failpoint,
         })
     }

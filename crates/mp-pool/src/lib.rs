@@ -51,10 +51,27 @@
 //! [`Error::WorkerDied`] while every result it finished is kept and nothing runs twice, the
 //! worker is replaced, tasks can have a timeout, and Ctrl-C ends a running call with
 //! [`Error::Interrupted`].
+//!
+//! # Features
+//! `failpoints` (off by default; the crate's own tests turn it on) adds
+//! `Builder::failpoint` and `FailStep`: every worker of a pool can be made to SIGKILL
+//! itself at a chosen step of its protocol, for tests of what a worker's death loses. Without
+//! it, none of that code exists.
 #![forbid(unsafe_code)]
+
+/// Counts a time this worker reached the step (`failpoint!(Journaled)`) and dies there if the
+/// pool armed it; expands to nothing without the `failpoints` feature.
+macro_rules! failpoint {
+    ($step:ident) => {
+        #[cfg(feature = "failpoints")]
+        $crate::failpoint::hit($crate::FailStep::$step);
+    };
+}
 
 mod collector;
 mod error;
+#[cfg(feature = "failpoints")]
+mod failpoint;
 mod pool;
 mod proto;
 mod result;
@@ -63,8 +80,8 @@ mod task;
 mod worker;
 
 pub use error::{Error, Result};
+#[cfg(feature = "failpoints")]
+pub use failpoint::FailStep;
 pub use pool::{Builder, Pool, default_chunksize};
 pub use result::{AsyncResult, Imap};
 pub use task::Task;
-#[doc(hidden)]
-pub use worker::FailStep;

@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 use crate::result::{AsyncResult, Imap, build_chunks, decode_one, decode_vec, queue_chunks};
 use crate::state::{Job, Phase, Shared, State, Store};
 use crate::task::Task;
-use crate::worker::FailStep;
 use crate::worker::entry_for;
 
 /// A job whose input is still being read: if reading it panics, the job is failed and
@@ -69,7 +68,8 @@ pub struct Builder {
     maxtasks: Option<usize>,
     method: Option<StartMethod>,
     timeout: Option<Duration>,
-    failpoint: Option<(FailStep, u64)>,
+    #[cfg(feature = "failpoints")]
+    failpoint: Option<(crate::FailStep, u64)>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -138,10 +138,10 @@ impl Builder {
         self
     }
 
-    /// For tests: every worker kills itself (SIGKILL) at `step` of its protocol the `n`th time
-    /// it gets there (replacements too).
-    #[doc(hidden)]
-    pub fn failpoint(mut self, step: FailStep, n: u64) -> Self {
+    /// For tests (feature `failpoints`): every worker kills itself (SIGKILL) at `step` of its
+    /// protocol the `n`th time it gets there (replacements too).
+    #[cfg(feature = "failpoints")]
+    pub fn failpoint(mut self, step: crate::FailStep, n: u64) -> Self {
         self.failpoint = Some((step, n));
         self
     }
@@ -169,7 +169,10 @@ impl Builder {
         let doorbell = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(|e| Error::io("eventfd", e))?;
         let mut spawner = Spawner::new(method, init, maxtasks, self.timeout.is_some())?;
-        spawner.failpoint = self.failpoint;
+        #[cfg(feature = "failpoints")]
+        {
+            spawner.failpoint = self.failpoint;
+        }
         let mut workers = Vec::with_capacity(processes);
         for _ in 0..processes {
             match spawner.spawn() {

@@ -54,8 +54,9 @@ pub(crate) struct WorkerBoot {
     /// this worker has started, so that the parent knows which task was running if the worker
     /// dies, and the results it finished and has not sent, so that they are not lost with it.
     pub progress: mp_shm::SharedMemory,
-    /// Where to die, for tests.
-    pub failpoint: Option<(FailStep, u64)>,
+    /// Where to die, for tests (see [`crate::failpoint`]).
+    #[cfg(feature = "failpoints")]
+    pub failpoint: Option<(crate::FailStep, u64)>,
 }
 
 /// The tag, bytes and descriptors of a task's entry that is not part of a run.
@@ -267,27 +268,13 @@ impl Results {
     }
 }
 
-/// Where a worker kills itself (SIGKILL), for tests of a death at that step of its protocol
-/// (see `Builder::failpoint`).
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FailStep {
-    /// Right after its `n`th result was journaled, before the next task starts.
-    Journaled,
-    /// At its `n`th send of results, before sending.
-    BeforeSend,
-    /// At its `n`th send of results, after sending, before emptying its journal.
-    AfterSend,
-    /// Right after its `n`th frame (a batch of chunks, or definitions of shared objects)
-    /// arrived, before any task of it starts.
-    Received,
-}
-
 /// The worker process: runs the initializer, then batches of chunks until told to stop, its
 /// socket closes, or it has done `maxtasks` chunks.
 pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
     let sock = sock.into_inner();
     install_panic_hook();
+    #[cfg(feature = "failpoints")]
+    crate::failpoint::arm(boot.failpoint);
     let mut run = ChunkRun {
         reader: Reader::new(Vec::new(), Vec::new()),
         results: Results::new(),
@@ -304,9 +291,6 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         failure: None,
         hold: true,
         unclocked: 0,
-        failpoint: boot.failpoint,
-        journaled: 0,
-        sends: 0,
         frames: 0,
         cache: fdpass::ObjectCache::default(),
         scope: Vec::new(),
@@ -347,7 +331,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
             Ok(None) => return,
             Err(e) => return run.fail_receiving(&format!("receiving tasks: {e}")),
         };
-        run.fail_at(FailStep::Received, run.frames);
+        failpoint!(Received);
         match bytes.first() {
             Some(&proto::K_OBJECTS) => {
                 let admitted = run.cache.admit_frame(bytes.get(1..).unwrap_or(&[]), fds);
@@ -436,11 +420,6 @@ pub(crate) struct ChunkRun {
     pub hold: bool,
     /// Tasks finished since the clock was last read.
     pub unclocked: u32,
-    /// Where to die, for tests.
-    pub failpoint: Option<(FailStep, u64)>,
-    /// Results journaled and frames of results sent, counted for the failpoint.
-    pub journaled: u64,
-    pub sends: u64,
     /// Frames received (batches and object definitions), published in the segment.
     pub frames: u64,
     /// The shared objects the pool has defined to this worker.
@@ -482,20 +461,9 @@ impl ChunkRun {
         let bytes = self.results.out.buf.get(at..).unwrap_or(&[]);
         let kept = self.journal.record(self.job, index, proto::T_OK, bytes);
         if kept {
-            self.journaled += 1;
-            self.fail_at(FailStep::Journaled, self.journaled);
+            failpoint!(Journaled);
         }
         self.after_task(!kept)
-    }
-
-    /// Dies here if the failpoint says so.
-    fn fail_at(&self, step: FailStep, n: u64) {
-        if self.failpoint == Some((step, n)) {
-            let _ = rustix::process::kill_process(
-                rustix::process::getpid(),
-                rustix::process::Signal::KILL,
-            );
-        }
     }
 
     /// Records task `index`'s outcome and sends the results when it is time; false if the
@@ -530,11 +498,10 @@ impl ChunkRun {
         if !self.results.seal() {
             return true;
         }
-        self.sends += 1;
-        self.fail_at(FailStep::BeforeSend, self.sends);
+        failpoint!(BeforeSend);
         let ok = self.results.out.send(self.sock.as_fd()).is_ok();
         if ok {
-            self.fail_at(FailStep::AfterSend, self.sends);
+            failpoint!(AfterSend);
             self.journal.clear();
         }
         self.results.reset();

@@ -1,14 +1,13 @@
 //! Task errors and worker deaths: panics, killed workers (failpoint and random kill),
 //! timeouts, serialisation failures, under the start method in `MP_START_METHOD`.
 
-mod common;
-
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use common::*;
 use mp_pool::{Error, Pool};
 use mp_process::fdpass::PassFd;
+use mp_testkit::bytes::{hear, say};
+use mp_testkit::{eventually, kill, pass, pipe, wait_for_byte};
 use rustix::process::Signal;
 use serde::{Deserialize, Serialize};
 

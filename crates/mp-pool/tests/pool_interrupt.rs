@@ -6,15 +6,13 @@
 //! ignores SIGINT itself, as a program with a Ctrl-C handler would not die of it) and watches
 //! the group empty.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use mp_process::fdpass::PassFd;
+use mp_testkit::{alive, eventually, pass, pipe, wait_for_byte};
 
 const HELPER_ENV: &str = "MP_POOL_TEST_INTERRUPT_HELPER";
 

@@ -1,18 +1,17 @@
 //! A pool's life: settings, close/join/terminate, drop, maxtasksperchild, the initializer,
 //! use from another process, under the start method in `MP_START_METHOD`.
 
-mod common;
-
 use std::collections::HashSet;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::*;
 use mp_pool::{Error, Pool};
 use mp_process::Process;
 use mp_process::fdpass::PassFd;
+use mp_testkit::bytes::{hear, say};
+use mp_testkit::{alive, eventually, kill, pass, pipe, wait_for_byte};
 
 fn sqr(x: i64) -> i64 {
     x * x

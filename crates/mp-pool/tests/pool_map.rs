@@ -2,8 +2,6 @@
 //! `MP_START_METHOD` (the cases of CPython's `_TestPool.test_map`, `test_starmap`,
 //! `test_imap`, `test_imap_unordered`, `test_apply`, `test_map_async`, `test_empty_iterable`).
 
-mod common;
-
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -139,7 +137,7 @@ fn chunksize_follows_python() {
 
 /// Returns the read end of a pipe holding `msg`: a result that carries a descriptor.
 fn pipe_with(msg: String) -> mp_process::fdpass::PassFd {
-    let (r, w) = common::pipe();
+    let (r, w) = mp_testkit::pipe();
     rustix::io::write(&w, msg.as_bytes()).unwrap();
     mp_process::fdpass::PassFd(r)
 }
@@ -198,7 +196,7 @@ fn items_with_and_without_descriptors_mix_in_one_map() {
     let items = || {
         (0..40i64).map(|i| {
             let fd = (i % 5 == 3).then(|| {
-                let (r, w) = common::pipe();
+                let (r, w) = mp_testkit::pipe();
                 rustix::io::write(&w, b"1000").unwrap();
                 mp_process::fdpass::PassFd(r)
             });

@@ -1,16 +1,14 @@
 //! Bad input gives clear errors: an unknown start method, fixing the method twice, a double
 //! start, closing a running process, and objects used from the wrong process.
 
-mod common;
-
 use std::io::Write;
 
-use common::*;
 use mp_process::fdpass::PassFd;
 use mp_process::{
     Error, Process, StartMethod, get_all_start_methods, get_context, get_start_method,
     set_start_method,
 };
+use mp_testkit::{pipe, wait_for_byte};
 
 fn noop() {}
 

@@ -2,15 +2,13 @@
 //! empty, buffered output is not duplicated by a fork, and descriptors cross into children
 //! (as arguments) and into running processes (over a socket, beside the bytes).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::process::Command;
 
-use common::*;
 use mp_process::fdpass::{self, PassFd};
 use mp_process::{Process, wire};
+use mp_testkit::{pipe, read_all, send_text, wait_for_byte};
 
 fn stdin_report(out: PassFd) {
     let st = rustix::fs::fstat(rustix::stdio::stdin()).expect("fstat stdin");

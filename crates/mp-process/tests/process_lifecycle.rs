@@ -3,15 +3,13 @@
 //! Several cases are ports of CPython's `_test_multiprocessing.py` (`test_process`,
 //! `test_terminate`, `test_kill`, `test_sentinel`, `test_many_processes`).
 
-mod common;
-
 use std::time::Duration;
 
 use std::os::fd::OwnedFd;
 
-use common::*;
 use mp_process::fdpass::PassFd;
 use mp_process::{Error, Process, active_children, current_process, parent_process};
+use mp_testkit::{eventually, exits_within, pipe, read_all, read_exact, wait_for_byte};
 
 fn noop() {}
 

@@ -4,8 +4,8 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
+use mp_testkit::shm::{shm_exists as exists, wait_gone};
 use rustix::fs::Mode;
 use rustix::shm::OFlags;
 
@@ -15,10 +15,6 @@ fn create_segment(name: &str) {
     let fd = rustix::shm::open(name, OFlags::CREATE | OFlags::EXCL | OFlags::RDWR, Mode::RUSR)
         .expect("shm_open");
     rustix::fs::ftruncate(&fd, 4096).expect("ftruncate");
-}
-
-fn exists(name: &str) -> bool {
-    std::path::Path::new(&format!("/dev/shm{name}")).exists()
 }
 
 /// The helper: creates segments as its mode says, prints their names, then waits on stdin.
@@ -73,17 +69,6 @@ fn run_helper_and_kill(mode: &str) -> u32 {
     child.kill().unwrap();
     child.wait().unwrap();
     pid
-}
-
-fn wait_gone(name: &str) -> bool {
-    let end = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < end {
-        if !exists(name) {
-            return true;
-        }
-        std::thread::yield_now();
-    }
-    !exists(name)
 }
 
 #[test]

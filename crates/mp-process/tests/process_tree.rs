@@ -2,15 +2,13 @@
 //! and `parent_process()` across generations, daemonic children dying with their parent
 //! (also a SIGKILLed one), the daemon rule, and forks from short-lived threads.
 
-mod common;
-
 use std::io::{Read, Write};
 
 use std::time::Duration;
 
-use common::*;
 use mp_process::fdpass::PassFd;
 use mp_process::{Error, Process, current_process, parent_process};
+use mp_testkit::{eventually, exits_within, pipe, read_all, read_exact, send_text, wait_for_byte};
 
 fn report_family(out: PassFd) {
     let me = current_process();

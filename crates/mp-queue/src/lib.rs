@@ -190,11 +190,27 @@
 //!   `ConnectionResetError`.
 //! - There is no `fileno()`: use [`AsFd`](std::os::fd::AsFd). `Listener`/`Client` (named
 //!   sockets with authentication) are not provided.
+//!
+//! # Features
+//! `failpoints` (off by default; the crate's own tests turn it on) adds `mp_queue::failpoint`: a
+//! process can be made to SIGKILL itself at a chosen step of a `put` or `get`, for tests of
+//! what a process killed mid-operation leaves behind. Without it, none of that code exists.
 #![deny(unsafe_code)]
+
+/// Dies here if the failpoint of this step of a `put` or `get` is armed (`failpoint!(Put, 2)`
+/// is step 2 of a put); expands to nothing without the `failpoints` feature.
+macro_rules! failpoint {
+    ($op:ident, $step:expr) => {
+        #[cfg(feature = "failpoints")]
+        $crate::failpoint::hit($crate::failpoint::Op::$op, $step);
+    };
+}
 
 mod bytes;
 mod connection;
 mod error;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 #[allow(unsafe_code, reason = "a pipe lane's slices, under its one-sender, one-receiver rule")]
 mod lane;
 mod queue;
@@ -210,11 +226,6 @@ pub use error::{Error, Result};
 pub use queue::{JoinableQueue, PutError, Queue, QueueOptions, SimpleQueue};
 pub use ring::{DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, MAX_CAPACITY, MIN_CAPACITY};
 pub use wait::wait;
-
-/// Failpoints for crash tests: arm one and this process SIGKILLs itself at that step of its
-/// next queue `put` or `get`. Not for production use.
-#[doc(hidden)]
-pub use ring::failpoint;
 
 #[cfg(test)]
 mod tests {

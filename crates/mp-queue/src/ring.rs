@@ -205,47 +205,6 @@ fn side_recv(sock: BorrowedFd<'_>, peek: bool) -> Result<Option<(Option<u64>, Ve
     }
 }
 
-/// The steps of `put` and `get` where a failpoint can kill the process.
-pub mod failpoint {
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    /// Which operation a failpoint is in.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Op {
-        /// A `put`. Steps: 1 lock taken; 2 message encoded into the ring; 3 descriptors sent;
-        /// 4 message published (lock still held).
-        Put = 1,
-        /// A `get`. Steps: 1 lock taken; 2 message decoded; 3 message consumed (lock still
-        /// held, descriptors still on the side channel); 4 descriptors removed.
-        Get = 2,
-    }
-
-    /// The armed failpoint: `op * 256 + step`, 0 for none.
-    static ARMED: AtomicU32 = AtomicU32::new(0);
-
-    /// Arms a failpoint: this process SIGKILLs itself when it reaches `step` of `op`. For
-    /// tests of crash behaviour; step 0 disarms.
-    pub fn arm(op: Op, step: u32) {
-        let value = if step == 0 { 0 } else { (op as u32) * 256 + step.min(255) };
-        ARMED.store(value, Ordering::Relaxed);
-    }
-
-    /// Dies here if the failpoint `op`/`step` is armed.
-    #[inline]
-    pub(crate) fn hit(op: Op, step: u32) {
-        let armed = ARMED.load(Ordering::Relaxed);
-        if armed != 0 && armed == (op as u32) * 256 + step {
-            let me = rustix::process::getpid();
-            let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
-            loop {
-                std::thread::park();
-            }
-        }
-    }
-}
-
-use failpoint::{Op, hit};
-
 /// A message on its way into the ring.
 struct Message<'a, T: ?Sized> {
     /// The value.
@@ -594,7 +553,7 @@ impl Ring {
     ) -> Result<Put> {
         let Message { value, out_of_band, size, has_fds } = message;
         let h = self.header();
-        hit(Op::Put, 1);
+        failpoint!(Put, 1);
         let tail = h.tail.0.load(Ordering::Relaxed);
         let at = position(tail);
         // SAFETY: `need <= capacity` (checked by `has_room`), we hold the producer lock, and
@@ -624,7 +583,7 @@ impl Ring {
                 (0, fds, size)
             }
         };
-        hit(Op::Put, 2);
+        failpoint!(Put, 2);
         let mut id = 0u64;
         if !fds.is_empty() {
             if fds.len() > MAX_SIDE_FDS {
@@ -640,7 +599,7 @@ impl Ring {
             }
             flags |= HAS_FDS;
         }
-        hit(Op::Put, 3);
+        failpoint!(Put, 3);
         let len = u32::try_from(len).map_err(|_| Error::Unstable)?;
         header[..4].copy_from_slice(&len.to_le_bytes());
         header[4..8].copy_from_slice(&flags.to_le_bytes());
@@ -651,7 +610,7 @@ impl Ring {
         if let Some(head) = self.put_cache.other_if(tail) {
             self.put_cache.set(published, head);
         }
-        hit(Op::Put, 4);
+        failpoint!(Put, 4);
         drop(guard);
         Self::wake_all(&h.data.0);
         if h.pollers.0.load(Ordering::SeqCst) != 0 {
@@ -691,7 +650,7 @@ impl Ring {
     /// a record known to be published.
     fn take<T: DeserializeOwned>(&self, guard: LockGuard<'_>) -> Result<T> {
         let h = self.header();
-        hit(Op::Get, 1);
+        failpoint!(Get, 1);
         let Some((head, tail)) = self.published() else {
             return Err(self.corrupt(guard, "a message vanished under the consumer lock"));
         };
@@ -725,17 +684,17 @@ impl Ring {
             Ok(fds) => fdpass::decode_with_fds(payload, fds).map_err(Error::Wire),
             Err(e) => Err(e),
         };
-        hit(Op::Get, 2);
+        failpoint!(Get, 2);
         // Consume: one store, after the message was copied out.
         let consumed = pack(count(head).wrapping_add(1), at.wrapping_add(need as u32));
         h.head.0.store(consumed, Ordering::SeqCst);
         self.get_cache.set(consumed, tail);
-        hit(Op::Get, 3);
+        failpoint!(Get, 3);
         if flags & HAS_FDS != 0 {
             // Remove the packet peeked above (its descriptors were duplicated by the peek).
             let _ = side_recv(self.side_rx.as_fd(), false);
         }
-        hit(Op::Get, 4);
+        failpoint!(Get, 4);
         drop(guard);
         Self::wake_all(&h.space.0);
         self.settle_bell();

@@ -2,8 +2,6 @@
 //! consumers, large messages, bad items, `close`, queues inside messages, and `wait`. Every
 //! test uses real children started under the suite's start method.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

@@ -3,13 +3,11 @@
 //! inside messages to a running child. Every test talks to a real child started under the
 //! suite's start method.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Reply, Req, Server};
 use mp_process::Process;
 use mp_queue::{Connection, Error, pipe};
+use mp_testkit::server::{Reply, Req, Server};
 
 #[test]
 fn typed_values_round_trip_both_ways() {

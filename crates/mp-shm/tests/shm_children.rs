@@ -1,11 +1,9 @@
 //! Every shared type passes into a child as a `Process` argument under the start method
 //! `MP_START_METHOD` chooses; the child writes, the parent sees the bytes.
 
-mod common;
-
-use common::{Cleanup, shm_exists, unique_name};
 use mp_process::Process;
 use mp_shm::{Error, Item, RawArray, RawValue, ShareableList, SharedMemory};
+use mp_testkit::shm::{Cleanup, shm_exists, unique_name};
 
 /// Runs `target` with `args` in a child and checks that it exits with 0.
 fn run<F, Args>(target: F, args: Args)

@@ -1,12 +1,10 @@
 //! Python's errors, refused descriptors and corrupt lists.
 
-mod common;
-
 use std::os::fd::OwnedFd;
 
-use common::{Cleanup, shm_exists, unique_name};
 use mp_process::fdpass::{PassFd, decode_with_fds, encode_with_fds};
 use mp_shm::{Error, Item, RawArray, ShareableList, SharedMemory};
+use mp_testkit::shm::{Cleanup, shm_exists, unique_name};
 use rustix::fs::{MemfdFlags, SealFlags};
 use serde::Serialize;
 

@@ -2,14 +2,12 @@
 //! `mp_process::fdpass`, its descriptor beside the bytes (`SCM_RIGHTS`), and checked by the
 //! receiver before it is mapped.
 
-mod common;
-
 use std::os::fd::{AsFd, OwnedFd};
 
-use common::{Cleanup, unique_name};
 use mp_process::Process;
 use mp_process::fdpass::{PassFd, recv_value, send_value};
 use mp_shm::{Item, RawArray, RawValue, ShareableList, SharedMemory};
+use mp_testkit::shm::{Cleanup, unique_name};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use serde::{Deserialize, Serialize};
 

@@ -2,17 +2,14 @@
 //! test binary re-run with a helper switched on, so that it is the root of a process tree of
 //! its own, with its own tracker.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{Cleanup, shm_exists};
 use mp_shm::SharedMemory;
+use mp_testkit::shm::{Cleanup, shm_exists, wait_gone};
 use rustix::event::{PollFd, PollFlags};
 use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
 
@@ -152,18 +149,6 @@ fn run_helper_and_kill(mode: &str) -> Vec<String> {
     child.kill().unwrap();
     child.wait().unwrap();
     names
-}
-
-/// Waits, for at most 30 seconds, until `/dev/shm/<name>` is gone.
-fn wait_gone(name: &str) -> bool {
-    let end = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < end {
-        if !shm_exists(name) {
-            return true;
-        }
-        std::thread::yield_now();
-    }
-    !shm_exists(name)
 }
 
 #[test]

@@ -2,15 +2,14 @@
 //! indices, the action, breaking (abort, timeout, reset), reuse after a reset, many passes,
 //! and waiters killed while they wait.
 
-mod common;
-
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::*;
 use mp_process::Process;
 use mp_process::fdpass::PassFd;
 use mp_sync::{Barrier, Error, Value};
+use mp_testkit::lines::{Lines, say};
+use mp_testkit::{die_now, eventually, method, pass, pipe, release, wait_for_byte};
 
 /// The counter the barrier action bumps, set in each process before it waits (the action is
 /// a plain `fn()`, and runs in whichever process arrives last).

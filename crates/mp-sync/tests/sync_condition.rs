@@ -6,14 +6,13 @@
 //! before each notification) in which it woke, so a spurious or extra wake-up shows up as a
 //! report from the wrong phase.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use mp_process::Process;
 use mp_process::fdpass::PassFd;
 use mp_sync::{Condition, Error, Lock, MAX_WAITERS, Value};
+use mp_testkit::lines::{Lines, say};
+use mp_testkit::{eventually, pass, pipe};
 
 /// Takes the condition's lock, reports, waits, and reports the phase it woke in.
 fn waiter(cond: Condition, phase: Value<u32>, out: PassFd) -> Result<(), Error> {

@@ -1,14 +1,13 @@
 //! `Event` across processes under the start method in `MP_START_METHOD`.
 
-mod common;
-
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use common::*;
 use mp_process::Process;
 use mp_process::fdpass::PassFd;
 use mp_sync::{Error, Event};
+use mp_testkit::lines::{Lines, say};
+use mp_testkit::{pass, pipe, release, wait_for_byte};
 
 /// Reports, waits for the event, reports again.
 fn waiter(event: Event, out: PassFd) -> Result<(), Error> {

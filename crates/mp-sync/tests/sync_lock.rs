@@ -2,15 +2,14 @@
 //! seeds' counters, owner death at chosen steps (the failpoint SIGKILLs the holder), release
 //! errors, timed acquisition, locks inside messages, and the doorbell.
 
-mod common;
-
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use common::*;
 use mp_process::Process;
 use mp_process::fdpass::PassFd;
 use mp_sync::{AnyLock, Error, Lock, LockError, RLock, Value};
+use mp_testkit::lines::{Lines, say};
+use mp_testkit::{die_now, method, pipe, release, wait_for_byte};
 
 /// Seed 000: `with lock: counter.value += 1`, the value and the lock separate.
 fn increment_separate(counter: Value<i32>, lock: Lock, times: u32) -> Result<(), Error> {

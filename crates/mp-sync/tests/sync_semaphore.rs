@@ -2,15 +2,14 @@
 //! `MP_START_METHOD`: counting down, timed acquisition, wake-ups across processes, bounds,
 //! and the doorbell.
 
-mod common;
-
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use common::*;
 use mp_process::Process;
 use mp_process::fdpass::PassFd;
 use mp_sync::{BoundedSemaphore, Error, SEM_VALUE_MAX, Semaphore};
+use mp_testkit::lines::{Lines, say};
+use mp_testkit::{pass, pipe, release, wait_for_byte};
 
 /// Takes a permit, reports, and keeps it until told to give it back.
 fn hold_permit(sem: Semaphore, out: PassFd, go: PassFd) {

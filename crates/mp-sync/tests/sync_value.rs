@@ -1,14 +1,13 @@
 //! `Value` and `Array` across processes under the start method in `MP_START_METHOD`:
 //! shared updates, owner death through a value guard, the borrow rules, and custom locks.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use mp_process::Process;
 use mp_process::fdpass::PassFd;
 use mp_sync::{Array, Error, Lock, LockError, RLock, Value};
+use mp_testkit::lines::{Lines, say};
+use mp_testkit::{die_now, pipe, release, wait_for_byte};
 
 /// Seed 004: a child adds one to a shared value.
 fn add_one(value: Value<i32>) -> Result<(), Error> {

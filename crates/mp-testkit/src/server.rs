@@ -1,8 +1,5 @@
-//! Helpers shared by the integration tests of `mp-queue`: a child process that serves requests
-//! on a connection, so that every test can talk to a real process under the start method the
-//! suite runs with (`MP_START_METHOD`).
-// Each test file uses a different subset of these helpers.
-#![allow(dead_code)]
+//! A child process that serves requests on a connection, so that a test can talk to a real
+//! process under the start method the suite runs with (`MP_START_METHOD`).
 
 use mp_process::Process;
 use mp_queue::{Connection, pipe};
@@ -76,6 +73,7 @@ pub fn serve(conn: Connection) -> Result<(), mp_queue::Error> {
 }
 
 /// A running serving child and the parent's end of its connection.
+#[derive(Debug)]
 pub struct Server {
     /// The parent's end.
     pub conn: Connection,
