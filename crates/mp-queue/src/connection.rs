@@ -289,7 +289,7 @@ impl Connection {
         const LONGEST_NAP: Duration = Duration::from_millis(50);
         let lane = self.lane_in();
         let _stop = Spinning(lane);
-        let budget = sys::spin_budget();
+        let budget = lane::spin_budget();
         let mut spin_end: Option<Instant> = None;
         let mut nap: Option<Duration> = None;
         loop {

@@ -2,7 +2,7 @@
 //! looking for them.
 //!
 //! A pipe has one sealed memfd with a lane per direction: a page of header (the queue
-//! [`Header`](crate::sys::Header) layout) and a ring mapped twice, as a queue's. A lane has one
+//! [`Header`](crate::header::Header) layout) and a ring mapped twice, as a queue's. A lane has one
 //! sender and one receiver (an end used by two processes at once interleaves, as in Python;
 //! here it may also give [`Error::Corrupt`], never undefined behaviour: every length is
 //! checked).
@@ -43,7 +43,8 @@ use mp_shm::SharedMemory;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::sys::{self, Mirror};
+use crate::header::{self, Header};
+use crate::sys::Mirror;
 
 /// The magic number of a lane's header ("mpLANE01").
 const LANE_MAGIC: u64 = u64::from_le_bytes(*b"mpLANE01");
@@ -109,7 +110,7 @@ pub(crate) struct Lanes {
 impl Lanes {
     /// The size of one lane in the segment.
     fn lane_len() -> usize {
-        sys::header_len() + LANE_CAPACITY
+        header::header_len() + LANE_CAPACITY
     }
 
     /// Creates the lanes of a new pipe.
@@ -178,7 +179,7 @@ pub(crate) struct Lane<'a> {
 
 impl Lane<'_> {
     /// The header.
-    fn h(&self) -> &sys::Header {
+    fn h(&self) -> &Header {
         self.m.header()
     }
 
@@ -354,4 +355,18 @@ impl Drop for Spinning<'_> {
 /// Whether `deadline` has passed.
 pub(crate) fn passed(deadline: Instant) -> bool {
     Instant::now() >= deadline
+}
+
+/// How long a receive looks for a message without sleeping before it blocks in the kernel.
+const RECV_SPIN: Duration = Duration::from_micros(30);
+
+/// How long a receive should look for a message before it sleeps: [`RECV_SPIN`] scaled by
+/// `mp_sync::spin_limit()` against its default (so a limit of 0 turns it off), and `None` on
+/// a machine with one CPU, where the peer cannot run while we look.
+pub(crate) fn spin_budget() -> Option<Duration> {
+    let limit = mp_sync::spin_limit();
+    if limit == 0 || !mp_sync::futex::can_spin() {
+        return None;
+    }
+    Some(RECV_SPIN.saturating_mul(limit) / mp_sync::DEFAULT_SPIN_LIMIT.max(1))
 }

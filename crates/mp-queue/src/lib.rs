@@ -211,12 +211,13 @@ mod connection;
 mod error;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
+mod header;
 #[allow(unsafe_code, reason = "a pipe lane's slices, under its one-sender, one-receiver rule")]
 mod lane;
 mod queue;
 #[allow(unsafe_code, reason = "the ring protocol: slices of the ring under its locks")]
 mod ring;
-#[allow(unsafe_code, reason = "the mirrored ring mapping; the crate's only unsafe module")]
+#[allow(unsafe_code, reason = "the platform layer: the mirrored ring mapping")]
 mod sys;
 mod wait;
 

@@ -2,7 +2,7 @@
 //! killed in the middle of a `put` or a `get`.
 //!
 //! # Layout
-//! One anonymous, sealed memfd holds a page of [`Header`](crate::sys::Header) (atomics only)
+//! One anonymous, sealed memfd holds a page of [`Header`](crate::header::Header) (atomics only)
 //! and the ring, a power-of-two number of bytes mapped twice in a row so that a record that
 //! wraps around the end is one slice. Beside it: a robust [`Lock`] for producers and one for
 //! consumers, a `SOCK_SEQPACKET` pair (the side channel for descriptors), and an eventfd
@@ -59,7 +59,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::sys::{self, Mirror, QUEUE_MAGIC, Wake};
+use crate::header::{self, QUEUE_MAGIC, Wake};
+use crate::sys::Mirror;
 
 /// Queue waits spin this many times `mp_sync::spin_limit()` before they sleep: a queue's other
 /// side is usually busy producing or consuming, and a sleep costs both sides a system call.
@@ -314,7 +315,8 @@ impl Ring {
         if max_message == 0 {
             return Err(Error::InvalidArgument("the largest message size must be at least 1"));
         }
-        let shm = SharedMemory::new(sys::header_len() + capacity).map_err(Error::SharedMemory)?;
+        let shm =
+            SharedMemory::new(header::header_len() + capacity).map_err(Error::SharedMemory)?;
         let mirror = Mirror::map(shm.as_fd(), 0, capacity)?;
         let config = &mirror.header().config.0;
         config.capacity.store(capacity as u64, Ordering::Relaxed);
@@ -354,7 +356,7 @@ impl Ring {
     }
 
     /// The header.
-    fn header(&self) -> &sys::Header {
+    fn header(&self) -> &header::Header {
         self.mirror.header()
     }
 
@@ -505,8 +507,9 @@ impl Ring {
         // A message too large for the ring goes into its own segment, encoded before any lock.
         let out_of_band = if record_len(size) > self.inline_max() {
             let segment = SharedMemory::new(size.max(1)).map_err(Error::SharedMemory)?;
-            // SAFETY: the segment was created just above and is not shared yet.
-            let buf = unsafe { sys::fresh_segment_mut(&segment) };
+            // SAFETY: `as_mut_slice` asks that nobody else reads or writes the segment while
+            // the slice lives: it was created just above and is not shared yet.
+            let buf = unsafe { segment.as_mut_slice() };
             let (written, fds) = fdpass::encode_with_flavor(value, Slice::new(buf))?;
             if written.len() != size {
                 return Err(Error::Unstable);
@@ -715,9 +718,10 @@ impl Ring {
     fn decode_out_of_band<T: DeserializeOwned>(payload: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
         let reference: OutOfBand = fdpass::decode_with_fds(payload, fds)?;
         let bytes = {
-            // SAFETY: the producer encoded the message into the segment before publishing
+            // SAFETY: `as_slice` asks that nobody writes the segment while the slice lives: the
+            // producer encoded the message into the segment before publishing
             // its record and never writes it again; nobody else has the segment.
-            unsafe { sys::segment_bytes(&reference.segment) }
+            unsafe { reference.segment.as_slice() }
         };
         let len = usize::try_from(reference.len).unwrap_or(usize::MAX);
         let message = bytes.get(..len).ok_or_else(|| {
@@ -852,7 +856,7 @@ impl Ring {
         let sane = capacity.is_power_of_two()
             && (MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity)
             && capacity % rustix::param::page_size() == 0
-            && shm.size() == sys::header_len() + capacity;
+            && shm.size() == header::header_len() + capacity;
         if !sane {
             return Err("the queue received has an impossible ring size".into());
         }

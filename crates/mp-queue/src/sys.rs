@@ -1,19 +1,18 @@
-//! What `mp-queue` asks of the kernel beyond `mp_process::os` (socket pairs, polls, descriptor
-//! passing, doorbells, all of which it uses from there): the descriptor a closed connection
-//! lends out, the shared header of queues and lanes, and the mirrored ring mapping.
+//! The platform layer of `mp-queue`, beyond what it uses from `mp_process::os` (socket pairs,
+//! polls, descriptor passing, doorbells): the mirrored ring mapping and the descriptor a
+//! closed connection lends out. A port to another Unix replaces this file and nothing else.
 
 use std::ffi::c_void;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, AtomicU64};
-use std::time::Duration;
 
 use mp_process::os;
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 
 use crate::error::{Error, Result};
+use crate::header::{Header, header_len};
 
 /// The descriptor of closed connections: one end of a socket pair whose other end is closed,
 /// so it always polls readable and hung up, and reads end of file.
@@ -28,78 +27,6 @@ pub(crate) fn closed_fd() -> Result<&'static OwnedFd> {
     drop(peer);
     // Two threads may race here; the loser's socket is simply dropped.
     Ok(CLOSED.get_or_init(|| ours))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Queues: the shared header, the mirrored ring, the side channel, the doorbell, futexes.
-// ---------------------------------------------------------------------------------------------
-
-/// A 64-byte aligned cell, so that words written by different parties (producers, consumers,
-/// waiters) do not share a cache line.
-#[repr(C, align(64))]
-pub(crate) struct Line<T>(pub(crate) T);
-
-/// A futex word and the number of threads sleeping on it, over all processes.
-#[repr(C)]
-pub(crate) struct Wake {
-    /// The futex word.
-    pub(crate) word: AtomicU32,
-    /// How many threads sleep (or are about to sleep) on `word`; wakers skip the system call
-    /// when it is 0. A process killed while waiting leaves it one too high: extra wake-ups.
-    pub(crate) waiters: AtomicU32,
-}
-
-/// The settings a queue is created with, fixed afterwards.
-#[repr(C)]
-pub(crate) struct Config {
-    /// [`QUEUE_MAGIC`]: what a received segment must hold.
-    pub(crate) magic: AtomicU64,
-    /// The ring's size in bytes: a power of two, a multiple of the page size.
-    pub(crate) capacity: AtomicU64,
-    /// The most items the queue holds (0: bounded only by the ring's bytes).
-    pub(crate) maxsize: AtomicU64,
-    /// The largest message in bytes, as encoded.
-    pub(crate) max_message: AtomicU64,
-    /// Which queue type made the segment (`Queue`, `JoinableQueue`, `SimpleQueue`).
-    pub(crate) kind: AtomicU64,
-}
-
-/// What a queue segment holds before its ring: atomics only, no pointers, valid for every bit
-/// pattern, so that whatever another process writes it cannot cause undefined behaviour here.
-#[repr(C)]
-pub(crate) struct Header {
-    /// The settings.
-    pub(crate) config: Line<Config>,
-    /// The producers' published end: message count in the high 32 bits, byte position
-    /// (modulo 2^32) in the low 32 bits. One store publishes a message.
-    pub(crate) tail: Line<AtomicU64>,
-    /// The next side-channel id (producers, under their lock).
-    pub(crate) next_id: Line<AtomicU64>,
-    /// The consumers' published start, packed as `tail`.
-    pub(crate) head: Line<AtomicU64>,
-    /// Consumers sleep here waiting for a message.
-    pub(crate) data: Line<Wake>,
-    /// Producers sleep here waiting for room.
-    pub(crate) space: Line<Wake>,
-    /// `JoinableQueue`: `word` counts `task_done` calls (modulo 2^32); `join` sleeps on it.
-    pub(crate) done: Line<Wake>,
-    /// How many handles, over all processes, have handed out the doorbell's descriptor.
-    pub(crate) pollers: Line<AtomicU32>,
-    /// Pipes: until when (`CLOCK_MONOTONIC` nanoseconds) the receiver looks at the lane
-    /// without sleeping; 0 while it is not receiving.
-    pub(crate) spinning_until: Line<AtomicU64>,
-    /// Pipes: how many frames the sender has sent on the socket.
-    pub(crate) socket_sent: Line<AtomicU64>,
-    /// Pipes: how many frames the receiver has read from the socket.
-    pub(crate) socket_taken: Line<AtomicU64>,
-}
-
-/// The magic number at the start of every queue segment ("mpQUEUE1").
-pub(crate) const QUEUE_MAGIC: u64 = u64::from_le_bytes(*b"mpQUEUE1");
-
-/// The size of the header region: one page (the ring must start on a page boundary).
-pub(crate) fn header_len() -> usize {
-    rustix::param::page_size().max(std::mem::size_of::<Header>())
 }
 
 /// A queue segment mapped as its header followed by its ring mapped twice in a row, so that a
@@ -228,39 +155,4 @@ impl Drop for Mirror {
         // no reference into it outlives `self` (they all borrow it).
         let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast::<c_void>(), total) };
     }
-}
-
-/// The bytes of an anonymous segment, writable, to encode a message into.
-///
-/// # Safety
-/// Nobody else reads or writes `shm` while the slice lives: it was just created by the caller
-/// and has not been shared yet.
-#[allow(clippy::mut_from_ref, reason = "the segment is fresh and not yet shared")]
-pub(crate) unsafe fn fresh_segment_mut(shm: &mp_shm::SharedMemory) -> &mut [u8] {
-    // SAFETY: exclusive by the caller's contract, which is what `as_mut_slice` asks.
-    unsafe { shm.as_mut_slice() }
-}
-
-/// The bytes of a received segment, to decode a message out of.
-///
-/// # Safety
-/// Nobody writes `shm` while the slice lives: its producer wrote it before publishing the
-/// message and never touches it again.
-pub(crate) unsafe fn segment_bytes(shm: &mp_shm::SharedMemory) -> &[u8] {
-    // SAFETY: no concurrent writer by the caller's contract, which is what `as_slice` asks.
-    unsafe { shm.as_slice() }
-}
-
-/// How long a receive looks for a message without sleeping before it blocks in the kernel.
-const RECV_SPIN: Duration = Duration::from_micros(30);
-
-/// How long a receive should look for a message before it sleeps: [`RECV_SPIN`] scaled by
-/// `mp_sync::spin_limit()` against its default (so a limit of 0 turns it off), and `None` on
-/// a machine with one CPU, where the peer cannot run while we look.
-pub(crate) fn spin_budget() -> Option<Duration> {
-    let limit = mp_sync::spin_limit();
-    if limit == 0 || !mp_sync::futex::can_spin() {
-        return None;
-    }
-    Some(RECV_SPIN.saturating_mul(limit) / mp_sync::DEFAULT_SPIN_LIMIT.max(1))
 }
