@@ -22,17 +22,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::objects::{self, AnyShared, ObjectCache, ObjectId, ObjectList, SharedObject};
+use super::table::{ObjectCache, ObjectId, ObjectList};
 use crate::wire::WireError;
-
-/// The last four bytes of a value in the self-contained form.
-pub(super) const TRAILER_MAGIC: [u8; 4] = *b"mpO1";
-
-/// The size of the footer of the self-contained form: the table's length and the magic.
-const FOOTER_LEN: usize = 8;
 
 /// What a decode takes its descriptors and objects from.
 #[derive(Default)]
@@ -209,88 +202,6 @@ fn take_fd(index: u32) -> Result<OwnedFd, String> {
     .unwrap_or_else(|| Err(WireError::NoFdContext.to_string()))
 }
 
-/// Records `obj` in the active sink (once per encode) and returns its index there.
-pub(super) fn stash_object<T: SharedObject>(obj: &Arc<T>) -> Result<u32, String> {
-    with_context(|ctx| {
-        let result = match &mut ctx.mode {
-            Mode::Sink { objects, .. } => {
-                Ok(objects.insert_with(obj.object_id(), || Arc::clone(obj) as Arc<dyn AnyShared>))
-            }
-            Mode::Idle | Mode::Source(_) => Err(WireError::NoFdContext),
-        };
-        result.map_err(|err| fail(ctx, err))
-    })
-    .unwrap_or_else(|| Err(WireError::NoFdContext.to_string()))
-}
-
-/// What [`resolve_object`] found under the context's borrow.
-enum Found<T> {
-    /// The object, or why there is none.
-    Done(Result<Arc<T>, WireError>),
-    /// Its definition, to rebuild outside the borrow with the cache taken out of the context.
-    Rebuild(ObjectId, ObjectCache, u8),
-}
-
-/// The object at `index` of the active source's scope, rebuilt if this is its first use.
-pub(super) fn resolve_object<T: SharedObject>(index: u32) -> Result<Arc<T>, String> {
-    // The common case, small: an object this decode (or session) resolved already.
-    let resolved = with_context(|ctx| match &ctx.mode {
-        Mode::Source(source) => match source.resolved.get(index as usize) {
-            Some(Some(obj)) => Arc::clone(obj).downcast::<T>().ok(),
-            _ => None,
-        },
-        Mode::Idle | Mode::Sink { .. } => None,
-    });
-    if let Some(Some(obj)) = resolved {
-        return Ok(obj);
-    }
-    let found = with_context(|ctx| match &mut ctx.mode {
-        Mode::Source(source) => {
-            let i = usize::try_from(index).unwrap_or(usize::MAX);
-            if let Some(Some(obj)) = source.resolved.get(i) {
-                if let Ok(obj) = Arc::clone(obj).downcast::<T>() {
-                    return Found::Done(Ok(obj));
-                }
-            }
-            match source.scope.get(i).copied() {
-                Some(id) => match source.cache.ready::<T>(id) {
-                    Some(Ok(obj)) => {
-                        if source.resolved.len() < source.scope.len() {
-                            source.resolved.resize(source.scope.len(), None);
-                        }
-                        if let Some(slot) = source.resolved.get_mut(i) {
-                            *slot = Some(obj.clone());
-                        }
-                        Found::Done(Ok(obj))
-                    }
-                    Some(Err(e)) => Found::Done(Err(e)),
-                    None => Found::Rebuild(id, std::mem::take(&mut source.cache), source.depth),
-                },
-                None => Found::Done(Err(WireError::Refused(format!(
-                    "the message refers to object {index}, and has {} objects",
-                    source.scope.len()
-                )))),
-            }
-        }
-        Mode::Idle | Mode::Sink { .. } => Found::Done(Err(WireError::NoFdContext)),
-    });
-    let result = match found {
-        None => return Err(WireError::NoFdContext.to_string()),
-        Some(Found::Done(result)) => result,
-        Some(Found::Rebuild(id, mut cache, depth)) => {
-            // The rebuild is a nested decode: it runs with the context not borrowed.
-            let result = cache.resolve::<T>(id, depth);
-            let _ = with_context(|ctx| {
-                if let Mode::Source(source) = &mut ctx.mode {
-                    source.cache = cache;
-                }
-            });
-            result
-        }
-    };
-    result.map_err(record)
-}
-
 /// Records `err` in the active context (see [`fail`]) and returns its message.
 pub(super) fn record(err: WireError) -> String {
     let message = err.to_string();
@@ -321,9 +232,9 @@ pub fn refuse<E: serde::de::Error>(reason: impl std::fmt::Display) -> E {
 /// Serde adapters for `OwnedFd` fields, for use as
 /// `#[serde(with = "mp_process::fdpass::serde_fd")]`.
 ///
-/// Inside [`encode_with_fds`] a descriptor is duplicated into
+/// Inside [`encode_with_fds`](super::encode_with_fds) a descriptor is duplicated into
 /// the out-of-band list and serialised as its `u32` index; inside
-/// [`decode_with_fds`] the index takes the matching received
+/// [`decode_with_fds`](super::decode_with_fds) the index takes the matching received
 /// descriptor. Anywhere else both functions return a serde error saying that
 /// descriptors can only cross through mp's fd-carrying encoder.
 pub mod serde_fd {
@@ -342,75 +253,6 @@ pub mod serde_fd {
         let index = u32::deserialize(d)?;
         super::take_fd(index).map_err(<D::Error as de::Error>::custom)
     }
-}
-
-/// A value followed by the object table of the self-contained form.
-struct Packed<'a, T: ?Sized>(&'a T);
-
-impl<T: Serialize + ?Sized> Serialize for Packed<'_, T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
-        // postcard writes a tuple's elements back to back, and a `u8` as one byte.
-        let mut t = s.serialize_tuple(3)?;
-        t.serialize_element(self.0)?;
-        // A value with no descriptor and no object is plain postcard: the table is there
-        // exactly when descriptors travel (every object definition holds one).
-        let Some(table) = objects::seal_table().map_err(S::Error::custom)? else {
-            return t.end();
-        };
-        let len = u32::try_from(table.len())
-            .map_err(|_| S::Error::custom("the object table is larger than 4 GiB"))?;
-        t.serialize_element(&RawBytes(&table))?;
-        let mut footer = [0u8; FOOTER_LEN];
-        let (len_part, magic_part) = footer.split_at_mut(4);
-        len_part.copy_from_slice(&len.to_le_bytes());
-        magic_part.copy_from_slice(&TRAILER_MAGIC);
-        t.serialize_element(&footer)?;
-        t.end()
-    }
-}
-
-/// Bytes written as they are, without a length (as a tuple of `u8`).
-struct RawBytes<'a>(&'a [u8]);
-
-impl Serialize for RawBytes<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(self.0.len())?;
-        for b in self.0 {
-            t.serialize_element(b)?;
-        }
-        t.end()
-    }
-}
-
-/// Serialises `value` with postcard in the self-contained form (see the module docs), moving
-/// every descriptor it holds out of band and defining every shared object it refers to.
-///
-/// Returns the bytes and duplicates (close-on-exec) of the descriptors; the value keeps its
-/// own. Calls may nest: each has its own lists. A descriptor or shared object met outside
-/// this module's encoders is an error. The number of descriptors is not limited here;
-/// [`send_frame`](super::send_frame) enforces [`MAX_FDS_PER_FRAME`](super::MAX_FDS_PER_FRAME).
-pub fn encode_with_fds<T: Serialize + ?Sized>(
-    value: &T,
-) -> Result<(Vec<u8>, Vec<OwnedFd>), WireError> {
-    encode_with_flavor(value, postcard::ser_flavors::AllocVec::new())
-}
-
-/// [`encode_with_fds`] into any postcard storage flavor: `Size` to learn the encoded length,
-/// `Slice` to encode straight into a caller's buffer (such as shared memory).
-///
-/// Returns the flavor's output and the out-of-band descriptors. A `Slice` too small for the
-/// value fails with `Encode(SerializeBufferFull)`.
-pub fn encode_with_flavor<T, F>(
-    value: &T,
-    flavor: F,
-) -> Result<(F::Output, Vec<OwnedFd>), WireError>
-where
-    T: Serialize + ?Sized,
-    F: postcard::ser_flavors::Flavor,
-{
-    let (out, fds, _) = encode_in_sink(&Packed(value), flavor, ObjectList::default())?;
-    Ok((out, fds))
 }
 
 /// Serialises `value` with postcard, moving its descriptors out of band and *recording* the
@@ -436,7 +278,7 @@ where
 }
 
 /// Encodes `value` in a sink that starts with `objects`, and returns them with the output.
-fn encode_in_sink<T, F>(
+pub(super) fn encode_in_sink<T, F>(
     value: &T,
     flavor: F,
     objects: ObjectList,
@@ -461,65 +303,8 @@ where
     }
 }
 
-/// Splits a value in the self-contained form into its bytes and its object table.
-fn split_trailer(bytes: &[u8]) -> Result<(&[u8], objects::TableWire), WireError> {
-    let damaged = |what: &str| WireError::Refused(format!("the message's object table is {what}"));
-    let (rest, footer) = bytes
-        .split_at_checked(bytes.len().checked_sub(FOOTER_LEN).ok_or_else(|| damaged("missing"))?)
-        .ok_or_else(|| damaged("missing"))?;
-    let (len_part, magic) = footer.split_at(4);
-    if magic != TRAILER_MAGIC {
-        return Err(damaged("missing (no footer)"));
-    }
-    let mut len = [0u8; 4];
-    len.copy_from_slice(len_part);
-    let len = usize::try_from(u32::from_le_bytes(len)).unwrap_or(usize::MAX);
-    let at = rest.len().checked_sub(len).ok_or_else(|| damaged("longer than the message"))?;
-    let (value, table) = rest.split_at(at);
-    let table: objects::TableWire = match postcard::take_from_bytes(table) {
-        Ok((table, [])) => table,
-        Ok(_) | Err(_) => return Err(damaged("damaged")),
-    };
-    Ok((value, table))
-}
-
-/// Deserialises a value in the self-contained form (see [`encode_with_fds`]), giving it
-/// descriptors from `fds` and rebuilding the shared objects the table defines. Without
-/// descriptors, the bytes are plain postcard.
-///
-/// Index `i` in the bytes takes `fds[i]`; an index out of range or taken twice fails
-/// with `MissingFd`. Trailing bytes fail with `TrailingBytes`; descriptors the table does not
-/// account for, with `FdCountMismatch`. Descriptors and objects the value did not take are
-/// closed before this function returns; an object a process already has is not mapped a
-/// second time (see [`SharedObject`]).
-pub fn decode_with_fds<T: DeserializeOwned>(
-    bytes: &[u8],
-    fds: Vec<OwnedFd>,
-) -> Result<T, WireError> {
-    if fds.is_empty() {
-        // Plain postcard, decoded in a context so that a descriptor or object index in the
-        // bytes is a precise error.
-        let taken = take_in(bytes, fds, &mut Vec::new(), &mut ObjectCache::default())?;
-        return whole(taken, bytes.len());
-    }
-    let (value, table) = split_trailer(bytes)?;
-    let received = fds.len();
-    let value_fds = usize::try_from(table.value_fds).unwrap_or(usize::MAX);
-    if value_fds > received {
-        return Err(WireError::FdCountMismatch { announced: value_fds, received });
-    }
-    let mut fds = fds.into_iter();
-    let own: Vec<Option<OwnedFd>> = fds.by_ref().take(value_fds).map(Some).collect();
-    let mut cache = ObjectCache::default();
-    let rest: Vec<OwnedFd> = fds.collect();
-    cache.admit(table.releases, table.defs, rest)?;
-    let mut scope = table.scope;
-    let (taken, _unused) = decode_from(value, own, &mut scope, &mut cache, 0)?;
-    whole(taken, value.len())
-}
-
 /// The value of `taken` (a value and the bytes it took) if it took all `len` bytes.
-fn whole<T>((value, used): (T, usize), len: usize) -> Result<T, WireError> {
+pub(super) fn whole<T>((value, used): (T, usize), len: usize) -> Result<T, WireError> {
     if used == len { Ok(value) } else { Err(WireError::TrailingBytes { extra: len - used }) }
 }
 
@@ -551,7 +336,7 @@ pub fn take_in<T: DeserializeOwned>(
 /// Decodes a `T` from the start of `bytes` in a source context; returns it with the number of
 /// bytes it took, and the descriptors it did not take (closed by the caller's drop).
 #[allow(clippy::type_complexity)]
-fn decode_from<T: DeserializeOwned>(
+pub(super) fn decode_from<T: DeserializeOwned>(
     bytes: &[u8],
     fds: Vec<Option<OwnedFd>>,
     scope: &mut Vec<ObjectId>,
@@ -762,7 +547,7 @@ impl Serialize for FdRef<'_> {
 /// A file descriptor to hand to another process inside a serialised value.
 ///
 /// It serialises through [`serde_fd`], so it only crosses through
-/// [`encode_with_fds`] / [`decode_with_fds`] (and [`send_value`](super::send_value) /
+/// [`encode_with_fds`](super::encode_with_fds) / [`decode_with_fds`](super::decode_with_fds) (and [`send_value`](super::send_value) /
 /// [`recv_value`](super::recv_value)).
 #[derive(Debug)]
 pub struct PassFd(pub OwnedFd);
@@ -806,8 +591,12 @@ impl<'de> Deserialize<'de> for PassFd {
 
 #[cfg(test)]
 pub(super) mod tests {
+    use super::super::codec::TRAILER_MAGIC;
+    use super::super::table::TableWire;
     use super::*;
+    use crate::fdpass::{decode_with_fds, encode_with_fds};
     use rustix::pipe::{PipeFlags, pipe_with};
+    use serde::ser::SerializeTuple;
     use std::fs::File;
     use std::io::Write;
 
@@ -826,7 +615,7 @@ pub(super) mod tests {
     /// `value_bytes` in the self-contained form, with a table of no objects and `value_fds`
     /// descriptors: a forged message.
     pub(crate) fn packed(value_bytes: &[u8], value_fds: u32) -> Vec<u8> {
-        let table = objects::TableWire { value_fds, ..Default::default() };
+        let table = TableWire { value_fds, ..Default::default() };
         let table = postcard::to_stdvec(&table).unwrap();
         let mut out = value_bytes.to_vec();
         out.extend_from_slice(&table);

@@ -37,138 +37,14 @@ use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::MAX_FDS_PER_FRAME;
-use super::context::{self, Context, Mode, with_context};
+use super::context::{self, Context, Mode, fail, record, with_context};
+use super::frame::MAX_FDS_PER_FRAME;
+use super::table::*;
 use crate::wire::WireError;
-
-/// The identity mp gives a shared object when it is made; its handles in every process carry
-/// it.
-pub type ObjectId = u64;
-
-/// How deep definitions may nest (a queue holds locks: 2).
-pub const MAX_DEPTH: u8 = 8;
-
-/// The most definitions one table may hold.
-const MAX_DEFS: usize = 1024;
-
-/// The most objects an [`ObjectCache`] holds at once.
-pub const MAX_CACHED: usize = 4096;
-
-/// The longest definition, in bytes.
-const MAX_DEF_BYTES: usize = 64 * 1024;
-
-/// The longest kind name.
-const MAX_NAME: usize = 128;
-
-/// The most objects one definition may hold.
-const MAX_INNER: usize = 64;
-
-/// Hashes object identities: they are random already, so one multiplication spreads them.
-/// (A peer that picks colliding identities slows its own table down, which holds at most
-/// [`MAX_DEFS`] definitions; a worker's cache is filled by its own pool.)
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-/// A map keyed by object identity.
-type IdMap<V> = HashMap<ObjectId, V, std::hash::BuildHasherDefault<IdHasher>>;
-
-/// A new object identity: the pid, a per-process counter and the clock, mixed; never 0.
-pub fn new_object_id() -> ObjectId {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-    let pid = u64::from(rustix::process::getpid().as_raw_nonzero().get().unsigned_abs());
-    let mut x =
-        pid << 32 ^ count ^ (now.tv_nsec as u64) << 16 ^ (now.tv_sec as u64).rotate_left(40);
-    // splitmix64's finaliser spreads the bits.
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    (x ^ (x >> 31)).max(1)
-}
-
-/// The 64-bit FNV-1a hash of `text`: a fingerprint of a kind or type name.
-pub const fn fingerprint(text: &str) -> u64 {
-    let bytes = text.as_bytes();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut i = 0;
-    while i < bytes.len() {
-        h ^= bytes[i] as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-        i += 1;
-    }
-    h
-}
-
-/// What kind of object a definition holds: a name for messages and its fingerprint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kind {
-    /// The name, as errors show it ("mp_sync::Lock").
-    pub name: &'static str,
-    /// [`fingerprint`] of the name.
-    pub fingerprint: u64,
-}
-
-impl Kind {
-    /// The kind called `name`.
-    pub const fn new(name: &'static str) -> Kind {
-        Kind { name, fingerprint: fingerprint(name) }
-    }
-}
-
-/// A handle on something several processes share, which crosses between them as an object:
-/// defined once per receiver where the channel allows it, rebuilt once per process.
-///
-/// Implementors keep the object behind an `Arc` and serialise it with [`serialize_object`]
-/// and [`deserialize_object`]. The first descriptor [`describe`](SharedObject::describe)
-/// serialises must be the object's memory (its segment): a process keeps one handle per such
-/// descriptor's device and inode.
-pub trait SharedObject: Send + Sync + Sized + 'static {
-    /// The kind, checked when a definition is received.
-    const KIND: Kind;
-    /// The object's identity (see [`new_object_id`]): the same for every handle on it.
-    fn object_id(&self) -> ObjectId;
-    /// Serialises the definition: descriptors through [`serde_fd`](super::serde_fd) or
-    /// [`FdRef`](super::FdRef), the objects it holds through [`serialize_object`].
-    fn describe<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error>;
-    /// Rebuilds the object from a definition [`describe`](SharedObject::describe) wrote,
-    /// checking everything it receives: the definition comes from another process.
-    fn rebuild<'de, D: Deserializer<'de>>(id: ObjectId, d: D) -> Result<Self, D::Error>;
-}
-
-/// A [`SharedObject`] of any type, as lists of objects hold it.
-pub(crate) trait AnyShared: Send + Sync + 'static {
-    /// See [`SharedObject::object_id`].
-    fn id(&self) -> ObjectId;
-    /// See [`SharedObject::KIND`].
-    fn kind(&self) -> Kind;
-    /// The definition: its bytes, its descriptors and the objects it refers to.
-    fn describe(&self) -> Result<(Vec<u8>, Vec<OwnedFd>, ObjectList), WireError>;
-    /// The object as `Any`, for the registry.
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
-}
 
 /// Serialises a definition through [`SharedObject::describe`].
 struct Describe<'a, T>(&'a T);
@@ -190,7 +66,7 @@ impl<T: SharedObject> AnyShared for T {
 
     fn describe(&self) -> Result<(Vec<u8>, Vec<OwnedFd>, ObjectList), WireError> {
         let mut inner = ObjectList::default();
-        let (bytes, fds) = super::encode_with_objects(
+        let (bytes, fds) = context::encode_with_objects(
             &Describe(self),
             postcard::ser_flavors::AllocVec::new(),
             &mut inner,
@@ -209,7 +85,7 @@ pub fn serialize_object<T: SharedObject, S: Serializer>(
     obj: &Arc<T>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    let index = context::stash_object(obj).map_err(<S::Error as serde::ser::Error>::custom)?;
+    let index = stash_object(obj).map_err(<S::Error as serde::ser::Error>::custom)?;
     s.serialize_u32(index)
 }
 
@@ -219,134 +95,89 @@ pub fn deserialize_object<'de, T: SharedObject, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Arc<T>, D::Error> {
     let index = u32::deserialize(d)?;
-    context::resolve_object::<T>(index).map_err(<D::Error as serde::de::Error>::custom)
+    resolve_object::<T>(index).map_err(<D::Error as serde::de::Error>::custom)
 }
 
-/// The objects a value (or a run of values) refers to, in the order of their indices.
-#[derive(Default, Clone)]
-pub struct ObjectList {
-    /// The objects.
-    items: Vec<Arc<dyn AnyShared>>,
-    /// Their identities, in the same order.
-    ids: Vec<ObjectId>,
-    /// Their positions by identity, once the list is long enough to want it.
-    index: IdMap<u32>,
-}
-
-/// Below this many objects a list is searched in order.
-const LINEAR: usize = 16;
-
-impl ObjectList {
-    /// Whether the list is empty.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    /// How many objects it holds.
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    /// Their identities, in order: the scope of the values encoded with this list.
-    pub fn ids(&self) -> &[ObjectId] {
-        &self.ids
-    }
-
-    /// The position of object `id`, adding it (made by `make`) if it is not there yet.
-    pub(crate) fn insert_with(
-        &mut self,
-        id: ObjectId,
-        make: impl FnOnce() -> Arc<dyn AnyShared>,
-    ) -> u32 {
-        let found = if self.items.len() <= LINEAR {
-            self.ids.iter().position(|&o| o == id).map(|i| i as u32)
-        } else {
-            self.index.get(&id).copied()
+/// Records `obj` in the active sink (once per encode) and returns its index there.
+pub(super) fn stash_object<T: SharedObject>(obj: &Arc<T>) -> Result<u32, String> {
+    with_context(|ctx| {
+        let result = match &mut ctx.mode {
+            Mode::Sink { objects, .. } => {
+                Ok(objects.insert_with(obj.object_id(), || Arc::clone(obj) as Arc<dyn AnyShared>))
+            }
+            Mode::Idle | Mode::Source(_) => Err(WireError::NoFdContext),
         };
-        if let Some(i) = found {
-            return i;
+        result.map_err(|err| fail(ctx, err))
+    })
+    .unwrap_or_else(|| Err(WireError::NoFdContext.to_string()))
+}
+
+/// What [`resolve_object`] found under the context's borrow.
+enum Found<T> {
+    /// The object, or why there is none.
+    Done(Result<Arc<T>, WireError>),
+    /// Its definition, to rebuild outside the borrow with the cache taken out of the context.
+    Rebuild(ObjectId, ObjectCache, u8),
+}
+
+/// The object at `index` of the active source's scope, rebuilt if this is its first use.
+pub(super) fn resolve_object<T: SharedObject>(index: u32) -> Result<Arc<T>, String> {
+    // The common case, small: an object this decode (or session) resolved already.
+    let resolved = with_context(|ctx| match &ctx.mode {
+        Mode::Source(source) => match source.resolved.get(index as usize) {
+            Some(Some(obj)) => Arc::clone(obj).downcast::<T>().ok(),
+            _ => None,
+        },
+        Mode::Idle | Mode::Sink { .. } => None,
+    });
+    if let Some(Some(obj)) = resolved {
+        return Ok(obj);
+    }
+    let found = with_context(|ctx| match &mut ctx.mode {
+        Mode::Source(source) => {
+            let i = usize::try_from(index).unwrap_or(usize::MAX);
+            if let Some(Some(obj)) = source.resolved.get(i) {
+                if let Ok(obj) = Arc::clone(obj).downcast::<T>() {
+                    return Found::Done(Ok(obj));
+                }
+            }
+            match source.scope.get(i).copied() {
+                Some(id) => match source.cache.ready::<T>(id) {
+                    Some(Ok(obj)) => {
+                        if source.resolved.len() < source.scope.len() {
+                            source.resolved.resize(source.scope.len(), None);
+                        }
+                        if let Some(slot) = source.resolved.get_mut(i) {
+                            *slot = Some(obj.clone());
+                        }
+                        Found::Done(Ok(obj))
+                    }
+                    Some(Err(e)) => Found::Done(Err(e)),
+                    None => Found::Rebuild(id, std::mem::take(&mut source.cache), source.depth),
+                },
+                None => Found::Done(Err(WireError::Refused(format!(
+                    "the message refers to object {index}, and has {} objects",
+                    source.scope.len()
+                )))),
+            }
         }
-        let at = self.items.len() as u32;
-        self.items.push(make());
-        self.ids.push(id);
-        if self.ids.len() == LINEAR + 1 {
-            self.index = self.ids.iter().enumerate().map(|(i, &o)| (o, i as u32)).collect();
-        } else if self.ids.len() > LINEAR + 1 {
-            self.index.insert(id, at);
+        Mode::Idle | Mode::Sink { .. } => Found::Done(Err(WireError::NoFdContext)),
+    });
+    let result = match found {
+        None => return Err(WireError::NoFdContext.to_string()),
+        Some(Found::Done(result)) => result,
+        Some(Found::Rebuild(id, mut cache, depth)) => {
+            // The rebuild is a nested decode: it runs with the context not borrowed.
+            let result = cache.resolve::<T>(id, depth);
+            let _ = with_context(|ctx| {
+                if let Mode::Source(source) = &mut ctx.mode {
+                    source.cache = cache;
+                }
+            });
+            result
         }
-        at
-    }
-}
-
-impl fmt::Debug for ObjectList {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.items.iter().map(|o| (o.kind().name, o.id()))).finish()
-    }
-}
-
-/// An object table as it crosses.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(super) struct TableWire {
-    /// How many of the descriptors are the value's own (they come first).
-    pub value_fds: u32,
-    /// The value's scope.
-    pub scope: Vec<ObjectId>,
-    /// Objects the receiver may forget.
-    pub releases: Vec<ObjectId>,
-    /// Definitions; their descriptors follow the value's, in order.
-    pub defs: Vec<DefWire>,
-}
-
-/// One object's definition as it crosses.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct DefWire {
-    pub id: ObjectId,
-    /// [`Kind::fingerprint`].
-    pub kind: u64,
-    /// [`Kind::name`].
-    pub name: String,
-    /// What [`SharedObject::describe`] wrote.
-    pub bytes: Vec<u8>,
-    /// How many descriptors it takes.
-    pub fds: u32,
-    /// The scope of its bytes.
-    pub inner: Vec<ObjectId>,
-}
-
-/// A definition received and not rebuilt yet.
-struct RawObject {
-    kind: u64,
-    name: String,
-    bytes: Vec<u8>,
-    fds: Vec<OwnedFd>,
-    inner: Vec<ObjectId>,
-}
-
-/// An object a receiver knows.
-enum Entry {
-    /// Defined, not yet needed.
-    Raw(RawObject),
-    /// Being rebuilt (a definition that reaches this again refers to itself).
-    Busy,
-    /// Rebuilt (or found in this process).
-    Ready { obj: Arc<dyn Any + Send + Sync>, name: String },
-    /// Could not be rebuilt, for this reason.
-    Failed(String),
-}
-
-/// The objects a receiver has been sent: definitions not yet needed, and objects rebuilt.
-///
-/// A definition is rebuilt when a value first refers to it, so one that no value takes costs
-/// only its descriptors, until it is released.
-#[derive(Default)]
-pub struct ObjectCache {
-    entries: IdMap<Entry>,
-}
-
-impl fmt::Debug for ObjectCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ObjectCache").field("objects", &self.entries.len()).finish()
-    }
+    };
+    result.map_err(record)
 }
 
 impl ObjectCache {
@@ -1015,7 +846,7 @@ mod tests {
         let mut out = value.to_vec();
         out.extend_from_slice(&t);
         out.extend_from_slice(&(t.len() as u32).to_le_bytes());
-        out.extend_from_slice(&super::super::context::TRAILER_MAGIC);
+        out.extend_from_slice(&super::super::codec::TRAILER_MAGIC);
         out
     }
 
@@ -1191,7 +1022,7 @@ mod tests {
             let _ = ObjectCache::default().admit_frame(&bytes, Vec::new());
             let mut with_magic = bytes.clone();
             with_magic.extend_from_slice(&[0, 0, 0, 0]);
-            with_magic.extend_from_slice(&super::super::context::TRAILER_MAGIC);
+            with_magic.extend_from_slice(&super::super::codec::TRAILER_MAGIC);
             let _ = decode_with_fds::<Obj<Seg>>(&with_magic, Vec::new());
         }
     }
