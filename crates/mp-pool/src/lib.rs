@@ -17,8 +17,8 @@
 //! A task is a `fn` item or a closure that captures nothing (checked when the program is
 //! compiled), with serde arguments and a serde result, so one program runs under every start
 //! method (`fork`, `spawn`, `forkserver`; `MP_START_METHOD` picks the default). Only the task's
-//! code crosses into a worker, as the offset of a trampoline in the executable's text; the
-//! arguments and results are postcard bytes, with descriptors (pipes, locks, shared memory)
+//! code crosses into a worker, as a checked entry (`mp_process::code::Entry`: an offset into
+//! the executable's text and a tag signing it); the arguments and results are postcard bytes, with descriptors (pipes, locks, shared memory)
 //! passed beside them.
 //!
 //! # Calls

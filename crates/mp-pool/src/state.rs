@@ -250,7 +250,7 @@ pub(crate) struct Chunk {
     pub job: u64,
     /// The index of the first task within its job.
     pub first: u64,
-    /// The task's trampoline offset.
+    /// The task's entry (offset and tag).
     pub entry: crate::proto::TaskEntry,
     /// The encoded arguments, as they are sent: one blob after another (a header, see
     /// `proto::put_blob_header`, and the bytes), or with `seq`, the bare values back to back.

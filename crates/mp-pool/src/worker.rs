@@ -391,7 +391,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
     }
 }
 
-/// What a worker hands to a task's trampoline for one chunk, and gets back.
+/// The context a task's entry runs a chunk with.
 pub(crate) struct ChunkRun {
     /// The last entry checked, so that the chunks of one job check theirs once.
     pub entry: Option<mp_process::code::Entry<ChunkRun>>,

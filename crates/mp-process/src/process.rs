@@ -29,7 +29,7 @@ pub(crate) trait Launch: Send {
     fn fork_only(&self) -> bool;
     /// Runs the target in a forked child, returning the exit code.
     fn run_here(self: Box<Self>) -> i32;
-    /// The entry trampoline's offset and the encoded arguments, for spawn and forkserver.
+    /// The target's checked entry and the encoded arguments, for spawn and forkserver.
     fn encode(&self) -> Result<Encoded>;
 }
 
