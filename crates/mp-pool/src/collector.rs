@@ -13,8 +13,8 @@ use rustix::process::Signal;
 
 use crate::error::{Error, Result};
 use crate::proto::{self, Reader, Writer};
+use crate::proto::{InitSpec, WorkerBoot, ZygoteMsg, ZygoteReq};
 use crate::state::{Chunk, Phase, Raw, Shared, Slot, State};
-use crate::worker::{self, InitSpec, WorkerBoot, ZygoteMsg, ZygoteReq};
 
 /// Above this many bytes a batch is not sent to a worker that still has one queued, so that a
 /// send never blocks while the worker may itself be blocked sending results: a worker has read
@@ -160,7 +160,18 @@ impl WorkerH {
 }
 
 /// Starts workers.
+/// How a pool starts its processes: the worker side's code, handed over by `pool.rs`, so
+/// that the parent side (this module) and the worker side meet only in `proto`.
+#[derive(Clone, Copy)]
+pub(crate) struct Starts {
+    /// A process that runs a worker on a socket.
+    pub worker: fn(PassFd, WorkerBoot) -> Process,
+    /// A process that runs the zygote on a socket.
+    pub zygote: fn(PassFd) -> Process,
+}
+
 pub(crate) struct Spawner {
+    starts: Starts,
     pub method: StartMethod,
     zygote: Option<Zygote>,
     pub init: Option<InitTemplate>,
@@ -179,10 +190,11 @@ impl Spawner {
         init: Option<InitTemplate>,
         maxtasks: Option<u64>,
         flush_each: bool,
+        starts: Starts,
     ) -> Result<Spawner> {
         let zygote = if method == StartMethod::Fork {
             let (mine, theirs) = socket_pair()?;
-            let mut p = Process::new(worker::zygote_main, (PassFd(theirs),))
+            let mut p = (starts.zygote)(PassFd(theirs))
                 .with_start_method(StartMethod::Fork)
                 .with_name("PoolZygote");
             p.start()?;
@@ -198,6 +210,7 @@ impl Spawner {
         };
         Ok(Spawner {
             method,
+            starts,
             zygote,
             init,
             maxtasks,
@@ -292,7 +305,7 @@ impl Spawner {
                 }
             }
             None => {
-                let mut p = Process::new(worker::worker_main, (PassFd(theirs), boot))
+                let mut p = (self.starts.worker)(PassFd(theirs), boot)
                     .with_start_method(self.method)
                     .with_daemon(true)
                     .with_name(name);

@@ -10,12 +10,12 @@ use rustix::event::EventfdFlags;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::collector::{Collector, InitTemplate, Spawner};
+use crate::collector::{Collector, InitTemplate, Spawner, Starts};
 use crate::error::{Error, Result};
 use crate::result::{AsyncResult, Imap, build_chunks, decode_one, decode_vec, queue_chunks};
 use crate::state::{Job, Phase, Shared, State, Store};
 use crate::task::Task;
-use crate::worker::entry_for;
+use crate::worker::{self, entry_for};
 
 /// A job whose input is still being read: if reading it panics, the job is failed and
 /// dropped once its queued tasks are done.
@@ -106,7 +106,7 @@ impl Builder {
         Args: Serialize + DeserializeOwned,
     {
         self.init = Some(entry_for::<F, Args>(initializer).and_then(|entry| {
-            let (payload, fds) = crate::state::encode(&args)?;
+            let (payload, fds) = crate::proto::encode(&args)?;
             Ok(InitTemplate { entry, payload, fds })
         }));
         self
@@ -168,7 +168,13 @@ impl Builder {
         // still be able to stop what started (a spawner dropped early stops its zygote).
         let doorbell = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(|e| Error::io("eventfd", e))?;
-        let mut spawner = Spawner::new(method, init, maxtasks, self.timeout.is_some())?;
+        let mut spawner = Spawner::new(
+            method,
+            init,
+            maxtasks,
+            self.timeout.is_some(),
+            Starts { worker: worker::worker_process, zygote: worker::zygote_process },
+        )?;
         #[cfg(feature = "failpoints")]
         {
             spawner.failpoint = self.failpoint;

@@ -4,7 +4,10 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use mp_process::fdpass;
+use mp_process::fdpass::PassFd;
 use mp_process::wire::WireError;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// A task's entry as it crosses into workers: the offset and tag of an
 /// `mp_process::code::Entry` of the worker's chunk runner.
@@ -388,6 +391,76 @@ pub(crate) fn parse_journal(bytes: Vec<u8>) -> Vec<(u64, u64, u8, Vec<u8>)> {
         next = Some((job, index + 1));
     }
     out
+}
+
+/// The initializer as it crosses into a worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct InitSpec {
+    pub entry: TaskEntry,
+    pub payload: Vec<u8>,
+    pub fds: Vec<PassFd>,
+}
+
+/// What a worker needs besides its socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WorkerBoot {
+    pub init: Option<InitSpec>,
+    /// Exit after this many chunks (Python's `maxtasksperchild`).
+    pub maxtasks: Option<u64>,
+    /// Send every result as soon as it is ready (a task timeout is set).
+    pub flush_each: bool,
+    /// The segment shared with the parent (see [`proto::SEG_STARTED`]): the number of tasks
+    /// this worker has started, so that the parent knows which task was running if the worker
+    /// dies, and the results it finished and has not sent, so that they are not lost with it.
+    pub progress: mp_shm::SharedMemory,
+    /// Where to die, for tests (see [`crate::failpoint`]).
+    #[cfg(feature = "failpoints")]
+    pub failpoint: Option<(crate::FailStep, u64)>,
+}
+
+/// A request to the zygote.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ZygoteReq {
+    /// Fork a worker on this socket.
+    Spawn { name: String, sock: PassFd, boot: WorkerBoot },
+    /// Kill the workers and exit.
+    Stop,
+}
+
+/// What the zygote reports.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ZygoteMsg {
+    /// A worker started: its pid and a pidfd of it.
+    Started { pid: u32, pidfd: PassFd },
+    /// Starting a worker failed.
+    Failed(String),
+    /// A worker exited with this status (Python's form).
+    Exited { pid: u32, code: i32 },
+}
+
+/// Encodes `value` with its descriptors out of band. Most values hold none: they are encoded
+/// by postcard directly, and only a value that meets a descriptor (which fails outside an fd
+/// context) is encoded again through `fdpass`.
+pub(crate) fn encode<T: serde::Serialize + ?Sized>(
+    value: &T,
+) -> Result<(Vec<u8>, Vec<OwnedFd>), WireError> {
+    match postcard::to_stdvec(value) {
+        Ok(bytes) => Ok((bytes, Vec::new())),
+        Err(_) => fdpass::encode_with_fds(value),
+    }
+}
+
+/// Decodes a value encoded by [`encode`]; without descriptors, by postcard directly.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T, WireError> {
+    if !fds.is_empty() {
+        return fdpass::decode_with_fds(bytes, fds);
+    }
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(WireError::TrailingBytes { extra: rest.len() }),
+        // A descriptor index with no descriptor, or malformed bytes: let fdpass say which.
+        Err(_) => fdpass::decode_with_fds(bytes, fds),
+    }
 }
 
 #[cfg(test)]

@@ -103,7 +103,10 @@ impl Raw {
         let ranges = self.value_ranges();
         let missing = (self.run as usize).saturating_sub(ranges.len());
         for r in ranges {
-            out.push_back(decode(self.buf.get(r).unwrap_or(&[]), Vec::new()).map_err(Error::from));
+            out.push_back(
+                crate::proto::decode(self.buf.get(r).unwrap_or(&[]), Vec::new())
+                    .map_err(Error::from),
+            );
         }
         let e = Error::Serialization("a result run ended early".into());
         out.extend((0..missing).map(|_| Err(e.duplicate())));
@@ -129,7 +132,7 @@ impl Raw {
             return Ok(());
         }
         for r in self.value_ranges() {
-            out.push(decode(self.buf.get(r).unwrap_or(&[]), Vec::new())?);
+            out.push(crate::proto::decode(self.buf.get(r).unwrap_or(&[]), Vec::new())?);
         }
         Ok(())
     }
@@ -149,40 +152,15 @@ impl Raw {
         }
         if self.run > 0 {
             let r = self.value_ranges().into_iter().next().unwrap_or(0..0);
-            return Ok(decode(self.buf.get(r).unwrap_or(&[]), Vec::new())?);
+            return Ok(crate::proto::decode(self.buf.get(r).unwrap_or(&[]), Vec::new())?);
         }
         let fds = self.dup_fds()?;
-        Ok(decode(self.bytes(), fds)?)
+        Ok(crate::proto::decode(self.bytes(), fds)?)
     }
 
     /// Duplicates of the descriptors.
     pub fn dup_fds(&self) -> Result<Vec<OwnedFd>> {
         self.fds.iter().map(|fd| fd.try_clone().map_err(|e| Error::io("dup", e))).collect()
-    }
-}
-
-/// Encodes `value` with its descriptors out of band. Most values hold none: they are encoded
-/// by postcard directly, and only a value that meets a descriptor (which fails outside an fd
-/// context) is encoded again through `fdpass`.
-pub(crate) fn encode<T: serde::Serialize + ?Sized>(
-    value: &T,
-) -> Result<(Vec<u8>, Vec<OwnedFd>), WireError> {
-    match postcard::to_stdvec(value) {
-        Ok(bytes) => Ok((bytes, Vec::new())),
-        Err(_) => fdpass::encode_with_fds(value),
-    }
-}
-
-/// Decodes a value encoded by [`encode`]; without descriptors, by postcard directly.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T, WireError> {
-    if !fds.is_empty() {
-        return fdpass::decode_with_fds(bytes, fds);
-    }
-    match postcard::take_from_bytes::<T>(bytes) {
-        Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(WireError::TrailingBytes { extra: rest.len() }),
-        // A descriptor index with no descriptor, or malformed bytes: let fdpass say which.
-        Err(_) => fdpass::decode_with_fds(bytes, fds),
     }
 }
 

@@ -12,11 +12,11 @@ use mp_process::code::{Body, Callable, Entry};
 use mp_process::fdpass::{self, PassFd};
 use mp_process::wire::WireError;
 use mp_process::{Process, StartMethod, os};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, panic_message};
-use crate::proto::{self, Reader, Writer};
+use crate::proto::{self, Reader, WorkerBoot, Writer, ZygoteMsg, ZygoteReq};
 use crate::task::Task;
 
 /// How long a worker may hold finished results before sending them (measured with the coarse
@@ -32,31 +32,6 @@ const CLOCK_EVERY: u32 = 8;
 pub(crate) fn coarse_now() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
     Duration::new(t.tv_sec.unsigned_abs(), u32::try_from(t.tv_nsec).unwrap_or(0))
-}
-
-/// The initializer as it crosses into a worker.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct InitSpec {
-    pub entry: proto::TaskEntry,
-    pub payload: Vec<u8>,
-    pub fds: Vec<PassFd>,
-}
-
-/// What a worker needs besides its socket.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct WorkerBoot {
-    pub init: Option<InitSpec>,
-    /// Exit after this many chunks (Python's `maxtasksperchild`).
-    pub maxtasks: Option<u64>,
-    /// Send every result as soon as it is ready (a task timeout is set).
-    pub flush_each: bool,
-    /// The segment shared with the parent (see [`proto::SEG_STARTED`]): the number of tasks
-    /// this worker has started, so that the parent knows which task was running if the worker
-    /// dies, and the results it finished and has not sent, so that they are not lost with it.
-    pub progress: mp_shm::SharedMemory,
-    /// Where to die, for tests (see [`crate::failpoint`]).
-    #[cfg(feature = "failpoints")]
-    pub failpoint: Option<(crate::FailStep, u64)>,
 }
 
 /// The tag, bytes and descriptors of a task's entry that is not part of a run.
@@ -509,26 +484,6 @@ impl ChunkRun {
     }
 }
 
-/// A request to the zygote.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ZygoteReq {
-    /// Fork a worker on this socket.
-    Spawn { name: String, sock: PassFd, boot: WorkerBoot },
-    /// Kill the workers and exit.
-    Stop,
-}
-
-/// What the zygote reports.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ZygoteMsg {
-    /// A worker started: its pid and a pidfd of it.
-    Started { pid: u32, pidfd: PassFd },
-    /// Starting a worker failed.
-    Failed(String),
-    /// A worker exited with this status (Python's form).
-    Exited { pid: u32, code: i32 },
-}
-
 /// The zygote: forked from the pool's owner when the pool is made, single-threaded, it forks
 /// workers on request and reports their pids, pidfds and exit statuses. It exits (killing its
 /// workers) when asked, when its socket closes, or when the pool's owner dies.
@@ -707,7 +662,7 @@ where
                 break;
             };
             if run.form & proto::F_SELF_CONTAINED != 0 {
-                crate::state::decode::<Args>(input, fds).map_err(|e| e.to_string())
+                proto::decode::<Args>(input, fds).map_err(|e| e.to_string())
             } else if let Some(session) = session.as_mut() {
                 match session.take::<Args>(input, fds) {
                     Ok((args, used)) if used == input.len() => Ok(args),
@@ -824,6 +779,16 @@ pub(crate) fn run_chunk(entry: proto::TaskEntry, run: &mut ChunkRun) {
             break;
         }
     }
+}
+
+/// A process that runs a worker on `sock` (the pool's `Starts`).
+pub(crate) fn worker_process(sock: PassFd, boot: WorkerBoot) -> Process {
+    Process::new(worker_main, (sock, boot))
+}
+
+/// A process that runs the zygote on `sock` (the pool's `Starts`).
+pub(crate) fn zygote_process(sock: PassFd) -> Process {
+    Process::new(zygote_main, (sock,))
 }
 
 #[cfg(test)]
