@@ -235,14 +235,19 @@
 //!   `acquire(block=False)`.
 #![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
 mod barrier;
 mod condition;
 mod error;
 mod event;
+#[allow(unsafe_code)]
 mod lock;
+#[allow(unsafe_code)]
 mod segment;
 mod semaphore;
+#[allow(unsafe_code)]
 mod slots;
+#[allow(unsafe_code)]
 mod sys;
 mod value;
 mod wait;

@@ -15,7 +15,7 @@ use rustix::process::Pid;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, LockError, LockResult, TryLockResult};
-use crate::segment::{Handle, Kind};
+use crate::segment::{Handle, Kind, SharedLayout};
 use crate::sys::{MutexKind, RawMutex, Taken};
 
 /// The shared part of a `Lock` or `RLock`.
@@ -35,11 +35,33 @@ pub(crate) struct LockLayout {
     borrowed: AtomicU32,
 }
 
+// SAFETY: `LockLayout` is `#[repr(C)]` without `Drop`; its fields are a `RawMutex` (a
+// `pthread_mutex_t` in an `UnsafeCell`: plain bytes, valid for every bit pattern, changed only
+// through the pthread functions and the fast paths, whose only pointers are its robust-list
+// links) and two `AtomicU32`s (valid for every bit pattern, changed atomically). Its alignment is
+// the mutex's, 8, below `LAYOUT_ALIGN`.
+#[allow(unsafe_code)]
+unsafe impl SharedLayout for LockLayout {}
+
 /// A marker that makes a guard `!Send` (it must be dropped by the thread that acquired the
 /// lock, which pthread requires) but `Sync`.
 pub(crate) type NotSend = PhantomData<std::sync::MutexGuard<'static, ()>>;
 
 /// The machinery shared by `Lock`, `RLock` and `AnyLock`.
+///
+/// # The contract of the mutex calls
+///
+/// Every call that takes or releases the segment's mutex meets the contract on [`RawMutex`]:
+///
+/// 1. *Initialised*: [`LockCore::new`] initialises the mutex (`init_mutex`) in
+///    `Handle::create`'s `init`, before the segment can be reached; a received segment is one
+///    whose header `Handle` checked (magic, version, kind `Lock` or `RLock`), so `LockCore::new`
+///    made it. Nothing initialises it again.
+/// 2. *Mapped while held*: a guard borrows the handle, so the segment stays mapped while it
+///    lives; a hold whose guard was forgotten with [`LockGuard::forget`] keeps its handle in
+///    the registry of forgotten holds until `release`.
+/// 3. *Written only by the protocol*: the segment is written only by this crate's code (the
+///    crate's trust model; see the crate documentation).
 #[derive(Clone)]
 pub(crate) struct LockCore {
     /// The segment.
@@ -109,7 +131,11 @@ impl LockCore {
     /// counter benchmark, because the spinner takes the lock's cache line away from the holder.
     #[inline]
     pub(crate) fn lock(&self) -> Result<Taken, Error> {
-        let taken = self.layout().mutex.lock().map_err(lock_error)?;
+        // SAFETY: `RawMutex::lock` asks for the three points of the contract on `RawMutex`,
+        // which every call on this mutex meets (see `LockCore`): initialised by `LockCore::new`,
+        // the hold handed to a guard or the registry of forgotten holds, written only by this
+        // crate.
+        let taken = unsafe { self.layout().mutex.lock() }.map_err(lock_error)?;
         Ok(self.taken(taken))
     }
 
@@ -118,7 +144,8 @@ impl LockCore {
         if self.handle.is_polled_here() {
             self.handle.shared.drain();
         }
-        match self.layout().mutex.try_lock().map_err(lock_error)? {
+        // SAFETY: `RawMutex::try_lock` asks for the contract on `RawMutex`, met as in `lock`.
+        match unsafe { self.layout().mutex.try_lock() }.map_err(lock_error)? {
             Some(t) => Ok(Some(self.taken(t))),
             None => Ok(None),
         }
@@ -126,10 +153,12 @@ impl LockCore {
 
     /// Locks, blocking until `deadline` at most.
     pub(crate) fn lock_until(&self, deadline: Instant) -> Result<Option<Taken>, Error> {
-        if let Some(t) = self.layout().mutex.try_lock().map_err(lock_error)? {
+        // SAFETY: `RawMutex::try_lock` asks for the contract on `RawMutex`, met as in `lock`.
+        if let Some(t) = unsafe { self.layout().mutex.try_lock() }.map_err(lock_error)? {
             return Ok(Some(self.taken(t)));
         }
-        match self.layout().mutex.lock_until(deadline).map_err(lock_error)? {
+        // SAFETY: `RawMutex::lock_until` asks for the contract on `RawMutex`, met as in `lock`.
+        match unsafe { self.layout().mutex.lock_until(deadline) }.map_err(lock_error)? {
             Some(t) => Ok(Some(self.taken(t))),
             None => Ok(None),
         }
@@ -154,7 +183,9 @@ impl LockCore {
             l.depth.store(depth, Ordering::Relaxed);
             freed = depth == 0;
         }
-        if let Err(e) = l.mutex.unlock() {
+        // SAFETY: `RawMutex::unlock` asks for points 1 and 3 of the contract on `RawMutex`,
+        // met as in `lock`.
+        if let Err(e) = unsafe { l.mutex.unlock() } {
             if self.recursive {
                 // Not ours after all: put the count back.
                 l.depth.fetch_add(1, Ordering::Relaxed);

@@ -1,5 +1,17 @@
 //! `Value` and `Array`: plain-old-data in shared memory (`mp-shm`'s `RawValue` and
 //! `RawArray`) with the lock that guards it.
+//!
+//! # `unsafe` here
+//!
+//! A guard hands out `&mut T` (or `&mut [T]`) into the shared segment, made by the `unsafe fn`
+//! [`items_mut`], whose contract is that the caller holds the value's lock exclusively for as
+//! long as the reference lives. `lock_exclusive` takes the lock for that: every other thread
+//! and process reaches the bytes only through the same lock (copies take it too), and this
+//! thread is kept out as well: it cannot take a `Lock` again at all (`AlreadyHeld`), and for an
+//! `RLock` the guard sets the lock's borrow flag, which every other path to the bytes (a second
+//! guard, a copy) and every way to release the lock while the guard lives
+//! (`Condition::wait`) checks and refuses; guards release only themselves, and `release` only
+//! holds whose guard was forgotten.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -8,13 +20,36 @@ use bytemuck::Pod;
 use mp_shm::{RawArray, RawValue};
 use serde::{Deserialize, Serialize};
 
+use mp_shm::SharedMemory;
+
 use crate::error::{Error, LockError, LockResult};
 use crate::lock::{AnyLock, LockGuard, RLock};
-use crate::sys;
 
-/// Proof, handed to `sys`, that a value guard holds its lock with the borrow flag set. Only
-/// this module can make one.
-pub(crate) struct Exclusive(());
+/// The first `len` items of type `T` at the start of `shm`, as an exclusive slice; `None` if
+/// the segment is too small or misaligned for them (checked when the value was made or
+/// received, so never in practice).
+///
+/// # Safety
+///
+/// For as long as the returned slice lives, the caller holds the lock that guards `shm`
+/// exclusively (made so by `lock_exclusive`: the borrow flag of an `RLock` is set), and every
+/// access to these bytes, in every thread and process, goes through that lock.
+// The `&mut` comes from the lock, not from `shm`: shared memory is interior-mutable.
+#[allow(unsafe_code, clippy::mut_from_ref)]
+unsafe fn items_mut<T: Pod>(shm: &SharedMemory, len: usize) -> Option<&mut [T]> {
+    let bytes = len.checked_mul(size_of::<T>())?;
+    let base = shm.as_ptr();
+    if bytes > shm.size() || (base as usize) % align_of::<T>() != 0 {
+        return None;
+    }
+    // SAFETY: `slice::from_raw_parts_mut` asks for a non-null pointer aligned for `T` (a
+    // mapping's base, checked aligned above), valid for reads and writes of `len * size_of::<T>()`
+    // bytes for the returned lifetime (inside the mapping, checked above, which lives as long as
+    // `shm`, which the slice borrows), properly initialised `T`s (`T: Pod` is valid for any
+    // bytes), at most `isize::MAX` bytes (they fit in the mapping), and no other access to the
+    // bytes while the slice lives: this function's contract.
+    Some(unsafe { std::slice::from_raw_parts_mut(base.cast::<T>(), len) })
+}
 
 /// Takes `lock` for a guard: the lock must not already carry a `Value`/`Array` guard of this
 /// thread (with an `RLock`, this thread may hold it already through other guards). Sets the
@@ -129,8 +164,13 @@ impl<T: Pod + Send + Sync> Value<T> {
 
     /// Turns an exclusive hold of the lock into a guard.
     #[inline]
+    #[allow(unsafe_code)]
     fn wrap<'a>(&'a self, guard: LockGuard<'a>) -> Result<ValueGuard<'a, T>, Error> {
-        match sys::pod_mut::<T>(self.raw.shm(), Exclusive(())) {
+        // SAFETY: `items_mut` asks that this thread hold the value's lock exclusively while the
+        // reference lives: `guard` came from `lock_exclusive` on `self.lock`, the lock that
+        // guards `self.raw` (every copy of `Value` takes it too), and the reference is stored
+        // beside it in the `ValueGuard`, which releases it only when dropped.
+        match unsafe { items_mut::<T>(self.raw.shm(), 1) }.and_then(|s| s.first_mut()) {
             Some(value) => Ok(ValueGuard { value, guard }),
             None => {
                 guard.core().set_borrowed(false);
@@ -284,8 +324,11 @@ impl<T: Pod + Send + Sync> Array<T> {
     }
 
     /// Turns an exclusive hold of the lock into a guard.
+    #[allow(unsafe_code)]
     fn wrap<'a>(&'a self, guard: LockGuard<'a>) -> Result<ArrayGuard<'a, T>, Error> {
-        match sys::pod_slice_mut::<T>(self.raw.shm(), self.raw.len(), Exclusive(())) {
+        // SAFETY: as in `Value::wrap`: `guard` holds the array's lock exclusively and lives
+        // beside the slice in the `ArrayGuard`.
+        match unsafe { items_mut::<T>(self.raw.shm(), self.raw.len()) } {
             Some(items) => Ok(ArrayGuard { items, guard }),
             None => {
                 guard.core().set_borrowed(false);
