@@ -26,10 +26,11 @@
 //! sleeps while the primitive stays ready.
 
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use mp_process::fdpass::{Kind as ObjectKind, ObjectId, SharedObject, refuse};
 use mp_shm::SharedMemory;
@@ -155,11 +156,18 @@ pub(crate) const LAYOUT_ALIGN: usize = 64;
 unsafe impl<L: SharedLayout> SharedLayout for Full<L> {}
 
 /// A shared segment viewed as an `L` at its start, checked once when it is made.
+///
+/// The segment stays mapped while the view lives; [`keep_mapped`](Mapped::keep_mapped) makes
+/// it stay mapped for the rest of the process (for a mutex of `L` that some thread may still
+/// hold, see [`RawMutex`]).
 pub(crate) struct Mapped<L> {
-    /// The segment; its mapping outlives every reference `get` hands out.
-    shm: SharedMemory,
+    /// The segment; its mapping outlives every reference `get` hands out. Dropped by `Drop`,
+    /// unless `keep` says to leave it mapped.
+    shm: ManuallyDrop<SharedMemory>,
     /// The start of the mapping, checked to be aligned and large enough for an `L`.
     layout: NonNull<L>,
+    /// Whether the segment stays mapped when the view is dropped.
+    keep: bool,
 }
 
 // SAFETY: `Send` promises that the view may move to another thread. It owns its
@@ -180,7 +188,7 @@ impl<L: SharedLayout> Mapped<L> {
             return None;
         }
         let layout = NonNull::new(base.cast::<L>())?;
-        Some(Mapped { shm, layout })
+        Some(Mapped { shm: ManuallyDrop::new(shm), layout, keep: false })
     }
 
     /// Creates a segment for an `L` (zeroed, anonymous, not shared with anyone yet) and lets
@@ -215,6 +223,22 @@ impl<L: SharedLayout> Mapped<L> {
     /// The segment.
     pub(crate) fn shm(&self) -> &SharedMemory {
         &self.shm
+    }
+
+    /// Leaves the segment mapped (and its descriptor open) for the rest of the process when
+    /// the view is dropped.
+    pub(crate) fn keep_mapped(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl<L> Drop for Mapped<L> {
+    fn drop(&mut self) {
+        if !self.keep {
+            // SAFETY: `ManuallyDrop::drop` asks that the value is not used again: `shm` is
+            // dropped here, once, and `self` is being dropped with it.
+            unsafe { ManuallyDrop::drop(&mut self.shm) };
+        }
     }
 }
 
@@ -322,6 +346,10 @@ pub(crate) struct Handle<L: SharedLayout> {
     pub(crate) shared: Shared<L>,
     /// The pid of the process that registered this handle as a poller, or 0.
     polling: AtomicU32,
+    /// How many holds of the layout's mutexes, taken through this handle by threads of this
+    /// process, may outlive every borrow of the handle (a lock's, whose guard can be leaked):
+    /// while it is not zero, dropping the handle leaves the segment mapped.
+    holds: AtomicUsize,
 }
 
 /// This process's pid as a `u32`.
@@ -340,7 +368,29 @@ impl<L: SharedLayout> Handle<L> {
 
     /// A handle on `shared`.
     fn new(shared: Shared<L>) -> Self {
-        Handle { shared, polling: AtomicU32::new(0) }
+        Handle { shared, polling: AtomicU32::new(0), holds: AtomicUsize::new(0) }
+    }
+
+    /// Counts a hold of the layout's mutex, just taken through this handle by the calling
+    /// thread.
+    ///
+    /// Together with [`hold_released`](Handle::hold_released), this is what keeps the promise
+    /// "mapped while held" of [`RawMutex`] for holds that outlive the borrows of the handle:
+    /// the segment is unmapped only when the count is zero. The count is changed only by the
+    /// thread holding the mutex (one mutex per counted layout: a lock's), so the mutex orders
+    /// the changes, and each is a load and a store rather than a read-modify-write.
+    #[inline]
+    pub(crate) fn hold_taken(&self) {
+        let holds = self.holds.load(Ordering::Relaxed);
+        self.holds.store(holds.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Uncounts a hold counted by [`hold_taken`](Handle::hold_taken), by the thread holding
+    /// the mutex, before it releases it.
+    #[inline]
+    pub(crate) fn hold_released(&self) {
+        let holds = self.holds.load(Ordering::Relaxed);
+        self.holds.store(holds.wrapping_sub(1), Ordering::Relaxed);
     }
 
     /// The layout.
@@ -433,6 +483,14 @@ impl<L: SharedLayout> Drop for Handle<L> {
         let registered = self.polling.load(Ordering::Relaxed);
         if registered != 0 && registered == my_pid() {
             self.shared.header().pollers.fetch_sub(1, Ordering::SeqCst);
+        }
+        // The last handle of this process on the segment goes while a thread still holds one of
+        // its mutexes (a lock guard was leaked, say): the thread's robust list links into the
+        // mapping, so it must stay. Every count made by another thread is visible here: it
+        // dropped its own reference to the handle after counting, and the `Arc` the handle
+        // lives in orders those drops before this one.
+        if self.holds.load(Ordering::Relaxed) != 0 {
+            self.shared.map.keep_mapped();
         }
     }
 }
