@@ -10,6 +10,7 @@
 //!   module). Taking and releasing it are `unsafe fn`s: their contract is on [`RawMutex`].
 //! * [`futex_wait`] and [`futex_wake`]: shared (not process-private) futex operations on an
 //!   `AtomicU32`, for the words the primitives sleep on.
+//! * [`check_at_thread_exit`]: a function run when a thread exits, after its thread-locals.
 //!
 //! # Safety
 //!
@@ -19,6 +20,7 @@
 
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
@@ -51,6 +53,37 @@ pub(crate) fn futex_wait(
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
     // FUTEX_WAKE fails only for a bad address, which a reference cannot be.
     let _ = futex::wake(word, futex::Flags::empty(), n);
+}
+
+/// Makes `check` run in every thread that called this, when it exits: after its Rust
+/// thread-locals are dropped (a `pthread_key_create` destructor, which glibc runs after the
+/// thread-local destructors), right before the kernel releases the robust mutexes the thread
+/// still holds. It does not run when the whole process ends.
+///
+/// One check per process: the first function given is the one that runs. Errors: the
+/// process is out of thread-specific keys (`EAGAIN`) or memory.
+pub(crate) fn check_at_thread_exit(check: fn()) -> Result<(), Errno> {
+    static CHECK: OnceLock<fn()> = OnceLock::new();
+    static KEY: OnceLock<Result<libc::pthread_key_t, Errno>> = OnceLock::new();
+    /// The key's destructor: glibc calls it at thread exit for a thread whose value is set.
+    extern "C" fn at_exit(_: *mut libc::c_void) {
+        if let Some(check) = CHECK.get() {
+            check();
+        }
+    }
+    CHECK.get_or_init(|| check);
+    let key = *KEY.get_or_init(|| {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: `pthread_key_create` asks for writable storage for a key (`key`) and a
+        // destructor that may be called in any thread at its exit with the thread's value:
+        // `at_exit` ignores the value and only reads a `OnceLock`.
+        rc(unsafe { libc::pthread_key_create(&mut key, Some(at_exit)) }).map(|()| key)
+    });
+    // Any non-null value makes glibc call the destructor; the pointer is never dereferenced.
+    let marker = std::ptr::NonNull::<libc::c_void>::dangling().as_ptr();
+    // SAFETY: `pthread_setspecific` asks for a key made by `pthread_key_create` and not
+    // deleted (`key`; keys are never deleted); the value is an opaque pointer.
+    rc(unsafe { libc::pthread_setspecific(key?, marker) })
 }
 
 /// The type of a robust mutex: what relocking by its holder does.
