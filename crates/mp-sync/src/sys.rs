@@ -496,17 +496,22 @@ mod robust {
                 // `RobustHead`, so it points to one, which lives as long as the thread (glibc
                 // keeps it in the thread's descriptor). Only this thread writes it.
                 let offset = unsafe { (*head).futex_offset };
-                let tid = address.wrapping_sub(TID_BEFORE_HEAD) as *const AtomicU32;
-                // SAFETY: glibc registers `&pd->robust_head`, after `pid_t tid; pid_t
-                // pid_ununsed; void *robust_prev;` of the same descriptor, so the 4 bytes
-                // `TID_BEFORE_HEAD` before it are readable and aligned for an `i32` (the head
-                // is 8-aligned, checked above). A head registered by something else would
-                // have to be preceded by readable memory holding the thread's tid to pass the
-                // comparison with `gettid`. The read is atomic and glibc writes `tid` only in
-                // this thread (and in `fork`, before the child runs).
-                let tid = unsafe { &*tid }.load(Ordering::Relaxed);
-                let me = rustix::thread::gettid().as_raw_nonzero().get();
-                offset == FUTEX_OFFSET && u32::try_from(me) == Ok(tid)
+                offset == FUTEX_OFFSET && {
+                    let tid = address.wrapping_sub(TID_BEFORE_HEAD) as *const AtomicU32;
+                    // SAFETY: dereferencing asks for a live, aligned `AtomicU32`. A head of
+                    // glibc's size whose `futex_offset` is that of a `pthread_mutex_t` is
+                    // glibc's (checked above; another runtime registering one of the same
+                    // shape is assumed away, see the module documentation), and glibc
+                    // registers `&pd->robust_head`, after `pid_t tid; pid_t pid_ununsed; void
+                    // *robust_prev;` of the same descriptor, so the 4 bytes `TID_BEFORE_HEAD`
+                    // before it are live and aligned for an `i32` (the head is 8-aligned,
+                    // checked above). The comparison with `gettid` confirms the layout. The
+                    // read is atomic and glibc writes `tid` only in this thread (and in `fork`,
+                    // before the child runs).
+                    let tid = unsafe { &*tid }.load(Ordering::Relaxed);
+                    let me = rustix::thread::gettid().as_raw_nonzero().get();
+                    u32::try_from(me) == Ok(tid)
+                }
             };
             let head = Head(if found { address } else { UNSUPPORTED }, PhantomData);
             let _ = HEAD.try_with(|h| h.set(head));
