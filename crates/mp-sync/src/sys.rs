@@ -376,9 +376,11 @@ impl RawMutex {
 /// glibc 2.36 and current glibc; the layout is private to glibc, hence the check). The first
 /// fast operation of a thread asks the kernel for the head (`get_robust_list`) and uses the
 /// fast paths only if its size is glibc's, its `futex_offset` is that of a `pthread_mutex_t`,
-/// and the `tid` before it is the thread's (`gettid`). glibc keeps that `tid` right across `fork`, so the fast paths never cache a tid.
-/// Otherwise (another C library, a runtime that registered its own head) every operation
-/// goes to the pthread functions.
+/// and the `tid` before it is the thread's (`gettid`). glibc keeps that `tid` right across
+/// `fork`, so the fast paths never cache a tid. Otherwise (another C library, a runtime that
+/// registered its own head) every operation goes to the pthread functions. Reading that `tid`
+/// assumes that a head of glibc's size and `futex_offset` is glibc's: nothing else is expected
+/// to register one of exactly that shape.
 #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 mod robust {
     use std::cell::Cell;
