@@ -44,6 +44,13 @@
 //! meanwhile. [`SharedMemory::as_ptr`] gives the base address for code that builds its own
 //! process-shared structures (as `mp-sync` does).
 //!
+//! # Where the `unsafe` code is
+//! The crate root denies `unsafe` code, and one item allows it: the `impl SharedMemory` block
+//! of accessors in `shm.rs` (bounds-checked copies through raw pointers, atomics over the
+//! mapping, and the two `unsafe` slice accessors, whose contracts are their `# Safety`
+//! sections). `sys.rs`, the platform layer (memfds, seals, mappings), holds none; it hands out
+//! the base address and length of a mapping, which only that block dereferences.
+//!
 //! # Plain-old-data values and arrays
 //! [`RawValue<T>`] and [`RawArray<T>`] are Python's `RawValue` and `RawArray`: one `T` or a
 //! fixed number of them in an anonymous segment, with no lock. `T` must be plain-old-data
@@ -101,7 +108,6 @@ mod error;
 mod list;
 mod raw;
 mod shm;
-#[allow(unsafe_code)]
 mod sys;
 
 pub use bytemuck;

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use mp_process::fdpass::{Kind, ObjectId, SharedObject, new_object_id};
 use rustix::fs::{FileType, Mode};
@@ -65,7 +65,7 @@ const UNIQUE_ATTEMPTS: usize = 64;
 /// ```
 pub struct SharedMemory {
     /// The mapping of the whole segment; unmapped on drop.
-    pub(crate) map: Mapping,
+    map: Mapping,
     /// The memfd or shared memory object, kept to pass the segment on.
     fd: OwnedFd,
     /// The name without mp's leading `/`, or the display name of an anonymous segment.
@@ -100,8 +100,7 @@ impl SharedMemory {
         let label = format!("{NAME_PREFIX}{}", random_hex(8));
         let fd = sys::memfd(&label).map_err(|e| Error::io("memfd_create", e))?;
         rustix::fs::ftruncate(&fd, len).map_err(|e| Error::io("ftruncate", e))?;
-        rustix::fs::fcntl_add_seals(&fd, sys::ANON_SEALS)
-            .map_err(|e| Error::io("fcntl(F_ADD_SEALS)", e))?;
+        sys::seal(fd.as_fd()).map_err(|e| Error::io("fcntl(F_ADD_SEALS)", e))?;
         let map = Mapping::new(fd.as_fd(), size).map_err(|e| Error::io("mmap", e))?;
         let name = format!("{ANON_PREFIX}{label}");
         Ok(SharedMemory { map, fd, name, named: false, id: new_object_id() })
@@ -253,12 +252,9 @@ impl SharedMemory {
                 )));
             }
         } else {
-            let seals = match rustix::fs::fcntl_get_seals(&fd) {
-                Ok(seals) => seals,
-                Err(Errno::INVAL) => rustix::fs::SealFlags::empty(),
-                Err(e) => return Err(Error::io("fcntl(F_GET_SEALS)", e)),
-            };
-            if !seals.contains(sys::REQUIRED_SEALS) {
+            let sealed =
+                sys::is_sealed(fd.as_fd()).map_err(|e| Error::io("fcntl(F_GET_SEALS)", e))?;
+            if !sealed {
                 return Err(Error::InvalidSegment(format!(
                     "the anonymous segment {name:?} is not sealed against resizing"
                 )));
@@ -311,65 +307,6 @@ impl SharedMemory {
         self.map.ptr()
     }
 
-    /// Copies `buf.len()` bytes starting at `offset` out of the segment into `buf`.
-    ///
-    /// A concurrent write by another process may leave `buf` with a mix of old and new
-    /// bytes, except for a 1, 2, 4 or 8-byte access at an offset aligned to its size, which is
-    /// a single atomic load. Errors: [`Error::OutOfBounds`] if the range leaves the segment.
-    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
-        self.map.read(offset, buf)
-    }
-
-    /// Copies `data` into the segment starting at `offset`.
-    ///
-    /// A 1, 2, 4 or 8-byte write at an offset aligned to its size is a single atomic store.
-    /// Errors: [`Error::OutOfBounds`] if the range leaves the segment.
-    pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
-        self.map.write(offset, data)
-    }
-
-    /// Fills `len` bytes starting at `offset` with zeros.
-    ///
-    /// Errors: [`Error::OutOfBounds`] if the range leaves the segment.
-    pub fn zero(&self, offset: usize, len: usize) -> Result<()> {
-        self.map.zero(offset, len)
-    }
-
-    /// The `AtomicU32` at `offset`, for counters and futex words shared between processes.
-    ///
-    /// Errors: [`Error::OutOfBounds`] if the 4 bytes leave the segment,
-    /// [`Error::Misaligned`] if `offset` is not a multiple of 4.
-    pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
-        self.map.atomic_u32(offset)
-    }
-
-    /// The `AtomicU64` at `offset`.
-    ///
-    /// Errors: [`Error::OutOfBounds`] if the 8 bytes leave the segment,
-    /// [`Error::Misaligned`] if `offset` is not a multiple of 8.
-    pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
-        self.map.atomic_u64(offset)
-    }
-
-    /// `count` consecutive `AtomicU64`s starting at `offset`: a region of the segment read and
-    /// written a word at a time (a log, a table of counters).
-    ///
-    /// Errors: [`Error::OutOfBounds`] if the words leave the segment, [`Error::Misaligned`]
-    /// if `offset` is not a multiple of 8.
-    ///
-    /// ```
-    /// use std::sync::atomic::Ordering;
-    /// let shm = mp_shm::SharedMemory::new(64)?;
-    /// let words = shm.atomic_u64s(16, 4)?;
-    /// words[3].store(7, Ordering::Relaxed);
-    /// assert_eq!(shm.atomic_u64(40)?.load(Ordering::Relaxed), 7);
-    /// assert!(shm.atomic_u64s(16, 7).is_err());
-    /// # Ok::<(), mp_shm::Error>(())
-    /// ```
-    pub fn atomic_u64s(&self, offset: usize, count: usize) -> Result<&[AtomicU64]> {
-        self.map.atomic_u64s(offset, count)
-    }
-
     /// Unmaps the segment and closes its descriptor: Python's `close`.
     ///
     /// The segment itself lives on for other handles and processes, and a named segment stays
@@ -401,6 +338,228 @@ impl SharedMemory {
             log::warn!("mp-shm: cannot remove {path} from the tracker: {e}");
         }
         Ok(())
+    }
+}
+
+/// The accessors of the segment's bytes: the one place of `mp-shm` that holds `unsafe` code.
+///
+/// Each access is bounds-checked against [`size`](SharedMemory::size) first. The mapping
+/// (`sys::Mapping`) stays mapped, readable and writable, for `size` bytes while `self` lives,
+/// and every reference handed out borrows `self`. Nothing here creates a Rust reference to the
+/// shared bytes except the atomics (made for concurrent access) and the two `unsafe` slice
+/// accessors, whose callers promise that nobody else touches the bytes meanwhile; every other
+/// access copies between the mapping and private memory through raw pointers.
+///
+/// # Races
+/// Other processes may write the bytes at any moment, and nothing can stop them. A copy that
+/// races a write of the same bytes (by another process, or by another thread of this one
+/// through another handle) reads or leaves some mix of old and new bytes, as the hardware
+/// does: no reference is involved, and every byte pattern is a valid `[u8]`, so no invalid
+/// value can arise. Rust's memory model does not describe such races between a copy and an
+/// atomic or another copy (it would call them data races, as it calls mixed-size atomic
+/// accesses); `mp-shm` relies on the hardware's behaviour there, as every process-shared
+/// mapping does. Aligned single accesses of 1, 2, 4 or 8 bytes, and the atomic accessors, are
+/// atomic instructions.
+#[allow(unsafe_code)]
+impl SharedMemory {
+    /// Checks that `len` bytes at `offset` lie inside the segment.
+    fn check(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size() => Ok(()),
+            _ => Err(Error::OutOfBounds { offset, len, size: self.size() }),
+        }
+    }
+
+    /// Checks that an atomic of `size` bytes and alignment `align` fits at `offset`.
+    fn check_atomic(&self, offset: usize, size: usize, align: usize) -> Result<()> {
+        self.check(offset, size)?;
+        // The base is page-aligned, so the offset alone decides the alignment.
+        if offset % align != 0 || (self.map.ptr() as usize) % align != 0 {
+            return Err(Error::Misaligned { offset, align });
+        }
+        Ok(())
+    }
+
+    /// The address `offset` bytes into the mapping, once `check` has passed for the access.
+    fn at(&self, offset: usize) -> *mut u8 {
+        // `wrapping_add` makes no claim; callers use the pointer only for the range they
+        // checked, which lies inside the mapping.
+        self.map.ptr().wrapping_add(offset)
+    }
+
+    /// Copies `buf.len()` bytes starting at `offset` out of the segment into `buf`.
+    ///
+    /// A concurrent write by another process may leave `buf` with a mix of old and new
+    /// bytes, except for a 1, 2, 4 or 8-byte access at an offset aligned to its size, which is
+    /// a single atomic load. Errors: [`Error::OutOfBounds`] if the range leaves the segment.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check(offset, buf.len())?;
+        let src = self.at(offset);
+        macro_rules! atomic_load {
+            ($atomic:ty) => {
+                if (src as usize) % align_of::<$atomic>() == 0 {
+                    // SAFETY: `AtomicN::from_ptr` asks for a pointer aligned for the atomic
+                    // (checked just above) and valid for its size for the reference's lifetime
+                    // (the bytes lie inside the mapping, `check` above, which stays mapped
+                    // while `self` is borrowed; the reference lives only for this load); other
+                    // accesses to these bytes are atomics or copies (see "Races" above). Any
+                    // bit pattern is an integer.
+                    let value = unsafe { <$atomic>::from_ptr(src.cast()) }.load(Ordering::Acquire);
+                    buf.copy_from_slice(&value.to_ne_bytes());
+                    return Ok(());
+                }
+            };
+        }
+        match buf.len() {
+            1 => atomic_load!(AtomicU8),
+            2 => atomic_load!(AtomicU16),
+            4 => atomic_load!(AtomicU32),
+            8 => atomic_load!(AtomicU64),
+            _ => {}
+        }
+        // SAFETY: `copy_nonoverlapping` asks for a source valid for reads of `buf.len()` bytes
+        // (they lie inside the live mapping: `check` above), a destination valid for writes of
+        // as many (`buf`, an exclusive reference), both aligned for `u8`, and no overlap (`buf`
+        // is an exclusive reference: the only references into the mapping are atomics and the
+        // slices of the `unsafe` accessors, which this call cannot hold exclusively while they
+        // live). A racing writer leaves a mix of old and new bytes (see "Races" above).
+        unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Copies `data` into the segment starting at `offset`.
+    ///
+    /// A 1, 2, 4 or 8-byte write at an offset aligned to its size is a single atomic store.
+    /// Errors: [`Error::OutOfBounds`] if the range leaves the segment.
+    pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check(offset, data.len())?;
+        let dst = self.at(offset);
+        macro_rules! atomic_store {
+            ($atomic:ty, $int:ty) => {
+                if (dst as usize) % align_of::<$atomic>() == 0 {
+                    let mut bytes = [0u8; size_of::<$int>()];
+                    bytes.copy_from_slice(data);
+                    // SAFETY: as in `read`: `dst` is aligned for the atomic (checked just
+                    // above) and its bytes lie inside the mapping (`check`), which stays mapped
+                    // while `self` is borrowed; the reference lives only for this store.
+                    unsafe { <$atomic>::from_ptr(dst.cast()) }
+                        .store(<$int>::from_ne_bytes(bytes), Ordering::Release);
+                    return Ok(());
+                }
+            };
+        }
+        match data.len() {
+            1 => atomic_store!(AtomicU8, u8),
+            2 => atomic_store!(AtomicU16, u16),
+            4 => atomic_store!(AtomicU32, u32),
+            8 => atomic_store!(AtomicU64, u64),
+            _ => {}
+        }
+        // SAFETY: `copy_nonoverlapping` asks for a source valid for reads of `data.len()`
+        // bytes (`data`, a reference), a destination valid for writes of as many (inside the
+        // live, read-write mapping: `check` above), `u8` alignment, and no overlap: a `&[u8]`
+        // into the mapping can only come from the `unsafe` slice accessors, whose contract
+        // forbids writing the segment while their slice lives. No reference to the shared
+        // bytes is created (see "Races" above).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
+        Ok(())
+    }
+
+    /// Fills `len` bytes starting at `offset` with zeros.
+    ///
+    /// Errors: [`Error::OutOfBounds`] if the range leaves the segment.
+    pub fn zero(&self, offset: usize, len: usize) -> Result<()> {
+        self.check(offset, len)?;
+        // SAFETY: `write_bytes` asks for a destination valid for writes of `len` bytes, aligned
+        // for `u8`: they lie inside the live, read-write mapping (`check` above). No reference
+        // to the shared bytes is created.
+        unsafe { std::ptr::write_bytes(self.at(offset), 0, len) };
+        Ok(())
+    }
+
+    /// The `AtomicU32` at `offset`, for counters and futex words shared between processes.
+    ///
+    /// Errors: [`Error::OutOfBounds`] if the 4 bytes leave the segment,
+    /// [`Error::Misaligned`] if `offset` is not a multiple of 4.
+    pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
+        self.check_atomic(offset, size_of::<AtomicU32>(), align_of::<AtomicU32>())?;
+        // SAFETY: `AtomicU32::from_ptr` asks for a pointer aligned for `AtomicU32` (checked
+        // above) and valid for the returned lifetime: the 4 bytes lie inside the mapping
+        // (checked above), which lives as long as `self`, which the reference borrows. Other
+        // accesses are atomics or copies (see "Races" above); any bit pattern is a `u32`.
+        Ok(unsafe { AtomicU32::from_ptr(self.at(offset).cast()) })
+    }
+
+    /// The `AtomicU64` at `offset`.
+    ///
+    /// Errors: [`Error::OutOfBounds`] if the 8 bytes leave the segment,
+    /// [`Error::Misaligned`] if `offset` is not a multiple of 8.
+    pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
+        self.check_atomic(offset, size_of::<AtomicU64>(), align_of::<AtomicU64>())?;
+        // SAFETY: as in `atomic_u32`, for the 8 bytes at `offset`, aligned for `AtomicU64`.
+        Ok(unsafe { AtomicU64::from_ptr(self.at(offset).cast()) })
+    }
+
+    /// `count` consecutive `AtomicU64`s starting at `offset`: a region of the segment read and
+    /// written a word at a time (a log, a table of counters).
+    ///
+    /// Errors: [`Error::OutOfBounds`] if the words leave the segment, [`Error::Misaligned`]
+    /// if `offset` is not a multiple of 8.
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// let shm = mp_shm::SharedMemory::new(64)?;
+    /// let words = shm.atomic_u64s(16, 4)?;
+    /// words[3].store(7, Ordering::Relaxed);
+    /// assert_eq!(shm.atomic_u64(40)?.load(Ordering::Relaxed), 7);
+    /// assert!(shm.atomic_u64s(16, 7).is_err());
+    /// # Ok::<(), mp_shm::Error>(())
+    /// ```
+    pub fn atomic_u64s(&self, offset: usize, count: usize) -> Result<&[AtomicU64]> {
+        let bytes = count.checked_mul(size_of::<AtomicU64>()).ok_or(Error::OutOfBounds {
+            offset,
+            len: usize::MAX,
+            size: self.size(),
+        })?;
+        self.check_atomic(offset, bytes, align_of::<AtomicU64>())?;
+        // SAFETY: `slice::from_raw_parts` asks for a non-null pointer aligned for `AtomicU64`
+        // (the mapping's base is not null, and the offset is aligned: checked above), valid
+        // for reads of `count * 8` bytes for the returned lifetime (inside the mapping, checked
+        // above, which lives as long as `self`, which the slice borrows), initialised values
+        // (any bit pattern is a `u64`), a total size of at most `isize::MAX` (it fits in the
+        // mapping), and no mutation except through interior mutability: atomics, or copies
+        // (see "Races" above).
+        Ok(unsafe { std::slice::from_raw_parts(self.at(offset).cast::<AtomicU64>(), count) })
+    }
+
+    /// The whole segment as a byte slice, Python's `buf` for reading.
+    ///
+    /// # Safety
+    /// While the slice lives, no thread of any process, this one included, may write the
+    /// segment (through any handle: a copy, an atomic, or a mutable slice): a shared reference
+    /// promises the bytes do not change. Typically the caller holds a lock that every writer
+    /// takes.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: `slice::from_raw_parts` asks for a non-null pointer (a mapping's base) valid
+        // for reads of `size` bytes for the returned lifetime (the mapping holds `size` bytes
+        // and lives as long as `self`, which the slice borrows), initialised bytes (file
+        // contents), at most `isize::MAX` bytes (a mapping), and no mutation while the slice
+        // lives: the caller's contract.
+        unsafe { std::slice::from_raw_parts(self.map.ptr(), self.size()) }
+    }
+
+    /// The whole segment as a mutable byte slice, Python's `buf` for writing.
+    ///
+    /// # Safety
+    /// While the slice lives, the segment's bytes are reached only through it: no other thread
+    /// of any process may read or write them, this thread may not reach them otherwise (a copy,
+    /// an atomic), and no other slice from this or another handle on the segment may be alive.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn as_mut_slice(&self) -> &mut [u8] {
+        // SAFETY: `slice::from_raw_parts_mut` asks what `from_raw_parts` does (see
+        // `as_slice`; the mapping is also writable) and that nothing else accesses the bytes
+        // while the slice lives: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.map.ptr(), self.size()) }
     }
 }
 

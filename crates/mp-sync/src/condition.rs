@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, LockResult, TryLockResult};
 use crate::lock::{AnyLock, LockGuard, RLock};
-use crate::segment::{Handle, Kind};
+use crate::segment::{Handle, Kind, SharedLayout};
 use crate::slots::{MAX_WAITERS, SlotTable};
 use crate::sys::Taken;
 use crate::wait::{deadline, expired, futex_wait, futex_wake};
@@ -36,6 +36,14 @@ pub(crate) struct CondLayout {
     /// The waiters.
     table: SlotTable,
 }
+
+// SAFETY: `CondLayout` is `#[repr(C)]` without `Drop`, made of `AtomicU64`s and a `SlotTable`,
+// itself `#[repr(C)]` arrays of `AtomicU64`s and `#[repr(C)]` `Slot`s of a `RawMutex` and
+// atomics (see `slots`): every bit pattern is valid (a `RawMutex` is plain bytes in an
+// `UnsafeCell`), the only pointers are the mutexes' robust-list links, every change goes through
+// an atomic or a mutex, and the alignment (8) is below `LAYOUT_ALIGN`.
+#[allow(unsafe_code)]
+unsafe impl SharedLayout for CondLayout {}
 
 /// A condition variable shared between processes: Python's `multiprocessing.Condition`.
 ///
@@ -254,44 +262,35 @@ impl ConditionGuard<'_> {
             return Err(Error::Borrowed);
         }
         let layout = self.cond.layout();
-        let table = &layout.table;
-        let i = table.claim()?;
-        let Some(slot) = table.slot(i) else {
-            return Err(Error::Corrupt("a claimed slot is out of range"));
-        };
-        let ticket = layout.next_ticket.load(Ordering::Relaxed);
-        layout.next_ticket.store(ticket.wrapping_add(1), Ordering::Relaxed);
-        slot.tag.store(ticket, Ordering::Relaxed);
-        slot.state.store(WAITING, Ordering::SeqCst);
-        let depth = match core.unlock_all() {
-            Ok(depth) => depth,
-            Err(e) => {
-                table.free(i);
-                return Err(e);
-            }
-        };
-        let mut failure = None;
-        let notified = loop {
-            if slot.state.load(Ordering::Acquire) == NOTIFIED {
-                break true;
-            }
-            let timed_out = match futex_wait(&slot.state, WAITING, deadline) {
-                Ok(timed_out) => timed_out,
-                Err(e) => {
-                    failure = Some(e);
-                    true
+        let (relocked, notified, failure) = layout.table.with_slot(|slot| {
+            let ticket = layout.next_ticket.load(Ordering::Relaxed);
+            layout.next_ticket.store(ticket.wrapping_add(1), Ordering::Relaxed);
+            slot.tag.store(ticket, Ordering::Relaxed);
+            slot.state.store(WAITING, Ordering::SeqCst);
+            let depth = core.unlock_all()?;
+            let mut failure = None;
+            let notified = loop {
+                if slot.state.load(Ordering::Acquire) == NOTIFIED {
+                    break true;
+                }
+                let timed_out = match futex_wait(&slot.state, WAITING, deadline) {
+                    Ok(timed_out) => timed_out,
+                    Err(e) => {
+                        failure = Some(e);
+                        true
+                    }
+                };
+                if timed_out {
+                    // Withdraw, unless a notification chose this slot first.
+                    break slot
+                        .state
+                        .compare_exchange(WAITING, TIMED_OUT, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err();
                 }
             };
-            if timed_out {
-                // Withdraw, unless a notification chose this slot first.
-                break slot
-                    .state
-                    .compare_exchange(WAITING, TIMED_OUT, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err();
-            }
-        };
-        let relocked = core.relock(depth);
-        table.free(i);
+            // The lock is taken back before the slot is freed.
+            Ok::<_, Error>((core.relock(depth), notified, failure))
+        })??;
         match relocked? {
             Taken::Clean => {}
             Taken::OwnerDied => return Err(Error::OwnerDied),

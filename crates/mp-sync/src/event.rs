@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Error;
-use crate::segment::{Handle, Kind};
+use crate::segment::{Handle, Kind, SharedLayout};
 use crate::wait::{deadline, futex_wait, futex_wake_all, spin_until};
 
 /// The flag bit of the state word; the bits above it count the `set` calls that changed it.
@@ -27,6 +27,12 @@ pub(crate) struct EventLayout {
     /// How many threads sleep on `state`; `set` skips the wake-up system call when it is 0.
     waiters: AtomicU32,
 }
+
+// SAFETY: `EventLayout` is `#[repr(C)]` without `Drop`, made of `AtomicU32`s only: every bit pattern is
+// valid, there are no pointers, every change is atomic, and the alignment (4) is below
+// `LAYOUT_ALIGN`.
+#[allow(unsafe_code)]
+unsafe impl SharedLayout for EventLayout {}
 
 /// An event shared between processes: Python's `multiprocessing.Event`.
 ///

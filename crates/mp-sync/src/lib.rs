@@ -212,6 +212,43 @@
 //! # }
 //! ```
 //!
+//! # Where the `unsafe` code is
+//! The crate root denies `unsafe` code. Every `unsafe fn` states its contract in a `# Safety`
+//! section, and every `unsafe` block says, in a `// SAFETY:` comment, how it meets the contract
+//! of what it calls. These modules allow `unsafe` code, each for one job:
+//! - `sys`, the platform layer: the pthread calls of the robust process-shared mutex
+//!   (`RawMutex`, which is taken and released through `unsafe fn`s: initialised, mapped while
+//!   held, written only by the protocol), mp's inline fast paths for it (glibc's thread
+//!   descriptor and the robust-list links), and a hook run at thread exit (a pthread key).
+//! - `segment`: the `unsafe` marker trait `SharedLayout` of the layouts that can be viewed in
+//!   place in shared memory, and `Mapped`, that view (`&L` over a segment, and the `&mut L`
+//!   with which a fresh segment is set up).
+//! - `lock`, `slots` and `barrier`: taking and releasing their mutexes under `RawMutex`'s
+//!   contract. A lock counts its holds on its handle, so that the segment of a leaked guard
+//!   stays mapped; a waiter's slot is held only inside `SlotTable::with_slot`; the barrier's
+//!   mutex only by its internal guard. `barrier` also turns an action recorded in its segment
+//!   back into a `fn()` (`mp_process::code::fn_at`).
+//!
+//! Elsewhere single items allow it: the `unsafe impl SharedLayout` beside each layout
+//! (`semaphore`, `event`, `condition`; those of `lock` and `barrier` sit in their modules), and
+//! in `value` the `unsafe fn items_mut` that makes a guard's `&mut T`, with the two guard
+//! constructors that call it.
+//!
+//! ## What the crate trusts
+//! Every process that maps a primitive's segment is trusted to change it only through this
+//! crate: the robust-list links stored in a mutex are followed as pointers (as with any
+//! process-shared robust pthread mutex), a barrier's table of actions names code to run, and a
+//! `Value`'s lock is what makes its `&mut T` exclusive. The checks made on a received segment
+//! (size, magic, version, kind) catch mistakes, not malice. Within one process the same holds
+//! for code that rebuilds a primitive's definition as another type: `mp_process::fdpass` lets
+//! any type claim any object kind, so such code could obtain the segment as a plain
+//! `mp_shm::SharedMemory` and write it.
+//!
+//! A guard can be leaked (`mem::forget`): its lock then stays held, and its segment stays
+//! mapped in this process for good. A thread that exits while a `Value` or `Array` guard it
+//! leaked still holds the lock aborts the process, since the kernel would release the lock
+//! while the guard's `&mut T` may live on in another thread.
+//!
 //! # Which handles are `Send` and `Sync`
 //! | type | `Send` | `Sync` | why |
 //! | --- | --- | --- | --- |
@@ -235,14 +272,19 @@
 //!   `acquire(block=False)`.
 #![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
 mod barrier;
 mod condition;
 mod error;
 mod event;
+#[allow(unsafe_code)]
 mod lock;
+#[allow(unsafe_code)]
 mod segment;
 mod semaphore;
+#[allow(unsafe_code)]
 mod slots;
+#[allow(unsafe_code)]
 mod sys;
 mod value;
 mod wait;

@@ -15,7 +15,7 @@ use rustix::process::Pid;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, LockError, LockResult, TryLockResult};
-use crate::segment::{Handle, Kind};
+use crate::segment::{Handle, Kind, SharedLayout};
 use crate::sys::{MutexKind, RawMutex, Taken};
 
 /// The shared part of a `Lock` or `RLock`.
@@ -35,11 +35,38 @@ pub(crate) struct LockLayout {
     borrowed: AtomicU32,
 }
 
+// SAFETY: `LockLayout` is `#[repr(C)]` without `Drop`; its fields are a `RawMutex` (a
+// `pthread_mutex_t` in an `UnsafeCell`: plain bytes, valid for every bit pattern, changed only
+// through the pthread functions and the fast paths, whose only pointers are its robust-list
+// links) and two `AtomicU32`s (valid for every bit pattern, changed atomically). Its alignment is
+// the mutex's, 8, below `LAYOUT_ALIGN`.
+#[allow(unsafe_code)]
+unsafe impl SharedLayout for LockLayout {}
+
 /// A marker that makes a guard `!Send` (it must be dropped by the thread that acquired the
 /// lock, which pthread requires) but `Sync`.
 pub(crate) type NotSend = PhantomData<std::sync::MutexGuard<'static, ()>>;
 
 /// The machinery shared by `Lock`, `RLock` and `AnyLock`.
+///
+/// # The contract of the mutex calls
+///
+/// Every call that takes or releases the segment's mutex meets the contract on [`RawMutex`]:
+///
+/// 1. *Initialised*: [`LockCore::new`] initialises the mutex (`init_mutex`) in
+///    `Handle::create`'s `init`, before the segment can be reached; a received segment is one
+///    whose header `Handle` checked (magic, version, kind `Lock` or `RLock`), so `LockCore::new`
+///    made it. Nothing initialises it again.
+/// 2. *Mapped while held*: every hold is counted on the handle it was taken through (`taken`
+///    calls `Handle::hold_taken`) until it is released (`unlock` calls `Handle::hold_released`
+///    just before), and a handle with holds counted leaves its segment mapped when it is
+///    dropped. So the mapping outlives the hold however the guard ends: dropped, forgotten
+///    with [`LockGuard::forget`] (whose registry keeps the handle anyway), or leaked. Only the
+///    holder changes the count, as it does `depth`: `unlock` is called only by the thread
+///    holding the lock (a guard's drop, `release` of this thread's forgotten hold,
+///    `unlock_all` under a guard).
+/// 3. *Written only by the protocol*: the segment is written only by this crate's code (the
+///    crate's trust model; see the crate documentation).
 #[derive(Clone)]
 pub(crate) struct LockCore {
     /// The segment.
@@ -83,9 +110,11 @@ impl LockCore {
         self.handle.get()
     }
 
-    /// Records a successful lock: counts the level, or resets the state a dead holder left.
+    /// Records a successful lock: counts the hold on the handle (point 2 of the contract) and
+    /// the level, or resets the state a dead holder left.
     #[inline(always)]
     fn taken(&self, taken: Taken) -> Taken {
+        self.handle.hold_taken();
         let l = self.layout();
         match taken {
             Taken::Clean => {
@@ -109,7 +138,10 @@ impl LockCore {
     /// counter benchmark, because the spinner takes the lock's cache line away from the holder.
     #[inline]
     pub(crate) fn lock(&self) -> Result<Taken, Error> {
-        let taken = self.layout().mutex.lock().map_err(lock_error)?;
+        // SAFETY: `RawMutex::lock` asks for the three points of the contract on `RawMutex`,
+        // which every call on this mutex meets (see `LockCore`): initialised by `LockCore::new`,
+        // the hold counted by `taken` right after, written only by this crate.
+        let taken = unsafe { self.layout().mutex.lock() }.map_err(lock_error)?;
         Ok(self.taken(taken))
     }
 
@@ -118,7 +150,8 @@ impl LockCore {
         if self.handle.is_polled_here() {
             self.handle.shared.drain();
         }
-        match self.layout().mutex.try_lock().map_err(lock_error)? {
+        // SAFETY: `RawMutex::try_lock` asks for the contract on `RawMutex`, met as in `lock`.
+        match unsafe { self.layout().mutex.try_lock() }.map_err(lock_error)? {
             Some(t) => Ok(Some(self.taken(t))),
             None => Ok(None),
         }
@@ -126,10 +159,12 @@ impl LockCore {
 
     /// Locks, blocking until `deadline` at most.
     pub(crate) fn lock_until(&self, deadline: Instant) -> Result<Option<Taken>, Error> {
-        if let Some(t) = self.layout().mutex.try_lock().map_err(lock_error)? {
+        // SAFETY: `RawMutex::try_lock` asks for the contract on `RawMutex`, met as in `lock`.
+        if let Some(t) = unsafe { self.layout().mutex.try_lock() }.map_err(lock_error)? {
             return Ok(Some(self.taken(t)));
         }
-        match self.layout().mutex.lock_until(deadline).map_err(lock_error)? {
+        // SAFETY: `RawMutex::lock_until` asks for the contract on `RawMutex`, met as in `lock`.
+        match unsafe { self.layout().mutex.lock_until(deadline) }.map_err(lock_error)? {
             Some(t) => Ok(Some(self.taken(t))),
             None => Ok(None),
         }
@@ -154,9 +189,13 @@ impl LockCore {
             l.depth.store(depth, Ordering::Relaxed);
             freed = depth == 0;
         }
-        if let Err(e) = l.mutex.unlock() {
+        self.handle.hold_released();
+        // SAFETY: `RawMutex::unlock` asks for points 1 and 3 of the contract on `RawMutex`,
+        // met as in `lock`.
+        if let Err(e) = unsafe { l.mutex.unlock() } {
+            // Not ours after all: put the counts back.
+            self.handle.hold_taken();
             if self.recursive {
-                // Not ours after all: put the count back.
                 l.depth.fetch_add(1, Ordering::Relaxed);
             }
             return Err(match e {
@@ -622,4 +661,64 @@ impl From<RLock> for AnyLock {
 impl crate::segment::Layout for LockLayout {
     const OBJECT: mp_process::fdpass::Kind = mp_process::fdpass::Kind::new("mp_sync::Lock/RLock");
     const KINDS: &'static [Kind] = &[Kind::Lock, Kind::RLock];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether this process maps the segment named `name` (a memfd's display name).
+    fn mapped(name: &str) -> bool {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines().any(|line| line.contains(name))
+    }
+
+    /// The display name of a lock's segment.
+    fn segment(core: &LockCore) -> String {
+        core.handle.shared.shm().name().to_owned()
+    }
+
+    #[test]
+    fn a_leaked_guard_keeps_its_segment_mapped() {
+        // Before, the segment of a lock whose guard was leaked (`mem::forget`) was unmapped
+        // with the lock's last handle, while the mutex stayed in this thread's robust list:
+        // the next lock of any robust mutex by this thread wrote through the dangling link
+        // (into whatever was mapped there next), and the kernel followed it when the thread
+        // exited. Now such a segment stays mapped.
+        let lock = Lock::new().unwrap();
+        let name = segment(&lock.core);
+        std::mem::forget(lock.acquire().unwrap());
+        drop(lock);
+        assert!(mapped(&name), "the segment of a held lock was unmapped");
+
+        let rlock = RLock::new().unwrap();
+        let name = segment(&rlock.core);
+        let outer = rlock.acquire().unwrap();
+        std::mem::forget(rlock.acquire().unwrap());
+        drop(outer);
+        drop(rlock);
+        assert!(mapped(&name), "the segment of a held RLock was unmapped");
+
+        // Locks made afterwards work, in this thread and in one that exits holding one.
+        let other = Lock::new().unwrap();
+        for _ in 0..3 {
+            drop(other.acquire().unwrap());
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| std::mem::forget(other.acquire().unwrap()));
+        });
+        assert!(matches!(other.acquire(), Err(LockError::OwnerDied(_))));
+    }
+
+    #[test]
+    fn a_released_lock_unmaps_its_segment() {
+        let lock = Lock::new().unwrap();
+        let name = segment(&lock.core);
+        drop(lock.acquire().unwrap());
+        lock.acquire().unwrap().forget();
+        lock.release().unwrap();
+        assert!(mapped(&name));
+        drop(lock);
+        assert!(!mapped(&name), "the segment of a free lock stayed mapped");
+    }
 }

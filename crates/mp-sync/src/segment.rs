@@ -26,25 +26,28 @@
 //! sleeps while the primitive stays ready.
 
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
-use mp_shm::SharedMemory;
-use rustix::event::EventfdFlags;
+use std::ptr::NonNull;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use mp_process::fdpass::{Kind as ObjectKind, ObjectId, SharedObject, refuse};
+use mp_shm::SharedMemory;
+use rustix::event::EventfdFlags;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Error;
-use crate::sys::{LAYOUT_ALIGN, Mapped, SharedLayout};
+#[cfg(doc)]
+use crate::sys::RawMutex;
 
 /// "mpsy" in little-endian ASCII: the first word of the header of every segment of this crate.
 const MAGIC: u32 = u32::from_le_bytes(*b"mpsy");
 
 /// The version of the layouts; bumped whenever one of them (or the meaning of a word) changes.
 /// 2: a barrier's generation word counts by 2 and carries the "action running" bit.
-const VERSION: u32 = 2;
+/// 3: a barrier's layout holds the table of its actions.
+const VERSION: u32 = 3;
 
 /// What a segment holds; checked when a segment is received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +125,123 @@ pub(crate) struct Full<L> {
     header: Header,
 }
 
+/// A `#[repr(C)]` layout that can be viewed in place in a shared segment (through
+/// [`Mapped`]).
+///
+/// # Safety
+///
+/// Implementors promise that:
+///
+/// * they are `#[repr(C)]` and have no `Drop` (a view never drops the bytes it looks at);
+/// * every bit pattern, in particular all zeros, is a valid value (another process may have
+///   written anything);
+/// * they hold no pointers into private memory, except the robust-list links inside a
+///   [`RawMutex`] (see its documentation);
+/// * their alignment is at most [`LAYOUT_ALIGN`] (segments are page-aligned);
+/// * they change only through interior mutability (atomics and [`RawMutex`]), so that a
+///   shared reference to one may coexist with writes from other threads and processes.
+///
+/// Each implementation sits beside its type, with the reason it holds.
+pub(crate) unsafe trait SharedLayout: Sync + 'static {}
+
+/// The largest alignment a [`SharedLayout`] may have: a cache line (segments are
+/// page-aligned).
+pub(crate) const LAYOUT_ALIGN: usize = 64;
+
+// SAFETY: `Full<L>` is a `#[repr(C)]` pair of an `L: SharedLayout` and a `Header`; neither has
+// `Drop`. `Header` is `#[repr(C)]`, made of `AtomicU32`/`AtomicU64` only (every bit pattern
+// valid, no pointers, changed only atomically) and aligned to 64 = `LAYOUT_ALIGN`. So `Full<L>`
+// has every property the trait asks for when `L` has them: valid for every bit pattern, no
+// pointers but `L`'s mutex links, interior mutability only, alignment max(align(L), 64) ≤ 64.
+unsafe impl<L: SharedLayout> SharedLayout for Full<L> {}
+
+/// A shared segment viewed as an `L` at its start, checked once when it is made.
+///
+/// The segment stays mapped while the view lives; [`keep_mapped`](Mapped::keep_mapped) makes
+/// it stay mapped for the rest of the process (for a mutex of `L` that some thread may still
+/// hold, see [`RawMutex`]).
+pub(crate) struct Mapped<L> {
+    /// The segment; its mapping outlives every reference `get` hands out. Dropped by `Drop`,
+    /// unless `keep` says to leave it mapped.
+    shm: ManuallyDrop<SharedMemory>,
+    /// The start of the mapping, checked to be aligned and large enough for an `L`.
+    layout: NonNull<L>,
+    /// Whether the segment stays mapped when the view is dropped.
+    keep: bool,
+}
+
+// SAFETY: `Send` promises that the view may move to another thread. It owns its
+// `SharedMemory`, which is `Send`; the pointer designates the start of that mapping, whose
+// address does not depend on the thread, and `L: SharedLayout` is `Sync` and made for access
+// from any thread (and process).
+unsafe impl<L: SharedLayout> Send for Mapped<L> {}
+// SAFETY: `Sync` promises that `&Mapped<L>` may be used from several threads at once: it only
+// hands out `&L` (`get`, and `L: Sync`) and `&SharedMemory` (which is `Sync`).
+unsafe impl<L: SharedLayout> Sync for Mapped<L> {}
+
+impl<L: SharedLayout> Mapped<L> {
+    /// Views `shm` as an `L`, if it is large enough and aligned.
+    pub(crate) fn new(shm: SharedMemory) -> Option<Self> {
+        const { assert!(align_of::<L>() <= LAYOUT_ALIGN) };
+        let base = shm.as_ptr();
+        if size_of::<L>() > shm.size() || (base as usize) % align_of::<L>() != 0 {
+            return None;
+        }
+        let layout = NonNull::new(base.cast::<L>())?;
+        Some(Mapped { shm: ManuallyDrop::new(shm), layout, keep: false })
+    }
+
+    /// Creates a segment for an `L` (zeroed, anonymous, not shared with anyone yet) and lets
+    /// `init` set it up through a `&mut` before anything else can reach it.
+    pub(crate) fn create(init: impl FnOnce(&mut L) -> Result<(), Error>) -> Result<Self, Error> {
+        let shm = SharedMemory::new(size_of::<L>()).map_err(Error::SharedMemory)?;
+        let mut mapped =
+            Self::new(shm).ok_or(Error::Corrupt("a new segment is too small for its layout"))?;
+        // SAFETY: `NonNull::as_mut` asks for a pointer that is aligned, dereferenceable for an
+        // `L` holding a valid value, and not accessed through any other pointer while the
+        // `&mut` lives. `new` checked the size and alignment, and the mapping lives as long as
+        // `mapped`, which outlives `init`; the bytes are zeros, a valid `L` (`SharedLayout`).
+        // The segment was just created here (`SharedMemory::new`: an anonymous memfd nobody
+        // else holds) and is not handed out before `init` returns, so no other reference to its
+        // bytes exists in any thread or process.
+        init(unsafe { mapped.layout.as_mut() })?;
+        Ok(mapped)
+    }
+
+    /// The layout.
+    #[inline(always)]
+    pub(crate) fn get(&self) -> &L {
+        // SAFETY: `NonNull::as_ref` asks for a pointer that is aligned and dereferenceable for a
+        // valid `L` for the returned lifetime, with no mutation except through `UnsafeCell`
+        // meanwhile. `new` checked the size and alignment; the mapping lives as long as
+        // `self.shm`, which the returned borrow cannot outlive; `L: SharedLayout` is valid for
+        // any bytes and changes only through interior mutability, which is what other threads
+        // and processes use.
+        unsafe { self.layout.as_ref() }
+    }
+
+    /// The segment.
+    pub(crate) fn shm(&self) -> &SharedMemory {
+        &self.shm
+    }
+
+    /// Leaves the segment mapped (and its descriptor open) for the rest of the process when
+    /// the view is dropped.
+    pub(crate) fn keep_mapped(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl<L> Drop for Mapped<L> {
+    fn drop(&mut self) {
+        if !self.keep {
+            // SAFETY: `ManuallyDrop::drop` asks that the value is not used again: `shm` is
+            // dropped here, once, and `self` is being dropped with it.
+            unsafe { ManuallyDrop::drop(&mut self.shm) };
+        }
+    }
+}
+
 /// The typed segment of one primitive, with its doorbell.
 pub(crate) struct Shared<L: SharedLayout> {
     /// The memory.
@@ -142,11 +262,9 @@ impl<L: SharedLayout> Shared<L> {
         kind: Kind,
         init: impl FnOnce(&mut L) -> Result<(), Error>,
     ) -> Result<Self, Error> {
-        let shm = SharedMemory::new(size_of::<Full<L>>()).map_err(Error::SharedMemory)?;
         let bell = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(|e| Error::io("eventfd", e))?;
-        let map = Mapped::create(shm, |full: &mut Full<L>| init(&mut full.body))?
-            .ok_or(Error::Corrupt("a new segment is too small"))?;
+        let map = Mapped::create(|full: &mut Full<L>| init(&mut full.body))?;
         let id = mp_process::fdpass::new_object_id();
         let shared = Shared { map, bell, id, kind: kind as u32 };
         let header = shared.header();
@@ -189,6 +307,11 @@ impl<L: SharedLayout> Shared<L> {
         &self.map.get().body
     }
 
+    /// The segment.
+    pub(crate) fn shm(&self) -> &SharedMemory {
+        self.map.shm()
+    }
+
     /// The segment's identifier.
     pub(crate) fn id(&self) -> u64 {
         self.id
@@ -223,6 +346,10 @@ pub(crate) struct Handle<L: SharedLayout> {
     pub(crate) shared: Shared<L>,
     /// The pid of the process that registered this handle as a poller, or 0.
     polling: AtomicU32,
+    /// How many holds of the layout's mutexes, taken through this handle by threads of this
+    /// process, may outlive every borrow of the handle (a lock's, whose guard can be leaked):
+    /// while it is not zero, dropping the handle leaves the segment mapped.
+    holds: AtomicUsize,
 }
 
 /// This process's pid as a `u32`.
@@ -236,7 +363,34 @@ impl<L: SharedLayout> Handle<L> {
         kind: Kind,
         init: impl FnOnce(&mut L) -> Result<(), Error>,
     ) -> Result<Self, Error> {
-        Ok(Handle { shared: Shared::create(kind, init)?, polling: AtomicU32::new(0) })
+        Ok(Handle::new(Shared::create(kind, init)?))
+    }
+
+    /// A handle on `shared`.
+    fn new(shared: Shared<L>) -> Self {
+        Handle { shared, polling: AtomicU32::new(0), holds: AtomicUsize::new(0) }
+    }
+
+    /// Counts a hold of the layout's mutex, just taken through this handle by the calling
+    /// thread.
+    ///
+    /// Together with [`hold_released`](Handle::hold_released), this is what keeps the promise
+    /// "mapped while held" of [`RawMutex`] for holds that outlive the borrows of the handle:
+    /// the segment is unmapped only when the count is zero. The count is changed only by the
+    /// thread holding the mutex (one mutex per counted layout: a lock's), so the mutex orders
+    /// the changes, and each is a load and a store rather than a read-modify-write.
+    #[inline]
+    pub(crate) fn hold_taken(&self) {
+        let holds = self.holds.load(Ordering::Relaxed);
+        self.holds.store(holds.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Uncounts a hold counted by [`hold_taken`](Handle::hold_taken), by the thread holding
+    /// the mutex, before it releases it.
+    #[inline]
+    pub(crate) fn hold_released(&self) {
+        let holds = self.holds.load(Ordering::Relaxed);
+        self.holds.store(holds.wrapping_sub(1), Ordering::Relaxed);
     }
 
     /// The layout.
@@ -312,7 +466,7 @@ impl<L: Layout> SharedObject for Handle<L> {
     }
 
     fn describe<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        WireRef { shm: self.shared.map.shm(), bell: &self.shared.bell }.serialize(s)
+        WireRef { shm: self.shared.shm(), bell: &self.shared.bell }.serialize(s)
     }
 
     fn rebuild<'de, D: Deserializer<'de>>(_id: ObjectId, d: D) -> Result<Self, D::Error> {
@@ -320,7 +474,7 @@ impl<L: Layout> SharedObject for Handle<L> {
         mp_process::fdpass::check::eventfd(bell.as_fd(), "a doorbell")
             .map_err(refuse::<D::Error>)?;
         let shared = Shared::check(shm, bell, L::KINDS).map_err(refuse::<D::Error>)?;
-        Ok(Handle { shared, polling: AtomicU32::new(0) })
+        Ok(Handle::new(shared))
     }
 }
 
@@ -330,14 +484,20 @@ impl<L: SharedLayout> Drop for Handle<L> {
         if registered != 0 && registered == my_pid() {
             self.shared.header().pollers.fetch_sub(1, Ordering::SeqCst);
         }
+        // The last handle of this process on the segment goes while a thread still holds one of
+        // its mutexes (a lock guard was leaked, say): the thread's robust list links into the
+        // mapping, so it must stay. Every count made by another thread is visible here: it
+        // dropped its own reference to the handle after counting, and the `Arc` the handle
+        // lives in orders those drops before this one.
+        if self.holds.load(Ordering::Relaxed) != 0 {
+            self.shared.map.keep_mapped();
+        }
     }
 }
 
 impl<L: SharedLayout> fmt::Debug for Handle<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handle")
-            .field("segment", &self.shared.map.shm().name())
-            .finish_non_exhaustive()
+        f.debug_struct("Handle").field("segment", &self.shared.shm().name()).finish_non_exhaustive()
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Error;
-use crate::segment::{Handle, Kind};
+use crate::segment::{Handle, Kind, SharedLayout};
 use crate::wait::{deadline, expired, futex_wait, futex_wake, spin_until};
 
 /// The largest value a semaphore can hold: Python's `SEM_VALUE_MAX` on Linux (`INT_MAX`).
@@ -32,6 +32,12 @@ pub(crate) struct SemLayout {
     /// Unused.
     _reserved: AtomicU32,
 }
+
+// SAFETY: `SemLayout` is `#[repr(C)]` without `Drop`, made of `AtomicU32`s only: every bit pattern is
+// valid, there are no pointers, every change is atomic, and the alignment (4) is below
+// `LAYOUT_ALIGN`.
+#[allow(unsafe_code)]
+unsafe impl SharedLayout for SemLayout {}
 
 /// The machinery of both semaphores.
 #[derive(Clone)]

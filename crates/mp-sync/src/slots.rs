@@ -9,6 +9,21 @@
 //! Claims happen under the primitive's own lock (the condition's lock, the barrier's
 //! mutex). A slot is marked in the `occupied` bitmap from its claim until its waiter frees it,
 //! which clears the bit before it unlocks the slot's mutex.
+//!
+//! # The contract of the mutex calls
+//!
+//! Every call on a slot's mutex meets the contract on [`RawMutex`]:
+//!
+//! 1. *Initialised*: a `SlotTable` lives only inside a primitive's layout (`CondLayout`,
+//!    `BarrierLayout`), whose creator runs [`SlotTable::init`] in `Handle::create`'s `init`,
+//!    before the segment can be reached; a received segment is one whose header was checked
+//!    to be of that kind.
+//! 2. *Mapped while held*: a hold taken here ends before the borrow of the table it was taken
+//!    through does (`with_slot` frees the slot through a drop guard, also when its closure
+//!    unwinds; `scan` frees a reclaimed slot at once), and a borrow of the table is a borrow of
+//!    the mapped segment (`Mapped::get`).
+//! 3. *Written only by the protocol*: the segment is written only by this crate's code (the
+//!    crate's trust model).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -87,21 +102,35 @@ impl SlotTable {
         (i / 64, 1u64 << (i % 64))
     }
 
-    /// Try-locks occupied slot `slot`.
+    /// Try-locks occupied slot `slot`; on [`Occupant::Gone`] the caller frees it before its
+    /// borrow of the table ends.
     fn probe(slot: &Slot) -> Occupant {
-        match slot.mutex.try_lock() {
+        // SAFETY: `RawMutex::try_lock` asks for the contract on `RawMutex`, met as the module
+        // documentation says; the callers (`claim`, `scan`) free a slot this takes.
+        match unsafe { slot.mutex.try_lock() } {
             Ok(None) | Err(Errno::DEADLK) => Occupant::Alive,
             Ok(Some(Taken::OwnerDied | Taken::Clean)) => Occupant::Gone,
             Err(_) => Occupant::Unknown,
         }
     }
 
-    /// Claims a slot for the calling thread, which holds the primitive's lock: returns its
-    /// index, with the slot's mutex held by this thread. Reclaims the slot of a dead waiter
-    /// if no slot is free.
+    /// Claims a slot for the calling thread, which holds the primitive's lock, runs `wait`
+    /// with it, and frees it (also if `wait` unwinds). Reclaims the slot of a dead waiter if no
+    /// slot is free.
     ///
     /// Errors: [`Error::TooManyWaiters`] if every slot belongs to a living waiter.
-    pub(crate) fn claim(&self) -> Result<usize, Error> {
+    pub(crate) fn with_slot<R>(&self, wait: impl FnOnce(&Slot) -> R) -> Result<R, Error> {
+        let i = self.claim()?;
+        let claimed = Claimed { table: self, i };
+        let slot = self.slots.get(i).ok_or(Error::Corrupt("a claimed slot is out of range"))?;
+        let result = wait(slot);
+        drop(claimed);
+        Ok(result)
+    }
+
+    /// Claims a slot for the calling thread: returns its index, with the slot's mutex held by
+    /// this thread, which `with_slot` frees.
+    fn claim(&self) -> Result<usize, Error> {
         for (w, word) in self.occupied.iter().enumerate() {
             let mut free = !word.load(Ordering::Acquire);
             while free != 0 {
@@ -110,7 +139,9 @@ impl SlotTable {
                 let Some(slot) = self.slots.get(i) else { continue };
                 // A free slot's mutex is free, unless its last waiter is between clearing
                 // its bit and unlocking: skip it then.
-                if let Ok(Some(_)) = slot.mutex.try_lock() {
+                // SAFETY: `RawMutex::try_lock` asks for the contract on `RawMutex`, met as the
+                // module documentation says; `with_slot` frees the slot this takes.
+                if let Ok(Some(_)) = unsafe { slot.mutex.try_lock() } {
                     let (w, bit) = Self::bit(i);
                     self.occupied[w].fetch_or(bit, Ordering::AcqRel);
                     return Ok(i);
@@ -156,12 +187,28 @@ impl SlotTable {
     }
 
     /// Frees slot `i`, whose mutex the calling thread holds.
-    pub(crate) fn free(&self, i: usize) {
+    fn free(&self, i: usize) {
         let Some(slot) = self.slots.get(i) else { return };
         slot.state.store(FREE, Ordering::Relaxed);
         let (w, bit) = Self::bit(i);
         self.occupied[w].fetch_and(!bit, Ordering::AcqRel);
-        // Held by this thread (the caller's contract), so this cannot fail.
-        let _ = slot.mutex.unlock();
+        // Held by this thread (claimed or reclaimed by it), so this cannot fail.
+        // SAFETY: `RawMutex::unlock` asks for points 1 and 3 of the contract on `RawMutex`,
+        // met as the module documentation says.
+        let _ = unsafe { slot.mutex.unlock() };
+    }
+}
+
+/// A slot claimed by this thread; freed when dropped.
+struct Claimed<'a> {
+    /// The table.
+    table: &'a SlotTable,
+    /// The slot's index.
+    i: usize,
+}
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        self.table.free(self.i);
     }
 }

@@ -1,49 +1,90 @@
-//! The platform layer: every `unsafe` of `mp-sync` lives in this module.
+//! The platform layer of `mp-sync`: a process-shared robust mutex and futex waits. A port to
+//! another system replaces this module and nothing else.
 //!
-//! # Safety
-//!
-//! The crate root denies `unsafe`; this module allows it for these jobs, each block saying why
-//! its contract holds:
+//! It imports nothing from the crate: errors are `rustix::io::Errno`s, which the callers map.
 //!
 //! * [`RawMutex`]: a process-shared, robust pthread mutex (`libc`'s
 //!   `pthread_mutexattr_setpshared/setrobust/settype`, `pthread_mutex_init/lock/trylock/
 //!   timedlock/unlock/consistent`), with mp's own inline fast paths for the uncontended lock
 //!   and the plain unlock, which follow glibc's protocol on the same memory (see the `robust`
-//!   module). It lives in shared memory and is never moved. A held robust mutex is linked into
-//!   the holding thread's robust list (glibc's, by glibc or by the fast paths), whose links
-//!   point into that thread's address space: the one kind of pointer into private memory a
-//!   shared layout holds.
-//!   The crate keeps the mapping of a mutex alive for as long as any of its threads holds it
-//!   (guards borrow the handle that owns the mapping; held locks without a guard keep their
-//!   handle in a registry until released), so glibc and the kernel never follow a link into
-//!   memory that was unmapped.
-//! * [`Mapped`]: the view of a segment as a `#[repr(C)]` layout of atomics and mutexes, for
-//!   the types that implement the `unsafe` marker trait [`SharedLayout`] (implemented here,
-//!   for the crate's layouts only).
-//! * [`pod_mut`] and [`pod_slice_mut`]: `&mut T` / `&mut [T]` into the segment of a `Value`
-//!   or `Array`, in exchange for an [`Exclusive`] token, which `value.rs` makes only while it
-//!   holds the value's lock exclusively (see `pod_slice_mut`).
-//! * [`action_offset`] / [`action_at`]: a barrier action (`fn()`) crossing into a fresh exec of
-//!   the same executable as an offset into its text, as `mp-process` carries process targets.
+//!   module). Taking and releasing it are `unsafe fn`s: their contract is on [`RawMutex`].
+//! * [`futex_wait`] and [`futex_wake`]: shared (not process-private) futex operations on an
+//!   `AtomicU32`, for the words the primitives sleep on.
+//! * [`check_at_thread_exit`]: a function run when a thread exits, after its thread-locals.
 //!
-//! Shared memory trusts every process that maps it: a process that writes garbage over a
-//! mutex can make the others fail or crash, as with any process-shared pthread mutex. The
-//! checks made on a received segment (size, magic, kind) catch mistakes, not malice.
-#![allow(unsafe_code)]
+//! # Safety
+//!
+//! The crate root denies `unsafe` code; this module allows it for the pthread calls and for
+//! the fast paths, which read glibc's thread descriptor and follow the robust-list links
+//! stored in the mutexes. Every block says which contract it meets.
 
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
-use bytemuck::Pod;
 use rustix::io::Errno;
+use rustix::thread::futex;
 use rustix::time::ClockId;
-
-use crate::value::Exclusive;
 
 /// The longest single `pthread_mutex_timedlock`: its deadline is on `CLOCK_REALTIME`, so a
 /// backward jump of the wall clock can lengthen a timed acquire by at most this much.
 const TIMEDLOCK_SLICE: Duration = Duration::from_secs(1);
+
+/// Sleeps while `*word == expected`, for `timeout` at most (`None`: no limit), on a shared
+/// futex (no `FUTEX_PRIVATE_FLAG`), so that wakes from other processes reach it.
+///
+/// `Ok(())` when woken; the errors are the kernel's: `EAGAIN` (the word differed),
+/// `EINTR` (a signal), `ETIMEDOUT`.
+pub(crate) fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    timeout: Option<Duration>,
+) -> Result<(), Errno> {
+    let timeout = timeout.map(|left| futex::Timespec {
+        tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(left.subsec_nanos()),
+    });
+    futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref())
+}
+
+/// Wakes up to `n` threads sleeping on `word`, in any process.
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
+    // FUTEX_WAKE fails only for a bad address, which a reference cannot be.
+    let _ = futex::wake(word, futex::Flags::empty(), n);
+}
+
+/// Makes `check` run in every thread that called this, when it exits: after its Rust
+/// thread-locals are dropped (a `pthread_key_create` destructor, which glibc runs after the
+/// thread-local destructors), right before the kernel releases the robust mutexes the thread
+/// still holds. It does not run when the whole process ends.
+///
+/// One check per process: the first function given is the one that runs. Errors: the
+/// process is out of thread-specific keys (`EAGAIN`) or memory.
+pub(crate) fn check_at_thread_exit(check: fn()) -> Result<(), Errno> {
+    static CHECK: OnceLock<fn()> = OnceLock::new();
+    static KEY: OnceLock<Result<libc::pthread_key_t, Errno>> = OnceLock::new();
+    /// The key's destructor: glibc calls it at thread exit for a thread whose value is set.
+    extern "C" fn at_exit(_: *mut libc::c_void) {
+        if let Some(check) = CHECK.get() {
+            check();
+        }
+    }
+    CHECK.get_or_init(|| check);
+    let key = *KEY.get_or_init(|| {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: `pthread_key_create` asks for writable storage for a key (`key`) and a
+        // destructor that may be called in any thread at its exit with the thread's value:
+        // `at_exit` ignores the value and only reads a `OnceLock`.
+        rc(unsafe { libc::pthread_key_create(&mut key, Some(at_exit)) }).map(|()| key)
+    });
+    // Any non-null value makes glibc call the destructor; the pointer is never dereferenced.
+    let marker = std::ptr::NonNull::<libc::c_void>::dangling().as_ptr();
+    // SAFETY: `pthread_setspecific` asks for a key made by `pthread_key_create` and not
+    // deleted (`key`; keys are never deleted); the value is an opaque pointer.
+    rc(unsafe { libc::pthread_setspecific(key?, marker) })
+}
 
 /// The type of a robust mutex: what relocking by its holder does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,16 +107,35 @@ pub(crate) enum Taken {
 /// A process-shared robust pthread mutex stored in shared memory.
 ///
 /// Lives in shared memory: `#[repr(C)]`, never moved. Its only pointers are glibc's
-/// robust-list links (see the module documentation), the one exception to "no pointers into
-/// private memory".
+/// robust-list links: a held robust mutex is linked into the holding thread's robust list
+/// (glibc's, by glibc or by the fast paths), and those links point into that thread's address
+/// space. glibc, the fast paths and, when the thread dies, the kernel follow them.
+///
+/// # Safety
+///
+/// [`lock`](RawMutex::lock), [`try_lock`](RawMutex::try_lock),
+/// [`lock_until`](RawMutex::lock_until) and [`unlock`](RawMutex::unlock) are `unsafe`; their
+/// callers promise:
+///
+/// 1. **Initialised**: the mutex was set up by [`init`](RawMutex::init) (in this process or
+///    another), has not moved since, and is not initialised again while a thread holds it.
+/// 2. **Mapped while held**: when a call leaves the mutex held by the calling thread, the
+///    memory holding it stays mapped, at the same address, until this thread has released
+///    it (or has exited): the thread's robust list links to it.
+/// 3. **Written only by the protocol**: every thread of every process that maps the mutex
+///    changes its bytes only through these functions (or glibc's own on the same mutex),
+///    since the links stored in it are followed as pointers.
 #[repr(C)]
 pub(crate) struct RawMutex {
-    /// The pthread mutex; only ever touched through the pthread functions.
+    /// The pthread mutex; only ever touched through the pthread functions and the fast paths.
     inner: UnsafeCell<libc::pthread_mutex_t>,
 }
 
-// SAFETY: a process-shared pthread mutex is made to be operated on by many threads (of many
-// processes) at once; every access goes through the pthread functions, which synchronise.
+// SAFETY: `Sync` promises that `&RawMutex` may be used from several threads at once. Every
+// access through a shared reference goes through the pthread functions, which are made for
+// concurrent use by many threads (of many processes) on a process-shared mutex, or through the
+// fast paths, which change the mutex only with atomic instructions or while holding it, as
+// glibc does.
 unsafe impl Sync for RawMutex {}
 
 // A lock stays consistent across a panic (a guard unlocks it while unwinding), as
@@ -91,18 +151,21 @@ fn rc(code: libc::c_int) -> Result<(), Errno> {
 
 impl RawMutex {
     /// Initialises the mutex in place: process-shared, robust, of type `kind`. The `&mut`
-    /// proves that nobody else can use it yet (see [`Mapped::create`]).
+    /// proves that nobody else can use it yet, so no thread holds it (a hold is made through
+    /// a shared reference, under the contract on [`RawMutex`]).
     pub(crate) fn init(&mut self, kind: MutexKind) -> Result<(), Errno> {
         let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: `attr` is writable storage for an attribute object, which `init` fills.
+        // SAFETY: `pthread_mutexattr_init` asks for writable storage for an attribute object:
+        // `attr` is, and the call initialises it.
         rc(unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) })?;
         let kind = match kind {
             MutexKind::ErrorCheck => libc::PTHREAD_MUTEX_ERRORCHECK,
             MutexKind::Recursive => libc::PTHREAD_MUTEX_RECURSIVE,
         };
-        // SAFETY: `attr` was initialised above; these calls only set fields of it, and the
-        // mutex storage is ours alone (`&mut self`) while `pthread_mutex_init` writes it. The
-        // attribute object is destroyed on every path.
+        // SAFETY: the `pthread_mutexattr_set*` calls ask for an initialised attribute object
+        // (`attr`, initialised above). `pthread_mutex_init` asks for storage for a mutex that
+        // is not in use (ours alone through `&mut self`; not held by any thread, see above)
+        // and an initialised attribute object. The attribute object is destroyed on every path.
         let result = unsafe {
             rc(libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED))
                 .and_then(|()| {
@@ -114,19 +177,26 @@ impl RawMutex {
                 .and_then(|()| rc(libc::pthread_mutexattr_settype(attr.as_mut_ptr(), kind)))
                 .and_then(|()| rc(libc::pthread_mutex_init(self.inner.get(), attr.as_ptr())))
         };
-        // SAFETY: `attr` is initialised and no longer needed.
+        // SAFETY: `pthread_mutexattr_destroy` asks for an initialised attribute object that is
+        // no longer needed: `attr` is both.
         unsafe { libc::pthread_mutexattr_destroy(attr.as_mut_ptr()) };
         result
     }
 
     /// Interprets the return code of a lock call: `EOWNERDEAD` makes the mutex consistent.
+    ///
+    /// # Safety
+    ///
+    /// `code` was just returned by a pthread lock call on `self` in this thread, under the
+    /// contract on [`RawMutex`].
     #[inline]
-    fn taken(&self, code: libc::c_int) -> Result<Taken, Errno> {
+    unsafe fn taken(&self, code: libc::c_int) -> Result<Taken, Errno> {
         match code {
             0 => Ok(Taken::Clean),
             libc::EOWNERDEAD => {
-                // SAFETY: we hold the mutex (EOWNERDEAD hands it over); marking it consistent
-                // is what the holder must do before unlocking it.
+                // SAFETY: `pthread_mutex_consistent` asks for an initialised robust mutex
+                // (contract point 1) held by the calling thread in the inconsistent state:
+                // EOWNERDEAD from the lock call just made in this thread hands it over so.
                 rc(unsafe { libc::pthread_mutex_consistent(self.inner.get()) })?;
                 Ok(Taken::OwnerDied)
             }
@@ -138,40 +208,59 @@ impl RawMutex {
     ///
     /// Errors: `EDEADLK` if this thread holds an error-checking mutex, `ENOTRECOVERABLE` if
     /// a previous holder released it after its owner died without making it consistent.
+    ///
+    /// # Safety
+    ///
+    /// The contract on [`RawMutex`].
     #[inline(always)]
-    pub(crate) fn lock(&self) -> Result<Taken, Errno> {
-        match robust::try_fast_lock(self) {
+    pub(crate) unsafe fn lock(&self) -> Result<Taken, Errno> {
+        // SAFETY: `try_fast_lock` asks for the contract on `RawMutex`, which the caller gives.
+        match unsafe { robust::try_fast_lock(self) } {
             robust::Fast::Done => Ok(Taken::Clean),
             robust::Fast::Failed(e) => Err(e),
-            robust::Fast::Slow => self.lock_slow(),
+            // SAFETY: `lock_slow` asks for the same contract.
+            robust::Fast::Slow => unsafe { self.lock_slow() },
         }
     }
 
     /// Locks the mutex through glibc: contended, relocked, or left by a dead holder.
+    ///
+    /// # Safety
+    ///
+    /// The contract on [`RawMutex`].
     #[cold]
     #[inline(never)]
-    fn lock_slow(&self) -> Result<Taken, Errno> {
-        // SAFETY: the mutex was initialised by the segment's creator (the segment's magic and
-        // kind were checked), and its mapping outlives every hold (module contract).
+    unsafe fn lock_slow(&self) -> Result<Taken, Errno> {
+        // SAFETY: `pthread_mutex_lock` asks for an initialised mutex (contract point 1) whose
+        // memory stays valid while it is held and used (point 2), not corrupted by other
+        // writers (point 3).
         let code = unsafe { libc::pthread_mutex_lock(self.inner.get()) };
-        self.taken(code)
+        // SAFETY: `code` was just returned by a lock call on `self` in this thread.
+        unsafe { self.taken(code) }
     }
 
     /// Locks the mutex if it is free (or its holder died); `None` if another thread holds it.
     ///
     /// `EDEADLK` if this thread holds an error-checking mutex.
+    ///
+    /// # Safety
+    ///
+    /// The contract on [`RawMutex`].
     #[inline]
-    pub(crate) fn try_lock(&self) -> Result<Option<Taken>, Errno> {
-        match robust::try_fast_lock(self) {
+    pub(crate) unsafe fn try_lock(&self) -> Result<Option<Taken>, Errno> {
+        // SAFETY: `try_fast_lock` asks for the contract on `RawMutex`, which the caller gives.
+        match unsafe { robust::try_fast_lock(self) } {
             robust::Fast::Done => return Ok(Some(Taken::Clean)),
             robust::Fast::Failed(e) => return Err(e),
             robust::Fast::Slow => {}
         }
-        // SAFETY: as in `lock_slow`.
+        // SAFETY: `pthread_mutex_trylock` asks what `pthread_mutex_lock` does (see
+        // `lock_slow`), which the caller's contract gives.
         let code = unsafe { libc::pthread_mutex_trylock(self.inner.get()) };
         match code {
             libc::EBUSY => Ok(None),
-            code => self.taken(code).map(Some),
+            // SAFETY: `code` was just returned by a lock call on `self` in this thread.
+            code => unsafe { self.taken(code) }.map(Some),
         }
     }
 
@@ -181,11 +270,16 @@ impl RawMutex {
     /// from the monotonic time left, in slices of at most [`TIMEDLOCK_SLICE`], and an early
     /// return (the wall clock jumped forward) is retried against the monotonic deadline, so
     /// the wait is never shorter than asked.
-    pub(crate) fn lock_until(&self, deadline: Instant) -> Result<Option<Taken>, Errno> {
+    ///
+    /// # Safety
+    ///
+    /// The contract on [`RawMutex`].
+    pub(crate) unsafe fn lock_until(&self, deadline: Instant) -> Result<Option<Taken>, Errno> {
         loop {
             let now = Instant::now();
             let Some(left) = deadline.checked_duration_since(now).filter(|d| !d.is_zero()) else {
-                return self.try_lock();
+                // SAFETY: the caller's contract is `try_lock`'s.
+                return unsafe { self.try_lock() };
             };
             let slice = left.min(TIMEDLOCK_SLICE);
             let real = rustix::time::clock_gettime(ClockId::Realtime);
@@ -196,172 +290,48 @@ impl RawMutex {
                 sec = sec.saturating_add(1);
             }
             let abs = libc::timespec { tv_sec: sec as libc::time_t, tv_nsec: nsec as _ };
-            // SAFETY: as in `lock_slow`; `abs` is a valid, normalised timespec.
+            // SAFETY: `pthread_mutex_timedlock` asks what `pthread_mutex_lock` does (see
+            // `lock_slow`; the caller's contract), and a valid timespec: `abs` is normalised
+            // and lives across the call.
             let code = unsafe { libc::pthread_mutex_timedlock(self.inner.get(), &abs) };
             match code {
                 libc::ETIMEDOUT => continue,
-                code => return self.taken(code).map(Some),
+                // SAFETY: `code` was just returned by a lock call on `self` in this thread.
+                code => return unsafe { self.taken(code) }.map(Some),
             }
         }
     }
 
     /// Unlocks the mutex. `EPERM` if this thread does not hold it.
+    ///
+    /// # Safety
+    ///
+    /// Points 1 and 3 of the contract on [`RawMutex`] (a release leaves nothing held).
     #[inline(always)]
-    pub(crate) fn unlock(&self) -> Result<(), Errno> {
-        if robust::try_fast_unlock(self) { Ok(()) } else { self.unlock_slow() }
+    pub(crate) unsafe fn unlock(&self) -> Result<(), Errno> {
+        // SAFETY: `try_fast_unlock` asks for points 1 and 3, which the caller gives.
+        if unsafe { robust::try_fast_unlock(self) } {
+            Ok(())
+        } else {
+            // SAFETY: `unlock_slow` asks for the same.
+            unsafe { self.unlock_slow() }
+        }
     }
 
     /// Unlocks the mutex through glibc: held at several levels, not made consistent, or not
     /// held by this thread.
+    ///
+    /// # Safety
+    ///
+    /// As [`unlock`](RawMutex::unlock).
     #[cold]
     #[inline(never)]
-    fn unlock_slow(&self) -> Result<(), Errno> {
-        // SAFETY: as in `lock_slow`. glibc checks the owner of a robust mutex and returns
+    unsafe fn unlock_slow(&self) -> Result<(), Errno> {
+        // SAFETY: `pthread_mutex_unlock` asks for an initialised mutex (point 1) whose links
+        // are glibc's own (point 3). glibc checks the owner of a robust mutex and returns
         // EPERM for a thread that does not hold it, touching nothing else.
         rc(unsafe { libc::pthread_mutex_unlock(self.inner.get()) })
     }
-}
-
-/// A `#[repr(C)]` layout that can be viewed in place in a shared segment.
-///
-/// # Safety
-///
-/// Implementors are `#[repr(C)]`, have no `Drop`, are valid for every bit pattern (in
-/// particular all zeros), hold no pointers into private memory (except a [`RawMutex`]'s
-/// robust-list links), have an alignment of at most [`LAYOUT_ALIGN`], and change only through
-/// interior mutability (atomics and [`RawMutex`]), so a shared reference to one may coexist
-/// with writes from other processes.
-pub(crate) unsafe trait SharedLayout: Sync + 'static {}
-
-/// The largest alignment a [`SharedLayout`] may have: a cache line (segments are
-/// page-aligned).
-pub(crate) const LAYOUT_ALIGN: usize = 64;
-
-// SAFETY: a `#[repr(C)]` pair of a `SharedLayout` and a header (atomics only, aligned to a
-// cache line), so it has every property the trait asks for if `L` has them, and is aligned
-// to 64 at most.
-unsafe impl<L: SharedLayout> SharedLayout for crate::segment::Full<L> {}
-// SAFETY: each of these is a `#[repr(C)]` struct of `AtomicU32`/`AtomicU64`, `RawMutex` and
-// arrays and `#[repr(C)]` structs of those (see their definitions), all valid for every bit
-// pattern, none with `Drop`, aligned to 8 at most.
-unsafe impl SharedLayout for crate::lock::LockLayout {}
-// SAFETY: as above.
-unsafe impl SharedLayout for crate::semaphore::SemLayout {}
-// SAFETY: as above.
-unsafe impl SharedLayout for crate::event::EventLayout {}
-// SAFETY: as above.
-unsafe impl SharedLayout for crate::condition::CondLayout {}
-// SAFETY: as above.
-unsafe impl SharedLayout for crate::barrier::BarrierLayout {}
-
-/// A shared segment viewed as an `L` at its start, checked once when it is made.
-pub(crate) struct Mapped<L> {
-    /// The segment; its mapping outlives `layout`.
-    shm: mp_shm::SharedMemory,
-    /// The start of the mapping, checked to be aligned and large enough for an `L`.
-    layout: std::ptr::NonNull<L>,
-}
-
-// SAFETY: `Mapped` owns its `SharedMemory` (which is `Send + Sync`); the pointer only
-// designates the start of that mapping, and `L: SharedLayout` is `Sync` and made for
-// concurrent access, so moving or sharing the view between threads is sound.
-unsafe impl<L: SharedLayout> Send for Mapped<L> {}
-// SAFETY: as above.
-unsafe impl<L: SharedLayout> Sync for Mapped<L> {}
-
-impl<L: SharedLayout> Mapped<L> {
-    /// Views `shm` as an `L`, if it is large enough and aligned.
-    pub(crate) fn new(shm: mp_shm::SharedMemory) -> Option<Self> {
-        const { assert!(align_of::<L>() <= LAYOUT_ALIGN) };
-        let base = shm.as_ptr();
-        if size_of::<L>() > shm.size() || (base as usize) % align_of::<L>() != 0 {
-            return None;
-        }
-        let layout = std::ptr::NonNull::new(base.cast::<L>())?;
-        Some(Mapped { shm, layout })
-    }
-
-    /// Views a segment this process has just created, and not yet shared, as an `L`, and lets
-    /// `init` set it up through a `&mut` before anything else can reach it.
-    pub(crate) fn create<E>(
-        shm: mp_shm::SharedMemory,
-        init: impl FnOnce(&mut L) -> Result<(), E>,
-    ) -> Result<Option<Self>, E> {
-        let Some(mut mapped) = Self::new(shm) else {
-            return Ok(None);
-        };
-        // SAFETY: as in `get`, and moreover the segment is fresh (`SharedMemory::new`, an
-        // anonymous memfd) and has not been handed to anyone: no other reference to its bytes
-        // exists in any process, so the `&mut` is exclusive for the duration of `init`.
-        init(unsafe { mapped.layout.as_mut() })?;
-        Ok(Some(mapped))
-    }
-
-    /// The layout.
-    #[inline(always)]
-    pub(crate) fn get(&self) -> &L {
-        // SAFETY: the first `size_of::<L>()` bytes of the mapping were checked to exist and
-        // the base to be aligned for `L`; the mapping lives as long as `self.shm`, which the
-        // returned borrow cannot outlive. `L: SharedLayout` is valid for any bytes and only
-        // changes through interior mutability, so a shared reference is sound while other
-        // processes operate on the same bytes.
-        unsafe { self.layout.as_ref() }
-    }
-
-    /// The segment.
-    pub(crate) fn shm(&self) -> &mp_shm::SharedMemory {
-        &self.shm
-    }
-}
-
-/// The value of a `Value<T>` as `&mut T`, consuming the proof of exclusive access.
-///
-/// Returns `None` if the segment is too small or misaligned for a `T` (checked when the
-/// value was made or received, so never in practice).
-pub(crate) fn pod_mut<T: Pod>(shm: &mp_shm::SharedMemory, exclusive: Exclusive) -> Option<&mut T> {
-    pod_slice_mut::<T>(shm, 1, exclusive).and_then(|s| s.first_mut())
-}
-
-/// The items of an `Array<T>` as `&mut [T]`, consuming the proof of exclusive access.
-// The `&mut` comes from the proof, not from `shm`: shared memory is interior-mutable.
-#[allow(clippy::mut_from_ref)]
-pub(crate) fn pod_slice_mut<T: Pod>(
-    shm: &mp_shm::SharedMemory,
-    len: usize,
-    _exclusive: Exclusive,
-) -> Option<&mut [T]> {
-    let bytes = len.checked_mul(size_of::<T>())?;
-    let base = shm.as_ptr();
-    if bytes > shm.size() || (base as usize) % align_of::<T>() != 0 {
-        return None;
-    }
-    // SAFETY: the range lies in the mapping, which outlives the returned borrow (it borrows
-    // `shm`), and is aligned for `T`; `T: Pod` is valid for any bytes. The reference is
-    // exclusive: an `Exclusive` is made only by `value.rs`, right after it took the value's
-    // lock, and the reference is stored in the value guard that holds that lock and releases
-    // it when dropped. Every other thread and process reaches the bytes only through the same
-    // lock, so they are kept out. This thread is kept out too: if the lock is a `Lock`
-    // (error-checking), it cannot take it again at all (`AlreadyHeld`); if it is an `RLock`,
-    // the guard sets the lock's borrow flag, and every other path to the bytes (a second
-    // guard, a copy) and every way to release the lock while the guard lives
-    // (`Condition::wait`) checks the flag and refuses; guards release only themselves, and
-    // `release` only holds whose guard was forgotten.
-    Some(unsafe { std::slice::from_raw_parts_mut(base.cast::<T>(), len) })
-}
-
-/// The offset of a barrier action from the start of the executable, if it lies in its text.
-pub(crate) fn action_offset(action: fn()) -> Option<u64> {
-    mp_process::code::fn_offset(action)
-}
-
-/// Turns an offset made by [`action_offset`] in another process back into the action, if it
-/// lies in this executable's text.
-pub(crate) fn action_at(offset: u64) -> Option<fn()> {
-    // SAFETY: the offset was made by `action_offset` (that is, `fn_offset`) from a `fn()` in a
-    // process of this tree: `mp-process` checks that every child runs the same executable file
-    // as its parent, and the offset reached us through the barrier's shared memory, which only
-    // the processes of the tree map.
-    unsafe { mp_process::code::fn_at(offset) }
 }
 
 /// mp's own fast paths for a robust mutex: an uncontended lock and an unlock without
@@ -406,9 +376,11 @@ pub(crate) fn action_at(offset: u64) -> Option<fn()> {
 /// glibc 2.36 and current glibc; the layout is private to glibc, hence the check). The first
 /// fast operation of a thread asks the kernel for the head (`get_robust_list`) and uses the
 /// fast paths only if its size is glibc's, its `futex_offset` is that of a `pthread_mutex_t`,
-/// and the `tid` before it is the thread's (`gettid`). glibc keeps that `tid` right across `fork`, so the fast paths never cache a tid.
-/// Otherwise (another C library, a runtime that registered its own head) every operation
-/// goes to the pthread functions.
+/// and the `tid` before it is the thread's (`gettid`). glibc keeps that `tid` right across
+/// `fork`, so the fast paths never cache a tid. Otherwise (another C library, a runtime that
+/// registered its own head) every operation goes to the pthread functions. Reading that `tid`
+/// assumes that a head of glibc's size and `futex_offset` is glibc's: nothing else is expected
+/// to register one of exactly that shape.
 #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 mod robust {
     use std::cell::Cell;
@@ -526,17 +498,22 @@ mod robust {
                 // `RobustHead`, so it points to one, which lives as long as the thread (glibc
                 // keeps it in the thread's descriptor). Only this thread writes it.
                 let offset = unsafe { (*head).futex_offset };
-                let tid = address.wrapping_sub(TID_BEFORE_HEAD) as *const AtomicU32;
-                // SAFETY: glibc registers `&pd->robust_head`, after `pid_t tid; pid_t
-                // pid_ununsed; void *robust_prev;` of the same descriptor, so the 4 bytes
-                // `TID_BEFORE_HEAD` before it are readable and aligned for an `i32` (the head
-                // is 8-aligned, checked above). A head registered by something else would
-                // have to be preceded by readable memory holding the thread's tid to pass the
-                // comparison with `gettid`. The read is atomic and glibc writes `tid` only in
-                // this thread (and in `fork`, before the child runs).
-                let tid = unsafe { &*tid }.load(Ordering::Relaxed);
-                let me = rustix::thread::gettid().as_raw_nonzero().get();
-                offset == FUTEX_OFFSET && u32::try_from(me) == Ok(tid)
+                offset == FUTEX_OFFSET && {
+                    let tid = address.wrapping_sub(TID_BEFORE_HEAD) as *const AtomicU32;
+                    // SAFETY: dereferencing asks for a live, aligned `AtomicU32`. A head of
+                    // glibc's size whose `futex_offset` is that of a `pthread_mutex_t` is
+                    // glibc's (checked above; another runtime registering one of the same
+                    // shape is assumed away, see the module documentation), and glibc
+                    // registers `&pd->robust_head`, after `pid_t tid; pid_t pid_ununsed; void
+                    // *robust_prev;` of the same descriptor, so the 4 bytes `TID_BEFORE_HEAD`
+                    // before it are live and aligned for an `i32` (the head is 8-aligned,
+                    // checked above). The comparison with `gettid` confirms the layout. The
+                    // read is atomic and glibc writes `tid` only in this thread (and in `fork`,
+                    // before the child runs).
+                    let tid = unsafe { &*tid }.load(Ordering::Relaxed);
+                    let me = rustix::thread::gettid().as_raw_nonzero().get();
+                    u32::try_from(me) == Ok(tid)
+                }
             };
             let head = Head(if found { address } else { UNSUPPORTED }, PhantomData);
             let _ = HEAD.try_with(|h| h.set(head));
@@ -570,12 +547,16 @@ mod robust {
     ///
     /// `node`, with bit 0 cleared, is the head of this thread's list or a node in it, which
     /// glibc or these paths linked: the `__list.__next` of a locked `pthread_mutex_t` that is
-    /// still mapped (module contract), or the head in glibc's thread descriptor.
+    /// still mapped (point 2 of the contract on [`RawMutex`]), or the head in glibc's thread
+    /// descriptor.
     #[inline(always)]
     unsafe fn prev_of(node: *mut u8) -> &'static AtomicPtr<u8> {
         let at = (node as usize & !1).wrapping_sub(PREV_BEFORE_NODE);
-        // SAFETY: by the contract, `at` is the `__prev` of a `__pthread_list_t` (or glibc's
-        // `robust_prev`), a pointer-sized, aligned field that lives while the node is linked.
+        // SAFETY: dereferencing asks for a pointer to a live, aligned `AtomicPtr`: by this
+        // function's contract, `at` is the `__prev` of a `__pthread_list_t` (or glibc's
+        // `robust_prev`), a pointer-sized, aligned field that lives while the node is linked,
+        // and is only accessed atomically while this thread uses it (it is this thread's list).
+        // The reference is used at once, never kept.
         unsafe { &*(at as *const AtomicPtr<u8>) }
     }
 
@@ -586,7 +567,8 @@ mod robust {
     /// As [`prev_of`].
     #[inline(always)]
     unsafe fn next_of(node: *mut u8) -> &'static AtomicPtr<u8> {
-        // SAFETY: a node is the address of a `__next` field (or of the head's `list`).
+        // SAFETY: as in `prev_of`: by the contract, a node is the address of a live, aligned
+        // `__next` field (or of the head's `list`).
         unsafe { &*((node as usize & !1) as *const AtomicPtr<u8>) }
     }
 
@@ -614,8 +596,12 @@ mod robust {
     }
 
     /// Locks `mutex` if its word is 0, as glibc's robust lock does.
+    ///
+    /// # Safety
+    ///
+    /// The contract on [`RawMutex`].
     #[inline(always)]
-    pub(super) fn try_fast_lock(mutex: &RawMutex) -> Fast {
+    pub(super) unsafe fn try_fast_lock(mutex: &RawMutex) -> Fast {
         let Some(head) = Head::get() else { return Fast::Slow };
         let (h, m, tid) = (head.head(), mutex.glibc(), head.tid());
         let node = m.next.as_ptr().cast::<u8>();
@@ -631,7 +617,7 @@ mod robust {
             // and fail, as glibc does.
             m.count.store(0, Ordering::Relaxed);
             if m.lock.swap(0, Ordering::Release) & FUTEX_WAITERS != 0 {
-                crate::wait::futex_wake(&m.lock, 1);
+                super::futex_wake(&m.lock, 1);
             }
             compiler_fence(Ordering::SeqCst);
             h.op_pending.store(ptr::null_mut(), Ordering::Relaxed);
@@ -641,7 +627,9 @@ mod robust {
         compiler_fence(Ordering::SeqCst);
         // Insert at the front (glibc's ENQUEUE_MUTEX).
         let first = h.list.load(Ordering::Relaxed);
-        // SAFETY: `first` is the head or the first node of this thread's list.
+        // SAFETY: `prev_of` asks for the head or a node of this thread's list: `first` is the
+        // head or the first node, each linked node a mutex this thread holds, which stays mapped
+        // while held (point 2 of the contract, which every hold of this thread was made under).
         unsafe { prev_of(first) }.store(node, Ordering::Relaxed);
         m.next.store(first, Ordering::Relaxed);
         m.prev.store(h.list.as_ptr().cast::<u8>(), Ordering::Relaxed);
@@ -656,8 +644,12 @@ mod robust {
 
     /// Unlocks `mutex` if this thread holds it at one level, consistent, as glibc's robust
     /// unlock does; whether it did.
+    ///
+    /// # Safety
+    ///
+    /// Points 1 and 3 of the contract on [`RawMutex`].
     #[inline(always)]
-    pub(super) fn try_fast_unlock(mutex: &RawMutex) -> bool {
+    pub(super) unsafe fn try_fast_unlock(mutex: &RawMutex) -> bool {
         let Some(head) = Head::get() else { return false };
         let (h, m, tid) = (head.head(), mutex.glibc(), head.tid());
         if m.lock.load(Ordering::Relaxed) & FUTEX_TID_MASK != tid
@@ -671,8 +663,11 @@ mod robust {
         compiler_fence(Ordering::SeqCst);
         // Unlink (glibc's DEQUEUE_MUTEX).
         let (next, prev) = (m.next.load(Ordering::Relaxed), m.prev.load(Ordering::Relaxed));
-        // SAFETY: this thread holds the mutex (its tid is in the word and `__owner`), so the
-        // node is in this thread's list and its neighbours are nodes of that list or the head.
+        // SAFETY: `prev_of` and `next_of` ask for the head or nodes of this thread's list. This
+        // thread holds the mutex (its tid is in the word and `__owner`, checked above), so its
+        // node is in this thread's list, and the links stored in it, which only the protocol
+        // writes (point 3), are its neighbours there: nodes of mutexes this thread holds, mapped
+        // while held (point 2 of the contract under which they were taken), or the head.
         unsafe {
             prev_of(next).store(prev, Ordering::Relaxed);
             next_of(prev).store(next, Ordering::Relaxed);
@@ -683,7 +678,7 @@ mod robust {
         m.owner.store(0, Ordering::Relaxed);
         m.nusers.store(m.nusers.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
         if m.lock.swap(0, Ordering::SeqCst) & FUTEX_WAITERS != 0 {
-            crate::wait::futex_wake(&m.lock, 1);
+            super::futex_wake(&m.lock, 1);
         }
         compiler_fence(Ordering::SeqCst);
         h.op_pending.store(ptr::null_mut(), Ordering::Relaxed);
@@ -724,14 +719,22 @@ mod robust {
     }
 
     /// Leaves the lock to the pthread functions.
+    ///
+    /// # Safety
+    ///
+    /// None needed here; `unsafe` to match the glibc version.
     #[inline(always)]
-    pub(super) fn try_fast_lock(_: &RawMutex) -> Fast {
+    pub(super) unsafe fn try_fast_lock(_: &RawMutex) -> Fast {
         Fast::Slow
     }
 
     /// Leaves the unlock to the pthread functions.
+    ///
+    /// # Safety
+    ///
+    /// None needed here; `unsafe` to match the glibc version.
     #[inline(always)]
-    pub(super) fn try_fast_unlock(_: &RawMutex) -> bool {
+    pub(super) unsafe fn try_fast_unlock(_: &RawMutex) -> bool {
         false
     }
 }

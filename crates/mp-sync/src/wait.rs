@@ -5,9 +5,9 @@ use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
-use rustix::thread::futex;
 
 use crate::error::Error;
+use crate::sys;
 
 /// How many times a contended path looks again before it sleeps, by default.
 pub const DEFAULT_SPIN_LIMIT: u32 = 200;
@@ -56,13 +56,10 @@ pub fn futex_wait(
             if left.is_zero() {
                 return Ok(true);
             }
-            Some(futex::Timespec {
-                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(left.subsec_nanos()),
-            })
+            Some(left)
         }
     };
-    match futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref()) {
+    match sys::futex_wait(word, expected, timeout) {
         Ok(()) | Err(Errno::AGAIN) | Err(Errno::INTR) => Ok(expired(deadline)),
         Err(Errno::TIMEDOUT) => Ok(true),
         Err(e) => Err(Error::io("futex wait", e)),
@@ -71,8 +68,7 @@ pub fn futex_wait(
 
 /// Wakes up to `n` threads sleeping on `word`, in any process.
 pub fn futex_wake(word: &AtomicU32, n: u32) {
-    // FUTEX_WAKE fails only for a bad address, which a reference cannot be.
-    let _ = futex::wake(word, futex::Flags::empty(), n);
+    sys::futex_wake(word, n);
 }
 
 /// Wakes every thread sleeping on `word`.
