@@ -162,6 +162,8 @@ pub fn run(args: &[String]) -> Result<bool> {
             &[],
         );
         legs.cargo("doc", &["test", "--doc", "--workspace"], &[]);
+        // No module import cycles in any crate, and crates depend only on crates below them.
+        legs.run("lint-imports", "the import graph of every crate", crate::imports::leg);
     }
 
     // The tests are built once here, and the legs after it reuse the build.
