@@ -920,7 +920,10 @@ impl Ring {
 
 /// A ring crosses as a shared object: its segment first, its locks (objects of their own),
 /// its side channel, doorbell and item type.
-impl SharedObject for Ring {
+// SAFETY: the kind `mp_queue::Queue` is the ring's alone, and `rebuild` makes a ring only from
+// the segment, locks, side channel and doorbell `describe` writes, after checking each (the
+// segment's seals, size and header, the socket's type, the eventfd).
+unsafe impl SharedObject for Ring {
     const KIND: ObjectKind = ObjectKind::new("mp_queue::Queue");
 
     fn object_id(&self) -> ObjectId {

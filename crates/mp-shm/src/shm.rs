@@ -617,7 +617,11 @@ impl<'de> Deserialize<'de> for SharedMemory {
 /// [`RawValue`]: crate::RawValue
 /// [`RawArray`]: crate::RawArray
 /// [`ShareableList`]: crate::ShareableList
-impl SharedObject for SharedMemory {
+// SAFETY: the kind `mp_shm::SharedMemory` is this type's alone, and `rebuild` makes a segment
+// only from what `describe` writes, checking it first (an anonymous segment's seals and size,
+// a named one's name against the descriptor's device and inode).
+#[allow(unsafe_code)]
+unsafe impl SharedObject for SharedMemory {
     const KIND: Kind = Kind::new("mp_shm::SharedMemory");
 
     fn object_id(&self) -> ObjectId {

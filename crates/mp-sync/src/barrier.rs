@@ -10,20 +10,23 @@
 //!   its handle and the mapped segment, and no code of this module leaks it, so the hold ends
 //!   while the segment is mapped (the action, which runs inside, cannot reach it); (3) the
 //!   segment is written only by this crate's code (the crate's trust model).
-//! * An action crosses into another process as an index into the barrier's table of actions
-//!   (`ActionEntry`), never as an address: the table lives in the barrier's segment and only
-//!   `BarrierLayout::register_action` writes it, with the text offset (`fn_offset`) of a
-//!   `fn()` and the identity of the executable it lies in. The receiver turns the entry back
-//!   into a `fn()` (`mp_process::code::fn_at`) only if that executable is its own; a forged
-//!   message can name another entry, never another address.
+//!
+//! An action crosses into another process as a checked `mp_process::code::Entry` (an offset
+//! and a tag signed with the process tree's key) and its arguments in the self-contained form;
+//! the receiver calls the entry only if the tag checks, and the entry re-makes the action from
+//! the arguments. No `unsafe` is involved.
 
 use std::fmt;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, RefUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use mp_process::code::{Body, Callable, Entry};
+use mp_process::fdpass::{self, PassFd};
+use mp_process::wire::WireError;
+use serde::de::DeserializeOwned;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -48,49 +51,6 @@ const ACTING: u32 = 1;
 /// The number of words of an arrival-index bitset.
 const INDEX_WORDS: usize = MAX_WAITERS.div_ceil(64);
 
-/// How many distinct actions the handles of one barrier can carry into other processes.
-const MAX_ACTIONS: usize = 8;
-
-/// An [`ActionEntry`] nobody has claimed.
-const ENTRY_FREE: u64 = 0;
-/// An [`ActionEntry`] being filled in (for ever, if its writer died meanwhile).
-const ENTRY_CLAIMED: u64 = 1;
-/// An [`ActionEntry`] filled in: it never changes again.
-const ENTRY_READY: u64 = 2;
-
-/// An action a handle of the barrier carried into another process: the offset of a `fn()`
-/// in the text of an executable, and that executable's identity.
-///
-/// Lives in shared memory: `#[repr(C)]`, atomics only, no pointers.
-#[repr(C)]
-struct ActionEntry {
-    /// [`ENTRY_FREE`], [`ENTRY_CLAIMED`] or [`ENTRY_READY`]; it only moves forward.
-    state: AtomicU64,
-    /// The device of the executable whose text holds the action.
-    dev: AtomicU64,
-    /// The inode of that executable.
-    ino: AtomicU64,
-    /// The action's offset into that text (`mp_process::code::fn_offset`).
-    offset: AtomicU64,
-}
-
-impl ActionEntry {
-    /// Whether the entry, once ready, records `offset` in the executable `exe`.
-    fn records(&self, exe: (u64, u64), offset: u64) -> bool {
-        (self.dev.load(Ordering::Relaxed), self.ino.load(Ordering::Relaxed)) == exe
-            && self.offset.load(Ordering::Relaxed) == offset
-    }
-}
-
-/// The device and inode of this process's executable, `None` if they cannot be read.
-fn executable() -> Option<(u64, u64)> {
-    static EXE: OnceLock<Option<(u64, u64)>> = OnceLock::new();
-    *EXE.get_or_init(|| {
-        let stat = rustix::fs::stat("/proc/self/exe").ok()?;
-        Some((stat.st_dev, stat.st_ino))
-    })
-}
-
 /// The shared part of a barrier.
 ///
 /// Lives in shared memory: `#[repr(C)]`; its only pointers are the robust-list links of its
@@ -110,16 +70,13 @@ pub(crate) struct BarrierLayout {
     broken: AtomicU32,
     /// Unused.
     _reserved: AtomicU32,
-    /// The actions that handles of this barrier carried into other processes; a handle sends
-    /// the index of its action here, never the action's address.
-    actions: [ActionEntry; MAX_ACTIONS],
     /// The waiters: each holds a slot (tagged with its generation and arrival index) while it
     /// waits.
     table: SlotTable,
 }
 
-// SAFETY: `BarrierLayout` is `#[repr(C)]` without `Drop`, made of a `RawMutex`, `AtomicU32`s,
-// `#[repr(C)]` `ActionEntry`s of `AtomicU64`s, and a `SlotTable` (`#[repr(C)]` arrays of atomics
+// SAFETY: `BarrierLayout` is `#[repr(C)]` without `Drop`, made of a `RawMutex`, `AtomicU32`s
+// and a `SlotTable` (`#[repr(C)]` arrays of atomics
 // and of `Slot`s of a `RawMutex` and atomics, see `slots`): every bit pattern is valid (a
 // `RawMutex` is plain bytes in an `UnsafeCell`), the only pointers are the mutexes' robust-list
 // links, every change goes through an atomic or a mutex, and the alignment (8) is below
@@ -127,60 +84,58 @@ pub(crate) struct BarrierLayout {
 #[allow(unsafe_code)]
 unsafe impl SharedLayout for BarrierLayout {}
 
-impl BarrierLayout {
-    /// Records `action` in the table (or finds it there) and returns its index, for a handle
-    /// that carries it into another process.
-    fn register_action(&self, action: fn()) -> Result<u32, &'static str> {
-        let offset = mp_process::code::fn_offset(action)
-            .ok_or("the barrier action is not in the main executable's text")?;
-        let exe = executable().ok_or("the executable cannot be identified (/proc/self/exe)")?;
-        for (i, entry) in self.actions.iter().enumerate() {
-            let mut state = entry.state.load(Ordering::Acquire);
-            if state == ENTRY_FREE {
-                match entry.state.compare_exchange(
-                    ENTRY_FREE,
-                    ENTRY_CLAIMED,
-                    Ordering::Acquire,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => {
-                        entry.dev.store(exe.0, Ordering::Relaxed);
-                        entry.ino.store(exe.1, Ordering::Relaxed);
-                        entry.offset.store(offset, Ordering::Relaxed);
-                        entry.state.store(ENTRY_READY, Ordering::Release);
-                        return Ok(u32::try_from(i).unwrap_or(u32::MAX));
-                    }
-                    Err(now) => state = now,
-                }
-            }
-            if state == ENTRY_READY && entry.records(exe, offset) {
-                return Ok(u32::try_from(i).unwrap_or(u32::MAX));
-            }
-        }
-        Err("a barrier's handles carry at most 8 distinct actions into other processes")
+/// An action, bound to its arguments: what the last party of a cycle runs.
+trait Action: Send + Sync + RefUnwindSafe {
+    /// Runs the action.
+    fn run(&self);
+    /// The entry that re-makes the action in another process from its arguments.
+    fn entry(&self) -> Option<Entry<ActionRun>>;
+    /// The arguments, in the self-contained form.
+    fn encode(&self) -> Result<(Vec<u8>, Vec<OwnedFd>), WireError>;
+}
+
+/// An action `F` and its arguments.
+struct Bound<F, A> {
+    action: F,
+    args: A,
+}
+
+impl<F, A> Action for Bound<F, A>
+where
+    F: Fn(&A) + Copy + Send + Sync + RefUnwindSafe + 'static,
+    A: Serialize + DeserializeOwned + Send + Sync + RefUnwindSafe + 'static,
+{
+    fn run(&self) {
+        (self.action)(&self.args);
     }
 
-    /// The action recorded at `index` for this process's executable, if there is one.
-    fn action_at(&self, index: u32) -> Option<fn()> {
-        let entry = self.actions.get(usize::try_from(index).ok()?)?;
-        if entry.state.load(Ordering::Acquire) != ENTRY_READY {
-            return None;
-        }
-        let exe = executable()?;
-        let offset = entry.offset.load(Ordering::Relaxed);
-        if !entry.records(exe, offset) {
-            return None;
-        }
-        // SAFETY: `fn_at` asks that `offset` come from `fn_offset` in a process running the
-        // same executable file, through a channel only such trusted processes can write. The
-        // entry is ready, so `register_action` filled it in (nothing else writes entries, and
-        // it writes each once, publishing it with the Release store of `ENTRY_READY` that the
-        // Acquire load above pairs with) with `fn_offset` of a `fn()`, in a process whose
-        // executable has the entry's device and inode: this process's own executable (checked
-        // above). The channel is the barrier's segment, shared memory of the processes that
-        // hold the barrier, which only this crate writes (the crate's trust model); the index
-        // that chose the entry may be forged, but it can only choose another such entry.
-        unsafe { mp_process::code::fn_at(offset) }
+    fn entry(&self) -> Option<Entry<ActionRun>> {
+        Entry::of(Callable::<F, A>::new(self.action))
+    }
+
+    fn encode(&self) -> Result<(Vec<u8>, Vec<OwnedFd>), WireError> {
+        fdpass::encode_with_fds(&self.args)
+    }
+}
+
+/// What an action's entry runs with in a receiving process: the arguments as they arrived, and
+/// the action it re-makes from them (or why it cannot).
+struct ActionRun {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    made: Result<Arc<dyn Action>, String>,
+}
+
+impl<F, A> Body<ActionRun> for Callable<F, A>
+where
+    F: Fn(&A) + Copy + Send + Sync + RefUnwindSafe + 'static,
+    A: Serialize + DeserializeOwned + Send + Sync + RefUnwindSafe + 'static,
+{
+    fn run(self, run: &mut ActionRun) {
+        let fds = std::mem::take(&mut run.fds);
+        run.made = fdpass::decode_with_fds::<A>(&run.bytes, fds)
+            .map(|args| Arc::new(Bound { action: self.0, args }) as Arc<dyn Action>)
+            .map_err(|e| format!("the barrier action's arguments: {e}"));
     }
 }
 
@@ -219,9 +174,11 @@ impl BarrierLayout {
 /// ```
 ///
 /// # Differences from Python's multiprocessing
-/// - The action is a plain `fn()` (it crosses into spawned children as an offset into the
-///   executable). A panicking action breaks the barrier and the panic continues in the thread
-///   that ran it, as Python re-raises the action's exception there.
+/// - The action is a `fn` item or a closure that captures nothing, with serde arguments
+///   ([`with_action_args`](Barrier::with_action_args)): only its code (a checked entry) and
+///   its arguments cross into other processes. A panicking action breaks the barrier and the
+///   panic continues in the thread that ran it, as Python re-raises the action's exception
+///   there.
 /// - At most [`MAX_WAITERS`] parties, and at most that many threads inside `wait` at once.
 /// - After a `reset`, threads that arrive while the previous waiters are still leaving start
 ///   the new cycle at once instead of waiting for them.
@@ -232,7 +189,7 @@ pub struct Barrier {
     /// The number of parties (a copy of the shared one).
     parties: usize,
     /// The action run by the last to arrive.
-    action: Option<fn()>,
+    action: Option<Arc<dyn Action>>,
     /// The timeout of `wait`.
     timeout: Option<Duration>,
 }
@@ -275,9 +232,52 @@ impl Barrier {
 
     /// Sets the action: a function the last thread to arrive runs once per cycle, before the
     /// others are released (Python's `action`). It belongs to this handle and its clones, and
-    /// travels with them into children.
-    pub fn with_action(mut self, action: fn()) -> Barrier {
-        self.action = Some(action);
+    /// travels with them into children. It must be a `fn` item or a closure that captures
+    /// nothing (checked when the program is compiled), since only its code crosses:
+    ///
+    /// ```compile_fail
+    /// let n = 3;
+    /// let b = mp_sync::Barrier::new(1)?.with_action(move || println!("{n}")); // captures `n`
+    /// # Ok::<(), mp_sync::Error>(())
+    /// ```
+    pub fn with_action<F>(self, action: F) -> Barrier
+    where
+        F: Fn() + Copy + Send + Sync + RefUnwindSafe + 'static,
+    {
+        const { assert!(std::mem::size_of::<F>() == 0, "a barrier action must be zero-sized") };
+        self.with_action_args(move |_: &()| action(), ())
+    }
+
+    /// Sets an action that takes arguments: `action(&args)` runs as [`with_action`]'s does.
+    /// The arguments travel with the barrier (in the self-contained form, so they may hold
+    /// descriptors and shared objects: a `Value`, a `Queue`), and the action must be a `fn`
+    /// item or a closure that captures nothing.
+    ///
+    /// ```
+    /// use mp_sync::{Barrier, Value};
+    ///
+    /// fn count(cycles: &Value<u32>) {
+    ///     *cycles.lock().unwrap() += 1;
+    /// }
+    ///
+    /// # fn main() -> Result<(), mp_sync::Error> {
+    /// let cycles = Value::new(0u32)?;
+    /// let barrier = Barrier::new(1)?.with_action_args(count, cycles.clone());
+    /// barrier.wait()?;
+    /// barrier.wait()?;
+    /// assert_eq!(cycles.get()?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// [`with_action`]: Barrier::with_action
+    pub fn with_action_args<F, A>(mut self, action: F, args: A) -> Barrier
+    where
+        F: Fn(&A) + Copy + Send + Sync + RefUnwindSafe + 'static,
+        A: Serialize + DeserializeOwned + Send + Sync + RefUnwindSafe + 'static,
+    {
+        const { assert!(std::mem::size_of::<F>() == 0, "a barrier action must be zero-sized") };
+        self.action = Some(Arc::new(Bound { action, args }));
         self
     }
 
@@ -381,13 +381,13 @@ impl Barrier {
             .find(|i| used.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) == 0))
             .ok_or(Error::Corrupt("more waiters than parties"))?;
         if count + 1 >= self.parties {
-            if let Some(action) = self.action {
+            if let Some(action) = &self.action {
                 // The waiters move from the generation word to the mutex, which this thread
                 // holds: if it dies in the action, the kernel marks the mutex and wakes one
                 // of them, which breaks the barrier for all (`enter`).
                 l.generation.store(generation | ACTING, Ordering::SeqCst);
                 futex_wake_all(&l.generation);
-                if let Err(panic) = catch_unwind(AssertUnwindSafe(action)) {
+                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| action.run())) {
                     self.break_inside(&inside);
                     drop(inside);
                     resume_unwind(panic);
@@ -529,8 +529,8 @@ struct WireRef<'a> {
     /// The segment.
     #[serde(serialize_with = "serialize_handle")]
     handle: &'a Arc<Handle<BarrierLayout>>,
-    /// The action, as an index into the segment's table of actions.
-    action: Option<u32>,
+    /// The action: its entry's offset and tag, its arguments and their descriptors.
+    action: Option<ActionWire>,
     /// The default timeout.
     timeout: Option<Duration>,
 }
@@ -542,14 +542,23 @@ fn serialize_handle<S: Serializer>(
     h.serialize(s)
 }
 
+/// An action as it crosses: its entry as offset and tag (checked by the receiver), and its
+/// arguments in the self-contained form with their descriptors.
+#[derive(Serialize, Deserialize)]
+struct ActionWire {
+    entry: (u64, u64),
+    args: Vec<u8>,
+    fds: Vec<PassFd>,
+}
+
 /// The received shape of a barrier.
 #[derive(Deserialize)]
 struct Wire {
     /// The segment.
     #[serde(deserialize_with = "deserialize_handle")]
     handle: Arc<Handle<BarrierLayout>>,
-    /// The action's index in the segment's table of actions.
-    action: Option<u32>,
+    /// The action (see [`WireRef`]).
+    action: Option<ActionWire>,
     /// The default timeout.
     timeout: Option<Duration>,
 }
@@ -561,21 +570,27 @@ fn deserialize_handle<'de, D: Deserializer<'de>>(
 }
 
 impl Serialize for Barrier {
-    /// Serialises the segment, the action (recorded in the segment's table of actions, as an
-    /// offset into the executable's text, and sent as its index there: an action outside the
-    /// main executable, say in a shared library, cannot cross) and the timeout.
+    /// Serialises the segment, the action (its checked entry and its arguments) and the
+    /// timeout.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let action = match self.action {
+        let action = match &self.action {
             None => None,
-            Some(f) => Some(self.layout().register_action(f).map_err(S::Error::custom)?),
+            Some(a) => {
+                let entry = a
+                    .entry()
+                    .ok_or_else(|| S::Error::custom("the barrier action lies outside the text"))?;
+                let (args, fds) = a.encode().map_err(S::Error::custom)?;
+                let fds = fds.into_iter().map(PassFd).collect();
+                Some(ActionWire { entry: entry.to_parts(), args, fds })
+            }
         };
         WireRef { handle: &self.handle, action, timeout: self.timeout }.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Barrier {
-    /// Receives a barrier, checking its segment, its number of parties and that its action is
-    /// one the barrier's table records for this executable.
+    /// Receives a barrier, checking its segment, its number of parties, and its action's entry
+    /// (made by this process tree for a barrier action) and arguments.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let Wire { handle, action, timeout } = Wire::deserialize(d)?;
         let parties = handle.get().parties.load(Ordering::Relaxed) as usize;
@@ -586,11 +601,17 @@ impl<'de> Deserialize<'de> for Barrier {
         }
         let action = match action {
             None => None,
-            Some(index) => Some(handle.get().action_at(index).ok_or_else(|| {
-                mp_process::fdpass::refuse::<D::Error>(
-                    "the barrier's action is not one its table records for this executable",
-                )
-            })?),
+            Some(ActionWire { entry, args, fds }) => {
+                let entry = Entry::<ActionRun>::from_parts(entry.0, entry.1).ok_or_else(|| {
+                    fdpass::refuse::<D::Error>(
+                        "the barrier's action is not an entry this process tree made",
+                    )
+                })?;
+                let fds = fds.into_iter().map(PassFd::into_inner).collect();
+                let mut run = ActionRun { bytes: args, fds, made: Err(String::new()) };
+                entry.call(&mut run);
+                Some(run.made.map_err(fdpass::refuse::<D::Error>)?)
+            }
         };
         Ok(Barrier { handle, parties, action, timeout })
     }
@@ -615,100 +636,60 @@ impl crate::segment::Layout for BarrierLayout {
 mod tests {
     use super::*;
     use mp_process::fdpass::{decode_with_fds, encode_with_fds};
+    use std::sync::atomic::AtomicUsize;
 
-    /// The address of an action.
-    fn addr(f: fn()) -> usize {
-        f as usize
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    fn add(n: &usize) {
+        RUNS.fetch_add(*n, Ordering::SeqCst);
     }
 
-    // Distinct bodies, so that no linker folds them into one address.
-    fn first() {
-        std::hint::black_box(1);
-    }
-    fn second() {
-        std::hint::black_box(2);
-    }
-
-    /// A message naming the barrier's segment and action index `index`, as a forger (or a
-    /// damaged message) would make it.
-    fn message(barrier: &Barrier, index: Option<u32>) -> (Vec<u8>, Vec<std::os::fd::OwnedFd>) {
-        let wire = WireRef { handle: &barrier.handle, action: index, timeout: None };
-        encode_with_fds(&wire).unwrap()
+    fn runs_after(barrier: &Barrier) -> usize {
+        let before = RUNS.load(Ordering::SeqCst);
+        barrier.wait().unwrap();
+        RUNS.load(Ordering::SeqCst) - before
     }
 
     #[test]
-    fn an_action_crosses_as_an_entry_of_the_table() {
-        let barrier = Barrier::new(1).unwrap().with_action(first);
+    fn an_action_and_its_arguments_cross_as_a_checked_entry() {
+        let barrier = Barrier::new(1).unwrap().with_action_args(add, 5usize);
         let (bytes, fds) = encode_with_fds(&barrier).unwrap();
         let back: Barrier = decode_with_fds(&bytes, fds).unwrap();
-        assert_eq!(back.action.map(addr), Some(addr(first)));
-        // The same action again reuses its entry; another one takes the next.
-        assert_eq!(barrier.layout().register_action(first), Ok(0));
-        let other = barrier.clone().with_action(second);
-        let (bytes, fds) = encode_with_fds(&other).unwrap();
-        let back: Barrier = decode_with_fds(&bytes, fds).unwrap();
-        assert_eq!(back.action.map(addr), Some(addr(second)));
-        assert_eq!(barrier.layout().register_action(second), Ok(1));
+        assert_eq!(runs_after(&back), 5);
         let (bytes, fds) = encode_with_fds(&Barrier::new(1).unwrap()).unwrap();
         assert!(decode_with_fds::<Barrier>(&bytes, fds).unwrap().action.is_none());
     }
 
+    /// A message naming the barrier's segment and the action `wire`, as a forger (or a damaged
+    /// message) would make it.
+    fn message(barrier: &Barrier, wire: ActionWire) -> (Vec<u8>, Vec<std::os::fd::OwnedFd>) {
+        let wire = WireRef { handle: &barrier.handle, action: Some(wire), timeout: None };
+        encode_with_fds(&wire).unwrap()
+    }
+
     #[test]
-    fn a_message_cannot_name_an_address() {
-        // Before, the message carried the action's offset into the text, and any offset inside
-        // the text was accepted: a forged one made `wait` jump into the middle of a function.
-        // Now it carries an index, and only entries the barrier recorded are accepted.
-        let barrier = Barrier::new(1).unwrap().with_action(first);
-        for index in [0, 1, 7, MAX_ACTIONS as u32, u32::MAX] {
-            let (bytes, fds) = message(&barrier, Some(index));
-            assert!(decode_with_fds::<Barrier>(&bytes, fds).is_err(), "index {index}");
+    fn a_forged_entry_or_bad_arguments_are_refused() {
+        let barrier = Barrier::new(1).unwrap();
+        let entry = barrier.clone().with_action_args(add, 1usize).action.unwrap().entry().unwrap();
+        let (offset, tag) = entry.to_parts();
+        let (args, _) = encode_with_fds(&3usize).unwrap();
+        for forged in [(offset + 1, tag), (offset, tag ^ 1), (u64::MAX, tag)] {
+            let (bytes, fds) =
+                message(&barrier, ActionWire { entry: forged, args: args.clone(), fds: vec![] });
+            let err = decode_with_fds::<Barrier>(&bytes, fds).unwrap_err().to_string();
+            assert!(err.contains("not an entry this process tree made"), "{err}");
         }
-        // Once the handle with the action has crossed, its entry is accepted, and only it.
-        let _ = encode_with_fds(&barrier).unwrap();
-        let (bytes, fds) = message(&barrier, Some(0));
+        // The right entry with arguments that do not decode as its type.
+        let (bytes, fds) = message(
+            &barrier,
+            ActionWire { entry: (offset, tag), args: vec![0xff; 12], fds: vec![] },
+        );
+        let err = decode_with_fds::<Barrier>(&bytes, fds).unwrap_err().to_string();
+        assert!(err.contains("the barrier action's arguments"), "{err}");
+        // And with good ones, the action runs with them.
+        let (bytes, fds) =
+            message(&barrier, ActionWire { entry: (offset, tag), args, fds: vec![] });
         let back: Barrier = decode_with_fds(&bytes, fds).unwrap();
-        assert_eq!(back.action.map(addr), Some(addr(first)));
-        let (bytes, fds) = message(&barrier, Some(1));
-        assert!(decode_with_fds::<Barrier>(&bytes, fds).is_err());
-    }
-
-    #[test]
-    fn an_entry_recorded_for_another_executable_is_refused() {
-        let barrier = Barrier::new(1).unwrap();
-        let entry = &barrier.layout().actions[0];
-        let (dev, ino) = executable().unwrap();
-        let offset = mp_process::code::fn_offset(first).unwrap();
-        entry.dev.store(dev, Ordering::Relaxed);
-        entry.ino.store(ino ^ 1, Ordering::Relaxed);
-        entry.offset.store(offset, Ordering::Relaxed);
-        entry.state.store(ENTRY_READY, Ordering::Release);
-        assert!(barrier.layout().action_at(0).is_none());
-        // A claimed entry, whose writer may have died before filling it in, is never used.
-        let entry = &barrier.layout().actions[1];
-        entry.state.store(ENTRY_CLAIMED, Ordering::Release);
-        assert!(barrier.layout().action_at(1).is_none());
-        assert_eq!(barrier.layout().register_action(first), Ok(2));
-        assert_eq!(barrier.layout().action_at(2).map(addr), Some(addr(first)));
-    }
-
-    #[test]
-    fn a_barrier_records_a_bounded_number_of_actions() {
-        macro_rules! actions {
-            ($($name:ident)*) => {{
-                $(fn $name() { std::hint::black_box(stringify!($name)); })*
-                [$($name as fn()),*]
-            }};
-        }
-        let actions = actions!(a0 a1 a2 a3 a4 a5 a6 a7 a8);
-        assert!(actions.len() > MAX_ACTIONS);
-        let barrier = Barrier::new(1).unwrap();
-        for (i, action) in actions.iter().take(MAX_ACTIONS).enumerate() {
-            let with = barrier.clone().with_action(*action);
-            encode_with_fds(&with).unwrap();
-            assert_eq!(barrier.layout().register_action(*action), Ok(i as u32));
-        }
-        let full = barrier.clone().with_action(actions[MAX_ACTIONS]);
-        let err = encode_with_fds(&full).unwrap_err().to_string();
-        assert!(err.contains(&format!("at most {MAX_ACTIONS} distinct actions")), "{err}");
+        assert_eq!(runs_after(&back), 3);
     }
 }

@@ -226,8 +226,7 @@
 //! - `lock`, `slots` and `barrier`: taking and releasing their mutexes under `RawMutex`'s
 //!   contract. A lock counts its holds on its handle, so that the segment of a leaked guard
 //!   stays mapped; a waiter's slot is held only inside `SlotTable::with_slot`; the barrier's
-//!   mutex only by its internal guard. `barrier` also turns an action recorded in its segment
-//!   back into a `fn()` (`mp_process::code::fn_at`).
+//!   mutex only by its internal guard.
 //!
 //! Elsewhere single items allow it: the `unsafe impl SharedLayout` beside each layout
 //! (`semaphore`, `event`, `condition`; those of `lock` and `barrier` sit in their modules), and
@@ -237,12 +236,12 @@
 //! ## What the crate trusts
 //! Every process that maps a primitive's segment is trusted to change it only through this
 //! crate: the robust-list links stored in a mutex are followed as pointers (as with any
-//! process-shared robust pthread mutex), a barrier's table of actions names code to run, and a
-//! `Value`'s lock is what makes its `&mut T` exclusive. The checks made on a received segment
-//! (size, magic, version, kind) catch mistakes, not malice. Within one process the same holds
-//! for code that rebuilds a primitive's definition as another type: `mp_process::fdpass` lets
-//! any type claim any object kind, so such code could obtain the segment as a plain
-//! `mp_shm::SharedMemory` and write it.
+//! process-shared robust pthread mutex), and a `Value`'s lock is what makes its `&mut T`
+//! exclusive. The checks made on a received segment (size, magic, version, kind) catch
+//! mistakes, not malice. Within one process, no other type can rebuild a primitive's
+//! definition as something safe code can write: implementing `mp_process::fdpass::SharedObject`
+//! is `unsafe`, a promise that a kind's name is the implementor's own. A barrier's action
+//! crosses as a checked `mp_process::code::Entry`, so no message names code to run.
 //!
 //! A guard can be leaked (`mem::forget`): its lock then stays held, and its segment stays
 //! mapped in this process for good. A thread that exits while a `Value` or `Array` guard it

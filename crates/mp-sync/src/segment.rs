@@ -47,7 +47,7 @@ const MAGIC: u32 = u32::from_le_bytes(*b"mpsy");
 /// The version of the layouts; bumped whenever one of them (or the meaning of a word) changes.
 /// 2: a barrier's generation word counts by 2 and carries the "action running" bit.
 /// 3: a barrier's layout holds the table of its actions.
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 /// What a segment holds; checked when a segment is received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -458,7 +458,10 @@ pub(crate) trait Layout: SharedLayout + Send {
 /// A handle crosses as a shared object: the segment (a sealed memfd, checked by `mp-shm`)
 /// then the doorbell (checked to be a non-blocking eventfd), and the segment's header is
 /// checked (magic, version, a kind of this layout) before anything else reads it.
-impl<L: Layout> SharedObject for Handle<L> {
+// SAFETY: each layout's kind (`Layout::OBJECT`, `mp_sync::Lock`...) is its handle's alone, and
+// `rebuild` makes a handle only from the segment and doorbell `describe` writes, after checking
+// the segment (size, magic, version, kind) and the doorbell (a non-blocking eventfd).
+unsafe impl<L: Layout> SharedObject for Handle<L> {
     const KIND: ObjectKind = L::OBJECT;
 
     fn object_id(&self) -> ObjectId {

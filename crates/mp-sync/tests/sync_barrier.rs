@@ -42,6 +42,31 @@ fn join_ok(processes: &[Process]) {
     }
 }
 
+/// The action with arguments: counts its runs in the shared value it carries.
+fn count_in(counter: &Value<u32>) {
+    *counter.lock().unwrap() += 1;
+}
+
+/// Waits `cycles` times on a barrier whose action carries its own counter.
+fn wait_cycles(barrier: Barrier, cycles: u32) {
+    for _ in 0..cycles {
+        barrier.wait().unwrap();
+    }
+}
+
+#[test]
+fn an_action_with_arguments_crosses_with_the_barrier_and_runs_once_per_cycle() {
+    const CYCLES: u32 = 4;
+    let runs = Value::new(0u32).unwrap();
+    let barrier = Barrier::new(3).unwrap().with_action_args(count_in, runs.clone());
+    let mut children: Vec<Process> =
+        (0..3).map(|_| Process::new(wait_cycles, (barrier.clone(), CYCLES))).collect();
+    start(&mut children);
+    join_ok(&children);
+    assert_eq!(runs.get().unwrap(), CYCLES, "under {}", method());
+    assert!(!barrier.broken());
+}
+
 #[test]
 fn five_parties_get_each_index_once_and_the_action_runs_once_per_cycle() {
     const CYCLES: u32 = 3;

@@ -753,7 +753,10 @@ mod tests {
         }
     }
 
-    impl SharedObject for Seg {
+    // SAFETY: `test::Seg` is this test type's own kind, and `rebuild` reads only what
+    // `describe` writes.
+    #[allow(unsafe_code)]
+    unsafe impl SharedObject for Seg {
         const KIND: Kind = Kind::new("test::Seg");
         fn object_id(&self) -> ObjectId {
             self.id
@@ -770,7 +773,9 @@ mod tests {
     /// Another kind.
     struct Other(ObjectId, OwnedFd);
 
-    impl SharedObject for Other {
+    // SAFETY: as for `Seg`, with the kind `test::Other`.
+    #[allow(unsafe_code)]
+    unsafe impl SharedObject for Other {
         const KIND: Kind = Kind::new("test::Other");
         fn object_id(&self) -> ObjectId {
             self.0

@@ -112,7 +112,19 @@ impl Kind {
 /// and [`deserialize_object`](super::deserialize_object). The first descriptor [`describe`](SharedObject::describe)
 /// serialises must be the object's memory (its segment): a process keeps one handle per such
 /// descriptor's device and inode.
-pub trait SharedObject: Send + Sync + Sized + 'static {
+///
+/// # Safety
+///
+/// The crates above trust the memory of their objects (a lock's segment holds pointers of
+/// glibc's robust list): a type that claimed their kind could rebuild their memory as
+/// something safe code can write. So an implementor promises that:
+/// 1. the name of [`KIND`](SharedObject::KIND) is its own: no other type implements the trait
+///    with it (names are written `crate::Type`);
+/// 2. [`rebuild`](SharedObject::rebuild) makes a handle only from a definition its own
+///    [`describe`](SharedObject::describe) can write, and checks what it receives before it
+///    trusts it.
+#[allow(unsafe_code)]
+pub unsafe trait SharedObject: Send + Sync + Sized + 'static {
     /// The kind, checked when a definition is received.
     const KIND: Kind;
     /// The object's identity (see [`new_object_id`]): the same for every handle on it.

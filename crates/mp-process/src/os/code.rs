@@ -4,7 +4,7 @@
 //! [`Entry`] is the checked form every crate of mp uses: an offset plus a tag that signs it
 //! with a key only the processes of this tree hold, so that an entry that arrives in bytes is
 //! known to have been made by [`Entry::of`] or [`Entry::from_fn`] before it is called, and
-//! calling it is safe. The raw form ([`fn_offset`], [`fn_at`]) is `unsafe` to read back.
+//! calling it is safe. There is no other way to send code.
 #![allow(unsafe_code)]
 
 use std::any::TypeId;
@@ -37,27 +37,6 @@ fn text_addr(offset: u64) -> Option<usize> {
     let (start, end) = text_range();
     let addr = start.checked_add(usize::try_from(offset).ok()?)?;
     (addr < end).then_some(addr)
-}
-
-/// The offset of `f` from the start of the executable, if `f` lies in its text (a `fn` item
-/// of the executable; a function of a shared library has no stable offset).
-pub fn fn_offset(f: fn()) -> Option<u64> {
-    offset_in_text(f as usize)
-}
-
-/// The `fn()` at `offset` into the executable's text, as [`fn_offset`] made it in another
-/// process; `None` if the offset lies outside the text.
-///
-/// # Safety
-///
-/// `offset` must have been made by [`fn_offset`] in a process running the same executable
-/// file, from a `fn()`. The bounds check keeps a forged offset inside the text but cannot
-/// make it the start of a function. Prefer [`Entry`], which checks where an offset came from.
-pub unsafe fn fn_at(offset: u64) -> Option<fn()> {
-    let addr = text_addr(offset)?;
-    // SAFETY: by the caller's contract, `offset` was made by `fn_offset` from a `fn()` of this
-    // same executable, so `addr` is that function's address in this process.
-    Some(unsafe { std::mem::transmute::<usize, fn()>(addr) })
 }
 
 /// The key of this process tree: made at random by the first process that needs it, inherited
@@ -371,17 +350,7 @@ mod tests {
     }
 
     #[test]
-    fn fn_offsets_round_trip_and_stay_in_the_text() {
-        fn marker() {}
-        let off = fn_offset(marker).expect("a fn item lies in the text");
-        // SAFETY: the offset was just made by `fn_offset` from a `fn()` in this process.
-        let back = unsafe { fn_at(off) }.expect("in the text");
-        assert_eq!(back as usize, marker as fn() as usize);
-        let (start, end) = text_range();
-        // SAFETY: only the bounds check runs: an offset past the text yields None.
-        assert!(unsafe { fn_at((end - start) as u64) }.is_none());
-        // SAFETY: as above.
-        assert!(unsafe { fn_at(u64::MAX) }.is_none());
+    fn a_process_adopts_one_tree_key() {
         assert!(adopt_tree_key(tree_key()));
         assert!(!adopt_tree_key([tree_key()[0] ^ 1, 0]));
     }
