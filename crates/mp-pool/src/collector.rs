@@ -12,8 +12,9 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use rustix::process::Signal;
 
 use crate::error::{Error, Result};
-use crate::proto::{self, Reader, Writer};
-use crate::proto::{InitSpec, WorkerBoot, ZygoteMsg, ZygoteReq};
+use crate::proto::{
+    self, ChunkHeader, InitSpec, Reader, ResultEntry, WorkerBoot, Writer, ZygoteMsg, ZygoteReq,
+};
 use crate::state::{Chunk, Phase, Raw, Shared, Slot, State};
 
 /// Above this many bytes a batch is not sent to a worker that still has one queued, so that a
@@ -584,17 +585,15 @@ impl Collector {
             let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
             for ic in w.inflight.range(start..start + k) {
                 let c = &ic.chunk;
-                out.u64(c.job);
-                out.u64(c.first);
-                out.u64(c.entry.0);
-                out.u64(c.entry.1);
-                out.u32(u32::try_from(c.count).unwrap_or(u32::MAX));
-                out.u8(c.form());
-                out.u32(u32::try_from(c.objects.len()).unwrap_or(u32::MAX));
-                for &id in c.objects.ids() {
-                    out.u64(id);
-                }
-                out.u32(u32::try_from(c.payload.len()).unwrap_or(u32::MAX));
+                let header = ChunkHeader {
+                    job: c.job,
+                    first: c.first,
+                    entry: c.entry,
+                    count: u32::try_from(c.count).unwrap_or(u32::MAX),
+                    form: c.form(),
+                    len: u32::try_from(c.payload.len()).unwrap_or(u32::MAX),
+                };
+                header.write(out, c.objects.ids());
                 out.buf.extend_from_slice(&c.payload);
                 fds.extend(c.fds.iter().map(AsFd::as_fd));
             }
@@ -980,9 +979,6 @@ impl Collector {
 /// A frame as received: bytes and descriptors.
 type Frame = (Vec<u8>, Vec<OwnedFd>);
 
-/// One parsed result entry: index, tag, tasks covered, and where its blob lies in the frame.
-type Entry = (u64, u8, usize, usize, usize, Vec<OwnedFd>);
-
 /// The error a result entry that is not a value stands for.
 fn single_failure(tag: u8, bytes: &[u8]) -> Slot {
     match tag {
@@ -1017,47 +1013,37 @@ fn handle_frame(
             let mut entries = Vec::with_capacity((n as usize).min(1 << 16));
             let mut total = 0u64;
             for _ in 0..n {
-                let job = r.u64()?;
-                let index = r.u64()?;
-                let tag = r.u8()?;
-                let (tasks, start, len, fds) = if tag == proto::T_RUN || tag == proto::T_SEQ {
-                    let tasks = r.u32()? as usize;
-                    let len = r.u32()? as usize;
-                    (tasks, r.span(len)?, len, Vec::new())
-                } else {
-                    let (start, len, fds) = r.blob_span()?;
-                    (1, start, len, fds)
-                };
-                entries.push((job, index, tag, tasks, start, len, fds));
-                total += tasks as u64;
-                if tag == proto::T_SEQ && w.inflight.front().is_none_or(|f| !f.chunk.seq_results) {
+                let e = ResultEntry::read(&mut r)?;
+                total += e.tasks as u64;
+                if e.tag == proto::T_SEQ && w.inflight.front().is_none_or(|f| !f.chunk.seq_results)
+                {
                     return Err(proto::Malformed);
                 }
-                w.accept(job, index, tasks)?;
+                w.accept(e.job, e.index, e.tasks)?;
+                entries.push(e);
             }
             let buf = Arc::new(r.into_buf());
-            let slot = |(index, tag, tasks, start, len, fds): Entry| {
-                let bytes = buf.get(start..start + len).unwrap_or(&[]);
-                let slot: Slot = match tag {
-                    proto::T_OK => Ok(Raw::in_buffer(&buf, start..start + len, fds)),
+            let slot = |e: ResultEntry| {
+                let range = e.start..e.start + e.len;
+                let slot: Slot = match e.tag {
+                    proto::T_OK => Ok(Raw::in_buffer(&buf, range, e.fds)),
                     proto::T_RUN | proto::T_SEQ => Ok(Raw::run_in_buffer(
                         &buf,
-                        start..start + len,
-                        u32::try_from(tasks).unwrap_or(u32::MAX),
-                        tag == proto::T_SEQ,
+                        range,
+                        u32::try_from(e.tasks).unwrap_or(u32::MAX),
+                        e.tag == proto::T_SEQ,
                     )),
-                    _ => single_failure(tag, bytes),
+                    _ => single_failure(e.tag, buf.get(range).unwrap_or(&[])),
                 };
-                (index, slot)
+                (e.index, slot)
             };
             // One look-up per run of results of the same job.
             let mut entries = entries.into_iter().peekable();
-            while let Some((job, index, tag, tasks, start, len, fds)) = entries.next() {
-                let mut run = vec![slot((index, tag, tasks, start, len, fds))];
-                while let Some((_, index, tag, tasks, start, len, fds)) =
-                    entries.next_if(|e| e.0 == job)
-                {
-                    run.push(slot((index, tag, tasks, start, len, fds)));
+            while let Some(e) = entries.next() {
+                let job = e.job;
+                let mut run = vec![slot(e)];
+                while let Some(e) = entries.next_if(|e| e.job == job) {
+                    run.push(slot(e));
                 }
                 st.record_run(job, run.into_iter());
             }
@@ -1075,20 +1061,12 @@ fn handle_frame(
             Ok(())
         }
         proto::K_RECV_FAILED => {
-            let mut msg = Vec::new();
-            while let Ok(b) = r.u8() {
-                msg.push(b);
-            }
-            w.recv_failure = Some(String::from_utf8_lossy(&msg).into_owned());
+            w.recv_failure = Some(r.rest_text());
             Ok(())
         }
         proto::K_INIT_FAILED => {
-            let mut msg = Vec::new();
-            while let Ok(b) = r.u8() {
-                msg.push(b);
-            }
             if st.failure.is_none() {
-                st.failure = Some(Error::Initializer(String::from_utf8_lossy(&msg).into_owned()));
+                st.failure = Some(Error::Initializer(r.rest_text()));
                 st.phase = Phase::Stopping;
             }
             Ok(())

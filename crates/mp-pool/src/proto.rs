@@ -99,6 +99,105 @@ pub(crate) const F_SEQ_ARGS: u8 = 1;
 /// Chunk form bit: the results may be sent as a [`T_SEQ`] run.
 pub(crate) const F_SEQ_RESULTS: u8 = 2;
 
+/// The header of one chunk in a [`K_BATCH`] frame; the chunk's payload (`len` bytes) and
+/// descriptors follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChunkHeader {
+    /// The job the chunk's tasks belong to.
+    pub job: u64,
+    /// The index of its first task in the job.
+    pub first: u64,
+    /// The task's entry.
+    pub entry: TaskEntry,
+    /// How many tasks it holds.
+    pub count: u32,
+    /// Its form bits ([`F_SEQ_ARGS`], [`F_SEQ_RESULTS`], [`F_SELF_CONTAINED`]).
+    pub form: u8,
+    /// The length of its payload.
+    pub len: u32,
+}
+
+impl ChunkHeader {
+    /// Appends the header and the chunk's scope of shared objects (their identities).
+    pub fn write(&self, w: &mut Writer, scope: &[u64]) {
+        w.u64(self.job);
+        w.u64(self.first);
+        w.u64(self.entry.0);
+        w.u64(self.entry.1);
+        w.u32(self.count);
+        w.u8(self.form);
+        w.u32(u32::try_from(scope.len()).unwrap_or(u32::MAX));
+        for &id in scope {
+            w.u64(id);
+        }
+        w.u32(self.len);
+    }
+
+    /// Reads a header written by [`ChunkHeader::write`], its scope into `scope` (at most
+    /// `max_scope` identities).
+    pub fn read(r: &mut Reader, scope: &mut Vec<u64>, max_scope: usize) -> Result<Self, Malformed> {
+        let (job, first, offset, tag, count, form) =
+            (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u32()?, r.u8()?);
+        let n = r.u32()? as usize;
+        if n > max_scope {
+            return Err(Malformed);
+        }
+        scope.clear();
+        for _ in 0..n {
+            scope.push(r.u64()?);
+        }
+        let len = r.u32()?;
+        Ok(ChunkHeader { job, first, entry: (offset, tag), count, form, len })
+    }
+}
+
+/// One entry of a [`K_RESULTS`] frame as read: a run of results of consecutive tasks
+/// ([`T_RUN`], [`T_SEQ`]) or one task's result (another tag), with where its bytes lie in the
+/// frame.
+#[derive(Debug)]
+pub(crate) struct ResultEntry {
+    /// The job.
+    pub job: u64,
+    /// The index of the (first) task.
+    pub index: u64,
+    /// The result tag.
+    pub tag: u8,
+    /// How many tasks it covers.
+    pub tasks: usize,
+    /// Where its bytes start in the frame.
+    pub start: usize,
+    /// How many bytes.
+    pub len: usize,
+    /// The descriptors of a single result.
+    pub fds: Vec<OwnedFd>,
+}
+
+impl ResultEntry {
+    /// Reads the next entry of a [`K_RESULTS`] frame.
+    pub fn read(r: &mut Reader) -> Result<Self, Malformed> {
+        let job = r.u64()?;
+        let index = r.u64()?;
+        let tag = r.u8()?;
+        let (tasks, start, len, fds) = if tag == T_RUN || tag == T_SEQ {
+            let tasks = r.u32()? as usize;
+            let len = r.u32()? as usize;
+            (tasks, r.span(len)?, len, Vec::new())
+        } else {
+            let (start, len, fds) = r.blob_span()?;
+            (1, start, len, fds)
+        };
+        Ok(ResultEntry { job, index, tag, tasks, start, len, fds })
+    }
+}
+
+/// The text that follows the kind byte of a [`K_INIT_FAILED`] or [`K_RECV_FAILED`] frame.
+pub(crate) fn message_frame(kind: u8, message: &str) -> Writer {
+    let mut w = Writer::default();
+    w.u8(kind);
+    w.buf.extend_from_slice(message.as_bytes());
+    w
+}
+
 /// Builds one frame.
 #[derive(Default)]
 pub(crate) struct Writer {
@@ -273,7 +372,7 @@ pub(crate) struct Reader {
 }
 
 /// A frame that does not parse.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Malformed;
 
 impl Reader {
@@ -354,6 +453,11 @@ impl Reader {
     }
 
     /// The frame's bytes.
+    /// The rest of the frame as text (lossily).
+    pub fn rest_text(&self) -> String {
+        String::from_utf8_lossy(self.buf.get(self.pos..).unwrap_or(&[])).into_owned()
+    }
+
     pub fn into_buf(self) -> Vec<u8> {
         self.buf
     }
@@ -466,6 +570,57 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_headers_round_trip_and_refuse_what_does_not_fit() {
+        let h = ChunkHeader {
+            job: 7,
+            first: 40,
+            entry: (0x1234, 0xdead_beef),
+            count: 3,
+            form: F_SEQ_ARGS | F_SEQ_RESULTS,
+            len: 12,
+        };
+        let mut w = Writer::default();
+        h.write(&mut w, &[11, 12]);
+        let bytes = w.buf.clone();
+        let mut scope = vec![99];
+        let back = ChunkHeader::read(&mut Reader::new(bytes.clone(), Vec::new()), &mut scope, 8);
+        assert_eq!((back, scope.as_slice()), (Ok(h), &[11u64, 12][..]));
+        // A scope past the limit, and every truncation, are malformed.
+        assert_eq!(
+            ChunkHeader::read(&mut Reader::new(bytes.clone(), Vec::new()), &mut scope, 1),
+            Err(Malformed)
+        );
+        for cut in 0..bytes.len() {
+            let r = &mut Reader::new(bytes[..cut].to_vec(), Vec::new());
+            assert_eq!(ChunkHeader::read(r, &mut scope, 8), Err(Malformed), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn result_entries_read_back_runs_and_single_results() {
+        let mut w = Writer::default();
+        w.u64(5);
+        w.u64(9);
+        w.u8(T_RUN);
+        w.u32(2);
+        w.u32(3);
+        w.buf.extend_from_slice(b"abc");
+        w.u64(5);
+        w.u64(11);
+        w.u8(T_PANIC);
+        w.blob(b"boom", Vec::new());
+        let mut r = Reader::new(w.buf, Vec::new());
+        let run = ResultEntry::read(&mut r).unwrap();
+        assert_eq!((run.job, run.index, run.tag, run.tasks, run.len), (5, 9, T_RUN, 2, 3));
+        assert_eq!(r.slice(run.start..run.start + run.len), b"abc");
+        let one = ResultEntry::read(&mut r).unwrap();
+        assert_eq!((one.index, one.tag, one.tasks), (11, T_PANIC, 1));
+        assert_eq!(r.slice(one.start..one.start + one.len), b"boom");
+        assert!(ResultEntry::read(&mut r).is_err());
+        assert_eq!(message_frame(K_RECV_FAILED, "why").buf, b"\x05why");
+    }
 
     #[test]
     fn varints_round_trip() {

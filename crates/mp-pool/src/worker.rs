@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result, panic_message};
-use crate::proto::{self, Reader, WorkerBoot, Writer, ZygoteMsg, ZygoteReq};
+use crate::proto::{self, ChunkHeader, Reader, WorkerBoot, Writer, ZygoteMsg, ZygoteReq};
 use crate::task::Task;
 
 /// How long a worker may hold finished results before sending them (measured with the coarse
@@ -285,10 +285,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         run.started = 0;
         run.journal.started(0);
         if let Some(message) = run.failure.take().or_else(|| (!run.alive).then(String::new)) {
-            let mut w = Writer::default();
-            w.u8(proto::K_INIT_FAILED);
-            w.buf.extend_from_slice(message.as_bytes());
-            let _ = w.send(run.sock.as_fd());
+            let _ = proto::message_frame(proto::K_INIT_FAILED, &message).send(run.sock.as_fd());
             return;
         }
     }
@@ -327,20 +324,11 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         let Ok(nchunks) = run.reader.u32() else { return };
         for _ in 0..nchunks {
             let r = &mut run.reader;
-            let (Ok(job), Ok(first), Ok(offset), Ok(tag), Ok(n), Ok(form), Ok(nobj)) =
-                (r.u64(), r.u64(), r.u64(), r.u64(), r.u32(), r.u8(), r.u32())
+            let Ok(ChunkHeader { job, first, entry, count: n, form, len }) =
+                ChunkHeader::read(r, &mut run.scope, fdpass::MAX_CACHED)
             else {
                 return;
             };
-            if nobj as usize > fdpass::MAX_CACHED {
-                return;
-            }
-            run.scope.clear();
-            for _ in 0..nobj {
-                let Ok(id) = r.u64() else { return };
-                run.scope.push(id);
-            }
-            let Ok(len) = r.u32() else { return };
             let Ok(start) = r.span(len as usize) else { return };
             r.seek(start);
             run.job = job;
@@ -348,7 +336,7 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
             run.count = u64::from(n);
             run.form = form;
             run.payload = start..start + len as usize;
-            run_chunk((offset, tag), &mut run);
+            run_chunk(entry, &mut run);
             if !run.alive {
                 return;
             }
@@ -408,10 +396,7 @@ impl ChunkRun {
     /// (it exits next): its unfinished tasks fail with the reason, and are not run again.
     fn fail_receiving(&mut self, why: &str) {
         if self.flush() {
-            let mut w = Writer::default();
-            w.u8(proto::K_RECV_FAILED);
-            w.buf.extend_from_slice(why.as_bytes());
-            let _ = w.send(self.sock.as_fd());
+            let _ = proto::message_frame(proto::K_RECV_FAILED, why).send(self.sock.as_fd());
         }
     }
 
