@@ -52,29 +52,23 @@ fn remove_marker(name: &str) {
 
 /// Called by the entry hook before `main`: a marked process becomes a child or the
 /// forkserver and never returns; any other process goes on to `main`.
+/// What a marked process serves: the marker's name and the function that serves it.
+type Marker = (&'static str, fn() -> i32);
+
 fn on_entry() {
-    if let Some(v) = std::env::var_os(BOOT_ENV) {
-        remove_marker(BOOT_ENV);
-        let code = match v.to_str().and_then(|s| s.parse::<i32>().ok()) {
-            Some(fd) if fd == os::process::BOOT_FD => bootstrap::run_spawned(),
-            _ => bootstrap::fail(&format!("bad {BOOT_ENV} value {v:?}")),
-        };
-        os::process::exit_now(code);
-    }
-    if let Some(v) = std::env::var_os(tracker::TRACKER_ENV) {
-        remove_marker(tracker::TRACKER_ENV);
-        let code = match v.to_str().and_then(|s| s.parse::<i32>().ok()) {
-            Some(fd) if fd == os::process::BOOT_FD => tracker::serve(),
-            _ => bootstrap::fail(&format!("bad {} value {v:?}", tracker::TRACKER_ENV)),
-        };
-        os::process::exit_now(code);
-    }
-    if let Some(v) = std::env::var_os(FORKSERVER_ENV) {
-        remove_marker(FORKSERVER_ENV);
-        let code = match v.to_str().and_then(|s| s.parse::<i32>().ok()) {
-            Some(fd) if fd == os::process::BOOT_FD => forkserver::serve(),
-            _ => bootstrap::fail(&format!("bad {FORKSERVER_ENV} value {v:?}")),
-        };
-        os::process::exit_now(code);
+    let markers: [Marker; 3] = [
+        (BOOT_ENV, bootstrap::run_spawned),
+        (tracker::TRACKER_ENV, tracker::serve),
+        (FORKSERVER_ENV, forkserver::serve),
+    ];
+    for (name, serve) in markers {
+        if let Some(v) = std::env::var_os(name) {
+            remove_marker(name);
+            let code = match v.to_str().and_then(|s| s.parse::<i32>().ok()) {
+                Some(fd) if fd == os::process::BOOT_FD => serve(),
+                _ => bootstrap::fail(&format!("bad {name} value {v:?}")),
+            };
+            os::process::exit_now(code);
+        }
     }
 }
