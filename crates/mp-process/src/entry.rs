@@ -50,11 +50,11 @@ fn remove_marker(name: &str) {
     };
 }
 
-/// Called by the entry hook before `main`: a marked process becomes a child or the
-/// forkserver and never returns; any other process goes on to `main`.
 /// What a marked process serves: the marker's name and the function that serves it.
 type Marker = (&'static str, fn() -> i32);
 
+/// Called by the entry hook before `main`: a marked process becomes a child or the
+/// forkserver and never returns; any other process goes on to `main`.
 fn on_entry() {
     let markers: [Marker; 3] = [
         (BOOT_ENV, bootstrap::run_spawned),
