@@ -521,33 +521,59 @@ impl Connection {
         }
     }
 
-    /// Whether a message (or end of file) is waiting to be received: Python's
-    /// `Connection.poll`.
+    /// Whether a message (or end of file) is waiting to be received now, without blocking:
+    /// Python's `Connection.poll()` (whose timeout defaults to 0).
     ///
-    /// `Some(Duration::ZERO)` looks without blocking, `Some(t)` waits up to `t`, `None` waits
-    /// for ever. Returns `true` at end of file too; [`recv`](Connection::recv) then gives
-    /// [`Error::Eof`]. Signals that interrupt the wait are retried with the time left, and
-    /// `false` is returned only once the whole timeout has passed.
+    /// Returns `true` at end of file too; [`recv`](Connection::recv) then gives
+    /// [`Error::Eof`]. To wait, use [`poll_timeout`](Connection::poll_timeout), or
+    /// [`wait`](crate::wait) to wait for ever.
+    ///
+    /// Errors: [`Error::Closed`], [`Error::WriteOnly`], [`Error::Broken`], [`Error::Io`].
+    ///
+    /// ```
+    /// let (a, b) = mp_queue::pipe(true)?;
+    /// assert!(!b.poll()?);
+    /// a.send(&42u32)?;
+    /// assert_eq!(mp_queue::wait([&b])?.len(), 1);
+    /// assert!(b.poll()?, "polling does not take the message");
+    /// assert_eq!(b.recv::<u32>()?, 42);
+    /// # Ok::<(), mp_queue::Error>(())
+    /// ```
+    pub fn poll(&self) -> Result<bool> {
+        self.poll_until(Some(Instant::now()))
+    }
+
+    /// Whether a message (or end of file) arrives within `timeout`: Python's
+    /// `Connection.poll(timeout)`.
+    ///
+    /// `Duration::ZERO` only looks (as [`poll`](Connection::poll)); a timeout too large to
+    /// represent (`Duration::MAX`) waits for ever, as Python's `poll(None)`. Signals that
+    /// interrupt the wait are retried with the time left, and `false` is returned only once
+    /// the whole timeout has passed. Returns `true` at end of file too.
+    ///
+    /// Errors: as [`poll`](Connection::poll).
     ///
     /// ```
     /// use std::time::Duration;
     /// let (a, b) = mp_queue::pipe(true)?;
-    /// assert!(!b.poll(Some(Duration::ZERO))?);
-    /// a.send(&42u32)?;
-    /// assert!(b.poll(None)?);
-    /// assert_eq!(b.recv::<u32>()?, 42);
+    /// assert!(!b.poll_timeout(Duration::from_millis(10))?);
     /// drop(a);
-    /// assert!(b.poll(Some(Duration::from_secs(5)))?);
+    /// assert!(b.poll_timeout(Duration::MAX)?);
     /// assert!(matches!(b.recv::<u32>(), Err(mp_queue::Error::Eof)));
     /// # Ok::<(), mp_queue::Error>(())
     /// ```
-    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+    pub fn poll_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.poll_until(sys::deadline(Some(timeout)))
+    }
+
+    /// Whether a message (or end of file) is waiting by `deadline` (`None`: for ever).
+    fn poll_until(&self, deadline: Option<Instant>) -> Result<bool> {
         let fd = self.recv_fd()?;
         let lane = self.lane_in();
         if lane.ready() {
             return Ok(true);
         }
-        Ok(sys::poll_one(fd, sys::deadline(timeout))? || lane.ready())
+        Ok(sys::poll_one(fd, deadline)? || lane.ready())
     }
 }
 

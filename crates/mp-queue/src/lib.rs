@@ -68,8 +68,8 @@
 //! serde type) or raw bytes ([`Connection::send_bytes`], [`Connection::recv_bytes`],
 //! [`Connection::recv_bytes_into`]), and each message arrives whole and alone: boundaries are
 //! kept, and an empty message is a message. [`Connection::poll`] tells whether a message is
-//! waiting, without blocking, up to a timeout, or blocking. The other end closing gives
-//! [`Error::Eof`].
+//! waiting now, [`Connection::poll_timeout`] waits up to a timeout. The other end closing
+//! gives [`Error::Eof`].
 //!
 //! ```
 //! let (a, b) = mp_queue::pipe(true)?;
@@ -126,11 +126,13 @@
 //! ```
 //!
 //! # Waiting on many objects
-//! [`wait`] is Python's `multiprocessing.connection.wait`: given connections, process
-//! sentinels (`mp_process::Process::sentinel`), `mp_sync` locks and events, or anything
-//! [`AsFd`](std::os::fd::AsFd), it returns the indices of those ready within the timeout.
+//! [`wait`] and [`wait_timeout`] are Python's `multiprocessing.connection.wait`: given any
+//! collection of connections, queues, process sentinels (`mp_process::Process::sentinel`),
+//! `mp_sync` locks and events, or anything [`AsFd`](std::os::fd::AsFd), they return the ones
+//! that are ready, in the order given.
 //!
 //! ```
+//! use std::os::fd::AsFd;
 //! use std::time::Duration;
 //!
 //! fn exit_now() {}
@@ -140,9 +142,12 @@
 //! let mut p = mp_process::Process::new(exit_now, ());
 //! p.start()?;
 //! let sentinel = p.sentinel()?;
-//! assert_eq!(mp_queue::wait(&[&b, &sentinel], None)?, vec![1]);
+//! let objects: [&dyn AsFd; 2] = [&b, &sentinel];
+//! let ready = mp_queue::wait(objects)?;
+//! assert_eq!(ready.len(), 1);
+//! assert!(std::ptr::addr_eq(ready[0], &sentinel), "the sentinel, not the connection");
 //! a.send(&1u8)?;
-//! assert_eq!(mp_queue::wait(&[&b, &sentinel], Some(Duration::ZERO))?, vec![0, 1]);
+//! assert_eq!(mp_queue::wait_timeout(objects, Duration::ZERO)?.len(), 2);
 //! p.join()?;
 //! # Ok(())
 //! # }
@@ -179,8 +184,10 @@
 //!   side is shut down, always polls ready in [`wait`].
 //! - Messages are limited to [`Connection::max_message_size`] (64 MiB by default,
 //!   configurable up to 4 GiB); Python has no limit.
-//! - `poll` and `wait` take `Option<Duration>`: `None` blocks, where Python's `poll()` without
-//!   argument does not block (use `Some(Duration::ZERO)`).
+//! - Python's `timeout` arguments are split into methods, as everywhere in `mp`: `poll()`
+//!   looks without blocking (Python's default), `poll_timeout(t)` waits, and
+//!   `poll_timeout(Duration::MAX)` waits for ever (`poll(None)`); `wait(objects)` blocks and
+//!   `wait_timeout(objects, t)` does not wait longer than `t`.
 //! - After `close`, the connection's descriptor ([`AsFd`](std::os::fd::AsFd)) is a stand-in
 //!   that always polls ready, so [`wait`] returns it at once where Python raises `OSError`;
 //!   its operations give [`Error::Closed`].
@@ -209,7 +216,7 @@ pub use connection::{Connection, pipe};
 pub use error::{Error, Result};
 pub use queue::{JoinableQueue, PutError, Queue, QueueOptions, SimpleQueue};
 pub use ring::{DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, MAX_CAPACITY, MIN_CAPACITY};
-pub use wait::wait;
+pub use wait::{wait, wait_timeout};
 
 /// Failpoints for crash tests: arm one and this process SIGKILLs itself at that step of its
 /// next queue `put` or `get`. Not for production use.
