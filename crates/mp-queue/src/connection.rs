@@ -434,7 +434,7 @@ impl Connection {
     pub fn send_bytes(&self, buf: &[u8], offset: usize, size: Option<usize>) -> Result<()> {
         let fd = self.send_fd()?;
         let len = buf.len();
-        let out_of_range = || Error::OutOfRange { offset, size, len };
+        let out_of_range = || Error::OutOfRange { offset, len: size, size: len };
         let end = match size {
             None if offset <= len => len,
             None => return Err(out_of_range()),
@@ -509,7 +509,7 @@ impl Connection {
         // The checks Python makes before reading, in its order.
         self.recv_fd()?;
         let Some(room) = buf.get_mut(offset..) else {
-            return Err(Error::OutOfRange { offset, size: None, len });
+            return Err(Error::OutOfRange { offset, len: None, size: len });
         };
         let (message, _fds) = self.recv_frame(self.max_message)?;
         match room.get_mut(..message.len()) {

@@ -253,7 +253,7 @@ impl Lane<'_> {
             mp_sync::futex::wait(&data.word, seen, Instant::now().checked_add(timeout))
         };
         data.waiters.fetch_sub(1, Ordering::SeqCst);
-        result.map(|_| ()).map_err(Error::Lock)
+        result.map(|_| ()).map_err(Error::Sync)
     }
 
     /// Receiver: one more frame was read from the socket.

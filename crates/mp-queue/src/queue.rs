@@ -225,7 +225,7 @@ impl<T> Clone for Queue<T> {
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// A queue with no item limit (bounded by its ring's bytes), Python's `Queue()`.
     ///
-    /// Errors: [`Error::SharedMemory`], [`Error::Lock`] or [`Error::Io`] if its shared memory,
+    /// Errors: [`Error::SharedMemory`], [`Error::Sync`] or [`Error::Io`] if its shared memory,
     /// locks or descriptors cannot be made.
     pub fn new() -> Result<Self> {
         Self::with_options(QueueOptions::new())

@@ -122,7 +122,7 @@ fn recv_bytes_into_with_offset_and_a_short_buffer() {
     // An offset past the end is refused before anything is received.
     assert!(matches!(
         server.conn.recv_bytes_into(&mut short, 5),
-        Err(Error::OutOfRange { offset: 5, size: None, len: 4 })
+        Err(Error::OutOfRange { offset: 5, len: None, size: 4 })
     ));
     // The connection is still in step: the next message is the third.
     assert_eq!(server.conn.recv_bytes_into(&mut short, 1).unwrap(), 3);

@@ -122,11 +122,11 @@ fn send_bytes_checks_offset_and_size() {
     let buf = b"0123456789";
     assert!(matches!(
         a.send_bytes(buf, 11, None),
-        Err(Error::OutOfRange { offset: 11, size: None, len: 10 })
+        Err(Error::OutOfRange { offset: 11, len: None, size: 10 })
     ));
     assert!(matches!(
         a.send_bytes(buf, 5, Some(6)),
-        Err(Error::OutOfRange { offset: 5, size: Some(6), len: 10 })
+        Err(Error::OutOfRange { offset: 5, len: Some(6), size: 10 })
     ));
     assert!(matches!(a.send_bytes(buf, usize::MAX, Some(2)), Err(Error::OutOfRange { .. })));
     assert!(matches!(a.send_bytes(buf, 2, Some(usize::MAX)), Err(Error::OutOfRange { .. })));

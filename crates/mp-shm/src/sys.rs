@@ -62,7 +62,7 @@ impl Mapping {
     fn check(&self, offset: usize, len: usize) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(()),
-            _ => Err(Error::OutOfBounds { offset, len, size: self.len }),
+            _ => Err(Error::OutOfRange { offset, len, size: self.len }),
         }
     }
 
@@ -184,7 +184,7 @@ impl Mapping {
 
     /// `count` consecutive `AtomicU64`s starting at `offset`.
     pub(crate) fn atomic_u64s(&self, offset: usize, count: usize) -> Result<&[AtomicU64]> {
-        let bytes = count.checked_mul(size_of::<AtomicU64>()).ok_or(Error::OutOfBounds {
+        let bytes = count.checked_mul(size_of::<AtomicU64>()).ok_or(Error::OutOfRange {
             offset,
             len: usize::MAX,
             size: self.len,
