@@ -63,7 +63,7 @@ mod sys;
 mod task;
 mod worker;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, SerializationError};
 pub use pool::{Builder, Pool, default_chunksize};
 pub use result::{AsyncResult, Imap};
 pub use task::Task;

@@ -306,6 +306,25 @@ fn a_value_that_does_not_serialise_says_why() {
     assert!(says_why(&r), "{r:?}");
 }
 
+#[test]
+fn a_serialisation_failure_here_keeps_its_wire_error_and_one_in_a_worker_its_message() {
+    use std::error::Error as _;
+    let pool = Pool::new(1).unwrap();
+    // The argument fails to encode in this process: the WireError is kept, as the source.
+    let local = pool.apply(picky_id, (Picky(3),)).unwrap_err();
+    let Error::Serialization(why) = &local else { panic!("{local:?}") };
+    assert!(why.message().contains("three does not serialise"), "{why}");
+    let wire = why.wire_error().expect("a failure in this process keeps its WireError");
+    assert!(matches!(wire, mp_process::wire::WireError::EncodeCustom(_)), "{wire:?}");
+    let source = local.source().expect("the WireError is the source");
+    assert!(source.downcast_ref::<mp_process::wire::WireError>().is_some(), "{source:?}");
+    // The result fails to encode in the worker: only its message crosses.
+    let remote = pool.apply(picky_out, (3,)).unwrap_err();
+    let Error::Serialization(why) = &remote else { panic!("{remote:?}") };
+    assert!(why.message().contains("three does not serialise"), "{why}");
+    assert!(why.wire_error().is_none() && remote.source().is_none(), "{remote:?}");
+}
+
 /// About a millisecond of work.
 fn brief(x: i64) -> i64 {
     std::thread::sleep(Duration::from_millis(1));
@@ -405,7 +424,7 @@ fn a_value_larger_than_a_frame_fails_its_task_only() {
         pool.imap(sized, [10, huge, 20]).unwrap().chunksize(3).collect();
     assert_eq!(got[0].as_ref().unwrap().len(), 10);
     assert!(
-        matches!(&got[1], Err(Error::Serialization(m)) if m.contains("result")),
+        matches!(&got[1], Err(Error::Serialization(m)) if m.message().contains("result")),
         "{:?}",
         got[1].as_ref().map(String::len)
     );
@@ -416,7 +435,7 @@ fn a_value_larger_than_a_frame_fails_its_task_only() {
     let got: Vec<Result<usize, Error>> = pool.imap(length, args()).unwrap().chunksize(3).collect();
     assert_eq!(got[0].as_ref().unwrap(), &1);
     assert!(
-        matches!(&got[1], Err(Error::Serialization(m)) if m.contains("argument")),
+        matches!(&got[1], Err(Error::Serialization(m)) if m.message().contains("argument")),
         "{:?}",
         got[1]
     );
