@@ -50,7 +50,7 @@ pub use mp_process::{
     get_start_method, init, parent_process, set_start_method,
 };
 pub use mp_queue::{
-    Bytes, Connection, Error as QueueError, JoinableQueue, PutError, Queue, QueueOptions,
+    Bytes, Connection, Error as QueueError, JoinableQueue, PutError, Queue, QueueBuilder,
     SimpleQueue, pipe, wait,
 };
 pub use mp_sync::{

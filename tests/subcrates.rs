@@ -25,7 +25,7 @@ fn every_reexported_path_resolves() {
     let _ = std::any::type_name::<mp::JoinableQueue<u8>>();
     let _ = std::any::type_name::<mp::SimpleQueue<u8>>();
     let _ = std::any::type_name::<mp::PutError<u8>>();
-    let _ = mp::QueueOptions::new();
+    let _ = mp::Queue::<u8>::builder();
     let _ = mp::queue::DEFAULT_CAPACITY;
 }
 

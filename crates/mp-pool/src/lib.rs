@@ -64,7 +64,7 @@ mod task;
 mod worker;
 
 pub use error::{Error, Result, SerializationError};
-pub use pool::{Builder, Pool, default_chunksize};
+pub use pool::{Pool, PoolBuilder, default_chunksize};
 pub use result::{AsyncResult, Imap};
 pub use task::Task;
 #[doc(hidden)]

@@ -271,20 +271,21 @@ impl<T> Drop for AsyncResult<T> {
 
 /// The lazy iterator of [`Pool::imap`](crate::Pool::imap) and
 /// [`Pool::imap_unordered`](crate::Pool::imap_unordered): it pulls its input only as results
-/// are consumed, keeping at most [`max_in_flight`](Imap::max_in_flight) tasks submitted and not
-/// yet yielded. It is also a [`futures_core::Stream`].
+/// are consumed, keeping a bounded number of tasks
+/// ([`with_max_in_flight`](Imap::with_max_in_flight)) submitted and not yet yielded. It is
+/// also a [`futures_core::Stream`].
 ///
 /// Each item is one task's result. After the pool is terminated the iterator yields the
 /// reason once, then ends.
 ///
 /// # Reading ahead
 /// The input is read in chunks, on the caller's thread, while results are taken (in `next`
-/// or `poll_next`): at most [`max_in_flight`](Imap::max_in_flight) tasks (by default the
-/// larger of 256 and four chunks per worker) are submitted and not yet yielded, so a long or
-/// endless input is never read far ahead. An input that panics ends the input: the result in
-/// that item's place is [`Error::Input`] with the panic's message, yielded after the results
-/// of the items before it, and the iterator then ends (CPython's `imap` yields the iterable's
-/// exception in its turn).
+/// or `poll_next`): at most [`with_max_in_flight`](Imap::with_max_in_flight) tasks (by
+/// default the larger of 256 and four chunks per worker) are submitted and not yet yielded,
+/// so a long or endless input is never read far ahead. An input that panics ends the input:
+/// the result in that item's place is [`Error::Input`] with the panic's message, yielded
+/// after the results of the items before it, and the iterator then ends (CPython's `imap`
+/// yields the iterable's exception in its turn).
 pub struct Imap<I: Iterator, R> {
     shared: Arc<Shared>,
     job: u64,
@@ -292,7 +293,7 @@ pub struct Imap<I: Iterator, R> {
     entry: u64,
     ordered: bool,
     chunksize: usize,
-    /// The bound set by [`Imap::max_in_flight`], if one was.
+    /// The bound set by [`Imap::with_max_in_flight`], if one was.
     max_in_flight: Option<usize>,
     processes: usize,
     submitted: u64,
@@ -348,15 +349,16 @@ where
         }
     }
 
-    /// Sets the number of tasks per chunk (Python's `chunksize`, default 1).
-    pub fn chunksize(mut self, n: usize) -> Self {
+    /// Sets the number of tasks per chunk (Python's `chunksize`, default 1), before the first
+    /// item is taken.
+    pub fn with_chunksize(mut self, n: usize) -> Self {
         self.chunksize = n.max(1);
         self
     }
 
     /// Sets the bound on tasks submitted and not yet yielded (default: the larger of 256 and
     /// four chunks per worker). It is raised to at least one chunk.
-    pub fn max_in_flight(mut self, n: usize) -> Self {
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = Some(n.max(1));
         self
     }

@@ -261,7 +261,7 @@ impl Results {
 }
 
 /// Where a worker kills itself (SIGKILL), for tests of a death at that step of its protocol
-/// (see `Builder::failpoint`).
+/// (see `PoolBuilder::failpoint`).
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FailStep {

@@ -58,12 +58,12 @@ fn imap_yields_in_order_and_imap_unordered_yields_everything() {
     for n in [0i64, 1, 40] {
         for cs in [1, 7] {
             let got: Vec<i64> =
-                pool.imap(sqr, 0..n).unwrap().chunksize(cs).collect::<Result<_, _>>().unwrap();
+                pool.imap(sqr, 0..n).unwrap().with_chunksize(cs).collect::<Result<_, _>>().unwrap();
             assert_eq!(got, expected(n));
             let mut got: Vec<i64> = pool
                 .imap_unordered(sqr, 0..n)
                 .unwrap()
-                .chunksize(cs)
+                .with_chunksize(cs)
                 .collect::<Result<_, _>>()
                 .unwrap();
             got.sort();
@@ -77,7 +77,7 @@ fn imap_is_lazy_and_bounded() {
     let pool = Pool::new(2).unwrap();
     let (tx, rx) = mpsc::channel();
     let input = (0..1_000_000i64).inspect(move |i| tx.send(*i).unwrap());
-    let mut it = pool.imap(sqr, input).unwrap().max_in_flight(10);
+    let mut it = pool.imap(sqr, input).unwrap().with_max_in_flight(10);
     assert_eq!(it.next().unwrap().unwrap(), 0);
     assert_eq!(it.next().unwrap().unwrap(), 1);
     let pulled = rx.try_iter().count();
@@ -177,7 +177,7 @@ fn values_of_every_size_cross_intact() {
         let got: Vec<String> = pool
             .imap(shout, items.clone())
             .unwrap()
-            .chunksize(cs)
+            .with_chunksize(cs)
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(got, want, "cs {cs}");
@@ -275,7 +275,7 @@ fn imap_yields_the_results_before_a_panicking_input_then_its_panic_then_ends() {
     // Issue 10: imap read 256 inputs ahead and yielded nothing when the input panicked.
     let pool = Pool::new(2).unwrap();
     for cs in [1usize, 3, 20] {
-        let got: Vec<_> = pool.imap(sqr, Fragile(0)).unwrap().chunksize(cs).collect();
+        let got: Vec<_> = pool.imap(sqr, Fragile(0)).unwrap().with_chunksize(cs).collect();
         assert_eq!(got.len(), 11, "chunksize {cs}");
         for (i, r) in got.iter().take(10).enumerate() {
             assert_eq!(r.as_ref().unwrap(), &sqr(i as i64), "chunksize {cs}");

@@ -172,7 +172,7 @@
 //! - A receiver blocked in `recv` learns that the other end closed within 50 ms, not at once
 //!   (it sleeps on a futex, looking at the socket between naps; see [`pipe`]).
 //! - `Queue()` is bounded by its ring's bytes ([`DEFAULT_CAPACITY`], 4 MiB, set with
-//!   [`QueueOptions::capacity`]): a `put` into a full ring waits for a consumer, where
+//!   [`QueueBuilder::capacity`]): a `put` into a full ring waits for a consumer, where
 //!   Python's feeder thread buffers without limit. There is no feeder thread, so a `put` has
 //!   finished when it returns (`join_thread`/`cancel_join_thread` have no counterpart), and
 //!   `qsize` works everywhere.
@@ -214,7 +214,7 @@ mod wait;
 pub use bytes::Bytes;
 pub use connection::{Connection, pipe};
 pub use error::{Error, Result};
-pub use queue::{JoinableQueue, PutError, Queue, QueueOptions, SimpleQueue};
+pub use queue::{JoinableQueue, PutError, Queue, QueueBuilder, SimpleQueue};
 pub use ring::{DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, MAX_CAPACITY, MIN_CAPACITY};
 pub use wait::{wait, wait_timeout};
 
