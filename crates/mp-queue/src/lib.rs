@@ -100,9 +100,10 @@
 //! argument of `mp_process::Process::new` under every start method (moved under `fork`, its
 //! socket carried beside the bootstrap under `spawn` and `forkserver`) and it travels inside
 //! messages to a process that is already running, keeping its direction. Sending a connection
-//! hands over a duplicate of its socket: the sender's own copy stays open (drop it), and two
-//! processes using the same end at once would interleave their messages, as in Python (or
-//! fail with [`Error::Corrupt`] if they meet in the shared-memory lane).
+//! hands over another handle on the same end, as [`Connection::try_clone`] makes one: the
+//! sender's own stays open (drop it). Handles on one end may be used by several threads and
+//! processes at once: each end has a send lock and a receive lock shared by all its handles,
+//! so messages never interleave and each arrives whole at one receiver.
 //!
 //! ```
 //! use mp_queue::Connection;
@@ -163,7 +164,7 @@
 //! # Which handles are `Send` and `Sync`
 //! | type | `Send` | `Sync` | why |
 //! | --- | --- | --- | --- |
-//! | [`Connection`] | yes | yes | a socket; one internal lock orders sends and another receives, so frames from several threads never interleave, and one thread may receive while another sends. |
+//! | [`Connection`] | yes | yes | a socket; the end's send lock orders sends and its receive lock receives (across processes too), so messages never interleave, and one thread may receive while another sends. |
 //! | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] | yes | yes | whatever `T`: the handle holds no `T`, only shared memory, robust locks and descriptors; any thread of any process may put and get. |
 //! | [`PutError`] | if `T` is | if `T` is | it holds the value. |
 //! | [`Error`] | yes | yes | plain data and `io::Error`. |
@@ -182,6 +183,8 @@
 //! - `Pipe(duplex=False)` is a socket pair with the unused directions shut down, not an
 //!   `os.pipe()`, so that descriptors can travel on it too. Its writing end, whose receiving
 //!   side is shut down, always polls ready in [`wait`].
+//! - Several processes may use one end at once ([`Connection::try_clone`]): the end's locks
+//!   keep messages whole, where Python warns that data "may become corrupted".
 //! - Messages are limited to [`Connection::max_message_size`] (64 MiB by default,
 //!   configurable up to 4 GiB); Python has no limit.
 //! - Python's `timeout` arguments are split into methods, as everywhere in `mp`: `poll()`

@@ -161,23 +161,22 @@ fn connections_cross_only_through_the_fd_encoder() {
     let (a, _b) = pipe(true).unwrap();
     assert!(postcard::to_stdvec(&a).is_err());
     let (bytes, fds) = fdpass::encode_with_fds(&a).unwrap();
-    assert_eq!(fds.len(), 2, "the socket and the pipe's lanes");
+    assert_eq!(fds.len(), 6, "the socket, the pipe's lanes, the end's two locks (two each)");
     let back: Connection = fdpass::decode_with_fds(&bytes, fds).unwrap();
     assert!(back.readable() && back.writable());
     assert!(postcard::from_bytes::<Connection>(&bytes).is_err());
 }
 
-/// A forged connection: any descriptor, any lanes, any flags.
+/// A forged connection: any descriptor, any lanes, any locks.
 #[derive(Serialize, Deserialize)]
 struct Forged {
     #[serde(with = "serde_fd")]
     fd: OwnedFd,
     lanes: mp_shm::SharedMemory,
     lane_in: u8,
-    readable: bool,
-    writable: bool,
+    send_lock: Option<mp_sync::Lock>,
+    recv_lock: Option<mp_sync::Lock>,
     max_message: u64,
-    broken: bool,
 }
 
 #[test]
@@ -188,9 +187,10 @@ fn forged_connections_are_refused() {
         let (bytes, fds) = fdpass::encode_with_fds(&a).unwrap();
         fdpass::decode_with_fds::<Forged>(&bytes, fds).unwrap().lanes
     };
-    let forge = |fd: OwnedFd, lanes, readable, writable| {
-        let forged =
-            Forged { fd, lanes, lane_in: 0, readable, writable, max_message: 1024, broken: false };
+    let forge = |fd: OwnedFd, lanes, readable: bool, writable: bool| {
+        let lock = |present: bool| present.then(|| mp_sync::Lock::new().unwrap());
+        let (recv_lock, send_lock) = (lock(readable), lock(writable));
+        let forged = Forged { fd, lanes, lane_in: 0, send_lock, recv_lock, max_message: 1024 };
         let (bytes, fds) = fdpass::encode_with_fds(&forged).unwrap();
         fdpass::decode_with_fds::<Connection>(&bytes, fds)
     };
