@@ -240,8 +240,9 @@ fn new_shared(doorbell: std::os::fd::OwnedFd, processes: usize, phase: Phase) ->
 ///
 /// A collector thread in the pool's process hands tasks to the workers (in chunks, several
 /// at a time when tasks are quick), reads their results, and watches each worker's pidfd.
-/// Result callbacks run on that thread: they must return quickly and must not wait for
-/// another result of the same pool.
+/// Result callbacks ([`AsyncResult::with_callbacks`]) run on that thread: they must return
+/// quickly and must not wait for another result of the same pool; a panicking callback is
+/// caught and the pool goes on.
 ///
 /// # Queues, locks and shared memory in arguments
 /// Arguments may hold `mp` objects (queues, locks, values, shared memory; CPython refuses

@@ -180,10 +180,55 @@ impl<T> AsyncResult<T> {
 }
 
 impl<T: 'static> AsyncResult<T> {
-    /// Registers Python's `callback` and `error_callback`: `on_ok` receives the value, or
-    /// `on_err` the error, once the result is ready, on the pool's collector thread (or at
-    /// once, on this thread, if it is already ready). A panicking callback is caught: it
-    /// cannot kill the pool. [`get`](AsyncResult::get) still returns the result.
+    /// Registers Python's `callback` and `error_callback` (of `apply_async`, `map_async` and
+    /// `starmap_async`): `on_ok` receives the value, or `on_err` the error, once every task
+    /// of the call has finished. [`get`](AsyncResult::get) still returns the result (the value
+    /// is decoded again for it; the error is a copy).
+    ///
+    /// # Where a callback runs
+    /// Always in the pool's process, never in a worker (so it may capture anything `Send`).
+    /// Normally on the pool's collector thread (`mp-pool-collector`), the thread that hands
+    /// tasks to the workers and reads their results, as CPython runs callbacks on its
+    /// result-handler thread. If the call has already finished when this is called, the
+    /// callback runs at once, on the calling thread, before this returns; a thread of this
+    /// process that calls into the pool (submitting a call, iterating an [`Imap`]) may also
+    /// run the callbacks of calls that finished just then.
+    ///
+    /// The result counts as ready ([`ready`](AsyncResult::ready), [`wait`](AsyncResult::wait),
+    /// [`get`](AsyncResult::get), the `Future`) only once its callback has returned.
+    ///
+    /// # What a callback must not do
+    /// - Block, or take long: while it runs on the collector thread, the whole pool stands
+    ///   still (no task is handed out, no result read, no dead worker replaced, no task
+    ///   timeout enforced). Hand long work to another thread.
+    /// - Wait for another result of the same pool (`get`, `wait`, `map`, `apply` inside the
+    ///   callback): that result cannot arrive while the collector waits for the callback, so
+    ///   it deadlocks.
+    ///
+    /// It may drop, close or terminate the pool (the collector stops once it returns).
+    ///
+    /// # Panics in a callback
+    /// A panic is caught (the panic hook prints it, as for any panic) and goes no further: the
+    /// pool goes on, the result still becomes ready, and `get` returns the task's value or
+    /// error as if the callback had returned.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// # fn main() -> Result<(), mp_pool::Error> {
+    /// let pool = mp_pool::Pool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let result = pool
+    ///     .map_async(square, 1..=3)?
+    ///     .with_callbacks(move |squares| tx.send(squares).unwrap(), |e| eprintln!("failed: {e}"));
+    /// assert_eq!(result.get()?, [1, 4, 9]);
+    /// assert_eq!(rx.recv().unwrap(), [1, 4, 9], "the callback ran before get returned");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_callbacks(
         self,
         on_ok: impl FnOnce(T) + Send + 'static,

@@ -128,6 +128,49 @@ fn callbacks_receive_the_results() {
     assert_eq!(pool.apply(sqr, (4,)).unwrap(), 16);
 }
 
+/// Waits for a byte on `go`, then returns `x * x`.
+fn sqr_when_told(x: i64, go: mp_process::fdpass::PassFd) -> i64 {
+    common::wait_for_byte(&go);
+    x * x
+}
+
+/// Writes the byte `sqr_when_told` waits for.
+fn tell(go: &std::os::fd::OwnedFd) {
+    rustix::io::write(go, b"x").unwrap();
+}
+
+#[test]
+fn callbacks_run_in_this_process_on_the_collector_thread_before_the_result_is_ready() {
+    let pool = Pool::new(1).unwrap();
+    let (go_r, go_w) = common::pipe();
+    // Registered before the result arrives: the collector thread runs it.
+    let (tx, rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let r = pool.apply_async(sqr_when_told, (3, common::pass(&go_r))).unwrap().with_callbacks(
+        move |v| {
+            let here = (std::process::id(), std::thread::current().name().map(String::from));
+            tx.send((v, here)).unwrap();
+            release_rx.recv().unwrap();
+        },
+        |_| {},
+    );
+    tell(&go_w);
+    let (v, (pid, thread)) = rx.recv().unwrap();
+    assert_eq!((v, pid), (9, std::process::id()));
+    assert_eq!(thread.as_deref(), Some("mp-pool-collector"));
+    // The result is ready only once its callback has returned.
+    assert!(!r.ready());
+    release_tx.send(()).unwrap();
+    assert_eq!(r.get().unwrap(), 9);
+    // Registered on a result already ready: it runs at once, on the calling thread.
+    let r = pool.apply_async(sqr, (4,)).unwrap();
+    r.wait();
+    let (tx, rx) = mpsc::channel();
+    let r = r.with_callbacks(move |v| tx.send((v, std::thread::current().id())).unwrap(), |_| {});
+    assert_eq!(rx.try_recv().unwrap(), (16, std::thread::current().id()));
+    assert_eq!(r.get().unwrap(), 16);
+}
+
 #[test]
 fn chunksize_follows_python() {
     assert_eq!(mp_pool::default_chunksize(0, 4), 0);
