@@ -11,7 +11,7 @@
 fn worker(condition: mp::Condition, notified: mp::Value<u8>) -> Result<(), mp::sync::Error> {
     let mut guard = condition.acquire()?;
     println!("Worker waiting for a condition.");
-    guard.wait_for(|| notified.get().is_ok_and(|flag| flag == 1), None)?;
+    guard.wait_for(|| notified.get().is_ok_and(|flag| flag == 1))?;
     println!("Worker woke up!");
     Ok(())
 }
