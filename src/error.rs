@@ -89,38 +89,31 @@ impl std::error::Error for Error {
     }
 }
 
-impl From<mp_process::Error> for Error {
-    /// [`Error::Process`].
-    fn from(e: mp_process::Error) -> Self {
-        Error::Process(e)
-    }
+/// `From<$inner> for Error`, as `Error::$variant`.
+macro_rules! from_crate_error {
+    ($($inner:ty => $variant:ident,)*) => {$(
+        impl From<$inner> for Error {
+            fn from(e: $inner) -> Self {
+                Error::$variant(e)
+            }
+        }
+    )*};
+}
+
+from_crate_error! {
+    mp_process::Error => Process,
+    mp_process::CloseError => Close,
+    mp_shm::Error => SharedMemory,
+    mp_sync::Error => Sync,
+    mp_queue::Error => Queue,
+    mp_pool::Error => Pool,
+    io::Error => Io,
 }
 
 impl From<mp_process::wire::WireError> for Error {
     /// [`Error::Process`] holding `mp_process::Error::Wire`: the wire is `mp-process`'s.
     fn from(e: mp_process::wire::WireError) -> Self {
         Error::Process(mp_process::Error::Wire(e))
-    }
-}
-
-impl From<mp_process::CloseError> for Error {
-    /// [`Error::Close`], which keeps the process.
-    fn from(e: mp_process::CloseError) -> Self {
-        Error::Close(e)
-    }
-}
-
-impl From<mp_shm::Error> for Error {
-    /// [`Error::SharedMemory`].
-    fn from(e: mp_shm::Error) -> Self {
-        Error::SharedMemory(e)
-    }
-}
-
-impl From<mp_sync::Error> for Error {
-    /// [`Error::Sync`].
-    fn from(e: mp_sync::Error) -> Self {
-        Error::Sync(e)
     }
 }
 
@@ -132,32 +125,11 @@ impl<G> From<mp_sync::LockError<G>> for Error {
     }
 }
 
-impl From<mp_queue::Error> for Error {
-    /// [`Error::Queue`].
-    fn from(e: mp_queue::Error) -> Self {
-        Error::Queue(e)
-    }
-}
-
 impl<T> From<mp_queue::PutError<T>> for Error {
     /// [`Error::Queue`], dropping the value that was not put: `Full`, `Closed` or the cause
     /// of a failed put, as [`PutError::into_error`](mp_queue::PutError::into_error).
     fn from(e: mp_queue::PutError<T>) -> Self {
         Error::Queue(e.into_error())
-    }
-}
-
-impl From<mp_pool::Error> for Error {
-    /// [`Error::Pool`].
-    fn from(e: mp_pool::Error) -> Self {
-        Error::Pool(e)
-    }
-}
-
-impl From<io::Error> for Error {
-    /// [`Error::Io`].
-    fn from(e: io::Error) -> Self {
-        Error::Io(e)
     }
 }
 
