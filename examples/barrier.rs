@@ -15,7 +15,7 @@ fn worker(barrier: mp::Barrier, number: usize) -> Result<(), mp::sync::Error> {
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let num_processes = 3;
     let my_barrier = mp::Barrier::new(num_processes)?;

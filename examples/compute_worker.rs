@@ -9,7 +9,7 @@ fn worker(n: u64) {
     std::process::exit(if sum == n * (n + 1) / 2 { 0 } else { 1 });
 }
 
-fn main() -> Result<(), mp::Error> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let mut p = mp::Process::new(worker, (1_000_000u64,));
     p.start()?;

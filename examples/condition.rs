@@ -11,7 +11,7 @@
 fn worker(condition: mp::Condition, notified: mp::Value<u8>) -> Result<(), mp::sync::Error> {
     let mut guard = condition.acquire()?;
     println!("Worker waiting for a condition.");
-    guard.wait_for(|| notified.get().is_ok_and(|flag| flag == 1), None)?;
+    guard.wait_for(|| notified.get().is_ok_and(|flag| flag == 1))?;
     println!("Worker woke up!");
     Ok(())
 }
@@ -24,7 +24,7 @@ fn notifier(condition: mp::Condition, notified: mp::Value<u8>) -> Result<(), mp:
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let my_lock = mp::Lock::new()?;
     let my_condition = mp::Condition::with_lock(my_lock)?;

@@ -20,7 +20,7 @@ fn set_event(event: mp::Event, delay_ms: u64) {
     println!("Event has been set.");
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let my_event = mp::Event::new()?;
 

@@ -7,7 +7,7 @@ fn my_func() {
     println!("Hello from process {}", mp::current_process().name());
 }
 
-fn main() -> Result<(), mp::Error> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let mut process = mp::Process::new(my_func, ());
     process.start()?;

@@ -4,7 +4,7 @@ fn my_function() {
     println!("Hello from a subprocess!");
 }
 
-fn main() -> Result<(), mp::Error> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let mut my_process = mp::Process::new(my_function, ());
     my_process.start()?;

@@ -16,7 +16,7 @@ fn worker(tasks: JoinableQueue<Option<u64>>, results: Queue<(u64, u64)>) -> Resu
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let tasks = JoinableQueue::new()?;
     let results = Queue::new()?;

@@ -12,7 +12,7 @@ fn increment(counter: mp::Value<i32>, lock: mp::Lock) -> Result<(), mp::sync::Er
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let counter = mp::Value::new(0i32)?;
     let lock = mp::Lock::new()?;

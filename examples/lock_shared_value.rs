@@ -6,7 +6,7 @@ fn update_shared_data(lock: mp::Lock, shared_data: mp::Value<i32>) -> Result<(),
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let shared_data = mp::Value::new(0i32)?;
     let my_lock = mp::Lock::new()?;

@@ -13,7 +13,7 @@ fn receiver(conn: Connection) -> Result<(), mp::QueueError> {
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let (parent_conn, child_conn) = mp::pipe(true)?;
     let mut sender_process = mp::Process::new(sender, (parent_conn,));

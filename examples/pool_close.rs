@@ -5,7 +5,7 @@ fn worker_function(x: u64) -> u64 {
     x * x
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let l: Vec<u64> = (0..10).collect(); // [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
 

@@ -4,7 +4,7 @@ fn square(x: u64) -> u64 {
     x * x
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let result = {
         let pool = mp::Pool::builder().processes(4).build()?;

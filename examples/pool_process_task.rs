@@ -8,7 +8,7 @@ fn process_task(task: u32) {
     println!("Task processed: {task}");
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let tasks = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
 

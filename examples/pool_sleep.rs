@@ -9,7 +9,7 @@ fn worker_function(x: u64) -> u64 {
     x * x
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let pool = mp::Pool::new(4)?;
     let results = pool.map(worker_function, 0..10)?;

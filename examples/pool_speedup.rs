@@ -18,7 +18,7 @@ fn crunch(seed: u64) -> u64 {
     x
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let seeds: Vec<u64> = (1..=8).collect();
 

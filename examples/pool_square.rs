@@ -4,7 +4,7 @@ fn square(n: u64) -> u64 {
     n * n
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     // Create a pool with 4 worker processes; it is terminated at the end of the block.
     let results = {

@@ -13,7 +13,7 @@ fn worker_function(x: u64) {
     println!("Worker {x} finished.");
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let pool = mp::Pool::new(4)?;
     let _results = pool.map(worker_function, 0..10)?;

@@ -4,7 +4,7 @@ fn worker_function(x: u64) -> u64 {
     x * x
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let results = {
         let pool = mp::Pool::new(4)?;

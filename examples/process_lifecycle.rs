@@ -32,7 +32,7 @@ fn child() {
     g.join().expect("join the grandchild");
 }
 
-fn main() -> Result<(), mp::Error> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     println!("main process: {}", mp::current_process().name());
 

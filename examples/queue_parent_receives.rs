@@ -12,7 +12,7 @@ fn worker_function(queue: Queue<String>) -> Result<(), QueueError> {
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let queue = Queue::new()?;
     let mut process = Process::new(worker_function, (queue.clone(),));

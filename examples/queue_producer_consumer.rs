@@ -22,7 +22,7 @@ fn consumer(queue: Queue<Option<u32>>) -> Result<(), QueueError> {
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let queue = Queue::new()?;
     let mut p1 = Process::new(producer, (queue.clone(),));

@@ -9,7 +9,7 @@ fn worker(q: Queue<String>) -> Result<(), QueueError> {
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let my_queue = Queue::new()?;
     let mut my_process = Process::new(worker, (my_queue.clone(),));

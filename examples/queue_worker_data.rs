@@ -10,7 +10,7 @@ fn worker(queue: Queue<String>) -> Result<(), QueueError> {
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let queue = Queue::new()?;
     queue.put("Hello, multiprocessing!".to_string())?;

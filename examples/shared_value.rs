@@ -8,7 +8,7 @@ fn worker_function(shared_value: mp::Value<i32>) -> Result<(), mp::sync::Error> 
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let shared_value = mp::Value::new(0i32)?;
     let mut process = mp::Process::new(worker_function, (shared_value.clone(),));

@@ -6,7 +6,7 @@ fn task(name: String) {
     println!("Task {name} running in process {}", std::process::id());
 }
 
-fn main() -> Result<(), mp::Error> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     // Creates a new process and passes it the argument "A" (and "B").
     let mut process1 = mp::Process::new(task, ("A".to_string(),));

@@ -7,7 +7,7 @@ fn worker() {
     println!("Worker process");
 }
 
-fn main() -> Result<(), mp::Error> {
+fn main() -> mp::Result<()> {
     let _guard = mp::init()?;
     let mut process = mp::Process::new(worker, ());
     process.start()?;

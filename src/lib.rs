@@ -1,14 +1,15 @@
 //! `mp`: Python's `multiprocessing`, rebuilt in Rust.
 //!
-//! This crate only re-exports the `mp-*` crates, so that `use mp::{Process, ...}` is all a
-//! program needs. Each part can also be used alone.
+//! This crate re-exports the `mp-*` crates, so that `use mp::{Process, ...}` is all a program
+//! needs, and adds one error type, [`Error`], that every crate's error converts into. Each
+//! part can also be used alone.
 //!
 //! ```
 //! fn task(name: String) {
 //!     println!("Task {name} running in process {}", std::process::id());
 //! }
 //!
-//! fn main() -> Result<(), mp::Error> {
+//! fn main() -> mp::Result<()> {
 //!     let _guard = mp::init()?;
 //!     let mut a = mp::Process::new(task, ("A".to_string(),));
 //!     let mut b = mp::Process::new(task, ("B".to_string(),));
@@ -28,7 +29,45 @@
 //! | [`queue`] (`mp-queue`) | `Queue`, `JoinableQueue`, `SimpleQueue`, `pipe`, `Connection`, `wait` |
 //! | [`pool`] (`mp-pool`) | `Pool` (`map`, `imap`, `apply_async`, ...), `AsyncResult`, workers replaced when they die |
 //! | [`manager`] (`mp-manager`) | managers and proxies (to come) |
+//!
+//! # Names at the root
+//! Every public type of every crate is here under its own name (`mp::SharedMemory`,
+//! `mp::Lock`, `mp::Queue`, `mp::Pool`, ...), with the functions Python's module has at its
+//! top (`mp::current_process`, `mp::pipe`, `mp::wait`, ...). The crates' `Error` types are
+//! here under the crate's name: [`ProcessError`], [`ShmError`], [`SyncError`],
+//! [`QueueError`], [`PoolError`]; `mp::Error` is the umbrella [`Error`]. Everything else
+//! (constants, the wire, fd passing, the tracker, futexes) is in the crate's module
+//! (`mp::process::wire`, `mp::queue::DEFAULT_CAPACITY`, ...).
+//!
+//! # One error
+//! Each crate returns its own error. [`Error`] has a variant per crate (and one for
+//! `std::io::Error`), with `From` conversions, so `?` mixes them in a function returning
+//! [`mp::Result`](Result):
+//!
+//! ```
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! fn main() -> mp::Result<()> {
+//!     let pool = mp::Pool::new(2)?; // mp_pool::Error
+//!     let results = mp::Queue::new()?; // mp_queue::Error
+//!     for y in pool.map(square, 1..=3)? {
+//!         results.put(y)?; // mp_queue::PutError<u64>, its value dropped
+//!     }
+//!     let total = mp::Value::new(0u64)?; // mp_sync::Error
+//!     for _ in 0..3 {
+//!         *total.lock()? += results.get()?; // mp_sync::LockError, mp_queue::Error
+//!     }
+//!     assert_eq!(total.get()?, 14);
+//!     Ok(())
+//! }
+//! ```
 #![forbid(unsafe_code)]
+
+mod error;
+
+pub use error::{Error, Result};
 
 #[doc(inline)]
 pub use mp_manager as manager;
@@ -43,16 +82,27 @@ pub use mp_shm as shm;
 #[doc(inline)]
 pub use mp_sync as sync;
 
-pub use mp_pool::{AsyncResult, Error as PoolError, Imap, Pool};
+pub use mp_pool::{
+    AsyncResult, Error as PoolError, Imap, Pool, PoolBuilder, SerializationError, Task,
+};
+pub use mp_process::wire::WireError;
 pub use mp_process::{
-    ChildInfo, CloseError, Context, Error, InitGuard, ParentProcess, Process, ProcessInfo,
-    StartMethod, active_children, cpu_count, current_process, get_all_start_methods, get_context,
-    get_start_method, init, parent_process, set_start_method,
+    ChildInfo, CloseError, Context, Error as ProcessError, InitGuard, ParentProcess, Process,
+    ProcessInfo, StartMethod, Target, TargetOutput, active_children, cpu_count, current_process,
+    get_all_start_methods, get_context, get_start_method, init, parent_process, set_start_method,
 };
 pub use mp_queue::{
-    Bytes, Connection, Error as QueueError, JoinableQueue, PutError, Queue, QueueOptions,
-    SimpleQueue, pipe, wait,
+    Bytes, Connection, Error as QueueError, JoinableQueue, PutError, Queue, QueueBuilder,
+    SimpleQueue, pipe, wait, wait_timeout,
 };
+pub use mp_shm::{Error as ShmError, Item, RawArray, RawValue, ShareableList, SharedMemory};
 pub use mp_sync::{
-    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value,
+    AnyLock, Array, ArrayGuard, Barrier, BoundedSemaphore, Condition, ConditionGuard,
+    Error as SyncError, Event, Lock, LockError, LockGuard, LockResult, RLock, Semaphore,
+    SemaphoreGuard, TryLockResult, Value, ValueGuard,
 };
+
+/// The README's programs, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

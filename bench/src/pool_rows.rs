@@ -116,7 +116,7 @@ pub fn pool_map_with_objects(side: Side) -> Result<Figure> {
     Ok(Figure { value: MAP_LEN as f64 / seconds, unit: "tasks/s" })
 }
 
-/// pool_imap_chunked: `imap(square, 0..100_000).chunksize(100)` on a 2-worker pool, every
+/// pool_imap_chunked: `imap(square, 0..100_000).with_chunksize(100)` on a 2-worker pool, every
 /// result consumed in order, in tasks/s (reported; BENCHMARKS.md sets no target).
 pub fn pool_imap_chunked(side: Side) -> Result<Figure> {
     ensure!(side == Side::Mp, "pool_imap_chunked has no floor side");
@@ -124,7 +124,7 @@ pub fn pool_imap_chunked(side: Side) -> Result<Figure> {
     let seconds = seconds_per_op(|n| {
         for _ in 0..n {
             let mut count = 0u64;
-            for (i, r) in pool.imap(square, 0..MAP_LEN)?.chunksize(100).enumerate() {
+            for (i, r) in pool.imap(square, 0..MAP_LEN)?.with_chunksize(100).enumerate() {
                 ensure!(r? == square(i as u64), "a wrong result");
                 count += 1;
             }

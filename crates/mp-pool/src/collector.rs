@@ -235,8 +235,7 @@ impl Spawner {
                     .collect::<Result<_>>()?,
             }),
         };
-        let progress = mp_shm::SharedMemory::new(proto::SEG_SIZE)
-            .map_err(|e| Error::io("shared memory", std::io::Error::other(e.to_string())))?;
+        let progress = mp_shm::SharedMemory::new(proto::SEG_SIZE)?;
         Ok(WorkerBoot {
             init,
             maxtasks: self.maxtasks,
@@ -251,10 +250,7 @@ impl Spawner {
     pub fn spawn(&mut self) -> Result<WorkerH> {
         let (mine, theirs) = socket_pair()?;
         let boot = self.boot()?;
-        let progress = boot
-            .progress
-            .try_clone()
-            .map_err(|e| Error::io("shared memory", std::io::Error::other(e.to_string())))?;
+        let progress = boot.progress.try_clone()?;
         self.counter += 1;
         let prefix = match self.method {
             StartMethod::Fork => "ForkPoolWorker",
@@ -817,7 +813,7 @@ impl Collector {
             for ic in std::mem::take(&mut w.inflight) {
                 let c = &ic.chunk;
                 for index in c.first + ic.done as u64..c.first + c.count as u64 {
-                    st.record(c.job, index, Err(Error::Serialization(why.clone())));
+                    st.record(c.job, index, Err(Error::serialization(why.clone())));
                 }
             }
             return;
@@ -867,7 +863,7 @@ impl Collector {
                 st.record(
                     job,
                     index,
-                    Err(Error::Serialization("a task's arguments were lost".into())),
+                    Err(Error::serialization("a task's arguments were lost".into())),
                 );
             }
             let mut run = fresh(base, was_requeued);
@@ -987,7 +983,7 @@ fn single_failure(tag: u8, bytes: &[u8]) -> Slot {
                 postcard::from_bytes::<(String, String)>(bytes).unwrap_or_default();
             Err(Error::Remote { message, traceback })
         }
-        _ => Err(Error::Serialization(String::from_utf8_lossy(bytes).into_owned())),
+        _ => Err(Error::serialization(String::from_utf8_lossy(bytes).into_owned())),
     }
 }
 

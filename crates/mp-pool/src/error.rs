@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 use mp_process::wire::WireError;
 
@@ -9,6 +10,11 @@ use mp_process::wire::WireError;
 ///
 /// Task-level variants (`Remote`, `WorkerDied`, `Timeout`, `Serialization`) describe one
 /// task; the others describe the pool.
+///
+/// Errors of the crates below are kept whole, never flattened to their message: `Process`,
+/// `SharedMemory`, `Io` and a `Serialization` that happened in this process return them from
+/// [`source`](std::error::Error::source). A pool hands the same outcome to a result's callback
+/// and to its caller, so the errors of other crates it holds are shared (`Arc`).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -33,9 +39,10 @@ pub enum Error {
     /// [`AsyncResult::get_timeout`](crate::AsyncResult::get_timeout) when the result is not
     /// ready in time (the task keeps running then).
     Timeout,
-    /// The task's arguments or result could not be serialised or deserialised; the message
-    /// says why.
-    Serialization(String),
+    /// The task's arguments or result could not be serialised or deserialised: the message
+    /// says why, and [`source`](std::error::Error::source) gives the `WireError` when it
+    /// happened in this process (a worker's failure arrives as its message).
+    Serialization(SerializationError),
     /// The pool was terminated (or dropped) before the task finished.
     Terminated,
     /// The workers were interrupted (SIGINT, Ctrl-C): every outstanding task fails with this
@@ -60,8 +67,10 @@ pub enum Error {
     Input(String),
     /// An invalid setting: zero processes, zero `maxtasksperchild`, a zero timeout, ...
     InvalidArgument(&'static str),
-    /// Starting a worker failed.
-    Process(mp_process::Error),
+    /// Starting a worker failed (an error of `mp-process`).
+    Process(Arc<mp_process::Error>),
+    /// A worker's shared memory could not be created (an error of `mp-shm`).
+    SharedMemory(Arc<mp_shm::Error>),
     /// A system call failed; `op` says which operation.
     Io {
         /// What the pool was doing.
@@ -76,8 +85,15 @@ impl Error {
         Error::Io { op, source: source.into() }
     }
 
+    /// A [`Serialization`](Error::Serialization) error known only by its message: one a
+    /// worker reported, or a check of the pool's own.
+    pub(crate) fn serialization(message: String) -> Self {
+        Error::Serialization(SerializationError { message, source: None })
+    }
+
     /// A copy of this error, for handing the same outcome to a callback and to the caller.
-    /// Errors carrying a source (`Io`, `Process`) keep only their message.
+    /// Wrapped errors are shared; an `Io` error is copied (its OS error code, or its kind and
+    /// message).
     pub(crate) fn duplicate(&self) -> Error {
         match self {
             Error::Remote { message, traceback } => {
@@ -87,7 +103,7 @@ impl Error {
                 Error::WorkerDied { pid: *pid, signal: *signal, exitcode: *exitcode }
             }
             Error::Timeout => Error::Timeout,
-            Error::Serialization(m) => Error::Serialization(m.clone()),
+            Error::Serialization(e) => Error::Serialization(e.clone()),
             Error::Terminated => Error::Terminated,
             Error::Interrupted => Error::Interrupted,
             Error::Closed => Error::Closed,
@@ -98,10 +114,15 @@ impl Error {
             Error::Initializer(m) => Error::Initializer(m.clone()),
             Error::Input(m) => Error::Input(m.clone()),
             Error::InvalidArgument(m) => Error::InvalidArgument(m),
-            Error::Process(e) => Error::io("start a worker", io::Error::other(e.to_string())),
-            Error::Io { op, source } => {
-                Error::Io { op, source: io::Error::new(source.kind(), source.to_string()) }
-            }
+            Error::Process(e) => Error::Process(Arc::clone(e)),
+            Error::SharedMemory(e) => Error::SharedMemory(Arc::clone(e)),
+            Error::Io { op, source } => Error::Io {
+                op,
+                source: match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
         }
     }
 }
@@ -122,8 +143,8 @@ impl fmt::Display for Error {
                 write!(f, "the worker (pid {pid}) running the task died")
             }
             Error::Timeout => f.write_str("timed out"),
-            Error::Serialization(m) => {
-                write!(f, "a task's arguments or result did not serialise: {m}")
+            Error::Serialization(e) => {
+                write!(f, "a task's arguments or result did not serialise: {e}")
             }
             Error::Terminated => f.write_str("the pool was terminated before the task finished"),
             Error::Interrupted => f.write_str("the pool's workers were interrupted (SIGINT)"),
@@ -139,6 +160,7 @@ impl fmt::Display for Error {
             Error::Input(m) => write!(f, "the input iterator panicked: {m}"),
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Error::Process(e) => write!(f, "cannot start a worker: {e}"),
+            Error::SharedMemory(e) => write!(f, "cannot set up a worker's shared memory: {e}"),
             Error::Io { op, source } => write!(f, "{op}: {source}"),
         }
     }
@@ -147,30 +169,86 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Process(e) => Some(e),
+            Error::Process(e) => Some(&**e),
+            Error::SharedMemory(e) => Some(&**e),
             Error::Io { source, .. } => Some(source),
+            Error::Serialization(e) => e.wire_error().map(|w| w as _),
             _ => None,
         }
     }
 }
 
 impl From<mp_process::Error> for Error {
+    /// [`Error::Process`].
     fn from(e: mp_process::Error) -> Self {
-        Error::Process(e)
+        Error::Process(Arc::new(e))
     }
 }
 
-/// A failure of the socket or of the descriptors beside it is `Io`; one of the bytes is
-/// `Serialization`.
+impl From<mp_shm::Error> for Error {
+    /// [`Error::SharedMemory`].
+    fn from(e: mp_shm::Error) -> Self {
+        Error::SharedMemory(Arc::new(e))
+    }
+}
+
+/// A failure of the socket is `Io`, and so is one of the descriptors beside it (the
+/// `WireError` inside the `io::Error`); one of the bytes is `Serialization`, carrying the
+/// `WireError`.
 impl From<WireError> for Error {
     fn from(e: WireError) -> Self {
         match e {
             WireError::Io(source) => Error::Io { op: "send or receive a frame", source },
             e @ WireError::FdsDropped { .. } => {
-                Error::Io { op: "receive descriptors", source: io::Error::other(e.to_string()) }
+                Error::Io { op: "receive descriptors", source: io::Error::other(e) }
             }
-            e => Error::Serialization(e.to_string()),
+            e => Error::Serialization(SerializationError::from(e)),
         }
+    }
+}
+
+/// Why a task's arguments or result did not serialise: the payload of
+/// [`Error::Serialization`].
+///
+/// A failure in this process (encoding arguments, decoding a result) keeps its
+/// [`WireError`](mp_process::wire::WireError), which [`source`](std::error::Error::source)
+/// returns; a failure in a worker arrives as its message only.
+#[derive(Debug, Clone)]
+pub struct SerializationError {
+    /// What went wrong, in words.
+    message: String,
+    /// The error, when it happened in this process.
+    source: Option<Arc<WireError>>,
+}
+
+impl SerializationError {
+    /// What went wrong, in words (the value's own message when its `Serialize` or
+    /// `Deserialize` failed with one).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The error of the wire, when the failure happened in this process.
+    pub fn wire_error(&self) -> Option<&WireError> {
+        self.source.as_deref()
+    }
+}
+
+impl From<WireError> for SerializationError {
+    fn from(e: WireError) -> Self {
+        SerializationError { message: e.to_string(), source: Some(Arc::new(e)) }
+    }
+}
+
+impl fmt::Display for SerializationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SerializationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.wire_error().map(|w| w as _)
     }
 }
 

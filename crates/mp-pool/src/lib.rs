@@ -79,9 +79,9 @@ mod state;
 mod task;
 mod worker;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, SerializationError};
 #[cfg(feature = "failpoints")]
 pub use failpoint::FailStep;
-pub use pool::{Builder, Pool, default_chunksize};
+pub use pool::{Pool, PoolBuilder, default_chunksize};
 pub use result::{AsyncResult, Imap};
 pub use task::Task;

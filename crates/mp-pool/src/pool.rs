@@ -62,7 +62,7 @@ pub fn default_chunksize(len: usize, processes: usize) -> usize {
 /// # }
 /// ```
 #[derive(Default)]
-pub struct Builder {
+pub struct PoolBuilder {
     processes: Option<usize>,
     init: Option<Result<InitTemplate>>,
     maxtasks: Option<usize>,
@@ -72,9 +72,9 @@ pub struct Builder {
     failpoint: Option<(crate::FailStep, u64)>,
 }
 
-impl std::fmt::Debug for Builder {
+impl std::fmt::Debug for PoolBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder")
+        f.debug_struct("PoolBuilder")
             .field("processes", &self.processes)
             .field("initializer", &self.init.is_some())
             .field("maxtasksperchild", &self.maxtasks)
@@ -84,14 +84,14 @@ impl std::fmt::Debug for Builder {
     }
 }
 
-impl Builder {
+impl PoolBuilder {
     /// A builder with Python's defaults: `cpu_count()` workers, no initializer, workers that
     /// live as long as the pool, the default start method, no task timeout.
-    pub fn new() -> Builder {
-        Builder::default()
+    pub fn new() -> PoolBuilder {
+        PoolBuilder::default()
     }
 
-    /// The number of workers (zero is an error at [`build`](Builder::build)).
+    /// The number of workers (zero is an error at [`build`](PoolBuilder::build)).
     pub fn processes(mut self, n: usize) -> Self {
         self.processes = Some(n);
         self
@@ -250,8 +250,9 @@ fn new_shared(doorbell: std::os::fd::OwnedFd, processes: usize, phase: Phase) ->
 ///
 /// A collector thread in the pool's process hands tasks to the workers (in chunks, several
 /// at a time when tasks are quick), reads their results, and watches each worker's pidfd.
-/// Result callbacks run on that thread: they must return quickly and must not wait for
-/// another result of the same pool.
+/// Result callbacks ([`AsyncResult::with_callbacks`]) run on that thread: they must return
+/// quickly and must not wait for another result of the same pool; a panicking callback is
+/// caught and the pool goes on.
 ///
 /// # Queues, locks and shared memory in arguments
 /// Arguments may hold `mp` objects (queues, locks, values, shared memory; CPython refuses
@@ -276,7 +277,7 @@ fn new_shared(doorbell: std::os::fd::OwnedFd, processes: usize, phase: Phase) ->
 /// - An argument or result may encode to at most a little under 56 MiB (a 64 MiB frame less
 ///   room for others); a larger one fails its task with [`Error::Serialization`] before it
 ///   takes that memory, and the worker goes on.
-/// - With [`Builder::task_timeout`], an overrunning task's worker is killed and replaced and
+/// - With [`PoolBuilder::task_timeout`], an overrunning task's worker is killed and replaced and
 ///   the task gets [`Error::Timeout`].
 /// - A task whose argument or result does not serialise fails alone with
 ///   [`Error::Serialization`], with the value's own message.
@@ -320,12 +321,12 @@ impl Pool {
     /// A pool of `processes` workers under the default start method (Python's
     /// `Pool(processes)`); zero is an error.
     pub fn new(processes: usize) -> Result<Pool> {
-        Builder::new().processes(processes).build()
+        PoolBuilder::new().processes(processes).build()
     }
 
-    /// A [`Builder`] for the other settings.
-    pub fn builder() -> Builder {
-        Builder::new()
+    /// A [`PoolBuilder`] for the other settings.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::new()
     }
 
     /// The number of workers.
@@ -616,7 +617,7 @@ impl Pool {
     }
 
     /// A lazy iterator of `f` over `iterable`, in order (Python's `imap`; chunksize 1 unless
-    /// set with [`Imap::chunksize`]).
+    /// set with [`Imap::with_chunksize`]).
     pub fn imap<F, A, I>(&self, f: F, iterable: I) -> Result<Imap<I::IntoIter, F::Output>>
     where
         F: Task<(A,)>,

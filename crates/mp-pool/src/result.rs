@@ -180,10 +180,55 @@ impl<T> AsyncResult<T> {
 }
 
 impl<T: 'static> AsyncResult<T> {
-    /// Registers Python's `callback` and `error_callback`: `on_ok` receives the value, or
-    /// `on_err` the error, once the result is ready, on the pool's collector thread (or at
-    /// once, on this thread, if it is already ready). A panicking callback is caught: it
-    /// cannot kill the pool. [`get`](AsyncResult::get) still returns the result.
+    /// Registers Python's `callback` and `error_callback` (of `apply_async`, `map_async` and
+    /// `starmap_async`): `on_ok` receives the value, or `on_err` the error, once every task
+    /// of the call has finished. [`get`](AsyncResult::get) still returns the result (the value
+    /// is decoded again for it; the error is a copy).
+    ///
+    /// # Where a callback runs
+    /// Always in the pool's process, never in a worker (so it may capture anything `Send`).
+    /// Normally on the pool's collector thread (`mp-pool-collector`), the thread that hands
+    /// tasks to the workers and reads their results, as CPython runs callbacks on its
+    /// result-handler thread. If the call has already finished when this is called, the
+    /// callback runs at once, on the calling thread, before this returns; a thread of this
+    /// process that calls into the pool (submitting a call, iterating an [`Imap`]) may also
+    /// run the callbacks of calls that finished just then.
+    ///
+    /// The result counts as ready ([`ready`](AsyncResult::ready), [`wait`](AsyncResult::wait),
+    /// [`get`](AsyncResult::get), the `Future`) only once its callback has returned.
+    ///
+    /// # What a callback must not do
+    /// - Block, or take long: while it runs on the collector thread, the whole pool stands
+    ///   still (no task is handed out, no result read, no dead worker replaced, no task
+    ///   timeout enforced). Hand long work to another thread.
+    /// - Wait for another result of the same pool (`get`, `wait`, `map`, `apply` inside the
+    ///   callback): that result cannot arrive while the collector waits for the callback, so
+    ///   it deadlocks.
+    ///
+    /// It may drop, close or terminate the pool (the collector stops once it returns).
+    ///
+    /// # Panics in a callback
+    /// A panic is caught (the panic hook prints it, as for any panic) and goes no further: the
+    /// pool goes on, the result still becomes ready, and `get` returns the task's value or
+    /// error as if the callback had returned.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// # fn main() -> Result<(), mp_pool::Error> {
+    /// let pool = mp_pool::Pool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let result = pool
+    ///     .map_async(square, 1..=3)?
+    ///     .with_callbacks(move |squares| tx.send(squares).unwrap(), |e| eprintln!("failed: {e}"));
+    /// assert_eq!(result.get()?, [1, 4, 9]);
+    /// assert_eq!(rx.recv().unwrap(), [1, 4, 9], "the callback ran before get returned");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_callbacks(
         self,
         on_ok: impl FnOnce(T) + Send + 'static,
@@ -271,20 +316,21 @@ impl<T> Drop for AsyncResult<T> {
 
 /// The lazy iterator of [`Pool::imap`](crate::Pool::imap) and
 /// [`Pool::imap_unordered`](crate::Pool::imap_unordered): it pulls its input only as results
-/// are consumed, keeping at most [`max_in_flight`](Imap::max_in_flight) tasks submitted and not
-/// yet yielded. It is also a [`futures_core::Stream`].
+/// are consumed, keeping a bounded number of tasks
+/// ([`with_max_in_flight`](Imap::with_max_in_flight)) submitted and not yet yielded. It is
+/// also a [`futures_core::Stream`].
 ///
 /// Each item is one task's result. After the pool is terminated the iterator yields the
 /// reason once, then ends.
 ///
 /// # Reading ahead
 /// The input is read in chunks, on the caller's thread, while results are taken (in `next`
-/// or `poll_next`): at most [`max_in_flight`](Imap::max_in_flight) tasks (by default the
-/// larger of 256 and four chunks per worker) are submitted and not yet yielded, so a long or
-/// endless input is never read far ahead. An input that panics ends the input: the result in
-/// that item's place is [`Error::Input`] with the panic's message, yielded after the results
-/// of the items before it, and the iterator then ends (CPython's `imap` yields the iterable's
-/// exception in its turn).
+/// or `poll_next`): at most [`with_max_in_flight`](Imap::with_max_in_flight) tasks (by
+/// default the larger of 256 and four chunks per worker) are submitted and not yet yielded,
+/// so a long or endless input is never read far ahead. An input that panics ends the input:
+/// the result in that item's place is [`Error::Input`] with the panic's message, yielded
+/// after the results of the items before it, and the iterator then ends (CPython's `imap`
+/// yields the iterable's exception in its turn).
 pub struct Imap<I: Iterator, R> {
     shared: Arc<Shared>,
     job: u64,
@@ -292,7 +338,7 @@ pub struct Imap<I: Iterator, R> {
     entry: crate::proto::TaskEntry,
     ordered: bool,
     chunksize: usize,
-    /// The bound set by [`Imap::max_in_flight`], if one was.
+    /// The bound set by [`Imap::with_max_in_flight`], if one was.
     max_in_flight: Option<usize>,
     processes: usize,
     submitted: u64,
@@ -348,15 +394,16 @@ where
         }
     }
 
-    /// Sets the number of tasks per chunk (Python's `chunksize`, default 1).
-    pub fn chunksize(mut self, n: usize) -> Self {
+    /// Sets the number of tasks per chunk (Python's `chunksize`, default 1), before the first
+    /// item is taken.
+    pub fn with_chunksize(mut self, n: usize) -> Self {
         self.chunksize = n.max(1);
         self
     }
 
     /// Sets the bound on tasks submitted and not yet yielded (default: the larger of 256 and
     /// four chunks per worker). It is raised to at least one chunk.
-    pub fn max_in_flight(mut self, n: usize) -> Self {
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = Some(n.max(1));
         self
     }

@@ -108,7 +108,7 @@ impl Raw {
                     .map_err(Error::from),
             );
         }
-        let e = Error::Serialization("a result run ended early".into());
+        let e = Error::serialization("a result run ended early".into());
         out.extend((0..missing).map(|_| Err(e.duplicate())));
     }
 
@@ -302,7 +302,7 @@ impl Chunk {
         session: &mut fdpass::EncodeSession,
     ) -> Result<bool> {
         let start = self.payload.len();
-        let too_large = || Error::Serialization(crate::proto::too_large_message("argument"));
+        let too_large = || Error::serialization(crate::proto::too_large_message("argument"));
         // Plain postcard first, unless the chunk's items are known to refer to objects.
         if !self.with_objects {
             let out = crate::proto::Append::new(&mut self.payload);
@@ -353,7 +353,7 @@ impl Chunk {
                 Ok(())
             }
             Err(e) if crate::proto::too_large(&e) => {
-                Err(Error::Serialization(crate::proto::too_large_message("argument")))
+                Err(Error::serialization(crate::proto::too_large_message("argument")))
             }
             Err(_) => {
                 // A value holding descriptors or objects (or one that does not serialise,
@@ -361,7 +361,7 @@ impl Chunk {
                 let (bytes, fds) = session.encode(value, postcard::ser_flavors::AllocVec::new())?;
                 self.with_objects = true;
                 if bytes.len() > crate::proto::MAX_VALUE {
-                    return Err(Error::Serialization(crate::proto::too_large_message("argument")));
+                    return Err(Error::serialization(crate::proto::too_large_message("argument")));
                 }
                 self.push_raw(Raw::new(bytes, fds));
                 Ok(())

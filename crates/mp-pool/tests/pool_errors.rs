@@ -78,7 +78,7 @@ fn a_killed_worker_fails_its_task_only_and_is_replaced() {
     let before = pool.pids();
     for cs in [1usize, 5] {
         let got: Vec<Result<i64, Error>> =
-            pool.imap(dies_on_seven, 0..20).unwrap().chunksize(cs).collect();
+            pool.imap(dies_on_seven, 0..20).unwrap().with_chunksize(cs).collect();
         for (i, r) in got.iter().enumerate() {
             if i == 7 {
                 match r {
@@ -148,7 +148,7 @@ fn results_finished_before_a_death_are_kept_whatever_they_are() {
     let got: Vec<Result<i64, Error>> = pool
         .imap(|(x, s): (i64, String)| tally_panic_or_die(x, s), args)
         .unwrap()
-        .chunksize(10)
+        .with_chunksize(10)
         .collect();
     assert_eq!(got.len(), 30);
     for (x, r) in got.iter().enumerate() {
@@ -215,7 +215,7 @@ fn an_overrunning_task_times_out_and_its_worker_is_replaced() {
     assert_eq!(pool.map(naps, [0, 0, 0]).unwrap(), [0, 0, 0]);
     // Inside a chunk: the rest of the chunk runs on the replacement.
     let got: Vec<Result<u64, Error>> =
-        pool.imap(naps, [1, 60_000, 2, 3, 4]).unwrap().chunksize(5).collect();
+        pool.imap(naps, [1, 60_000, 2, 3, 4]).unwrap().with_chunksize(5).collect();
     assert!(matches!(got[1], Err(Error::Timeout)), "{:?}", got[1]);
     let rest: Vec<u64> = [0, 2, 3, 4].iter().map(|&i| *got[i].as_ref().unwrap()).collect();
     assert_eq!(rest, [1, 2, 3, 4]);
@@ -305,6 +305,25 @@ fn a_value_that_does_not_serialise_says_why() {
     assert!(says_why(&r), "{r:?}");
 }
 
+#[test]
+fn a_serialisation_failure_here_keeps_its_wire_error_and_one_in_a_worker_its_message() {
+    use std::error::Error as _;
+    let pool = Pool::new(1).unwrap();
+    // The argument fails to encode in this process: the WireError is kept, as the source.
+    let local = pool.apply(picky_id, (Picky(3),)).unwrap_err();
+    let Error::Serialization(why) = &local else { panic!("{local:?}") };
+    assert!(why.message().contains("three does not serialise"), "{why}");
+    let wire = why.wire_error().expect("a failure in this process keeps its WireError");
+    assert!(matches!(wire, mp_process::wire::WireError::EncodeCustom(_)), "{wire:?}");
+    let source = local.source().expect("the WireError is the source");
+    assert!(source.downcast_ref::<mp_process::wire::WireError>().is_some(), "{source:?}");
+    // The result fails to encode in the worker: only its message crosses.
+    let remote = pool.apply(picky_out, (3,)).unwrap_err();
+    let Error::Serialization(why) = &remote else { panic!("{remote:?}") };
+    assert!(why.message().contains("three does not serialise"), "{why}");
+    assert!(why.wire_error().is_none() && remote.source().is_none(), "{remote:?}");
+}
+
 /// About a millisecond of work.
 fn brief(x: i64) -> i64 {
     std::thread::sleep(Duration::from_millis(1));
@@ -336,7 +355,7 @@ fn random_kills_fail_at_most_one_task_each_and_every_other_task_completes() {
     let mut kills = 0;
     let mut results = Vec::new();
     let mut seed = u64::from(std::process::id());
-    for (k, r) in pool.imap(brief, 0..400).unwrap().chunksize(3).enumerate() {
+    for (k, r) in pool.imap(brief, 0..400).unwrap().with_chunksize(3).enumerate() {
         results.push(r);
         if k % 60 == 30 && kill_a_worker(&pool, &mut seed) {
             // A pseudo-random worker, at a pseudo-random point of its chunk.
@@ -370,7 +389,7 @@ fn failures_inside_a_chunk_leave_its_other_results_intact() {
     let pool = Pool::new(2).unwrap();
     for cs in [1, 4, 7, 20] {
         let got: Vec<Result<Result<Picky, String>, Error>> =
-            pool.imap(mixed, 0..20).unwrap().chunksize(cs).collect();
+            pool.imap(mixed, 0..20).unwrap().with_chunksize(cs).collect();
         let got_map = pool.map_chunked(mixed, 0..20, cs);
         assert!(matches!(got_map, Err(Error::Remote { .. })), "cs {cs}: {got_map:?}");
         for (i, r) in got.iter().enumerate() {
@@ -401,10 +420,10 @@ fn a_value_larger_than_a_frame_fails_its_task_only() {
     let pids = pool.pids();
     // Results.
     let got: Vec<Result<String, Error>> =
-        pool.imap(sized, [10, huge, 20]).unwrap().chunksize(3).collect();
+        pool.imap(sized, [10, huge, 20]).unwrap().with_chunksize(3).collect();
     assert_eq!(got[0].as_ref().unwrap().len(), 10);
     assert!(
-        matches!(&got[1], Err(Error::Serialization(m)) if m.contains("result")),
+        matches!(&got[1], Err(Error::Serialization(m)) if m.message().contains("result")),
         "{:?}",
         got[1].as_ref().map(String::len)
     );
@@ -412,10 +431,11 @@ fn a_value_larger_than_a_frame_fails_its_task_only() {
     assert!(matches!(pool.map_chunked(sized, [1, huge, 2], 3), Err(Error::Serialization(_))));
     // Arguments.
     let args = || vec!["a".to_string(), sized(huge), "bb".to_string()];
-    let got: Vec<Result<usize, Error>> = pool.imap(length, args()).unwrap().chunksize(3).collect();
+    let got: Vec<Result<usize, Error>> =
+        pool.imap(length, args()).unwrap().with_chunksize(3).collect();
     assert_eq!(got[0].as_ref().unwrap(), &1);
     assert!(
-        matches!(&got[1], Err(Error::Serialization(m)) if m.contains("argument")),
+        matches!(&got[1], Err(Error::Serialization(m)) if m.message().contains("argument")),
         "{:?}",
         got[1]
     );
@@ -455,7 +475,7 @@ fn under_random_kills_every_task_runs_exactly_once() {
     let mut kills = 0;
     let mut seed = u64::from(std::process::id()) | 1;
     let mut got: Vec<Option<i64>> = vec![None; N];
-    for (k, r) in pool.imap_unordered(tally_briefly, args).unwrap().chunksize(7).enumerate() {
+    for (k, r) in pool.imap_unordered(tally_briefly, args).unwrap().with_chunksize(7).enumerate() {
         match r {
             Ok(x) => got[x as usize] = Some(x),
             Err(Error::WorkerDied { signal: Some(9), .. }) => {}
@@ -504,7 +524,7 @@ fn deaths_between_tasks_lose_and_repeat_nothing() {
             let want: Vec<i64> = (0..N as i64).collect();
             assert_eq!(pool.map_chunked(tally, args.clone(), 10).unwrap(), want, "{step:?} {n}");
             let got: Vec<i64> =
-                pool.imap(tally, args).unwrap().chunksize(4).map(Result::unwrap).collect();
+                pool.imap(tally, args).unwrap().with_chunksize(4).map(Result::unwrap).collect();
             assert_eq!(got, want, "{step:?} {n}");
             assert!(first.iter().all(|p| !pool.pids().contains(p)), "{step:?} {n}: no death");
             for x in 0..N {
@@ -561,7 +581,7 @@ fn arguments_whose_decoder_kills_the_worker_fail_once_and_the_parent_never_decod
     }
     // In the middle of a chunk: the items after it are split off and re-queued by the parent.
     let items: Vec<Poison> = (1..N as i64).map(|i| poison(i, i == 5)).collect();
-    let got: Vec<_> = pool.imap(takes_poison, items).unwrap().chunksize(N).collect();
+    let got: Vec<_> = pool.imap(takes_poison, items).unwrap().with_chunksize(N).collect();
     for (k, r) in got.iter().enumerate() {
         let i = k as i64 + 1;
         match r {
@@ -589,7 +609,7 @@ fn a_task_whose_worker_dies_before_it_starts_fails_after_two_deaths() {
         Err(Error::WorkerDied { signal: Some(9), .. }) => {}
         other => panic!("expected WorkerDied by SIGKILL, got {other:?}"),
     }
-    let got: Vec<_> = pool.imap(sqr, 0..4).unwrap().chunksize(1).collect();
+    let got: Vec<_> = pool.imap(sqr, 0..4).unwrap().with_chunksize(1).collect();
     assert_eq!(got.len(), 4);
     assert!(got.iter().all(|r| matches!(r, Err(Error::WorkerDied { .. }))), "{got:?}");
 }

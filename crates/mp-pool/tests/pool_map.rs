@@ -56,12 +56,12 @@ fn imap_yields_in_order_and_imap_unordered_yields_everything() {
     for n in [0i64, 1, 40] {
         for cs in [1, 7] {
             let got: Vec<i64> =
-                pool.imap(sqr, 0..n).unwrap().chunksize(cs).collect::<Result<_, _>>().unwrap();
+                pool.imap(sqr, 0..n).unwrap().with_chunksize(cs).collect::<Result<_, _>>().unwrap();
             assert_eq!(got, expected(n));
             let mut got: Vec<i64> = pool
                 .imap_unordered(sqr, 0..n)
                 .unwrap()
-                .chunksize(cs)
+                .with_chunksize(cs)
                 .collect::<Result<_, _>>()
                 .unwrap();
             got.sort();
@@ -75,7 +75,7 @@ fn imap_is_lazy_and_bounded() {
     let pool = Pool::new(2).unwrap();
     let (tx, rx) = mpsc::channel();
     let input = (0..1_000_000i64).inspect(move |i| tx.send(*i).unwrap());
-    let mut it = pool.imap(sqr, input).unwrap().max_in_flight(10);
+    let mut it = pool.imap(sqr, input).unwrap().with_max_in_flight(10);
     assert_eq!(it.next().unwrap().unwrap(), 0);
     assert_eq!(it.next().unwrap().unwrap(), 1);
     let pulled = rx.try_iter().count();
@@ -124,6 +124,49 @@ fn callbacks_receive_the_results() {
         pool.apply_async(sqr, (3,)).unwrap().with_callbacks(|_| panic!("callback panics"), |_| ());
     assert_eq!(r.get().unwrap(), 9);
     assert_eq!(pool.apply(sqr, (4,)).unwrap(), 16);
+}
+
+/// Waits for a byte on `go`, then returns `x * x`.
+fn sqr_when_told(x: i64, go: mp_process::fdpass::PassFd) -> i64 {
+    mp_testkit::wait_for_byte(&go);
+    x * x
+}
+
+/// Writes the byte `sqr_when_told` waits for.
+fn tell(go: &std::os::fd::OwnedFd) {
+    rustix::io::write(go, b"x").unwrap();
+}
+
+#[test]
+fn callbacks_run_in_this_process_on_the_collector_thread_before_the_result_is_ready() {
+    let pool = Pool::new(1).unwrap();
+    let (go_r, go_w) = mp_testkit::pipe();
+    // Registered before the result arrives: the collector thread runs it.
+    let (tx, rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let r = pool.apply_async(sqr_when_told, (3, mp_testkit::pass(&go_r))).unwrap().with_callbacks(
+        move |v| {
+            let here = (std::process::id(), std::thread::current().name().map(String::from));
+            tx.send((v, here)).unwrap();
+            release_rx.recv().unwrap();
+        },
+        |_| {},
+    );
+    tell(&go_w);
+    let (v, (pid, thread)) = rx.recv().unwrap();
+    assert_eq!((v, pid), (9, std::process::id()));
+    assert_eq!(thread.as_deref(), Some("mp-pool-collector"));
+    // The result is ready only once its callback has returned.
+    assert!(!r.ready());
+    release_tx.send(()).unwrap();
+    assert_eq!(r.get().unwrap(), 9);
+    // Registered on a result already ready: it runs at once, on the calling thread.
+    let r = pool.apply_async(sqr, (4,)).unwrap();
+    r.wait();
+    let (tx, rx) = mpsc::channel();
+    let r = r.with_callbacks(move |v| tx.send((v, std::thread::current().id())).unwrap(), |_| {});
+    assert_eq!(rx.try_recv().unwrap(), (16, std::thread::current().id()));
+    assert_eq!(r.get().unwrap(), 16);
 }
 
 #[test]
@@ -175,7 +218,7 @@ fn values_of_every_size_cross_intact() {
         let got: Vec<String> = pool
             .imap(shout, items.clone())
             .unwrap()
-            .chunksize(cs)
+            .with_chunksize(cs)
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(got, want, "cs {cs}");
@@ -273,7 +316,7 @@ fn imap_yields_the_results_before_a_panicking_input_then_its_panic_then_ends() {
     // Issue 10: imap read 256 inputs ahead and yielded nothing when the input panicked.
     let pool = Pool::new(2).unwrap();
     for cs in [1usize, 3, 20] {
-        let got: Vec<_> = pool.imap(sqr, Fragile(0)).unwrap().chunksize(cs).collect();
+        let got: Vec<_> = pool.imap(sqr, Fragile(0)).unwrap().with_chunksize(cs).collect();
         assert_eq!(got.len(), 11, "chunksize {cs}");
         for (i, r) in got.iter().take(10).enumerate() {
             assert_eq!(r.as_ref().unwrap(), &sqr(i as i64), "chunksize {cs}");

@@ -41,10 +41,27 @@ impl ParentProcess {
         }
     }
 
-    /// Waits until the parent exits, up to `timeout`; true if it did.
-    pub fn join_timeout(&self, timeout: Option<Duration>) -> Result<bool> {
+    /// Waits until the parent exits (Python's `join()`). A parent this process cannot watch
+    /// (no pidfd) counts as gone.
+    ///
+    /// Errors: [`Error::Io`](crate::Error::Io) if polling its pidfd fails.
+    pub fn join(&self) -> Result<()> {
+        self.wait_exit(None).map(drop)
+    }
+
+    /// Waits at most `timeout` for the parent to exit (Python's `join(timeout)`): `Ok(true)`
+    /// if it did, `Ok(false)` if it still runs after at least `timeout`. A zero timeout only
+    /// looks; a timeout too large to represent waits for ever.
+    ///
+    /// Errors: as [`join`](ParentProcess::join).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.wait_exit(os::time::deadline(Some(timeout)))
+    }
+
+    /// Whether the parent exits by `deadline` (`None`: for ever).
+    fn wait_exit(&self, deadline: Option<std::time::Instant>) -> Result<bool> {
         match &self.pidfd {
-            Some(fd) => exited_by(fd.as_fd(), os::time::deadline(timeout)),
+            Some(fd) => exited_by(fd.as_fd(), deadline),
             None => Ok(true),
         }
     }

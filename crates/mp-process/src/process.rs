@@ -363,10 +363,11 @@ impl Process {
     }
 
     /// Waits up to `timeout` for the process to exit: `Some(exit code)` if it did, `None`
-    /// if it still runs. A zero timeout returns at once.
+    /// if it still runs (Python's `join(timeout)`, after which `exitcode` is `None`). A zero
+    /// timeout returns at once; a timeout too large to represent waits for ever.
     pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
         let child = self.child()?;
-        let code = child.wait(Some(timeout))?;
+        let code = child.wait(forever_if_huge(timeout))?;
         if code.is_some() {
             forget_child(child);
         }
@@ -419,6 +420,12 @@ impl Process {
         }
         Ok(())
     }
+}
+
+/// `Some(timeout)`, or `None` (no deadline) for a timeout too large to add to the clock: the
+/// `_timeout` methods wait for ever then, as the other crates' do.
+pub(crate) fn forever_if_huge(timeout: Duration) -> Option<Duration> {
+    std::time::Instant::now().checked_add(timeout).map(|_| timeout)
 }
 
 /// Removes a joined child from the registry.

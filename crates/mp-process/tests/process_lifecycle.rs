@@ -107,6 +107,14 @@ fn join_timeout_zero_returns_at_once_while_running() {
 }
 
 #[test]
+fn join_timeout_too_large_to_represent_waits_for_ever() {
+    let (r, w) = pipe();
+    let p = started(Process::new(block, (PassFd(r),)));
+    release(w);
+    assert_eq!(p.join_timeout(Duration::MAX).unwrap(), Some(0));
+}
+
+#[test]
 fn join_timeout_waits_at_least_the_timeout() {
     let (r, w) = pipe();
     let p = started(Process::new(block, (PassFd(r),)));

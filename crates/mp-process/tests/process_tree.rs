@@ -60,6 +60,24 @@ fn child_sees_main_process_as_parent() {
     assert_eq!(fields[3], std::process::id().to_string());
 }
 
+/// Reports whether its parent, which is alive, looks exited to a zero or short `join_timeout`.
+fn report_parent_join(out: PassFd) {
+    let parent = parent_process().expect("a child has a parent");
+    let zero = parent.join_timeout(Duration::ZERO).expect("join_timeout(0)");
+    let short = parent.join_timeout(Duration::from_millis(20)).expect("join_timeout(20 ms)");
+    send_text(out, &format!("{zero}|{short}\n"));
+}
+
+#[test]
+fn a_child_joins_its_running_parent_with_a_timeout() {
+    let (r, w) = pipe();
+    let mut p = Process::new(report_parent_join, (PassFd(w),));
+    p.start().unwrap();
+    let text = read_all(r);
+    assert_eq!(p.join().unwrap(), 0);
+    assert_eq!(text.trim(), "false|false", "the parent runs while the child joins it");
+}
+
 fn park_forever() {
     loop {
         std::thread::park();

@@ -2,13 +2,13 @@
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mp_process::fdpass::{self, check, refuse};
 use mp_process::os::{self, socket::Peek};
 use mp_process::wire::{DEFAULT_MAX_FRAME, WireError};
+use mp_sync::{Lock, LockError, LockGuard};
 use rustix::io::Errno;
 use rustix::net::SocketType;
 use serde::de::DeserializeOwned;
@@ -37,6 +37,11 @@ use crate::sys;
 /// lanes' memory is touched only as messages pass: a pipe that carries much holds up to
 /// 4 MiB per direction, as a queue holds its ring.
 ///
+/// Each end also has a send lock and a receive lock (robust process-shared mutexes, as
+/// `mp_sync::Lock`, for the directions it uses), shared by every handle on the end, so that
+/// an end can be used by several threads and processes at once (see
+/// [`Connection::try_clone`]).
+///
 /// ```
 /// let (reader, writer) = mp_queue::pipe(false)?;
 /// writer.send("one way")?;
@@ -48,20 +53,38 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     let closed = sys::closed_fd()?;
     let (a, b) = os::socket::stream_pair().map_err(|e| Error::io("socketpair", e))?;
     let lanes = Arc::new(Lanes::create()?);
+    // Each end has a lock per direction it uses (see `Connection::try_clone`).
+    let locks = |send: bool, recv: bool| -> Result<Locks> {
+        Ok(Locks {
+            send: if send { Some(Lock::new()?) } else { None },
+            recv: if recv { Some(Lock::new()?) } else { None },
+        })
+    };
     // Lane 0 carries a's messages to b (and a one-way pipe's), lane 1 b's to a.
     if duplex {
         return Ok((
-            Connection::from_parts(a, true, true, closed, Arc::clone(&lanes), 1),
-            Connection::from_parts(b, true, true, closed, lanes, 0),
+            Connection::from_parts(a, locks(true, true)?, closed, Arc::clone(&lanes), 1),
+            Connection::from_parts(b, locks(true, true)?, closed, lanes, 0),
         ));
     }
     // One way: the reader (a) receives on lane 0, the writer (b) sends on it.
     os::socket::shutdown(a.as_fd(), false).map_err(|e| Error::io("shutdown", e))?;
     os::socket::shutdown(b.as_fd(), true).map_err(|e| Error::io("shutdown", e))?;
     Ok((
-        Connection::from_parts(a, true, false, closed, Arc::clone(&lanes), 0),
-        Connection::from_parts(b, false, true, closed, lanes, 1),
+        Connection::from_parts(a, locks(false, true)?, closed, Arc::clone(&lanes), 0),
+        Connection::from_parts(b, locks(true, false)?, closed, lanes, 1),
     ))
+}
+
+/// An end's locks: the one its senders hold while they send a message and the one its
+/// receivers hold while they receive one, shared by every handle on the end in every process.
+/// An end has the lock of each direction it may use.
+#[derive(Clone)]
+struct Locks {
+    /// Held for the whole of one message's sending.
+    send: Option<Lock>,
+    /// Held for the whole of one message's receiving.
+    recv: Option<Lock>,
 }
 
 /// One end of a [`pipe`]: Python's `multiprocessing.connection.Connection`.
@@ -88,12 +111,12 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
 /// message: the error is returned once, and every later receive gives [`Error::Broken`]; such
 /// a connection should be dropped. Nothing panics on bad input.
 ///
-/// # Threads
-/// A `Connection` is `Send` and `Sync`. Sends are serialised by one internal lock and receives
-/// by another, so frames from several threads never interleave and one thread may block in
-/// `recv` while another sends. Under `fork`, a child that reaches a connection some other
-/// thread of the parent was using at the moment of the fork (through a `static`, say) may find
-/// its lock held for ever; connections passed as arguments are moved and never in use.
+/// # Threads and processes
+/// A `Connection` is `Send` and `Sync`, and [`try_clone`](Connection::try_clone) makes more
+/// handles on the same end, for other threads or other processes. Every handle on an end, in
+/// every process, sends under the end's send lock and receives under its receive lock (robust
+/// process-shared locks, as `mp_sync::Lock`), so messages from several threads or processes
+/// never interleave, and one thread may block in `recv` while another sends.
 pub struct Connection {
     /// The socket, or `None` once closed.
     fd: Option<OwnedFd>,
@@ -105,21 +128,22 @@ pub struct Connection {
     writable: bool,
     /// The largest message this end sends or accepts, in bytes.
     max_message: usize,
-    /// Held for the whole of one frame's sending.
-    send_lock: Mutex<()>,
-    /// Held for the whole of one frame's receiving.
-    recv_lock: Mutex<()>,
-    /// Set when a receive stopped in the middle of a frame.
-    broken: AtomicBool,
-    /// The pipe's shared-memory lanes (see `lane.rs`).
+    /// The end's locks, shared with every other handle on it.
+    locks: Locks,
+    /// The pipe's shared-memory lanes (see `lane.rs`); the lane this end receives on also
+    /// holds whether its stream is broken.
     lanes: Arc<Lanes>,
     /// The lane this end receives on; it sends on the other.
     lane_in: usize,
 }
 
-/// Takes `lock`, ignoring poisoning: the lock guards no data, only the order of frames.
-fn take(lock: &Mutex<()>) -> MutexGuard<'_, ()> {
-    lock.lock().unwrap_or_else(PoisonError::into_inner)
+/// Takes one of an end's locks: the guard, and whether its previous holder died holding it.
+fn take(lock: &Lock) -> Result<(LockGuard<'_>, bool)> {
+    match lock.acquire() {
+        Ok(guard) => Ok((guard, false)),
+        Err(LockError::OwnerDied(guard)) => Ok((guard, true)),
+        Err(LockError::Failed(e)) => Err(Error::Sync(e)),
+    }
 }
 
 /// Turns a sending error of `fdpass` into the crate's error.
@@ -132,10 +156,11 @@ fn send_error(e: WireError) -> Error {
 
 impl Connection {
     /// A connection over `fd`.
+    /// A connection over `fd`, which may receive if it has a receive lock and send if it has
+    /// a send lock.
     fn from_parts(
         fd: OwnedFd,
-        readable: bool,
-        writable: bool,
+        locks: Locks,
         closed_fd: &'static OwnedFd,
         lanes: Arc<Lanes>,
         lane_in: usize,
@@ -143,15 +168,60 @@ impl Connection {
         Connection {
             fd: Some(fd),
             closed_fd,
-            readable,
-            writable,
+            readable: locks.recv.is_some(),
+            writable: locks.send.is_some(),
             max_message: DEFAULT_MAX_FRAME,
-            send_lock: Mutex::new(()),
-            recv_lock: Mutex::new(()),
-            broken: AtomicBool::new(false),
+            locks,
             lanes,
             lane_in: lane_in & 1,
         }
+    }
+
+    /// Another handle on the same end of the pipe: Python passes one `Connection` to several
+    /// processes; here each gets a handle of its own.
+    ///
+    /// The handle has its own duplicate of the socket (so it closes on its own: the other end
+    /// sees end of file once every handle on this end, in every process, is closed), and
+    /// shares with every other handle on the end the pipe's lanes and the end's two locks:
+    /// one held while a message is sent, the other while one is received, robust
+    /// process-shared mutexes in shared memory (`mp_sync::Lock`). So handles on one end can
+    /// be used at once by several threads and processes: messages never interleave, on the
+    /// socket (where a large message takes several writes) or in the lanes (one sender and one
+    /// receiver at a time). Each message arrives whole at one receiver. The handle starts
+    /// with this one's maximum message size.
+    ///
+    /// A sender killed in the middle of a message leaves that message torn, as with one
+    /// handle: the receiver gets a malformed frame. A receiver killed while it reads a frame
+    /// leaves the stream's position lost: the next receive, in any process, gives
+    /// [`Error::Broken`]; one killed while it waits for a message leaves the end as it was.
+    ///
+    /// Errors: [`Error::Closed`] for a closed connection, [`Error::Io`] if the socket cannot
+    /// be duplicated (out of descriptors).
+    ///
+    /// ```
+    /// let (reader, writer) = mp_queue::pipe(false)?;
+    /// let second = writer.try_clone()?;
+    /// writer.send("from the first")?;
+    /// second.send("from the second")?;
+    /// drop(writer);
+    /// assert_eq!(reader.recv::<String>()?, "from the first");
+    /// assert_eq!(reader.recv::<String>()?, "from the second");
+    /// drop(second); // the last handle on the writing end
+    /// assert!(matches!(reader.recv::<String>(), Err(mp_queue::Error::Eof)));
+    /// # Ok::<(), mp_queue::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<Connection> {
+        let fd = self.fd.as_ref().ok_or(Error::Closed)?;
+        Ok(Connection {
+            fd: Some(fd.try_clone().map_err(|e| Error::io("dup", e))?),
+            closed_fd: self.closed_fd,
+            readable: self.readable,
+            writable: self.writable,
+            max_message: self.max_message,
+            locks: self.locks.clone(),
+            lanes: Arc::clone(&self.lanes),
+            lane_in: self.lane_in,
+        })
     }
 
     /// The lane this end receives on.
@@ -219,10 +289,17 @@ impl Connection {
         if !self.readable {
             return Err(Error::WriteOnly);
         }
-        if self.broken.load(Ordering::Acquire) {
+        if self.lane_in().is_broken() {
             return Err(Error::Broken);
         }
         Ok(fd.as_fd())
+    }
+
+    /// Takes the end's send lock (the end may send: [`Connection::send_fd`] said so). A
+    /// previous holder that died may have torn its message; the receiver will see it.
+    fn send_guard(&self) -> Result<LockGuard<'_>> {
+        let lock = self.locks.send.as_ref().ok_or(Error::ReadOnly)?;
+        take(lock).map(|(guard, _)| guard)
     }
 
     /// Sends `payload` with `fds` beside it as one frame on the socket, the send lock held,
@@ -254,9 +331,15 @@ impl Connection {
     /// connection broken if the receive stops inside a frame.
     fn recv_frame(&self, limit: usize) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
         let fd = self.recv_fd()?;
-        let _order = take(&self.recv_lock);
-        // Another thread's receive may have broken the stream while this one waited.
-        if self.broken.load(Ordering::Acquire) {
+        let lock = self.locks.recv.as_ref().ok_or(Error::WriteOnly)?;
+        let (_order, holder_died) = take(lock)?;
+        let lane = self.lane_in();
+        // A receiver that died reading a frame from the socket lost the stream's position.
+        if holder_died && lane.in_frame() {
+            lane.mark_broken();
+        }
+        // Another receive may have broken the stream while this one waited.
+        if lane.is_broken() {
             return Err(Error::Broken);
         }
         match self.receive(fd, limit) {
@@ -270,7 +353,7 @@ impl Connection {
                 Err(Error::Eof)
             }
             Err(e) => {
-                self.broken.store(true, Ordering::Release);
+                lane.mark_broken();
                 Err(match e {
                     Error::Wire(WireError::Io(source)) => Error::Io { op: "recv", source },
                     other => other,
@@ -323,12 +406,7 @@ impl Connection {
             // frame nobody counted (written by hand); it is read as it comes.
             match os::socket::peek(fd).map_err(|e| Error::io("recv (peek)", e))? {
                 Peek::Eof if !lane.ready() => return Ok(None),
-                Peek::Bytes if !lane.ready() => {
-                    return match fdpass::recv_frame(fd, limit)? {
-                        Some(frame) => Ok(Some(frame)),
-                        None => Ok(None),
-                    };
-                }
+                Peek::Bytes if !lane.ready() => return self.read_frame(fd, limit),
                 Peek::Eof | Peek::Bytes => continue,
                 Peek::Nothing => {}
             }
@@ -338,19 +416,32 @@ impl Connection {
         }
     }
 
-    /// Reads the socket frame that comes next (blocking).
+    /// Reads the counted socket frame that comes next (blocking).
     fn socket_frame(
         &self,
         fd: BorrowedFd<'_>,
         limit: usize,
     ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
-        match fdpass::recv_frame(fd, limit)? {
-            Some(frame) => {
-                self.lane_in().taken_from_socket();
-                Ok(Some(frame))
-            }
-            None => Ok(None),
+        let frame = self.read_frame(fd, limit)?;
+        if frame.is_some() {
+            self.lane_in().taken_from_socket();
         }
+        Ok(frame)
+    }
+
+    /// Reads one frame from the socket (blocking), saying in the lane that a receiver is
+    /// inside a frame meanwhile, so that a receiver killed there is known to have broken the
+    /// stream. A frame whose descriptors were dropped is read whole, and the stream goes on.
+    fn read_frame(
+        &self,
+        fd: BorrowedFd<'_>,
+        limit: usize,
+    ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+        let lane = self.lane_in();
+        lane.set_in_frame(true);
+        let frame = fdpass::recv_frame(fd, limit);
+        lane.set_in_frame(false);
+        Ok(frame?)
     }
 
     /// Sends `value` as one message: Python's `Connection.send`.
@@ -384,7 +475,7 @@ impl Connection {
                 max: self.max_message,
             }));
         }
-        let _order = take(&self.send_lock);
+        let _order = self.send_guard()?;
         // A small value without descriptors goes through the lane while the peer is
         // receiving, encoded in place.
         if plain.is_some() {
@@ -435,7 +526,7 @@ impl Connection {
     pub fn send_bytes(&self, buf: &[u8], offset: usize, size: Option<usize>) -> Result<()> {
         let fd = self.send_fd()?;
         let len = buf.len();
-        let out_of_range = || Error::OutOfRange { offset, size, len };
+        let out_of_range = || Error::OutOfRange { offset, len: size, size: len };
         let end = match size {
             None if offset <= len => len,
             None => return Err(out_of_range()),
@@ -450,7 +541,7 @@ impl Connection {
                 max: self.max_message,
             }));
         }
-        let _order = take(&self.send_lock);
+        let _order = self.send_guard()?;
         let sent = self.lane_out().try_send(payload.len(), |dst| {
             dst.copy_from_slice(payload);
             Ok(())
@@ -510,7 +601,7 @@ impl Connection {
         // The checks Python makes before reading, in its order.
         self.recv_fd()?;
         let Some(room) = buf.get_mut(offset..) else {
-            return Err(Error::OutOfRange { offset, size: None, len });
+            return Err(Error::OutOfRange { offset, len: None, size: len });
         };
         let (message, _fds) = self.recv_frame(self.max_message)?;
         match room.get_mut(..message.len()) {
@@ -522,34 +613,59 @@ impl Connection {
         }
     }
 
-    /// Whether a message (or end of file) is waiting to be received: Python's
-    /// `Connection.poll`.
+    /// Whether a message (or end of file) is waiting to be received now, without blocking:
+    /// Python's `Connection.poll()` (whose timeout defaults to 0).
     ///
-    /// `Some(Duration::ZERO)` looks without blocking, `Some(t)` waits up to `t`, `None` waits
-    /// for ever. Returns `true` at end of file too; [`recv`](Connection::recv) then gives
-    /// [`Error::Eof`]. Signals that interrupt the wait are retried with the time left, and
-    /// `false` is returned only once the whole timeout has passed.
+    /// Returns `true` at end of file too; [`recv`](Connection::recv) then gives
+    /// [`Error::Eof`]. To wait, use [`poll_timeout`](Connection::poll_timeout), or
+    /// [`wait`](crate::wait) to wait for ever.
+    ///
+    /// Errors: [`Error::Closed`], [`Error::WriteOnly`], [`Error::Broken`], [`Error::Io`].
+    ///
+    /// ```
+    /// let (a, b) = mp_queue::pipe(true)?;
+    /// assert!(!b.poll()?);
+    /// a.send(&42u32)?;
+    /// assert_eq!(mp_queue::wait([&b])?.len(), 1);
+    /// assert!(b.poll()?, "polling does not take the message");
+    /// assert_eq!(b.recv::<u32>()?, 42);
+    /// # Ok::<(), mp_queue::Error>(())
+    /// ```
+    pub fn poll(&self) -> Result<bool> {
+        self.poll_until(Some(Instant::now()))
+    }
+
+    /// Whether a message (or end of file) arrives within `timeout`: Python's
+    /// `Connection.poll(timeout)`.
+    ///
+    /// `Duration::ZERO` only looks (as [`poll`](Connection::poll)); a timeout too large to
+    /// represent (`Duration::MAX`) waits for ever, as Python's `poll(None)`. Signals that
+    /// interrupt the wait are retried with the time left, and `false` is returned only once
+    /// the whole timeout has passed. Returns `true` at end of file too.
+    ///
+    /// Errors: as [`poll`](Connection::poll).
     ///
     /// ```
     /// use std::time::Duration;
     /// let (a, b) = mp_queue::pipe(true)?;
-    /// assert!(!b.poll(Some(Duration::ZERO))?);
-    /// a.send(&42u32)?;
-    /// assert!(b.poll(None)?);
-    /// assert_eq!(b.recv::<u32>()?, 42);
+    /// assert!(!b.poll_timeout(Duration::from_millis(10))?);
     /// drop(a);
-    /// assert!(b.poll(Some(Duration::from_secs(5)))?);
+    /// assert!(b.poll_timeout(Duration::MAX)?);
     /// assert!(matches!(b.recv::<u32>(), Err(mp_queue::Error::Eof)));
     /// # Ok::<(), mp_queue::Error>(())
     /// ```
-    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+    pub fn poll_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.poll_until(os::time::deadline(Some(timeout)))
+    }
+
+    /// Whether a message (or end of file) is waiting by `deadline` (`None`: for ever).
+    fn poll_until(&self, deadline: Option<Instant>) -> Result<bool> {
         let fd = self.recv_fd()?;
         let lane = self.lane_in();
         if lane.ready() {
             return Ok(true);
         }
-        let ready = os::poll::readable(fd.as_fd(), os::time::deadline(timeout))
-            .map_err(|e| Error::io("poll", e))?;
+        let ready = os::poll::readable(fd.as_fd(), deadline).map_err(|e| Error::io("poll", e))?;
         Ok(ready || lane.ready())
     }
 }
@@ -577,7 +693,7 @@ impl fmt::Debug for Connection {
             .field("readable", &self.readable)
             .field("writable", &self.writable)
             .field("max_message", &self.max_message)
-            .field("broken", &self.broken.load(Ordering::Relaxed))
+            .field("broken", &(self.readable && self.lane_in().is_broken()))
             .finish()
     }
 }
@@ -589,10 +705,9 @@ struct OutWire<'a> {
     fd: mp_process::fdpass::FdRef<'a>,
     lanes: LanesRef<'a>,
     lane_in: u8,
-    readable: bool,
-    writable: bool,
+    send_lock: Option<&'a Lock>,
+    recv_lock: Option<&'a Lock>,
     max_message: u64,
-    broken: bool,
 }
 
 /// What crosses for a connection, when receiving.
@@ -603,15 +718,15 @@ struct InWire {
     fd: OwnedFd,
     lanes: LanesIn,
     lane_in: u8,
-    readable: bool,
-    writable: bool,
+    send_lock: Option<Lock>,
+    recv_lock: Option<Lock>,
     max_message: u64,
-    broken: bool,
 }
 
-/// A connection serialises as its socket (out of band, through `mp_process::fdpass`), its
-/// direction, its maximum message size and whether it is broken. Serialising a closed
-/// connection, or outside `fdpass::encode_with_fds`, fails.
+/// A connection serialises as its socket (out of band, through `mp_process::fdpass`), the
+/// pipe's lanes, the end's locks (a handle on the same end: see
+/// [`Connection::try_clone`]), which say its direction, and its maximum message size.
+/// Serialising a closed connection, or outside `fdpass::encode_with_fds`, fails.
 impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
@@ -623,37 +738,30 @@ impl Serialize for Connection {
             fd: mp_process::fdpass::FdRef(fd),
             lanes: LanesRef(&self.lanes),
             lane_in: self.lane_in as u8,
-            readable: self.readable,
-            writable: self.writable,
+            send_lock: self.locks.send.as_ref(),
+            recv_lock: self.locks.recv.as_ref(),
             max_message: u64::try_from(self.max_message).unwrap_or(u64::MAX),
-            broken: self.broken.load(Ordering::Acquire),
         }
         .serialize(s)
     }
 }
 
 /// A received connection is checked: its descriptor must be an `AF_UNIX` stream socket and it
-/// must be readable or writable.
+/// must be readable or writable (have a lock of either direction).
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let wire = InWire::deserialize(d)?;
-        if !wire.readable && !wire.writable {
+        let locks = Locks { send: wire.send_lock, recv: wire.recv_lock };
+        if locks.send.is_none() && locks.recv.is_none() {
             return Err(refuse("a Connection must be readable or writable"));
         }
         check::unix_socket(wire.fd.as_fd(), SocketType::STREAM, "a Connection")
             .map_err(refuse::<D::Error>)?;
         let closed = sys::closed_fd().map_err(refuse::<D::Error>)?;
         let lanes = Arc::new(wire.lanes.0);
-        let mut conn = Connection::from_parts(
-            wire.fd,
-            wire.readable,
-            wire.writable,
-            closed,
-            lanes,
-            usize::from(wire.lane_in),
-        );
+        let mut conn =
+            Connection::from_parts(wire.fd, locks, closed, lanes, usize::from(wire.lane_in));
         conn.max_message = usize::try_from(wire.max_message).unwrap_or(usize::MAX);
-        conn.broken = AtomicBool::new(wire.broken);
         Ok(conn)
     }
 }
@@ -673,5 +781,56 @@ struct LanesIn(Lanes);
 impl<'de> Deserialize<'de> for LanesIn {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         Lanes::deserialize(d).map(LanesIn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread takes `conn`'s `lock` and exits holding it, as a process killed holding it
+    /// would; with `in_frame`, while it says it is reading a frame.
+    fn die_holding(conn: &Connection, lock: &Lock, in_frame: bool) {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let (guard, _) = take(lock).unwrap();
+                if in_frame {
+                    conn.lane_in().set_in_frame(true);
+                }
+                guard.forget();
+            });
+        });
+    }
+
+    #[test]
+    fn a_receiver_that_died_between_messages_leaves_the_end_usable() {
+        let (a, b) = pipe(true).unwrap();
+        a.send(&1u8).unwrap();
+        die_holding(&b, b.locks.recv.as_ref().unwrap(), false);
+        assert_eq!(b.recv::<u8>().unwrap(), 1);
+        a.send(&2u8).unwrap();
+        assert_eq!(b.recv::<u8>().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_receiver_that_died_inside_a_frame_breaks_the_end_for_every_handle() {
+        let (a, b) = pipe(true).unwrap();
+        let b2 = b.try_clone().unwrap();
+        a.send(&1u8).unwrap();
+        die_holding(&b, b.locks.recv.as_ref().unwrap(), true);
+        assert!(matches!(b.recv::<u8>(), Err(Error::Broken)));
+        assert!(matches!(b2.recv::<u8>(), Err(Error::Broken)));
+        assert!(matches!(b2.poll(), Err(Error::Broken)));
+        // The other direction is another stream.
+        b.send(&3u8).unwrap();
+        assert_eq!(a.recv::<u8>().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_sender_that_died_holding_the_send_lock_does_not_stop_the_others() {
+        let (a, b) = pipe(true).unwrap();
+        die_holding(&a, a.locks.send.as_ref().unwrap(), false);
+        a.send(&1u8).unwrap();
+        assert_eq!(b.recv::<u8>().unwrap(), 1);
     }
 }

@@ -58,15 +58,16 @@ pub enum Error {
         /// The room the buffer had after the offset, in bytes.
         room: usize,
     },
-    /// An offset, or an offset plus a size, lies past the end of the buffer (Python:
-    /// "buffer length < offset", "buffer length < offset + size", "offset too large").
+    /// An offset, or an offset plus a length, lies past the end of the buffer (Python:
+    /// "buffer length < offset", "buffer length < offset + size", "offset too large"). The
+    /// same variant as `mp_shm::Error::OutOfRange`, for a segment.
     OutOfRange {
         /// The offset asked for.
         offset: usize,
-        /// The size asked for, if one was given.
-        size: Option<usize>,
-        /// The length of the buffer.
-        len: usize,
+        /// The length asked for (Python's `size` argument), if one was given.
+        len: Option<usize>,
+        /// The size of the buffer in bytes.
+        size: usize,
     },
     /// An earlier receive stopped in the middle of a message (a malformed or oversized frame,
     /// a message longer than `maxlength`, or a failed read), so the stream position is lost:
@@ -87,9 +88,10 @@ pub enum Error {
     /// A value's `Serialize` implementation wrote a different encoding the second time it
     /// ran (queues measure a message before encoding it in place).
     Unstable,
-    /// A queue's lock or futex wait failed.
-    Lock(mp_sync::Error),
-    /// A queue's shared memory could not be created or mapped.
+    /// A queue's lock or futex wait failed (an error of `mp-sync`).
+    Sync(mp_sync::Error),
+    /// A queue's or pipe's shared memory could not be created or mapped (an error of
+    /// `mp-shm`).
     SharedMemory(mp_shm::Error),
     /// An argument is out of range, such as a ring capacity that is not a power of two.
     InvalidArgument(&'static str),
@@ -130,12 +132,12 @@ impl fmt::Display for Error {
                  after the offset (the error carries the message)",
                 message.len()
             ),
-            Error::OutOfRange { offset, size: None, len } => {
-                write!(f, "offset {offset} lies past the end of a buffer of {len} bytes")
+            Error::OutOfRange { offset, len: None, size } => {
+                write!(f, "offset {offset} lies past the end of a buffer of {size} bytes")
             }
-            Error::OutOfRange { offset, size: Some(size), len } => write!(
+            Error::OutOfRange { offset, len: Some(len), size } => write!(
                 f,
-                "offset {offset} + size {size} lies past the end of a buffer of {len} bytes"
+                "offset {offset} + size {len} lies past the end of a buffer of {size} bytes"
             ),
             Error::Broken => f.write_str(
                 "the connection can no longer receive: an earlier receive stopped in the \
@@ -149,7 +151,7 @@ impl fmt::Display for Error {
                 "a value serialised to a different length the second time (queues encode \
                  each message twice: to measure it, then in place)",
             ),
-            Error::Lock(e) => write!(f, "a queue's lock failed: {e}"),
+            Error::Sync(e) => write!(f, "a queue's lock failed: {e}"),
             Error::SharedMemory(e) => write!(f, "a queue's shared memory could not be set up: {e}"),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
         }
@@ -161,7 +163,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             Error::Wire(e) => Some(e),
-            Error::Lock(e) => Some(e),
+            Error::Sync(e) => Some(e),
             Error::SharedMemory(e) => Some(e),
             _ => None,
         }
@@ -171,5 +173,19 @@ impl std::error::Error for Error {
 impl From<WireError> for Error {
     fn from(e: WireError) -> Self {
         Error::Wire(e)
+    }
+}
+
+impl From<mp_sync::Error> for Error {
+    /// [`Error::Sync`].
+    fn from(e: mp_sync::Error) -> Self {
+        Error::Sync(e)
+    }
+}
+
+impl From<mp_shm::Error> for Error {
+    /// [`Error::SharedMemory`].
+    fn from(e: mp_shm::Error) -> Self {
+        Error::SharedMemory(e)
     }
 }

@@ -3,9 +3,17 @@
 //!
 //! A pipe has one sealed memfd with a lane per direction: a page of header (the queue
 //! [`Header`](crate::header::Header) layout) and a ring mapped twice, as a queue's. A lane has one
-//! sender and one receiver (an end used by two processes at once interleaves, as in Python;
-//! here it may also give [`Error::Corrupt`], never undefined behaviour: every length is
-//! checked).
+//! sender and one receiver at a time: every handle on an end, in every process, sends under
+//! the end's send lock and receives under its receive lock (`connection.rs`). Even without
+//! them nothing here is undefined behaviour: every length is checked, and a lane written by
+//! two senders at once gives [`Error::Corrupt`].
+//!
+//! # The receiving side's state
+//! The header's `next_id` word, which only queues use, holds what every receiver of the end
+//! must know, in every process: [`BROKEN`] once a receive stopped inside a message (the stream
+//! position is lost), and [`IN_FRAME`] while a receiver reads a frame from the socket, so that
+//! the next receiver, told by the receive lock that its holder died, knows whether the holder
+//! died inside a frame (the stream is broken) or between messages (it is not).
 //!
 //! # The protocol
 //! - A receiving call that finds nothing waiting announces `spinning_until`, a
@@ -48,6 +56,12 @@ use crate::sys::Mirror;
 
 /// The magic number of a lane's header ("mpLANE01").
 const LANE_MAGIC: u64 = u64::from_le_bytes(*b"mpLANE01");
+
+/// The receiving side's state: the stream is broken.
+const BROKEN: u64 = 1;
+
+/// The receiving side's state: a receiver is reading a frame from the socket.
+const IN_FRAME: u64 = 2;
 
 /// The size of a lane's ring.
 const LANE_CAPACITY: usize = 4 << 20;
@@ -254,7 +268,7 @@ impl Lane<'_> {
             mp_sync::futex::wait(&data.word, seen, Instant::now().checked_add(timeout))
         };
         data.waiters.fetch_sub(1, Ordering::SeqCst);
-        result.map(|_| ()).map_err(Error::Lock)
+        result.map(|_| ()).map_err(Error::Sync)
     }
 
     /// Receiver: one more frame was read from the socket.
@@ -328,6 +342,33 @@ impl Lane<'_> {
         let consumed = pack(count(head).wrapping_add(1), position(head).wrapping_add(need as u32));
         h.head.0.store(consumed, Ordering::SeqCst);
         Ok(Ok(Next::Message(message)))
+    }
+
+    /// Receiver: whether a receive stopped inside a message, in any process (see the module
+    /// documentation).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.h().next_id.0.load(Ordering::Acquire) & BROKEN != 0
+    }
+
+    /// Receiver: the stream position is lost; every later receive, in any process, fails.
+    pub(crate) fn mark_broken(&self) {
+        self.h().next_id.0.fetch_or(BROKEN, Ordering::AcqRel);
+    }
+
+    /// Receiver: about to read a frame from the socket (`true`) or done with it (`false`).
+    pub(crate) fn set_in_frame(&self, reading: bool) {
+        let state = &self.h().next_id.0;
+        if reading {
+            state.fetch_or(IN_FRAME, Ordering::AcqRel);
+        } else {
+            state.fetch_and(!IN_FRAME, Ordering::AcqRel);
+        }
+    }
+
+    /// Receiver, holding the receive lock of a receiver that died: whether it died reading a
+    /// frame from the socket.
+    pub(crate) fn in_frame(&self) -> bool {
+        self.h().next_id.0.load(Ordering::Acquire) & IN_FRAME != 0
     }
 
     /// Receiver: announces that it is receiving, and looks at the lane at least once more,

@@ -68,8 +68,8 @@
 //! serde type) or raw bytes ([`Connection::send_bytes`], [`Connection::recv_bytes`],
 //! [`Connection::recv_bytes_into`]), and each message arrives whole and alone: boundaries are
 //! kept, and an empty message is a message. [`Connection::poll`] tells whether a message is
-//! waiting, without blocking, up to a timeout, or blocking. The other end closing gives
-//! [`Error::Eof`].
+//! waiting now, [`Connection::poll_timeout`] waits up to a timeout. The other end closing
+//! gives [`Error::Eof`].
 //!
 //! ```
 //! let (a, b) = mp_queue::pipe(true)?;
@@ -100,9 +100,10 @@
 //! argument of `mp_process::Process::new` under every start method (moved under `fork`, its
 //! socket carried beside the bootstrap under `spawn` and `forkserver`) and it travels inside
 //! messages to a process that is already running, keeping its direction. Sending a connection
-//! hands over a duplicate of its socket: the sender's own copy stays open (drop it), and two
-//! processes using the same end at once would interleave their messages, as in Python (or
-//! fail with [`Error::Corrupt`] if they meet in the shared-memory lane).
+//! hands over another handle on the same end, as [`Connection::try_clone`] makes one: the
+//! sender's own stays open (drop it). Handles on one end may be used by several threads and
+//! processes at once: each end has a send lock and a receive lock shared by all its handles,
+//! so messages never interleave and each arrives whole at one receiver.
 //!
 //! ```
 //! use mp_queue::Connection;
@@ -126,11 +127,13 @@
 //! ```
 //!
 //! # Waiting on many objects
-//! [`wait`] is Python's `multiprocessing.connection.wait`: given connections, process
-//! sentinels (`mp_process::Process::sentinel`), `mp_sync` locks and events, or anything
-//! [`AsFd`](std::os::fd::AsFd), it returns the indices of those ready within the timeout.
+//! [`wait`] and [`wait_timeout`] are Python's `multiprocessing.connection.wait`: given any
+//! collection of connections, queues, process sentinels (`mp_process::Process::sentinel`),
+//! `mp_sync` locks and events, or anything [`AsFd`](std::os::fd::AsFd), they return the ones
+//! that are ready, in the order given.
 //!
 //! ```
+//! use std::os::fd::AsFd;
 //! use std::time::Duration;
 //!
 //! fn exit_now() {}
@@ -140,9 +143,12 @@
 //! let mut p = mp_process::Process::new(exit_now, ());
 //! p.start()?;
 //! let sentinel = p.sentinel()?;
-//! assert_eq!(mp_queue::wait(&[&b, &sentinel], None)?, vec![1]);
+//! let objects: [&dyn AsFd; 2] = [&b, &sentinel];
+//! let ready = mp_queue::wait(objects)?;
+//! assert_eq!(ready.len(), 1);
+//! assert!(std::ptr::addr_eq(ready[0], &sentinel), "the sentinel, not the connection");
 //! a.send(&1u8)?;
-//! assert_eq!(mp_queue::wait(&[&b, &sentinel], Some(Duration::ZERO))?, vec![0, 1]);
+//! assert_eq!(mp_queue::wait_timeout(objects, Duration::ZERO)?.len(), 2);
 //! p.join()?;
 //! # Ok(())
 //! # }
@@ -158,7 +164,7 @@
 //! # Which handles are `Send` and `Sync`
 //! | type | `Send` | `Sync` | why |
 //! | --- | --- | --- | --- |
-//! | [`Connection`] | yes | yes | a socket; one internal lock orders sends and another receives, so frames from several threads never interleave, and one thread may receive while another sends. |
+//! | [`Connection`] | yes | yes | a socket; the end's send lock orders sends and its receive lock receives (across processes too), so messages never interleave, and one thread may receive while another sends. |
 //! | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] | yes | yes | whatever `T`: the handle holds no `T`, only shared memory, robust locks and descriptors; any thread of any process may put and get. |
 //! | [`PutError`] | if `T` is | if `T` is | it holds the value. |
 //! | [`Error`] | yes | yes | plain data and `io::Error`. |
@@ -167,7 +173,7 @@
 //! - A receiver blocked in `recv` learns that the other end closed within 50 ms, not at once
 //!   (it sleeps on a futex, looking at the socket between naps; see [`pipe`]).
 //! - `Queue()` is bounded by its ring's bytes ([`DEFAULT_CAPACITY`], 4 MiB, set with
-//!   [`QueueOptions::capacity`]): a `put` into a full ring waits for a consumer, where
+//!   [`QueueBuilder::capacity`]): a `put` into a full ring waits for a consumer, where
 //!   Python's feeder thread buffers without limit. There is no feeder thread, so a `put` has
 //!   finished when it returns (`join_thread`/`cancel_join_thread` have no counterpart), and
 //!   `qsize` works everywhere.
@@ -177,10 +183,14 @@
 //! - `Pipe(duplex=False)` is a socket pair with the unused directions shut down, not an
 //!   `os.pipe()`, so that descriptors can travel on it too. Its writing end, whose receiving
 //!   side is shut down, always polls ready in [`wait`].
+//! - Several processes may use one end at once ([`Connection::try_clone`]): the end's locks
+//!   keep messages whole, where Python warns that data "may become corrupted".
 //! - Messages are limited to [`Connection::max_message_size`] (64 MiB by default,
 //!   configurable up to 4 GiB); Python has no limit.
-//! - `poll` and `wait` take `Option<Duration>`: `None` blocks, where Python's `poll()` without
-//!   argument does not block (use `Some(Duration::ZERO)`).
+//! - Python's `timeout` arguments are split into methods, as everywhere in `mp`: `poll()`
+//!   looks without blocking (Python's default), `poll_timeout(t)` waits, and
+//!   `poll_timeout(Duration::MAX)` waits for ever (`poll(None)`); `wait(objects)` blocks and
+//!   `wait_timeout(objects, t)` does not wait longer than `t`.
 //! - After `close`, the connection's descriptor ([`AsFd`](std::os::fd::AsFd)) is a stand-in
 //!   that always polls ready, so [`wait`] returns it at once where Python raises `OSError`;
 //!   its operations give [`Error::Closed`].
@@ -224,9 +234,9 @@ mod wait;
 pub use bytes::Bytes;
 pub use connection::{Connection, pipe};
 pub use error::{Error, Result};
-pub use queue::{JoinableQueue, PutError, Queue, QueueOptions, SimpleQueue};
+pub use queue::{JoinableQueue, PutError, Queue, QueueBuilder, SimpleQueue};
 pub use ring::{DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, MAX_CAPACITY, MIN_CAPACITY};
-pub use wait::wait;
+pub use wait::{wait, wait_timeout};
 
 #[cfg(test)]
 mod tests {

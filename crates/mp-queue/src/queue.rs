@@ -95,61 +95,121 @@ impl<T> From<PutError<T>> for Error {
     }
 }
 
-/// How to make a queue: item limit, ring size, largest message.
+/// Builds a [`Queue`], [`JoinableQueue`] or [`SimpleQueue`] with settings other than the
+/// defaults: item limit, ring size, largest message. Made by [`Queue::builder`],
+/// [`JoinableQueue::builder`] or [`SimpleQueue::builder`]; `Q` is the queue it builds.
 ///
 /// ```
-/// use mp_queue::{Queue, QueueOptions};
+/// use mp_queue::Queue;
 ///
-/// let q: Queue<u32> = Queue::with_options(QueueOptions::new().maxsize(3).capacity(1 << 16))?;
+/// let q: Queue<u32> = Queue::builder().maxsize(3).capacity(1 << 16).build()?;
 /// assert_eq!(q.maxsize(), 3);
 /// assert_eq!(q.capacity(), 1 << 16);
 /// # Ok::<(), mp_queue::Error>(())
 /// ```
-#[derive(Debug, Clone, Copy)]
-pub struct QueueOptions {
+pub struct QueueBuilder<Q> {
     /// The settings.
     settings: Settings,
+    /// The queue type built.
+    _queue: PhantomData<fn() -> Q>,
 }
 
-impl Default for QueueOptions {
-    fn default() -> Self {
-        QueueOptions::new()
+impl<Q> Clone for QueueBuilder<Q> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
 
-impl QueueOptions {
+impl<Q> Copy for QueueBuilder<Q> {}
+
+impl<Q> fmt::Debug for QueueBuilder<Q> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueBuilder")
+            .field("maxsize", &self.settings.maxsize)
+            .field("capacity", &self.settings.capacity)
+            .field("max_message_size", &self.settings.max_message)
+            .finish()
+    }
+}
+
+impl<Q> QueueBuilder<Q> {
     /// The defaults: no item limit, a ring of [`DEFAULT_CAPACITY`](crate::DEFAULT_CAPACITY)
     /// bytes, messages up to [`DEFAULT_MAX_MESSAGE`](crate::DEFAULT_MAX_MESSAGE) bytes.
-    pub fn new() -> Self {
-        QueueOptions {
+    fn new() -> Self {
+        QueueBuilder {
             settings: Settings {
                 capacity: ring::DEFAULT_CAPACITY,
                 maxsize: 0,
                 max_message: ring::DEFAULT_MAX_MESSAGE,
             },
+            _queue: PhantomData,
         }
     }
 
-    /// The most items the queue holds; 0 (the default) means no limit but the ring's bytes,
-    /// as Python's `maxsize <= 0` means no limit.
-    pub fn maxsize(mut self, maxsize: usize) -> Self {
-        self.settings.maxsize = maxsize;
-        self
-    }
-
     /// The ring's size in bytes: a power of two from
-    /// [`MIN_CAPACITY`](crate::MIN_CAPACITY) to [`MAX_CAPACITY`](crate::MAX_CAPACITY).
-    /// Messages up to half of it travel inside the ring; larger ones in a segment of their
-    /// own. The memory is touched only as messages pass through it.
+    /// [`MIN_CAPACITY`](crate::MIN_CAPACITY) to [`MAX_CAPACITY`](crate::MAX_CAPACITY)
+    /// (checked by `build`). Messages up to half of it travel inside the ring; larger ones in
+    /// a segment of their own. The memory is touched only as messages pass through it.
     pub fn capacity(mut self, bytes: usize) -> Self {
         self.settings.capacity = bytes;
         self
     }
 
-    /// The largest message, in bytes as encoded; a larger one is an error for its `put`.
+    /// The largest message, in bytes as encoded (at least 1, checked by `build`); a larger
+    /// one is an error for its `put`.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.settings.max_message = bytes;
         self
+    }
+
+    /// The most items the queue holds; 0 (the default) means no limit but the ring's bytes,
+    /// as Python's `maxsize <= 0` means no limit.
+    fn with_maxsize(mut self, maxsize: usize) -> Self {
+        self.settings.maxsize = maxsize;
+        self
+    }
+}
+
+impl<T> QueueBuilder<Queue<T>> {
+    /// The most items the queue holds; 0 (the default) means no limit but the ring's bytes,
+    /// as Python's `maxsize <= 0` means no limit.
+    pub fn maxsize(self, maxsize: usize) -> Self {
+        self.with_maxsize(maxsize)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> QueueBuilder<Queue<T>> {
+    /// Makes the queue.
+    ///
+    /// Errors: [`Error::InvalidArgument`] for a capacity that is not a power of two in range
+    /// or a largest message of 0 bytes; otherwise as [`Queue::new`].
+    pub fn build(self) -> Result<Queue<T>> {
+        Queue::create(Kind::Queue, self.settings)
+    }
+}
+
+impl<T> QueueBuilder<JoinableQueue<T>> {
+    /// The most items the queue holds; 0 (the default) means no limit but the ring's bytes.
+    pub fn maxsize(self, maxsize: usize) -> Self {
+        self.with_maxsize(maxsize)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> QueueBuilder<JoinableQueue<T>> {
+    /// Makes the joinable queue.
+    ///
+    /// Errors: as for a [`Queue`]'s `build`.
+    pub fn build(self) -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue { queue: Queue::create(Kind::Joinable, self.settings)? })
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> QueueBuilder<SimpleQueue<T>> {
+    /// Makes the simple queue (which has no item limit).
+    ///
+    /// Errors: as for a [`Queue`]'s `build`.
+    pub fn build(self) -> Result<SimpleQueue<T>> {
+        Ok(SimpleQueue { queue: Queue::create(Kind::Simple, self.settings)? })
     }
 }
 
@@ -197,7 +257,7 @@ fn deadline(timeout: Duration) -> Option<Instant> {
 ///
 /// # Differences from Python's multiprocessing
 /// - `Queue()` without `maxsize` is bounded by its ring's bytes (4 MiB by default, see
-///   [`QueueOptions::capacity`]): when the ring is full, `put` waits for a consumer where
+///   [`QueueBuilder::capacity`]): when the ring is full, `put` waits for a consumer where
 ///   Python's feeder thread buffers without limit. Messages larger than half the ring travel in
 ///   a segment of their own and never wait for the ring to empty.
 /// - There is no feeder thread: a `put` has returned only once the item is in the queue,
@@ -207,7 +267,7 @@ fn deadline(timeout: Duration) -> Option<Instant> {
 /// - `close` closes this handle (and its clones in this process): later `put`s and `get`s on it
 ///   fail with [`Error::Closed`], as in Python; the queue lives on for the other handles.
 /// - Items are postcard encodings of serde types, not pickles; the largest message is
-///   [`QueueOptions::max_message_size`] (64 MiB by default).
+///   [`QueueBuilder::max_message_size`] (64 MiB by default).
 pub struct Queue<T> {
     /// The shared ring: one per queue in a process, whichever way its handles came.
     ring: Arc<Ring>,
@@ -225,30 +285,22 @@ impl<T> Clone for Queue<T> {
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// A queue with no item limit (bounded by its ring's bytes), Python's `Queue()`.
     ///
-    /// Errors: [`Error::SharedMemory`], [`Error::Lock`] or [`Error::Io`] if its shared memory,
+    /// Errors: [`Error::SharedMemory`], [`Error::Sync`] or [`Error::Io`] if its shared memory,
     /// locks or descriptors cannot be made.
     pub fn new() -> Result<Self> {
-        Self::with_options(QueueOptions::new())
+        Self::builder().build()
     }
 
     /// A queue holding at most `maxsize` items (0: no limit), Python's `Queue(maxsize)`.
     ///
     /// Errors: as [`Queue::new`].
     pub fn with_maxsize(maxsize: usize) -> Result<Self> {
-        Self::with_options(QueueOptions::new().maxsize(maxsize))
-    }
-
-    /// A queue made with `options`.
-    ///
-    /// Errors: [`Error::InvalidArgument`] for a capacity that is not a power of two in range
-    /// or a largest message of 0 bytes; otherwise as [`Queue::new`].
-    pub fn with_options(options: QueueOptions) -> Result<Self> {
-        Self::create(Kind::Queue, options)
+        Self::builder().maxsize(maxsize).build()
     }
 
     /// A handle on a new ring of `kind`.
-    fn create(kind: Kind, options: QueueOptions) -> Result<Self> {
-        let ring = Ring::create(kind, options.settings, std::any::type_name::<T>())?;
+    fn create(kind: Kind, settings: Settings) -> Result<Self> {
+        let ring = Ring::create(kind, settings, std::any::type_name::<T>())?;
         Ok(Queue::from_ring(Arc::new(ring)))
     }
 
@@ -325,6 +377,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 }
 
 impl<T> Queue<T> {
+    /// A [`QueueBuilder`] for a queue with other settings than [`Queue::new`]'s.
+    pub fn builder() -> QueueBuilder<Queue<T>> {
+        QueueBuilder::new()
+    }
+
     /// A new handle (open) on `ring`.
     fn from_ring(ring: Arc<Ring>) -> Self {
         Queue { ring, _items: PhantomData }
@@ -458,25 +515,24 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     ///
     /// Errors: as [`Queue::new`].
     pub fn new() -> Result<Self> {
-        Self::with_options(QueueOptions::new())
+        Self::builder().build()
     }
 
     /// A joinable queue holding at most `maxsize` items (0: no limit).
     ///
     /// Errors: as [`Queue::new`].
     pub fn with_maxsize(maxsize: usize) -> Result<Self> {
-        Self::with_options(QueueOptions::new().maxsize(maxsize))
-    }
-
-    /// A joinable queue made with `options`.
-    ///
-    /// Errors: as [`Queue::with_options`].
-    pub fn with_options(options: QueueOptions) -> Result<Self> {
-        Ok(JoinableQueue { queue: Queue::create(Kind::Joinable, options)? })
+        Self::builder().maxsize(maxsize).build()
     }
 }
 
 impl<T> JoinableQueue<T> {
+    /// A [`QueueBuilder`] for a joinable queue with other settings than
+    /// [`JoinableQueue::new`]'s.
+    pub fn builder() -> QueueBuilder<JoinableQueue<T>> {
+        QueueBuilder::new()
+    }
+
     /// Reports one item taken from the queue as processed (Python's `task_done()`).
     ///
     /// Errors: [`Error::TooManyTaskDone`] if every item put was already reported.
@@ -567,19 +623,11 @@ impl<T> Clone for SimpleQueue<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
-    /// A simple queue (bounded by its ring's bytes, see [`QueueOptions::capacity`]).
+    /// A simple queue (bounded by its ring's bytes, see [`QueueBuilder::capacity`]).
     ///
     /// Errors: as [`Queue::new`].
     pub fn new() -> Result<Self> {
-        Self::with_options(QueueOptions::new().maxsize(0))
-    }
-
-    /// A simple queue with the ring size and largest message of `options` (its `maxsize` is
-    /// ignored: a `SimpleQueue` has no item limit).
-    ///
-    /// Errors: as [`Queue::with_options`].
-    pub fn with_options(options: QueueOptions) -> Result<Self> {
-        Ok(SimpleQueue { queue: Queue::create(Kind::Simple, options.maxsize(0))? })
+        Self::builder().build()
     }
 
     /// Puts `item`, waiting for room in the ring if it is full.
@@ -598,6 +646,12 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
 }
 
 impl<T> SimpleQueue<T> {
+    /// A [`QueueBuilder`] for a simple queue with another ring size or largest message than
+    /// [`SimpleQueue::new`]'s (a simple queue has no item limit).
+    pub fn builder() -> QueueBuilder<SimpleQueue<T>> {
+        QueueBuilder::new()
+    }
+
     /// Whether the queue holds no items.
     pub fn empty(&self) -> bool {
         self.queue.empty()

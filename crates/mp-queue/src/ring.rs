@@ -329,8 +329,8 @@ impl Ring {
         Ok(Ring {
             shm,
             mirror,
-            put_lock: Lock::new().map_err(Error::Lock)?,
-            get_lock: Lock::new().map_err(Error::Lock)?,
+            put_lock: Lock::new().map_err(Error::Sync)?,
+            get_lock: Lock::new().map_err(Error::Sync)?,
             side_tx,
             side_rx,
             bell: os::eventfd::doorbell().map_err(|e| Error::io("eventfd", e))?,
@@ -446,7 +446,7 @@ impl Ring {
         match result {
             Ok(guard) => Ok(guard),
             Err(LockError::OwnerDied(guard)) => Ok(Some(guard)),
-            Err(LockError::Failed(e)) => Err(Error::Lock(e)),
+            Err(LockError::Failed(e)) => Err(Error::Sync(e)),
         }
     }
 
@@ -473,7 +473,7 @@ impl Ring {
         let expired = if ready() {
             Ok(false)
         } else {
-            mp_sync::futex::wait(&wake.word, seen, deadline).map_err(Error::Lock)
+            mp_sync::futex::wait(&wake.word, seen, deadline).map_err(Error::Sync)
         };
         wake.waiters.fetch_sub(1, Ordering::SeqCst);
         expired
@@ -830,7 +830,7 @@ impl Ring {
             let expired = if self.unfinished() == 0 {
                 Ok(false)
             } else {
-                mp_sync::futex::wait(&wake.word, seen, deadline).map_err(Error::Lock)
+                mp_sync::futex::wait(&wake.word, seen, deadline).map_err(Error::Sync)
             };
             wake.waiters.fetch_sub(1, Ordering::SeqCst);
             if expired? {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use mp_process::Process;
 use mp_process::fdpass::PassFd;
+use mp_queue::Queue;
 use mp_queue::failpoint::{self, Op};
-use mp_queue::{Queue, QueueOptions};
 
 /// A message that may carry a descriptor: a number and, optionally, a pipe's write end.
 type Msg = (u32, Option<PassFd>);
@@ -144,9 +144,9 @@ fn get_big_and_die(q: Queue<Vec<u32>>, step: u32) {
 #[test]
 fn out_of_band_messages_survive_kills_at_each_step() {
     // A 4 KiB ring: a 40 KB message travels in its own segment, over the side channel.
-    let options = QueueOptions::new().capacity(4096);
+    let builder = Queue::builder().capacity(4096);
     for step in 1..=4 {
-        let q: Queue<Vec<u32>> = Queue::with_options(options).unwrap();
+        let q: Queue<Vec<u32>> = builder.build().unwrap();
         killed_at(Process::new(put_big_and_die, (q.clone(), step)));
         if step == 4 {
             assert_eq!(q.get_nowait().unwrap(), vec![9; 10_000]);

@@ -37,7 +37,7 @@ fn an_oversized_announcement_is_refused_and_breaks_the_connection() {
     ));
     assert!(matches!(b.recv::<u8>(), Err(Error::Broken)));
     assert!(matches!(b.recv_bytes(None), Err(Error::Broken)));
-    assert!(matches!(b.poll(Some(Duration::ZERO)), Err(Error::Broken)));
+    assert!(matches!(b.poll(), Err(Error::Broken)));
     // Sending still works on the broken connection's other direction.
     b.send(&5u8).unwrap();
     assert_eq!(a.recv::<u8>().unwrap(), 5);
@@ -104,7 +104,7 @@ fn the_maximum_message_size_holds_on_both_sides() {
     assert!(matches!(a.send(&[7u8; 20]), Err(Error::Wire(WireError::Oversized { .. }))));
     // Nothing of the refused messages was sent.
     assert_eq!(b.recv_bytes(None).unwrap().len(), 16);
-    assert!(!b.poll(Some(Duration::ZERO)).unwrap());
+    assert!(!b.poll().unwrap());
 
     let mut b = b;
     b.set_max_message_size(8);
@@ -122,11 +122,11 @@ fn send_bytes_checks_offset_and_size() {
     let buf = b"0123456789";
     assert!(matches!(
         a.send_bytes(buf, 11, None),
-        Err(Error::OutOfRange { offset: 11, size: None, len: 10 })
+        Err(Error::OutOfRange { offset: 11, len: None, size: 10 })
     ));
     assert!(matches!(
         a.send_bytes(buf, 5, Some(6)),
-        Err(Error::OutOfRange { offset: 5, size: Some(6), len: 10 })
+        Err(Error::OutOfRange { offset: 5, len: Some(6), size: 10 })
     ));
     assert!(matches!(a.send_bytes(buf, usize::MAX, Some(2)), Err(Error::OutOfRange { .. })));
     assert!(matches!(a.send_bytes(buf, 2, Some(usize::MAX)), Err(Error::OutOfRange { .. })));
@@ -150,7 +150,7 @@ fn a_closed_connection_refuses_everything() {
     assert!(matches!(a.recv::<u8>(), Err(Error::Closed)));
     assert!(matches!(a.recv_bytes(None), Err(Error::Closed)));
     assert!(matches!(a.recv_bytes_into(&mut [], 0), Err(Error::Closed)));
-    assert!(matches!(a.poll(None), Err(Error::Closed)));
+    assert!(matches!(a.poll_timeout(Duration::MAX), Err(Error::Closed)));
     assert!(fdpass::encode_with_fds(&a).is_err(), "a closed connection cannot be sent");
     // The other end sees end of file.
     assert!(matches!(b.recv::<u8>(), Err(Error::Eof)));
@@ -161,23 +161,22 @@ fn connections_cross_only_through_the_fd_encoder() {
     let (a, _b) = pipe(true).unwrap();
     assert!(postcard::to_stdvec(&a).is_err());
     let (bytes, fds) = fdpass::encode_with_fds(&a).unwrap();
-    assert_eq!(fds.len(), 2, "the socket and the pipe's lanes");
+    assert_eq!(fds.len(), 6, "the socket, the pipe's lanes, the end's two locks (two each)");
     let back: Connection = fdpass::decode_with_fds(&bytes, fds).unwrap();
     assert!(back.readable() && back.writable());
     assert!(postcard::from_bytes::<Connection>(&bytes).is_err());
 }
 
-/// A forged connection: any descriptor, any lanes, any flags.
+/// A forged connection: any descriptor, any lanes, any locks.
 #[derive(Serialize, Deserialize)]
 struct Forged {
     #[serde(with = "serde_fd")]
     fd: OwnedFd,
     lanes: mp_shm::SharedMemory,
     lane_in: u8,
-    readable: bool,
-    writable: bool,
+    send_lock: Option<mp_sync::Lock>,
+    recv_lock: Option<mp_sync::Lock>,
     max_message: u64,
-    broken: bool,
 }
 
 #[test]
@@ -188,9 +187,10 @@ fn forged_connections_are_refused() {
         let (bytes, fds) = fdpass::encode_with_fds(&a).unwrap();
         fdpass::decode_with_fds::<Forged>(&bytes, fds).unwrap().lanes
     };
-    let forge = |fd: OwnedFd, lanes, readable, writable| {
-        let forged =
-            Forged { fd, lanes, lane_in: 0, readable, writable, max_message: 1024, broken: false };
+    let forge = |fd: OwnedFd, lanes, readable: bool, writable: bool| {
+        let lock = |present: bool| present.then(|| mp_sync::Lock::new().unwrap());
+        let (recv_lock, send_lock) = (lock(readable), lock(writable));
+        let forged = Forged { fd, lanes, lane_in: 0, send_lock, recv_lock, max_message: 1024 };
         let (bytes, fds) = fdpass::encode_with_fds(&forged).unwrap();
         fdpass::decode_with_fds::<Connection>(&bytes, fds)
     };
@@ -248,7 +248,7 @@ fn threads_sharing_a_connection_never_interleave_frames() {
             next[t as usize] += 1;
         }
     });
-    assert!(!b.poll(Some(Duration::ZERO)).unwrap());
+    assert!(!b.poll().unwrap());
 }
 
 /// A message type for the fuzz tests (not recursive).

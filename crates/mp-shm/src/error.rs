@@ -32,8 +32,8 @@ pub enum Error {
         source: io::Error,
     },
     /// An access reaches outside the segment: `len` bytes at `offset` in a segment of `size`
-    /// bytes.
-    OutOfBounds {
+    /// bytes (the same variant as `mp_queue::Error::OutOfRange`, for a buffer).
+    OutOfRange {
         /// The first byte of the access.
         offset: usize,
         /// The length of the access in bytes.
@@ -79,8 +79,9 @@ pub enum Error {
     /// is not valid: a bad magic number, kind tag, length, offset or UTF-8 string.
     Corrupt(String),
     /// The tracker that unlinks the named segments of crashed processes could not record a
-    /// new segment; the segment was unlinked again.
-    Tracker(mp_process::Error),
+    /// new segment (an error of `mp-process`, which runs the tracker); the segment was
+    /// unlinked again.
+    Process(mp_process::Error),
 }
 
 impl Error {
@@ -104,7 +105,7 @@ impl fmt::Display for Error {
             Error::Exists(name) => write!(f, "shared memory segment {name:?} already exists"),
             Error::NotFound(name) => write!(f, "no shared memory segment named {name:?}"),
             Error::Io { op, source } => write!(f, "{op} failed: {source}"),
-            Error::OutOfBounds { offset, len, size } => write!(
+            Error::OutOfRange { offset, len, size } => write!(
                 f,
                 "access of {len} bytes at offset {offset} is outside the segment of {size} bytes"
             ),
@@ -124,7 +125,7 @@ impl fmt::Display for Error {
             ),
             Error::InvalidSegment(why) => write!(f, "refused a shared memory descriptor: {why}"),
             Error::Corrupt(why) => write!(f, "corrupt shared memory content: {why}"),
-            Error::Tracker(e) => write!(f, "the shared memory tracker failed: {e}"),
+            Error::Process(e) => write!(f, "the shared memory tracker failed: {e}"),
         }
     }
 }
@@ -133,9 +134,16 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
-            Error::Tracker(e) => Some(e),
+            Error::Process(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<mp_process::Error> for Error {
+    /// [`Error::Process`].
+    fn from(e: mp_process::Error) -> Self {
+        Error::Process(e)
     }
 }
 

@@ -187,7 +187,7 @@ struct Slot {
 ///   Python. [`index`](ShareableList::index) returns `None` where Python raises `ValueError`.
 /// - [`new`](ShareableList::new) makes an anonymous segment; Python's
 ///   `ShareableList(sequence)` makes a named one, which is
-///   [`create_named`](ShareableList::create_named) here.
+///   [`create`](ShareableList::create) here.
 /// - The byte layout is mp's own, not Python's `struct` format.
 #[derive(Clone)]
 pub struct ShareableList {
@@ -214,7 +214,7 @@ impl ShareableList {
     /// Unlink it with `list.shm().unlink()` when done.
     ///
     /// Errors as [`SharedMemory::create`].
-    pub fn create_named(name: &str, items: &[Item]) -> Result<ShareableList> {
+    pub fn create(name: &str, items: &[Item]) -> Result<ShareableList> {
         let (slots, size) = layout(items)?;
         let shm = SharedMemory::create(name, size)?;
         if let Err(e) = fill(&shm, &slots, items) {
@@ -230,18 +230,19 @@ impl ShareableList {
     /// Errors as [`SharedMemory::open`], and [`Error::Corrupt`] if the segment does not hold
     /// a valid list.
     pub fn open(name: &str) -> Result<ShareableList> {
-        ShareableList::attach(SharedMemory::open(name)?)
+        ShareableList::from_shm(SharedMemory::open(name)?)
     }
 
-    /// Attaches the list held by `shm`, validating its header.
+    /// The list held by `shm` (as [`RawValue::from_shm`](crate::RawValue::from_shm)), validating
+    /// its header.
     ///
     /// Errors: [`Error::Corrupt`] if the magic, the count or a capacity is invalid or the
     /// slots do not fit in the segment.
-    pub fn attach(shm: SharedMemory) -> Result<ShareableList> {
+    pub fn from_shm(shm: SharedMemory) -> Result<ShareableList> {
         ShareableList::attach_shared(Arc::new(shm))
     }
 
-    /// [`ShareableList::attach`] for a segment already shared (received as an object).
+    /// [`ShareableList::from_shm`] for a segment already shared (received as an object).
     fn attach_shared(shm: Arc<SharedMemory>) -> Result<ShareableList> {
         let mut magic = [0u8; 8];
         shm.read(0, &mut magic).map_err(|_| corrupt("the segment is too small for a header"))?;
@@ -657,25 +658,25 @@ mod tests {
     fn corrupt_headers_are_refused_on_attach() {
         let list = ShareableList::new(&sample()).unwrap();
         let clone = || list.shm().try_clone().unwrap();
-        ShareableList::attach(clone()).unwrap();
+        ShareableList::from_shm(clone()).unwrap();
         // Counts whose slot table cannot fit are refused.
         for count in [8u64, 1 << 40, u64::MAX, u64::MAX / 16] {
             poke(&list, 8, &count.to_le_bytes());
-            assert!(matches!(ShareableList::attach(clone()), Err(Error::Corrupt(_))), "{count}");
+            assert!(matches!(ShareableList::from_shm(clone()), Err(Error::Corrupt(_))), "{count}");
         }
         poke(&list, 8, &7u64.to_le_bytes());
         // So are capacities that are zero, not multiples of 8, or too large.
         for cap in [0u32, 3, u32::MAX, 4096] {
             poke(&list, entry(6), &cap.to_le_bytes());
-            assert!(matches!(ShareableList::attach(clone()), Err(Error::Corrupt(_))), "{cap}");
+            assert!(matches!(ShareableList::from_shm(clone()), Err(Error::Corrupt(_))), "{cap}");
         }
         poke(&list, entry(6), &8u32.to_le_bytes());
-        ShareableList::attach(clone()).unwrap();
+        ShareableList::from_shm(clone()).unwrap();
         poke(&list, 0, &[0; 8]);
-        assert!(matches!(ShareableList::attach(clone()), Err(Error::Corrupt(_))));
+        assert!(matches!(ShareableList::from_shm(clone()), Err(Error::Corrupt(_))));
         // So is a segment too small for a header.
         let tiny = SharedMemory::new(4).unwrap();
-        assert!(matches!(ShareableList::attach(tiny), Err(Error::Corrupt(_))));
+        assert!(matches!(ShareableList::from_shm(tiny), Err(Error::Corrupt(_))));
     }
 
     proptest! {
@@ -691,7 +692,7 @@ mod tests {
             shm.write(0, &MAGIC).unwrap();
             shm.write(8, &count.to_le_bytes()).unwrap();
             shm.write(16, &header).unwrap();
-            if let Ok(list) = ShareableList::attach(shm) {
+            if let Ok(list) = ShareableList::from_shm(shm) {
                 for i in 0..list.len() {
                     let _ = list.get(i);
                 }

@@ -108,10 +108,10 @@ impl<T: Pod + Send + Sync> RawValue<T> {
 
     /// Takes `shm` as the home of a value of type `T` at offset 0, keeping its current bytes.
     ///
-    /// Errors: [`Error::OutOfBounds`] if the segment is smaller than a `T`.
+    /// Errors: [`Error::OutOfRange`] if the segment is smaller than a `T`.
     pub fn from_shm(shm: SharedMemory) -> Result<RawValue<T>> {
         if shm.size() < size_of::<T>() {
-            return Err(Error::OutOfBounds { offset: 0, len: size_of::<T>(), size: shm.size() });
+            return Err(Error::OutOfRange { offset: 0, len: size_of::<T>(), size: shm.size() });
         }
         Ok(RawValue { shm: Arc::new(shm), _type: PhantomData })
     }
@@ -288,13 +288,13 @@ impl<T: Pod + Send + Sync> RawArray<T> {
 
     /// Takes `shm` as the home of `len` items of `T` from offset 0, keeping its bytes.
     ///
-    /// Errors: [`Error::OutOfBounds`] if the segment is too small for `len` items.
+    /// Errors: [`Error::OutOfRange`] if the segment is too small for `len` items.
     pub fn from_shm(shm: SharedMemory, len: usize) -> Result<RawArray<T>> {
         match len.checked_mul(size_of::<T>()) {
             Some(bytes) if bytes <= shm.size() => {
                 Ok(RawArray { shm: Arc::new(shm), len, _type: PhantomData })
             }
-            _ => Err(Error::OutOfBounds {
+            _ => Err(Error::OutOfRange {
                 offset: 0,
                 len: len.saturating_mul(size_of::<T>()),
                 size: shm.size(),

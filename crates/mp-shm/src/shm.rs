@@ -117,7 +117,7 @@ impl SharedMemory {
     ///
     /// Errors: [`Error::InvalidSize`] if `size` is 0; [`Error::InvalidName`] if the name is
     /// empty, `.`, `..`, longer than 254 bytes, or holds a NUL or a `/`; [`Error::Exists`] if
-    /// a segment of that name exists; [`Error::Tracker`] if the tracker cannot record it (the
+    /// a segment of that name exists; [`Error::Process`] if the tracker cannot record it (the
     /// segment is unlinked again); [`Error::Io`] otherwise.
     pub fn create(name: &str, size: usize) -> Result<SharedMemory> {
         let len = file_len(size)?;
@@ -142,7 +142,7 @@ impl SharedMemory {
         };
         rustix::fs::ftruncate(&fd, len).map_err(|e| undo(Error::io("ftruncate", e)))?;
         let map = Mapping::new(fd.as_fd(), size).map_err(|e| undo(Error::io("mmap", e)))?;
-        mp_process::tracker::register_shm(&path).map_err(|e| undo(Error::Tracker(e)))?;
+        mp_process::tracker::register_shm(&path).map_err(|e| undo(Error::Process(e)))?;
         Ok(SharedMemory { map, fd, name: name.to_owned(), named: true, id: new_object_id() })
     }
 
@@ -366,7 +366,7 @@ impl SharedMemory {
     fn check(&self, offset: usize, len: usize) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.size() => Ok(()),
-            _ => Err(Error::OutOfBounds { offset, len, size: self.size() }),
+            _ => Err(Error::OutOfRange { offset, len, size: self.size() }),
         }
     }
 
@@ -391,7 +391,7 @@ impl SharedMemory {
     ///
     /// A concurrent write by another process may leave `buf` with a mix of old and new
     /// bytes, except for a 1, 2, 4 or 8-byte access at an offset aligned to its size, which is
-    /// a single atomic load. Errors: [`Error::OutOfBounds`] if the range leaves the segment.
+    /// a single atomic load. Errors: [`Error::OutOfRange`] if the range leaves the segment.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check(offset, buf.len())?;
         let src = self.at(offset);
@@ -430,7 +430,7 @@ impl SharedMemory {
     /// Copies `data` into the segment starting at `offset`.
     ///
     /// A 1, 2, 4 or 8-byte write at an offset aligned to its size is a single atomic store.
-    /// Errors: [`Error::OutOfBounds`] if the range leaves the segment.
+    /// Errors: [`Error::OutOfRange`] if the range leaves the segment.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check(offset, data.len())?;
         let dst = self.at(offset);
@@ -467,7 +467,7 @@ impl SharedMemory {
 
     /// Fills `len` bytes starting at `offset` with zeros.
     ///
-    /// Errors: [`Error::OutOfBounds`] if the range leaves the segment.
+    /// Errors: [`Error::OutOfRange`] if the range leaves the segment.
     pub fn zero(&self, offset: usize, len: usize) -> Result<()> {
         self.check(offset, len)?;
         // SAFETY: `write_bytes` asks for a destination valid for writes of `len` bytes, aligned
@@ -479,7 +479,7 @@ impl SharedMemory {
 
     /// The `AtomicU32` at `offset`, for counters and futex words shared between processes.
     ///
-    /// Errors: [`Error::OutOfBounds`] if the 4 bytes leave the segment,
+    /// Errors: [`Error::OutOfRange`] if the 4 bytes leave the segment,
     /// [`Error::Misaligned`] if `offset` is not a multiple of 4.
     pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
         self.check_atomic(offset, size_of::<AtomicU32>(), align_of::<AtomicU32>())?;
@@ -492,7 +492,7 @@ impl SharedMemory {
 
     /// The `AtomicU64` at `offset`.
     ///
-    /// Errors: [`Error::OutOfBounds`] if the 8 bytes leave the segment,
+    /// Errors: [`Error::OutOfRange`] if the 8 bytes leave the segment,
     /// [`Error::Misaligned`] if `offset` is not a multiple of 8.
     pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
         self.check_atomic(offset, size_of::<AtomicU64>(), align_of::<AtomicU64>())?;
@@ -503,7 +503,7 @@ impl SharedMemory {
     /// `count` consecutive `AtomicU64`s starting at `offset`: a region of the segment read and
     /// written a word at a time (a log, a table of counters).
     ///
-    /// Errors: [`Error::OutOfBounds`] if the words leave the segment, [`Error::Misaligned`]
+    /// Errors: [`Error::OutOfRange`] if the words leave the segment, [`Error::Misaligned`]
     /// if `offset` is not a multiple of 8.
     ///
     /// ```
@@ -516,7 +516,7 @@ impl SharedMemory {
     /// # Ok::<(), mp_shm::Error>(())
     /// ```
     pub fn atomic_u64s(&self, offset: usize, count: usize) -> Result<&[AtomicU64]> {
-        let bytes = count.checked_mul(size_of::<AtomicU64>()).ok_or(Error::OutOfBounds {
+        let bytes = count.checked_mul(size_of::<AtomicU64>()).ok_or(Error::OutOfRange {
             offset,
             len: usize::MAX,
             size: self.size(),
@@ -772,13 +772,13 @@ mod tests {
     fn bounds_and_alignment() {
         let shm = SharedMemory::new(64).unwrap();
         shm.write(60, &[1, 2, 3, 4]).unwrap();
-        assert!(matches!(shm.write(61, &[0; 4]), Err(Error::OutOfBounds { .. })));
-        assert!(matches!(shm.read(usize::MAX, &mut [0; 2]), Err(Error::OutOfBounds { .. })));
-        assert!(matches!(shm.zero(0, 65), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(shm.write(61, &[0; 4]), Err(Error::OutOfRange { .. })));
+        assert!(matches!(shm.read(usize::MAX, &mut [0; 2]), Err(Error::OutOfRange { .. })));
+        assert!(matches!(shm.zero(0, 65), Err(Error::OutOfRange { .. })));
         shm.read(64, &mut []).unwrap();
         assert!(matches!(shm.atomic_u32(2), Err(Error::Misaligned { offset: 2, align: 4 })));
-        assert!(matches!(shm.atomic_u32(64), Err(Error::OutOfBounds { .. })));
-        assert!(matches!(shm.atomic_u64(60), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(shm.atomic_u32(64), Err(Error::OutOfRange { .. })));
+        assert!(matches!(shm.atomic_u64(60), Err(Error::OutOfRange { .. })));
         assert!(matches!(shm.atomic_u64(4), Err(Error::Misaligned { .. })));
         let a = shm.atomic_u32(60).unwrap();
         assert_eq!(a.load(std::sync::atomic::Ordering::SeqCst), u32::from_ne_bytes([1, 2, 3, 4]));

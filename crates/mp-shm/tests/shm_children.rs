@@ -152,10 +152,9 @@ fn open_list(name: String) {
 fn named_shareable_list_opened_in_a_child() {
     let name = unique_name("list");
     let _cleanup = Cleanup::one(&name);
-    let list =
-        ShareableList::create_named(&name, &[b"abc".to_vec().into(), (-1i64).into()]).unwrap();
+    let list = ShareableList::create(&name, &[b"abc".to_vec().into(), (-1i64).into()]).unwrap();
     assert!(matches!(
-        ShareableList::create_named(&name, &[]),
+        ShareableList::create(&name, &[]),
         Err(Error::Exists(n)) if n == name
     ));
     run(open_list, (name.clone(),));

@@ -171,7 +171,7 @@ fn corrupt_list_headers_are_errors() {
     assert!(matches!(list.count(&Item::None), Err(Error::Corrupt(_))));
     // A fresh attach refuses the garbage capacities too.
     assert!(matches!(
-        ShareableList::attach(list.shm().try_clone().unwrap()),
+        ShareableList::from_shm(list.shm().try_clone().unwrap()),
         Err(Error::Corrupt(_))
     ));
     // Garbage in the magic number is corrupt too.
@@ -180,7 +180,7 @@ fn corrupt_list_headers_are_errors() {
     assert!(matches!(list.get(0), Err(Error::Corrupt(_))));
     // A segment that never held a list cannot be attached.
     assert!(matches!(
-        ShareableList::attach(SharedMemory::new(4096).unwrap()),
+        ShareableList::from_shm(SharedMemory::new(4096).unwrap()),
         Err(Error::Corrupt(_))
     ));
 }

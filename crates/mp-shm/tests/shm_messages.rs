@@ -157,7 +157,7 @@ fn named_segments_cross_in_a_message() {
     shm.unlink().unwrap();
     let err = server.ask(&Msg::Shm(shm.try_clone().unwrap(), 0)).unwrap_err();
     assert!(err.contains("cannot be opened to check"), "{err}");
-    let list = ShareableList::create_named(&unique_name("msg-list"), &["a".into()]).unwrap();
+    let list = ShareableList::create(&unique_name("msg-list"), &["a".into()]).unwrap();
     let _cleanup_list = Cleanup::one(list.shm().name());
     server.ask(&Msg::List(list.clone())).unwrap();
     assert_eq!(list.get(0).unwrap(), Item::from("a!"));

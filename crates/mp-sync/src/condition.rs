@@ -176,14 +176,32 @@ impl ConditionGuard<'_> {
     }
 
     /// Waits until `predicate` holds, checking it first and after each wake-up, with the lock
-    /// held: Python's `wait_for`. Returns the last result of `predicate` (`false` only if
-    /// `timeout` passed).
-    pub fn wait_for(
+    /// held: Python's `wait_for(predicate)`.
+    ///
+    /// Errors: as [`wait`](ConditionGuard::wait).
+    pub fn wait_for(&mut self, predicate: impl FnMut() -> bool) -> Result<(), Error> {
+        self.wait_for_until(predicate, None).map(drop)
+    }
+
+    /// As [`wait_for`](ConditionGuard::wait_for), giving up after `timeout`: Python's
+    /// `wait_for(predicate, timeout)`. Returns the last result of `predicate`: `Ok(false)` only
+    /// once `timeout` has passed (the lock is held again either way).
+    ///
+    /// Errors: as [`wait`](ConditionGuard::wait).
+    pub fn wait_for_timeout(
+        &mut self,
+        predicate: impl FnMut() -> bool,
+        timeout: Duration,
+    ) -> Result<bool, Error> {
+        self.wait_for_until(predicate, deadline(Some(timeout)))
+    }
+
+    /// Waits until `predicate` holds or `deadline` passes (`None`: no deadline).
+    fn wait_for_until(
         &mut self,
         mut predicate: impl FnMut() -> bool,
-        timeout: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Result<bool, Error> {
-        let deadline = deadline(timeout);
         loop {
             if predicate() {
                 return Ok(true);

@@ -110,6 +110,13 @@ impl std::error::Error for Error {
     }
 }
 
+impl From<mp_shm::Error> for Error {
+    /// [`Error::SharedMemory`].
+    fn from(e: mp_shm::Error) -> Self {
+        Error::SharedMemory(e)
+    }
+}
+
 /// The error of an acquisition: the previous holder died, or something failed.
 ///
 /// Like [`std::sync::PoisonError`], [`OwnerDied`](LockError::OwnerDied) carries the guard:

@@ -139,7 +139,7 @@
 //! let cond = mp_sync::Condition::new()?;
 //! let mut guard = cond.acquire()?;
 //! assert_eq!(guard.notify_all()?, 0);
-//! assert!(!guard.wait_for(|| false, Some(std::time::Duration::from_millis(1)))?);
+//! assert!(!guard.wait_for_timeout(|| false, std::time::Duration::from_millis(1))?);
 //! # Ok(())
 //! # }
 //! ```

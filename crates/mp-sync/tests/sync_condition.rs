@@ -150,13 +150,13 @@ fn wait_for_a_predicate_set_by_another_process() {
     {
         let mut guard = cond.acquire().unwrap();
         let reached =
-            guard.wait_for(|| value.get().unwrap() >= 5, Some(Duration::from_secs(60))).unwrap();
+            guard.wait_for_timeout(|| value.get().unwrap() >= 5, Duration::from_secs(60)).unwrap();
         assert!(reached);
     }
     assert_eq!(p.join().unwrap(), 0);
     let mut guard = cond.acquire().unwrap();
     let start = Instant::now();
-    assert!(!guard.wait_for(|| false, Some(Duration::from_millis(80))).unwrap());
+    assert!(!guard.wait_for_timeout(|| false, Duration::from_millis(80)).unwrap());
     assert!(start.elapsed() >= Duration::from_millis(80));
 }
 
