@@ -146,6 +146,8 @@ pub struct Process {
     identity: Vec<u32>,
     /// Behind a lock only so that `Process` is `Sync`: it is reached through `&mut self`.
     launch: parking_lot::Mutex<Option<Box<dyn Launch>>>,
+    /// The forker to start through, if not the start method's own way.
+    forker: Option<crate::Forker>,
     child: Option<Arc<Child>>,
     creator: Pid,
 }
@@ -170,6 +172,7 @@ impl Process {
             method: None,
             identity,
             launch: parking_lot::Mutex::new(Some(launch)),
+            forker: None,
             child: None,
             creator: rustix::process::getpid(),
         }
@@ -214,6 +217,17 @@ impl Process {
     /// Sets the name (before or after start; Python allows both).
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Starts the process through `forker` (a zygote forked earlier: [`Forker::fork`]) rather
+    /// than in the way of its start method, which it still reports to the child. The target
+    /// must be a `fn` target (not [`fork_closure`](Process::fork_closure)): its arguments cross
+    /// as with `forkserver`.
+    ///
+    /// [`Forker::fork`]: crate::Forker::fork
+    pub fn with_forker(mut self, forker: crate::Forker) -> Self {
+        self.forker = Some(forker);
         self
     }
 
@@ -316,14 +330,26 @@ impl Process {
             parent_name,
             method,
         };
-        let child = match method {
-            StartMethod::Fork => {
+        let child = match (method, &self.forker) {
+            (_, Some(forker)) => {
+                let encoded = match self.launch.get_mut() {
+                    Some(l) if !fork_only => l.encode()?,
+                    Some(_) => return Err(Error::ForkOnly),
+                    None => return Err(Error::AlreadyStarted),
+                };
+                let child = crate::forkserver::start_via(forker.client()?, encoded, ident)?;
+                *self.launch.get_mut() = None;
+                // The child keeps the connection it needs; the forker is its maker's to drop.
+                self.forker = None;
+                child
+            }
+            (StartMethod::Fork, None) => {
                 let Some(launch) = self.launch.get_mut().take() else {
                     return Err(Error::AlreadyStarted);
                 };
                 start_fork(launch, ident)?
             }
-            StartMethod::Spawn => {
+            (StartMethod::Spawn, None) => {
                 let encoded = match self.launch.get_mut() {
                     Some(l) => l.encode()?,
                     None => return Err(Error::AlreadyStarted),
@@ -332,7 +358,7 @@ impl Process {
                 *self.launch.get_mut() = None;
                 child
             }
-            StartMethod::Forkserver => {
+            (StartMethod::Forkserver, None) => {
                 let encoded = match self.launch.get_mut() {
                     Some(l) => l.encode()?,
                     None => return Err(Error::AlreadyStarted),
