@@ -1,20 +1,17 @@
 //! The collector thread: it hands chunks to workers, reads their results, watches their
 //! pidfds, enforces the task timeout, replaces workers that die or retire, and stops the pool.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mp_process::fdpass::{self, PassFd};
-use mp_process::{Process, StartMethod, os};
+use mp_process::{Forker, Process, StartMethod, os};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
-use rustix::process::Signal;
 
 use crate::error::{Error, Result};
-use crate::proto::{
-    self, ChunkHeader, InitSpec, Reader, ResultEntry, WorkerBoot, Writer, ZygoteMsg, ZygoteReq,
-};
+use crate::proto::{self, ChunkHeader, InitSpec, Reader, ResultEntry, WorkerBoot, Writer};
 use crate::state::{Chunk, Phase, Raw, Shared, Slot, State};
 
 /// Above this many bytes a batch is not sent to a worker that still has one queued, so that a
@@ -38,24 +35,6 @@ pub(crate) struct InitTemplate {
     pub fds: Vec<OwnedFd>,
 }
 
-/// The zygote of a `fork` pool and what it has reported.
-struct Zygote {
-    /// The process that started it.
-    owner: rustix::process::Pid,
-    process: Process,
-    sock: OwnedFd,
-    exits: HashMap<u32, i32>,
-    gone: bool,
-}
-
-/// How a worker was started.
-enum Handle {
-    /// A child of this process (spawn, forkserver).
-    Direct(Process),
-    /// A child of the zygote: a pidfd it handed over.
-    Zygote(OwnedFd),
-}
-
 /// A chunk a worker holds, and how many of its tasks have reported.
 struct InChunk {
     chunk: Chunk,
@@ -72,7 +51,8 @@ struct InChunk {
 pub(crate) struct WorkerH {
     pid: u32,
     sock: OwnedFd,
-    handle: Handle,
+    /// The worker process.
+    process: Process,
     inflight: VecDeque<InChunk>,
     /// Batches sent and not finished.
     batches: u32,
@@ -98,10 +78,7 @@ pub(crate) struct WorkerH {
 
 impl WorkerH {
     fn pidfd(&self) -> Option<BorrowedFd<'_>> {
-        match &self.handle {
-            Handle::Direct(p) => p.sentinel().ok(),
-            Handle::Zygote(fd) => Some(fd.as_fd()),
-        }
+        self.process.sentinel().ok()
     }
 
     /// Counts `tasks` results of `job` from task `index` on, which must be the next ones its
@@ -149,14 +126,7 @@ impl WorkerH {
     }
 
     fn kill(&self) {
-        match &self.handle {
-            Handle::Direct(p) => {
-                let _ = p.kill();
-            }
-            Handle::Zygote(fd) => {
-                let _ = rustix::process::pidfd_send_signal(fd, Signal::KILL);
-            }
-        }
+        let _ = self.process.kill();
     }
 }
 
@@ -167,14 +137,13 @@ impl WorkerH {
 pub(crate) struct Starts {
     /// A process that runs a worker on a socket.
     pub worker: fn(PassFd, WorkerBoot) -> Process,
-    /// A process that runs the zygote on a socket.
-    pub zygote: fn(PassFd) -> Process,
 }
 
 pub(crate) struct Spawner {
     starts: Starts,
     pub method: StartMethod,
-    zygote: Option<Zygote>,
+    /// Under `fork`, the zygote workers are forked from: a forker forked when the pool is made.
+    forker: Option<Forker>,
     pub init: Option<InitTemplate>,
     pub maxtasks: Option<u64>,
     pub flush_each: bool,
@@ -185,7 +154,7 @@ pub(crate) struct Spawner {
 }
 
 impl Spawner {
-    /// A spawner for `method`; under fork this forks the zygote now.
+    /// A spawner for `method`; under fork this forks the zygote (a `Forker`) now.
     pub fn new(
         method: StartMethod,
         init: Option<InitTemplate>,
@@ -193,26 +162,11 @@ impl Spawner {
         flush_each: bool,
         starts: Starts,
     ) -> Result<Spawner> {
-        let zygote = if method == StartMethod::Fork {
-            let (mine, theirs) = socket_pair()?;
-            let mut p = (starts.zygote)(PassFd(theirs))
-                .with_start_method(StartMethod::Fork)
-                .with_name("PoolZygote");
-            p.start()?;
-            Some(Zygote {
-                owner: rustix::process::getpid(),
-                process: p,
-                sock: mine,
-                exits: HashMap::new(),
-                gone: false,
-            })
-        } else {
-            None
-        };
+        let forker = if method == StartMethod::Fork { Some(Forker::fork()?) } else { None };
         Ok(Spawner {
             method,
             starts,
-            zygote,
+            forker,
             init,
             maxtasks,
             flush_each,
@@ -258,64 +212,21 @@ impl Spawner {
             StartMethod::Forkserver => "ForkServerPoolWorker",
         };
         let name = format!("{prefix}-{}", self.counter);
-        let (pid, handle) = match &mut self.zygote {
-            Some(z) => {
-                if z.gone {
-                    return Err(Error::io(
-                        "start a worker",
-                        std::io::Error::other("the zygote is gone"),
-                    ));
-                }
-                // A descriptor kept free for the worker's pidfd (see the forkserver client):
-                // out of descriptors, the start fails here, before a worker exists.
-                let room = rustix::io::fcntl_dupfd_cloexec(&z.sock, 0)
-                    .map_err(|e| Error::io("keep a descriptor free for a worker's pidfd", e))?;
-                let req = ZygoteReq::Spawn { name, sock: PassFd(theirs), boot };
-                // Encoding fails alone (descriptors to duplicate); a failed send means the
-                // zygote is gone.
-                let (bytes, fds) = fdpass::encode_with_fds(&req)?;
-                let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-                if let Err(e) = fdpass::send_frame(z.sock.as_fd(), &bytes, &fds, proto::MAX_FRAME) {
-                    z.gone = true;
-                    return Err(e.into());
-                }
-                drop(room);
-                loop {
-                    match fdpass::recv_value::<ZygoteMsg>(z.sock.as_fd(), proto::MAX_FRAME) {
-                        Ok(Some(ZygoteMsg::Started { pid, pidfd })) => {
-                            break (pid, Handle::Zygote(pidfd.into_inner()));
-                        }
-                        Ok(Some(ZygoteMsg::Exited { pid, code })) => {
-                            z.exits.insert(pid, code);
-                        }
-                        Ok(Some(ZygoteMsg::Failed(m))) => {
-                            return Err(Error::io("start a worker", std::io::Error::other(m)));
-                        }
-                        Ok(None) | Err(_) => {
-                            z.gone = true;
-                            return Err(Error::io(
-                                "start a worker",
-                                std::io::Error::other("the zygote is gone"),
-                            ));
-                        }
-                    }
-                }
-            }
-            None => {
-                let mut p = (self.starts.worker)(PassFd(theirs), boot)
-                    .with_start_method(self.method)
-                    .with_daemon(true)
-                    .with_name(name);
-                p.start()?;
-                (p.pid().unwrap_or(0), Handle::Direct(p))
-            }
-        };
+        let mut process = (self.starts.worker)(PassFd(theirs), boot)
+            .with_start_method(self.method)
+            .with_daemon(true)
+            .with_name(name);
+        if let Some(forker) = &self.forker {
+            process = process.with_forker(forker.clone());
+        }
+        process.start()?;
+        let pid = process.pid().unwrap_or(0);
         let sndbuf = rustix::net::sockopt::socket_send_buffer_size(&mine).unwrap_or(0);
         Ok(WorkerH {
             pid,
             small_batch: (sndbuf / 3).min(SMALL_BATCH),
             sock: mine,
-            handle,
+            process,
             inflight: VecDeque::new(),
             batches: 0,
             frames_sent: 0,
@@ -331,20 +242,11 @@ impl Spawner {
         })
     }
 
-    /// Stops the zygote, if there is one (and this is the process that started it).
+    /// Lets go of the zygote, if there is one: it exits once the workers are gone (a copy of
+    /// the spawner in a forked child of the pool's owner lets go of its copy only).
     fn stop(&mut self) {
-        if let Some(z) = self.zygote.take() {
-            if rustix::process::getpid() != z.owner {
-                // A copy in a forked child: the zygote is not this process's to stop.
-                std::mem::forget(z);
-                return;
-            }
-            if !z.gone {
-                let _ = fdpass::send_value(z.sock.as_fd(), &ZygoteReq::Stop, proto::MAX_FRAME);
-            }
-            let _ = z.process.join_timeout(REAP_LIMIT);
-            let _ = z.process.kill();
-            let _ = z.process.join();
+        if let Some(forker) = self.forker.take() {
+            forker.close();
         }
     }
 }
@@ -354,8 +256,8 @@ fn socket_pair() -> Result<(OwnedFd, OwnedFd)> {
         .map_err(|e| Error::io("socketpair", e))
 }
 
-/// A spawner dropped without [`Collector::wind_down`] (a pool that failed to start) stops its
-/// zygote.
+/// A spawner dropped without [`Collector::wind_down`] (a pool that failed to start) lets go of
+/// its zygote.
 impl Drop for Spawner {
     fn drop(&mut self) {
         self.stop();
@@ -627,7 +529,7 @@ impl Collector {
         true
     }
 
-    /// Polls the doorbell, the zygote and the workers, and handles what is ready.
+    /// Polls the doorbell and the workers, and handles what is ready.
     fn wait_and_handle(&mut self) {
         let deadline = self.timeout.and_then(|t| {
             self.workers
@@ -638,9 +540,6 @@ impl Collector {
         });
         let ready = {
             let mut fds: Vec<BorrowedFd<'_>> = vec![self.shared.doorbell.as_fd()];
-            if let Some(z) = self.spawner.zygote.as_ref().filter(|z| !z.gone) {
-                fds.push(z.sock.as_fd());
-            }
             for w in &self.workers {
                 fds.push(w.sock.as_fd());
                 fds.push(w.pidfd().unwrap_or(w.sock.as_fd()));
@@ -660,9 +559,6 @@ impl Collector {
             let mut buf = [0u8; 8];
             let _ = rustix::io::read(&self.shared.doorbell, &mut buf);
         }
-        if self.spawner.zygote.as_ref().is_some_and(|z| !z.gone) && next() {
-            self.read_zygote();
-        }
         let flags: Vec<(bool, bool)> = self.workers.iter().map(|_| (next(), next())).collect();
         // Socket reads and status waits happen without the state lock, so that callers are
         // never held up by them.
@@ -681,21 +577,12 @@ impl Collector {
         let mut deaths: Vec<usize> = Vec::new();
         for i in 0..self.workers.len() {
             let status_known = match self.workers.get_mut(i) {
-                Some(w) if w.dead => match &w.handle {
-                    Handle::Direct(p) => {
-                        // A forkserver child's status is relayed by the server, a moment
-                        // after its pidfd turns readable.
-                        w.status = p.join_timeout(STATUS_WAIT).ok().flatten();
-                        true
-                    }
-                    Handle::Zygote(_) => match &mut self.spawner.zygote {
-                        Some(z) => {
-                            w.status = z.exits.remove(&w.pid);
-                            w.status.is_some() || z.gone
-                        }
-                        None => true,
-                    },
-                },
+                Some(w) if w.dead => {
+                    // A child of a forker (the zygote, the forkserver) has its status relayed
+                    // by the forker, a moment after its pidfd turns readable.
+                    w.status = w.process.join_timeout(STATUS_WAIT).ok().flatten();
+                    true
+                }
                 _ => false,
             };
             if status_known {
@@ -737,33 +624,6 @@ impl Collector {
             }
         }
         self.shared.notify(st);
-    }
-
-    fn read_zygote(&mut self) {
-        let Some(z) = self.spawner.zygote.as_mut() else { return };
-        match fdpass::recv_value::<ZygoteMsg>(z.sock.as_fd(), proto::MAX_FRAME) {
-            Ok(Some(ZygoteMsg::Exited { pid, code })) => {
-                z.exits.insert(pid, code);
-            }
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => {
-                z.gone = true;
-                let code = z.process.join_timeout(REAP_LIMIT).ok().flatten();
-                let mut st = self.shared.lock();
-                if st.failure.is_none() && st.phase != Phase::Stopping {
-                    st.failure = Some(if code == Some(-2) {
-                        Error::Interrupted
-                    } else {
-                        Error::WorkerDied {
-                            pid: z.process.pid().unwrap_or(0),
-                            signal: code.filter(|c| *c < 0).map(|c| -c),
-                            exitcode: code,
-                        }
-                    });
-                    st.phase = Phase::Stopping;
-                }
-            }
-        }
     }
 
     /// Reads up to `frames` frames that are waiting on worker `i`'s socket.
@@ -909,7 +769,7 @@ impl Collector {
         }
     }
 
-    /// Closed and drained: tells every worker to exit, waits for them, stops the zygote.
+    /// Closed and drained: tells every worker to exit, waits for them, lets go of the zygote.
     fn finish(self) {
         let mut stop = Writer::default();
         stop.u8(proto::K_STOP);
@@ -919,7 +779,7 @@ impl Collector {
         self.wind_down();
     }
 
-    /// Terminate: kills every worker, fails everything outstanding, stops the zygote.
+    /// Terminate: kills every worker, fails everything outstanding, lets go of the zygote.
     fn shutdown(self) {
         for w in &self.workers {
             w.kill();
@@ -949,22 +809,14 @@ impl Collector {
     fn reap(&mut self) {
         let end = Instant::now() + REAP_LIMIT;
         for w in &self.workers {
-            match &w.handle {
-                Handle::Direct(p) => {
-                    if p.join_timeout(end.saturating_duration_since(Instant::now()))
-                        .ok()
-                        .flatten()
-                        .is_none()
-                    {
-                        let _ = p.kill();
-                        let _ = p.join();
-                    }
-                }
-                Handle::Zygote(fd) => {
-                    if !os::poll::readable(fd.as_fd(), Some(end)).unwrap_or(true) {
-                        w.kill();
-                    }
-                }
+            let p = &w.process;
+            if p.join_timeout(end.saturating_duration_since(Instant::now()))
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                let _ = p.kill();
+                let _ = p.join();
             }
         }
         self.workers.clear();

@@ -165,7 +165,7 @@ impl PoolBuilder {
         };
         let maxtasks = self.maxtasks.map(|m| m as u64);
         // The collector's doorbell comes first: a failure after the first child starts must
-        // still be able to stop what started (a spawner dropped early stops its zygote).
+        // still be able to stop what started (a spawner dropped early lets go of its zygote).
         let doorbell = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(|e| Error::io("eventfd", e))?;
         let mut spawner = Spawner::new(
@@ -173,7 +173,7 @@ impl PoolBuilder {
             init,
             maxtasks,
             self.timeout.is_some(),
-            Starts { worker: worker::worker_process, zygote: worker::zygote_process },
+            Starts { worker: worker::worker_process },
         )?;
         #[cfg(feature = "failpoints")]
         {
@@ -184,7 +184,7 @@ impl PoolBuilder {
             match spawner.spawn() {
                 Ok(w) => workers.push(w),
                 Err(e) => {
-                    // Kills and reaps the workers started so far, then stops the zygote.
+                    // Kills and reaps the workers started so far, then lets go of the zygote.
                     let shared = Arc::new(new_shared(doorbell, processes, Phase::Stopping));
                     Collector::new(shared, spawner, workers, None).run();
                     return Err(e);
@@ -240,13 +240,14 @@ fn new_shared(doorbell: std::os::fd::OwnedFd, processes: usize, phase: Phase) ->
 /// [`Error::WrongProcess`], and its `Drop` does nothing there.
 ///
 /// # Workers
-/// Under `fork`, workers are forked from a *zygote*: a single-threaded copy of the process
-/// forked when the pool is made, so replacing a worker never forks a large, multithreaded
-/// parent (and workers see the memory of that moment, not of later ones). Under `spawn` and
-/// `forkserver` they are daemonic children of the pool's process. Either way they die with
-/// the pool's process, even if it is SIGKILLed. The zygote is an ordinary child of the pool's
-/// process (it appears in `active_children`); it exits when the pool is dropped, so make pools
-/// after `mp::init()`, whose guard joins children at the end of `main`.
+/// Under `fork`, workers are forked from a *zygote* (an `mp_process::Forker`): a
+/// single-threaded copy of the process forked when the pool is made, so replacing a worker
+/// never forks a large, multithreaded parent (and workers see the memory of that moment, not
+/// of later ones). Under `spawn` and `forkserver` they are daemonic children started the
+/// method's way. Either way they are the pool's process's daemonic children and die with it,
+/// even if it is SIGKILLed. The zygote is an ordinary child of the pool's process (it appears
+/// in `active_children`); it exits when the pool is dropped, so make pools after
+/// `mp::init()`, whose guard joins children at the end of `main`.
 ///
 /// A collector thread in the pool's process hands tasks to the workers (in chunks, several
 /// at a time when tasks are quick), reads their results, and watches each worker's pidfd.

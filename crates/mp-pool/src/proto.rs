@@ -522,26 +522,6 @@ pub(crate) struct WorkerBoot {
     pub failpoint: Option<(crate::FailStep, u64)>,
 }
 
-/// A request to the zygote.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ZygoteReq {
-    /// Fork a worker on this socket.
-    Spawn { name: String, sock: PassFd, boot: WorkerBoot },
-    /// Kill the workers and exit.
-    Stop,
-}
-
-/// What the zygote reports.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ZygoteMsg {
-    /// A worker started: its pid and a pidfd of it.
-    Started { pid: u32, pidfd: PassFd },
-    /// Starting a worker failed.
-    Failed(String),
-    /// A worker exited with this status (Python's form).
-    Exited { pid: u32, code: i32 },
-}
-
 /// Encodes `value` with its descriptors out of band. Most values hold none: they are encoded
 /// by postcard directly, and only a value that meets a descriptor (which fails outside an fd
 /// context) is encoded again through `fdpass`.

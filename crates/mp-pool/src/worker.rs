@@ -1,4 +1,4 @@
-//! The worker's main loop, and the zygote that forks workers under the `fork` start method.
+//! The worker side: the worker's main loop, and the code that runs a task's chunks.
 
 use std::any::Any;
 use std::backtrace::Backtrace;
@@ -8,15 +8,15 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use mp_process::Process;
 use mp_process::code::{Body, Callable, Entry};
 use mp_process::fdpass::{self, PassFd};
 use mp_process::wire::WireError;
-use mp_process::{Process, StartMethod, os};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result, panic_message};
-use crate::proto::{self, ChunkHeader, Reader, WorkerBoot, Writer, ZygoteMsg, ZygoteReq};
+use crate::proto::{self, ChunkHeader, Reader, WorkerBoot, Writer};
 use crate::task::Task;
 
 /// How long a worker may hold finished results before sending them (measured with the coarse
@@ -469,96 +469,6 @@ impl ChunkRun {
     }
 }
 
-/// The zygote: forked from the pool's owner when the pool is made, single-threaded, it forks
-/// workers on request and reports their pids, pidfds and exit statuses. It exits (killing its
-/// workers) when asked, when its socket closes, or when the pool's owner dies.
-pub(crate) fn zygote_main(sock: PassFd) {
-    let sock = sock.into_inner();
-    let parent = mp_process::parent_process();
-    let mut workers: Vec<Process> = Vec::new();
-    loop {
-        let ready = {
-            let mut fds = vec![sock.as_fd()];
-            if let Some(fd) = parent.as_ref().and_then(|p| p.sentinel()) {
-                fds.push(fd);
-            }
-            let base = fds.len();
-            for w in &workers {
-                if let Ok(fd) = w.sentinel() {
-                    fds.push(fd);
-                }
-            }
-            let ready = os::poll::ready_flags(&fds, None).unwrap_or_default();
-            (
-                ready.first().copied().unwrap_or(false),
-                base > 1 && ready.get(1) == Some(&true),
-                ready,
-            )
-        };
-        let (sock_ready, parent_gone, flags) = ready;
-        if parent_gone {
-            break;
-        }
-        let base = if parent.as_ref().and_then(|p| p.sentinel()).is_some() { 2 } else { 1 };
-        let mut k = 0;
-        workers.retain(|w| {
-            let exited = flags.get(base + k).copied().unwrap_or(false);
-            k += 1;
-            if !exited {
-                return true;
-            }
-            let code = w.join().unwrap_or(-9);
-            let pid = w.pid().unwrap_or(0);
-            let _ = fdpass::send_value(
-                sock.as_fd(),
-                &ZygoteMsg::Exited { pid, code },
-                proto::MAX_FRAME,
-            );
-            false
-        });
-        if !sock_ready {
-            continue;
-        }
-        match fdpass::recv_value::<ZygoteReq>(sock.as_fd(), proto::MAX_FRAME) {
-            Ok(Some(ZygoteReq::Spawn { name, sock: wsock, boot })) => {
-                let mut p = Process::new(worker_main, (wsock, boot))
-                    .with_start_method(StartMethod::Fork)
-                    .with_daemon(true)
-                    .with_name(name);
-                let msg = match p.start() {
-                    Ok(()) => {
-                        let pid = p.pid().unwrap_or(0);
-                        match p.sentinel().and_then(|fd| {
-                            fd.try_clone_to_owned()
-                                .map_err(|e| mp_process::Error::Io { op: "dup", source: e })
-                        }) {
-                            Ok(fd) => {
-                                workers.push(p);
-                                ZygoteMsg::Started { pid, pidfd: PassFd(fd) }
-                            }
-                            Err(e) => {
-                                let _ = p.kill();
-                                ZygoteMsg::Failed(e.to_string())
-                            }
-                        }
-                    }
-                    Err(e) => ZygoteMsg::Failed(e.to_string()),
-                };
-                if fdpass::send_value(sock.as_fd(), &msg, proto::MAX_FRAME).is_err() {
-                    break;
-                }
-            }
-            Ok(Some(ZygoteReq::Stop)) | Ok(None) | Err(_) => break,
-        }
-    }
-    for w in &workers {
-        let _ = w.kill();
-    }
-    for w in &workers {
-        let _ = w.join();
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Running tasks: the entry a task becomes, and the code that runs a chunk of it.
 // ---------------------------------------------------------------------------------------------
@@ -769,11 +679,6 @@ pub(crate) fn run_chunk(entry: proto::TaskEntry, run: &mut ChunkRun) {
 /// A process that runs a worker on `sock` (the pool's `Starts`).
 pub(crate) fn worker_process(sock: PassFd, boot: WorkerBoot) -> Process {
     Process::new(worker_main, (sock, boot))
-}
-
-/// A process that runs the zygote on `sock` (the pool's `Starts`).
-pub(crate) fn zygote_process(sock: PassFd) -> Process {
-    Process::new(zygote_main, (sock,))
 }
 
 #[cfg(test)]
