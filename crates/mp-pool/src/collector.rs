@@ -556,8 +556,7 @@ impl Collector {
             r
         };
         if next() {
-            let mut buf = [0u8; 8];
-            let _ = rustix::io::read(&self.shared.doorbell, &mut buf);
+            os::eventfd::drain(self.shared.doorbell.as_fd());
         }
         let flags: Vec<(bool, bool)> = self.workers.iter().map(|_| (next(), next())).collect();
         // Socket reads and status waits happen without the state lock, so that callers are

@@ -6,7 +6,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mp_process::{Context, StartMethod};
-use rustix::event::EventfdFlags;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -166,8 +165,7 @@ impl PoolBuilder {
         let maxtasks = self.maxtasks.map(|m| m as u64);
         // The collector's doorbell comes first: a failure after the first child starts must
         // still be able to stop what started (a spawner dropped early lets go of its zygote).
-        let doorbell = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map_err(|e| Error::io("eventfd", e))?;
+        let doorbell = mp_process::os::eventfd::doorbell().map_err(|e| Error::io("eventfd", e))?;
         let mut spawner = Spawner::new(
             method,
             init,

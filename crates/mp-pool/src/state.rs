@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -553,7 +553,7 @@ impl Shared {
 
     /// Wakes the collector.
     pub fn ring(&self) {
-        let _ = rustix::io::write(&self.doorbell, &1u64.to_ne_bytes());
+        mp_process::os::eventfd::ring(self.doorbell.as_fd());
     }
 
     /// Wakes the collector if it may be asleep with nothing to do: after new chunks were

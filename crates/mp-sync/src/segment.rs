@@ -34,7 +34,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use mp_process::fdpass::{Kind as ObjectKind, ObjectId, SharedObject, refuse};
 use mp_shm::SharedMemory;
-use rustix::event::EventfdFlags;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Error;
@@ -262,8 +261,7 @@ impl<L: SharedLayout> Shared<L> {
         kind: Kind,
         init: impl FnOnce(&mut L) -> Result<(), Error>,
     ) -> Result<Self, Error> {
-        let bell = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map_err(|e| Error::io("eventfd", e))?;
+        let bell = mp_process::os::eventfd::doorbell().map_err(|e| Error::io("eventfd", e))?;
         let map = Mapped::create(|full: &mut Full<L>| init(&mut full.body))?;
         let id = mp_process::fdpass::new_object_id();
         let shared = Shared { map, bell, id, kind: kind as u32 };
@@ -328,14 +326,12 @@ impl<L: SharedLayout> Shared<L> {
     /// Rings the doorbell.
     #[cold]
     pub(crate) fn ring(&self) {
-        // EAGAIN means the counter is saturated: it is readable already.
-        let _ = rustix::io::write(&self.bell, &1u64.to_ne_bytes());
+        mp_process::os::eventfd::ring(self.bell.as_fd());
     }
 
     /// Empties the doorbell.
     pub(crate) fn drain(&self) {
-        let mut buf = [0u8; 8];
-        let _ = rustix::io::read(&self.bell, &mut buf);
+        mp_process::os::eventfd::drain(self.bell.as_fd());
     }
 }
 

@@ -103,11 +103,13 @@ thread_local! {
 /// whatever needs one takes what it needs out of the context first. Returns `None` if the
 /// thread-local storage is already gone (during thread teardown), the context is borrowed, or
 /// it is a session's between two of its values (inactive).
+#[inline]
 pub(super) fn with_context<R>(f: impl FnOnce(&mut Context) -> R) -> Option<R> {
     with_installed(|ctx| if ctx.active { Some(f(ctx)) } else { None }).flatten()
 }
 
 /// [`with_context`] on the installed context, active or not (for sessions).
+#[inline]
 fn with_installed<R>(f: impl FnOnce(&mut Context) -> R) -> Option<R> {
     CONTEXT.try_with(|cell| cell.try_borrow_mut().ok().map(|mut ctx| f(&mut ctx))).ok().flatten()
 }

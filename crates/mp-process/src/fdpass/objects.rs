@@ -99,6 +99,7 @@ pub fn deserialize_object<'de, T: SharedObject, D: Deserializer<'de>>(
 }
 
 /// Records `obj` in the active sink (once per encode) and returns its index there.
+#[inline]
 pub(super) fn stash_object<T: SharedObject>(obj: &Arc<T>) -> Result<u32, String> {
     with_context(|ctx| {
         let result = match &mut ctx.mode {
@@ -121,6 +122,7 @@ enum Found<T> {
 }
 
 /// The object at `index` of the active source's scope, rebuilt if this is its first use.
+#[inline]
 pub(super) fn resolve_object<T: SharedObject>(index: u32) -> Result<Arc<T>, String> {
     // The common case, small: an object this decode (or session) resolved already.
     let resolved = with_context(|ctx| match &ctx.mode {
