@@ -47,6 +47,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use mp_process::os;
 use mp_shm::SharedMemory;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -243,7 +244,7 @@ impl Lane<'_> {
         let data = &self.h().data.0;
         if data.waiters.load(Ordering::SeqCst) != 0 {
             data.word.fetch_add(1, Ordering::SeqCst);
-            mp_sync::futex::wake_all(&data.word);
+            os::futex::wake_all(&data.word);
         }
     }
 
@@ -265,10 +266,10 @@ impl Lane<'_> {
         let result = if self.ready() {
             Ok(false)
         } else {
-            mp_sync::futex::wait(&data.word, seen, Instant::now().checked_add(timeout))
+            os::futex::wait(&data.word, seen, Instant::now().checked_add(timeout))
         };
         data.waiters.fetch_sub(1, Ordering::SeqCst);
-        result.map(|_| ()).map_err(Error::Sync)
+        result.map(|_| ()).map_err(|e| Error::io("futex wait", e))
     }
 
     /// Receiver: one more frame was read from the socket.

@@ -473,7 +473,7 @@ impl Ring {
         let expired = if ready() {
             Ok(false)
         } else {
-            mp_sync::futex::wait(&wake.word, seen, deadline).map_err(Error::Sync)
+            os::futex::wait(&wake.word, seen, deadline).map_err(|e| Error::io("futex wait", e))
         };
         wake.waiters.fetch_sub(1, Ordering::SeqCst);
         expired
@@ -483,7 +483,7 @@ impl Ring {
     fn wake_all(wake: &Wake) {
         if wake.waiters.load(Ordering::SeqCst) != 0 {
             wake.word.fetch_add(1, Ordering::SeqCst);
-            mp_sync::futex::wake_all(&wake.word);
+            os::futex::wake_all(&wake.word);
         }
     }
 
@@ -807,7 +807,7 @@ impl Ring {
             }
         }
         if h.done.0.waiters.load(Ordering::SeqCst) != 0 {
-            mp_sync::futex::wake_all(done);
+            os::futex::wake_all(done);
         }
         Ok(())
     }
@@ -830,7 +830,7 @@ impl Ring {
             let expired = if self.unfinished() == 0 {
                 Ok(false)
             } else {
-                mp_sync::futex::wait(&wake.word, seen, deadline).map_err(Error::Sync)
+                os::futex::wait(&wake.word, seen, deadline).map_err(|e| Error::io("futex wait", e))
             };
             wake.waiters.fetch_sub(1, Ordering::SeqCst);
             if expired? {

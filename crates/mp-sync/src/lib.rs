@@ -302,7 +302,6 @@ pub use wait::{DEFAULT_SPIN_LIMIT, set_spin_limit, spin_limit};
 /// `FUTEX_PRIVATE_FLAG`): the waiting the primitives here are built on, for crates that build
 /// their own (`mp-queue`'s queues).
 pub mod futex {
-    pub use crate::wait::{
-        can_spin, futex_wait as wait, futex_wake as wake, futex_wake_all as wake_all,
-    };
+    pub use crate::wait::can_spin;
+    pub use mp_process::os::futex::{wait, wake, wake_all};
 }

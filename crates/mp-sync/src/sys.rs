@@ -21,39 +21,14 @@
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
-use rustix::thread::futex;
 use rustix::time::ClockId;
 
 /// The longest single `pthread_mutex_timedlock`: its deadline is on `CLOCK_REALTIME`, so a
 /// backward jump of the wall clock can lengthen a timed acquire by at most this much.
 const TIMEDLOCK_SLICE: Duration = Duration::from_secs(1);
-
-/// Sleeps while `*word == expected`, for `timeout` at most (`None`: no limit), on a shared
-/// futex (no `FUTEX_PRIVATE_FLAG`), so that wakes from other processes reach it.
-///
-/// `Ok(())` when woken; the errors are the kernel's: `EAGAIN` (the word differed),
-/// `EINTR` (a signal), `ETIMEDOUT`.
-pub(crate) fn futex_wait(
-    word: &AtomicU32,
-    expected: u32,
-    timeout: Option<Duration>,
-) -> Result<(), Errno> {
-    let timeout = timeout.map(|left| futex::Timespec {
-        tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(left.subsec_nanos()),
-    });
-    futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref())
-}
-
-/// Wakes up to `n` threads sleeping on `word`, in any process.
-pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
-    // FUTEX_WAKE fails only for a bad address, which a reference cannot be.
-    let _ = futex::wake(word, futex::Flags::empty(), n);
-}
 
 /// Makes `check` run in every thread that called this, when it exits: after its Rust
 /// thread-locals are dropped (a `pthread_key_create` destructor, which glibc runs after the
@@ -617,7 +592,7 @@ mod robust {
             // and fail, as glibc does.
             m.count.store(0, Ordering::Relaxed);
             if m.lock.swap(0, Ordering::Release) & FUTEX_WAITERS != 0 {
-                super::futex_wake(&m.lock, 1);
+                mp_process::os::futex::wake(&m.lock, 1);
             }
             compiler_fence(Ordering::SeqCst);
             h.op_pending.store(ptr::null_mut(), Ordering::Relaxed);
@@ -678,7 +653,7 @@ mod robust {
         m.owner.store(0, Ordering::Relaxed);
         m.nusers.store(m.nusers.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
         if m.lock.swap(0, Ordering::SeqCst) & FUTEX_WAITERS != 0 {
-            super::futex_wake(&m.lock, 1);
+            mp_process::os::futex::wake(&m.lock, 1);
         }
         compiler_fence(Ordering::SeqCst);
         h.op_pending.store(ptr::null_mut(), Ordering::Relaxed);

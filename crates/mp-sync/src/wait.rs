@@ -4,10 +4,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
-use rustix::io::Errno;
-
 use crate::error::Error;
-use crate::sys;
 
 /// How many times a contended path looks again before it sleeps, by default.
 pub const DEFAULT_SPIN_LIMIT: u32 = 200;
@@ -49,32 +46,10 @@ pub fn futex_wait(
     expected: u32,
     deadline: Option<Instant>,
 ) -> Result<bool, Error> {
-    let timeout = match deadline {
-        None => None,
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(true);
-            }
-            Some(left)
-        }
-    };
-    match sys::futex_wait(word, expected, timeout) {
-        Ok(()) | Err(Errno::AGAIN) | Err(Errno::INTR) => Ok(expired(deadline)),
-        Err(Errno::TIMEDOUT) => Ok(true),
-        Err(e) => Err(Error::io("futex wait", e)),
-    }
+    mp_process::os::futex::wait(word, expected, deadline).map_err(|e| Error::io("futex wait", e))
 }
 
-/// Wakes up to `n` threads sleeping on `word`, in any process.
-pub fn futex_wake(word: &AtomicU32, n: u32) {
-    sys::futex_wake(word, n);
-}
-
-/// Wakes every thread sleeping on `word`.
-pub fn futex_wake_all(word: &AtomicU32) {
-    futex_wake(word, i32::MAX.unsigned_abs());
-}
+pub(crate) use mp_process::os::futex::{wake as futex_wake, wake_all as futex_wake_all};
 
 /// Whether spinning can help: another CPU may run the thread we wait for.
 pub fn can_spin() -> bool {

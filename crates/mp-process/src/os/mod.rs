@@ -8,6 +8,7 @@
 //! | [`socket`] | `AF_UNIX` socket pairs, `shutdown`, peeking at a stream |
 //! | [`fds`] | descriptors beside bytes (`SCM_RIGHTS` on `sendmsg`/`recvmsg`) |
 //! | [`eventfd`] | doorbells: non-blocking eventfds rung and drained |
+//! | [`futex`] | sleeping on and waking shared `AtomicU32` words, across processes |
 //! | [`code`] | functions crossing into other processes of the executable as checked text offsets ([`code::Entry`]) |
 //!
 //! Calls return `rustix`'s `Errno`; each crate wraps it in its own error with what it was
@@ -17,6 +18,7 @@
 pub mod code;
 pub mod eventfd;
 pub mod fds;
+pub mod futex;
 pub mod poll;
 pub(crate) mod process;
 pub mod socket;
