@@ -110,11 +110,10 @@ pub use context::{Context, get_context, get_start_method, set_start_method};
 pub use cpu::cpu_count;
 pub use current::{ChildInfo, ProcessInfo, active_children, current_process, parent_process};
 pub use error::Error;
-pub use forkserver::Forker;
 pub use method::{START_METHOD_ENV, StartMethod, get_all_start_methods};
 pub use os::code;
 pub use parent::ParentProcess;
-pub use process::{CloseError, Process};
+pub use process::{CloseError, Forker, Process};
 pub use target::{Target, TargetOutput};
 
 /// The result type of `mp-process`.

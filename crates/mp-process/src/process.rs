@@ -147,7 +147,7 @@ pub struct Process {
     /// Behind a lock only so that `Process` is `Sync`: it is reached through `&mut self`.
     launch: parking_lot::Mutex<Option<Box<dyn Launch>>>,
     /// The forker to start through, if not the start method's own way.
-    forker: Option<crate::Forker>,
+    forker: Option<Forker>,
     child: Option<Arc<Child>>,
     creator: Pid,
 }
@@ -225,8 +225,8 @@ impl Process {
     /// must be a `fn` target (not [`fork_closure`](Process::fork_closure)): its arguments cross
     /// as with `forkserver`.
     ///
-    /// [`Forker::fork`]: crate::Forker::fork
-    pub fn with_forker(mut self, forker: crate::Forker) -> Self {
+    /// [`Forker::fork`]: Forker::fork
+    pub fn with_forker(mut self, forker: Forker) -> Self {
         self.forker = Some(forker);
         self
     }
@@ -634,3 +634,113 @@ impl fmt::Display for CloseError {
 }
 
 impl std::error::Error for CloseError {}
+
+/// A forker of the zygote flavour: a single-threaded process forked from its maker, which
+/// forks children on request (their memory is the maker's at the time of [`Forker::fork`]) and
+/// reports their exit statuses. Start a [`Process`](crate::Process) through it with
+/// [`Process::with_forker`](crate::Process::with_forker).
+///
+/// Its children are the maker's (`parent_process` in them is the maker), and daemonic ones die
+/// with the forker. When the maker's handles on the forker and on its children are all gone,
+/// the forker kills the daemonic children it forked for the maker and exits, and dropping the
+/// last `Forker` reaps it; if the maker still holds a child when it drops the last `Forker`,
+/// the forker is killed after a short wait (its daemonic children with it).
+///
+/// ```
+/// # let _guard = mp_process::init()?;
+/// fn hello() {}
+/// let forker = mp_process::Forker::fork()?;
+/// let mut p = mp_process::Process::new(hello, ()).with_forker(forker.clone());
+/// p.start()?;
+/// assert_eq!(p.join()?, 0);
+/// # Ok::<(), mp_process::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Forker {
+    inner: Arc<ForkerInner>,
+}
+
+struct ForkerInner {
+    /// The connection to the server; `None` only while dropping.
+    client: Option<Arc<crate::relay::Client>>,
+    server: Option<Process>,
+}
+
+impl std::fmt::Debug for Forker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pid = self.inner.server.as_ref().and_then(Process::pid);
+        f.debug_struct("Forker").field("pid", &pid).finish_non_exhaustive()
+    }
+}
+
+impl Forker {
+    /// Forks a new forker from this process (daemonic: it dies with this process).
+    ///
+    /// Errors: as [`Process::start`](crate::Process::start) with the `fork` method.
+    pub fn fork() -> Result<Forker> {
+        let (mine, theirs) = os::socket::stream_pair().map_err(|e| Error::io("socketpair", e))?;
+        // The forked server must not keep our end open (it would never see it close): the
+        // end rides in a slot that the child empties, closing its copy.
+        let slot = Arc::new(parking_lot::Mutex::new(Some(mine)));
+        let in_child = Arc::clone(&slot);
+        let mut server = Process::fork_closure(move || {
+            drop(in_child.lock().take());
+            os::process::ignore_sigint(true);
+            // Its exit code is 0 whenever the loop ends: the last connection closed.
+            let _ = crate::forkserver::serve_loop(theirs);
+        })
+        .with_daemon(true)
+        .with_name("Forker");
+        server.start()?;
+        let mine = slot.lock().take().ok_or(Error::ForkserverLost)?;
+        let client = Some(Arc::new(crate::relay::Client::new(mine)));
+        Ok(Forker { inner: Arc::new(ForkerInner { client, server: Some(server) }) })
+    }
+
+    /// The connection to the server.
+    pub(crate) fn client(&self) -> Result<Arc<crate::relay::Client>> {
+        self.inner.client.clone().ok_or(Error::ForkserverLost)
+    }
+
+    /// Lets go of the forker. If this was the last handle on it, waits for it to exit (it does
+    /// once no child started through it is held any more; after a short wait it is killed)
+    /// and returns its exit code: 0 if it exited on its own, -9 if it was killed. `None` if
+    /// other handles remain (the last one to go reaps it).
+    pub fn close(self) -> Option<i32> {
+        Arc::try_unwrap(self.inner).ok().and_then(|mut inner| inner.finish())
+    }
+
+    /// The forker's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.inner.server.as_ref().and_then(Process::pid)
+    }
+}
+
+/// How long a dropped forker may take to exit on its own before it is killed.
+const FORKER_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ForkerInner {
+    /// Lets go of the server and reaps it: its exit code (0 when it exited on its own, -9 when
+    /// it had to be killed), `None` if it was reaped already.
+    fn finish(&mut self) -> Option<i32> {
+        let server = self.server.take()?;
+        // Its connection closes with the last handle on it (children started through it hold
+        // one); then it kills the daemonic children it forked for us and exits.
+        drop(self.client.take());
+        // Children the maker still holds keep the connection open; after a short wait the
+        // server is killed, and its daemonic children with it (their death signal).
+        match server.join_timeout(FORKER_EXIT_WAIT) {
+            Ok(Some(code)) => Some(code),
+            _ => {
+                let _ = server.kill();
+                server.join().ok()
+            }
+        }
+    }
+}
+
+impl Drop for ForkerInner {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
