@@ -123,6 +123,25 @@ impl Kind {
 /// 2. [`rebuild`](SharedObject::rebuild) makes a handle only from a definition its own
 ///    [`describe`](SharedObject::describe) can write, and checks what it receives before it
 ///    trusts it.
+///
+/// Claiming a kind is that promise, so a plain `impl` does not compile:
+///
+/// ```compile_fail,E0200
+/// use mp_process::fdpass::{Kind, ObjectId, SharedObject};
+/// struct Fake(ObjectId);
+/// impl SharedObject for Fake {
+///     const KIND: Kind = Kind::new("mp_sync::Lock");
+///     fn object_id(&self) -> ObjectId {
+///         self.0
+///     }
+///     fn describe<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+///         s.serialize_unit()
+///     }
+///     fn rebuild<'de, D: serde::Deserializer<'de>>(id: ObjectId, d: D) -> Result<Self, D::Error> {
+///         <() as serde::Deserialize>::deserialize(d).map(|()| Fake(id))
+///     }
+/// }
+/// ```
 #[allow(unsafe_code)]
 pub unsafe trait SharedObject: Send + Sync + Sized + 'static {
     /// The kind, checked when a definition is received.
