@@ -243,8 +243,19 @@ fn random_kills_lose_nothing_among_the_living() {
             let _ = producers[p].kill();
         }
     }
+    // A join that does not come back names the seed and the queue's state instead of
+    // running into the harness's timeout.
+    let join = |p: &Process, what: &str| {
+        p.join_timeout(Duration::from_secs(60)).unwrap().unwrap_or_else(|| {
+            panic!(
+                "{what} did not exit (seed {seed}, {} queued, {} results)",
+                q.qsize(),
+                results.qsize()
+            )
+        })
+    };
     for (i, p) in producers.iter().enumerate() {
-        let code = p.join().unwrap();
+        let code = join(p, &format!("producer {i}"));
         if i == victim_producer {
             assert!(code == -9 || code == 0, "producer {i}: {code}");
         } else {
@@ -255,7 +266,7 @@ fn random_kills_lose_nothing_among_the_living() {
         q.put((STOP, 0)).unwrap();
     }
     for (i, c) in consumers.iter().enumerate() {
-        let code = c.join().unwrap();
+        let code = join(c, &format!("consumer {i}"));
         if killed_consumers.contains(&i) {
             assert!(code == -9 || code == 0, "consumer {i}: {code}");
         } else {
