@@ -132,6 +132,7 @@ pub(crate) fn serve_loop(sock: OwnedFd) -> i32 {
                     Ok(ToServer::Spawn(boot)) => {
                         serve_spawn(&mut conns, &mut children, idx, boot, fds);
                     }
+                    Ok(ToServer::Close) => close_conn(&mut conns, &children, idx),
                     Ok(ToServer::Hello { .. }) | Err(_) => {
                         let msg = FromServer::Failed { message: "malformed request".into() };
                         let _ = send(conn.sock.as_fd(), &msg, &[]);

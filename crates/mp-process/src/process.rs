@@ -641,10 +641,9 @@ impl std::error::Error for CloseError {}
 /// [`Process::with_forker`](crate::Process::with_forker).
 ///
 /// Its children are the maker's (`parent_process` in them is the maker), and daemonic ones die
-/// with the forker. When the maker's handles on the forker and on its children are all gone,
-/// the forker kills the daemonic children it forked for the maker and exits, and dropping the
-/// last `Forker` reaps it; if the maker still holds a child when it drops the last `Forker`,
-/// the forker is killed after a short wait (its daemonic children with it).
+/// with the forker. When the maker drops its last `Forker` (or calls [`Forker::close`]), the
+/// forker kills the daemonic children it forked for the maker and exits, and is reaped; one
+/// that a non-daemonic child keeps busy is killed after a short wait.
 ///
 /// ```
 /// # let _guard = mp_process::init()?;
@@ -702,10 +701,11 @@ impl Forker {
         self.inner.client.clone().ok_or(Error::ForkserverLost)
     }
 
-    /// Lets go of the forker. If this was the last handle on it, waits for it to exit (it does
-    /// once no child started through it is held any more; after a short wait it is killed)
-    /// and returns its exit code: 0 if it exited on its own, -9 if it was killed. `None` if
-    /// other handles remain (the last one to go reaps it).
+    /// Lets go of the forker. If this was the last handle on it, tells it so, waits for it to
+    /// exit (it kills its daemonic children and exits; a non-daemonic child still running
+    /// keeps it, and after a short wait it is killed) and returns its exit code: 0 if it exited
+    /// on its own, -9 if it was killed. `None` if other handles remain (the last one to go
+    /// reaps it).
     pub fn close(self) -> Option<i32> {
         Arc::try_unwrap(self.inner).ok().and_then(|mut inner| inner.finish())
     }
@@ -724,11 +724,14 @@ impl ForkerInner {
     /// it had to be killed), `None` if it was reaped already.
     fn finish(&mut self) -> Option<i32> {
         let server = self.server.take()?;
-        // Its connection closes with the last handle on it (children started through it hold
-        // one); then it kills the daemonic children it forked for us and exits.
-        drop(self.client.take());
-        // Children the maker still holds keep the connection open; after a short wait the
-        // server is killed, and its daemonic children with it (their death signal).
+        // Told that the maker lets go, it closes the maker's connection (also where copies of it
+        // live on, in processes forked since, or in children the maker still holds), kills the
+        // daemonic children it forked for the maker, and exits once their connections close.
+        if let Some(client) = self.client.take() {
+            client.close();
+        }
+        // A server that does not exit (a non-daemonic child still runs) is killed after a
+        // short wait, and its daemonic children with it (their death signal).
         match server.join_timeout(FORKER_EXIT_WAIT) {
             Ok(Some(code)) => Some(code),
             _ => {

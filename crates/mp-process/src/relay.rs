@@ -20,6 +20,9 @@ pub(crate) enum ToServer {
     Hello { magic: u64, exe: (u64, u64) },
     /// Fork a child running this bootstrap; fds: the requester's pidfd, then the payload's.
     Spawn(Boot),
+    /// The requester lets go: the server treats its connection as closed (its daemonic
+    /// children are killed), even while copies of it live on in forked processes.
+    Close,
 }
 
 /// A message from the server.
@@ -152,6 +155,16 @@ impl Client {
         })();
         self.release_io();
         result
+    }
+
+    /// Tells the server this requester lets go (see [`ToServer::Close`]); no reply. A server
+    /// that is gone already needs no telling.
+    pub fn close(&self) {
+        if let Ok(bytes) = wire::encode(&ToServer::Close) {
+            self.acquire_io(None);
+            let _ = fdpass::send_frame(self.sock.as_fd(), &bytes, &[], wire::DEFAULT_MAX_FRAME);
+            self.release_io();
+        }
     }
 
     /// The exit code of `pid` once the server reports it, waiting until `deadline` (`None`:

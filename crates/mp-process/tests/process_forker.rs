@@ -49,7 +49,7 @@ fn children_of_a_forker_are_the_makers_and_report_their_exit_codes() {
 }
 
 #[test]
-fn a_forker_goes_with_its_last_handle_and_takes_its_daemonic_children() {
+fn a_forker_let_go_kills_its_daemonic_children_and_exits() {
     let _guard = mp_process::init().unwrap();
     let forker = Forker::fork().unwrap();
     let server = forker.pid().unwrap();
@@ -58,13 +58,29 @@ fn a_forker_goes_with_its_last_handle_and_takes_its_daemonic_children() {
     p.start().unwrap();
     let child = p.pid().unwrap();
     assert!(alive(child) && alive(server));
-    // The child is still held: the forker cannot see its maker let go, so it is killed, and
-    // the daemonic child dies with it (its exit status went with the forker).
-    assert_eq!(forker.close(), Some(-9), "the forker was killed");
+    // The maker still holds the child, yet lets go of the forker: the forker kills its
+    // daemonic child and exits on its own (the child's exit status went with it).
+    assert_eq!(forker.close(), Some(0), "the forker exited on its own");
     assert!(!alive(server), "the forker was reaped");
-    assert!(eventually(Duration::from_secs(10), || !alive(child)), "the child died with it");
+    assert!(eventually(Duration::from_secs(10), || !alive(child)), "the child was killed");
     assert!(matches!(p.join(), Err(mp_process::Error::ForkserverLost)));
     drop(w);
+}
+
+#[test]
+fn a_forker_kept_alive_by_a_running_child_is_killed_when_let_go() {
+    let _guard = mp_process::init().unwrap();
+    let forker = Forker::fork().unwrap();
+    let (r, w) = pipe();
+    // A non-daemonic child outlives its forker's maker's interest: the forker cannot exit.
+    let mut p = Process::new(block, (PassFd(r),)).with_daemon(false).with_forker(forker.clone());
+    p.start().unwrap();
+    let child = p.pid().unwrap();
+    assert_eq!(forker.close(), Some(-9), "the forker had to be killed");
+    // The child lives on (not daemonic); released, it exits.
+    assert!(alive(child));
+    mp_testkit::release(&w, 1);
+    assert!(eventually(Duration::from_secs(10), || !alive(child)), "the child exited");
 }
 
 #[test]
@@ -88,4 +104,19 @@ fn a_capturing_closure_cannot_go_through_a_forker() {
     let forker = Forker::fork().unwrap();
     let mut p = Process::fork_closure(|| {}).with_forker(forker);
     assert!(matches!(p.start(), Err(mp_process::Error::ForkOnly)));
+}
+
+#[test]
+fn a_forker_exits_when_let_go_even_while_a_forked_process_holds_a_copy_of_its_connection() {
+    let _guard = mp_process::init().unwrap();
+    let forker = Forker::fork().unwrap();
+    // A process forked now inherits a copy of the maker's connection to the forker.
+    let (r, w) = pipe();
+    let mut sibling = Process::fork_closure(move || wait_for_byte(PassFd(r)))
+        .with_start_method(StartMethod::Fork);
+    sibling.start().unwrap();
+    // Letting go says so: the forker does not wait for every copy to close.
+    assert_eq!(forker.close(), Some(0));
+    mp_testkit::release(&w, 1);
+    assert_eq!(sibling.join().unwrap(), 0);
 }
