@@ -3,7 +3,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use rustix::io::Errno;
@@ -114,15 +114,13 @@ impl Child {
         }
     }
 
-    /// Waits for the child to exit, up to `timeout` (`None`: for ever).
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
+    /// Waits for the child to exit, until `deadline` (`None`: for ever).
+    pub fn wait(&self, deadline: Option<Instant>) -> Result<Option<i32>> {
         if let Some(code) = *self.status.lock() {
             return Ok(Some(code));
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if !exited_by(self.pidfd.as_fd(), os::time::deadline(left))? {
+            if !exited_by(self.pidfd.as_fd(), deadline)? {
                 return Ok(None);
             }
             let code = match &self.via {
@@ -137,7 +135,7 @@ impl Child {
                     *status
                 }
             };
-            if code.is_some() || deadline.is_some_and(|d| Instant::now() >= d) {
+            if code.is_some() || os::time::expired(deadline) {
                 return Ok(code);
             }
         }

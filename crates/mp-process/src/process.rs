@@ -393,7 +393,7 @@ impl Process {
     /// timeout returns at once; a timeout too large to represent waits for ever.
     pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
         let child = self.child()?;
-        let code = child.wait(forever_if_huge(timeout))?;
+        let code = child.wait(crate::os::time::deadline(Some(timeout)))?;
         if code.is_some() {
             forget_child(child);
         }
@@ -446,12 +446,6 @@ impl Process {
         }
         Ok(())
     }
-}
-
-/// `Some(timeout)`, or `None` (no deadline) for a timeout too large to add to the clock: the
-/// `_timeout` methods wait for ever then, as the other crates' do.
-pub(crate) fn forever_if_huge(timeout: Duration) -> Option<Duration> {
-    std::time::Instant::now().checked_add(timeout).map(|_| timeout)
 }
 
 /// Removes a joined child from the registry.

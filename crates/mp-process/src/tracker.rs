@@ -145,7 +145,7 @@ fn report(replaced: Option<Replaced>) {
     );
     if let Some(child) = r.old {
         // Its socket is closed, so it is exiting: reap it, not leave a zombie.
-        let _ = child.wait(Some(REAP_WAIT));
+        let _ = child.wait(crate::os::time::deadline(Some(REAP_WAIT)));
     }
 }
 
