@@ -1,8 +1,55 @@
-//! `mp-manager`: managers. It will hold `Manager` and its proxies (`dict`, `list`, `Namespace`, ...), served by a manager process.
+//! `mp-manager`: managers and proxies, Python's `multiprocessing.Manager()`.
 //!
-//! This crate is part of [`mp`], Python's `multiprocessing` rebuilt in Rust. It holds
-//! nothing yet: the types listed above arrive with the issue that builds them, on top of
-//! `mp-process`, `mp-sync`, `mp-queue` and `mp-pool`. Until then it deliberately exports no items, so that nothing pretends to work.
+//! A [`Manager`] is a process of its own holding objects (lists, dicts, namespaces, values,
+//! arrays, queues, locks, events, barriers, and types a program registers) that other
+//! processes use through proxies. The seed program of Python's tutorial, in Rust:
 //!
-//! [`mp`]: https://example.invalid/mp
-#![forbid(unsafe_code)]
+//! ```
+//! use mp_manager::{ListProxy, Manager};
+//!
+//! fn update_shared_list(list: ListProxy<u64>, index: u64) {
+//!     list.set(index as isize, index * index).unwrap();
+//! }
+//!
+//! let manager = Manager::start()?;
+//! let list = manager.list(vec![0u64; 5])?;
+//! let mut processes: Vec<_> = (0..5)
+//!     .map(|i| mp_process::Process::new(update_shared_list, (list.clone(), i)))
+//!     .collect();
+//! for p in &mut processes {
+//!     p.start()?;
+//! }
+//! for p in &processes {
+//!     assert_eq!(p.join()?, 0);
+//! }
+//! assert_eq!(format!("Updated shared list: {list}"), "Updated shared list: [0, 1, 4, 9, 16]");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # How it works
+//! The manager's process is started under any start method and watches the pidfd of the
+//! process that started it: it never outlives it. Each client thread talks to it on a
+//! connection of its own (an `mp_queue` pipe, shared-memory lanes with bounded spinning),
+//! opened through the manager's private doorway, with an id on every request. The manager
+//! counts references per client process and gives back those of a process that ends, however
+//! it ends. A call that blocks in the manager (a queue's `get`) blocks only its own thread.
+//!
+//! Values are stored as their postcard encodings and compared by them: equal for integers,
+//! strings, tuples, structs and enums of them, but floats compare by their bits. Typed
+//! operations the manager cannot do on bytes (`sort`, `update_with`) run functions of the
+//! program in the manager, named as checked entries (accepted only from the manager's own
+//! process tree).
+#![deny(unsafe_code)]
+
+mod apply;
+mod error;
+mod link;
+mod manager;
+mod proto;
+mod proxies;
+mod proxy;
+mod server;
+
+pub use error::{Error, RemoteError, Result};
+pub use manager::{Manager, ManagerBuilder, SHUTDOWN_TIMEOUT};
+pub use proxies::containers::{ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy};

@@ -133,7 +133,7 @@ struct OutOfBand {
 
 /// This process's pid as a `u32`.
 fn my_pid() -> u32 {
-    rustix::process::getpid().as_raw_nonzero().get().unsigned_abs()
+    mp_process::os::pid()
 }
 
 /// The message count packed in a `tail` or `head` word.

@@ -350,7 +350,7 @@ pub(crate) struct Handle<L: SharedLayout> {
 
 /// This process's pid as a `u32`.
 fn my_pid() -> u32 {
-    rustix::process::getpid().as_raw_nonzero().get().unsigned_abs()
+    mp_process::os::pid()
 }
 
 impl<L: SharedLayout> Handle<L> {

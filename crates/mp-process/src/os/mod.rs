@@ -10,6 +10,7 @@
 //! | [`eventfd`] | doorbells: non-blocking eventfds rung and drained |
 //! | [`futex`] | sleeping on and waking shared `AtomicU32` words, across processes |
 //! | [`code`] | functions crossing into other processes of the executable as checked text offsets ([`code::Entry`]) |
+//! | [`pid`] | this process's pid, asked of the kernel each time (so right after a fork) |
 //!
 //! Calls return `rustix`'s `Errno`; each crate wraps it in its own error with what it was
 //! doing. The process calls rustix does not offer (fork, `posix_spawn`, signal dispositions)
@@ -23,3 +24,8 @@ pub mod poll;
 pub(crate) mod process;
 pub mod socket;
 pub mod time;
+
+/// This process's pid as a `u32` (one `getpid`: right in a forked child at once).
+pub fn pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get().unsigned_abs()
+}

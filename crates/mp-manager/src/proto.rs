@@ -1,0 +1,144 @@
+//! The manager's wire: what a client asks ([`Request`]) and what the server answers
+//! ([`Reply`]), one postcard message each way on a connection of its own per client thread.
+//!
+//! Every request carries an id that its reply repeats, so a client never takes the reply of an
+//! abandoned call for the answer to a later one. Values stored in the manager's containers
+//! travel as [`Item`]s: their postcard bytes and the ids of the manager's objects they refer
+//! to (proxies nested in them), which the server holds while it keeps the value.
+//!
+//! No type here is recursive: an item's bytes are opaque to the server.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::RemoteError;
+
+/// The version of this wire; a hello of another version is refused.
+pub(crate) const VERSION: u32 = 1;
+
+/// The most bytes of items one batched read returns (`to_vec`, `items`, ...): the rest comes in
+/// further round trips.
+pub(crate) const BATCH_BYTES: usize = 1 << 20;
+
+/// A value as the manager stores it: its postcard bytes and the objects it refers to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Item {
+    /// The value's postcard encoding.
+    pub bytes: Vec<u8>,
+    /// The ids of the manager's objects the value holds proxies of.
+    pub refs: Vec<u64>,
+}
+
+/// What a connection sends first, through the manager's doorway.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Hello {
+    /// [`VERSION`].
+    pub version: u32,
+    /// The server's end of the new connection.
+    pub conn: mp_queue::Connection,
+}
+
+/// One call, with the id its reply repeats.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Request<'a> {
+    /// The call's id, unique on its connection.
+    pub id: u64,
+    /// What is asked.
+    #[serde(borrow)]
+    pub call: Call<'a>,
+}
+
+/// What a client asks of the manager.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Call<'a> {
+    /// Makes an object of `typeid` from `args` and gives the caller a reference to it; the
+    /// reply is its id (`u64`).
+    Create {
+        /// The registered type.
+        typeid: &'a str,
+        /// The constructor's arguments, postcard.
+        args: &'a [u8],
+    },
+    /// Calls `method` of object `object` with `args` (postcard, the method's own shape).
+    Method {
+        /// The object.
+        object: u64,
+        /// The method's name.
+        method: &'a str,
+        /// Its arguments.
+        args: &'a [u8],
+    },
+    /// Runs a function of this executable (a checked entry) on object `object`, with the
+    /// object held: `update_with`, `sort`. Accepted only on the private connections of the
+    /// manager's own process tree.
+    Apply {
+        /// The object.
+        object: u64,
+        /// What to run on it: `update` (one value) or `sort`.
+        what: &'a str,
+        /// The entry, as `mp_process::code::Entry::to_parts` gives it.
+        entry: (u64, u64),
+        /// Arguments of the operation (a key or an index, postcard).
+        args: &'a [u8],
+    },
+    /// One more reference to `object` for the caller's process.
+    Incref {
+        /// The object.
+        object: u64,
+    },
+    /// One reference fewer.
+    Decref {
+        /// The object.
+        object: u64,
+    },
+    /// How many objects the manager holds (`u64`), and how many references the caller's
+    /// process holds (`u64`): Python's `_number_of_objects`.
+    Count,
+    /// The manager's process id (`u32`).
+    Pid,
+    /// Ends the manager once the reply is sent.
+    Shutdown,
+}
+
+/// The answer to one [`Request`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Reply {
+    /// The request's id (0 if the request could not be read).
+    pub id: u64,
+    /// The outcome.
+    pub result: Result<Payload, RemoteError>,
+}
+
+/// What a call returns: postcard bytes of the method's result, and the objects the result
+/// refers to, of which the caller's process now holds one reference each.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Payload {
+    /// The result, postcard.
+    pub bytes: Vec<u8>,
+    /// References given to the caller.
+    pub refs: Vec<u64>,
+}
+
+impl Payload {
+    /// A payload of `value`'s encoding and no references.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Payload, RemoteError> {
+        postcard::to_allocvec(value)
+            .map(|bytes| Payload { bytes, refs: Vec::new() })
+            .map_err(|e| RemoteError::new("TypeError", format!("cannot encode the result: {e}")))
+    }
+
+    /// A payload of nothing.
+    pub fn unit() -> Payload {
+        Payload::default()
+    }
+}
+
+/// Decodes `bytes` as a `T`, the whole of them, or says what was wrong as a `BadRequest`.
+pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, RemoteError> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => {
+            Err(RemoteError::new("BadRequest", format!("{} bytes after the arguments", rest.len())))
+        }
+        Err(e) => Err(RemoteError::new("BadRequest", format!("the arguments do not decode: {e}"))),
+    }
+}

@@ -1,0 +1,1 @@
+//! Proxies of the manager's synchronisation types.
