@@ -56,6 +56,8 @@ pub enum Error {
     Queue(mp_queue::Error),
     /// An error of `mp-pool`: the pool and its tasks.
     Pool(mp_pool::Error),
+    /// An error of `mp-manager`: managers and proxies.
+    Manager(mp_manager::Error),
     /// An error of the operating system or of `std`, met outside `mp` in the same function.
     Io(io::Error),
 }
@@ -69,6 +71,7 @@ impl fmt::Display for Error {
             Error::Sync(e) => write!(f, "mp-sync: {e}"),
             Error::Queue(e) => write!(f, "mp-queue: {e}"),
             Error::Pool(e) => write!(f, "mp-pool: {e}"),
+            Error::Manager(e) => write!(f, "mp-manager: {e}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
         }
     }
@@ -84,6 +87,7 @@ impl std::error::Error for Error {
             Error::Sync(e) => e,
             Error::Queue(e) => e,
             Error::Pool(e) => e,
+            Error::Manager(e) => e,
             Error::Io(e) => e,
         })
     }
@@ -107,6 +111,7 @@ from_crate_error! {
     mp_sync::Error => Sync,
     mp_queue::Error => Queue,
     mp_pool::Error => Pool,
+    mp_manager::Error => Manager,
     io::Error => Io,
 }
 

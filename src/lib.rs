@@ -28,14 +28,14 @@
 //! | [`sync`] (`mp-sync`) | `Lock`, `RLock`, `Semaphore`, `Event`, `Condition`, `Barrier`, `Value`, `Array` |
 //! | [`queue`] (`mp-queue`) | `Queue`, `JoinableQueue`, `SimpleQueue`, `pipe`, `Connection`, `wait` |
 //! | [`pool`] (`mp-pool`) | `Pool` (`map`, `imap`, `apply_async`, ...), `AsyncResult`, workers replaced when they die |
-//! | [`manager`] (`mp-manager`) | managers and proxies (to come) |
+//! | [`manager`] (`mp-manager`) | `Manager` and its proxies (`ListProxy`, `DictProxy`, `NamespaceProxy`, ...), objects served by a process of their own |
 //!
 //! # Names at the root
 //! Every public type of every crate is here under its own name (`mp::SharedMemory`,
 //! `mp::Lock`, `mp::Queue`, `mp::Pool`, ...), with the functions Python's module has at its
 //! top (`mp::current_process`, `mp::pipe`, `mp::wait`, ...). The crates' `Error` types are
 //! here under the crate's name: [`ProcessError`], [`ShmError`], [`SyncError`],
-//! [`QueueError`], [`PoolError`]; `mp::Error` is the umbrella [`Error`]. Everything else
+//! [`QueueError`], [`PoolError`], [`ManagerError`]; `mp::Error` is the umbrella [`Error`]. Everything else
 //! (constants, the wire, fd passing, the tracker, futexes) is in the crate's module
 //! (`mp::process::wire`, `mp::queue::DEFAULT_CAPACITY`, ...).
 //!
@@ -82,6 +82,10 @@ pub use mp_shm as shm;
 #[doc(inline)]
 pub use mp_sync as sync;
 
+pub use mp_manager::{
+    ArrayProxy, DictProxy, Error as ManagerError, ListProxy, Manager, ManagerBuilder,
+    NamespaceProxy, RemoteError, ValueProxy,
+};
 pub use mp_pool::{
     AsyncResult, Error as PoolError, Imap, Pool, PoolBuilder, SerializationError, Task,
 };

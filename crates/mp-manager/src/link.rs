@@ -206,3 +206,113 @@ impl<'de> Deserialize<'de> for Link {
         fdpass::deserialize_object(d).map(Link)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::Manager;
+
+    /// Sends `bytes` as one message on a fresh connection of `m` and returns the reply.
+    fn raw(link: &Link, conn: &Conn, bytes: &[u8]) -> Reply {
+        conn.conn.send_bytes(bytes, 0, None).unwrap();
+        postcard::from_bytes(&conn.conn.recv_bytes(None).unwrap())
+            .unwrap_or_else(|e| panic!("the manager of {:#x} answered garbage: {e}", link.id()))
+    }
+
+    /// A request's bytes.
+    fn request(id: u64, call: Call<'_>) -> Vec<u8> {
+        postcard::to_allocvec(&Request { id, call }).unwrap()
+    }
+
+    #[test]
+    fn garbage_gets_an_error_and_the_connection_goes_on() {
+        let m = Manager::start().unwrap();
+        let link = m.link();
+        let conn = link.connect().unwrap();
+        for garbage in [&b""[..], b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x01\x63"] {
+            let reply = raw(link, &conn, garbage);
+            assert_eq!(reply.id, 0);
+            assert_eq!(reply.result.unwrap_err().kind, "BadRequest");
+        }
+        let reply = raw(link, &conn, &request(9, Call::Count));
+        assert_eq!(reply.id, 9);
+        assert!(reply.result.is_ok());
+    }
+
+    #[test]
+    fn unknown_objects_methods_and_types_are_errors() {
+        let m = Manager::start().unwrap();
+        let link = m.link();
+        let kind = |call: Call<'_>| link.call(call).unwrap_err().remote().unwrap().kind.clone();
+        assert_eq!(kind(Call::Method { object: 999, method: "len", args: &[] }), "NoSuchObject");
+        assert_eq!(kind(Call::Decref { object: 999 }), "NoSuchObject");
+        assert_eq!(kind(Call::Incref { object: 999 }), "NoSuchObject");
+        assert_eq!(kind(Call::Create { typeid: "nothing", args: &[] }), "NotExposed");
+        let l = m.list(vec![1u8]).unwrap();
+        let id = l.handle_for_tests().id();
+        assert_eq!(kind(Call::Method { object: id, method: "fly", args: &[] }), "NotExposed");
+        assert_eq!(
+            kind(Call::Method { object: id, method: "get", args: &[1, 2, 3] }),
+            "BadRequest"
+        );
+        // A forged entry is refused before anything runs.
+        let forged = Call::Apply { object: id, what: "sort", entry: (64, 12345), args: &[0] };
+        assert_eq!(kind(forged), "Refused");
+        assert_eq!(l.to_vec().unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn a_stale_reply_is_never_taken_for_a_later_calls() {
+        let m = Manager::start().unwrap();
+        let link = m.link();
+        let l = m.list(vec![5u8]).unwrap();
+        let id = l.handle_for_tests().id();
+        // A call abandoned after its request: its reply is still on the way.
+        let mut conn = link.connect().unwrap();
+        let args = postcard::to_allocvec(&0i64).unwrap();
+        conn.conn
+            .send_bytes(
+                &request(1, Call::Method { object: id, method: "get", args: &args }),
+                0,
+                None,
+            )
+            .unwrap();
+        conn.next = 2;
+        {
+            let mut pool = link.0.pool.lock();
+            pool.pid = os::pid();
+            pool.idle.push(conn);
+        }
+        // The next call on that connection skips it and gets its own answer.
+        let (objects, _): (u64, u64) = link.call_decode(Call::Count).unwrap();
+        assert_eq!(objects, 1);
+    }
+
+    #[test]
+    fn an_oversized_frame_drops_only_its_connection() {
+        let m = Manager::start().unwrap();
+        let link = m.link();
+        let mut conn = link.connect().unwrap();
+        conn.conn.set_max_message_size(usize::MAX);
+        let big = vec![0u8; mp_process::wire::DEFAULT_MAX_FRAME + 1];
+        // The manager refuses the frame and closes the connection; the send itself may or may
+        // not see that before it ends.
+        let _ = conn.conn.send_bytes(&big, 0, None);
+        assert!(matches!(conn.conn.recv_bytes(None), Err(mp_queue::Error::Eof)));
+        let l = m.list(vec![1u8]).unwrap();
+        assert_eq!(l.len().unwrap(), 1);
+    }
+
+    #[test]
+    fn garbage_on_the_doorway_is_dropped() {
+        let m = Manager::start().unwrap();
+        let link = m.link();
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        for (bytes, fds) in [(&b"nonsense"[..], vec![]), (&b"\x01"[..], vec![r.as_fd()])] {
+            os::fds::send(link.0.doorway.as_fd(), &[IoSlice::new(bytes)], &fds, SendFlags::empty())
+                .unwrap();
+        }
+        let l = m.list(vec![1u8]).unwrap();
+        assert_eq!(l.len().unwrap(), 1);
+    }
+}

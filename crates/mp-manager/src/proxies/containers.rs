@@ -75,6 +75,12 @@ impl<T> ListProxy<T> {
     fn from_handle(handle: Handle) -> Self {
         ListProxy { handle, _type: PhantomData }
     }
+
+    /// The handle, for the crate's tests.
+    #[cfg(test)]
+    pub(crate) fn handle_for_tests(&self) -> &Handle {
+        &self.handle
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> ListProxy<T> {
