@@ -441,6 +441,115 @@ def pool_cpu_speedup():
     return serial / parallel, "x"
 
 
+def fork_manager():
+    """A SyncManager started under fork, as mp's rows start theirs."""
+    return multiprocessing.get_context("fork").Manager()
+
+
+def dict_set_get(d):
+    """Seconds per operation of `d[k] = i; d[k]` (two operations per round)."""
+    state = {"i": 0}
+
+    def op():
+        i = state["i"] = state["i"] + 1
+        k = i & 0xFF
+        d[k] = i
+        if d[k] != i:
+            raise RuntimeError("a wrong value")
+
+    return seconds_per_op(op) / 2
+
+
+def manager_dict():
+    """Set then get on a manager's dict from the owner, in ops/s."""
+    with fork_manager() as m:
+        return 1.0 / dict_set_get(m.dict()), "ops/s"
+
+
+def manager_dict_blocking():
+    """The same in µs per operation (CPython's manager always blocks)."""
+    with fork_manager() as m:
+        return dict_set_get(m.dict()) * 1e6, "us/op"
+
+
+def dict_client(d, me, rounds, go, done):
+    """A client of manager_dict_4clients: set+get rounds on its own keys after the go."""
+    go.wait()
+    for i in range(rounds):
+        k = (me << 32) | (i & 0xFF)
+        d[k] = i
+        if d[k] != i:
+            raise RuntimeError("a wrong value")
+    done.put(me)
+
+
+def manager_dict_4clients():
+    """Four processes at once doing set+get on one dict, total ops/s."""
+    ctx = multiprocessing.get_context("fork")
+    with fork_manager() as m:
+        d = m.dict()
+        one = dict_set_get(d)
+        rounds = max(1000, int(min_time() / (2 * one)))
+        go, done = ctx.Event(), ctx.Queue()
+        clients = [ctx.Process(target=dict_client, args=(d, me, rounds, go, done)) for me in range(4)]
+        for c in clients:
+            c.start()
+        start = time.perf_counter()
+        go.set()
+        for _ in clients:
+            done.get()
+        elapsed = time.perf_counter() - start
+        for c in clients:
+            c.join()
+            if c.exitcode != 0:
+                raise RuntimeError(f"a client exited with {c.exitcode}")
+        return 4 * rounds * 2 / elapsed, "ops/s"
+
+
+def manager_proxy_create():
+    """Make a dict proxy and drop it, in proxies/s."""
+    with fork_manager() as m:
+        return 1.0 / seconds_per_op(lambda: m.dict()), "proxies/s"
+
+
+def manager_list_iterate():
+    """Read a 10,000-item list with Python's per-item loop (`for x in l`), in items/s."""
+    with fork_manager() as m:
+        lst = m.list(range(10_000))
+
+        def op():
+            if sum(1 for _ in lst) != 10_000:
+                raise RuntimeError("a short list")
+
+        return 10_000 / seconds_per_op(op), "items/s"
+
+
+def rss_kib(pid):
+    """The resident memory of process `pid`, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def manager_memory():
+    """The manager process's memory grown by 10,000 live dict proxies, in KiB per 1,000."""
+    with fork_manager() as m:
+        warm = [m.dict() for _ in range(100)]
+        del warm
+        pid = m._process.pid
+        before = rss_kib(pid)
+        dicts = []
+        for i in range(10_000):
+            d = m.dict()
+            d[i] = i
+            dicts.append(d)
+        after = rss_kib(pid)
+        del dicts
+        return (after - before) * 1000 / 10_000, "KiB/1000"
+
+
 def seconds_per_item(batch):
     """Seconds per item of batch(n), which handles n items, growing n until a batch takes 1 ms."""
     n = 1
@@ -478,6 +587,12 @@ ROWS = {
     "pool_map_small": pool_map_small,
     "pool_imap_chunked": pool_imap_chunked,
     "pool_cpu_speedup": pool_cpu_speedup,
+    "manager_dict": manager_dict,
+    "manager_dict_blocking": manager_dict_blocking,
+    "manager_dict_4clients": manager_dict_4clients,
+    "manager_proxy_create": manager_proxy_create,
+    "manager_list_iterate": manager_list_iterate,
+    "manager_memory": manager_memory,
 }
 
 

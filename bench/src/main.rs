@@ -6,6 +6,7 @@
 //! starts it. The rows are in `rows.rs`; the CPython side is `bench/python/bench.py`.
 
 mod floor;
+mod manager_rows;
 mod measure;
 mod pool_rows;
 mod queue_rows;

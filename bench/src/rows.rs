@@ -67,6 +67,12 @@ const ROWS: &[(&str, RowFn)] = &[
     ("pool_map_with_objects", crate::pool_rows::pool_map_with_objects),
     ("pool_imap_chunked", crate::pool_rows::pool_imap_chunked),
     ("pool_cpu_speedup", crate::pool_rows::pool_cpu_speedup),
+    ("manager_dict", crate::manager_rows::manager_dict),
+    ("manager_dict_blocking", crate::manager_rows::manager_dict_blocking),
+    ("manager_dict_4clients", crate::manager_rows::manager_dict_4clients),
+    ("manager_proxy_create", crate::manager_rows::manager_proxy_create),
+    ("manager_list_iterate", crate::manager_rows::manager_list_iterate),
+    ("manager_memory", crate::manager_rows::manager_memory),
 ];
 
 /// The names of the rows.
@@ -454,6 +460,12 @@ fn pipe_pingpong_blocking(side: Side) -> Result<Figure> {
             Ok(Figure { value: seconds * 1e6, unit: "us/rt" })
         }
     }
+}
+
+/// Seconds per round trip of `size` bytes on a blocking `AF_UNIX` socket pair between two
+/// processes: the floor of `pipe_pingpong` and `manager_dict_blocking`.
+pub fn socket_pingpong(size: usize) -> Result<f64> {
+    pipe_floor::pingpong(size)
 }
 
 /// Seconds per batch of `batch` messages of `size` bytes through a raw `AF_UNIX` socket pair

@@ -88,6 +88,14 @@ pub const ROWS: &[Row] = &[
     row_without_cpython("pool_map_with_objects", Higher, true, "refuses", &[Floor(1.0 / 3.0)]),
     row("pool_imap_chunked", Higher, false, &[]),
     row("pool_cpu_speedup", Higher, true, &[Floor(0.95)]),
+    row("manager_dict", Higher, false, &[Cpython(20.0)]),
+    row("manager_dict_blocking", Lower, true, &[Floor(1.2)]),
+    row("manager_dict_4clients", Higher, false, &[Cpython(10.0)]),
+    row("manager_proxy_create", Higher, false, &[Cpython(50.0)]),
+    // CPython's side is its per-item loop (`for x in l`, a round trip per item).
+    row("manager_list_iterate", Higher, false, &[Cpython(100.0)]),
+    // Reported, no target: the manager process's memory per 1,000 live dict proxies.
+    row("manager_memory", Lower, false, &[]),
 ];
 
 #[cfg(test)]
