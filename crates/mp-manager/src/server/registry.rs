@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::error::RemoteError;
 use crate::proto::{Item, decode};
-use crate::server::objects::{Cx, DictObj, ListObj, NamespaceObj, Served, ValueObj};
-use crate::server::sync;
+use crate::server::containers::{DictObj, ListObj, NamespaceObj, ValueObj};
+use crate::server::objects::{Cx, Served};
 
 /// Makes an object from its constructor's arguments (postcard).
 pub(crate) type Ctor =
@@ -33,7 +33,8 @@ fn hold_all<'a>(cx: &Cx<'_>, items: impl IntoIterator<Item = &'a Item>) -> Resul
 }
 
 impl Registry {
-    /// The built-in types of Python's `SyncManager`.
+    /// The built-in containers of Python's `SyncManager` (`serve.rs` adds the
+    /// synchronisation types of `sync.rs`).
     pub(crate) fn builtin() -> Registry {
         let mut r = Registry { types: HashMap::new() };
         r.add(
@@ -79,7 +80,6 @@ impl Registry {
                 Ok(Arc::new(ValueObj::new(item)))
             }),
         );
-        sync::register(&mut r);
         r
     }
 

@@ -27,8 +27,8 @@ use crate::error::RemoteError;
 use crate::link::MAX_HELLO;
 use crate::proto::{Call, Hello, Payload, Reply, Request, VERSION};
 use crate::server::objects::Cx;
+use crate::server::objects::{Session, Store};
 use crate::server::registry::Registry;
-use crate::server::store::{Session, Store};
 
 /// What the manager's process is started with.
 #[derive(Serialize, Deserialize)]
@@ -81,6 +81,7 @@ fn setup_server(owner: u32, setup: &[(u64, u64)]) -> Result<(Arc<Server>, OwnedF
     let owner_fd = open_pidfd(owner)
         .map_err(|e| format!("cannot watch the manager's owner (pid {owner}): {e}"))?;
     let mut registry = Registry::builtin();
+    crate::server::sync::register(&mut registry);
     for &(offset, tag) in setup {
         let entry = Entry::<Registry>::from_parts(offset, tag)
             .ok_or_else(|| "a registration function's entry does not check".to_string())?;
