@@ -53,3 +53,7 @@ mod server;
 pub use error::{Error, RemoteError, Result};
 pub use manager::{Manager, ManagerBuilder, SHUTDOWN_TIMEOUT};
 pub use proxies::containers::{ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy};
+pub use proxies::sync::{
+    BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, EventProxy, JoinableQueueProxy, LockGuard,
+    LockProxy, QueueProxy, RLockProxy, SemaphoreGuard, SemaphoreProxy,
+};
