@@ -105,6 +105,29 @@ fn a_killed_manager_is_an_error_at_once() {
     drop(m);
 }
 
+#[test]
+fn a_call_blocked_in_a_killed_manager_returns_at_once() {
+    let m = Manager::start().unwrap();
+    let q = m.queue::<u8>().unwrap();
+    let manager = m.pid();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        tid_tx.send(rustix::thread::gettid().as_raw_nonzero().get()).unwrap();
+        q.get()
+    });
+    // Wait until the waiter sleeps (state S): its get is in the manager, waiting for a reply.
+    let tid = tid_rx.recv().unwrap();
+    let sleeping = || {
+        std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('S'))
+        })
+    };
+    assert!(eventually(Duration::from_secs(10), sleeping));
+    mp_testkit::kill(manager, Signal::KILL);
+    let got = waiter.join().unwrap();
+    assert!(matches!(got, Err(Error::ManagerGone)), "{got:?}");
+}
+
 /// Writes and reads its own keys `n` times, checking every read, while the parent does too.
 fn hammer(d: DictProxy<u32, u32>, base: u32, n: u32, go: PassFd) {
     wait_for_byte(&go);

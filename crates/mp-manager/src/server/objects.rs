@@ -131,11 +131,19 @@ impl Session {
     }
 
     /// Records references to `ids` the table already counts.
-    pub(crate) fn record(&self, ids: &[u64]) {
+    /// A session that ended meanwhile (a call that finished after its caller died) gives
+    /// them straight back to `store`.
+    pub(crate) fn record(&self, store: &Store, ids: &[u64]) {
         if ids.is_empty() {
             return;
         }
         let mut refs = self.refs.lock();
+        // `end` marks the session dead before it takes the references, under this lock.
+        if self.dead.load(Ordering::Acquire) {
+            drop(refs);
+            store.release(ids.iter().copied());
+            return;
+        }
         for &id in ids {
             *refs.entry(id).or_insert(0) += 1;
         }
@@ -144,7 +152,7 @@ impl Session {
     /// One more reference to `id`, counted in `store` too.
     pub(crate) fn incref(&self, store: &Store, id: u64) -> Result<(), RemoteError> {
         store.hold(&[id])?;
-        self.record(&[id]);
+        self.record(store, &[id]);
         Ok(())
     }
 

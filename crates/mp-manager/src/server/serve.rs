@@ -270,19 +270,19 @@ fn handle(
         Call::Create { typeid, args } => {
             server.registry.create(&cx, typeid, args).and_then(|obj| {
                 let id = store.add(obj);
-                session.record(&[id]);
+                session.record(store, &[id]);
                 Payload::of(&id)
             })
         }
         Call::Method { object, method, args } => {
             store.get(object).and_then(|obj| obj.call(&cx, method, args)).inspect(|payload| {
-                session.record(&payload.refs);
+                session.record(store, &payload.refs);
             })
         }
         Call::Apply { object, what, entry, args } => store
             .get(object)
             .and_then(|obj| obj.apply(&cx, what, entry, args))
-            .inspect(|payload| session.record(&payload.refs)),
+            .inspect(|payload| session.record(store, &payload.refs)),
         Call::Incref { object } => session.incref(store, object).map(|()| Payload::unit()),
         Call::Decref { object } => session.decref(store, object).map(|()| Payload::unit()),
         Call::Count => Payload::of(&(store.len() as u64, session.held())),
