@@ -46,6 +46,7 @@ pub(crate) struct Core {
 
 impl Core {
     /// The manager's id of the object.
+    #[cfg(test)]
     pub(crate) fn id(&self) -> u64 {
         self.id
     }
@@ -53,11 +54,6 @@ impl Core {
     /// The link to the manager.
     pub(crate) fn link(&self) -> &Link {
         &self.link
-    }
-
-    /// The object's type, as registered.
-    pub(crate) fn typeid(&self) -> &str {
-        &self.typeid
     }
 
     /// Makes sure this process holds a reference to the object (see the module's docs).
