@@ -42,6 +42,7 @@
 #![deny(unsafe_code)]
 
 mod apply;
+mod custom;
 mod error;
 mod link;
 mod manager;
@@ -49,7 +50,12 @@ mod proto;
 mod proxies;
 mod proxy;
 mod server;
+mod shm_manager;
 
+pub use custom::{Exposed, Managed, Method, Proxy, ProxyMethod, RemoteMethod};
 pub use error::{Error, RemoteError, Result};
 pub use manager::{Manager, ManagerBuilder, SHUTDOWN_TIMEOUT};
 pub use proxies::containers::{ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy};
+pub use server::custom::Registration;
+pub use server::registry::Registry;
+pub use shm_manager::SharedMemoryManager;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::error::RemoteError;
 use crate::proto::{Item, decode};
+use crate::server::custom::Kinds;
 use crate::server::objects::{Cx, DictObj, ListObj, NamespaceObj, Served, ValueObj};
 use crate::server::sync;
 
@@ -21,9 +22,14 @@ pub(crate) struct Registered {
     pub create: bool,
 }
 
-/// The types a manager serves.
-pub(crate) struct Registry {
+/// The types a manager serves: the built-in ones, and those the program registers with
+/// [`Registry::register`] in a function given to
+/// [`ManagerBuilder::register`](crate::ManagerBuilder::register), which the manager's process
+/// runs before it serves (Python's `BaseManager.register`).
+pub struct Registry {
     types: HashMap<String, Registered>,
+    /// The registered program types' methods, by Rust type.
+    pub(crate) kinds: Arc<Kinds>,
 }
 
 /// Holds the objects `items` refer to (they are about to be stored).
@@ -35,7 +41,7 @@ fn hold_all<'a>(cx: &Cx<'_>, items: impl IntoIterator<Item = &'a Item>) -> Resul
 impl Registry {
     /// The built-in types of Python's `SyncManager`.
     pub(crate) fn builtin() -> Registry {
-        let mut r = Registry { types: HashMap::new() };
+        let mut r = Registry { types: HashMap::new(), kinds: Arc::default() };
         r.add(
             "list",
             true,
@@ -106,5 +112,13 @@ impl Registry {
                 format!("the manager has no type {typeid:?} registered"),
             )),
         }
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut typeids: Vec<&str> = self.types.keys().map(String::as_str).collect();
+        typeids.sort_unstable();
+        f.debug_struct("Registry").field("types", &typeids).finish()
     }
 }
