@@ -45,6 +45,7 @@ mod apply;
 mod custom;
 mod error;
 mod link;
+mod managed;
 mod manager;
 mod proto;
 mod proxies;
@@ -52,8 +53,8 @@ mod proxy;
 mod server;
 mod shm_manager;
 
-pub use custom::{Exposed, Managed, Method, Proxy, ProxyMethod, RemoteMethod};
 pub use error::{Error, RemoteError, Result};
+pub use managed::{Exposed, Managed, Method, Proxy, ProxyMethod, RemoteMethod};
 pub use manager::{Manager, ManagerBuilder, SHUTDOWN_TIMEOUT};
 pub use proxies::containers::{ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy};
 pub use server::custom::Registration;

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use mp_shm::{Item, ShareableList, SharedMemory};
 
-use crate::custom::{Managed, Method, Proxy};
 use crate::error::{Error, RemoteError, Result};
+use crate::managed::{Managed, Method, Proxy};
 use crate::manager::{Manager, ManagerBuilder};
 use crate::server::registry::Registry;
 
@@ -94,9 +94,10 @@ fn generated_name() -> String {
 /// calling process (real [`SharedMemory`] and [`ShareableList`] objects, not proxies, which
 /// pass into other processes as arguments or in messages) and register their names with the
 /// manager's server, which unlinks them all when it stops: at
-/// [`shutdown`](SharedMemoryManager::shutdown), when the `SharedMemoryManager` is dropped, or
-/// when the process that started it ends. If the manager's process itself is killed, mp's
-/// resource tracker unlinks the segments once every process of the program has ended.
+/// [`shutdown`](SharedMemoryManager::shutdown) or when the `SharedMemoryManager` is dropped.
+/// If the manager's process is killed instead (it is, with the process that started it, if
+/// that process dies), mp's resource tracker unlinks the segments once every process of the
+/// program has ended.
 ///
 /// It is a [`Manager`] too (through `Deref`): its process holds lists, dicts and registered
 /// types as well.
@@ -118,8 +119,8 @@ fn generated_name() -> String {
 /// # Differences from Python's multiprocessing
 /// - The segments' names are tracked by an object of the manager (typeid
 ///   `"SharedMemoryServer"`) rather than by the server itself.
-/// - The server also unlinks the segments when the process that started the manager ends
-///   (Python's server outlives it, gh-81158).
+/// - The manager does not outlive the process that started it (Python's does, gh-81158);
+///   the resource tracker then unlinks the segments.
 pub struct SharedMemoryManager {
     // Declared first: the manager is shut down (and the segments unlinked) before the
     // tracker's proxy gives its reference back.

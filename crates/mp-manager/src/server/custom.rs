@@ -7,16 +7,15 @@
 //! cross. A method of a type that returns another managed type (Python's `method_to_typeid`)
 //! adds the new object to the manager's table and hands the caller a reference to it.
 
-use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
-use crate::custom::{Exposed, Managed};
 use crate::error::RemoteError;
+use crate::managed::{Exposed, Handler, Kinds, Managed, Outcome};
 use crate::proto::{Payload, decode};
 use crate::proxy::proxy_payload;
 use crate::server::objects::{Cx, Served, not_exposed};
@@ -25,43 +24,6 @@ use crate::server::registry::Registry;
 /// How long a stopping manager waits for an object that a call holds before it gives up on
 /// telling it ([`Managed::on_shutdown`]).
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(200);
-
-/// What a method of a registered type runs: the registered types (for a method that makes an
-/// object of one), the object's value, the arguments (postcard).
-pub(crate) type Handler<T> =
-    Box<dyn Fn(&Kinds, &mut T, &[u8]) -> Result<Outcome, RemoteError> + Send + Sync>;
-
-/// What a method of a registered type returns.
-pub(crate) enum Outcome {
-    /// A value, encoded.
-    Value(Payload),
-    /// A new object of the manager (of the registered type named), of which the caller gets
-    /// a reference.
-    Object(Arc<dyn Served>, &'static str),
-}
-
-/// The methods of every registered type, by Rust type (each an `Arc<Kind<T>>`).
-#[derive(Default)]
-pub(crate) struct Kinds(RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>);
-
-impl Kinds {
-    /// `value` as an object the manager serves, with the methods registered for `U`.
-    pub(crate) fn wrap<U: Managed>(&self, value: U) -> Result<Arc<dyn Served>, RemoteError> {
-        let kind = self
-            .0
-            .read()
-            .get(&TypeId::of::<U>())
-            .cloned()
-            .and_then(|kind| kind.downcast::<Kind<U>>().ok())
-            .ok_or_else(|| {
-                RemoteError::new(
-                    "TypeError",
-                    format!("a method returned a {} but that type is not registered", U::TYPEID),
-                )
-            })?;
-        Ok(Arc::new(Custom { value: Mutex::new(value), kind }))
-    }
-}
 
 /// A registered type's exposed methods.
 pub(crate) struct Kind<T> {
@@ -186,7 +148,13 @@ impl<T: Managed> Drop for Registration<'_, T> {
             methods: std::mem::take(&mut self.methods),
             kinds: Arc::downgrade(&self.registry.kinds),
         });
-        self.registry.kinds.0.write().insert(TypeId::of::<T>(), Arc::clone(&kind) as _);
+        let served = Arc::clone(&kind);
+        self.registry.kinds.insert::<T>(Box::new(move |value| {
+            let value = value.downcast::<T>().map_err(|_| {
+                RemoteError::new("TypeError", format!("a value is not a {}", T::TYPEID))
+            })?;
+            Ok(Arc::new(Custom { value: Mutex::new(*value), kind: Arc::clone(&served) }))
+        }));
         self.registry.add(
             T::TYPEID,
             self.create,

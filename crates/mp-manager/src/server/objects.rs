@@ -108,7 +108,7 @@ fn index_error(what: &str) -> RemoteError {
 fn position(index: i64, len: usize) -> Option<usize> {
     let len = i64::try_from(len).ok()?;
     let at = if index < 0 { index.checked_add(len)? } else { index };
-    (0..len).contains(&at).then(|| at as usize)
+    (0..len).contains(&at).then_some(at as usize)
 }
 
 /// Python's clamped position for `insert` and slices.

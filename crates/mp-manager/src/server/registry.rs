@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::RemoteError;
+use crate::managed::Kinds;
 use crate::proto::{Item, decode};
-use crate::server::custom::Kinds;
 use crate::server::objects::{Cx, DictObj, ListObj, NamespaceObj, Served, ValueObj};
 use crate::server::sync;
 
