@@ -182,6 +182,38 @@ impl<T> fmt::Debug for Exposed<T> {
     }
 }
 
+/// The fingerprint of the method type `M` (its type's name, FNV-1a): a call carries the one of
+/// the constant the client called, so that two constants of one name but other argument or
+/// result types cannot be taken for each other (a postcard encoding does not say its type).
+fn fingerprint<M: ?Sized>() -> u64 {
+    std::any::type_name::<M>()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Decodes a call's arguments for the method `name` of type `M`, checking its fingerprint.
+fn decode_args<T: Managed, M: ?Sized, A: DeserializeOwned>(
+    name: &str,
+    bytes: &[u8],
+) -> Result<A, RemoteError> {
+    let (print, args): (u64, A) = decode(bytes).map_err(|e| mismatch::<T>(name, &e.message))?;
+    if print != fingerprint::<M>() {
+        return Err(mismatch::<T>(name, "its arguments or result are of other types"));
+    }
+    Ok(args)
+}
+
+/// The error for a call of `name` that is not the method exposed under that name.
+fn mismatch<T: Managed>(name: &str, why: &str) -> RemoteError {
+    RemoteError::new(
+        "TypeError",
+        format!(
+            "method {name:?} of {} was called as another method of that name: {why}",
+            T::TYPEID
+        ),
+    )
+}
+
 impl<T, A, R> From<Method<T, A, R>> for Exposed<T>
 where
     T: Managed,
@@ -193,7 +225,7 @@ where
         Exposed {
             name: method.name,
             handler: Box::new(move |_, value, args| {
-                let args: A = decode(args)?;
+                let args: A = decode_args::<T, Method<T, A, R>, A>(method.name, args)?;
                 let result = f(value, args)?;
                 Payload::of(&result).map(Outcome::Value)
             }),
@@ -212,7 +244,7 @@ where
         Exposed {
             name: method.name,
             handler: Box::new(move |kinds, value, args| {
-                let args: A = decode(args)?;
+                let args: A = decode_args::<T, ProxyMethod<T, A, U>, A>(method.name, args)?;
                 let made = f(value, args)?;
                 kinds.wrap(made).map(|obj| Outcome::Object(obj, U::TYPEID))
             }),
@@ -285,10 +317,10 @@ impl<T: Managed> Proxy<T> {
     ///
     /// Errors: [`Error::Remote`](crate::Error::Remote) with the method's own error, or of kind
     /// `"NotExposed"` if the manager's registration of `T` does not expose the method, `"Panic"`
-    /// if it panicked, `"BadRequest"` if the manager's `Method` of that name takes other
-    /// arguments; [`Error::ManagerGone`](crate::Error::ManagerGone) if the manager is gone.
+    /// if it panicked, `"TypeError"` if the method exposed under that name is another constant
+    /// with other argument or result types; [`Error::ManagerGone`](crate::Error::ManagerGone) if the manager is gone.
     pub fn call<M: RemoteMethod<T>>(&self, method: &M, args: M::Args) -> Result<M::Output> {
-        self.handle.call(method.name(), &args)
+        self.handle.call(method.name(), &(fingerprint::<M>(), args))
     }
 }
 

@@ -42,6 +42,10 @@ const RESET: Method<Counter, (), ()> = Method::new("reset", |c, ()| {
     Ok(())
 });
 
+/// Another constant under the name of `GET`, with another result type.
+const GET_AS_TEXT: Method<Counter, (), String> =
+    Method::new("get", |c, ()| Ok(c.value.to_string()));
+
 const PANIC: Method<Counter, (), ()> = Method::new("panic", |_, ()| panic!("the method panicked"));
 
 /// Python's `method_to_typeid`: a snapshot of the history as a new managed object.
@@ -181,6 +185,15 @@ fn an_unexposed_method_is_a_not_exposed_error() {
     let err = counter.call(&RESET, ()).unwrap_err();
     assert!(err.is_remote("NotExposed"), "{err}");
     assert!(err.remote().unwrap().message.contains("reset"), "{err}");
+    assert_eq!(counter.call(&GET, ()).unwrap(), 7);
+}
+
+#[test]
+fn a_method_of_the_same_name_but_other_types_is_refused() {
+    let manager = manager();
+    let counter = manager.make::<Counter>(7).unwrap();
+    let err = counter.call(&GET_AS_TEXT, ()).unwrap_err();
+    assert!(err.is_remote("TypeError"), "{err}");
     assert_eq!(counter.call(&GET, ()).unwrap(), 7);
 }
 
