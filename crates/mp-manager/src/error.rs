@@ -70,6 +70,9 @@ pub enum Error {
     /// A value could not be encoded or decoded (a reply that does not decode as the type the
     /// proxy expects, a value holding something that cannot cross, a message too large).
     Wire(WireError),
+    /// A shared-memory segment could not be made
+    /// ([`SharedMemoryManager`](crate::SharedMemoryManager)).
+    SharedMemory(mp_shm::Error),
     /// A system call failed; `op` says which operation.
     Io {
         /// What mp was doing.
@@ -113,6 +116,7 @@ impl fmt::Display for Error {
             Error::Process(e) => write!(f, "the manager's process: {e}"),
             Error::Connection(e) => write!(f, "a connection to the manager: {e}"),
             Error::Wire(e) => write!(f, "{e}"),
+            Error::SharedMemory(e) => write!(f, "shared memory: {e}"),
             Error::Io { op, source } => write!(f, "{op}: {source}"),
         }
     }
@@ -125,6 +129,7 @@ impl std::error::Error for Error {
             Error::Process(e) => Some(e),
             Error::Connection(e) => Some(e),
             Error::Wire(e) => Some(e),
+            Error::SharedMemory(e) => Some(e),
             Error::Io { source, .. } => Some(source),
             _ => None,
         }

@@ -26,6 +26,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Types of the program's own
+//! Python's `BaseManager.register`, typed: a type implements [`Managed`], its methods are
+//! constants ([`Method`], and [`ProxyMethod`] for a method returning a new managed object,
+//! Python's `method_to_typeid`), a function given to [`ManagerBuilder::register`] registers
+//! them in the manager's process ([`Registry::register`]), and [`Manager::make`] returns a
+//! [`Proxy`] whose [`call`](Proxy::call) is checked against the method's types.
+//! [`SharedMemoryManager`] is Python's manager of named shared-memory segments.
+//!
 //! # How it works
 //! The manager's process is started under any start method and watches the pidfd of the
 //! process that started it: it never outlives it. Each client thread talks to it on a
@@ -42,18 +50,25 @@
 #![deny(unsafe_code)]
 
 mod apply;
+mod custom;
 mod error;
 mod link;
+mod managed;
 mod manager;
 mod proto;
 mod proxies;
 mod proxy;
 mod server;
+mod shm_manager;
 
 pub use error::{Error, RemoteError, Result};
+pub use managed::{Exposed, Managed, Method, Proxy, ProxyMethod, RemoteMethod};
 pub use manager::{Manager, ManagerBuilder, SHUTDOWN_TIMEOUT};
 pub use proxies::containers::{ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy};
 pub use proxies::sync::{
     BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, EventProxy, JoinableQueueProxy, LockGuard,
     LockProxy, QueueProxy, RLockProxy, SemaphoreGuard, SemaphoreProxy,
 };
+pub use server::custom::Registration;
+pub use server::registry::Registry;
+pub use shm_manager::SharedMemoryManager;

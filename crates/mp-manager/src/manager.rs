@@ -83,7 +83,6 @@ impl ManagerBuilder {
     /// Registers a function the manager's process runs before it serves: it registers the
     /// program's own types (see [`Registry`](crate::Registry)) or does whatever initialisation
     /// the manager needs (Python's `initializer`).
-    #[allow(dead_code, reason = "the registration API (custom types) uses it; not merged yet")]
     pub(crate) fn setup_entry(mut self, entry: (u64, u64)) -> Self {
         self.setup.push(entry);
         self

@@ -28,7 +28,7 @@ use mp_process::os;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RemoteError, Result};
 use crate::link::{Link, decode_reply};
 use crate::proto::{Call, Item, Payload};
 
@@ -169,6 +169,14 @@ enum Wire {
     Local { id: u64, typeid: String },
     /// Everywhere else: the manager's link too.
     Linked { link: Link, id: u64, typeid: String },
+}
+
+/// The reply giving the caller a reference to the new object `id` of `typeid`: a proxy in
+/// its manager's form, which the caller rebuilds on its link (see [`decode_payload`]).
+pub(crate) fn proxy_payload(id: u64, typeid: &str) -> Result<Payload, RemoteError> {
+    let bytes = postcard::to_allocvec(&Wire::Local { id, typeid: typeid.to_string() })
+        .map_err(|e| RemoteError::new("TypeError", format!("cannot encode a proxy: {e}")))?;
+    Ok(Payload { bytes, refs: vec![id] })
 }
 
 /// The encoding in progress of a value sent to a manager: which manager, and the objects of it

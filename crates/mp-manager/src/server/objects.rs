@@ -261,6 +261,8 @@ pub(crate) trait Served: Send + Sync + 'static {
     }
     /// The process `pid` ended: what it held in the object (a lock) is released.
     fn session_ended(&self, _pid: u32) {}
+    /// The manager is stopping (a shutdown, or its owner's end): the object's last word.
+    fn shutdown(&self) {}
 }
 
 /// The error for a method a type does not have.

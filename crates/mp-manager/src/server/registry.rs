@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::RemoteError;
+use crate::managed::Kinds;
 use crate::proto::{Item, decode};
 use crate::server::containers::{DictObj, ListObj, NamespaceObj, ValueObj};
 use crate::server::objects::{Cx, Served};
@@ -21,9 +22,14 @@ pub(crate) struct Registered {
     pub create: bool,
 }
 
-/// The types a manager serves.
-pub(crate) struct Registry {
+/// The types a manager serves: the built-in ones, and those the program registers with
+/// [`Registry::register`] in a function given to
+/// [`ManagerBuilder::register`](crate::ManagerBuilder::register), which the manager's process
+/// runs before it serves (Python's `BaseManager.register`).
+pub struct Registry {
     types: HashMap<String, Registered>,
+    /// The registered program types' methods, by Rust type.
+    pub(crate) kinds: Arc<Kinds>,
 }
 
 /// Holds the objects `items` refer to (they are about to be stored).
@@ -36,7 +42,7 @@ impl Registry {
     /// The built-in containers of Python's `SyncManager` (`serve.rs` adds the
     /// synchronisation types of `sync.rs`).
     pub(crate) fn builtin() -> Registry {
-        let mut r = Registry { types: HashMap::new() };
+        let mut r = Registry { types: HashMap::new(), kinds: Arc::default() };
         r.add(
             "list",
             true,
@@ -106,5 +112,13 @@ impl Registry {
                 format!("the manager has no type {typeid:?} registered"),
             )),
         }
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut typeids: Vec<&str> = self.types.keys().map(String::as_str).collect();
+        typeids.sort_unstable();
+        f.debug_struct("Registry").field("types", &typeids).finish()
     }
 }

@@ -39,7 +39,8 @@ pub(crate) struct ServerArgs {
     pub ready: Connection,
     /// The pid of the process that started the manager.
     pub owner: u32,
-    /// Functions that register the program's own types (entries of `fn(&mut Registry)`).
+    /// Functions that register the program's own types or initialise the manager (entries of
+    /// `fn(&mut Registry)`), run in order.
     pub setup: Vec<(u64, u64)>,
 }
 
@@ -69,6 +70,10 @@ pub(crate) fn serve(args: ServerArgs) {
             }
             drop(ready);
             main_loop(&server, doorway.0, owner_fd);
+            // Stopping (a shutdown, or the owner's end): every object has its last word.
+            for obj in server.store.all() {
+                obj.shutdown();
+            }
         }
         Err(why) => {
             let _ = ready.send(&Err::<u32, String>(why));
@@ -85,7 +90,8 @@ fn setup_server(owner: u32, setup: &[(u64, u64)]) -> Result<(Arc<Server>, OwnedF
     for &(offset, tag) in setup {
         let entry = Entry::<Registry>::from_parts(offset, tag)
             .ok_or_else(|| "a registration function's entry does not check".to_string())?;
-        entry.call(&mut registry);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry.call(&mut registry)))
+            .map_err(|_| "a registration function or the initializer panicked".to_string())?;
     }
     let bell = os::eventfd::doorbell().map_err(|e| format!("eventfd: {e}"))?;
     let server = Arc::new(Server {
