@@ -8,7 +8,6 @@
 //! adds the new object to the manager's table and hands the caller a reference to it.
 
 use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use crate::error::RemoteError;
 use crate::managed::{Exposed, Handler, Kinds, Managed, Outcome};
 use crate::proto::{Payload, decode};
 use crate::proxy::proxy_payload;
-use crate::server::objects::{Cx, Served, not_exposed};
+use crate::server::objects::{Cx, Served, guarded, not_exposed};
 use crate::server::registry::Registry;
 
 /// How long a stopping manager waits for an object that a call holds before it gives up on
@@ -36,18 +35,6 @@ pub(crate) struct Kind<T> {
 struct Custom<T> {
     value: Mutex<T>,
     kind: Arc<Kind<T>>,
-}
-
-/// Runs `f`, reporting a panic in it as a `Panic`.
-fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, RemoteError> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".to_string());
-        RemoteError::new("Panic", message)
-    })
 }
 
 impl<T: Managed> Served for Custom<T> {

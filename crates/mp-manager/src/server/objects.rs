@@ -289,7 +289,13 @@ pub(crate) fn run_entry<C: 'static>(
             "the function's entry does not check (forged, or from another program)",
         ));
     };
-    std::panic::catch_unwind(AssertUnwindSafe(|| entry.call(context))).map_err(|panic| {
+    guarded(|| entry.call(context))
+}
+
+/// Runs `f`, reporting a panic in it as a `Panic` (code of the program run in the manager:
+/// an entry, a registered type's method).
+pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, RemoteError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
         let message = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
