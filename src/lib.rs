@@ -26,7 +26,7 @@
 //! | [`process`] (`mp-process`) | `Process`, start methods and contexts, the wire and fd passing |
 //! | [`shm`] (`mp-shm`) | `SharedMemory`, `RawValue`, `RawArray`, `ShareableList` |
 //! | [`sync`] (`mp-sync`) | `Lock`, `RLock`, `Semaphore`, `Event`, `Condition`, `Barrier`, `Value`, `Array` |
-//! | [`queue`] (`mp-queue`) | `Queue`, `JoinableQueue`, `SimpleQueue`, `pipe`, `Connection`, `wait` |
+//! | [`queue`] (`mp-queue`) | `Queue`, `JoinableQueue`, `SimpleQueue`, `pipe`, `Connection`, `wait`, `Listener`, `Client` (also in [`connection`], Python's `multiprocessing.connection`) |
 //! | [`pool`] (`mp-pool`) | `Pool` (`map`, `imap`, `apply_async`, ...), `AsyncResult`, workers replaced when they die |
 //! | [`manager`] (`mp-manager`) | `Manager` and its proxies (`ListProxy`, `DictProxy`, `NamespaceProxy`, ...), objects served by a process of their own |
 //!
@@ -67,6 +67,47 @@
 
 mod error;
 
+/// Python's `multiprocessing.connection`: [`Listener`](connection::Listener) and
+/// [`Client`](connection::Client) for processes that are not parent and child (other
+/// programs, other hosts), beside [`pipe`](connection::pipe), [`wait`](connection::wait) and
+/// the [`Connection`](connection::Connection) they all give.
+///
+/// Framing and the handshake are CPython's (3.12+: HMAC-SHA256 challenges both ways; Python
+/// 3.11's HMAC-MD5 when asked for), so either end may be a Python program using
+/// `send_bytes`/`recv_bytes`; typed `send`/`recv` are postcard, for Rust peers. The default
+/// key of a process tree is [`authkey`](connection::authkey) (Python's
+/// `current_process().authkey`).
+///
+/// ```
+/// use mp::connection::{Client, Listener};
+///
+/// fn client(address: String) -> mp::Result<()> {
+///     let conn = Client::builder(address.as_str())?.current_authkey().connect_now()?;
+///     conn.send("ping")?;
+///     assert_eq!(conn.recv::<String>()?, "pong");
+///     Ok(())
+/// }
+///
+/// fn main() -> mp::Result<()> {
+///     let _guard = mp::init()?;
+///     let listener = Listener::builder().current_authkey().bind()?; // an AF_UNIX path
+///     let mut p = mp::Process::new(client, (listener.address().to_string(),));
+///     p.start()?;
+///     let conn = listener.accept()?; // the child proves it holds the tree's key
+///     assert_eq!(conn.recv::<String>()?, "ping");
+///     conn.send("pong")?;
+///     assert_eq!(p.join()?, 0);
+///     Ok(())
+/// }
+/// ```
+pub mod connection {
+    pub use mp_process::{AUTHKEY_LEN, AuthKey, authkey, set_authkey};
+    pub use mp_queue::{
+        Address, Client, Connection, DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT, IntoAddress,
+        Listener, ListenerBuilder, pipe, wait, wait_timeout,
+    };
+}
+
 pub use error::{Error, Result};
 
 #[doc(inline)]
@@ -91,13 +132,14 @@ pub use mp_pool::{
 };
 pub use mp_process::wire::WireError;
 pub use mp_process::{
-    ChildInfo, CloseError, Context, Error as ProcessError, InitGuard, ParentProcess, Process,
-    ProcessInfo, StartMethod, Target, TargetOutput, active_children, cpu_count, current_process,
-    get_all_start_methods, get_context, get_start_method, init, parent_process, set_start_method,
+    AuthKey, ChildInfo, CloseError, Context, Error as ProcessError, InitGuard, ParentProcess,
+    Process, ProcessInfo, StartMethod, Target, TargetOutput, active_children, authkey, cpu_count,
+    current_process, get_all_start_methods, get_context, get_start_method, init, parent_process,
+    set_authkey, set_start_method,
 };
 pub use mp_queue::{
-    Bytes, Connection, Error as QueueError, JoinableQueue, PutError, Queue, QueueBuilder,
-    SimpleQueue, pipe, wait, wait_timeout,
+    Address, Bytes, Client, Connection, Error as QueueError, JoinableQueue, Listener, PutError,
+    Queue, QueueBuilder, SimpleQueue, pipe, wait, wait_timeout,
 };
 pub use mp_shm::{Error as ShmError, Item, RawArray, RawValue, ShareableList, SharedMemory};
 pub use mp_sync::{

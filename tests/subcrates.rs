@@ -29,6 +29,14 @@ fn every_reexported_path_resolves() {
     let _: fn(usize) -> Result<mp::Pool, mp::PoolError> = mp::Pool::new;
     let _ = mp::Queue::<u8>::builder();
     let _ = mp::Pool::builder();
+    // Python's multiprocessing.connection, as a module and at the root.
+    let _ = mp::connection::Listener::builder();
+    let _ = mp::connection::Client::builder("127.0.0.1:1");
+    let _ = mp::connection::Address::parse;
+    let _: fn() -> std::io::Result<mp::AuthKey> = mp::authkey;
+    let _ = mp::connection::pipe;
+    let _ = mp::connection::wait::<[&mp::Connection; 1]>;
+    let _ = mp::connection::DEFAULT_HANDSHAKE_TIMEOUT;
 }
 
 #[test]
@@ -48,6 +56,7 @@ fn every_public_type_is_named_at_the_root() {
         type_name::<mp::Context>(),
         type_name::<mp::StartMethod>(),
         type_name::<mp::InitGuard>(),
+        type_name::<mp::AuthKey>(),
         // mp-shm
         type_name::<mp::ShmError>(),
         type_name::<mp::SharedMemory>(),
@@ -83,6 +92,9 @@ fn every_public_type_is_named_at_the_root() {
         type_name::<mp::SimpleQueue<u8>>(),
         type_name::<mp::QueueBuilder<mp::Queue<u8>>>(),
         type_name::<mp::Connection>(),
+        type_name::<mp::Listener>(),
+        type_name::<mp::Client>(),
+        type_name::<mp::Address>(),
         type_name::<mp::Bytes>(),
         // mp-pool
         type_name::<mp::PoolError>(),

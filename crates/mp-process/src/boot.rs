@@ -95,6 +95,8 @@ pub(crate) struct ChildIdentity {
     pub parent_pid: i32,
     pub parent_name: String,
     pub method: StartMethod,
+    /// The parent's authentication key, which the child takes as its own.
+    pub authkey: crate::authkey::InheritedKey,
 }
 
 /// A target ready to cross into a fresh exec of the binary.

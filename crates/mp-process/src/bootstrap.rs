@@ -121,6 +121,7 @@ pub(crate) fn run_boot(
         let mut g = global();
         g.method = Some(ident.method);
         g.parent = Some(ParentProcess::new(ident.parent_pid, ident.parent_name, parent_pidfd));
+        g.authkey = Some(crate::authkey::AuthKey::new(ident.authkey.0));
         g.me = Me {
             name: Some(ident.name),
             identity: ident.identity,
@@ -194,6 +195,7 @@ mod tests {
             parent_pid: rustix::process::getpid().as_raw_nonzero().get(),
             parent_name: "MainProcess".into(),
             method: StartMethod::Spawn,
+            authkey: crate::authkey::InheritedKey(vec![7; 32]),
         }
     }
 

@@ -32,6 +32,23 @@ impl ProcessInfo {
     pub fn identity(&self) -> &[u32] {
         &self.identity
     }
+
+    /// The calling process's authentication key: Python's `current_process().authkey`, the
+    /// same as [`authkey`](crate::authkey()). 32 random bytes made by the main process,
+    /// inherited by every child under every start method; [`set_authkey`](crate::set_authkey)
+    /// replaces it.
+    ///
+    /// ```
+    /// let key = mp_process::current_process().authkey()?;
+    /// assert_eq!(key.as_bytes().len(), mp_process::AUTHKEY_LEN);
+    /// assert_eq!(key, mp_process::authkey()?, "one key per process");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// Errors: the kernel's, if it cannot give random bytes for the first key.
+    pub fn authkey(&self) -> std::io::Result<crate::AuthKey> {
+        crate::authkey::authkey()
+    }
 }
 
 fn pid_u32(pid: rustix::process::Pid) -> u32 {

@@ -83,6 +83,7 @@
 //!   `os.process_cpu_count()` plus the quota).
 #![deny(unsafe_code)]
 
+mod authkey;
 mod boot;
 mod bootstrap;
 mod child;
@@ -105,6 +106,7 @@ mod target;
 pub mod tracker;
 pub mod wire;
 
+pub use authkey::{AUTHKEY_LEN, AuthKey, authkey, fill_random, set_authkey};
 pub use boot::BOOTSTRAP_FAILURE;
 pub use context::{Context, get_context, get_start_method, set_start_method};
 pub use cpu::cpu_count;

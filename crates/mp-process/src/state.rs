@@ -42,6 +42,8 @@ pub(crate) struct Global {
     /// again to a tracker that replaces a dead one.
     pub tracked: BTreeSet<String>,
     pub launcher: Option<Launcher>,
+    /// The authentication key (`authkey.rs`), made on first use in the main process.
+    pub authkey: Option<crate::authkey::AuthKey>,
     pub reaper: Option<Reaper>,
 }
 
@@ -59,6 +61,7 @@ pub(crate) static GLOBAL: Mutex<Global> = Mutex::new(Global {
     tracker_process: None,
     tracked: BTreeSet::new(),
     launcher: None,
+    authkey: None,
     reaper: None,
 });
 
@@ -90,6 +93,7 @@ impl Global {
         self.method = Some(child.method);
         let parent_pidfd = self.self_pidfd.take();
         self.parent = Some(ParentProcess::new(child.parent_pid, child.parent_name, parent_pidfd));
+        self.authkey = Some(crate::authkey::AuthKey::new(child.authkey.0));
         self.me = Me {
             name: Some(child.name),
             identity: child.identity,

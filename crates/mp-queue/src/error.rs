@@ -95,6 +95,11 @@ pub enum Error {
     SharedMemory(mp_shm::Error),
     /// An argument is out of range, such as a ring capacity that is not a power of two.
     InvalidArgument(&'static str),
+    /// The handshake of a `Listener`/`Client` connection failed: the peer does not hold the
+    /// key, or does not speak the protocol (Python's `AuthenticationError`). The text says
+    /// which, as CPython's messages do (`"digest received was wrong"` on the side that
+    /// checked, `"digest sent was rejected"` on the side that answered).
+    Authentication(String),
 }
 
 impl Error {
@@ -154,6 +159,7 @@ impl fmt::Display for Error {
             Error::Sync(e) => write!(f, "a queue's lock failed: {e}"),
             Error::SharedMemory(e) => write!(f, "a queue's shared memory could not be set up: {e}"),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            Error::Authentication(why) => write!(f, "authentication failed: {why}"),
         }
     }
 }

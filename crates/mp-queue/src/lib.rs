@@ -217,13 +217,14 @@ macro_rules! failpoint {
 }
 
 mod bytes;
-mod connection;
+pub(crate) mod connection;
 mod error;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
 mod header;
 #[allow(unsafe_code, reason = "a pipe lane's slices, under its one-sender, one-receiver rule")]
 mod lane;
+mod listener;
 mod queue;
 #[allow(unsafe_code, reason = "the ring protocol: slices of the ring under its locks")]
 mod ring;
@@ -234,6 +235,10 @@ mod wait;
 pub use bytes::Bytes;
 pub use connection::{Connection, pipe};
 pub use error::{Error, Result};
+pub use listener::{
+    Address, Client, DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT, IntoAddress, Listener,
+    ListenerBuilder,
+};
 pub use queue::{JoinableQueue, PutError, Queue, QueueBuilder, SimpleQueue};
 pub use ring::{DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, MAX_CAPACITY, MIN_CAPACITY};
 pub use wait::{wait, wait_timeout};

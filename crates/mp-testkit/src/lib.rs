@@ -35,6 +35,7 @@
 //!   tests that kill a process at a chosen step), [`children`], [`open_fds`], [`method`].
 //! - Named shared memory: [`shm`] (unique names, probes of `/dev/shm`, a clean-up guard).
 //! - A child that serves requests on a connection: [`server`].
+//! - A real Python peer: [`python`] (an interpreter of a given version, a script run).
 //!
 //! # Rules the helpers keep
 //! Children are started by the tests themselves, under the start method of the run
@@ -50,6 +51,7 @@ pub mod bytes;
 pub mod lines;
 mod pipes;
 mod procs;
+pub mod python;
 pub mod server;
 pub mod shm;
 

@@ -54,6 +54,21 @@ pub fn unix_socket(fd: BorrowedFd<'_>, kind: SocketType, what: &str) -> Result<(
     Ok(())
 }
 
+/// Checks that `fd` is a stream socket of a family a connection can use: `AF_UNIX`,
+/// `AF_INET` or `AF_INET6`.
+pub fn stream_socket(fd: BorrowedFd<'_>, what: &str) -> Result<(), String> {
+    let got = rustix::net::sockopt::socket_type(fd)
+        .map_err(|e| format!("the descriptor sent as {what} is not a socket ({e})"))?;
+    let domain = rustix::net::sockopt::socket_domain(fd)
+        .map_err(|e| format!("cannot read the family of the socket sent as {what} ({e})"))?;
+    let family_ok =
+        [AddressFamily::UNIX, AddressFamily::INET, AddressFamily::INET6].contains(&domain);
+    if got != SocketType::STREAM || !family_ok {
+        return Err(format!("the socket sent as {what} is not a stream socket (unix or tcp)"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

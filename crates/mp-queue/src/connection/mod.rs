@@ -1,18 +1,23 @@
-//! `pipe` and `Connection`: message-preserving channels over `AF_UNIX` stream sockets.
+//! `pipe` and `Connection`: message-preserving channels over stream sockets. A pipe's ends
+//! use mp's frames and shared-memory lanes; the connections of `Listener` and `Client` use
+//! CPython's framing (`pyframe.rs`). What crosses for a connection is in `wire.rs`.
+
+pub(crate) mod pyframe;
+mod wire;
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use mp_process::fdpass::{self, check, refuse};
+use mp_process::fdpass;
 use mp_process::os::{self, socket::Peek};
 use mp_process::wire::{DEFAULT_MAX_FRAME, WireError};
 use mp_sync::{Lock, LockError, LockGuard};
 use rustix::io::Errno;
-use rustix::net::SocketType;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::lane::{self, Lane, Lanes, Next, Spinning};
@@ -63,16 +68,16 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     // Lane 0 carries a's messages to b (and a one-way pipe's), lane 1 b's to a.
     if duplex {
         return Ok((
-            Connection::from_parts(a, locks(true, true)?, closed, Arc::clone(&lanes), 1),
-            Connection::from_parts(b, locks(true, true)?, closed, lanes, 0),
+            Connection::from_pipe(a, locks(true, true)?, closed, Arc::clone(&lanes), 1),
+            Connection::from_pipe(b, locks(true, true)?, closed, lanes, 0),
         ));
     }
     // One way: the reader (a) receives on lane 0, the writer (b) sends on it.
     os::socket::shutdown(a.as_fd(), false).map_err(|e| Error::io("shutdown", e))?;
     os::socket::shutdown(b.as_fd(), true).map_err(|e| Error::io("shutdown", e))?;
     Ok((
-        Connection::from_parts(a, locks(false, true)?, closed, Arc::clone(&lanes), 0),
-        Connection::from_parts(b, locks(true, false)?, closed, lanes, 1),
+        Connection::from_pipe(a, locks(false, true)?, closed, Arc::clone(&lanes), 0),
+        Connection::from_pipe(b, locks(true, false)?, closed, lanes, 1),
     ))
 }
 
@@ -87,7 +92,53 @@ struct Locks {
     recv: Option<Lock>,
 }
 
-/// One end of a [`pipe`]: Python's `multiprocessing.connection.Connection`.
+/// What an end has beside its socket, by where it came from.
+enum Kind {
+    /// An end of a [`pipe`]: mp's frames (descriptors beside the bytes), the pipe's lanes,
+    /// and process-shared locks.
+    Pipe(PipeEnd),
+    /// A connection of a `Listener` or `Client`: CPython's framing, bytes only, and locks
+    /// shared by this process's handles on it.
+    Socket(Arc<SocketEnd>),
+}
+
+/// What an end of a pipe shares with the other handles on it and with the other end.
+struct PipeEnd {
+    /// The end's locks, shared with every other handle on it.
+    locks: Locks,
+    /// The pipe's shared-memory lanes (see `lane.rs`); the lane this end receives on also
+    /// holds whether its stream is broken.
+    lanes: Arc<Lanes>,
+    /// The lane this end receives on; it sends on the other.
+    lane_in: usize,
+}
+
+/// What the handles on one socket connection share, in one process.
+#[derive(Default)]
+struct SocketEnd {
+    /// Held for the whole of one message's sending.
+    send: Mutex<()>,
+    /// Held for the whole of one message's receiving.
+    recv: Mutex<()>,
+    /// Whether a receive stopped inside a frame.
+    broken: AtomicBool,
+}
+
+/// The guard of an end's send or receive lock.
+enum Order<'a> {
+    /// A pipe end's process-shared lock.
+    Shared(#[allow(dead_code, reason = "held for its drop")] LockGuard<'a>),
+    /// A socket connection's lock.
+    Local(#[allow(dead_code, reason = "held for its drop")] MutexGuard<'a, ()>),
+}
+
+/// Takes a socket connection's lock.
+fn take_local(lock: &Mutex<()>) -> Order<'_> {
+    Order::Local(lock.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+/// One end of a [`pipe`], or a connection made by a [`Listener`](crate::Listener) or a
+/// [`Client`](crate::Client): Python's `multiprocessing.connection.Connection`.
 ///
 /// Messages keep their boundaries: each [`send`](Connection::send) or
 /// [`send_bytes`](Connection::send_bytes) arrives as exactly one message at the other end, an
@@ -128,13 +179,8 @@ pub struct Connection {
     writable: bool,
     /// The largest message this end sends or accepts, in bytes.
     max_message: usize,
-    /// The end's locks, shared with every other handle on it.
-    locks: Locks,
-    /// The pipe's shared-memory lanes (see `lane.rs`); the lane this end receives on also
-    /// holds whether its stream is broken.
-    lanes: Arc<Lanes>,
-    /// The lane this end receives on; it sends on the other.
-    lane_in: usize,
+    /// A pipe's end or a socket connection, and what it has beside the socket.
+    kind: Kind,
 }
 
 /// Takes one of an end's locks: the guard, and whether its previous holder died holding it.
@@ -155,10 +201,9 @@ fn send_error(e: WireError) -> Error {
 }
 
 impl Connection {
-    /// A connection over `fd`.
-    /// A connection over `fd`, which may receive if it has a receive lock and send if it has
-    /// a send lock.
-    fn from_parts(
+    /// An end of a pipe over `fd`, which may receive if it has a receive lock and send if it
+    /// has a send lock.
+    fn from_pipe(
         fd: OwnedFd,
         locks: Locks,
         closed_fd: &'static OwnedFd,
@@ -171,14 +216,36 @@ impl Connection {
             readable: locks.recv.is_some(),
             writable: locks.send.is_some(),
             max_message: DEFAULT_MAX_FRAME,
-            locks,
-            lanes,
-            lane_in: lane_in & 1,
+            kind: Kind::Pipe(PipeEnd { locks, lanes, lane_in: lane_in & 1 }),
         }
+    }
+
+    /// A connection with CPython's framing over the connected stream socket `fd` (of a
+    /// `Listener` or `Client`), readable and writable.
+    ///
+    /// Errors: [`Error::Io`] if the stand-in descriptor of closed connections cannot be made.
+    pub(crate) fn from_socket(fd: OwnedFd) -> Result<Connection> {
+        Ok(Connection {
+            fd: Some(fd),
+            closed_fd: sys::closed_fd()?,
+            readable: true,
+            writable: true,
+            max_message: DEFAULT_MAX_FRAME,
+            kind: Kind::Socket(Arc::default()),
+        })
+    }
+
+    /// Whether this is a connection of a `Listener` or `Client` (CPython's framing), not an
+    /// end of a [`pipe`].
+    pub fn is_socket(&self) -> bool {
+        matches!(self.kind, Kind::Socket(_))
     }
 
     /// Another handle on the same end of the pipe: Python passes one `Connection` to several
     /// processes; here each gets a handle of its own.
+    ///
+    /// (For a connection of a `Listener` or `Client`, the handle's locks are shared with the
+    /// other handles of this process only: see [`Connection`].)
     ///
     /// The handle has its own duplicate of the socket (so it closes on its own: the other end
     /// sees end of file once every handle on this end, in every process, is closed), and
@@ -212,30 +279,60 @@ impl Connection {
     /// ```
     pub fn try_clone(&self) -> Result<Connection> {
         let fd = self.fd.as_ref().ok_or(Error::Closed)?;
+        let kind = match &self.kind {
+            Kind::Pipe(end) => Kind::Pipe(PipeEnd {
+                locks: end.locks.clone(),
+                lanes: Arc::clone(&end.lanes),
+                lane_in: end.lane_in,
+            }),
+            Kind::Socket(end) => Kind::Socket(Arc::clone(end)),
+        };
         Ok(Connection {
             fd: Some(fd.try_clone().map_err(|e| Error::io("dup", e))?),
             closed_fd: self.closed_fd,
             readable: self.readable,
             writable: self.writable,
             max_message: self.max_message,
-            locks: self.locks.clone(),
-            lanes: Arc::clone(&self.lanes),
-            lane_in: self.lane_in,
+            kind,
         })
     }
 
-    /// The lane this end receives on.
-    fn lane_in(&self) -> Lane<'_> {
-        self.lanes.lane(self.lane_in)
+    /// The lane this end receives on, for an end of a pipe.
+    fn lane_in(&self) -> Option<Lane<'_>> {
+        match &self.kind {
+            Kind::Pipe(end) => Some(end.lanes.lane(end.lane_in)),
+            Kind::Socket(_) => None,
+        }
     }
 
-    /// The lane this end sends on.
-    fn lane_out(&self) -> Lane<'_> {
-        self.lanes.lane(1 - self.lane_in)
+    /// The lane this end sends on, for an end of a pipe.
+    fn lane_out(&self) -> Option<Lane<'_>> {
+        match &self.kind {
+            Kind::Pipe(end) => Some(end.lanes.lane(1 - end.lane_in)),
+            Kind::Socket(_) => None,
+        }
+    }
+
+    /// Whether a receive stopped inside a frame, so this end can no longer receive.
+    fn is_broken(&self) -> bool {
+        match &self.kind {
+            Kind::Pipe(end) => end.lanes.lane(end.lane_in).is_broken(),
+            Kind::Socket(end) => end.broken.load(Ordering::Acquire),
+        }
+    }
+
+    /// Says that a receive stopped inside a frame.
+    fn mark_broken(&self) {
+        match &self.kind {
+            Kind::Pipe(end) => end.lanes.lane(end.lane_in).mark_broken(),
+            Kind::Socket(end) => end.broken.store(true, Ordering::Release),
+        }
     }
 
     /// Sets the largest message, in bytes, this end sends or accepts (default
-    /// `mp_process::wire::DEFAULT_MAX_FRAME`, 64 MiB; at most `u32::MAX` is usable).
+    /// `mp_process::wire::DEFAULT_MAX_FRAME`, 64 MiB; at most `u32::MAX` is usable on an end
+    /// of a pipe, any size on a connection of a `Listener` or `Client`, whose frames announce
+    /// lengths beyond 2 GiB as CPython's do).
     /// Returns the connection, for chaining after [`pipe`].
     pub fn with_max_message_size(mut self, max: usize) -> Connection {
         self.max_message = max;
@@ -289,7 +386,7 @@ impl Connection {
         if !self.readable {
             return Err(Error::WriteOnly);
         }
-        if self.lane_in().is_broken() {
+        if self.is_broken() {
             return Err(Error::Broken);
         }
         Ok(fd.as_fd())
@@ -297,14 +394,19 @@ impl Connection {
 
     /// Takes the end's send lock (the end may send: [`Connection::send_fd`] said so). A
     /// previous holder that died may have torn its message; the receiver will see it.
-    fn send_guard(&self) -> Result<LockGuard<'_>> {
-        let lock = self.locks.send.as_ref().ok_or(Error::ReadOnly)?;
-        take(lock).map(|(guard, _)| guard)
+    fn send_guard(&self) -> Result<Order<'_>> {
+        match &self.kind {
+            Kind::Pipe(end) => {
+                let lock = end.locks.send.as_ref().ok_or(Error::ReadOnly)?;
+                take(lock).map(|(guard, _)| Order::Shared(guard))
+            }
+            Kind::Socket(end) => Ok(take_local(&end.send)),
+        }
     }
 
-    /// Sends `payload` with `fds` beside it as one frame on the socket, the send lock held,
-    /// counting it first (the count orders it before later lane messages and wakes a
-    /// receiver asleep on the lane).
+    /// Sends `payload` with `fds` beside it as one frame on the socket, the send lock held;
+    /// on an end of a pipe, counting it first (the count orders it before later lane messages
+    /// and wakes a receiver asleep on the lane). A socket connection carries no descriptors.
     fn send_frame_locked(
         &self,
         fd: BorrowedFd<'_>,
@@ -313,6 +415,19 @@ impl Connection {
     ) -> Result<()> {
         // What `send_frame` would refuse before sending a byte is refused here, before the
         // frame is counted: a counted frame must follow.
+        if let Kind::Socket(_) = self.kind {
+            if !fds.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "a connection of a Listener or Client carries bytes only: a value holding \
+                     descriptors (a connection, queue, lock, shared memory) cannot cross it",
+                ));
+            }
+            if payload.len() > self.max_message {
+                let max = self.max_message;
+                return Err(Error::Wire(WireError::Oversized { len: payload.len() as u64, max }));
+            }
+            return pyframe::send(fd, payload).map_err(send_error);
+        }
         if fds.len() > fdpass::MAX_FDS_PER_FRAME {
             let max = fdpass::MAX_FDS_PER_FRAME;
             return Err(Error::Wire(WireError::TooManyFds { count: fds.len(), max }));
@@ -323,7 +438,9 @@ impl Connection {
         }
         // Counted (and the receiver woken) before the bytes go, so that a receiver asleep on
         // the lane comes to read a frame larger than the socket's buffer.
-        self.lane_out().sent_on_socket();
+        if let Some(lane) = self.lane_out() {
+            lane.sent_on_socket();
+        }
         fdpass::send_frame(fd, payload, fds, self.max_message).map_err(send_error)
     }
 
@@ -331,18 +448,32 @@ impl Connection {
     /// connection broken if the receive stops inside a frame.
     fn recv_frame(&self, limit: usize) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
         let fd = self.recv_fd()?;
-        let lock = self.locks.recv.as_ref().ok_or(Error::WriteOnly)?;
-        let (_order, holder_died) = take(lock)?;
-        let lane = self.lane_in();
-        // A receiver that died reading a frame from the socket lost the stream's position.
-        if holder_died && lane.in_frame() {
-            lane.mark_broken();
-        }
-        // Another receive may have broken the stream while this one waited.
-        if lane.is_broken() {
-            return Err(Error::Broken);
-        }
-        match self.receive(fd, limit) {
+        let (_order, received) = match &self.kind {
+            Kind::Pipe(end) => {
+                let lock = end.locks.recv.as_ref().ok_or(Error::WriteOnly)?;
+                let (order, holder_died) = take(lock)?;
+                let lane = end.lanes.lane(end.lane_in);
+                // A receiver that died reading a frame from the socket lost the stream's
+                // position.
+                if holder_died && lane.in_frame() {
+                    lane.mark_broken();
+                }
+                // Another receive may have broken the stream while this one waited.
+                if lane.is_broken() {
+                    return Err(Error::Broken);
+                }
+                (Order::Shared(order), self.receive(fd, lane, limit))
+            }
+            Kind::Socket(end) => {
+                let order = take_local(&end.recv);
+                if end.broken.load(Ordering::Acquire) {
+                    return Err(Error::Broken);
+                }
+                let frame = pyframe::recv(fd, limit, None).map(|f| f.map(|b| (b, Vec::new())));
+                (order, frame.map_err(Error::Wire))
+            }
+        };
+        match received {
             Ok(Some(frame)) => Ok(frame),
             Ok(None) => Err(Error::Eof),
             // Linux reports a peer that closed with unread data as a reset: it is gone all
@@ -353,7 +484,7 @@ impl Connection {
                 Err(Error::Eof)
             }
             Err(e) => {
-                lane.mark_broken();
+                self.mark_broken();
                 Err(match e {
                     Error::Wire(WireError::Io(source)) => Error::Io { op: "recv", source },
                     other => other,
@@ -365,12 +496,16 @@ impl Connection {
     /// The next message, in order: lane records once every socket frame sent before them is
     /// read, spinning for a while, then sleeping on the lane's futex in naps (see `lane.rs`),
     /// looking at the socket between naps. `None` at end of file.
-    fn receive(&self, fd: BorrowedFd<'_>, limit: usize) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    fn receive(
+        &self,
+        fd: BorrowedFd<'_>,
+        lane: Lane<'_>,
+        limit: usize,
+    ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
         /// The first nap.
         const FIRST_NAP: Duration = Duration::from_millis(1);
         /// The longest nap: how late a sleeping receiver may notice end of file.
         const LONGEST_NAP: Duration = Duration::from_millis(50);
-        let lane = self.lane_in();
         let _stop = Spinning(lane);
         let budget = lane::spin_budget();
         let mut spin_end: Option<Instant> = None;
@@ -381,14 +516,14 @@ impl Connection {
             let sent = lane.socket_sent();
             match lane.take(limit)? {
                 Ok(Next::Message(message)) => return Ok(Some((message, Vec::new()))),
-                Ok(Next::SocketFirst) => return self.socket_frame(fd, limit),
+                Ok(Next::SocketFirst) => return self.socket_frame(fd, lane, limit),
                 Ok(Next::Empty) => {}
                 Err(len) => {
                     return Err(Error::Wire(WireError::Oversized { len, max: limit }));
                 }
             }
             if sent > lane.socket_taken() {
-                return self.socket_frame(fd, limit);
+                return self.socket_frame(fd, lane, limit);
             }
             if let Some(budget) = budget {
                 let end = *spin_end.get_or_insert_with(|| {
@@ -406,7 +541,7 @@ impl Connection {
             // frame nobody counted (written by hand); it is read as it comes.
             match os::socket::peek(fd).map_err(|e| Error::io("recv (peek)", e))? {
                 Peek::Eof if !lane.ready() => return Ok(None),
-                Peek::Bytes if !lane.ready() => return self.read_frame(fd, limit),
+                Peek::Bytes if !lane.ready() => return read_frame(fd, lane, limit),
                 Peek::Eof | Peek::Bytes => continue,
                 Peek::Nothing => {}
             }
@@ -420,28 +555,14 @@ impl Connection {
     fn socket_frame(
         &self,
         fd: BorrowedFd<'_>,
+        lane: Lane<'_>,
         limit: usize,
     ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
-        let frame = self.read_frame(fd, limit)?;
+        let frame = read_frame(fd, lane, limit)?;
         if frame.is_some() {
-            self.lane_in().taken_from_socket();
+            lane.taken_from_socket();
         }
         Ok(frame)
-    }
-
-    /// Reads one frame from the socket (blocking), saying in the lane that a receiver is
-    /// inside a frame meanwhile, so that a receiver killed there is known to have broken the
-    /// stream. A frame whose descriptors were dropped is read whole, and the stream goes on.
-    fn read_frame(
-        &self,
-        fd: BorrowedFd<'_>,
-        limit: usize,
-    ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
-        let lane = self.lane_in();
-        lane.set_in_frame(true);
-        let frame = fdpass::recv_frame(fd, limit);
-        lane.set_in_frame(false);
-        Ok(frame?)
     }
 
     /// Sends `value` as one message: Python's `Connection.send`.
@@ -478,8 +599,8 @@ impl Connection {
         let _order = self.send_guard()?;
         // A small value without descriptors goes through the lane while the peer is
         // receiving, encoded in place.
-        if plain.is_some() {
-            let sent = self.lane_out().try_send(size, |buf| {
+        if let (Some(_), Some(lane)) = (plain, self.lane_out()) {
+            let sent = lane.try_send(size, |buf| {
                 let written = postcard::serialize_with_flavor(value, Slice::new(buf))
                     .map_err(|e| Error::Wire(WireError::Encode(e)))?;
                 if written.len() == size { Ok(()) } else { Err(Error::Unstable) }
@@ -542,11 +663,16 @@ impl Connection {
             }));
         }
         let _order = self.send_guard()?;
-        let sent = self.lane_out().try_send(payload.len(), |dst| {
-            dst.copy_from_slice(payload);
-            Ok(())
-        })?;
-        if sent { Ok(()) } else { self.send_frame_locked(fd, payload, &[]) }
+        if let Some(lane) = self.lane_out() {
+            let sent = lane.try_send(payload.len(), |dst| {
+                dst.copy_from_slice(payload);
+                Ok(())
+            })?;
+            if sent {
+                return Ok(());
+            }
+        }
+        self.send_frame_locked(fd, payload, &[])
     }
 
     /// Receives one message as bytes: Python's `Connection.recv_bytes`.
@@ -662,12 +788,27 @@ impl Connection {
     fn poll_until(&self, deadline: Option<Instant>) -> Result<bool> {
         let fd = self.recv_fd()?;
         let lane = self.lane_in();
-        if lane.ready() {
+        if lane.is_some_and(|l| l.ready()) {
             return Ok(true);
         }
         let ready = os::poll::readable(fd.as_fd(), deadline).map_err(|e| Error::io("poll", e))?;
-        Ok(ready || lane.ready())
+        Ok(ready || lane.is_some_and(|l| l.ready()))
     }
+}
+
+/// Reads one frame of mp's from the socket of a pipe's end (blocking), saying in the lane
+/// that a receiver is inside a frame meanwhile, so that a receiver killed there is known to
+/// have broken the stream. A frame whose descriptors were dropped is read whole, and the
+/// stream goes on.
+fn read_frame(
+    fd: BorrowedFd<'_>,
+    lane: Lane<'_>,
+    limit: usize,
+) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    lane.set_in_frame(true);
+    let frame = fdpass::recv_frame(fd, limit);
+    lane.set_in_frame(false);
+    Ok(frame?)
 }
 
 /// The socket of an open connection. Once it is closed, a socket that always polls readable
@@ -679,7 +820,9 @@ impl AsFd for Connection {
         match &self.fd {
             // A message left in the lane does not make the socket readable: lend the
             // always-ready descriptor while one waits.
-            Some(_) if self.readable && self.lane_in().has_record() => self.closed_fd.as_fd(),
+            Some(_) if self.readable && self.lane_in().is_some_and(|l| l.has_record()) => {
+                self.closed_fd.as_fd()
+            }
             Some(fd) => fd.as_fd(),
             None => self.closed_fd.as_fd(),
         }
@@ -693,100 +836,23 @@ impl fmt::Debug for Connection {
             .field("readable", &self.readable)
             .field("writable", &self.writable)
             .field("max_message", &self.max_message)
-            .field("broken", &(self.readable && self.lane_in().is_broken()))
+            .field("socket", &self.is_socket())
+            .field("broken", &(self.readable && self.is_broken()))
             .finish()
-    }
-}
-
-/// What crosses for a connection, when sending.
-#[derive(Serialize)]
-#[serde(rename = "Connection")]
-struct OutWire<'a> {
-    fd: mp_process::fdpass::FdRef<'a>,
-    lanes: LanesRef<'a>,
-    lane_in: u8,
-    send_lock: Option<&'a Lock>,
-    recv_lock: Option<&'a Lock>,
-    max_message: u64,
-}
-
-/// What crosses for a connection, when receiving.
-#[derive(Deserialize)]
-#[serde(rename = "Connection")]
-struct InWire {
-    #[serde(with = "mp_process::fdpass::serde_fd")]
-    fd: OwnedFd,
-    lanes: LanesIn,
-    lane_in: u8,
-    send_lock: Option<Lock>,
-    recv_lock: Option<Lock>,
-    max_message: u64,
-}
-
-/// A connection serialises as its socket (out of band, through `mp_process::fdpass`), the
-/// pipe's lanes, the end's locks (a handle on the same end: see
-/// [`Connection::try_clone`]), which say its direction, and its maximum message size.
-/// Serialising a closed connection, or outside `fdpass::encode_with_fds`, fails.
-impl Serialize for Connection {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
-        let fd = self
-            .fd
-            .as_ref()
-            .ok_or_else(|| S::Error::custom("a closed Connection cannot be sent"))?;
-        OutWire {
-            fd: mp_process::fdpass::FdRef(fd),
-            lanes: LanesRef(&self.lanes),
-            lane_in: self.lane_in as u8,
-            send_lock: self.locks.send.as_ref(),
-            recv_lock: self.locks.recv.as_ref(),
-            max_message: u64::try_from(self.max_message).unwrap_or(u64::MAX),
-        }
-        .serialize(s)
-    }
-}
-
-/// A received connection is checked: its descriptor must be an `AF_UNIX` stream socket and it
-/// must be readable or writable (have a lock of either direction).
-impl<'de> Deserialize<'de> for Connection {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let wire = InWire::deserialize(d)?;
-        let locks = Locks { send: wire.send_lock, recv: wire.recv_lock };
-        if locks.send.is_none() && locks.recv.is_none() {
-            return Err(refuse("a Connection must be readable or writable"));
-        }
-        check::unix_socket(wire.fd.as_fd(), SocketType::STREAM, "a Connection")
-            .map_err(refuse::<D::Error>)?;
-        let closed = sys::closed_fd().map_err(refuse::<D::Error>)?;
-        let lanes = Arc::new(wire.lanes.0);
-        let mut conn =
-            Connection::from_parts(wire.fd, locks, closed, lanes, usize::from(wire.lane_in));
-        conn.max_message = usize::try_from(wire.max_message).unwrap_or(usize::MAX);
-        Ok(conn)
-    }
-}
-
-/// A pipe's lanes, borrowed for sending.
-struct LanesRef<'a>(&'a Lanes);
-
-impl Serialize for LanesRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
-
-/// A pipe's lanes, received (and checked).
-struct LanesIn(Lanes);
-
-impl<'de> Deserialize<'de> for LanesIn {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Lanes::deserialize(d).map(LanesIn)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The locks of an end of a pipe.
+    fn pipe_locks(conn: &Connection) -> &Locks {
+        match &conn.kind {
+            Kind::Pipe(end) => &end.locks,
+            Kind::Socket(_) => panic!("not a pipe"),
+        }
+    }
 
     /// A thread takes `conn`'s `lock` and exits holding it, as a process killed holding it
     /// would; with `in_frame`, while it says it is reading a frame.
@@ -795,7 +861,7 @@ mod tests {
             s.spawn(|| {
                 let (guard, _) = take(lock).unwrap();
                 if in_frame {
-                    conn.lane_in().set_in_frame(true);
+                    conn.lane_in().unwrap().set_in_frame(true);
                 }
                 guard.forget();
             });
@@ -806,7 +872,7 @@ mod tests {
     fn a_receiver_that_died_between_messages_leaves_the_end_usable() {
         let (a, b) = pipe(true).unwrap();
         a.send(&1u8).unwrap();
-        die_holding(&b, b.locks.recv.as_ref().unwrap(), false);
+        die_holding(&b, pipe_locks(&b).recv.as_ref().unwrap(), false);
         assert_eq!(b.recv::<u8>().unwrap(), 1);
         a.send(&2u8).unwrap();
         assert_eq!(b.recv::<u8>().unwrap(), 2);
@@ -817,7 +883,7 @@ mod tests {
         let (a, b) = pipe(true).unwrap();
         let b2 = b.try_clone().unwrap();
         a.send(&1u8).unwrap();
-        die_holding(&b, b.locks.recv.as_ref().unwrap(), true);
+        die_holding(&b, pipe_locks(&b).recv.as_ref().unwrap(), true);
         assert!(matches!(b.recv::<u8>(), Err(Error::Broken)));
         assert!(matches!(b2.recv::<u8>(), Err(Error::Broken)));
         assert!(matches!(b2.poll(), Err(Error::Broken)));
@@ -829,7 +895,7 @@ mod tests {
     #[test]
     fn a_sender_that_died_holding_the_send_lock_does_not_stop_the_others() {
         let (a, b) = pipe(true).unwrap();
-        die_holding(&a, a.locks.send.as_ref().unwrap(), false);
+        die_holding(&a, pipe_locks(&a).send.as_ref().unwrap(), false);
         a.send(&1u8).unwrap();
         assert_eq!(b.recv::<u8>().unwrap(), 1);
     }
