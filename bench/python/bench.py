@@ -568,6 +568,68 @@ def seconds_per_item(batch):
     return total / items
 
 
+def _echo_server(address, ready):
+    """The server of the connection rows: accepts with the key and echoes, for ever."""
+    from multiprocessing.connection import Listener
+    with Listener(address, authkey=b"secret") as listener:
+        ready.send(listener.address)
+        while True:
+            try:
+                conn = listener.accept()
+            except Exception:
+                continue
+            try:
+                while True:
+                    conn.send_bytes(conn.recv_bytes())
+            except EOFError:
+                conn.close()
+
+
+def _start_echo(address):
+    """Starts the echo server (a daemonic fork child); returns it and its address."""
+    ctx = multiprocessing.get_context("fork")
+    r, w = ctx.Pipe(False)
+    p = ctx.Process(target=_echo_server, args=(address, w), daemon=True)
+    p.start()
+    return p, r.recv()
+
+
+def _connection_rtt(address):
+    from multiprocessing.connection import Client
+    p, bound = _start_echo(address)
+    conn = Client(bound, authkey=b"secret")
+    msg = b"x" * 64
+
+    def op():
+        conn.send_bytes(msg)
+        conn.recv_bytes()
+    per = seconds_per_op(op)
+    conn.close()
+    p.terminate()
+    p.join()
+    return per * 1e6, "us"
+
+
+def connection_rtt_unix():
+    """A 64-byte send_bytes + recv_bytes round trip over an AF_UNIX Listener connection, in µs."""
+    return _connection_rtt("\0mp-bench-py-%d" % os.getpid())
+
+
+def connection_rtt_tcp():
+    """The same over TCP loopback, in µs."""
+    return _connection_rtt(("127.0.0.1", 0))
+
+
+def connection_connect_auth_tcp():
+    """Client(address, authkey) (connect and the mutual handshake) and close, in µs."""
+    from multiprocessing.connection import Client
+    p, bound = _start_echo(("127.0.0.1", 0))
+    per = seconds_per_op(lambda: Client(bound, authkey=b"secret").close())
+    p.terminate()
+    p.join()
+    return per * 1e6, "us"
+
+
 ROWS = {
     "spawn_fork": spawn_fork,
     "spawn_forkserver": spawn_forkserver,
@@ -593,6 +655,9 @@ ROWS = {
     "manager_proxy_create": manager_proxy_create,
     "manager_list_iterate": manager_list_iterate,
     "manager_memory": manager_memory,
+    "connection_rtt_unix": connection_rtt_unix,
+    "connection_rtt_tcp": connection_rtt_tcp,
+    "connection_connect_auth_tcp": connection_connect_auth_tcp,
 }
 
 

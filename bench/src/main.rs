@@ -5,6 +5,7 @@
 //! resident set of this process (`VmHWM`). `mp-bench exit-now` returns at once: the exec floor
 //! starts it. The rows are in `rows.rs`; the CPython side is `bench/python/bench.py`.
 
+mod connection_rows;
 mod floor;
 mod manager_rows;
 mod measure;

@@ -73,6 +73,9 @@ const ROWS: &[(&str, RowFn)] = &[
     ("manager_proxy_create", crate::manager_rows::manager_proxy_create),
     ("manager_list_iterate", crate::manager_rows::manager_list_iterate),
     ("manager_memory", crate::manager_rows::manager_memory),
+    ("connection_rtt_unix", crate::connection_rows::connection_rtt_unix),
+    ("connection_rtt_tcp", crate::connection_rows::connection_rtt_tcp),
+    ("connection_connect_auth_tcp", crate::connection_rows::connection_connect_auth_tcp),
 ];
 
 /// The names of the rows.
@@ -468,6 +471,17 @@ pub fn socket_pingpong(size: usize) -> Result<f64> {
     pipe_floor::pingpong(size)
 }
 
+/// Seconds per round trip of a `size`-byte message over TCP loopback (`TCP_NODELAY`) between
+/// two processes.
+pub fn tcp_pingpong(size: usize) -> Result<f64> {
+    pipe_floor::tcp_pingpong(size)
+}
+
+/// Seconds per TCP loopback connect + accept + close, in one process.
+pub fn tcp_connect() -> Result<f64> {
+    pipe_floor::tcp_connect()
+}
+
 /// Seconds per batch of `batch` messages of `size` bytes through a raw `AF_UNIX` socket pair
 /// followed by a one-byte ack: the floor of `pipe_bulk` and `queue_1mib`.
 pub fn socket_bulk(size: usize, batch: usize) -> Result<f64> {
@@ -594,7 +608,63 @@ mod pipe_floor {
     /// Forks a child that runs `serve` on its end of a fresh socket pair and leaves with
     /// `_exit`; returns the parent's end and the child's pid.
     fn fork_with(serve: impl FnOnce(&OwnedFd) -> Result<()>) -> Result<(OwnedFd, libc::pid_t)> {
-        let (ours, theirs) = socket_pair()?;
+        fork_pair(socket_pair()?, serve)
+    }
+
+    /// A connected TCP loopback pair with `TCP_NODELAY` on both ends.
+    fn tcp_pair() -> Result<(OwnedFd, OwnedFd)> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind")?;
+        let a = std::net::TcpStream::connect(listener.local_addr()?).context("connect")?;
+        let (b, _) = listener.accept().context("accept")?;
+        a.set_nodelay(true)?;
+        b.set_nodelay(true)?;
+        Ok((a.into(), b.into()))
+    }
+
+    /// Seconds per round trip of a `size`-byte message over TCP loopback (`TCP_NODELAY`), the
+    /// echo in a forked child: the floor of `connection_rtt_tcp`.
+    pub fn tcp_pingpong(size: usize) -> Result<f64> {
+        let (ours, pid) = fork_pair(tcp_pair()?, |sock| {
+            let mut buf = vec![0u8; size];
+            while read_exact(sock, &mut buf)? {
+                write_all(sock, &buf)?;
+            }
+            Ok(())
+        })?;
+        let msg = vec![7u8; size];
+        let mut buf = vec![0u8; size];
+        let seconds = seconds_per_op(|n| {
+            for _ in 0..n {
+                write_all(&ours, &msg)?;
+                ensure!(read_exact(&ours, &mut buf)?, "the child went away");
+            }
+            Ok(())
+        })?;
+        finish(ours, pid)?;
+        Ok(seconds)
+    }
+
+    /// Seconds per TCP loopback connect + accept + close, in one process, no handshake: the
+    /// floor of `connection_connect_auth_tcp` (as `sock_rtt.c` measures it).
+    pub fn tcp_connect() -> Result<f64> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind")?;
+        let address = listener.local_addr()?;
+        seconds_per_op(|n| {
+            for _ in 0..n {
+                let client = std::net::TcpStream::connect(address).context("connect")?;
+                let (server, _) = listener.accept().context("accept")?;
+                drop((client, server));
+            }
+            Ok(())
+        })
+    }
+
+    /// Forks a child that runs `serve` on `theirs` and leaves with `_exit`; returns `ours`
+    /// and the child's pid.
+    fn fork_pair(
+        (ours, theirs): (OwnedFd, OwnedFd),
+        serve: impl FnOnce(&OwnedFd) -> Result<()>,
+    ) -> Result<(OwnedFd, libc::pid_t)> {
         // SAFETY: the child only uses its socket through read and write and leaves with
         // `_exit`, never returning into the parent's frames.
         let pid = unsafe { libc::fork() };

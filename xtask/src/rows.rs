@@ -96,6 +96,11 @@ pub const ROWS: &[Row] = &[
     row("manager_list_iterate", Higher, false, &[Cpython(100.0)]),
     // Reported, no target: the manager process's memory per 1,000 live dict proxies.
     row("manager_memory", Lower, false, &[]),
+    // Listener/Client, 64-byte round trips (a blocking socket round trip is the floor) and
+    // connect + mutual authentication (TCP connect + accept + close is the floor).
+    row("connection_rtt_unix", Lower, true, &[Floor(1.2)]),
+    row("connection_rtt_tcp", Lower, true, &[Floor(1.2)]),
+    row("connection_connect_auth_tcp", Lower, true, &[Floor(2.0)]),
 ];
 
 #[cfg(test)]

@@ -126,6 +126,27 @@
 //! # }
 //! ```
 //!
+//! # Listeners and clients
+//! [`Listener`] and [`Client`] are Python's `multiprocessing.connection.Listener` and
+//! `Client`: connections between processes that are not parent and child, on TCP, an
+//! `AF_UNIX` path or a Linux abstract name ([`Address`]). With a key, both ends run
+//! CPython's mutual handshake (HMAC-SHA256 challenges, every read capped at 256 bytes and
+//! bounded in time) before any data; the connections frame messages as CPython does (a
+//! 4-byte big-endian length), so either end may be a Python program using
+//! `send_bytes`/`recv_bytes`. They are [`Connection`]s like a pipe's ends, carrying bytes
+//! only (no descriptors inside messages); an accepted connection can itself be handed to a
+//! child process.
+//!
+//! ```
+//! let listener = mp_queue::Listener::bind("@mp-doc-example", Some(b"key"))?;
+//! std::thread::scope(|s| {
+//!     s.spawn(|| mp_queue::Client::connect("@mp-doc-example", Some(b"key"))?.send(&7u8));
+//!     assert_eq!(listener.accept()?.recv::<u8>()?, 7);
+//!     Ok::<(), mp_queue::Error>(())
+//! })?;
+//! # Ok::<(), mp_queue::Error>(())
+//! ```
+//!
 //! # Waiting on many objects
 //! [`wait`] and [`wait_timeout`] are Python's `multiprocessing.connection.wait`: given any
 //! collection of connections, queues, process sentinels (`mp_process::Process::sentinel`),
@@ -164,7 +185,8 @@
 //! # Which handles are `Send` and `Sync`
 //! | type | `Send` | `Sync` | why |
 //! | --- | --- | --- | --- |
-//! | [`Connection`] | yes | yes | a socket; the end's send lock orders sends and its receive lock receives (across processes too), so messages never interleave, and one thread may receive while another sends. |
+//! | [`Connection`] | yes | yes | a socket; the end's send lock orders sends and its receive lock receives (across processes too, for a pipe's ends; within the process for a `Listener`'s or `Client`'s), so messages never interleave, and one thread may receive while another sends. |
+//! | [`Listener`] | yes | yes | a listening socket; several threads may accept at once. |
 //! | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] | yes | yes | whatever `T`: the handle holds no `T`, only shared memory, robust locks and descriptors; any thread of any process may put and get. |
 //! | [`PutError`] | if `T` is | if `T` is | it holds the value. |
 //! | [`Error`] | yes | yes | plain data and `io::Error`. |
@@ -198,8 +220,11 @@
 //!   only `recv_bytes` with a too small `maxlength`; a read-only end is not closed by it.
 //! - A peer that closed with unread data (Linux: `ECONNRESET`) is [`Error::Eof`], not
 //!   `ConnectionResetError`.
-//! - There is no `fileno()`: use [`AsFd`](std::os::fd::AsFd). `Listener`/`Client` (named
-//!   sockets with authentication) are not provided.
+//! - There is no `fileno()`: use [`AsFd`](std::os::fd::AsFd).
+//! - [`Listener`] and [`Client`] refuse Python 3.11's HMAC-MD5 handshake unless
+//!   `legacy_md5(true)` is set (CPython 3.12 accepts it always), bound each handshake by a
+//!   timeout (Python waits for ever), set `TCP_NODELAY`, and listen with a backlog of 128
+//!   (Python's `Listener` uses 1).
 //!
 //! # Features
 //! `failpoints` (off by default; the crate's own tests turn it on) adds `mp_queue::failpoint`: a

@@ -118,8 +118,10 @@ struct PipeEnd {
 struct SocketEnd {
     /// Held for the whole of one message's sending.
     send: Mutex<()>,
-    /// Held for the whole of one message's receiving.
-    recv: Mutex<()>,
+    /// Held for the whole of one message's receiving, with the bytes read ahead.
+    recv: Mutex<pyframe::ReadAhead>,
+    /// Whether bytes read ahead wait in `recv` (for `poll` and `wait`, without the lock).
+    read_ahead: AtomicBool,
     /// Whether a receive stopped inside a frame.
     broken: AtomicBool,
 }
@@ -128,13 +130,15 @@ struct SocketEnd {
 enum Order<'a> {
     /// A pipe end's process-shared lock.
     Shared(#[allow(dead_code, reason = "held for its drop")] LockGuard<'a>),
-    /// A socket connection's lock.
+    /// A socket connection's send lock.
     Local(#[allow(dead_code, reason = "held for its drop")] MutexGuard<'a, ()>),
+    /// A socket connection's receive lock.
+    Reader(#[allow(dead_code, reason = "held for its drop")] MutexGuard<'a, pyframe::ReadAhead>),
 }
 
 /// Takes a socket connection's lock.
-fn take_local(lock: &Mutex<()>) -> Order<'_> {
-    Order::Local(lock.lock().unwrap_or_else(PoisonError::into_inner))
+fn take_local<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One end of a [`pipe`], or a connection made by a [`Listener`](crate::Listener) or a
@@ -150,6 +154,14 @@ fn take_local(lock: &Mutex<()>) -> Order<'_> {
 /// passes into a child as an argument of `mp_process::Process::new` under every start method
 /// (under `fork` it is simply moved), and inside messages. It keeps its direction and its
 /// maximum message size when it crosses.
+///
+/// # Connections of a `Listener` or `Client`
+/// A connection made by [`Listener::accept`](crate::Listener::accept) or
+/// [`Client::connect`](crate::Client::connect) has the same API over a TCP or `AF_UNIX`
+/// socket, with CPython's framing (a 4-byte big-endian length; −1 and an 8-byte length past
+/// 2 GiB) and no lanes, so its peer may be a Python program. It carries bytes only: a value
+/// holding descriptors is [`Error::InvalidArgument`]. Its handles share send and receive
+/// locks within one process; it may be handed to a child, which then uses it on its own.
 ///
 /// # Errors and a connection's state
 /// The other end closing gives [`Error::Eof`] from the receiving calls (and
@@ -313,6 +325,15 @@ impl Connection {
         }
     }
 
+    /// Whether a socket connection has bytes read ahead, which the socket no longer shows
+    /// (such a connection cannot be sent: they would stay behind).
+    pub(crate) fn has_read_ahead(&self) -> bool {
+        match &self.kind {
+            Kind::Socket(end) => end.read_ahead.load(Ordering::Acquire),
+            Kind::Pipe(_) => false,
+        }
+    }
+
     /// Whether a receive stopped inside a frame, so this end can no longer receive.
     fn is_broken(&self) -> bool {
         match &self.kind {
@@ -400,7 +421,7 @@ impl Connection {
                 let lock = end.locks.send.as_ref().ok_or(Error::ReadOnly)?;
                 take(lock).map(|(guard, _)| Order::Shared(guard))
             }
-            Kind::Socket(end) => Ok(take_local(&end.send)),
+            Kind::Socket(end) => Ok(Order::Local(take_local(&end.send))),
         }
     }
 
@@ -465,12 +486,13 @@ impl Connection {
                 (Order::Shared(order), self.receive(fd, lane, limit))
             }
             Kind::Socket(end) => {
-                let order = take_local(&end.recv);
+                let mut reader = take_local(&end.recv);
                 if end.broken.load(Ordering::Acquire) {
                     return Err(Error::Broken);
                 }
-                let frame = pyframe::recv(fd, limit, None).map(|f| f.map(|b| (b, Vec::new())));
-                (order, frame.map_err(Error::Wire))
+                let frame = reader.recv(fd, limit).map(|f| f.map(|b| (b, Vec::new())));
+                end.read_ahead.store(!reader.is_empty(), Ordering::Release);
+                (Order::Reader(reader), frame.map_err(Error::Wire))
             }
         };
         match received {
@@ -788,7 +810,7 @@ impl Connection {
     fn poll_until(&self, deadline: Option<Instant>) -> Result<bool> {
         let fd = self.recv_fd()?;
         let lane = self.lane_in();
-        if lane.is_some_and(|l| l.ready()) {
+        if lane.is_some_and(|l| l.ready()) || self.has_read_ahead() {
             return Ok(true);
         }
         let ready = os::poll::readable(fd.as_fd(), deadline).map_err(|e| Error::io("poll", e))?;
@@ -820,7 +842,11 @@ impl AsFd for Connection {
         match &self.fd {
             // A message left in the lane does not make the socket readable: lend the
             // always-ready descriptor while one waits.
-            Some(_) if self.readable && self.lane_in().is_some_and(|l| l.has_record()) => {
+            Some(_)
+                if self.readable
+                    && (self.lane_in().is_some_and(|l| l.has_record())
+                        || self.has_read_ahead()) =>
+            {
                 self.closed_fd.as_fd()
             }
             Some(fd) => fd.as_fd(),

@@ -36,11 +36,28 @@ fn header(len: usize) -> ([u8; 12], usize) {
     }
 }
 
+/// Appends `payload` as one frame to `out`.
+pub(crate) fn frame_into(out: &mut Vec<u8>, payload: &[u8]) {
+    let (head, head_len) = header(payload.len());
+    out.extend_from_slice(head.get(..head_len).unwrap_or(&[]));
+    out.extend_from_slice(payload);
+}
+
 /// Sends `payload` as one frame: header and payload in one vectored write (partial writes
 /// are continued; a closed peer is `EPIPE`, never a signal). The caller checked the size.
 pub(crate) fn send(sock: BorrowedFd<'_>, payload: &[u8]) -> Result<(), WireError> {
     let (head, head_len) = header(payload.len());
-    let head = head.get(..head_len).unwrap_or(&[]);
+    write_all(sock, head.get(..head_len).unwrap_or(&[]), payload)
+}
+
+/// Sends bytes already framed (by [`frame_into`]).
+pub(crate) fn send_raw(sock: BorrowedFd<'_>, framed: &[u8]) -> Result<(), WireError> {
+    write_all(sock, framed, &[])
+}
+
+/// Writes `head` then `payload` whole, in as few vectored writes as the socket takes.
+fn write_all(sock: BorrowedFd<'_>, head: &[u8], payload: &[u8]) -> Result<(), WireError> {
+    let head_len = head.len();
     let total = head_len.saturating_add(payload.len());
     let mut sent = 0usize;
     while sent < total {
@@ -165,6 +182,124 @@ pub(crate) fn recv(
     Ok(Some(payload))
 }
 
+/// The read-ahead buffer of a connection: a frame's header and a small payload (and often
+/// the next frames) come in one system call.
+const READ_AHEAD: usize = 16 * 1024;
+
+/// Bytes read from a socket ahead of the frames that use them: a connection's receiver reads
+/// up to [`READ_AHEAD`] bytes at a time and takes frames out of them; a payload larger than
+/// that is read straight into its own buffer.
+#[derive(Default)]
+pub(crate) struct ReadAhead {
+    /// The buffer, allocated on first use.
+    buf: Vec<u8>,
+    /// The first byte not yet taken.
+    start: usize,
+    /// The end of the bytes read.
+    end: usize,
+}
+
+impl ReadAhead {
+    /// Whether no byte is waiting in the buffer.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// The bytes waiting.
+    fn waiting(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or(&[])
+    }
+
+    /// Reads until at least `need` (at most [`READ_AHEAD`]) bytes are waiting. `Ok(false)` if
+    /// the stream ends first.
+    fn fill_to(&mut self, sock: BorrowedFd<'_>, need: usize) -> Result<bool, WireError> {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; READ_AHEAD];
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        while self.end < need {
+            let Some(room) = self.buf.get_mut(self.end..) else { break };
+            match read_some(sock, room, None)? {
+                Read::Bytes(n) => self.end += n,
+                Read::Eof => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Takes `n` waiting bytes (the caller checked that they are there).
+    fn take(&mut self, n: usize) -> &[u8] {
+        let from = self.start;
+        self.start = (self.start + n).min(self.end);
+        self.buf.get(from..self.start).unwrap_or(&[])
+    }
+
+    /// Receives one frame of at most `max` bytes (blocking): as [`recv`], reading ahead.
+    pub(crate) fn recv(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>, WireError> {
+        let truncated = |expected: usize, got: usize| WireError::Truncated { expected, got };
+        if !self.fill_to(sock, 4)? {
+            return match self.waiting().len() {
+                0 => Ok(None),
+                got => Err(truncated(4, got)),
+            };
+        }
+        let short: [u8; 4] =
+            self.waiting().get(..4).and_then(|h| h.try_into().ok()).unwrap_or_default();
+        let announced = i32::from_be_bytes(short);
+        let (head, len) = match announced {
+            -1 => {
+                if !self.fill_to(sock, 12)? {
+                    return Err(truncated(12, self.waiting().len()));
+                }
+                let long: [u8; 8] =
+                    self.waiting().get(4..12).and_then(|h| h.try_into().ok()).unwrap_or_default();
+                (12, u64::from_be_bytes(long))
+            }
+            n if n >= 0 => (4, u64::from(n.unsigned_abs())),
+            n => {
+                return Err(WireError::Refused(format!(
+                    "a frame announced a negative length ({n})"
+                )));
+            }
+        };
+        let len = match usize::try_from(len) {
+            Ok(len) if len <= max => len,
+            _ => return Err(WireError::Oversized { len, max }),
+        };
+        self.take(head);
+        if head + len <= READ_AHEAD {
+            if !self.fill_to(sock, len)? {
+                return Err(truncated(head + len, head + self.waiting().len()));
+            }
+            return Ok(Some(self.take(len).to_vec()));
+        }
+        // A large payload: what is waiting, then the rest straight from the socket.
+        let mut payload = self.take(len).to_vec();
+        let mut filled = payload.len();
+        payload.resize(len.min(filled.max(RECV_CHUNK)), 0);
+        while filled < len {
+            if filled == payload.len() {
+                let grown = payload.len().saturating_mul(2).clamp(RECV_CHUNK, len);
+                payload.resize(grown, 0);
+            }
+            let Some(rest) = payload.get_mut(filled..) else { break };
+            match read_some(sock, rest, None)? {
+                Read::Bytes(n) => filled += n,
+                Read::Eof => return Err(truncated(head + len, head + filled)),
+            }
+        }
+        Ok(Some(payload))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +348,41 @@ mod tests {
         let (a, b) = os::socket::stream_pair().unwrap();
         drop(a);
         assert!(recv(b.as_fd(), 10, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn reading_ahead_gives_the_same_frames() {
+        let (a, b) = os::socket::stream_pair().unwrap();
+        let big = vec![3u8; 100_000];
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..50u8 {
+                    send(a.as_fd(), &[i; 7]).unwrap();
+                    send(a.as_fd(), b"").unwrap();
+                    if i % 10 == 0 {
+                        send(a.as_fd(), &big).unwrap();
+                    }
+                }
+                drop(a);
+            });
+            let mut reader = ReadAhead::default();
+            for i in 0..50u8 {
+                assert_eq!(reader.recv(b.as_fd(), 1 << 20).unwrap().unwrap(), [i; 7]);
+                assert_eq!(reader.recv(b.as_fd(), 1 << 20).unwrap().unwrap(), b"");
+                if i % 10 == 0 {
+                    assert_eq!(reader.recv(b.as_fd(), 1 << 20).unwrap().unwrap(), big);
+                }
+            }
+            assert!(reader.recv(b.as_fd(), 1 << 20).unwrap().is_none());
+        });
+        // Truncated inside a header and inside a payload.
+        for bytes in [&[0u8, 0][..], &[0, 0, 0, 9, 1, 2][..]] {
+            let (a, b) = os::socket::stream_pair().unwrap();
+            rustix::net::send(&a, bytes, SendFlags::empty()).unwrap();
+            drop(a);
+            let got = ReadAhead::default().recv(b.as_fd(), 100);
+            assert!(matches!(got, Err(WireError::Truncated { .. })), "{got:?}");
+        }
     }
 
     #[test]

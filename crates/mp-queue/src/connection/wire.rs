@@ -70,6 +70,12 @@ impl Serialize for Connection {
                 send_lock: end.locks.send.as_ref(),
                 recv_lock: end.locks.recv.as_ref(),
             }),
+            Kind::Socket(_) if self.has_read_ahead() => {
+                return Err(S::Error::custom(
+                    "a Connection holding bytes it read ahead (part of a message received) \
+                     cannot be sent: receive them first",
+                ));
+            }
             Kind::Socket(_) => None,
         };
         OutWire {

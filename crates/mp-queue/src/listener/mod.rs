@@ -366,8 +366,7 @@ impl Client {
         let fd = connect_to(&self.address, self.auth.timeout)?;
         if let Some(mut handshake) = self.auth.handshake() {
             handshake.deadline = Some(started + self.auth.timeout);
-            handshake.answer_challenge(fd.as_fd())?;
-            handshake.deliver_challenge(fd.as_fd())?;
+            handshake.client(fd.as_fd())?;
         }
         Connection::from_socket(fd)
     }
