@@ -104,7 +104,7 @@ pub mod connection {
     pub use mp_process::{AUTHKEY_LEN, AuthKey, authkey, set_authkey};
     pub use mp_queue::{
         Address, Client, Connection, DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT, IntoAddress,
-        Listener, ListenerBuilder, pipe, wait, wait_timeout,
+        Listener, ListenerBuilder, Pending, pipe, wait, wait_timeout,
     };
 }
 

@@ -55,6 +55,10 @@ pub enum Error {
     AlreadyStarted,
     /// The manager was shut down: it makes no more objects.
     ShutDown,
+    /// The operation is the owner's, and this handle reached the manager with
+    /// [`Manager::connect`](crate::Manager::connect) (Python's connected managers have no
+    /// process to join).
+    NotOwner,
     /// A non-blocking or timed `get` found the queue empty (Python's `queue.Empty`).
     Empty,
     /// A non-blocking or timed `put` found the queue full (Python's `queue.Full`).
@@ -109,6 +113,9 @@ impl fmt::Display for Error {
             Error::ManagerGone => f.write_str("the manager's process is gone"),
             Error::AlreadyStarted => f.write_str("the manager was already started"),
             Error::ShutDown => f.write_str("the manager was shut down"),
+            Error::NotOwner => f.write_str(
+                "this handle connected to the manager: only the process that started it may do this",
+            ),
             Error::Empty => f.write_str("the queue is empty"),
             Error::Full => f.write_str("the queue is full"),
             Error::Timeout => f.write_str("timed out"),

@@ -63,7 +63,7 @@ mod shm_manager;
 
 pub use error::{Error, RemoteError, Result};
 pub use managed::{Exposed, Managed, Method, Proxy, ProxyMethod, RemoteMethod};
-pub use manager::{Manager, ManagerBuilder, SHUTDOWN_TIMEOUT};
+pub use manager::{Manager, ManagerBuilder, SHUTDOWN_TIMEOUT, Server};
 pub use proxies::containers::{ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy};
 pub use proxies::sync::{
     BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, EventProxy, JoinableQueueProxy, LockGuard,

@@ -1,5 +1,13 @@
 //! A process's way to its manager: the manager's *doorway* (a private `SOCK_SEQPACKET` socket
-//! whose other end only the manager reads) and the connections this process opened through it.
+//! whose other end only the manager reads) and the connections this process opened through it;
+//! or, for a manager served on an address (a remote manager), the address and the key.
+//!
+//! A remote connection is a `Listener`/`Client` connection of `mp_queue` (TCP or `AF_UNIX`,
+//! CPython's mutual HMAC handshake), whose first message names the client process's session
+//! (random bytes made per process): the manager counts a session's connections and gives back
+//! what it held when the last one closes. So that this happens only when the process ends (or
+//! drops every proxy), each process keeps one connection of the session open and idle (its
+//! *anchor*) for as long as it holds the link.
 //!
 //! A connection is an `mp_queue` duplex pipe (shared-memory lanes with bounded spinning, a
 //! socket beneath): the client makes the pair and sends the server's end through the doorway
@@ -14,16 +22,17 @@ use std::io::IoSlice;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
+use mp_process::AuthKey;
 use mp_process::fdpass::{self, FdRef, Kind, ObjectId, PassFd, SharedObject, check, refuse};
 use mp_process::os;
-use mp_queue::Connection;
+use mp_queue::{Address, Client, Connection};
 use parking_lot::Mutex;
 use rustix::io::Errno;
 use rustix::net::{SendFlags, SocketType};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::proto::{Call, Hello, Payload, Reply, Request, VERSION};
+use crate::proto::{Call, Hello, Payload, RemoteHello, RemoteWelcome, Reply, Request, VERSION};
 
 /// The largest hello record (a connection's definition: its socket, lanes and locks).
 pub(crate) const MAX_HELLO: usize = 64 * 1024;
@@ -39,18 +48,48 @@ pub(crate) struct Link(pub(crate) Arc<Door>);
 pub(crate) struct Door {
     /// The identity of the manager (the same in every process).
     id: ObjectId,
-    /// The client end of the doorway.
-    doorway: OwnedFd,
+    /// How connections are opened.
+    way: Way,
     /// Connections not in use, and the pid that opened them.
     pool: Mutex<Pool>,
 }
 
+/// How a process opens connections to its manager.
+pub(crate) enum Way {
+    /// Through the doorway of the manager's own process tree (its client end).
+    Doorway(OwnedFd),
+    /// To a manager served on an address, with the key.
+    Remote {
+        /// The manager's address.
+        address: Address,
+        /// The key its listener checks.
+        key: AuthKey,
+    },
+}
+
 /// Idle connections of one process.
+#[derive(Default)]
 struct Pool {
     /// The pid that opened them: another pid (a forked child) must not use them.
     pid: u32,
     /// The connections.
     idle: Vec<Conn>,
+    /// A remote manager: the session of this process (random), and its anchor connection.
+    session: [u8; 16],
+    /// The connection that keeps this process's session open (remote managers only).
+    anchor: Option<Connection>,
+}
+
+impl Pool {
+    /// A fresh pool for this process; for a remote link, with a new session.
+    fn fresh(remote: bool) -> Result<Pool> {
+        let mut session = [0u8; 16];
+        if remote {
+            mp_process::fill_random(&mut session)
+                .map_err(|e| Error::Io { op: "getrandom", source: e })?;
+        }
+        Ok(Pool { pid: os::pid(), idle: Vec::new(), session, anchor: None })
+    }
 }
 
 /// An open connection and the id of its next request.
@@ -62,7 +101,23 @@ struct Conn {
 impl Link {
     /// A link through `doorway` to the manager called `id`.
     pub(crate) fn new(id: ObjectId, doorway: OwnedFd) -> Link {
-        Link(Arc::new(Door { id, doorway, pool: Mutex::new(Pool { pid: 0, idle: Vec::new() }) }))
+        Link(Arc::new(Door { id, way: Way::Doorway(doorway), pool: Mutex::new(Pool::default()) }))
+    }
+
+    /// A link to the manager served at `address`, checked by `key`: connects (the session's
+    /// anchor), and returns the link and the manager process's pid.
+    pub(crate) fn remote(address: Address, key: AuthKey) -> Result<(Link, u32)> {
+        let mut pool = Pool::fresh(true)?;
+        let (anchor, welcome) = connect_remote(&address, &key, pool.session)?;
+        pool.anchor = Some(anchor.conn);
+        let door =
+            Door { id: welcome.id, way: Way::Remote { address, key }, pool: Mutex::new(pool) };
+        Ok((Link(Arc::new(door)), welcome.pid))
+    }
+
+    /// Whether the link is a remote manager's (no entries run there for this process).
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self.0.way, Way::Remote { .. })
     }
 
     /// The manager's identity.
@@ -70,17 +125,23 @@ impl Link {
         self.0.id
     }
 
-    /// Opens a new connection to the manager.
-    fn connect(&self) -> Result<Conn> {
+    /// Opens a new connection to the manager (for a remote one, in `session`).
+    fn connect(&self, session: [u8; 16]) -> Result<Conn> {
+        let doorway = match &self.0.way {
+            Way::Doorway(doorway) => doorway,
+            Way::Remote { address, key } => {
+                let (conn, welcome) = connect_remote(address, key, session)?;
+                if welcome.id != self.0.id {
+                    // Another manager now serves at the address: this one's objects are gone.
+                    return Err(Error::ManagerGone);
+                }
+                return Ok(conn);
+            }
+        };
         let (mine, theirs) = mp_queue::pipe(true)?;
         let (bytes, fds) = fdpass::encode_with_fds(&Hello { version: VERSION, conn: theirs })?;
         let fds: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
-        match os::fds::send(
-            self.0.doorway.as_fd(),
-            &[IoSlice::new(&bytes)],
-            &fds,
-            SendFlags::NOSIGNAL,
-        ) {
+        match os::fds::send(doorway.as_fd(), &[IoSlice::new(&bytes)], &fds, SendFlags::NOSIGNAL) {
             Ok(_) => Ok(Conn { conn: mine, next: 1 }),
             Err(Errno::PIPE | Errno::CONNREFUSED | Errno::CONNRESET) => Err(Error::ManagerGone),
             Err(e) => Err(Error::io("sending a connection to the manager", e)),
@@ -90,23 +151,32 @@ impl Link {
     /// An idle connection of this process, or a new one.
     fn take(&self) -> Result<Conn> {
         let me = os::pid();
-        let stale = {
+        let remote = self.is_remote();
+        let (stale, session, needs_anchor) = {
             let mut pool = self.0.pool.lock();
             if pool.pid == me {
                 if let Some(conn) = pool.idle.pop() {
                     return Ok(conn);
                 }
-                Vec::new()
+                (Pool::default(), pool.session, remote && pool.anchor.is_none())
             } else {
-                // Made by the process this one was forked from: its connections are the
-                // parent's. Closing this process's copies lets the server see their end when
-                // the parent's go.
-                pool.pid = me;
-                std::mem::take(&mut pool.idle)
+                // Made by the process this one was forked from: its connections (and its
+                // session) are the parent's. Closing this process's copies lets the server see
+                // their end when the parent's go.
+                let fresh = Pool::fresh(remote)?;
+                let session = fresh.session;
+                (std::mem::replace(&mut *pool, fresh), session, remote)
             }
         };
         drop(stale);
-        self.connect()
+        if needs_anchor {
+            let anchor = self.connect(session)?;
+            let mut pool = self.0.pool.lock();
+            if pool.pid == me && pool.session == session && pool.anchor.is_none() {
+                pool.anchor = Some(anchor.conn);
+            }
+        }
+        self.connect(session)
     }
 
     /// Gives a connection back after a complete call.
@@ -181,18 +251,68 @@ unsafe impl SharedObject for Door {
     }
 
     fn describe<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        FdRef(&self.doorway).serialize(s)
+        match &self.way {
+            Way::Doorway(doorway) => OutWay::Doorway(FdRef(doorway)).serialize(s),
+            Way::Remote { address, key } => {
+                OutWay::Remote { address, key: key.as_bytes() }.serialize(s)
+            }
+        }
     }
 
     fn rebuild<'de, D: Deserializer<'de>>(
         id: ObjectId,
         d: D,
     ) -> std::result::Result<Self, D::Error> {
-        let PassFd(doorway) = PassFd::deserialize(d)?;
-        check::unix_socket(doorway.as_fd(), SocketType::SEQPACKET, "a manager's doorway")
-            .map_err(refuse)?;
-        Ok(Door { id, doorway, pool: Mutex::new(Pool { pid: 0, idle: Vec::new() }) })
+        let way = match InWay::deserialize(d)? {
+            InWay::Doorway(PassFd(doorway)) => {
+                check::unix_socket(doorway.as_fd(), SocketType::SEQPACKET, "a manager's doorway")
+                    .map_err(refuse)?;
+                Way::Doorway(doorway)
+            }
+            InWay::Remote { address, key } => Way::Remote { address, key: AuthKey::new(key) },
+        };
+        Ok(Door { id, way, pool: Mutex::new(Pool::default()) })
     }
+}
+
+/// How a link crosses, when sending: the doorway (a descriptor), or a remote manager's
+/// address and key (a proxy of a remote manager handed to a child or through a queue takes
+/// the key with it, as Python's proxies do when they are pickled for a child).
+#[derive(Serialize)]
+enum OutWay<'a> {
+    Doorway(FdRef<'a>),
+    Remote { address: &'a Address, key: &'a [u8] },
+}
+
+/// How a link crosses, when receiving.
+#[derive(Deserialize)]
+enum InWay {
+    Doorway(PassFd),
+    Remote { address: Address, key: Vec<u8> },
+}
+
+/// Opens a connection to the remote manager at `address` in `session`: connects, runs the
+/// handshake, says hello, and reads the manager's welcome.
+fn connect_remote(
+    address: &Address,
+    key: &AuthKey,
+    session: [u8; 16],
+) -> Result<(Conn, RemoteWelcome)> {
+    let conn =
+        Client::builder(address)?.authkey(key.as_bytes()).connect_now().map_err(|e| match e {
+            mp_queue::Error::Io { op: "connect", source }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                ) =>
+            {
+                Error::ManagerGone
+            }
+            other => Error::from(other),
+        })?;
+    conn.send(&RemoteHello { version: VERSION, session })?;
+    let welcome: RemoteWelcome = conn.recv()?;
+    Ok((Conn { conn, next: 1 }, welcome))
 }
 
 impl Serialize for Link {
@@ -228,7 +348,7 @@ mod tests {
     fn garbage_gets_an_error_and_the_connection_goes_on() {
         let m = Manager::start().unwrap();
         let link = m.link();
-        let conn = link.connect().unwrap();
+        let conn = link.connect([0; 16]).unwrap();
         for garbage in [&b""[..], b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x01\x63"] {
             let reply = raw(link, &conn, garbage);
             assert_eq!(reply.id, 0);
@@ -268,7 +388,7 @@ mod tests {
         let l = m.list(vec![5u8]).unwrap();
         let id = l.handle_for_tests().id();
         // A call abandoned after its request: its reply is still on the way.
-        let mut conn = link.connect().unwrap();
+        let mut conn = link.connect([0; 16]).unwrap();
         let args = postcard::to_allocvec(&0i64).unwrap();
         conn.conn
             .send_bytes(
@@ -292,7 +412,7 @@ mod tests {
     fn an_oversized_frame_drops_only_its_connection() {
         let m = Manager::start().unwrap();
         let link = m.link();
-        let mut conn = link.connect().unwrap();
+        let mut conn = link.connect([0; 16]).unwrap();
         conn.conn.set_max_message_size(usize::MAX);
         let big = vec![0u8; mp_process::wire::DEFAULT_MAX_FRAME + 1];
         // The manager refuses the frame and closes the connection; the send itself may or may
@@ -304,12 +424,26 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_client_may_not_shut_the_manager_down() {
+        let m = crate::Manager::builder().address("127.0.0.1:0").authkey(b"k").start().unwrap();
+        let address = m.address().unwrap().clone();
+        let (remote, pid) = Link::remote(address, AuthKey::new(b"k")).unwrap();
+        assert_eq!(pid, m.pid());
+        assert_eq!(remote.id(), m.link().id(), "one manager, one identity");
+        let refused = remote.call(Call::Shutdown).unwrap_err();
+        assert!(refused.is_remote("Refused"), "{refused:?}");
+        let l = m.list(vec![1u8]).unwrap();
+        assert_eq!(l.len().unwrap(), 1);
+    }
+
+    #[test]
     fn garbage_on_the_doorway_is_dropped() {
         let m = Manager::start().unwrap();
         let link = m.link();
         let (r, _w) = rustix::pipe::pipe().unwrap();
         for (bytes, fds) in [(&b"nonsense"[..], vec![]), (&b"\x01"[..], vec![r.as_fd()])] {
-            os::fds::send(link.0.doorway.as_fd(), &[IoSlice::new(bytes)], &fds, SendFlags::empty())
+            let Way::Doorway(doorway) = &link.0.way else { panic!("a local manager") };
+            os::fds::send(doorway.as_fd(), &[IoSlice::new(bytes)], &fds, SendFlags::empty())
                 .unwrap();
         }
         let l = m.list(vec![1u8]).unwrap();

@@ -182,13 +182,38 @@ impl<T> fmt::Debug for Exposed<T> {
     }
 }
 
-/// The fingerprint of the method type `M` (its type's name, FNV-1a): a call carries the one of
-/// the constant the client called, so that two constants of one name but other argument or
-/// result types cannot be taken for each other (a postcard encoding does not say its type).
+/// The fingerprint of the method type `M` (its type's name without module paths, FNV-1a): a
+/// call carries the one of the constant the client called, so that two constants of one name
+/// but other argument or result types cannot be taken for each other (a postcard encoding does
+/// not say its type). Paths are left out so that another program defining the same types (a
+/// remote manager's client) calls them: `Method<Counter, u64, u64>` whatever crate `Counter`
+/// is in.
 fn fingerprint<M: ?Sized>() -> u64 {
-    std::any::type_name::<M>()
+    without_paths(std::any::type_name::<M>())
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A type's name with every `path::` prefix removed: `a::b::Foo<c::Bar, u8>` is
+/// `Foo<Bar, u8>`.
+fn without_paths(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut word = String::new();
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            word.clear();
+        } else if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            out.push_str(&word);
+            word.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&word);
+    out
 }
 
 /// Decodes a call's arguments for the method `name` of type `M`, checking its fingerprint.
@@ -345,5 +370,21 @@ impl<'de, T: Managed> Deserialize<'de> for Proxy<T> {
 impl<T> fmt::Debug for Proxy<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.handle, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_paths;
+
+    #[test]
+    fn type_names_lose_their_paths() {
+        assert_eq!(
+            without_paths(
+                "mp_manager::managed::Method<app::model::Counter, u64, alloc::string::String>"
+            ),
+            "Method<Counter, u64, String>"
+        );
+        assert_eq!(without_paths("(u8, [std::vec::Vec<i32>; 2])"), "(u8, [Vec<i32>; 2])");
     }
 }

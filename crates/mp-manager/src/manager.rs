@@ -5,14 +5,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use mp_process::fdpass::{PassFd, new_object_id};
-use mp_process::{Process, StartMethod, os};
+use mp_process::{AuthKey, Process, StartMethod, os};
+use mp_queue::{Address, IntoAddress, Listener};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::link::Link;
 use crate::proto::Call;
 use crate::proxy::Handle;
-use crate::server::serve::{ServerArgs, serve};
+use crate::server::serve::{ListenArgs, Ready, ServerArgs, serve};
 
 /// How long [`Manager::shutdown`] waits for the manager to exit before terminating it
 /// (Python's `shutdown_timeout`, 1 s by default).
@@ -49,22 +50,65 @@ static STARTED: AtomicU32 = AtomicU32::new(0);
 /// # Ok::<(), mp_manager::Error>(())
 /// ```
 pub struct Manager {
-    /// The manager's process (`None` once shut down).
+    /// The manager's process (`None` once shut down, and for a manager reached with
+    /// [`Manager::connect`]).
     process: Option<Process>,
     /// The way to it.
     link: Link,
     /// The manager process's pid.
     pid: u32,
-    /// The pid that started it: only that process shuts it down when dropped.
+    /// The pid that started it: only that process shuts it down when dropped (0: this handle
+    /// connected to it).
     owner: u32,
+    /// The address it listens on for remote clients, if any.
+    address: Option<Address>,
+    /// Whether this handle was shut down (or, for a connected one, closed).
+    closed: bool,
 }
 
-/// Options for starting a [`Manager`].
+/// Options for starting a [`Manager`], or for serving one on an address
+/// ([`get_server`](ManagerBuilder::get_server)).
 #[derive(Default)]
 pub struct ManagerBuilder {
     method: Option<StartMethod>,
     name: Option<String>,
     setup: Vec<(u64, u64)>,
+    address: Option<Result<Address>>,
+    authkey: Option<AuthKey>,
+}
+
+/// A manager served in the calling process for remote clients: Python's
+/// `BaseManager.get_server()`, from [`ManagerBuilder::get_server`].
+///
+/// It is bound already ([`address`](Server::address) says where, with the port the kernel
+/// chose for port 0); [`serve_forever`](Server::serve_forever) serves.
+pub struct Server {
+    /// The listening socket.
+    listener: Listener,
+    /// The registration functions to run before serving.
+    setup: Vec<(u64, u64)>,
+}
+
+impl Server {
+    /// The address clients connect to.
+    pub fn address(&self) -> &Address {
+        self.listener.address()
+    }
+
+    /// Serves in the calling thread, for ever: Python's `Server.serve_forever()`. Remote
+    /// clients ([`Manager::connect`]) make and use objects; each client's references and locks
+    /// are given back when it disconnects, however it ends. Nothing stops the server but the
+    /// end of its process (a signal, or the program's own exit from another thread): remote
+    /// clients may not shut it down.
+    ///
+    /// Spinning is turned off in this process (`mp_sync::set_spin_limit(0)`), as in every
+    /// manager's process: its threads sleep until a request comes.
+    ///
+    /// Errors: [`Error::Remote`] (`"StartFailed"`) if a registration function fails.
+    pub fn serve_forever(self) -> Result<()> {
+        crate::server::serve::serve_forever(new_object_id(), &self.setup, self.listener)
+            .map_err(|why| Error::Remote(crate::RemoteError::new("StartFailed", why)))
+    }
 }
 
 impl ManagerBuilder {
@@ -88,18 +132,69 @@ impl ManagerBuilder {
         self
     }
 
+    /// Also serves remote clients on `address` (Python's `BaseManager(address=...)`): a TCP
+    /// address (`"127.0.0.1:50000"`, port 0 for one the kernel chooses; bind to loopback
+    /// unless other hosts must reach it), an `AF_UNIX` path or an abstract name. Clients
+    /// reach it with [`Manager::connect`] and the key ([`authkey`](ManagerBuilder::authkey),
+    /// by default this process's, [`mp_process::authkey`]). [`Manager::address`] says where
+    /// it listens.
+    pub fn address(mut self, address: impl IntoAddress) -> Self {
+        self.address = Some(address.into_address().map_err(Error::from));
+        self
+    }
+
+    /// The key remote clients must hold (default: this process's key, `mp_process::authkey`,
+    /// as Python's managers).
+    pub fn authkey(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.authkey = Some(AuthKey::new(key));
+        self
+    }
+
+    /// Where to listen and with which key, if an address was given.
+    fn listen_args(&mut self) -> Result<Option<ListenArgs>> {
+        let Some(address) = self.address.take() else { return Ok(None) };
+        let key = match self.authkey.take() {
+            Some(key) => key,
+            None => mp_process::authkey().map_err(|e| Error::Io { op: "getrandom", source: e })?,
+        };
+        Ok(Some(ListenArgs { address: address?, key: key.as_bytes().to_vec() }))
+    }
+
+    /// Binds the address and returns a [`Server`] to run in this process: Python's
+    /// `BaseManager(address, authkey).get_server()`. The registered types and the
+    /// initializer are the builder's; the start method and name are not used.
+    ///
+    /// Errors: [`Error::Connection`] if the address cannot be bound (in use, say), or none was
+    /// given (`InvalidArgument`).
+    pub fn get_server(mut self) -> Result<Server> {
+        let listen =
+            self.listen_args()?.ok_or(Error::Connection(mp_queue::Error::InvalidArgument(
+                "get_server needs an address (ManagerBuilder::address)",
+            )))?;
+        let listener = Listener::builder().address(listen.address).authkey(&listen.key).bind()?;
+        Ok(Server { listener, setup: self.setup })
+    }
+
     /// Starts the manager and waits until it serves.
     ///
     /// Errors: [`Error::Process`] if its process cannot start, [`Error::ManagerGone`] if it
     /// died before it was ready, [`Error::Remote`] if it could not set itself up.
-    pub fn start(self) -> Result<Manager> {
+    pub fn start(mut self) -> Result<Manager> {
+        let listen = self.listen_args()?;
         let (server_end, client_end) =
             os::socket::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
         let (ready, ready_tx) = mp_queue::pipe(false)?;
         let owner = os::pid();
         let n = STARTED.fetch_add(1, Ordering::Relaxed) + 1;
-        let args =
-            ServerArgs { doorway: PassFd(server_end), ready: ready_tx, owner, setup: self.setup };
+        let id = new_object_id();
+        let args = ServerArgs {
+            id,
+            doorway: PassFd(server_end),
+            ready: ready_tx,
+            owner,
+            setup: self.setup,
+            listen,
+        };
         let mut process = Process::new(serve, (args,))
             .with_name(self.name.unwrap_or_else(|| format!("SyncManager-{n}")))
             .with_daemon(true);
@@ -115,8 +210,8 @@ impl ManagerBuilder {
                 return Err(Error::ManagerGone);
             }
         }
-        let pid = match ready.recv::<std::result::Result<u32, String>>()? {
-            Ok(pid) => pid,
+        let (pid, address) = match ready.recv::<Ready>()? {
+            Ok(ready) => ready,
             Err(why) => {
                 let _ = process.join_timeout(SHUTDOWN_TIMEOUT);
                 return Err(Error::Remote(crate::RemoteError::new("StartFailed", why)));
@@ -124,9 +219,11 @@ impl ManagerBuilder {
         };
         Ok(Manager {
             process: Some(process),
-            link: Link::new(new_object_id(), client_end),
+            link: Link::new(id, client_end),
             pid,
             owner,
+            address,
+            closed: false,
         })
     }
 }
@@ -150,19 +247,58 @@ impl Manager {
         Ok(r)
     }
 
+    /// Connects to a manager served on `address` by another process tree, possibly on
+    /// another host (Python's `BaseManager(address, authkey).connect()`): a manager started
+    /// with [`ManagerBuilder::address`] or served with [`Server::serve_forever`].
+    ///
+    /// `authkey` is the key the manager checks; `None` uses this process's key
+    /// ([`mp_process::authkey`]), as Python's managers do. The connection runs CPython's
+    /// mutual HMAC-SHA256 handshake first: with a wrong key, nothing of the manager is
+    /// reachable. The proxies made through the returned handle work as any manager's
+    /// (registered types by name: the client need not register them, and may be another
+    /// program that defines the same types), except that `update_with` and `sort`, which run
+    /// a function of this program in the manager, are refused (`"Refused"`): a remote manager
+    /// runs no code sent to it. This process's references and locks are given back when it
+    /// ends or disconnects.
+    ///
+    /// [`shutdown`](Manager::shutdown) on this handle closes it only: the manager is its
+    /// owner's to stop.
+    ///
+    /// Errors: [`Error::ManagerGone`] if nothing listens at `address`;
+    /// [`Error::Connection`] with `mp_queue::Error::Authentication` for a wrong key, or other
+    /// connection errors.
+    pub fn connect(address: impl IntoAddress, authkey: Option<&[u8]>) -> Result<Manager> {
+        let address = address.into_address()?;
+        let key = match authkey {
+            Some(key) => AuthKey::new(key),
+            None => mp_process::authkey().map_err(|e| Error::Io { op: "getrandom", source: e })?,
+        };
+        let (link, pid) = Link::remote(address.clone(), key)?;
+        Ok(Manager { process: None, link, pid, owner: 0, address: Some(address), closed: false })
+    }
+
     /// The manager process's pid.
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
-    /// Whether the manager was shut down.
+    /// The address the manager listens on for remote clients (Python's `address`): the one
+    /// given to [`ManagerBuilder::address`] (with the port chosen for port 0), or to
+    /// [`Manager::connect`]. `None` for a manager of this process tree only.
+    pub fn address(&self) -> Option<&Address> {
+        self.address.as_ref()
+    }
+
+    /// Whether this handle was shut down.
     pub fn is_shut_down(&self) -> bool {
-        self.process.is_none()
+        self.closed
     }
 
     /// Stops the manager: asks it to exit, waits [`SHUTDOWN_TIMEOUT`], then terminates and
     /// at last kills it. Every proxy of it then fails with [`Error::ManagerGone`]. Idempotent.
+    /// On a handle from [`Manager::connect`], only closes the handle.
     pub fn shutdown(&mut self) -> Result<()> {
+        self.closed = true;
         let Some(process) = self.process.take() else { return Ok(()) };
         if self.owner != os::pid() {
             // A forked child's copy: the manager is its parent's to stop.
@@ -188,6 +324,7 @@ impl Manager {
     pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
         match &self.process {
             Some(p) => Ok(p.join_timeout(timeout)?),
+            None if self.owner == 0 => Err(Error::NotOwner),
             None => Err(Error::ShutDown),
         }
     }
@@ -201,7 +338,7 @@ impl Manager {
 
     /// Fails with [`Error::ShutDown`] after a shutdown.
     fn check(&self) -> Result<()> {
-        if self.process.is_none() { Err(Error::ShutDown) } else { Ok(()) }
+        if self.closed { Err(Error::ShutDown) } else { Ok(()) }
     }
 
     /// Makes an object of `typeid` from `args` and returns a handle holding its reference.
@@ -211,6 +348,50 @@ impl Manager {
             .map_err(|e| Error::Wire(mp_process::wire::encode_error(e, args)))?;
         let id: u64 = self.link.call_decode(Call::Create { typeid, args: &args })?;
         Ok(Handle::owned(self.link.clone(), id, typeid))
+    }
+
+    /// Publishes `value` under `name` in the manager, for other clients (other processes,
+    /// other programs through [`Manager::connect`]) to [`lookup`](Manager::lookup): the way
+    /// to share a queue or a dict between programs started separately (Python registers a
+    /// callable that returns the shared object). `value` is usually a proxy of this manager,
+    /// or a value holding some (a tuple of a queue and a lock, say); the manager keeps the
+    /// objects alive while they are published. Publishing a name again replaces its value.
+    ///
+    /// ```
+    /// let m = mp_manager::Manager::start()?;
+    /// let jobs = m.queue::<String>()?;
+    /// m.publish("jobs", &jobs)?;
+    /// drop(jobs); // the manager keeps the queue: it is published
+    /// let jobs: mp_manager::QueueProxy<String> = m.lookup("jobs")?;
+    /// jobs.put("first".to_string())?;
+    /// assert!(m.lookup::<mp_manager::DictProxy<u8, u8>>("jobs").is_err(), "not a dict");
+    /// assert!(m.unpublish("jobs")?);
+    /// assert!(m.lookup::<mp_manager::QueueProxy<String>>("jobs").unwrap_err().is_remote("NoSuchName"));
+    /// # Ok::<(), mp_manager::Error>(())
+    /// ```
+    ///
+    /// Errors: [`Error::Wire`] if `value` does not encode; those of any call.
+    pub fn publish<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
+        self.check()?;
+        let value = crate::proxy::encode_item(&self.link, value)?;
+        self.link.call(Call::Publish { name, value }).map(drop)
+    }
+
+    /// The value published under `name` ([`publish`](Manager::publish)), decoded as a `T`
+    /// (a proxy type: its object's type is checked).
+    ///
+    /// Errors: [`Error::Remote`] `"NoSuchName"` if nothing is published under `name`;
+    /// [`Error::Wire`] if the value is not a `T` (a proxy of another type).
+    pub fn lookup<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T> {
+        self.check()?;
+        let payload = self.link.call(Call::Lookup { name })?;
+        crate::proxy::decode_payload(&self.link, payload)
+    }
+
+    /// Removes what was published under `name`; whether there was something.
+    pub fn unpublish(&self, name: &str) -> Result<bool> {
+        self.check()?;
+        self.link.call_decode(Call::Unpublish { name })
     }
 
     /// The manager's link (for proxies made from items).

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::RemoteError;
 
 /// The version of this wire; a hello of another version is refused.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 
 /// The most bytes of items one batched read returns (`to_vec`, `items`, ...): the rest comes in
 /// further round trips.
@@ -35,6 +35,24 @@ pub(crate) struct Hello {
     pub version: u32,
     /// The server's end of the new connection.
     pub conn: mp_queue::Connection,
+}
+
+/// What a connection to a remote manager sends first, once authenticated.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RemoteHello {
+    /// [`VERSION`].
+    pub version: u32,
+    /// The client process's session: its connections share the references it holds.
+    pub session: [u8; 16],
+}
+
+/// The remote manager's answer to a [`RemoteHello`].
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RemoteWelcome {
+    /// The manager's identity (proxies of one manager know each other by it).
+    pub id: u64,
+    /// The manager process's pid.
+    pub pid: u32,
 }
 
 /// One call, with the id its reply repeats.
@@ -97,6 +115,23 @@ pub(crate) enum Call<'a> {
     Pid,
     /// Ends the manager once the reply is sent.
     Shutdown,
+    /// Stores `value` under `name` for other clients to look up (replacing what was there).
+    Publish {
+        /// The name.
+        name: &'a str,
+        /// The value (proxies of this manager inside, held while it is published).
+        value: Item,
+    },
+    /// The value published under `name` (an [`Item`]'s payload), or `NoSuchName`.
+    Lookup {
+        /// The name.
+        name: &'a str,
+    },
+    /// Removes what was published under `name` (`bool`: whether there was something).
+    Unpublish {
+        /// The name.
+        name: &'a str,
+    },
 }
 
 /// The answer to one [`Request`].

@@ -262,7 +262,7 @@ pub use connection::{Connection, pipe};
 pub use error::{Error, Result};
 pub use listener::{
     Address, Client, DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT, IntoAddress, Listener,
-    ListenerBuilder,
+    ListenerBuilder, Pending,
 };
 pub use queue::{JoinableQueue, PutError, Queue, QueueBuilder, SimpleQueue};
 pub use ring::{DEFAULT_CAPACITY, DEFAULT_MAX_MESSAGE, MAX_CAPACITY, MIN_CAPACITY};

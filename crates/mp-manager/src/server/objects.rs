@@ -112,12 +112,18 @@ impl Store {
     }
 }
 
+/// The first session number of remote clients: above every pid (Linux's are below 2^22).
+pub(crate) const REMOTE_SESSIONS: u32 = 1 << 31;
+
 /// A client process: its pidfd, and the references it holds.
 pub(crate) struct Session {
-    /// The client's pid.
+    /// Who the client is: its pid for a process of the manager's tree, a number from
+    /// [`REMOTE_SESSIONS`] up for a remote client (whose pid, on another host, names nothing
+    /// here). Locks held are recorded under it.
     pub pid: u32,
-    /// Its pidfd: readable once it ended.
-    pub pidfd: OwnedFd,
+    /// Its pidfd, readable once it ended (a local client); a remote client's session ends
+    /// when its last connection closes.
+    pub pidfd: Option<OwnedFd>,
     /// References held, by object.
     refs: Mutex<HashMap<u64, u64>>,
     /// Set once the process ended: calls it left blocked give up.
@@ -125,8 +131,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// A session for the process `pid`, watched through `pidfd`.
-    pub(crate) fn new(pid: u32, pidfd: OwnedFd) -> Session {
+    /// A session for the process `pid`, watched through `pidfd` (none for a remote client).
+    pub(crate) fn new(pid: u32, pidfd: Option<OwnedFd>) -> Session {
         Session { pid, pidfd, refs: Mutex::new(HashMap::new()), dead: AtomicBool::new(false) }
     }
 

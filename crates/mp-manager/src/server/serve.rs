@@ -5,17 +5,24 @@
 //! (its references are given back when it ends) and a doorbell (new sessions, shutdown).
 //! Each connection has a thread that reads a request, runs it and answers, so a call that
 //! blocks (a queue's `get`, a lock's `acquire`) blocks only its own client thread.
+//!
+//! A manager served on an address (a remote manager) also has an accepting thread: each
+//! connection it accepts gets a thread that runs the handshake (so a slow or hostile peer
+//! holds up nobody), reads the client's hello (its session), and serves it like any other,
+//! except that functions of the program (entries) never run for it and it may not shut the
+//! manager down. A remote session ends when its last connection closes.
 
 use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
 
 use mp_process::code::Entry;
 use mp_process::fdpass::{self, PassFd};
 use mp_process::os;
-use mp_queue::Connection;
+use mp_queue::{Address, Connection, Listener, Pending};
 use parking_lot::Mutex;
 use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
@@ -25,30 +32,58 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::RemoteError;
 use crate::link::MAX_HELLO;
-use crate::proto::{Call, Hello, Payload, Reply, Request, VERSION};
+use crate::proto::{Call, Hello, Payload, RemoteHello, RemoteWelcome, Reply, Request, VERSION};
 use crate::server::objects::Cx;
-use crate::server::objects::{Session, Store};
+use crate::server::objects::{REMOTE_SESSIONS, Session, Store};
 use crate::server::registry::Registry;
 
 /// What the manager's process is started with.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct ServerArgs {
+    /// The manager's identity (its links' in every process).
+    pub id: u64,
     /// The server's end of the doorway.
     pub doorway: PassFd,
-    /// Where the server says it is ready (its pid) or why it cannot start.
+    /// Where the server says it is ready (its pid and the address it listens on) or why it
+    /// cannot start.
     pub ready: Connection,
     /// The pid of the process that started the manager.
     pub owner: u32,
     /// Functions that register the program's own types or initialise the manager (entries of
     /// `fn(&mut Registry)`), run in order.
     pub setup: Vec<(u64, u64)>,
+    /// Where to listen for remote clients, if anywhere.
+    pub listen: Option<ListenArgs>,
 }
+
+/// Where a manager listens for remote clients, and the key they must hold.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct ListenArgs {
+    /// The address to bind.
+    pub address: Address,
+    /// The key.
+    pub key: Vec<u8>,
+}
+
+/// What the manager's process says when it is ready: its pid and the address it listens on.
+pub(crate) type Ready = std::result::Result<(u32, Option<Address>), String>;
+
+/// A remote client's session and how many connections it has open.
+type RemoteSession = (Arc<Session>, usize);
 
 /// The server's state, shared by its threads.
 struct Server {
+    /// The manager's identity.
+    id: u64,
     store: Store,
     registry: Registry,
     sessions: Mutex<HashMap<u32, Arc<Session>>>,
+    /// Remote sessions, by the session bytes their clients send, with their open connections.
+    remote: Mutex<HashMap<[u8; 16], RemoteSession>>,
+    /// The number of the next remote session.
+    next_remote: AtomicU32,
+    /// Values published by name (`Manager::publish`).
+    names: Mutex<HashMap<String, crate::proto::Item>>,
     /// Rung when the set of sessions changes or the server should stop.
     bell: OwnedFd,
     /// Set by a `Shutdown` request.
@@ -57,34 +92,70 @@ struct Server {
 
 /// The manager process's target: serves until the owner ends or a client asks it to stop.
 pub(crate) fn serve(args: ServerArgs) {
-    let ServerArgs { doorway, ready, owner, setup } = args;
+    let ServerArgs { id, doorway, ready, owner, setup, listen } = args;
     // The manager's threads sleep at once when no request is there (clients still spin for
     // their replies): with a thread per connection, spinning servers take the cores their
     // clients need (four clients on two cores: 54k ops/s spinning, 107k sleeping; one client
     // drops from 960k to 640k, still 26x CPython).
     mp_sync::set_spin_limit(0);
-    match setup_server(owner, &setup) {
-        Ok((server, owner_fd)) => {
-            if ready.send(&Ok::<u32, String>(os::pid())).is_err() {
+    let started = open_pidfd(owner)
+        .map_err(|e| format!("cannot watch the manager's owner (pid {owner}): {e}"))
+        .and_then(|owner_fd| {
+            let listener = listen.map(|l| bind(&l)).transpose()?;
+            Ok((setup_server(id, &setup)?, owner_fd, listener))
+        });
+    match started {
+        Ok((server, owner_fd, listener)) => {
+            let address = listener.as_ref().map(|l| l.address().clone());
+            if ready.send(&Ready::Ok((os::pid(), address))).is_err() {
                 return;
             }
             drop(ready);
-            main_loop(&server, doorway.0, owner_fd);
-            // Stopping (a shutdown, or the owner's end): every object has its last word.
-            for obj in server.store.all() {
-                obj.shutdown();
+            if let Some(listener) = listener {
+                start_accepting(&server, listener);
             }
+            main_loop(&server, Some(doorway.0), Some(owner_fd));
+            stop(&server);
         }
         Err(why) => {
-            let _ = ready.send(&Err::<u32, String>(why));
+            let _ = ready.send(&Ready::Err(why));
         }
     }
 }
 
-/// Builds the server: the owner's pidfd, the registry with the program's types.
-fn setup_server(owner: u32, setup: &[(u64, u64)]) -> Result<(Arc<Server>, OwnedFd), String> {
-    let owner_fd = open_pidfd(owner)
-        .map_err(|e| format!("cannot watch the manager's owner (pid {owner}): {e}"))?;
+/// Serves on `listener` in the calling thread, for ever (Python's `serve_forever`): a
+/// manager of no process tree, for remote clients only.
+pub(crate) fn serve_forever(
+    id: u64,
+    setup: &[(u64, u64)],
+    listener: Listener,
+) -> Result<(), String> {
+    mp_sync::set_spin_limit(0);
+    let server = setup_server(id, setup)?;
+    start_accepting(&server, listener);
+    main_loop(&server, None, None);
+    stop(&server);
+    Ok(())
+}
+
+/// Binds the listener of a remote manager.
+pub(crate) fn bind(listen: &ListenArgs) -> Result<Listener, String> {
+    Listener::builder()
+        .address(listen.address.clone())
+        .authkey(&listen.key)
+        .bind()
+        .map_err(|e| format!("cannot listen on {}: {e}", listen.address))
+}
+
+/// Stopping (a shutdown, or the owner's end): every object has its last word.
+fn stop(server: &Server) {
+    for obj in server.store.all() {
+        obj.shutdown();
+    }
+}
+
+/// Builds the server: the registry with the program's types.
+fn setup_server(id: u64, setup: &[(u64, u64)]) -> Result<Arc<Server>, String> {
     let mut registry = Registry::builtin();
     crate::server::sync::register(&mut registry);
     for &(offset, tag) in setup {
@@ -94,14 +165,103 @@ fn setup_server(owner: u32, setup: &[(u64, u64)]) -> Result<(Arc<Server>, OwnedF
             .map_err(|_| "a registration function or the initializer panicked".to_string())?;
     }
     let bell = os::eventfd::doorbell().map_err(|e| format!("eventfd: {e}"))?;
-    let server = Arc::new(Server {
+    Ok(Arc::new(Server {
+        id,
         store: Store::new(),
         registry,
         sessions: Mutex::new(HashMap::new()),
+        remote: Mutex::new(HashMap::new()),
+        next_remote: AtomicU32::new(REMOTE_SESSIONS),
+        names: Mutex::new(HashMap::new()),
         bell,
         stop: AtomicBool::new(false),
-    });
-    Ok((server, owner_fd))
+    }))
+}
+
+/// Starts the thread that accepts remote connections, each served on a thread of its own.
+fn start_accepting(server: &Arc<Server>, listener: Listener) {
+    let server = Arc::clone(server);
+    let spawned = std::thread::Builder::new()
+        .name("mp-manager-accept".into())
+        .spawn(move || accept_remote(&server, &listener));
+    if let Err(e) = spawned {
+        log::error!(target: "mp_manager", "cannot start the manager's accepting thread ({e})");
+    }
+}
+
+/// Accepts remote connections for as long as the manager serves.
+fn accept_remote(server: &Arc<Server>, listener: &Listener) {
+    /// The pause after a failed accept (out of descriptors, say), so a lasting failure does
+    /// not spin.
+    const BACKOFF: Duration = Duration::from_millis(20);
+    while !server.stop.load(Ordering::Acquire) {
+        let pending = match listener.accept_pending() {
+            Ok(pending) => pending,
+            Err(e) => {
+                log::warn!(target: "mp_manager", "accepting a remote connection failed: {e}");
+                std::thread::sleep(BACKOFF);
+                continue;
+            }
+        };
+        let server = Arc::clone(server);
+        let spawned = std::thread::Builder::new()
+            .name("mp-manager-remote".into())
+            .spawn(move || serve_remote(&server, pending));
+        if let Err(e) = spawned {
+            log::error!(target: "mp_manager", "cannot start a thread for a connection ({e})");
+        }
+    }
+}
+
+/// Authenticates a remote connection, reads its hello and serves it.
+fn serve_remote(server: &Arc<Server>, pending: Pending) {
+    let peer = pending.peer().map_or_else(|| "a local peer".to_string(), ToString::to_string);
+    let conn = match pending.authenticate() {
+        Ok(conn) => conn,
+        Err(e) => {
+            log::warn!(target: "mp_manager", "a connection from {peer} was refused: {e}");
+            return;
+        }
+    };
+    let hello: RemoteHello = match conn.recv() {
+        Ok(hello) => hello,
+        Err(e) => {
+            log::warn!(target: "mp_manager", "a connection from {peer} sent no hello: {e}");
+            return;
+        }
+    };
+    if hello.version != VERSION {
+        log::warn!(target: "mp_manager", "a connection of wire version {} was refused", hello.version);
+        return;
+    }
+    if conn.send(&RemoteWelcome { id: server.id, pid: os::pid() }).is_err() {
+        return;
+    }
+    let session = {
+        let mut remote = server.remote.lock();
+        let (session, conns) = remote.entry(hello.session).or_insert_with(|| {
+            let n = server.next_remote.fetch_add(1, Ordering::Relaxed);
+            (Arc::new(Session::new(n, None)), 0)
+        });
+        *conns += 1;
+        Arc::clone(session)
+    };
+    serve_requests(server, &session, &conn, false);
+    // The session ends with its last connection.
+    let ended = {
+        let mut remote = server.remote.lock();
+        match remote.get_mut(&hello.session) {
+            Some((_, conns)) if *conns > 1 => {
+                *conns -= 1;
+                false
+            }
+            Some(_) => remote.remove(&hello.session).is_some(),
+            None => false,
+        }
+    };
+    if ended {
+        end_remote_session(server, &session);
+    }
 }
 
 /// A pidfd for `pid`.
@@ -110,41 +270,50 @@ fn open_pidfd(pid: u32) -> Result<OwnedFd, Errno> {
     rustix::process::pidfd_open(pid, PidfdFlags::empty())
 }
 
-/// Waits for connections, ended clients, the owner's end and a shutdown.
-fn main_loop(server: &Arc<Server>, doorway: OwnedFd, owner: OwnedFd) {
-    let mut doorway_open = true;
+/// Waits for connections, ended clients, the owner's end and a shutdown. A manager serving
+/// for ever has neither doorway nor owner.
+fn main_loop(server: &Arc<Server>, doorway: Option<OwnedFd>, owner: Option<OwnedFd>) {
+    let mut doorway_open = doorway.is_some();
     loop {
         if server.stop.load(Ordering::Acquire) {
             return;
         }
         let sessions: Vec<Arc<Session>> = server.sessions.lock().values().cloned().collect();
         let mut fds = Vec::with_capacity(sessions.len() + 3);
-        fds.push(PollFd::new(&owner, PollFlags::IN));
         fds.push(PollFd::new(&server.bell, PollFlags::IN));
-        for s in &sessions {
-            fds.push(PollFd::new(&s.pidfd, PollFlags::IN));
+        if let Some(owner) = &owner {
+            fds.push(PollFd::new(owner, PollFlags::IN));
         }
-        if doorway_open {
-            fds.push(PollFd::new(&doorway, PollFlags::IN));
+        let watched: Vec<&Arc<Session>> = sessions.iter().filter(|s| s.pidfd.is_some()).collect();
+        for s in &watched {
+            if let Some(pidfd) = &s.pidfd {
+                fds.push(PollFd::new(pidfd, PollFlags::IN));
+            }
+        }
+        if let (true, Some(doorway)) = (doorway_open, &doorway) {
+            fds.push(PollFd::new(doorway, PollFlags::IN));
         }
         if let Err(e) = os::poll::poll(&mut fds, None) {
             log::error!(target: "mp_manager", "the manager's poll failed ({e}); it stops");
             return;
         }
-        let ready: Vec<bool> = fds.iter().map(|fd| !fd.revents().is_empty()).collect();
+        let mut ready =
+            fds.iter().map(|fd| !fd.revents().is_empty()).collect::<Vec<bool>>().into_iter();
         drop(fds);
-        if ready[0] {
+        if ready.next() == Some(true) {
+            os::eventfd::drain(server.bell.as_fd());
+        }
+        if owner.is_some() && ready.next() == Some(true) {
             // The owner ended: so does the manager (CPython's survives, gh-81158).
             return;
         }
-        if ready[1] {
-            os::eventfd::drain(server.bell.as_fd());
+        for session in &watched {
+            if ready.next() == Some(true) {
+                end_session(server, session);
+            }
         }
-        for (session, _) in sessions.iter().zip(&ready[2..]).filter(|(_, r)| **r) {
-            end_session(server, session);
-        }
-        if doorway_open && ready.last() == Some(&true) {
-            doorway_open = accept(server, &doorway);
+        if let (true, Some(doorway), Some(true)) = (doorway_open, &doorway, ready.next()) {
+            doorway_open = accept(server, doorway);
         }
     }
 }
@@ -152,6 +321,11 @@ fn main_loop(server: &Arc<Server>, doorway: OwnedFd, owner: OwnedFd) {
 /// Gives back everything an ended client process held.
 fn end_session(server: &Server, session: &Arc<Session>) {
     server.sessions.lock().remove(&session.pid);
+    end_remote_session(server, session);
+}
+
+/// Gives back everything an ended session held (already out of the tables).
+fn end_remote_session(server: &Server, session: &Arc<Session>) {
     session.end(&server.store);
     for obj in server.store.all() {
         obj.session_ended(session.pid);
@@ -213,7 +387,7 @@ fn session_for(server: &Server, conn: &Connection) -> Result<Arc<Session>, Strin
         return Ok(Arc::clone(s));
     }
     let pidfd = open_pidfd(pid).map_err(|e| format!("cannot watch client {pid} ({e})"))?;
-    let session = Arc::new(Session::new(pid, pidfd));
+    let session = Arc::new(Session::new(pid, Some(pidfd)));
     sessions.insert(pid, Arc::clone(&session));
     drop(sessions);
     os::eventfd::ring(server.bell.as_fd());
@@ -229,9 +403,15 @@ fn serve_connection(server: &Arc<Server>, conn: Connection) {
             return;
         }
     };
+    serve_requests(server, &session, &conn, true);
+}
+
+/// Serves the requests of one connection of `session` until it closes; `private` for the
+/// connections of the manager's own process tree.
+fn serve_requests(server: &Arc<Server>, session: &Arc<Session>, conn: &Connection, private: bool) {
     loop {
         let Ok(bytes) = conn.recv_bytes(None) else { return };
-        let (id, result, stop) = handle(server, &session, &conn, &bytes);
+        let (id, result, stop) = handle(server, session, conn, &bytes, private);
         let reply = Reply { id, result };
         let bytes = match postcard::to_allocvec(&reply) {
             Ok(bytes) => bytes,
@@ -263,6 +443,7 @@ fn handle(
     session: &Arc<Session>,
     conn: &Connection,
     bytes: &[u8],
+    private: bool,
 ) -> (u64, Result<Payload, RemoteError>, bool) {
     let request: Request<'_> = match postcard::from_bytes(bytes) {
         Ok(request) => request,
@@ -270,7 +451,7 @@ fn handle(
             return (0, Err(RemoteError::new("BadRequest", format!("not a request: {e}"))), false);
         }
     };
-    let cx = Cx { store: &server.store, session, conn: conn.as_fd(), private: true };
+    let cx = Cx { store: &server.store, session, conn: conn.as_fd(), private };
     let store = &server.store;
     let result = match request.call {
         Call::Create { typeid, args } => {
@@ -293,7 +474,32 @@ fn handle(
         Call::Decref { object } => session.decref(store, object).map(|()| Payload::unit()),
         Call::Count => Payload::of(&(store.len() as u64, session.held())),
         Call::Pid => Payload::of(&os::pid()),
-        Call::Shutdown => return (request.id, Ok(Payload::unit()), true),
+        Call::Publish { name, value } => cx.hold(&value).map(|()| {
+            let old = server.names.lock().insert(name.to_string(), value);
+            if let Some(old) = old {
+                cx.release(old);
+            }
+            Payload::unit()
+        }),
+        Call::Lookup { name } => match server.names.lock().get(name) {
+            Some(value) => cx.give(value).inspect(|payload| session.record(store, &payload.refs)),
+            None => {
+                Err(RemoteError::new("NoSuchName", format!("nothing is published as {name:?}")))
+            }
+        },
+        Call::Unpublish { name } => {
+            let old = server.names.lock().remove(name);
+            let found = old.is_some();
+            if let Some(old) = old {
+                cx.release(old);
+            }
+            Payload::of(&found)
+        }
+        Call::Shutdown if private => return (request.id, Ok(Payload::unit()), true),
+        Call::Shutdown => Err(RemoteError::new(
+            "Refused",
+            "a remote client cannot shut the manager down (its owner does)",
+        )),
     };
     (request.id, result, false)
 }

@@ -26,7 +26,9 @@ use crate::error::{Error, Result};
 /// assert_eq!(Address::from(Path::new("sock")).to_string(), "sock");
 /// # Ok::<(), mp_queue::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// An address is `Serialize` and `Deserialize` (a path that is not UTF-8 fails to serialise).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Address {
     /// A TCP address (IPv4 or IPv6), host names resolved.
     Tcp(SocketAddr),

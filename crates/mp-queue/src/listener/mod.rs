@@ -224,6 +224,24 @@ impl Listener {
     /// timeout, [`Error::Eof`] if it leaves during the handshake: in each case that
     /// connection is closed and the listener goes on (accept again).
     pub fn accept(&self) -> Result<Connection> {
+        self.accept_pending()?.authenticate()
+    }
+
+    /// Accepts a connection without running its handshake yet: a server that must not let
+    /// one slow client hold up the others runs [`Pending::authenticate`] on a thread of the
+    /// connection's own. Errors: [`Error::Closed`], [`Error::Io`].
+    ///
+    /// ```
+    /// let listener = mp_queue::Listener::bind("127.0.0.1:0", Some(b"key"))?;
+    /// let address = listener.address().clone();
+    /// let client = std::thread::spawn(move || mp_queue::Client::connect(&address, Some(b"key")));
+    /// let pending = listener.accept_pending()?;
+    /// let conn = std::thread::spawn(move || pending.authenticate()).join().unwrap()?;
+    /// conn.send(&1u8)?;
+    /// assert_eq!(client.join().unwrap()?.recv::<u8>()?, 1);
+    /// # Ok::<(), mp_queue::Error>(())
+    /// ```
+    pub fn accept_pending(&self) -> Result<Pending> {
         let listening = self.fd.as_ref().ok_or(Error::Closed)?;
         let (fd, peer) = loop {
             match rustix::net::acceptfrom_with(listening, SocketFlags::CLOEXEC) {
@@ -232,16 +250,12 @@ impl Listener {
             }
         };
         let peer = peer.and_then(peer_address);
-        *self.last_accepted.lock().unwrap_or_else(PoisonError::into_inner) = peer;
+        *self.last_accepted.lock().unwrap_or_else(PoisonError::into_inner) = peer.clone();
         if matches!(self.address, Address::Tcp(_)) {
             rustix::net::sockopt::set_tcp_nodelay(&fd, true)
                 .map_err(|e| Error::io("setsockopt (TCP_NODELAY)", e))?;
         }
-        if let Some(handshake) = self.auth.handshake() {
-            handshake.deliver_challenge(fd.as_fd())?;
-            handshake.answer_challenge(fd.as_fd())?;
-        }
-        Connection::from_socket(fd)
+        Ok(Pending { fd, peer, auth: self.auth.clone() })
     }
 
     /// The address the listener is bound to (for TCP port 0, with the port chosen).
@@ -293,6 +307,36 @@ impl AsFd for Listener {
                 Err(_) => rustix::stdio::stdin(),
             },
         }
+    }
+}
+
+/// A connection accepted by [`Listener::accept_pending`], its handshake still to run.
+#[derive(Debug)]
+#[must_use = "a pending connection is closed unless it is authenticated"]
+pub struct Pending {
+    /// The accepted socket.
+    fd: OwnedFd,
+    /// The peer's address, if it has one.
+    peer: Option<Address>,
+    /// The listener's key and handshake options.
+    auth: Auth,
+}
+
+impl Pending {
+    /// The peer's address (as [`Listener::last_accepted`] gave it at accept time).
+    pub fn peer(&self) -> Option<&Address> {
+        self.peer.as_ref()
+    }
+
+    /// Runs the handshake (if the listener has a key) and gives the connection: the second
+    /// half of [`Listener::accept`], with its errors. The handshake's timeout counts from
+    /// this call.
+    pub fn authenticate(self) -> Result<Connection> {
+        if let Some(handshake) = self.auth.handshake() {
+            handshake.deliver_challenge(self.fd.as_fd())?;
+            handshake.answer_challenge(self.fd.as_fd())?;
+        }
+        Connection::from_socket(self.fd)
     }
 }
 
