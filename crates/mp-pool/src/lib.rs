@@ -72,7 +72,10 @@ mod collector;
 mod error;
 #[cfg(feature = "failpoints")]
 mod failpoint;
+mod insights;
+mod meter;
 mod pool;
+mod progress;
 mod proto;
 mod result;
 mod state;
@@ -82,6 +85,8 @@ mod worker;
 pub use error::{Error, Result, SerializationError};
 #[cfg(feature = "failpoints")]
 pub use failpoint::FailStep;
+pub use insights::{Insights, Restart, RestartReason, SlowTask, WorkerInsights};
 pub use pool::{Pool, PoolBuilder, default_chunksize};
+pub use progress::{DEFAULT_INTERVAL, Progress, ProgressEvents, ProgressUpdate};
 pub use result::{AsyncResult, Imap};
 pub use task::Task;
