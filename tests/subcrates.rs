@@ -29,6 +29,9 @@ fn every_reexported_path_resolves() {
     let _: fn(usize) -> Result<mp::Pool, mp::PoolError> = mp::Pool::new;
     let _ = mp::Queue::<u8>::builder();
     let _ = mp::Pool::builder();
+    let _: fn(mp::LevelFilter) -> bool = mp::log_to_stderr;
+    let _ = mp::Progress::bar;
+    let _ = mp::pool::DEFAULT_INTERVAL;
 }
 
 #[test]
@@ -91,6 +94,15 @@ fn every_public_type_is_named_at_the_root() {
         type_name::<mp::PoolBuilder>(),
         type_name::<mp::AsyncResult<u64>>(),
         type_name::<mp::Imap<std::ops::Range<u64>, u64>>(),
+        type_name::<mp::Progress>(),
+        type_name::<mp::ProgressEvents>(),
+        type_name::<mp::ProgressUpdate>(),
+        type_name::<mp::Insights>(),
+        type_name::<mp::WorkerInsights>(),
+        type_name::<mp::Restart>(),
+        type_name::<mp::RestartReason>(),
+        type_name::<mp::SlowTask>(),
+        type_name::<mp::LevelFilter>(),
     ];
     // The traits, by bounds.
     fn target<F: mp::Target<(u64,)>>(_: F) {}

@@ -697,9 +697,10 @@ impl Collector {
             st.phase = Phase::Stopping;
         }
         w.recover_journal(st);
-        let retired = code == Some(0)
-            && w.inflight.is_empty()
-            && self.spawner.maxtasks.is_some_and(|m| w.chunks_sent >= m);
+        // A worker that has done its `maxtasksperchild` exits on its own (the collector may
+        // have killed it first, seeing its socket close before it was gone).
+        let retired =
+            w.inflight.is_empty() && self.spawner.maxtasks.is_some_and(|m| w.chunks_sent >= m);
         let reason = if w.timed_out {
             RestartReason::Timeout
         } else if retired {

@@ -424,7 +424,7 @@ impl Pool {
         // The length is known for sure only once the input ends.
         let (id, mut g) = self.new_job(Store::Dense(BTreeMap::new(), n), None)?;
         if let (true, Some(p)) = (bulk, &self.shared.progress) {
-            g.attach_progress(id, p, Some(n as u64));
+            g.attach_progress(id, p, Some(n as u64), false);
         }
         drop(g);
         self.shared.deliver_progress();
@@ -714,7 +714,7 @@ impl Pool {
         let (id, mut g) = self.new_job(Store::Sparse(BTreeMap::new()), None)?;
         g.feeders += 1;
         if let Some(p) = &self.shared.progress {
-            g.attach_progress(id, p, total);
+            g.attach_progress(id, p, total, false);
         }
         drop(g);
         self.shared.deliver_progress();

@@ -482,6 +482,7 @@ impl futures_core::Stream for ProgressEvents {
 #[cfg(feature = "progress")]
 mod bar {
     use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
 
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -496,6 +497,8 @@ mod bar {
         bar: ProgressBar,
         /// Drawn as plain text to a stderr that is not a terminal.
         plain: bool,
+        /// It was shown (an update came): only then is it left on the screen when dropped.
+        shown: AtomicBool,
     }
 
     impl Bar {
@@ -509,10 +512,11 @@ mod bar {
             };
             let bar = ProgressBar::with_draw_target(total, target).with_elapsed(started.elapsed());
             set_style(&bar, total.is_some());
-            Bar { bar, plain }
+            Bar { bar, plain, shown: AtomicBool::new(false) }
         }
 
         pub fn show(&self, u: &ProgressUpdate) {
+            self.shown.store(true, Ordering::Relaxed);
             if let Some(total) = u.total {
                 if self.bar.length() != Some(total) {
                     set_style(&self.bar, true);
@@ -538,7 +542,7 @@ mod bar {
 
     impl Drop for Bar {
         fn drop(&mut self) {
-            if !self.bar.is_finished() {
+            if self.shown.load(Ordering::Relaxed) && !self.bar.is_finished() {
                 self.bar.abandon();
                 if self.plain {
                     let _ = std::io::stderr().write_all(b"\n");

@@ -204,7 +204,7 @@ impl<T> AsyncResult<T> {
         if self.shared.check_process().is_ok() {
             let mut g = self.shared.lock();
             let hint = g.jobs.get(&self.job).and_then(|j| j.expected);
-            g.attach_progress(self.job, &progress, hint);
+            g.attach_progress(self.job, &progress, hint, true);
             drop(g);
             self.shared.deliver_progress();
         }
@@ -472,7 +472,7 @@ where
     pub fn with_progress(self, progress: crate::Progress) -> Self {
         if self.shared.check_process().is_ok() {
             let mut g = self.shared.lock();
-            g.attach_progress(self.job, &progress, self.total);
+            g.attach_progress(self.job, &progress, self.total, true);
             drop(g);
             self.shared.deliver_progress();
         }
@@ -666,6 +666,10 @@ impl<I: Iterator, R> Drop for Imap<I, R> {
         }
         if let Some(j) = g.jobs.get_mut(&self.job) {
             j.expected = Some(self.submitted);
+        }
+        // The call is over for its progress: its iterator is gone.
+        g.end_progress(self.job);
+        if let Some(j) = g.jobs.get_mut(&self.job) {
             if j.complete || j.all_in() {
                 g.jobs.remove(&self.job);
             } else {
@@ -673,6 +677,7 @@ impl<I: Iterator, R> Drop for Imap<I, R> {
             }
         }
         drop(g);
+        self.shared.deliver_progress();
         self.shared.ring();
     }
 }

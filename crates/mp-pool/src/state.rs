@@ -522,12 +522,29 @@ impl State {
     }
 
     /// Reports job `id`'s progress to `progress` from now on (replacing where it went), with
-    /// `hint` as its total until its input has ended; an update is made at once.
-    pub fn attach_progress(&mut self, id: u64, progress: &Progress, hint: Option<u64>) {
+    /// `hint` as its total until its input has ended.
+    /// With `announce`, the first update is made at once (else with the first result).
+    pub fn attach_progress(
+        &mut self,
+        id: u64,
+        progress: &Progress,
+        hint: Option<u64>,
+        announce: bool,
+    ) {
         let Some(j) = self.jobs.get_mut(&id) else { return };
         j.progress = progress.start(id, hint, j.created);
         if let Some(p) = &mut j.progress {
-            self.progress_out.extend(p.now(j.received, j.failures, j.expected, j.complete));
+            if announce || j.complete {
+                self.progress_out.extend(p.now(j.received, j.failures, j.expected, j.complete));
+            }
+        }
+    }
+
+    /// Makes the last progress update of job `id`, whose handle is gone, if not made yet.
+    pub fn end_progress(&mut self, id: u64) {
+        let Some(j) = self.jobs.get_mut(&id) else { return };
+        if let Some(p) = &mut j.progress {
+            self.progress_out.extend(p.now(j.received, j.failures, j.expected, true));
         }
     }
 
@@ -619,12 +636,32 @@ impl Shared {
     /// letting go, so that no update is left behind. A callback that calls into the pool (and
     /// so here) leaves its updates to the thread already delivering.
     pub fn deliver_progress(&self) {
+        self.deliver_progress_with(false);
+    }
+
+    /// [`Shared::deliver_progress`]; with `wait`, waits for another thread delivering to finish
+    /// and delivers what is left, so that every update made so far has been delivered when it
+    /// returns (unless it is called from a progress callback, whose thread delivers them
+    /// after the callback returns).
+    pub fn deliver_progress_with(&self, wait: bool) {
+        thread_local! {
+            /// This thread is delivering progress updates (a callback called into the pool).
+            static DELIVERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+        if DELIVERING.with(std::cell::Cell::get) {
+            return;
+        }
         loop {
-            let turn = match self.delivering.try_lock() {
-                Ok(g) => g,
-                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => return,
+            let turn = if wait {
+                self.delivering.lock().unwrap_or_else(PoisonError::into_inner)
+            } else {
+                match self.delivering.try_lock() {
+                    Ok(g) => g,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => return,
+                }
             };
+            DELIVERING.with(|d| d.set(true));
             loop {
                 let updates = std::mem::take(&mut self.lock().progress_out);
                 if updates.is_empty() {
@@ -632,6 +669,7 @@ impl Shared {
                 }
                 crate::progress::deliver(updates);
             }
+            DELIVERING.with(|d| d.set(false));
             drop(turn);
             if self.lock().progress_out.is_empty() {
                 return;
@@ -692,19 +730,26 @@ impl Shared {
                     job.store = store;
                 }
             }
+            // The last progress update is delivered before the result is ready, as callbacks
+            // run before it.
+            let last = g.jobs.get_mut(&id).and_then(|job| {
+                let p = job.progress.as_mut()?;
+                p.now(job.received, job.failures, job.expected, true)
+            });
+            if let Some(last) = last {
+                g.progress_out.push(last);
+                drop(g);
+                self.deliver_progress_with(true);
+                g = self.lock();
+            }
             if let Some(job) = g.jobs.get_mut(&id) {
                 job.complete = true;
-                let last = job
-                    .progress
-                    .as_mut()
-                    .and_then(|p| p.now(job.received, job.failures, job.expected, true));
                 if let Some(w) = job.waker.take() {
                     w.wake();
                 }
                 if job.abandoned {
                     g.jobs.remove(&id);
                 }
-                g.progress_out.extend(last);
             }
             g.changed = true;
         }
