@@ -389,7 +389,7 @@ impl Book {
 /// The slowest of two lists, at most `proto::SLOWEST`, the slowest first.
 fn merge_slowest(mut a: Vec<SlowTask>, b: Vec<SlowTask>) -> Vec<SlowTask> {
     a.extend(b);
-    a.sort_by(|x, y| y.duration.cmp(&x.duration));
+    a.sort_by_key(|t| std::cmp::Reverse(t.duration));
     a.truncate(crate::proto::SLOWEST);
     a
 }
