@@ -120,10 +120,10 @@ impl Progress {
 
     /// For [`Progress::bar`]: draw even when stderr is not a terminal (a log file, CI), as
     /// plain text lines rewritten with carriage returns. No effect on other kinds.
-    pub fn with_draw_always(mut self, always: bool) -> Progress {
+    pub fn with_draw_always(self, always: bool) -> Progress {
         #[cfg(feature = "progress")]
-        if let Sink::Bar { always: a } = &mut self.sink {
-            *a = always;
+        if let Sink::Bar { .. } = self.sink {
+            return Progress { sink: Sink::Bar { always }, ..self };
         }
         #[cfg(not(feature = "progress"))]
         let _ = always;
