@@ -27,7 +27,7 @@
 //! | [`shm`] (`mp-shm`) | `SharedMemory`, `RawValue`, `RawArray`, `ShareableList` |
 //! | [`sync`] (`mp-sync`) | `Lock`, `RLock`, `Semaphore`, `Event`, `Condition`, `Barrier`, `Value`, `Array` |
 //! | [`queue`] (`mp-queue`) | `Queue`, `JoinableQueue`, `SimpleQueue`, `pipe`, `Connection`, `wait`, `Listener`, `Client` (also in [`connection`], Python's `multiprocessing.connection`) |
-//! | [`pool`] (`mp-pool`) | `Pool` (`map`, `imap`, `apply_async`, ...), `AsyncResult`, workers replaced when they die |
+//! | [`pool`] (`mp-pool`) | `Pool` (`map`, `imap`, `apply_async`, ...), `AsyncResult`, workers replaced when they die, `Progress` of bulk calls, `Pool::insights` |
 //! | [`manager`] (`mp-manager`) | `Manager` and its proxies (`ListProxy`, `DictProxy`, `NamespaceProxy`, ...), objects served by a process of their own |
 //!
 //! # Names at the root
@@ -38,6 +38,18 @@
 //! [`QueueError`], [`PoolError`], [`ManagerError`]; `mp::Error` is the umbrella [`Error`]. Everything else
 //! (constants, the wire, fd passing, the tracker, futexes) is in the crate's module
 //! (`mp::process::wire`, `mp::queue::DEFAULT_CAPACITY`, ...).
+//!
+//! # Seeing what happens
+//! [`Progress`] reports the progress of a pool's bulk calls (a terminal bar with the
+//! default feature `progress`, a callback or a stream of [`ProgressUpdate`]s),
+//! [`Pool::insights`] tells what each worker did, and [`log_to_stderr`] (Python's) prints mp's
+//! log records, `[LEVEL/ProcessName] message`, in this process and its children. mp logs
+//! through the `log` facade, with targets that begin with the crate's name (`mp_process`,
+//! `mp_shm`, `mp_sync`, `mp_queue`, `mp_pool`, `mp_manager`).
+//!
+//! # Features
+//! `progress` (on by default) brings `Progress::bar` and its dependency `indicatif`; a
+//! library depending on mp can leave it out with `default-features = false`.
 //!
 //! # One error
 //! Each crate returns its own error. [`Error`] has a variant per crate (and one for
@@ -128,14 +140,16 @@ pub use mp_manager::{
     NamespaceProxy, RemoteError, ValueProxy,
 };
 pub use mp_pool::{
-    AsyncResult, Error as PoolError, Imap, Pool, PoolBuilder, SerializationError, Task,
+    AsyncResult, Error as PoolError, Imap, Insights, Pool, PoolBuilder, Progress, ProgressEvents,
+    ProgressUpdate, Restart, RestartReason, SerializationError, SlowTask, Task, WorkerInsights,
 };
+pub use mp_process::logging::LevelFilter;
 pub use mp_process::wire::WireError;
 pub use mp_process::{
     AuthKey, ChildInfo, CloseError, Context, Error as ProcessError, InitGuard, ParentProcess,
     Process, ProcessInfo, StartMethod, Target, TargetOutput, active_children, authkey, cpu_count,
-    current_process, get_all_start_methods, get_context, get_start_method, init, parent_process,
-    set_authkey, set_start_method,
+    current_process, get_all_start_methods, get_context, get_start_method, init, log_to_stderr,
+    parent_process, set_authkey, set_start_method,
 };
 pub use mp_queue::{
     Address, Bytes, Client, Connection, Error as QueueError, JoinableQueue, Listener, PutError,

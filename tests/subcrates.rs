@@ -37,6 +37,9 @@ fn every_reexported_path_resolves() {
     let _ = mp::connection::pipe;
     let _ = mp::connection::wait::<[&mp::Connection; 1]>;
     let _ = mp::connection::DEFAULT_HANDSHAKE_TIMEOUT;
+    let _: fn(mp::LevelFilter) -> bool = mp::log_to_stderr;
+    let _ = mp::Progress::bar;
+    let _ = mp::pool::DEFAULT_INTERVAL;
 }
 
 #[test]
@@ -103,6 +106,15 @@ fn every_public_type_is_named_at_the_root() {
         type_name::<mp::PoolBuilder>(),
         type_name::<mp::AsyncResult<u64>>(),
         type_name::<mp::Imap<std::ops::Range<u64>, u64>>(),
+        type_name::<mp::Progress>(),
+        type_name::<mp::ProgressEvents>(),
+        type_name::<mp::ProgressUpdate>(),
+        type_name::<mp::Insights>(),
+        type_name::<mp::WorkerInsights>(),
+        type_name::<mp::Restart>(),
+        type_name::<mp::RestartReason>(),
+        type_name::<mp::SlowTask>(),
+        type_name::<mp::LevelFilter>(),
     ];
     // The traits, by bounds.
     fn target<F: mp::Target<(u64,)>>(_: F) {}

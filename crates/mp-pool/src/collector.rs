@@ -11,6 +11,7 @@ use mp_process::{Forker, Process, StartMethod, os};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 use crate::error::{Error, Result};
+use crate::insights::RestartReason;
 use crate::proto::{self, ChunkHeader, InitSpec, Reader, ResultEntry, WorkerBoot, Writer};
 use crate::state::{Chunk, Phase, Raw, Shared, Slot, State};
 
@@ -50,6 +51,13 @@ struct InChunk {
 /// A worker as the collector tracks it.
 pub(crate) struct WorkerH {
     pid: u32,
+    /// Its place in the pool (see [`crate::Insights`]): a replacement takes the slot of the
+    /// worker it replaces.
+    slot: usize,
+    /// Its process name.
+    name: String,
+    /// When it was started, in [`proto::monotonic_ns`].
+    spawned_ns: u64,
     sock: OwnedFd,
     /// The worker process.
     process: Process,
@@ -68,8 +76,8 @@ pub(crate) struct WorkerH {
     timed_out: bool,
     dead: bool,
     status: Option<i32>,
-    /// The count of tasks the worker has started, which it keeps up to date.
-    progress: mp_shm::SharedMemory,
+    /// The worker's segment: the count of tasks it has started, its journal, its counters.
+    progress: Arc<mp_shm::SharedMemory>,
     /// The count of results received from it.
     received: u64,
     /// The largest second batch its socket's buffer is sure to hold (see [`SMALL_BATCH`]).
@@ -200,11 +208,12 @@ impl Spawner {
         })
     }
 
-    /// Starts one worker.
-    pub fn spawn(&mut self) -> Result<WorkerH> {
+    /// Starts one worker, in `slot`.
+    pub fn spawn(&mut self, slot: usize) -> Result<WorkerH> {
+        let spawned_ns = proto::monotonic_ns();
         let (mine, theirs) = socket_pair()?;
         let boot = self.boot()?;
-        let progress = boot.progress.try_clone()?;
+        let progress = Arc::new(boot.progress.try_clone()?);
         self.counter += 1;
         let prefix = match self.method {
             StartMethod::Fork => "ForkPoolWorker",
@@ -215,15 +224,19 @@ impl Spawner {
         let mut process = (self.starts.worker)(PassFd(theirs), boot)
             .with_start_method(self.method)
             .with_daemon(true)
-            .with_name(name);
+            .with_name(name.clone());
         if let Some(forker) = &self.forker {
             process = process.with_forker(forker.clone());
         }
         process.start()?;
         let pid = process.pid().unwrap_or(0);
         let sndbuf = rustix::net::sockopt::socket_send_buffer_size(&mine).unwrap_or(0);
+        log::debug!(target: "mp_pool", "started worker {name} (pid {pid})");
         Ok(WorkerH {
             pid,
+            slot,
+            name,
+            spawned_ns,
             small_batch: (sndbuf / 3).min(SMALL_BATCH),
             sock: mine,
             process,
@@ -289,6 +302,7 @@ impl Collector {
     /// The thread's body.
     pub fn run(mut self) {
         loop {
+            let progress_due;
             {
                 let shared = self.shared.clone();
                 let mut st = shared.lock();
@@ -312,6 +326,7 @@ impl Collector {
                 }
                 self.shared.sleeping.store(true, std::sync::atomic::Ordering::SeqCst);
                 let sends = self.dispatch(&mut st);
+                progress_due = st.progress_due;
                 drop(st);
                 if self.send_batches(sends) {
                     // Batches failed and freed their workers: dispatch again at once (no
@@ -320,7 +335,7 @@ impl Collector {
                     continue;
                 }
             }
-            self.wait_and_handle();
+            self.wait_and_handle(progress_due);
             self.shared.settle();
             self.replace();
         }
@@ -340,13 +355,16 @@ impl Collector {
                     return;
                 }
             }
-            match self.spawner.spawn() {
+            let slot = (0..self.shared.processes)
+                .find(|k| self.workers.iter().all(|w| w.slot != *k))
+                .unwrap_or(self.workers.len());
+            match self.spawner.spawn(slot) {
                 Ok(w) => {
                     self.workers.push(w);
                     self.publish_pids();
                 }
                 Err(e) => {
-                    log::error!("mp-pool: cannot replace a worker: {e}");
+                    log::error!(target: "mp_pool", "cannot replace a worker: {e}; the pool stops");
                     let mut st = self.shared.lock();
                     st.failure = Some(e);
                     st.phase = Phase::Stopping;
@@ -356,10 +374,15 @@ impl Collector {
         }
     }
 
-    /// Publishes the workers' pids for [`Pool::pids`](crate::Pool::pids).
+    /// Publishes the workers' pids for [`Pool::pids`](crate::Pool::pids), and the workers
+    /// started since the last time to the book of insights.
     pub fn publish_pids(&self) {
         let pids = self.workers.iter().map(|w| w.pid).collect();
-        self.shared.lock().pids = pids;
+        let mut st = self.shared.lock();
+        st.pids = pids;
+        for w in &self.workers {
+            st.book.started(w.slot, w.pid, w.progress.clone(), w.spawned_ns);
+        }
     }
 
     /// Hands queued chunks to workers with room, one batch per worker per round: the chunks
@@ -529,8 +552,9 @@ impl Collector {
         true
     }
 
-    /// Polls the doorbell and the workers, and handles what is ready.
-    fn wait_and_handle(&mut self) {
+    /// Polls the doorbell and the workers, and handles what is ready; wakes by
+    /// `progress_due` to make the progress updates held back by their interval.
+    fn wait_and_handle(&mut self, progress_due: Option<Instant>) {
         let deadline = self.timeout.and_then(|t| {
             self.workers
                 .iter()
@@ -538,6 +562,10 @@ impl Collector {
                 .filter_map(|w| w.busy_since.checked_add(t))
                 .min()
         });
+        let deadline = match (deadline, progress_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let ready = {
             let mut fds: Vec<BorrowedFd<'_>> = vec![self.shared.doorbell.as_fd()];
             for w in &self.workers {
@@ -617,10 +645,19 @@ impl Collector {
             for w in &mut self.workers {
                 let due = w.busy_since.checked_add(t).is_some_and(|d| now >= d);
                 if !w.inflight.is_empty() && !w.timed_out && !w.dead && due {
+                    log::warn!(
+                        target: "mp_pool",
+                        "worker {} (pid {}) overran the task timeout ({t:?}): it is killed",
+                        w.name,
+                        w.pid
+                    );
                     w.timed_out = true;
                     w.kill();
                 }
             }
+        }
+        if st.progress_due.is_some() {
+            st.flush_progress(Instant::now());
         }
         self.shared.notify(st);
     }
@@ -655,10 +692,38 @@ impl Collector {
     fn handle_death(&mut self, st: &mut State, mut w: WorkerH) {
         let code = w.status;
         if code == Some(-2) && st.failure.is_none() {
+            log::warn!(target: "mp_pool", "worker {} (pid {}) got SIGINT: the pool stops", w.name, w.pid);
             st.failure = Some(Error::Interrupted);
             st.phase = Phase::Stopping;
         }
         w.recover_journal(st);
+        // A worker that has done its `maxtasksperchild` exits on its own (the collector may
+        // have killed it first, seeing its socket close before it was gone).
+        let retired =
+            w.inflight.is_empty() && self.spawner.maxtasks.is_some_and(|m| w.chunks_sent >= m);
+        let reason = if w.timed_out {
+            RestartReason::Timeout
+        } else if retired {
+            RestartReason::MaxTasks
+        } else {
+            RestartReason::Died { exitcode: code }
+        };
+        st.book.gone(w.slot, Some(reason));
+        match reason {
+            RestartReason::MaxTasks => log::debug!(
+                target: "mp_pool",
+                "worker {} (pid {}) retired at maxtasksperchild; it is replaced",
+                w.name,
+                w.pid
+            ),
+            _ => log::warn!(
+                target: "mp_pool",
+                "worker {} (pid {}) {reason} holding {} task(s); it is replaced",
+                w.name,
+                w.pid,
+                w.inflight.iter().map(|ic| ic.chunk.count - ic.done).sum::<usize>()
+            ),
+        }
         let started = w
             .progress
             .atomic_u64(proto::SEG_STARTED)
@@ -816,6 +881,13 @@ impl Collector {
             {
                 let _ = p.kill();
                 let _ = p.join();
+            }
+        }
+        {
+            // Their counters are final now.
+            let mut st = self.shared.lock();
+            for w in &self.workers {
+                st.book.gone(w.slot, None);
             }
         }
         self.workers.clear();

@@ -52,7 +52,32 @@
 //! worker is replaced, tasks can have a timeout, and Ctrl-C ends a running call with
 //! [`Error::Interrupted`].
 //!
+//! # Seeing a pool work
+//! [`Progress`] reports the progress of bulk calls (`map`, `starmap`, `imap`,
+//! `imap_unordered` and their async and chunked forms) to a terminal bar, a callback or a
+//! stream of [`ProgressUpdate`]s: for every bulk call of a pool with
+//! [`PoolBuilder::progress`], for one with [`AsyncResult::with_progress`] or
+//! [`Imap::with_progress`]. [`Pool::insights`] tells what each worker did and where the time
+//! went ([`Insights`], a table when printed). The crate logs with the target `mp_pool`.
+//!
+//! ```
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//! # fn main() -> Result<(), mp_pool::Error> {
+//! let (progress, events) = mp_pool::Progress::events();
+//! let pool = mp_pool::Pool::new(2)?;
+//! pool.map_async(square, 0..100)?.with_progress(progress).get()?;
+//! assert!(events.last().is_some_and(|u| u.done == 100 && u.finished));
+//! assert_eq!(pool.insights().tasks(), 100);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Features
+//! `progress` (off by default here, on by default in the umbrella crate `mp`) adds
+//! [`Progress::bar`], drawn with `indicatif`.
+//!
 //! `failpoints` (off by default; the crate's own tests turn it on) adds
 //! `Builder::failpoint` and `FailStep`: every worker of a pool can be made to SIGKILL
 //! itself at a chosen step of its protocol, for tests of what a worker's death loses. Without
@@ -72,7 +97,10 @@ mod collector;
 mod error;
 #[cfg(feature = "failpoints")]
 mod failpoint;
+mod insights;
+mod meter;
 mod pool;
+mod progress;
 mod proto;
 mod result;
 mod state;
@@ -82,6 +110,8 @@ mod worker;
 pub use error::{Error, Result, SerializationError};
 #[cfg(feature = "failpoints")]
 pub use failpoint::FailStep;
+pub use insights::{Insights, Restart, RestartReason, SlowTask, WorkerInsights};
 pub use pool::{Pool, PoolBuilder, default_chunksize};
+pub use progress::{DEFAULT_INTERVAL, Progress, ProgressEvents, ProgressUpdate};
 pub use result::{AsyncResult, Imap};
 pub use task::Task;

@@ -11,6 +11,8 @@ use serde::de::DeserializeOwned;
 
 use crate::collector::{Collector, InitTemplate, Spawner, Starts};
 use crate::error::{Error, Result};
+use crate::insights::{Book, Insights};
+use crate::progress::Progress;
 use crate::result::{AsyncResult, Imap, build_chunks, decode_one, decode_vec, queue_chunks};
 use crate::state::{Job, Phase, Shared, State, Store};
 use crate::task::Task;
@@ -67,6 +69,7 @@ pub struct PoolBuilder {
     maxtasks: Option<usize>,
     method: Option<StartMethod>,
     timeout: Option<Duration>,
+    progress: Option<Progress>,
     #[cfg(feature = "failpoints")]
     failpoint: Option<(crate::FailStep, u64)>,
 }
@@ -79,6 +82,7 @@ impl std::fmt::Debug for PoolBuilder {
             .field("maxtasksperchild", &self.maxtasks)
             .field("method", &self.method)
             .field("timeout", &self.timeout)
+            .field("progress", &self.progress)
             .finish()
     }
 }
@@ -137,6 +141,31 @@ impl PoolBuilder {
         self
     }
 
+    /// Reports the progress of every bulk call of the pool (`map`, `starmap`, `imap`,
+    /// `imap_unordered`, their async and chunked forms; not `apply`) to `progress`: a bar
+    /// ([`Progress::bar`], feature `progress`), a callback or a stream. A call can say
+    /// otherwise with its own [`AsyncResult::with_progress`] or [`Imap::with_progress`]
+    /// ([`Progress::none`] for none).
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// # fn main() -> Result<(), mp_pool::Error> {
+    /// let (progress, events) = mp_pool::Progress::events();
+    /// let pool = mp_pool::Pool::builder().processes(2).progress(progress).build()?;
+    /// pool.map(square, 0..50)?;
+    /// drop(pool); // the stream ends with the pool's copy of `progress`
+    /// let last = events.last().unwrap();
+    /// assert_eq!((last.done, last.finished), (50, true));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
     /// For tests (feature `failpoints`): every worker kills itself (SIGKILL) at `step` of its
     /// protocol the `n`th time it gets there (replacements too).
     #[cfg(feature = "failpoints")]
@@ -178,18 +207,18 @@ impl PoolBuilder {
             spawner.failpoint = self.failpoint;
         }
         let mut workers = Vec::with_capacity(processes);
-        for _ in 0..processes {
-            match spawner.spawn() {
+        for slot in 0..processes {
+            match spawner.spawn(slot) {
                 Ok(w) => workers.push(w),
                 Err(e) => {
                     // Kills and reaps the workers started so far, then lets go of the zygote.
-                    let shared = Arc::new(new_shared(doorbell, processes, Phase::Stopping));
+                    let shared = Arc::new(new_shared(doorbell, processes, Phase::Stopping, None));
                     Collector::new(shared, spawner, workers, None).run();
                     return Err(e);
                 }
             }
         }
-        let shared = Arc::new(new_shared(doorbell, processes, Phase::Running));
+        let shared = Arc::new(new_shared(doorbell, processes, Phase::Running, self.progress));
         shared.lock().pids = Vec::new();
         let collector = Collector::new(shared.clone(), spawner, workers, self.timeout);
         collector.publish_pids();
@@ -201,7 +230,12 @@ impl PoolBuilder {
     }
 }
 
-fn new_shared(doorbell: std::os::fd::OwnedFd, processes: usize, phase: Phase) -> Shared {
+fn new_shared(
+    doorbell: std::os::fd::OwnedFd,
+    processes: usize,
+    phase: Phase,
+    progress: Option<Progress>,
+) -> Shared {
     Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
@@ -214,12 +248,17 @@ fn new_shared(doorbell: std::os::fd::OwnedFd, processes: usize, phase: Phase) ->
             to_settle: Vec::new(),
             waiters: 0,
             changed: false,
+            progress_out: Vec::new(),
+            progress_due: None,
+            book: Book::new(processes),
         }),
         cv: Condvar::new(),
         doorbell,
         creator: rustix::process::getpid(),
         processes,
         sleeping: std::sync::atomic::AtomicBool::new(false),
+        progress,
+        delivering: Mutex::new(()),
     }
 }
 
@@ -343,6 +382,16 @@ impl Pool {
         self.shared.lock().pids.clone()
     }
 
+    /// What the workers have done so far and where their time went (mpire's
+    /// `get_insights`): per worker slot, tasks finished, time busy, waiting for work and
+    /// receiving and sending, start-up time, and the workers replaced and why; per pool, the
+    /// slowest tasks and the share of time spent on work rather than overhead. The counters
+    /// are always kept (a few stores to the worker's shared segment per task), and the
+    /// workers that are gone are included. `Display` gives a small table.
+    pub fn insights(&self) -> Insights {
+        self.shared.lock().book.insights()
+    }
+
     /// A new job, refused if the pool takes no new calls.
     fn new_job(
         &self,
@@ -369,11 +418,16 @@ impl Pool {
         mut items: impl Iterator<Item = T>,
         n: usize,
         chunksize: Option<usize>,
+        bulk: bool,
     ) -> Result<u64> {
         let cs = chunksize.unwrap_or_else(|| default_chunksize(n, self.processes())).max(1);
         // The length is known for sure only once the input ends.
-        let (id, g) = self.new_job(Store::Dense(BTreeMap::new(), n), None)?;
+        let (id, mut g) = self.new_job(Store::Dense(BTreeMap::new(), n), None)?;
+        if let (true, Some(p)) = (bulk, &self.shared.progress) {
+            g.attach_progress(id, p, Some(n as u64), false);
+        }
         drop(g);
+        self.shared.deliver_progress();
         // If the input panics, the job is given up (nobody will get its handle).
         let guard = Unfinished { shared: &self.shared, id };
         let mut first = 0u64;
@@ -421,11 +475,11 @@ impl Pool {
     ) -> Result<u64> {
         let iter = iterable.into_iter();
         match iter.size_hint() {
-            (lo, Some(hi)) if lo == hi => self.submit_items(entry, iter, lo, chunksize),
+            (lo, Some(hi)) if lo == hi => self.submit_items(entry, iter, lo, chunksize, true),
             _ => {
                 let items: Vec<T> = iter.collect();
                 let n = items.len();
-                self.submit_items(entry, items.into_iter(), n, chunksize)
+                self.submit_items(entry, items.into_iter(), n, chunksize, true)
             }
         }
     }
@@ -461,7 +515,7 @@ impl Pool {
     {
         let entry = entry_for::<F, Args>(f)?;
         self.shared.check_process()?;
-        let id = self.submit_items(entry, std::iter::once(args), 1, Some(1))?;
+        let id = self.submit_items(entry, std::iter::once(args), 1, Some(1), false)?;
         Ok(AsyncResult::new(self.shared.clone(), id, decode_one::<F::Output>))
     }
 
@@ -652,17 +706,19 @@ impl Pool {
         F::Output: Serialize + DeserializeOwned,
     {
         let entry = entry_for::<F, (A,)>(f)?;
+        let input = iterable.into_iter();
+        let total = match input.size_hint() {
+            (lo, Some(hi)) if lo == hi => Some(lo as u64),
+            _ => None,
+        };
         let (id, mut g) = self.new_job(Store::Sparse(BTreeMap::new()), None)?;
         g.feeders += 1;
+        if let Some(p) = &self.shared.progress {
+            g.attach_progress(id, p, total, false);
+        }
         drop(g);
-        Ok(Imap::new(
-            self.shared.clone(),
-            id,
-            iterable.into_iter(),
-            entry,
-            ordered,
-            self.processes(),
-        ))
+        self.shared.deliver_progress();
+        Ok(Imap::new(self.shared.clone(), id, input, entry, ordered, self.processes(), total))
     }
 
     /// Stops new calls; the workers exit once everything submitted is done (Python's

@@ -80,8 +80,34 @@ pub(crate) const SEG_STARTED: usize = 0;
 pub(crate) const SEG_JOURNAL_LEN: usize = 8;
 /// See [`SEG_STARTED`].
 pub(crate) const SEG_RECEIVED: usize = 16;
+/// The worker's counters for the pool's insights (see `crate::meter`), each a `u64` written
+/// by the worker alone: tasks finished.
+pub(crate) const SEG_DONE: usize = 24;
+/// Nanoseconds spent running chunks of tasks (decoding arguments, the tasks, encoding
+/// results).
+pub(crate) const SEG_BUSY: usize = 32;
+/// Nanoseconds spent waiting for work.
+pub(crate) const SEG_WAIT: usize = 40;
+/// Nanoseconds spent receiving batches and sending results.
+pub(crate) const SEG_IO: usize = 48;
+/// When the worker was ready for work (after its initializer), in [`monotonic_ns`]; 0 before.
+pub(crate) const SEG_READY: usize = 56;
+/// The worker's slowest tasks, behind a sequence lock: the sequence (odd while it is
+/// written), then [`SLOWEST`] records of four `u64`s (job, index of the first task, number of
+/// tasks timed together, nanoseconds), the slowest first, unused ones zero.
+pub(crate) const SEG_SLOW_SEQ: usize = 64;
+/// See [`SEG_SLOW_SEQ`].
+pub(crate) const SEG_SLOW: usize = 72;
+/// How many slowest tasks a worker keeps.
+pub(crate) const SLOWEST: usize = 5;
 /// See [`SEG_STARTED`].
-pub(crate) const SEG_JOURNAL: usize = 64;
+pub(crate) const SEG_JOURNAL: usize = 256;
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for the pool's process and its workers.
+pub(crate) fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec.unsigned_abs().saturating_mul(1_000_000_000).saturating_add(t.tv_nsec.unsigned_abs())
+}
 /// The size of the worker's segment (memory is used only as far as the journal fills).
 pub(crate) const SEG_SIZE: usize = SEG_JOURNAL + (1 << 20);
 /// A journal record that says which task the next result record is for: `job` and `index`

@@ -179,6 +179,39 @@ impl<T> AsyncResult<T> {
     }
 }
 
+impl<T> AsyncResult<T> {
+    /// Reports the call's progress to `progress` (a bar, a callback or a stream: see
+    /// [`Progress`](crate::Progress)) instead of the pool's default, if it has one
+    /// ([`Progress::none`](crate::Progress::none): nowhere). An update is made at once, with
+    /// the tasks already done (the call's time counts from when it was made), and the last
+    /// when every result is in.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// # fn main() -> Result<(), mp_pool::Error> {
+    /// let pool = mp_pool::Pool::new(2)?;
+    /// let (progress, events) = mp_pool::Progress::events();
+    /// let squares = pool.map_async(square, 0..1000)?.with_progress(progress).get()?;
+    /// assert_eq!(squares.len(), 1000);
+    /// let last = events.last().unwrap();
+    /// assert_eq!((last.done, last.total, last.finished), (1000, Some(1000), true));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_progress(self, progress: crate::Progress) -> Self {
+        if self.shared.check_process().is_ok() {
+            let mut g = self.shared.lock();
+            let hint = g.jobs.get(&self.job).and_then(|j| j.expected);
+            g.attach_progress(self.job, &progress, hint, true);
+            drop(g);
+            self.shared.deliver_progress();
+        }
+        self
+    }
+}
+
 impl<T: 'static> AsyncResult<T> {
     /// Registers Python's `callback` and `error_callback` (of `apply_async`, `map_async` and
     /// `starmap_async`): `on_ok` receives the value, or `on_err` the error, once every task
@@ -347,6 +380,8 @@ pub struct Imap<I: Iterator, R> {
     /// Results yielded or in `ready`.
     taken: u64,
     failure_yielded: bool,
+    /// The input's length, if it told it exactly.
+    total: Option<u64>,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -376,6 +411,7 @@ where
         entry: crate::proto::TaskEntry,
         ordered: bool,
         processes: usize,
+        total: Option<u64>,
     ) -> Self {
         Imap {
             shared,
@@ -390,6 +426,7 @@ where
             ready: VecDeque::new(),
             taken: 0,
             failure_yielded: false,
+            total,
             _r: PhantomData,
         }
     }
@@ -405,6 +442,40 @@ where
     /// four chunks per worker). It is raised to at least one chunk.
     pub fn with_max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = Some(n.max(1));
+        self
+    }
+
+    /// Reports the progress of this call to `progress` (a bar, a callback or a stream: see
+    /// [`Progress`](crate::Progress)) instead of the pool's default, if it has one. The total
+    /// is known from the start if the input tells its exact length (`size_hint`), else once
+    /// it has ended. Progress counts results as they reach the pool's process, whether or not
+    /// the iterator has yielded them yet.
+    ///
+    /// ```
+    /// fn double(x: u64) -> u64 {
+    ///     2 * x
+    /// }
+    /// # fn main() -> Result<(), mp_pool::Error> {
+    /// let pool = mp_pool::Pool::new(2)?;
+    /// let (progress, events) = mp_pool::Progress::events();
+    /// // An input of unknown length: the total is learnt when it ends.
+    /// let input = (0..100u64).filter(|x| x % 2 == 0);
+    /// let n = pool.imap_unordered(double, input)?.with_progress(progress).count();
+    /// assert_eq!(n, 50);
+    /// let all: Vec<_> = events.collect();
+    /// assert_eq!(all.first().unwrap().total, None);
+    /// let last = all.last().unwrap();
+    /// assert_eq!((last.done, last.total, last.finished), (50, Some(50), true));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_progress(self, progress: crate::Progress) -> Self {
+        if self.shared.check_process().is_ok() {
+            let mut g = self.shared.lock();
+            g.attach_progress(self.job, &progress, self.total, true);
+            drop(g);
+            self.shared.deliver_progress();
+        }
         self
     }
 
@@ -595,6 +666,10 @@ impl<I: Iterator, R> Drop for Imap<I, R> {
         }
         if let Some(j) = g.jobs.get_mut(&self.job) {
             j.expected = Some(self.submitted);
+        }
+        // The call is over for its progress: its iterator is gone.
+        g.end_progress(self.job);
+        if let Some(j) = g.jobs.get_mut(&self.job) {
             if j.complete || j.all_in() {
                 g.jobs.remove(&self.job);
             } else {
@@ -602,6 +677,7 @@ impl<I: Iterator, R> Drop for Imap<I, R> {
             }
         }
         drop(g);
+        self.shared.deliver_progress();
         self.shared.ring();
     }
 }

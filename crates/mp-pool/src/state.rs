@@ -15,6 +15,8 @@ use rustix::process::Pid;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::insights::Book;
+use crate::progress::{JobProgress, Pending, Progress};
 
 /// An encoded value and the descriptors it carries. The bytes are a range of a buffer that
 /// may hold other values too (a whole results frame), so that results need no copy each.
@@ -195,6 +197,12 @@ pub(crate) struct Job {
     pub callback: Option<Callback>,
     /// Its handle is gone: drop the job once it completes.
     pub abandoned: bool,
+    /// When the call was made.
+    pub created: std::time::Instant,
+    /// How many of the results that arrived are errors.
+    pub failures: u64,
+    /// Where its progress is reported, if anywhere.
+    pub progress: Option<JobProgress>,
 }
 
 impl Job {
@@ -208,6 +216,9 @@ impl Job {
             waker: None,
             callback: None,
             abandoned: false,
+            created: std::time::Instant::now(),
+            failures: 0,
+            progress: None,
         }
     }
 
@@ -433,6 +444,12 @@ pub(crate) struct State {
     pub waiters: usize,
     /// Something a waiter may be waiting for happened since the last notification.
     pub changed: bool,
+    /// Progress updates to deliver outside the lock ([`Shared::settle`]), in order.
+    pub progress_out: Vec<Pending>,
+    /// When a progress update held back by its interval is due, if one is.
+    pub progress_due: Option<std::time::Instant>,
+    /// What the pool's insights are made of.
+    pub book: Book,
 }
 
 impl State {
@@ -447,19 +464,33 @@ impl State {
         if j.complete {
             return;
         }
+        let received = j.received;
         for (index, slot) in slots {
             let tasks = slot.as_ref().map_or(1, Raw::tasks);
+            let failed = u64::from(slot.is_err());
             match &mut j.store {
                 Store::Dense(m, _) => {
                     // A run stays whole, at the index of its first task.
                     if m.insert(index, slot).is_none() {
                         j.received += tasks;
+                        j.failures += failed;
                     }
                 }
                 Store::Sparse(m) => {
                     // A run stays whole too: the iterator that takes it splits it.
                     m.insert(index, slot);
                     j.received += tasks;
+                    j.failures += failed;
+                }
+            }
+        }
+        if let Some(p) = &mut j.progress {
+            if j.received != received {
+                match p.tick(j.received, j.failures, j.expected) {
+                    Ok(update) => self.progress_out.push(update),
+                    Err(due) => {
+                        self.progress_due = Some(self.progress_due.map_or(due, |d| d.min(due)))
+                    }
                 }
             }
         }
@@ -469,6 +500,51 @@ impl State {
         self.changed = true;
         if j.all_in() {
             self.to_settle.push(job);
+        }
+    }
+
+    /// Takes the progress updates held back by their interval that are due at `now`, and sets
+    /// when the next is due.
+    pub fn flush_progress(&mut self, now: std::time::Instant) {
+        if self.progress_due.is_none_or(|d| d > now) {
+            return;
+        }
+        let mut next: Option<std::time::Instant> = None;
+        for j in self.jobs.values_mut() {
+            let Some(p) = &mut j.progress else { continue };
+            match p.due(j.received, j.failures, j.expected, now) {
+                Ok(update) => self.progress_out.push(update),
+                Err(Some(due)) => next = Some(next.map_or(due, |d| d.min(due))),
+                Err(None) => {}
+            }
+        }
+        self.progress_due = next;
+    }
+
+    /// Reports job `id`'s progress to `progress` from now on (replacing where it went), with
+    /// `hint` as its total until its input has ended.
+    /// With `announce`, the first update is made at once (else with the first result).
+    pub fn attach_progress(
+        &mut self,
+        id: u64,
+        progress: &Progress,
+        hint: Option<u64>,
+        announce: bool,
+    ) {
+        let Some(j) = self.jobs.get_mut(&id) else { return };
+        j.progress = progress.start(id, hint, j.created);
+        if let Some(p) = &mut j.progress {
+            if announce || j.complete {
+                self.progress_out.extend(p.now(j.received, j.failures, j.expected, j.complete));
+            }
+        }
+    }
+
+    /// Makes the last progress update of job `id`, whose handle is gone, if not made yet.
+    pub fn end_progress(&mut self, id: u64) {
+        let Some(j) = self.jobs.get_mut(&id) else { return };
+        if let Some(p) = &mut j.progress {
+            self.progress_out.extend(p.now(j.received, j.failures, j.expected, true));
         }
     }
 
@@ -514,6 +590,10 @@ pub(crate) struct Shared {
     pub processes: usize,
     /// The collector may be waiting in `poll` (see [`Shared::ring_if_sleeping`]).
     pub sleeping: AtomicBool,
+    /// Where bulk calls report their progress unless told otherwise.
+    pub progress: Option<Progress>,
+    /// Held by the thread delivering progress updates, so that they arrive in order.
+    pub delivering: Mutex<()>,
 }
 
 impl Shared {
@@ -551,6 +631,52 @@ impl Shared {
         }
     }
 
+    /// Delivers the progress updates made so far, outside the state lock and in order: one
+    /// thread delivers at a time (the others leave it their updates), and it looks again after
+    /// letting go, so that no update is left behind. A callback that calls into the pool (and
+    /// so here) leaves its updates to the thread already delivering.
+    pub fn deliver_progress(&self) {
+        self.deliver_progress_with(false);
+    }
+
+    /// [`Shared::deliver_progress`]; with `wait`, waits for another thread delivering to finish
+    /// and delivers what is left, so that every update made so far has been delivered when it
+    /// returns (unless it is called from a progress callback, whose thread delivers them
+    /// after the callback returns).
+    pub fn deliver_progress_with(&self, wait: bool) {
+        thread_local! {
+            /// This thread is delivering progress updates (a callback called into the pool).
+            static DELIVERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+        if DELIVERING.with(std::cell::Cell::get) {
+            return;
+        }
+        loop {
+            let turn = if wait {
+                self.delivering.lock().unwrap_or_else(PoisonError::into_inner)
+            } else {
+                match self.delivering.try_lock() {
+                    Ok(g) => g,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => return,
+                }
+            };
+            DELIVERING.with(|d| d.set(true));
+            loop {
+                let updates = std::mem::take(&mut self.lock().progress_out);
+                if updates.is_empty() {
+                    break;
+                }
+                crate::progress::deliver(updates);
+            }
+            DELIVERING.with(|d| d.set(false));
+            drop(turn);
+            if self.lock().progress_out.is_empty() {
+                return;
+            }
+        }
+    }
+
     /// Wakes the collector.
     pub fn ring(&self) {
         mp_process::os::eventfd::ring(self.doorbell.as_fd());
@@ -583,7 +709,11 @@ impl Shared {
         loop {
             let mut g = self.lock();
             let Some(id) = g.to_settle.pop() else {
+                let deliver = !g.progress_out.is_empty();
                 self.notify(g);
+                if deliver {
+                    self.deliver_progress();
+                }
                 break;
             };
             let Some(job) = g.jobs.get_mut(&id) else { continue };
@@ -599,6 +729,18 @@ impl Shared {
                 if let Some(job) = g.jobs.get_mut(&id) {
                     job.store = store;
                 }
+            }
+            // The last progress update is delivered before the result is ready, as callbacks
+            // run before it.
+            let last = g.jobs.get_mut(&id).and_then(|job| {
+                let p = job.progress.as_mut()?;
+                p.now(job.received, job.failures, job.expected, true)
+            });
+            if let Some(last) = last {
+                g.progress_out.push(last);
+                drop(g);
+                self.deliver_progress_with(true);
+                g = self.lock();
             }
             if let Some(job) = g.jobs.get_mut(&id) {
                 job.complete = true;

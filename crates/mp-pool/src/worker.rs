@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result, panic_message};
+use crate::meter::{Mark, Meter};
 use crate::proto::{self, ChunkHeader, Reader, WorkerBoot, Writer};
 use crate::task::Task;
 
@@ -64,9 +65,8 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// The journal in `shm`, which is kept for the rest of the worker's life.
-    fn new(shm: mp_shm::SharedMemory) -> Journal {
-        let shm: &'static mp_shm::SharedMemory = Box::leak(Box::new(shm));
+    /// The journal in `shm`, the worker's segment.
+    fn new(shm: &'static mp_shm::SharedMemory) -> Journal {
         let words = (proto::SEG_SIZE - proto::SEG_JOURNAL) / 8;
         Journal {
             started: shm.atomic_u64(proto::SEG_STARTED).ok(),
@@ -248,6 +248,8 @@ impl Results {
 pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
     let sock = sock.into_inner();
     install_panic_hook();
+    // The segment is kept for the rest of the worker's life.
+    let segment: &'static mp_shm::SharedMemory = Box::leak(Box::new(boot.progress));
     #[cfg(feature = "failpoints")]
     crate::failpoint::arm(boot.failpoint);
     let mut run = ChunkRun {
@@ -258,7 +260,11 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
         count: 0,
         form: 0,
         payload: 0..0,
-        journal: Journal::new(boot.progress),
+        journal: Journal::new(segment),
+        meter: Meter::new(segment),
+        time_each: false,
+        task_mark: Mark::now(),
+        io_in_chunk: 0,
         started: 0,
         flush_each: boot.flush_each,
         sock,
@@ -291,9 +297,17 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
     }
     // From here on, results are the parent's.
     run.hold = false;
+    run.meter.ready();
     let mut chunks_done = 0u64;
     loop {
+        let idle = Mark::now();
+        // Waiting for work and receiving it are timed apart (a failed poll only merges them).
+        let _ = mp_process::os::poll::readable(run.sock.as_fd(), None);
+        let (waited, arrived) = idle.lap();
+        run.meter.add_wait(waited);
         let received = fdpass::recv_frame(run.sock.as_fd(), proto::MAX_FRAME);
+        let (receiving, mut mark) = arrived.lap();
+        run.meter.add_io(receiving);
         // Every frame read counts, also one that could not be received whole: a death from
         // here to the first task of a batch gives that task a strike (see the collector).
         run.frames += 1;
@@ -336,7 +350,17 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
             run.count = u64::from(n);
             run.form = form;
             run.payload = start..start + len as usize;
+            run.time_each = run.meter.time_each(run.count);
+            run.task_mark = mark;
+            run.io_in_chunk = 0;
             run_chunk(entry, &mut run);
+            let (took, now) = mark.lap();
+            mark = now;
+            let work = took.saturating_sub(run.io_in_chunk);
+            run.meter.add_busy(work);
+            if !run.time_each {
+                run.meter.offer(job, first, u64::from(n), work);
+            }
             if !run.alive {
                 return;
             }
@@ -372,6 +396,14 @@ pub(crate) struct ChunkRun {
     /// The count of tasks started and the journal of results not sent, shared with the
     /// parent.
     pub journal: Journal,
+    /// The counters of the pool's insights, shared with the parent.
+    pub meter: Meter,
+    /// Time each task of the chunk (they are slow enough), from `task_mark` on.
+    pub time_each: bool,
+    /// When the last task of the chunk ended (or the chunk started).
+    pub task_mark: Mark,
+    /// Time spent sending results during the chunk.
+    pub io_in_chunk: u64,
     pub started: u64,
     pub flush_each: bool,
     pub sock: OwnedFd,
@@ -420,6 +452,7 @@ impl ChunkRun {
         }
         let bytes = self.results.out.buf.get(at..).unwrap_or(&[]);
         let kept = self.journal.record(self.job, index, proto::T_OK, bytes);
+        self.task_finished(index);
         if kept {
             failpoint!(Journaled);
         }
@@ -436,7 +469,22 @@ impl ChunkRun {
         }
         let journal = if self.hold { None } else { Some(&mut self.journal) };
         let kept = self.results.outcome(self.job, index, outcome, journal);
-        self.hold || self.after_task(!kept)
+        if self.hold {
+            return true;
+        }
+        self.task_finished(index);
+        self.after_task(!kept)
+    }
+
+    /// Counts task `index` as finished (its outcome is journaled or about to be sent), and
+    /// times it if the chunk's tasks are timed one by one.
+    fn task_finished(&mut self, index: u64) {
+        self.meter.task_done();
+        if self.time_each {
+            let (took, now) = self.task_mark.lap();
+            self.task_mark = now;
+            self.meter.offer(self.job, index, 1, took);
+        }
     }
 
     /// Sends the results if `now`, if every result is to be sent at once, or if the oldest has
@@ -459,12 +507,16 @@ impl ChunkRun {
             return true;
         }
         failpoint!(BeforeSend);
+        let sending = Mark::now();
         let ok = self.results.out.send(self.sock.as_fd()).is_ok();
         if ok {
             failpoint!(AfterSend);
             self.journal.clear();
         }
         self.results.reset();
+        let (took, _) = sending.lap();
+        self.meter.add_io(took);
+        self.io_in_chunk += took;
         ok
     }
 }
@@ -692,7 +744,8 @@ mod tests {
 
     #[test]
     fn the_journal_reads_back_what_was_recorded() {
-        let mut j = Journal::new(mp_shm::SharedMemory::new(proto::SEG_SIZE).unwrap());
+        let mut j =
+            Journal::new(Box::leak(Box::new(mp_shm::SharedMemory::new(proto::SEG_SIZE).unwrap())));
         let big = vec![7u8; 300];
         let mut want = Vec::new();
         for (job, index, tag, bytes) in [
@@ -745,7 +798,9 @@ mod proptests {
              proptest::collection::vec(any::<u8>(), 0..40)),
             0..40,
         )) {
-            let mut j = Journal::new(mp_shm::SharedMemory::new(proto::SEG_SIZE).unwrap());
+            let mut j = Journal::new(Box::leak(Box::new(
+            mp_shm::SharedMemory::new(proto::SEG_SIZE).unwrap(),
+        )));
             let mut want = Vec::new();
             let mut index = 0u64;
             for (job, skip, tag, bytes) in records {

@@ -38,6 +38,9 @@ pub(crate) struct Boot {
     pub ident: ChildIdentity,
     /// Whether the resource tracker's connection rides after the parent's pidfd.
     pub tracker: bool,
+    /// The parent's `log_to_stderr` level, which the child takes on
+    /// (`crate::logging::inherited`).
+    pub log: Option<u8>,
 }
 
 impl Boot {
@@ -57,6 +60,7 @@ impl Boot {
             payload,
             ident,
             tracker,
+            log: crate::logging::inherited(),
         })
     }
 

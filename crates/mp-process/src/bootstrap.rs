@@ -131,6 +131,7 @@ pub(crate) fn run_boot(
         g.forkserver = forkserver;
         g.tracker = tracker;
     }
+    crate::logging::adopt(boot.log);
     if ident.daemon {
         die_with_parent(real_parent);
     }

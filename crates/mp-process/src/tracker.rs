@@ -268,11 +268,22 @@ pub(crate) fn serve() -> i32 {
             _ => {}
         }
     }
-    for name in names {
-        match rustix::shm::unlink(name.as_str()) {
-            Ok(()) => log::warn!("mp: the resource tracker unlinked leaked shared memory {name}"),
-            Err(_) => continue,
-        }
+    // CPython's tracker warns whatever the logging set-up; so does this one (on stderr, as no
+    // logger is installed in this process).
+    crate::state::global().me.name = Some("ResourceTracker".to_owned());
+    let mut unlinked: Vec<String> =
+        names.into_iter().filter(|name| rustix::shm::unlink(name.as_str()).is_ok()).collect();
+    if !unlinked.is_empty() {
+        unlinked.sort();
+        crate::logging::warn_anyway(
+            "mp_process::tracker",
+            format_args!(
+                "mp: the resource tracker: there appear to be {} leaked shared_memory objects \
+                 to clean up at shutdown; unlinked {}",
+                unlinked.len(),
+                unlinked.join(", ")
+            ),
+        );
     }
     0
 }
