@@ -5,14 +5,13 @@
 //! inherits it with the parent's memory, a spawned or forkserver child receives it in its
 //! boot message), so all processes of one tree share it, as in Python. `set_authkey`
 //! replaces it in the calling process (and so in the children it starts afterwards).
-//! Listeners, clients and managers take it as their default key.
+//! Listeners, clients and managers take it as their default key. The key of the calling
+//! process is kept in its registry (`state.rs`) and read by `current.rs`.
 
 use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-
-use crate::state::global;
 
 /// The length of a key made at random, in bytes (Python's `os.urandom(32)`).
 pub const AUTHKEY_LEN: usize = 32;
@@ -84,30 +83,6 @@ impl fmt::Debug for InheritedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<{} bytes>", self.0.len())
     }
-}
-
-/// The calling process's key, made at random the first time in a process that has none
-/// (the main process).
-///
-/// Errors: the kernel's, if it cannot give random bytes for a first key.
-pub fn authkey() -> std::io::Result<AuthKey> {
-    if let Some(key) = global().authkey.clone() {
-        return Ok(key);
-    }
-    let fresh = AuthKey::random()?;
-    // Another thread may have made one meanwhile: the first one stays.
-    Ok(global().authkey.get_or_insert(fresh).clone())
-}
-
-/// Replaces the calling process's key (Python's `current_process().authkey = key`). Children
-/// started afterwards inherit the new key; processes already running keep theirs.
-pub fn set_authkey(key: impl AsRef<[u8]>) {
-    global().authkey = Some(AuthKey::new(key));
-}
-
-/// The key to hand to a child being started: the calling process's (made if needed).
-pub(crate) fn for_child() -> std::io::Result<InheritedKey> {
-    authkey().map(|k| InheritedKey(k.as_bytes().to_vec()))
 }
 
 #[cfg(test)]

@@ -47,12 +47,36 @@ impl ProcessInfo {
     ///
     /// Errors: the kernel's, if it cannot give random bytes for the first key.
     pub fn authkey(&self) -> std::io::Result<crate::AuthKey> {
-        crate::authkey::authkey()
+        authkey()
     }
 }
 
 fn pid_u32(pid: rustix::process::Pid) -> u32 {
     pid.as_raw_nonzero().get().unsigned_abs()
+}
+
+/// The calling process's key, made at random the first time in a process that has none
+/// (the main process).
+///
+/// Errors: the kernel's, if it cannot give random bytes for a first key.
+pub fn authkey() -> std::io::Result<crate::AuthKey> {
+    if let Some(key) = global().authkey.clone() {
+        return Ok(key);
+    }
+    let fresh = crate::AuthKey::random()?;
+    // Another thread may have made one meanwhile: the first one stays.
+    Ok(global().authkey.get_or_insert(fresh).clone())
+}
+
+/// Replaces the calling process's key (Python's `current_process().authkey = key`). Children
+/// started afterwards inherit the new key; processes already running keep theirs.
+pub fn set_authkey(key: impl AsRef<[u8]>) {
+    global().authkey = Some(crate::AuthKey::new(key));
+}
+
+/// The key to hand to a child being started: the calling process's (made if needed).
+pub(crate) fn key_for_child() -> std::io::Result<crate::authkey::InheritedKey> {
+    authkey().map(|k| crate::authkey::InheritedKey(k.as_bytes().to_vec()))
 }
 
 /// The calling process.

@@ -107,11 +107,13 @@ mod target;
 pub mod tracker;
 pub mod wire;
 
-pub use authkey::{AUTHKEY_LEN, AuthKey, authkey, fill_random, set_authkey};
+pub use authkey::{AUTHKEY_LEN, AuthKey, fill_random};
 pub use boot::BOOTSTRAP_FAILURE;
 pub use context::{Context, get_context, get_start_method, set_start_method};
 pub use cpu::cpu_count;
-pub use current::{ChildInfo, ProcessInfo, active_children, current_process, parent_process};
+pub use current::{
+    ChildInfo, ProcessInfo, active_children, authkey, current_process, parent_process, set_authkey,
+};
 pub use error::Error;
 pub use logging::log_to_stderr;
 pub use method::{START_METHOD_ENV, StartMethod, get_all_start_methods};

@@ -329,7 +329,7 @@ impl Process {
             parent_pid: rustix::process::getpid().as_raw_nonzero().get(),
             parent_name,
             method,
-            authkey: crate::authkey::for_child().map_err(|e| Error::io("getrandom", e))?,
+            authkey: crate::current::key_for_child().map_err(|e| Error::io("getrandom", e))?,
         };
         let child = match (method, &self.forker) {
             (_, Some(forker)) => {

@@ -167,16 +167,23 @@ fn connections_cross_only_through_the_fd_encoder() {
     assert!(postcard::from_bytes::<Connection>(&bytes).is_err());
 }
 
-/// A forged connection: any descriptor, any lanes, any locks.
+/// A forged connection: any descriptor, any lanes, any locks (`pipe: None` claims a
+/// connection of a `Listener` or `Client`).
 #[derive(Serialize, Deserialize)]
 struct Forged {
     #[serde(with = "serde_fd")]
     fd: OwnedFd,
+    pipe: Option<ForgedPipe>,
+    max_message: u64,
+}
+
+/// A forged pipe end's lanes and locks.
+#[derive(Serialize, Deserialize)]
+struct ForgedPipe {
     lanes: mp_shm::SharedMemory,
     lane_in: u8,
     send_lock: Option<mp_sync::Lock>,
     recv_lock: Option<mp_sync::Lock>,
-    max_message: u64,
 }
 
 #[test]
@@ -185,12 +192,13 @@ fn forged_connections_are_refused() {
     let real_lanes = || {
         let (a, _b) = pipe(true).unwrap();
         let (bytes, fds) = fdpass::encode_with_fds(&a).unwrap();
-        fdpass::decode_with_fds::<Forged>(&bytes, fds).unwrap().lanes
+        fdpass::decode_with_fds::<Forged>(&bytes, fds).unwrap().pipe.unwrap().lanes
     };
     let forge = |fd: OwnedFd, lanes, readable: bool, writable: bool| {
         let lock = |present: bool| present.then(|| mp_sync::Lock::new().unwrap());
         let (recv_lock, send_lock) = (lock(readable), lock(writable));
-        let forged = Forged { fd, lanes, lane_in: 0, send_lock, recv_lock, max_message: 1024 };
+        let pipe = ForgedPipe { lanes, lane_in: 0, send_lock, recv_lock };
+        let forged = Forged { fd, pipe: Some(pipe), max_message: 1024 };
         let (bytes, fds) = fdpass::encode_with_fds(&forged).unwrap();
         fdpass::decode_with_fds::<Connection>(&bytes, fds)
     };
@@ -218,6 +226,26 @@ fn forged_connections_are_refused() {
     let conn = forge(fd, real_lanes(), true, false).unwrap();
     assert_eq!(conn.max_message_size(), 1024);
     assert!(!conn.writable());
+    // A socket connection: a pipe or a datagram socket is refused, a stream socket taken.
+    let socket = |fd: OwnedFd| {
+        let (bytes, fds) =
+            fdpass::encode_with_fds(&Forged { fd, pipe: None, max_message: 10 }).unwrap();
+        fdpass::decode_with_fds::<Connection>(&bytes, fds)
+    };
+    let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    assert!(socket(r).is_err(), "a pipe is not a socket");
+    let (udp, _) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::DGRAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    assert!(socket(udp).is_err(), "a datagram socket is not a stream");
+    let fd = rustix::io::fcntl_dupfd_cloexec(&s, 0).unwrap();
+    let conn = socket(fd).unwrap();
+    assert!(conn.is_socket() && conn.readable() && conn.writable());
+    assert_eq!(conn.max_message_size(), 10);
 }
 
 #[test]
