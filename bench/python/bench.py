@@ -466,6 +466,21 @@ def manager_dict():
         return 1.0 / dict_set_get(m.dict()), "ops/s"
 
 
+def manager_dict_tcp():
+    """Set then get on a dict of a manager served on TCP loopback, from a client connected
+    to it (SyncManager(address, authkey).connect()), in ops/s."""
+    from multiprocessing.managers import SyncManager
+    server = SyncManager(address=("127.0.0.1", 0), authkey=b"secret",
+                         ctx=multiprocessing.get_context("fork"))
+    server.start()
+    try:
+        client = SyncManager(address=server.address, authkey=b"secret")
+        client.connect()
+        return 1.0 / dict_set_get(client.dict()), "ops/s"
+    finally:
+        server.shutdown()
+
+
 def manager_dict_blocking():
     """The same in µs per operation (CPython's manager always blocks)."""
     with fork_manager() as m:
@@ -650,6 +665,7 @@ ROWS = {
     "pool_imap_chunked": pool_imap_chunked,
     "pool_cpu_speedup": pool_cpu_speedup,
     "manager_dict": manager_dict,
+    "manager_dict_tcp": manager_dict_tcp,
     "manager_dict_blocking": manager_dict_blocking,
     "manager_dict_4clients": manager_dict_4clients,
     "manager_proxy_create": manager_proxy_create,

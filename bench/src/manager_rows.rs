@@ -1,4 +1,4 @@
-//! The manager rows: `manager_dict`, `manager_dict_blocking`, `manager_dict_4clients`,
+//! The manager rows: `manager_dict`, `manager_dict_tcp`, `manager_dict_blocking`, `manager_dict_4clients`,
 //! `manager_proxy_create`, `manager_list_iterate` and `manager_memory`.
 //!
 //! Every row starts its manager under fork, as the other rows start their children, and
@@ -33,6 +33,22 @@ pub fn manager_dict(side: Side) -> Result<Figure> {
     ensure!(side == Side::Mp, "manager_dict has no floor side");
     let m = manager()?;
     let d = m.dict()?;
+    Ok(Figure { value: 1.0 / dict_set_get(&d)?, unit: "ops/s" })
+}
+
+/// manager_dict_tcp: set then get on a dict of a manager served on TCP loopback, from a
+/// client that reached it with `Manager::connect` (a remote client: the key's handshake on
+/// each connection, CPython's framing), in ops/s.
+pub fn manager_dict_tcp(side: Side) -> Result<Figure> {
+    ensure!(side == Side::Mp, "manager_dict_tcp has no floor side");
+    let m = mp::Manager::builder()
+        .start_method(mp::StartMethod::Fork)
+        .address("127.0.0.1:0")
+        .authkey(b"secret")
+        .start()?;
+    let address = m.address().context("the manager's address")?.clone();
+    let remote = mp::Manager::connect(address, Some(b"secret"))?;
+    let d = remote.dict()?;
     Ok(Figure { value: 1.0 / dict_set_get(&d)?, unit: "ops/s" })
 }
 

@@ -89,6 +89,8 @@ pub const ROWS: &[Row] = &[
     row("pool_imap_chunked", Higher, false, &[]),
     row("pool_cpu_speedup", Higher, true, &[Floor(0.95)]),
     row("manager_dict", Higher, false, &[Cpython(20.0)]),
+    // A remote client of a manager served on TCP loopback (CPython: a connected SyncManager).
+    row("manager_dict_tcp", Higher, false, &[Cpython(5.0)]),
     row("manager_dict_blocking", Lower, true, &[Floor(1.2)]),
     row("manager_dict_4clients", Higher, false, &[Cpython(10.0)]),
     row("manager_proxy_create", Higher, false, &[Cpython(50.0)]),

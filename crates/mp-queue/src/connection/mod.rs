@@ -7,7 +7,7 @@ mod wire;
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -114,7 +114,6 @@ struct PipeEnd {
 }
 
 /// What the handles on one socket connection share, in one process.
-#[derive(Default)]
 struct SocketEnd {
     /// Held for the whole of one message's sending.
     send: Mutex<()>,
@@ -124,6 +123,31 @@ struct SocketEnd {
     read_ahead: AtomicBool,
     /// Whether a receive stopped inside a frame.
     broken: AtomicBool,
+    /// How long a receive looks without blocking, in ns (`u64::MAX`: the process's budget).
+    spin_ns: AtomicU64,
+}
+
+impl Default for SocketEnd {
+    fn default() -> SocketEnd {
+        SocketEnd {
+            send: Mutex::default(),
+            recv: Mutex::default(),
+            read_ahead: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+            spin_ns: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl SocketEnd {
+    /// How long a receive looks without blocking before it blocks.
+    fn spin(&self) -> Option<Duration> {
+        match self.spin_ns.load(Ordering::Relaxed) {
+            u64::MAX => lane::spin_budget(),
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
 }
 
 /// The guard of an end's send or receive lock.
@@ -245,6 +269,20 @@ impl Connection {
             max_message: DEFAULT_MAX_FRAME,
             kind: Kind::Socket(Arc::default()),
         })
+    }
+
+    /// Sets how long a receive on this connection of a `Listener` or `Client` looks for a
+    /// message without blocking before it blocks in the kernel, for every handle on it in
+    /// this process: `Some(d)`, or `None` to block at once. By default it is the process's
+    /// spin budget (30 µs, scaled by `mp_sync::spin_limit()`; none on one CPU), which turns a
+    /// reply that comes within it into no wake-up. A receive spins only if the previous wait
+    /// for bytes ended within the budget, so a peer that is idle or slow costs no spinning.
+    /// Ends of a [`pipe`] spin on their lanes and are not changed.
+    pub fn set_receive_spin(&self, spin: Option<Duration>) {
+        if let Kind::Socket(end) = &self.kind {
+            let ns = spin.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1));
+            end.spin_ns.store(ns.min(u64::MAX - 1), Ordering::Relaxed);
+        }
     }
 
     /// Whether this is a connection of a `Listener` or `Client` (CPython's framing), not an
@@ -490,7 +528,7 @@ impl Connection {
                 if end.broken.load(Ordering::Acquire) {
                     return Err(Error::Broken);
                 }
-                let frame = reader.recv(fd, limit).map(|f| f.map(|b| (b, Vec::new())));
+                let frame = reader.recv(fd, limit, end.spin()).map(|f| f.map(|b| (b, Vec::new())));
                 end.read_ahead.store(!reader.is_empty(), Ordering::Release);
                 (Order::Reader(reader), frame.map_err(Error::Wire))
             }

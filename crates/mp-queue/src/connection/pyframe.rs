@@ -7,7 +7,7 @@
 
 use std::io::IoSlice;
 use std::os::fd::BorrowedFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mp_process::os;
 use mp_process::wire::WireError;
@@ -87,11 +87,27 @@ enum Read {
 }
 
 /// Reads into `buf` once, waiting no later than `deadline` (`None`: as long as it takes).
+/// With a deadline (the handshake, whose peer answers at once), it first looks without
+/// blocking for the process's spin budget.
 fn read_some(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     deadline: Option<Instant>,
 ) -> Result<Read, WireError> {
+    if let (Some(deadline), Some(budget)) = (deadline, crate::lane::spin_budget()) {
+        let until = (Instant::now() + budget).min(deadline);
+        loop {
+            match rustix::net::recv(sock, &mut *buf, RecvFlags::DONTWAIT) {
+                Ok((0, _)) => return Ok(Read::Eof),
+                Ok((n, _)) => return Ok(Read::Bytes(n)),
+                Err(Errno::INTR | Errno::AGAIN) if !crate::lane::passed(until) => {
+                    std::hint::spin_loop();
+                }
+                Err(Errno::INTR | Errno::AGAIN) => break,
+                Err(e) => return Err(io(e)),
+            }
+        }
+    }
     loop {
         if deadline.is_some() && !os::poll::readable(sock, deadline).map_err(io)? {
             return Err(WireError::Io(std::io::Error::new(
@@ -188,8 +204,10 @@ const READ_AHEAD: usize = 16 * 1024;
 
 /// Bytes read from a socket ahead of the frames that use them: a connection's receiver reads
 /// up to [`READ_AHEAD`] bytes at a time and takes frames out of them; a payload larger than
-/// that is read straight into its own buffer.
-#[derive(Default)]
+/// that is read straight into its own buffer. A receive that finds nothing looks again
+/// without blocking for its spin budget before it blocks, if the previous wait for bytes
+/// ended within the budget (a peer in a tight exchange); after a longer wait it blocks at
+/// once, until a wait ends within the budget again.
 pub(crate) struct ReadAhead {
     /// The buffer, allocated on first use.
     buf: Vec<u8>,
@@ -197,6 +215,16 @@ pub(crate) struct ReadAhead {
     start: usize,
     /// The end of the bytes read.
     end: usize,
+    /// Whether the last wait for bytes found them within the spin budget (or this is the
+    /// first): then the next one spins; a peer that made it wait longer gets a blocking
+    /// receive next time, so an idle or slow peer costs no spinning.
+    quick: bool,
+}
+
+impl Default for ReadAhead {
+    fn default() -> ReadAhead {
+        ReadAhead { buf: Vec::new(), start: 0, end: 0, quick: true }
+    }
 }
 
 impl ReadAhead {
@@ -212,7 +240,12 @@ impl ReadAhead {
 
     /// Reads until at least `need` (at most [`READ_AHEAD`]) bytes are waiting. `Ok(false)` if
     /// the stream ends first.
-    fn fill_to(&mut self, sock: BorrowedFd<'_>, need: usize) -> Result<bool, WireError> {
+    fn fill_to(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        need: usize,
+        spin: Option<Duration>,
+    ) -> Result<bool, WireError> {
         if self.buf.is_empty() {
             self.buf = vec![0u8; READ_AHEAD];
         }
@@ -221,12 +254,34 @@ impl ReadAhead {
             self.end -= self.start;
             self.start = 0;
         }
+        if self.end >= need {
+            return Ok(true);
+        }
+        let started = spin.map(|budget| (Instant::now(), budget));
+        let mut spin = started.filter(|_| self.quick).map(|(at, budget)| at + budget);
         while self.end < need {
             let Some(room) = self.buf.get_mut(self.end..) else { break };
+            // While the budget lasts, look without blocking (a reply that comes within a few
+            // µs is taken without a wake-up); then block.
+            if let Some(until) = spin {
+                match rustix::net::recv(sock, &mut *room, RecvFlags::DONTWAIT) {
+                    Ok((0, _)) => return Ok(false),
+                    Ok((n, _)) => self.end += n,
+                    Err(Errno::AGAIN | Errno::INTR) if !crate::lane::passed(until) => {
+                        std::hint::spin_loop();
+                    }
+                    Err(Errno::AGAIN | Errno::INTR) => spin = None,
+                    Err(e) => return Err(io(e)),
+                }
+                continue;
+            }
             match read_some(sock, room, None)? {
                 Read::Bytes(n) => self.end += n,
                 Read::Eof => return Ok(false),
             }
+        }
+        if let Some((at, budget)) = started {
+            self.quick = at.elapsed() <= budget;
         }
         Ok(true)
     }
@@ -238,14 +293,16 @@ impl ReadAhead {
         self.buf.get(from..self.start).unwrap_or(&[])
     }
 
-    /// Receives one frame of at most `max` bytes (blocking): as [`recv`], reading ahead.
+    /// Receives one frame of at most `max` bytes (blocking): as [`recv`], reading ahead, and
+    /// looking for `spin` without blocking before each blocking read.
     pub(crate) fn recv(
         &mut self,
         sock: BorrowedFd<'_>,
         max: usize,
+        spin: Option<Duration>,
     ) -> Result<Option<Vec<u8>>, WireError> {
         let truncated = |expected: usize, got: usize| WireError::Truncated { expected, got };
-        if !self.fill_to(sock, 4)? {
+        if !self.fill_to(sock, 4, spin)? {
             return match self.waiting().len() {
                 0 => Ok(None),
                 got => Err(truncated(4, got)),
@@ -256,7 +313,7 @@ impl ReadAhead {
         let announced = i32::from_be_bytes(short);
         let (head, len) = match announced {
             -1 => {
-                if !self.fill_to(sock, 12)? {
+                if !self.fill_to(sock, 12, spin)? {
                     return Err(truncated(12, self.waiting().len()));
                 }
                 let long: [u8; 8] =
@@ -276,7 +333,7 @@ impl ReadAhead {
         };
         self.take(head);
         if head + len <= READ_AHEAD {
-            if !self.fill_to(sock, len)? {
+            if !self.fill_to(sock, len, spin)? {
                 return Err(truncated(head + len, head + self.waiting().len()));
             }
             return Ok(Some(self.take(len).to_vec()));
@@ -366,21 +423,22 @@ mod tests {
                 drop(a);
             });
             let mut reader = ReadAhead::default();
+            let spin = Some(Duration::from_micros(5));
             for i in 0..50u8 {
-                assert_eq!(reader.recv(b.as_fd(), 1 << 20).unwrap().unwrap(), [i; 7]);
-                assert_eq!(reader.recv(b.as_fd(), 1 << 20).unwrap().unwrap(), b"");
+                assert_eq!(reader.recv(b.as_fd(), 1 << 20, spin).unwrap().unwrap(), [i; 7]);
+                assert_eq!(reader.recv(b.as_fd(), 1 << 20, None).unwrap().unwrap(), b"");
                 if i % 10 == 0 {
-                    assert_eq!(reader.recv(b.as_fd(), 1 << 20).unwrap().unwrap(), big);
+                    assert_eq!(reader.recv(b.as_fd(), 1 << 20, spin).unwrap().unwrap(), big);
                 }
             }
-            assert!(reader.recv(b.as_fd(), 1 << 20).unwrap().is_none());
+            assert!(reader.recv(b.as_fd(), 1 << 20, None).unwrap().is_none());
         });
         // Truncated inside a header and inside a payload.
         for bytes in [&[0u8, 0][..], &[0, 0, 0, 9, 1, 2][..]] {
             let (a, b) = os::socket::stream_pair().unwrap();
             rustix::net::send(&a, bytes, SendFlags::empty()).unwrap();
             drop(a);
-            let got = ReadAhead::default().recv(b.as_fd(), 100);
+            let got = ReadAhead::default().recv(b.as_fd(), 100, None);
             assert!(matches!(got, Err(WireError::Truncated { .. })), "{got:?}");
         }
     }
