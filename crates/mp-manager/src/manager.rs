@@ -133,8 +133,9 @@ impl ManagerBuilder {
     }
 
     /// Also serves remote clients on `address` (Python's `BaseManager(address=...)`): a TCP
-    /// address (`"127.0.0.1:50000"`, port 0 for one the kernel chooses; bind to loopback
-    /// unless other hosts must reach it), an `AF_UNIX` path or an abstract name. Clients
+    /// address (`"127.0.0.1:50000"`, or `":50000"`, which is loopback too; port 0 for one the
+    /// kernel chooses; name an interface, `"0.0.0.0:50000"` for all, only when other hosts
+    /// must reach it), an `AF_UNIX` path or an abstract name. Clients
     /// reach it with [`Manager::connect`] and the key ([`authkey`](ManagerBuilder::authkey),
     /// by default this process's, [`mp_process::authkey`]). [`Manager::address`] says where
     /// it listens.

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 /// assert!(matches!(Address::parse("@app")?, Address::Abstract(name) if name == b"app"));
 /// assert!(matches!(Address::parse("\0app")?, Address::Abstract(name) if name == b"app"));
 /// assert_eq!(Address::parse("[::1]:80")?.to_string(), "[::1]:80");
+/// assert_eq!(Address::parse(":6000")?.to_string(), "127.0.0.1:6000", "loopback by default");
 /// assert_eq!(Address::from(Path::new("sock")).to_string(), "sock");
 /// # Ok::<(), mp_queue::Error>(())
 /// ```
@@ -42,7 +43,9 @@ pub enum Address {
 impl Address {
     /// Reads an address from text: `"@name"` or `"\0name"` is an abstract name; text with a
     /// `/` is a path; `"host:port"` (`"[v6]:port"` for IPv6) is TCP, the host name resolved
-    /// to its first address; anything else is a path.
+    /// to its first address, and `":port"` is TCP on loopback (`127.0.0.1`: a listener
+    /// reachable from other hosts names its interface, `"0.0.0.0:port"` for all; Python's
+    /// empty host means all); anything else is a path.
     ///
     /// Errors: [`Error::InvalidArgument`] for an empty string, [`Error::Io`] for a host name
     /// that does not resolve.
@@ -55,6 +58,9 @@ impl Address {
         }
         if text.contains('/') {
             return Ok(Address::Unix(PathBuf::from(text)));
+        }
+        if let Some(port) = text.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()) {
+            return Ok(Address::Tcp(SocketAddr::from(([127, 0, 0, 1], port))));
         }
         let is_tcp = text
             .rsplit_once(':')
