@@ -1,5 +1,6 @@
 //! Functions of the program run inside the manager, on an object it holds locked: the
-//! atomic read-modify-writes (`update_with`) and typed sorts of the built-in containers.
+//! atomic read-modify-writes (`update_with`) and typed sorts of the built-in containers, and
+//! a barrier's action.
 //!
 //! The client names the function as a checked `mp_process::code::Entry` (a text offset signed
 //! with the process tree's key); the manager, a process of the same tree and executable,
@@ -38,6 +39,20 @@ pub(crate) struct SortRun {
     pub reverse: bool,
     /// The sorted order, or an error message.
     pub order: Result<Vec<usize>, String>,
+}
+
+/// What a barrier's action runs with: nothing (it is the program's own code, run in the
+/// manager by the last party to arrive).
+pub(crate) struct ActionRun;
+
+/// A barrier's action `F: Fn()`.
+#[derive(Clone, Copy)]
+pub(crate) struct BarrierAction<F>(pub F);
+
+impl<F: Fn() + Copy + Send + Sync> Body<ActionRun> for BarrierAction<F> {
+    fn run(self, _: &mut ActionRun) {
+        (self.0)();
+    }
 }
 
 /// An update `F: Fn(V) -> V` of a value that must exist.

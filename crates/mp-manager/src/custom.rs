@@ -2,7 +2,11 @@
 //! [`ManagerBuilder`] has the manager's process run before it serves (registrations, an
 //! initializer), crossing as checked entries of the executable.
 
+use std::marker::PhantomData;
+
 use mp_process::code::{Body, Entry};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::Result;
 use crate::managed::{Managed, Proxy};
@@ -87,7 +91,7 @@ impl ManagerBuilder {
     where
         F: Fn(&mut Registry) + Copy + Send + Sync + 'static,
     {
-        self.setup_entry(parts(Entry::of(Setup(f))))
+        self.setup_entry(parts(Entry::of(Setup(f))), Vec::new())
     }
 
     /// Has the manager's process run `f` before it serves: Python's `start(initializer)`.
@@ -97,6 +101,65 @@ impl ManagerBuilder {
     where
         F: Fn() + Copy + Send + Sync + 'static,
     {
-        self.setup_entry(parts(Entry::of(Initializer(f))))
+        self.setup_entry(parts(Entry::of(Initializer(f))), Vec::new())
+    }
+
+    /// Has the manager's process run `f(args)` before it serves: Python's
+    /// `start(initializer, initargs)`. `args` crosses to the manager's process encoded
+    /// (postcard), under every start method; `f` is a `fn` item or a closure that captures
+    /// nothing.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// static SEED: AtomicU64 = AtomicU64::new(0);
+    ///
+    /// let manager = mp_manager::Manager::builder()
+    ///     .initializer_with(|seed: u64| SEED.store(seed, Ordering::SeqCst), 42)
+    ///     .start()?;
+    /// # drop(manager);
+    /// # Ok::<(), mp_manager::Error>(())
+    /// ```
+    ///
+    /// Errors, at [`start`](ManagerBuilder::start): [`Error::Wire`](crate::Error::Wire) if
+    /// `args` does not encode; a `StartFailed` remote error if `f` panics.
+    pub fn initializer_with<F, A>(self, f: F, args: A) -> Self
+    where
+        F: Fn(A) + Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+    {
+        match postcard::to_allocvec(&args) {
+            Ok(bytes) => {
+                self.setup_entry(parts(Entry::of(InitializerWith(f, PhantomData::<fn(A)>))), bytes)
+            }
+            Err(e) => self.fail_setup(crate::Error::Wire(mp_process::wire::encode_error(e, &args))),
+        }
+    }
+}
+
+/// An initializer with arguments, as the manager's process runs it: the arguments are in the
+/// registry while it runs.
+struct InitializerWith<F, A>(F, PhantomData<fn(A)>);
+
+impl<F: Copy, A> Clone for InitializerWith<F, A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F: Copy, A> Copy for InitializerWith<F, A> {}
+
+impl<F, A> Body<Registry> for InitializerWith<F, A>
+where
+    F: Fn(A) + Copy + Send + Sync,
+    A: DeserializeOwned + 'static,
+{
+    fn run(self, registry: &mut Registry) {
+        match postcard::from_bytes::<A>(&registry.setup_args) {
+            Ok(args) => (self.0)(args),
+            Err(e) => {
+                registry.setup_error = Some(format!("the initializer's arguments: {e}"));
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::link::Link;
 use crate::proto::Call;
 use crate::proxy::Handle;
-use crate::server::serve::{ListenArgs, Ready, ServerArgs, serve};
+use crate::server::serve::{ListenArgs, Ready, ServerArgs, SetupStep, serve};
 
 /// How long [`Manager::shutdown`] waits for the manager to exit before terminating it
 /// (Python's `shutdown_timeout`, 1 s by default).
@@ -72,9 +72,12 @@ pub struct Manager {
 pub struct ManagerBuilder {
     method: Option<StartMethod>,
     name: Option<String>,
-    setup: Vec<(u64, u64)>,
+    setup: Vec<SetupStep>,
     address: Option<Result<Address>>,
     authkey: Option<AuthKey>,
+    /// Why the builder cannot start a manager (an initializer's arguments that do not
+    /// encode), reported by `start`.
+    failure: Option<Error>,
 }
 
 /// A manager served in the calling process for remote clients: Python's
@@ -86,7 +89,7 @@ pub struct Server {
     /// The listening socket.
     listener: Listener,
     /// The registration functions to run before serving.
-    setup: Vec<(u64, u64)>,
+    setup: Vec<SetupStep>,
 }
 
 impl Server {
@@ -124,11 +127,18 @@ impl ManagerBuilder {
         self
     }
 
-    /// Registers a function the manager's process runs before it serves: it registers the
-    /// program's own types (see [`Registry`](crate::Registry)) or does whatever initialisation
-    /// the manager needs (Python's `initializer`).
-    pub(crate) fn setup_entry(mut self, entry: (u64, u64)) -> Self {
-        self.setup.push(entry);
+    /// Makes `start` and `get_server` fail with `error`.
+    pub(crate) fn fail_setup(mut self, error: Error) -> Self {
+        self.failure.get_or_insert(error);
+        self
+    }
+
+    /// Registers a function the manager's process runs before it serves (with `args` in the
+    /// registry while it runs): it registers the program's own types (see
+    /// [`Registry`](crate::Registry)) or does whatever initialisation the manager needs
+    /// (Python's `initializer`).
+    pub(crate) fn setup_entry(mut self, entry: (u64, u64), args: Vec<u8>) -> Self {
+        self.setup.push(SetupStep { entry, args });
         self
     }
 
@@ -153,6 +163,9 @@ impl ManagerBuilder {
 
     /// Where to listen and with which key, if an address was given.
     fn listen_args(&mut self) -> Result<Option<ListenArgs>> {
+        if let Some(failure) = self.failure.take() {
+            return Err(failure);
+        }
         let Some(address) = self.address.take() else { return Ok(None) };
         let key = match self.authkey.take() {
             Some(key) => key,

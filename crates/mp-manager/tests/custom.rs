@@ -259,3 +259,29 @@ fn a_proxy_of_another_type_is_refused_when_received() {
     let err = mp_process::fdpass::decode_with_fds::<Proxy<History>>(&bytes, fds).unwrap_err();
     assert!(err.to_string().contains("Counter"), "{err}");
 }
+
+/// Set by `seed`, in the manager's process only.
+static SEEDED: AtomicU64 = AtomicU64::new(0);
+
+fn seed((a, b): (u64, String)) {
+    SEEDED.store(a + b.len() as u64, Ordering::SeqCst);
+}
+
+const SEEDED_VALUE: Method<Probe, (), u64> =
+    Method::new("seeded", |_, ()| Ok(SEEDED.load(Ordering::SeqCst)));
+
+fn register_seed_probe(registry: &mut Registry) {
+    registry.register::<Probe>().expose(SEEDED_VALUE);
+}
+
+#[test]
+fn an_initializer_gets_its_arguments_under_every_start_method() {
+    let manager = Manager::builder()
+        .initializer_with(seed, (40u64, "ab".to_string()))
+        .register(register_seed_probe)
+        .start()
+        .unwrap();
+    let probe = manager.make::<Probe>(()).unwrap();
+    assert_eq!(probe.call(&SEEDED_VALUE, ()).unwrap(), 42);
+    assert_eq!(SEEDED.load(Ordering::SeqCst), 0, "it ran in the manager, not here");
+}

@@ -506,3 +506,89 @@ fn a_party_killed_at_the_barrier_breaks_it() {
     assert!(eventually(LONG, || barrier.broken().unwrap()), "the dead party left it whole");
     assert!(matches!(barrier.wait(), Err(Error::BrokenBarrier)));
 }
+
+/// How many times the barrier action ran, in the manager's process.
+static TRIPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The barrier's action: counts the trip.
+fn count_trip() {
+    TRIPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Reads `TRIPS` where it lives: in the manager.
+struct TripCounter;
+
+impl mp_manager::Managed for TripCounter {
+    const TYPEID: &'static str = "TripCounter";
+    type Init = ();
+    fn create((): ()) -> Result<Self, mp_manager::RemoteError> {
+        Ok(TripCounter)
+    }
+}
+
+const TRIPS_SO_FAR: mp_manager::Method<TripCounter, (), u64> =
+    mp_manager::Method::new("trips", |_, ()| Ok(TRIPS.load(std::sync::atomic::Ordering::SeqCst)));
+
+fn register_trips(r: &mut mp_manager::Registry) {
+    r.register::<TripCounter>().expose(TRIPS_SO_FAR);
+}
+
+#[test]
+fn a_barrier_action_runs_in_the_manager_once_per_cycle() {
+    let manager = Manager::builder().register(register_trips).start().unwrap();
+    let counter = manager.make::<TripCounter>(()).unwrap();
+    let barrier = manager.barrier_with_action(3, count_trip, None).unwrap();
+    let indices = manager.queue::<usize>().unwrap();
+    for cycle in 1..=2u64 {
+        let children: Vec<Process> = (0..2)
+            .map(|_| started(Process::new(wait_at_barrier, (barrier.clone(), indices.clone()))))
+            .collect();
+        let mine = barrier.wait().unwrap();
+        let mut seen = vec![mine, indices.get().unwrap(), indices.get().unwrap()];
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 1, 2]);
+        children.iter().for_each(joined_ok);
+        assert_eq!(counter.call(&TRIPS_SO_FAR, ()).unwrap(), cycle);
+    }
+}
+
+/// A barrier action that panics.
+fn panicking_action() {
+    panic!("the action failed");
+}
+
+/// Waits at `barrier` and reports whether it was broken.
+fn wait_expecting_broken(barrier: BarrierProxy, out: QueueProxy<bool>) -> Result<(), Error> {
+    out.put(matches!(barrier.wait(), Err(Error::BrokenBarrier)))
+}
+
+#[test]
+fn a_panicking_action_breaks_the_barrier_and_a_default_timeout_applies() {
+    let manager = Manager::start().unwrap();
+    let barrier = manager.barrier_with_action(2, panicking_action, None).unwrap();
+    let out = manager.queue::<bool>().unwrap();
+    let child = started(Process::new(wait_expecting_broken, (barrier.clone(), out.clone())));
+    // Whoever arrives last runs the action: the parent or the child.
+    match barrier.wait() {
+        Err(Error::Remote(e)) => {
+            assert_eq!(e.kind, "Panic");
+            assert!(out.get().unwrap(), "the other party sees a broken barrier");
+        }
+        Err(Error::BrokenBarrier) => assert!(!out.get().unwrap(), "the child ran the action"),
+        other => panic!("{other:?}"),
+    }
+    joined_ok(&child);
+    assert!(barrier.broken().unwrap());
+    // A default timeout: one party alone breaks it once the timeout passes.
+    let lonely = manager.barrier_with_timeout(2, Duration::from_millis(20)).unwrap();
+    assert!(matches!(lonely.wait(), Err(Error::BrokenBarrier)));
+    assert!(lonely.broken().unwrap());
+}
+
+#[test]
+fn a_remote_client_cannot_make_a_barrier_with_an_action() {
+    let manager = Manager::builder().address("127.0.0.1:0").authkey(b"k").start().unwrap();
+    let remote = Manager::connect(manager.address().unwrap(), Some(b"k")).unwrap();
+    assert_remote(remote.barrier_with_action(2, count_trip, None), "Refused");
+    assert_eq!(remote.barrier(2).unwrap().parties().unwrap(), 2);
+}

@@ -721,6 +721,67 @@ impl Manager {
     ///
     /// Errors: a remote `ValueError` for 0 parties.
     pub fn barrier(&self, parties: usize) -> Result<BarrierProxy> {
-        Ok(BarrierProxy::from_handle(self.create("Barrier", &(parties as u64))?))
+        self.barrier_of(parties, None, None)
+    }
+
+    /// A barrier for `parties` parties whose `wait` without a timeout gives up after
+    /// `timeout` (breaking the barrier): Python's `manager.Barrier(parties, timeout=t)`.
+    pub fn barrier_with_timeout(&self, parties: usize, timeout: Duration) -> Result<BarrierProxy> {
+        self.barrier_of(parties, Some(timeout), None)
+    }
+
+    /// A barrier for `parties` parties with an action: Python's
+    /// `manager.Barrier(parties, action)`. When the last party arrives, `action` runs in the
+    /// manager's process (as in Python, where the barrier lives in the manager) before the
+    /// parties are released; if it panics, the barrier breaks, the last party's `wait` fails
+    /// with a `"Panic"` remote error and the others' with
+    /// [`Error::BrokenBarrier`](crate::Error::BrokenBarrier). `action` is a `fn` item or a
+    /// closure that captures nothing (it crosses as a checked entry of the executable), so
+    /// only processes of the manager's own tree may make such a barrier (a remote client's is
+    /// refused: a remote manager runs no code sent to it). `timeout` is the default timeout
+    /// of `wait`, as [`barrier_with_timeout`](Manager::barrier_with_timeout).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// static TRIPS: AtomicU32 = AtomicU32::new(0);
+    ///
+    /// let m = mp_manager::Manager::start()?;
+    /// // The action runs in the manager's process; it says so through a value of the manager.
+    /// let barrier = m.barrier_with_action(1, || { TRIPS.fetch_add(1, Ordering::SeqCst); }, None)?;
+    /// assert_eq!(barrier.wait()?, 0);
+    /// assert_eq!(TRIPS.load(Ordering::SeqCst), 0, "it ran in the manager, not here");
+    /// # Ok::<(), mp_manager::Error>(())
+    /// ```
+    pub fn barrier_with_action<F>(
+        &self,
+        parties: usize,
+        action: F,
+        timeout: Option<Duration>,
+    ) -> Result<BarrierProxy>
+    where
+        F: Fn() + Copy + Send + Sync + 'static,
+    {
+        let entry = mp_process::code::Entry::<crate::apply::ActionRun>::of(
+            crate::apply::BarrierAction(action),
+        )
+        .map(mp_process::code::Entry::to_parts)
+        .ok_or_else(|| {
+            crate::Error::Remote(crate::RemoteError::new(
+                "Refused",
+                "the action is not in the executable's text",
+            ))
+        })?;
+        self.barrier_of(parties, timeout, Some(entry))
+    }
+
+    /// Makes a barrier.
+    fn barrier_of(
+        &self,
+        parties: usize,
+        timeout: Option<Duration>,
+        action: Option<(u64, u64)>,
+    ) -> Result<BarrierProxy> {
+        Ok(BarrierProxy::from_handle(self.create("Barrier", &(parties as u64, timeout, action))?))
     }
 }

@@ -30,6 +30,10 @@ pub struct Registry {
     types: HashMap<String, Registered>,
     /// The registered program types' methods, by Rust type.
     pub(crate) kinds: Arc<Kinds>,
+    /// The arguments of the setup function running now (an initializer's `initargs`).
+    pub(crate) setup_args: Vec<u8>,
+    /// Why the setup function that just ran failed, if it did (the manager does not start).
+    pub(crate) setup_error: Option<String>,
 }
 
 /// Holds the objects `items` refer to (they are about to be stored).
@@ -42,7 +46,12 @@ impl Registry {
     /// The built-in containers of Python's `SyncManager` (`serve.rs` adds the
     /// synchronisation types of `sync.rs`).
     pub(crate) fn builtin() -> Registry {
-        let mut r = Registry { types: HashMap::new(), kinds: Arc::default() };
+        let mut r = Registry {
+            types: HashMap::new(),
+            kinds: Arc::default(),
+            setup_args: Vec::new(),
+            setup_error: None,
+        };
         r.add(
             "list",
             true,

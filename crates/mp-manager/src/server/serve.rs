@@ -50,10 +50,20 @@ pub(crate) struct ServerArgs {
     /// The pid of the process that started the manager.
     pub owner: u32,
     /// Functions that register the program's own types or initialise the manager (entries of
-    /// `fn(&mut Registry)`), run in order.
-    pub setup: Vec<(u64, u64)>,
+    /// `fn(&mut Registry)`, with their arguments), run in order.
+    pub setup: Vec<SetupStep>,
     /// Where to listen for remote clients, if anywhere.
     pub listen: Option<ListenArgs>,
+}
+
+/// A function the manager's process runs before it serves: a checked entry of
+/// `fn(&mut Registry)`, and the arguments it finds in the registry (an initializer's).
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct SetupStep {
+    /// The entry's parts.
+    pub entry: (u64, u64),
+    /// Its arguments, postcard (empty for none).
+    pub args: Vec<u8>,
 }
 
 /// Where a manager listens for remote clients, and the key they must hold.
@@ -130,7 +140,7 @@ pub(crate) fn serve(args: ServerArgs) {
 /// manager of no process tree, for remote clients only.
 pub(crate) fn serve_forever(
     id: u64,
-    setup: &[(u64, u64)],
+    setup: &[SetupStep],
     listener: Listener,
 ) -> Result<(), String> {
     mp_sync::set_spin_limit(0);
@@ -158,14 +168,19 @@ fn stop(server: &Server) {
 }
 
 /// Builds the server: the registry with the program's types.
-fn setup_server(id: u64, setup: &[(u64, u64)]) -> Result<Arc<Server>, String> {
+fn setup_server(id: u64, setup: &[SetupStep]) -> Result<Arc<Server>, String> {
     let mut registry = Registry::builtin();
     crate::server::sync::register(&mut registry);
-    for &(offset, tag) in setup {
+    for step in setup {
+        let (offset, tag) = step.entry;
         let entry = Entry::<Registry>::from_parts(offset, tag)
             .ok_or_else(|| "a registration function's entry does not check".to_string())?;
+        registry.setup_args.clone_from(&step.args);
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry.call(&mut registry)))
             .map_err(|_| "a registration function or the initializer panicked".to_string())?;
+        if let Some(why) = registry.setup_error.take() {
+            return Err(why);
+        }
     }
     let bell = os::eventfd::doorbell().map_err(|e| format!("eventfd: {e}"))?;
     Ok(Arc::new(Server {

@@ -18,11 +18,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mp_process::code::Entry;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use crate::apply::ActionRun;
 use crate::error::RemoteError;
 use crate::proto::{Item, Payload, decode};
-use crate::server::objects::{Cx, Served, not_exposed};
+use crate::server::objects::{Cx, Served, guarded, not_exposed};
 use crate::server::registry::Registry;
 
 /// The longest a waiting call sleeps before it looks whether its caller is still there.
@@ -654,11 +656,17 @@ impl BarrierState {
     }
 }
 
-/// A barrier: Python's `threading.Barrier` (`"Barrier"`), without an action or a default
-/// timeout. A party whose process dies while it waits breaks the barrier, as a timeout does.
+/// A barrier: Python's `threading.Barrier` (`"Barrier"`), with its action (a function of the
+/// program, run in the manager by the last party to arrive, before the others are released)
+/// and default timeout. A party whose process dies while it waits breaks the barrier, as a
+/// timeout does.
 pub(crate) struct BarrierObj {
     /// How many parties trip it.
     parties: usize,
+    /// The action, checked when the barrier was made.
+    action: Option<Entry<ActionRun>>,
+    /// The timeout of a `wait` that gives none.
+    timeout: Option<Duration>,
     /// Its cycle.
     state: Mutex<BarrierState>,
     /// Signalled when a cycle ends.
@@ -674,6 +682,7 @@ impl BarrierObj {
     /// `wait(timeout)`: the caller's arrival index, or `BrokenBarrier`.
     fn wait(&self, cx: &Cx<'_>, args: &[u8]) -> Result<Payload, RemoteError> {
         let timeout: Option<Duration> = decode(args)?;
+        let timeout = timeout.or(self.timeout);
         let mut state = self.state.lock();
         if cx.session.is_dead() {
             return Err(gone());
@@ -683,9 +692,24 @@ impl BarrierObj {
         }
         let index = state.filling;
         if index + 1 >= self.parties {
-            state.end_cycle(true);
+            // The last party: runs the action (the others still wait: their cycle has not
+            // ended), then releases them; an action that panics breaks the barrier.
+            let acted = match self.action {
+                Some(action) => {
+                    drop(state);
+                    let acted = guarded(|| action.call(&mut ActionRun));
+                    state = self.state.lock();
+                    acted
+                }
+                None => Ok(()),
+            };
+            if acted.is_err() {
+                state.broken = true;
+            }
+            state.end_cycle(acted.is_ok());
             drop(state);
             self.changed.notify_all();
+            acted?;
             return Payload::of(&(index as u64));
         }
         let ticket = state.next_ticket;
@@ -807,11 +831,31 @@ pub(crate) fn register(r: &mut Registry) {
     r.add(
         "Barrier",
         true,
-        Box::new(|_, args| {
-            let parties: u64 = decode(args)?;
+        Box::new(|cx, args| {
+            let (parties, timeout, action): (u64, Option<Duration>, Option<(u64, u64)>) =
+                decode(args)?;
+            let action = match action {
+                None => None,
+                Some(_) if !cx.private => {
+                    return Err(RemoteError::new(
+                        "Refused",
+                        "functions run in the manager only for its own process tree's connections",
+                    ));
+                }
+                Some((offset, tag)) => {
+                    Some(Entry::<ActionRun>::from_parts(offset, tag).ok_or_else(|| {
+                        RemoteError::new(
+                            "Refused",
+                            "the action's entry does not check (forged, or from another program)",
+                        )
+                    })?)
+                }
+            };
             match usize::try_from(parties) {
                 Ok(parties) if parties > 0 => Ok(Arc::new(BarrierObj {
                     parties,
+                    action,
+                    timeout,
                     state: Mutex::new(BarrierState::default()),
                     changed: Condvar::new(),
                 })),
