@@ -1,5 +1,6 @@
 //! Running out of descriptors (`RLIMIT_NOFILE`), under the start method in `MP_START_METHOD`:
-//! processes, queues, pipes and pools fail with an error that names the cause, leave no
+//! processes, queues, pipes, pools and managers (started, and reached remotely) fail with an
+//! error that names the cause, leave no
 //! descriptor or child behind, and work again once descriptors are free (issue 10: a pool
 //! left its zygote running and the program hung at exit; the forkserver's stream lost its
 //! framing for good).
@@ -142,4 +143,37 @@ fn objects_sent_to_workers_out_of_descriptors_fail_their_tasks_and_the_pool_goes
         Ok(())
     });
     assert_eq!(pool.map(square, 0..4u64).unwrap(), [0, 1, 4, 9]);
+}
+
+#[test]
+fn a_manager_out_of_descriptors_fails_leaves_nothing_and_works_later() {
+    warm_up();
+    // A first manager makes what managers make once.
+    drop(mp::Manager::start().unwrap());
+    let needed = until_it_works("Manager", || {
+        let mut m = mp::Manager::start().map_err(|e| e.to_string())?;
+        let d = m.dict::<u8, u8>().map_err(|e| e.to_string())?;
+        d.insert(1, 2).map_err(|e| e.to_string())?;
+        assert_eq!(d.get(&1).unwrap(), Some(2));
+        drop(d);
+        m.shutdown().unwrap();
+        Ok(())
+    });
+    assert!(needed > 0, "a manager needs some descriptors");
+}
+
+#[test]
+fn a_remote_client_out_of_descriptors_fails_and_leaks_nothing() {
+    warm_up();
+    let m = mp::Manager::builder().address("127.0.0.1:0").authkey(b"k").start().unwrap();
+    let address = m.address().unwrap().clone();
+    let shared = m.dict::<u8, u8>().unwrap();
+    m.publish("d", &shared).unwrap();
+    until_it_works("Manager::connect", || {
+        let remote = mp::Manager::connect(&address, Some(b"k")).map_err(|e| e.to_string())?;
+        let d: mp::DictProxy<u8, u8> = remote.lookup("d").map_err(|e| e.to_string())?;
+        d.insert(3, 4).map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    assert_eq!(shared.get(&3).unwrap(), Some(4));
 }

@@ -319,11 +319,16 @@ impl Manager {
             std::mem::forget(process);
             return Ok(());
         }
-        match self.link.call(Call::Shutdown) {
-            Ok(_) | Err(Error::ManagerGone) => {}
-            Err(e) => log::warn!(target: "mp_manager", "asking the manager to stop: {e}"),
-        }
-        if process.join_timeout(SHUTDOWN_TIMEOUT)?.is_none() {
+        // A manager that was asked (or is gone) gets its time to exit; one that could not be
+        // asked (this process is out of descriptors, say) is terminated at once.
+        let asked = match self.link.call(Call::Shutdown) {
+            Ok(_) | Err(Error::ManagerGone) => true,
+            Err(e) => {
+                log::warn!(target: "mp_manager", "asking the manager to stop: {e}");
+                false
+            }
+        };
+        if !asked || process.join_timeout(SHUTDOWN_TIMEOUT)?.is_none() {
             process.terminate()?;
             if process.join_timeout(SHUTDOWN_TIMEOUT)?.is_none() {
                 process.kill()?;
