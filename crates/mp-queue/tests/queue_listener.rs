@@ -430,3 +430,41 @@ fn python_3_11_peers_are_refused_unless_legacy_md5_is_asked() {
     assert!(out.starts_with("AuthenticationError"), "{out}");
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn messages_read_ahead_still_show_in_poll_and_wait() {
+    let listener = Listener::bind("127.0.0.1:0", None).unwrap();
+    let client = Client::connect(listener.address(), None).unwrap();
+    let conn = listener.accept().unwrap();
+    // Three messages in one write's worth: the first receive reads them all from the socket.
+    client.send_bytes(b"one", 0, None).unwrap();
+    client.send_bytes(b"two", 0, None).unwrap();
+    client.send_bytes(b"three", 0, None).unwrap();
+    assert!(mp_queue::wait_timeout([&conn], Duration::from_secs(30)).unwrap().len() == 1);
+    assert_eq!(conn.recv_bytes(None).unwrap(), b"one");
+    assert!(conn.poll().unwrap(), "the second waits in the read-ahead");
+    assert_eq!(mp_queue::wait_timeout([&conn], Duration::ZERO).unwrap().len(), 1);
+    let mut buf = [0u8; 8];
+    assert_eq!(conn.recv_bytes_into(&mut buf, 2).unwrap(), 3);
+    assert_eq!(&buf[2..5], b"two");
+    match conn.recv_bytes_into(&mut buf, 6) {
+        Err(Error::BufferTooShort { message, .. }) => assert_eq!(message, b"three"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!conn.poll().unwrap(), "nothing left");
+    // A connection holding read-ahead bytes cannot be handed over; one without can.
+    client.send_bytes(b"a", 0, None).unwrap();
+    client.send_bytes(b"b", 0, None).unwrap();
+    assert!(mp_queue::wait([&conn]).is_ok());
+    assert_eq!(conn.recv_bytes(None).unwrap(), b"a");
+    let (tx, _rx) = mp_queue::pipe(true).unwrap();
+    if conn.poll().unwrap() {
+        // "b" was read ahead with "a" (the usual case) or arrived meanwhile.
+        let sent = tx.send(&conn);
+        if let Err(e) = sent {
+            assert!(e.to_string().contains("read ahead"), "{e}");
+        }
+        assert_eq!(conn.recv_bytes(None).unwrap(), b"b");
+    }
+    tx.send(&conn).unwrap();
+}
