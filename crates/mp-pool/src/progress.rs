@@ -489,8 +489,8 @@ mod bar {
 
     use super::ProgressUpdate;
 
-    const BAR: &str = "{wide_bar} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}]{msg}";
-    const SPINNER: &str = "{spinner} {pos} tasks [{elapsed_precise}, {per_sec}]{msg}";
+    const BAR: &str = "{wide_bar} {pos}/{len} [{elapsed_precise}<{eta_precise}, {rate}]{msg}";
+    const SPINNER: &str = "{spinner} {pos} tasks [{elapsed_precise}, {rate}]{msg}";
 
     /// One call's bar.
     pub(crate) struct Bar {
@@ -533,9 +533,17 @@ mod bar {
                 } else {
                     self.bar.abandon();
                 }
-                if self.plain {
-                    let _ = std::io::stderr().write_all(b"\n");
-                }
+                // The bar stays; what the program prints next goes below it.
+                self.end_line();
+            }
+        }
+    }
+
+    impl Bar {
+        /// Ends the bar's line, if it was drawn (on a terminal, or as plain text).
+        fn end_line(&self) {
+            if self.plain || !self.bar.is_hidden() {
+                let _ = std::io::stderr().write_all(b"\n");
             }
         }
     }
@@ -544,9 +552,7 @@ mod bar {
         fn drop(&mut self) {
             if self.shown.load(Ordering::Relaxed) && !self.bar.is_finished() {
                 self.bar.abandon();
-                if self.plain {
-                    let _ = std::io::stderr().write_all(b"\n");
-                }
+                self.end_line();
             }
         }
     }
@@ -554,6 +560,12 @@ mod bar {
     fn set_style(bar: &ProgressBar, known: bool) {
         let template = if known { BAR } else { SPINNER };
         if let Ok(style) = ProgressStyle::with_template(template) {
+            let style = style.with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} tasks/s", state.per_sec());
+                },
+            );
             bar.set_style(style.progress_chars("=> "));
         }
     }
