@@ -347,3 +347,27 @@ fn order_holds_across_every_path_of_a_message() {
     assert_eq!(p.join().unwrap(), 0);
     assert!(matches!(conn.recv::<u8>(), Err(Error::Eof)));
 }
+
+#[test]
+fn a_set_receive_spin_changes_nothing_but_the_waiting() {
+    let (a, b) = mp_queue::pipe(true).unwrap();
+    for spin in
+        [None, Some(std::time::Duration::from_micros(50)), Some(std::time::Duration::from_secs(1))]
+    {
+        b.set_receive_spin(spin);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..200u32 {
+                    a.send(&i).unwrap();
+                }
+            });
+            for i in 0..200u32 {
+                assert_eq!(b.recv::<u32>().unwrap(), i);
+            }
+        });
+    }
+    // The end of the other side is still noticed (after the spin: set none).
+    b.set_receive_spin(None);
+    drop(a);
+    assert!(matches!(b.recv::<u32>(), Err(mp_queue::Error::Eof)));
+}

@@ -111,6 +111,37 @@ struct PipeEnd {
     lanes: Arc<Lanes>,
     /// The lane this end receives on; it sends on the other.
     lane_in: usize,
+    /// This handle's receive spin, in ns, if set (`Connection::set_receive_spin`; `u64::MAX`:
+    /// the process's budget, always).
+    spin_ns: AtomicU64,
+    /// Whether this handle's last wait ended within its set spin (then the next one spins).
+    quick: AtomicBool,
+}
+
+impl PipeEnd {
+    /// An end of a pipe with the process's spin.
+    fn new(locks: Locks, lanes: Arc<Lanes>, lane_in: usize) -> PipeEnd {
+        PipeEnd {
+            locks,
+            lanes,
+            lane_in,
+            spin_ns: AtomicU64::new(u64::MAX),
+            quick: AtomicBool::new(true),
+        }
+    }
+
+    /// How long the next receive spins, and the budget it was set to (`None`: the process's
+    /// budget, not adaptive).
+    fn spin(&self) -> (Option<Duration>, Option<Duration>) {
+        match self.spin_ns.load(Ordering::Relaxed) {
+            u64::MAX => (lane::spin_budget(), None),
+            0 => (None, None),
+            ns => {
+                let set = Duration::from_nanos(ns);
+                (self.quick.load(Ordering::Relaxed).then_some(set), Some(set))
+            }
+        }
+    }
 }
 
 /// What the handles on one socket connection share, in one process.
@@ -252,7 +283,7 @@ impl Connection {
             readable: locks.recv.is_some(),
             writable: locks.send.is_some(),
             max_message: DEFAULT_MAX_FRAME,
-            kind: Kind::Pipe(PipeEnd { locks, lanes, lane_in: lane_in & 1 }),
+            kind: Kind::Pipe(PipeEnd::new(locks, lanes, lane_in & 1)),
         }
     }
 
@@ -271,17 +302,20 @@ impl Connection {
         })
     }
 
-    /// Sets how long a receive on this connection of a `Listener` or `Client` looks for a
-    /// message without blocking before it blocks in the kernel, for every handle on it in
-    /// this process: `Some(d)`, or `None` to block at once. By default it is the process's
-    /// spin budget (30 µs, scaled by `mp_sync::spin_limit()`; none on one CPU), which turns a
-    /// reply that comes within it into no wake-up. A receive spins only if the previous wait
-    /// for bytes ended within the budget, so a peer that is idle or slow costs no spinning.
-    /// Ends of a [`pipe`] spin on their lanes and are not changed.
+    /// Sets how long a receive looks for a message without sleeping before it sleeps in the
+    /// kernel: `Some(d)`, or `None` to sleep at once. By default it is the process's spin
+    /// budget (30 µs, scaled by `mp_sync::spin_limit()`; none on one CPU), which turns a
+    /// reply that comes within it into no wake-up. With a spin set here, a receive spins only
+    /// if the previous wait ended within it, so a peer that is idle or slow costs no spinning
+    /// (a connection of a `Listener` or `Client` is adaptive so by default too). For a
+    /// connection of a `Listener` or `Client` the setting is shared by this process's handles
+    /// on it; for an end of a [`pipe`] it is this handle's.
     pub fn set_receive_spin(&self, spin: Option<Duration>) {
-        if let Kind::Socket(end) = &self.kind {
-            let ns = spin.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1));
-            end.spin_ns.store(ns.min(u64::MAX - 1), Ordering::Relaxed);
+        let ns = spin.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1));
+        let ns = ns.min(u64::MAX - 1);
+        match &self.kind {
+            Kind::Socket(end) => end.spin_ns.store(ns, Ordering::Relaxed),
+            Kind::Pipe(end) => end.spin_ns.store(ns, Ordering::Relaxed),
         }
     }
 
@@ -330,11 +364,9 @@ impl Connection {
     pub fn try_clone(&self) -> Result<Connection> {
         let fd = self.fd.as_ref().ok_or(Error::Closed)?;
         let kind = match &self.kind {
-            Kind::Pipe(end) => Kind::Pipe(PipeEnd {
-                locks: end.locks.clone(),
-                lanes: Arc::clone(&end.lanes),
-                lane_in: end.lane_in,
-            }),
+            Kind::Pipe(end) => {
+                Kind::Pipe(PipeEnd::new(end.locks.clone(), Arc::clone(&end.lanes), end.lane_in))
+            }
             Kind::Socket(end) => Kind::Socket(Arc::clone(end)),
         };
         Ok(Connection {
@@ -567,7 +599,12 @@ impl Connection {
         /// The longest nap: how late a sleeping receiver may notice end of file.
         const LONGEST_NAP: Duration = Duration::from_millis(50);
         let _stop = Spinning(lane);
-        let budget = lane::spin_budget();
+        let (budget, set) = match &self.kind {
+            Kind::Pipe(end) => end.spin(),
+            Kind::Socket(_) => (lane::spin_budget(), None),
+        };
+        let started = set.map(|set| (Instant::now(), set));
+        let _adapt = started.map(|(at, set)| Adapt { conn: self, at, set });
         let mut spin_end: Option<Instant> = None;
         let mut nap: Option<Duration> = None;
         loop {
@@ -853,6 +890,22 @@ impl Connection {
         }
         let ready = os::poll::readable(fd.as_fd(), deadline).map_err(|e| Error::io("poll", e))?;
         Ok(ready || lane.is_some_and(|l| l.ready()))
+    }
+}
+
+/// Says, when a receive with a set spin ends (however it ends), whether its wait ended within
+/// the spin: the next receive spins only then.
+struct Adapt<'a> {
+    conn: &'a Connection,
+    at: Instant,
+    set: Duration,
+}
+
+impl Drop for Adapt<'_> {
+    fn drop(&mut self) {
+        if let Kind::Pipe(end) = &self.conn.kind {
+            end.quick.store(self.at.elapsed() <= self.set, Ordering::Relaxed);
+        }
     }
 }
 
