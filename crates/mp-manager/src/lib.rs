@@ -34,6 +34,31 @@
 //! [`Proxy`] whose [`call`](Proxy::call) is checked against the method's types.
 //! [`SharedMemoryManager`] is Python's manager of named shared-memory segments.
 //!
+//! # Remote managers
+//! A manager given an address ([`ManagerBuilder::address`], with a key:
+//! [`ManagerBuilder::authkey`]) also serves clients of other process trees and other hosts,
+//! which reach it with [`Manager::connect`] (Python's `BaseManager(address, authkey)` and
+//! `connect()`); [`ManagerBuilder::get_server`] serves one in the calling process
+//! ([`Server::serve_forever`]). Connections are `mp_queue` `Listener`/`Client` connections:
+//! CPython's mutual HMAC handshake first, so nothing is reachable without the key. Programs
+//! share objects by name ([`Manager::publish`], [`Manager::lookup`]); a remote client runs no
+//! code in the manager (no `update_with`, `sort` or barrier actions) and may not shut it
+//! down; its references and locks are given back when it disconnects.
+//!
+//! ```
+//! use mp_manager::{DictProxy, Manager};
+//!
+//! let server = Manager::builder().address("127.0.0.1:0").authkey(b"secret").start()?;
+//! server.publish("scores", &server.dict::<String, u32>()?)?;
+//! // Elsewhere (another program, another host), with the address and the key:
+//! let client = Manager::connect(server.address().unwrap(), Some(b"secret"))?;
+//! let scores: DictProxy<String, u32> = client.lookup("scores")?;
+//! scores.insert("ada".into(), 3)?;
+//! let mine: DictProxy<String, u32> = server.lookup("scores")?;
+//! assert_eq!(mine.get(&"ada".into())?, Some(3));
+//! # Ok::<(), mp_manager::Error>(())
+//! ```
+//!
 //! # How it works
 //! The manager's process is started under any start method and watches the pidfd of the
 //! process that started it: it never outlives it. Each client thread talks to it on a
