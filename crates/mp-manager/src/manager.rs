@@ -185,7 +185,7 @@ impl ManagerBuilder {
             self.listen_args()?.ok_or(Error::Connection(mp_queue::Error::InvalidArgument(
                 "get_server needs an address (ManagerBuilder::address)",
             )))?;
-        let listener = Listener::builder().address(listen.address).authkey(&listen.key).bind()?;
+        let listener = crate::server::serve::bind(&listen)?;
         Ok(Server { listener, setup: self.setup })
     }
 

@@ -288,3 +288,21 @@ fn registered_types_work_remotely_by_name_from_another_program() {
     let mine: Proxy<server_program::Counter> = m.lookup("counter").unwrap();
     assert_eq!(mine.call(&server_program::ADD, 1).unwrap(), 16);
 }
+
+#[test]
+fn stalled_unauthenticated_peers_hold_up_nobody_for_long() {
+    let m = served();
+    let Some(mp_queue::Address::Tcp(addr)) = m.address().cloned() else { panic!("tcp") };
+    // Many peers that connect and say nothing: at most 64 are in their handshake, for 5 s at
+    // most; the others are closed at once. The manager's own tree is not held up at all.
+    let stalled: Vec<std::net::TcpStream> =
+        (0..80).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    let d = m.dict::<u8, u8>().unwrap();
+    d.insert(1, 1).unwrap();
+    // Once they are gone, a remote client gets in.
+    drop(stalled);
+    let remote = eventually(Duration::from_secs(30), || {
+        Manager::connect(address_of(&m).as_str(), Some(KEY)).is_ok()
+    });
+    assert!(remote, "a remote client gets in once the stalled peers are gone");
+}

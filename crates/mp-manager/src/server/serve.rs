@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mp_process::code::Entry;
@@ -95,6 +95,8 @@ struct Server {
     remote: Mutex<HashMap<[u8; 16], RemoteSession>>,
     /// The number of the next remote session.
     next_remote: AtomicU32,
+    /// Remote connections in their handshake now.
+    handshaking: AtomicUsize,
     /// Values published by name (`Manager::publish`).
     names: Mutex<HashMap<String, crate::proto::Item>>,
     /// Rung when the set of sessions changes or the server should stop.
@@ -114,7 +116,9 @@ pub(crate) fn serve(args: ServerArgs) {
     let started = open_pidfd(owner)
         .map_err(|e| format!("cannot watch the manager's owner (pid {owner}): {e}"))
         .and_then(|owner_fd| {
-            let listener = listen.map(|l| bind(&l)).transpose()?;
+            let listener = listen
+                .map(|l| bind(&l).map_err(|e| format!("cannot listen on {}: {e}", l.address)))
+                .transpose()?;
             Ok((setup_server(id, &setup)?, owner_fd, listener))
         });
     match started {
@@ -152,12 +156,12 @@ pub(crate) fn serve_forever(
 }
 
 /// Binds the listener of a remote manager.
-pub(crate) fn bind(listen: &ListenArgs) -> Result<Listener, String> {
+pub(crate) fn bind(listen: &ListenArgs) -> mp_queue::Result<Listener> {
     Listener::builder()
         .address(listen.address.clone())
         .authkey(&listen.key)
+        .handshake_timeout(HANDSHAKE_TIMEOUT)
         .bind()
-        .map_err(|e| format!("cannot listen on {}: {e}", listen.address))
 }
 
 /// Stopping (a shutdown, or the owner's end): every object has its last word.
@@ -191,6 +195,7 @@ fn setup_server(id: u64, setup: &[SetupStep]) -> Result<Arc<Server>, String> {
         remote: Mutex::new(HashMap::new()),
         next_remote: AtomicU32::new(REMOTE_SESSIONS),
         names: Mutex::new(HashMap::new()),
+        handshaking: AtomicUsize::new(0),
         bell,
         stop: AtomicBool::new(false),
     }))
@@ -221,6 +226,13 @@ fn accept_remote(server: &Arc<Server>, listener: &Listener) {
                 continue;
             }
         };
+        // Unauthenticated peers may hold at most this many threads, each for the handshake's
+        // timeout at most; more are closed at once.
+        if server.handshaking.fetch_add(1, Ordering::AcqRel) >= MAX_HANDSHAKES {
+            server.handshaking.fetch_sub(1, Ordering::AcqRel);
+            log::warn!(target: "mp_manager", "too many connections in their handshake: one was closed");
+            continue;
+        }
         let server = Arc::clone(server);
         let spawned = std::thread::Builder::new()
             .name("mp-manager-remote".into())
@@ -231,10 +243,18 @@ fn accept_remote(server: &Arc<Server>, listener: &Listener) {
     }
 }
 
+/// How many remote connections may be in their handshake at once.
+const MAX_HANDSHAKES: usize = 64;
+
+/// How long a remote connection's handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Authenticates a remote connection, reads its hello and serves it.
 fn serve_remote(server: &Arc<Server>, pending: Pending) {
     let peer = pending.peer().map_or_else(|| "a local peer".to_string(), ToString::to_string);
-    let conn = match pending.authenticate() {
+    let authenticated = pending.authenticate();
+    server.handshaking.fetch_sub(1, Ordering::AcqRel);
+    let conn = match authenticated {
         Ok(conn) => conn,
         Err(e) => {
             log::warn!(target: "mp_manager", "a connection from {peer} was refused: {e}");
