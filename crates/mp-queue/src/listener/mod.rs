@@ -30,6 +30,9 @@ pub const DEFAULT_BACKLOG: i32 = 128;
 #[derive(Clone, Debug)]
 struct Auth {
     key: Option<AuthKey>,
+    /// The OS error of a key asked for (`current_authkey`) that could not be made: binding
+    /// or connecting then fails, never runs without a key.
+    key_error: Option<i32>,
     legacy_md5: bool,
     timeout: Duration,
 }
@@ -37,7 +40,29 @@ struct Auth {
 impl Auth {
     /// No handshake (Python's `authkey=None`).
     fn none() -> Auth {
-        Auth { key: None, legacy_md5: false, timeout: DEFAULT_HANDSHAKE_TIMEOUT }
+        Auth { key: None, key_error: None, legacy_md5: false, timeout: DEFAULT_HANDSHAKE_TIMEOUT }
+    }
+
+    /// Takes this process's key.
+    fn current(&mut self) {
+        match mp_process::authkey() {
+            Ok(key) => self.key = Some(key),
+            Err(e) => {
+                self.key_error =
+                    Some(e.raw_os_error().unwrap_or(rustix::io::Errno::IO.raw_os_error()))
+            }
+        }
+    }
+
+    /// Fails if a key asked for could not be made.
+    fn check(&self) -> Result<()> {
+        match self.key_error {
+            Some(code) => Err(Error::io(
+                "getrandom (the process's key)",
+                std::io::Error::from_raw_os_error(code),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The handshake of one connection, if there is a key, its deadline from now.
@@ -121,6 +146,7 @@ impl ListenerBuilder {
     /// `authkey=None`).
     pub fn authkey(mut self, key: impl AsRef<[u8]>) -> Self {
         self.auth.key = Some(AuthKey::new(key));
+        self.auth.key_error = None;
         self
     }
 
@@ -129,7 +155,7 @@ impl ListenerBuilder {
     /// Errors, at [`bind`](ListenerBuilder::bind): the kernel's, if it cannot give random
     /// bytes for a first key.
     pub fn current_authkey(mut self) -> Self {
-        self.auth.key = mp_process::authkey().ok();
+        self.auth.current();
         self
     }
 
@@ -160,6 +186,7 @@ impl ListenerBuilder {
     /// (`EADDRINUSE`, `EACCES`, a path whose directory does not exist), `"socket"` or
     /// `"listen"` otherwise.
     pub fn bind(self) -> Result<Listener> {
+        self.auth.check()?;
         let address = match self.address {
             Some(a) => a,
             None => temp_address()?,
@@ -379,12 +406,13 @@ impl Client {
     /// The key to prove (default: none, no handshake).
     pub fn authkey(mut self, key: impl AsRef<[u8]>) -> Self {
         self.auth.key = Some(AuthKey::new(key));
+        self.auth.key_error = None;
         self
     }
 
     /// Uses this process's key ([`mp_process::authkey`]), as manager clients do.
     pub fn current_authkey(mut self) -> Self {
-        self.auth.key = mp_process::authkey().ok();
+        self.auth.current();
         self
     }
 
@@ -406,6 +434,7 @@ impl Client {
     ///
     /// Errors: as [`Client::connect`].
     pub fn connect_now(&self) -> Result<Connection> {
+        self.auth.check()?;
         let started = Instant::now();
         let fd = connect_to(&self.address, self.auth.timeout)?;
         if let Some(mut handshake) = self.auth.handshake() {
