@@ -437,6 +437,35 @@ mod tests {
     }
 
     #[test]
+    fn an_item_whose_get_reply_is_lost_goes_back_to_the_queue() {
+        let m = Manager::start().unwrap();
+        let link = m.link();
+        let q = m.queue::<u32>().unwrap();
+        q.put(7).unwrap();
+        let id = q.handle_for_tests().id();
+        // A client that cannot read any more (its receiving side shut down): the manager
+        // takes the item for its `get`, and its reply fails.
+        let conn = link.connect([0; 16]).unwrap();
+        os::socket::shutdown(conn.conn.as_fd(), true).unwrap();
+        let args = postcard::to_allocvec(&None::<std::time::Duration>).unwrap();
+        conn.conn
+            .send_bytes(
+                &request(1, Call::Method { object: id, method: "get", args: &args }),
+                0,
+                None,
+            )
+            .unwrap();
+        // Once the manager has answered (and failed), it drops that connection: sends on it
+        // fail. The item is still there for the next getter.
+        let dropped = mp_testkit::eventually(std::time::Duration::from_secs(30), || {
+            conn.conn.send_bytes(&request(2, Call::Count), 0, None).is_err()
+        });
+        assert!(dropped, "the manager drops a connection whose reply failed");
+        assert_eq!(q.get_timeout(std::time::Duration::from_secs(30)).unwrap(), 7);
+        assert_eq!(q.qsize().unwrap(), 0);
+    }
+
+    #[test]
     fn garbage_on_the_doorway_is_dropped() {
         let m = Manager::start().unwrap();
         let link = m.link();

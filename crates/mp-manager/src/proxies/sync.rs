@@ -133,6 +133,12 @@ impl<T> QueueProxy<T> {
     fn from_handle(handle: Handle) -> Self {
         QueueProxy { handle, _type: PhantomData }
     }
+
+    /// The handle, for the crate's tests.
+    #[cfg(test)]
+    pub(crate) fn handle_for_tests(&self) -> &Handle {
+        &self.handle
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {

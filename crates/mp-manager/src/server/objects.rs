@@ -267,6 +267,11 @@ pub(crate) trait Served: Send + Sync + 'static {
     }
     /// The process `pid` ended: what it held in the object (a lock) is released.
     fn session_ended(&self, _pid: u32) {}
+    /// The reply to a successful call of `method` could not be sent (its caller is gone):
+    /// what the call took out of the object (a queue's item, in `payload`) goes back, if it
+    /// can. The payload's references were recorded for the caller's session, which gives
+    /// them back when it ends.
+    fn reply_lost(&self, _store: &Store, _method: &str, _payload: Payload) {}
     /// The manager is stopping (a shutdown, or its owner's end): the object's last word.
     fn shutdown(&self) {}
 }

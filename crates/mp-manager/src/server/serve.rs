@@ -34,7 +34,7 @@ use crate::error::RemoteError;
 use crate::link::MAX_HELLO;
 use crate::proto::{Call, Hello, Payload, RemoteHello, RemoteWelcome, Reply, Request, VERSION};
 use crate::server::objects::Cx;
-use crate::server::objects::{REMOTE_SESSIONS, Session, Store};
+use crate::server::objects::{REMOTE_SESSIONS, Served, Session, Store};
 use crate::server::registry::Registry;
 
 /// What the manager's process is started with.
@@ -454,7 +454,8 @@ fn serve_connection(server: &Arc<Server>, conn: Connection) {
 fn serve_requests(server: &Arc<Server>, session: &Arc<Session>, conn: &Connection, private: bool) {
     loop {
         let Ok(bytes) = conn.recv_bytes(None) else { return };
-        let (id, result, stop) = handle(server, session, conn, &bytes, private);
+        let mut called: Option<(Arc<dyn Served>, &str)> = None;
+        let (id, result, stop) = handle(server, session, conn, &bytes, private, &mut called);
         let reply = Reply { id, result };
         let bytes = match postcard::to_allocvec(&reply) {
             Ok(bytes) => bytes,
@@ -470,6 +471,11 @@ fn serve_requests(server: &Arc<Server>, session: &Arc<Session>, conn: &Connectio
             }
         };
         if conn.send_bytes(&bytes, 0, None).is_err() {
+            // The caller cannot get the reply: what the call took out of an object (a queue's
+            // item) goes back.
+            if let (Some((obj, method)), Ok(payload)) = (called, reply.result) {
+                obj.reply_lost(&server.store, method, payload);
+            }
             return;
         }
         if stop {
@@ -481,12 +487,13 @@ fn serve_requests(server: &Arc<Server>, session: &Arc<Session>, conn: &Connectio
 }
 
 /// Runs one request: its id, its outcome, and whether the manager should stop.
-fn handle(
+fn handle<'b>(
     server: &Server,
     session: &Arc<Session>,
     conn: &Connection,
-    bytes: &[u8],
+    bytes: &'b [u8],
     private: bool,
+    called: &mut Option<(Arc<dyn Served>, &'b str)>,
 ) -> (u64, Result<Payload, RemoteError>, bool) {
     let request: Request<'_> = match postcard::from_bytes(bytes) {
         Ok(request) => request,
@@ -504,11 +511,13 @@ fn handle(
                 Payload::of(&id)
             })
         }
-        Call::Method { object, method, args } => {
-            store.get(object).and_then(|obj| obj.call(&cx, method, args)).inspect(|payload| {
-                session.record(store, &payload.refs);
-            })
-        }
+        Call::Method { object, method, args } => store.get(object).and_then(|obj| {
+            let result = obj.call(&cx, method, args);
+            if result.is_ok() {
+                *called = Some((obj, method));
+            }
+            result.inspect(|payload| session.record(store, &payload.refs))
+        }),
         Call::Apply { object, what, entry, args } => store
             .get(object)
             .and_then(|obj| obj.apply(&cx, what, entry, args))

@@ -24,7 +24,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::apply::ActionRun;
 use crate::error::RemoteError;
 use crate::proto::{Item, Payload, decode};
-use crate::server::objects::{Cx, Served, guarded, not_exposed};
+use crate::server::objects::{Cx, Served, Store, guarded, not_exposed};
 use crate::server::registry::Registry;
 
 /// The longest a waiting call sleeps before it looks whether its caller is still there.
@@ -181,6 +181,16 @@ impl QueueObj {
 impl Served for QueueObj {
     fn typeid(&self) -> &str {
         self.typeid
+    }
+
+    /// An item whose `get` reply was lost goes back to the front of the queue (if the
+    /// objects it refers to still exist).
+    fn reply_lost(&self, store: &Store, method: &str, payload: Payload) {
+        if method != "get" || store.hold(&payload.refs).is_err() {
+            return;
+        }
+        self.state.lock().items.push_front(Item { bytes: payload.bytes, refs: payload.refs });
+        self.not_empty.notify_one();
     }
 
     fn call(&self, cx: &Cx<'_>, method: &str, args: &[u8]) -> Result<Payload, RemoteError> {
