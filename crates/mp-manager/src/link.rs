@@ -25,8 +25,10 @@ use std::sync::Arc;
 use mp_process::AuthKey;
 use mp_process::fdpass::{self, FdRef, Kind, ObjectId, PassFd, SharedObject, check, refuse};
 use mp_process::os;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+
 use mp_queue::{Address, Client, Connection};
-use parking_lot::Mutex;
 use rustix::io::Errno;
 use rustix::net::{SendFlags, SocketType};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -50,8 +52,38 @@ pub(crate) struct Door {
     id: ObjectId,
     /// How connections are opened.
     way: Way,
-    /// Connections not in use, and the pid that opened them.
+    /// Connections not in use, and the pid that opened them. A `std` mutex, taken only for a
+    /// push or a pop (see [`Door::lock_pool`]).
     pool: Mutex<Pool>,
+    /// The pid that last set the pool up: a process of another pid (a forked child) must
+    /// not wait for the pool's lock (its holder may be a thread of the parent).
+    pool_pid: AtomicU32,
+}
+
+impl Door {
+    /// A door whose pool this process set up.
+    fn new(id: ObjectId, way: Way, pool: Pool) -> Door {
+        let pid = if pool.pid == 0 { 0 } else { os::pid() };
+        Door { id, way, pool: Mutex::new(pool), pool_pid: AtomicU32::new(pid) }
+    }
+
+    /// The pool, locked; `None` in a process forked while a thread of its parent held the
+    /// lock (that holder does not exist here, and the lock would never be freed). A process
+    /// that has not set the pool up yet does not wait for the lock: it tries it a bounded
+    /// number of times (its own threads hold it for a push or a pop only).
+    fn lock_pool(&self) -> Option<MutexGuard<'_, Pool>> {
+        if self.pool_pid.load(Ordering::Acquire) == os::pid() {
+            return Some(self.pool.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        for _ in 0..10_000 {
+            match self.pool.try_lock() {
+                Ok(guard) => return Some(guard),
+                Err(TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => std::thread::yield_now(),
+            }
+        }
+        None
+    }
 }
 
 /// How a process opens connections to its manager.
@@ -101,7 +133,7 @@ struct Conn {
 impl Link {
     /// A link through `doorway` to the manager called `id`.
     pub(crate) fn new(id: ObjectId, doorway: OwnedFd) -> Link {
-        Link(Arc::new(Door { id, way: Way::Doorway(doorway), pool: Mutex::new(Pool::default()) }))
+        Link(Arc::new(Door::new(id, Way::Doorway(doorway), Pool::default())))
     }
 
     /// A link to the manager served at `address`, checked by `key`: connects (the session's
@@ -110,8 +142,7 @@ impl Link {
         let mut pool = Pool::fresh(true)?;
         let (anchor, welcome) = connect_remote(&address, &key, pool.session)?;
         pool.anchor = Some(anchor.conn);
-        let door =
-            Door { id: welcome.id, way: Way::Remote { address, key }, pool: Mutex::new(pool) };
+        let door = Door::new(welcome.id, Way::Remote { address, key }, pool);
         Ok((Link(Arc::new(door)), welcome.pid))
     }
 
@@ -153,7 +184,21 @@ impl Link {
         let me = os::pid();
         let remote = self.is_remote();
         let (stale, session, needs_anchor) = {
-            let mut pool = self.0.pool.lock();
+            let Some(mut pool) = self.0.lock_pool() else {
+                // Forked while a thread of the parent held the pool: this process goes on
+                // without it (a connection per call), or, for a remote manager, whose session
+                // lives in the pool, says so.
+                if remote {
+                    return Err(Error::Io {
+                        op: "taking a connection to the manager",
+                        source: std::io::Error::other(
+                            "the link's pool was locked by another thread when this process \
+                             was forked; connect to the remote manager again in this process",
+                        ),
+                    });
+                }
+                return self.connect([0; 16]);
+            };
             if pool.pid == me {
                 if let Some(conn) = pool.idle.pop() {
                     return Ok(conn);
@@ -165,15 +210,17 @@ impl Link {
                 // their end when the parent's go.
                 let fresh = Pool::fresh(remote)?;
                 let session = fresh.session;
+                self.0.pool_pid.store(me, Ordering::Release);
                 (std::mem::replace(&mut *pool, fresh), session, remote)
             }
         };
         drop(stale);
         if needs_anchor {
             let anchor = self.connect(session)?;
-            let mut pool = self.0.pool.lock();
-            if pool.pid == me && pool.session == session && pool.anchor.is_none() {
-                pool.anchor = Some(anchor.conn);
+            if let Some(mut pool) = self.0.lock_pool() {
+                if pool.pid == me && pool.session == session && pool.anchor.is_none() {
+                    pool.anchor = Some(anchor.conn);
+                }
             }
         }
         self.connect(session)
@@ -181,7 +228,7 @@ impl Link {
 
     /// Gives a connection back after a complete call.
     fn put_back(&self, conn: Conn) {
-        let mut pool = self.0.pool.lock();
+        let Some(mut pool) = self.0.lock_pool() else { return };
         if pool.pid == os::pid() && pool.idle.len() < MAX_IDLE {
             pool.idle.push(conn);
         }
@@ -271,7 +318,7 @@ unsafe impl SharedObject for Door {
             }
             InWay::Remote { address, key } => Way::Remote { address, key: AuthKey::new(key) },
         };
-        Ok(Door { id, way, pool: Mutex::new(Pool::default()) })
+        Ok(Door::new(id, way, Pool::default()))
     }
 }
 
@@ -399,8 +446,9 @@ mod tests {
             .unwrap();
         conn.next = 2;
         {
-            let mut pool = link.0.pool.lock();
+            let mut pool = link.0.lock_pool().unwrap();
             pool.pid = os::pid();
+            link.0.pool_pid.store(os::pid(), Ordering::Release);
             pool.idle.push(conn);
         }
         // The next call on that connection skips it and gets its own answer.
@@ -463,6 +511,34 @@ mod tests {
         assert!(dropped, "the manager drops a connection whose reply failed");
         assert_eq!(q.get_timeout(std::time::Duration::from_secs(30)).unwrap(), 7);
         assert_eq!(q.qsize().unwrap(), 0);
+    }
+
+    /// A forked child's calls on a list it inherited.
+    fn use_inherited(l: crate::ListProxy<u8>) -> Result<(), Error> {
+        l.append(2)?;
+        if l.len()? == 2 { Ok(()) } else { Err(Error::ManagerGone) }
+    }
+
+    #[test]
+    fn a_child_forked_while_another_thread_held_the_pool_does_not_hang() {
+        let m = Manager::start().unwrap();
+        let l = m.list(vec![1u8]).unwrap();
+        let link = m.link().clone();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _pool = link.0.lock_pool().unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        });
+        locked_rx.recv().unwrap();
+        let mut child = mp_process::Process::new(use_inherited, (l.clone(),))
+            .with_start_method(mp_process::StartMethod::Fork);
+        child.start().unwrap();
+        assert_eq!(child.join().unwrap(), 0, "the child's calls went through");
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(l.to_vec().unwrap(), vec![1, 2]);
     }
 
     #[test]
