@@ -46,7 +46,6 @@ pub(crate) struct Core {
 
 impl Core {
     /// The manager's id of the object.
-    #[cfg(test)]
     pub(crate) fn id(&self) -> u64 {
         self.id
     }

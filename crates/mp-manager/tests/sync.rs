@@ -592,3 +592,51 @@ fn a_remote_client_cannot_make_a_barrier_with_an_action() {
     assert_remote(remote.barrier_with_action(2, count_trip, None), "Refused");
     assert_eq!(remote.barrier(2).unwrap().parties().unwrap(), 2);
 }
+
+/// Waits on `cond` (made with a lock) until `flag` is set, then reports.
+fn wait_for_flag(
+    cond: ConditionProxy,
+    flag: ValueProxy<bool>,
+    out: QueueProxy<String>,
+) -> Result<(), Error> {
+    let _held = cond.acquire()?;
+    out.put("waiting".to_string())?;
+    while !flag.get()? {
+        cond.wait()?;
+    }
+    out.put("woken".to_string())
+}
+
+#[test]
+fn a_condition_made_with_a_lock_shares_it_across_processes() {
+    let manager = Manager::start().unwrap();
+    let lock = manager.lock().unwrap();
+    let cond = manager.condition_with_lock(&lock).unwrap();
+    let flag = manager.value(false).unwrap();
+    let out = manager.queue::<String>().unwrap();
+    let child = started(Process::new(wait_for_flag, (cond.clone(), flag.clone(), out.clone())));
+    assert_eq!(out.get_timeout(LONG).unwrap(), "waiting");
+    // The child waits, so the lock is free: taking the lock itself (not the condition) lets
+    // this process set the flag and notify.
+    let held = lock.acquire_timeout(LONG).unwrap().expect("the waiter released the lock");
+    flag.set(true).unwrap();
+    assert_eq!(cond.notify_all().unwrap(), 1);
+    drop(held);
+    assert_eq!(out.get_timeout(LONG).unwrap(), "woken");
+    joined_ok(&child);
+    // Without the lock, notify is an error, as in Python.
+    assert_remote(cond.notify(1), "RuntimeError");
+    // A lock of another manager is refused.
+    let other = Manager::start().unwrap();
+    let foreign = other.lock().unwrap();
+    assert_remote(manager.condition_with_lock(&foreign), "TypeError");
+    // An RLock works too, at depth.
+    let rlock = manager.rlock().unwrap();
+    let rcond = manager.condition_with_rlock(&rlock).unwrap();
+    let a = rlock.acquire().unwrap();
+    let b = rcond.acquire().unwrap();
+    assert!(!rcond.wait_timeout(Duration::from_millis(5)).unwrap());
+    drop(b);
+    drop(a);
+    assert!(rlock.try_acquire().unwrap().is_some());
+}

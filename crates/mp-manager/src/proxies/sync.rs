@@ -715,7 +715,47 @@ impl Manager {
 
     /// A condition variable with its own re-entrant lock: Python's `manager.Condition()`.
     pub fn condition(&self) -> Result<ConditionProxy> {
-        Ok(ConditionProxy::from_handle(self.create("Condition", &())?))
+        Ok(ConditionProxy::from_handle(self.create("Condition", &None::<u64>)?))
+    }
+
+    /// A condition variable that uses `lock`, a lock of this manager: Python's
+    /// `manager.Condition(lock)`. Acquiring or releasing the condition acquires or releases
+    /// `lock` (and the other way round); `wait` releases it and takes it back. The manager
+    /// keeps the lock while the condition lives.
+    ///
+    /// ```
+    /// let m = mp_manager::Manager::start()?;
+    /// let lock = m.lock()?;
+    /// let cond = m.condition_with_lock(&lock)?;
+    /// let held = cond.acquire()?;
+    /// assert!(lock.try_acquire()?.is_none(), "the condition holds the lock");
+    /// assert!(!cond.wait_timeout(std::time::Duration::from_millis(10))?);
+    /// drop(held); // releases it
+    /// assert!(lock.try_acquire()?.is_some());
+    /// # Ok::<(), mp_manager::Error>(())
+    /// ```
+    ///
+    /// Errors: [`Error::Remote`](crate::Error::Remote) `"TypeError"` if `lock` is a proxy of
+    /// another manager.
+    pub fn condition_with_lock(&self, lock: &LockProxy) -> Result<ConditionProxy> {
+        self.condition_on(&lock.handle)
+    }
+
+    /// As [`condition_with_lock`](Manager::condition_with_lock), with a re-entrant lock:
+    /// Python's `manager.Condition(rlock)`.
+    pub fn condition_with_rlock(&self, lock: &RLockProxy) -> Result<ConditionProxy> {
+        self.condition_on(&lock.handle)
+    }
+
+    /// A condition on the lock object behind `lock`.
+    fn condition_on(&self, lock: &Handle) -> Result<ConditionProxy> {
+        if lock.link().id() != self.link().id() {
+            return Err(crate::Error::Remote(crate::RemoteError::new(
+                "TypeError",
+                "a Condition's lock must be a lock of the same manager",
+            )));
+        }
+        Ok(ConditionProxy::from_handle(self.create("Condition", &Some(lock.id()))?))
     }
 
     /// An event, cleared: Python's `manager.Event()`.

@@ -267,6 +267,10 @@ pub(crate) trait Served: Send + Sync + 'static {
     }
     /// The process `pid` ended: what it held in the object (a lock) is released.
     fn session_ended(&self, _pid: u32) {}
+    /// The state of a `Lock` or `RLock` (a `sync::LockCore`), for a `Condition` made with it.
+    fn lock_core(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        None
+    }
     /// The reply to a successful call of `method` could not be sent (its caller is gone):
     /// what the call took out of the object (a queue's item, in `payload`) goes back, if it
     /// can. The payload's references were recorded for the caller's session, which gives

@@ -294,11 +294,9 @@ impl LockState {
     }
 }
 
-/// A lock: Python's `threading.Lock` (`"Lock"`) or `threading.RLock` (`"RLock"`).
-///
-/// As in Python, a `Lock` may be released by a thread that did not acquire it; an `RLock`
-/// only by its owner.
-pub(crate) struct LockObj {
+/// A lock's state and wake-ups, shared by a `Lock` or `RLock` object and the conditions
+/// made with it (Python's `Condition(lock)`).
+struct LockCore {
     /// Whether it is an `RLock`.
     recursive: bool,
     /// Its holder.
@@ -307,59 +305,100 @@ pub(crate) struct LockObj {
     freed: Condvar,
 }
 
+impl LockCore {
+    /// `acquire(thread, timeout)`: whether the caller got it.
+    fn acquire(
+        &self,
+        cx: &Cx<'_>,
+        thread: u64,
+        timeout: Option<Duration>,
+    ) -> Result<bool, RemoteError> {
+        let me = (cx.session.pid, thread);
+        let mut state = self.state.lock();
+        let got = wait_until(cx, &self.freed, &mut state, deadline(timeout), |s| {
+            s.take(me, self.recursive)
+        });
+        drop(state);
+        if !matches!(got, Ok(Some(()))) {
+            self.freed.notify_one();
+        }
+        Ok(got?.is_some())
+    }
+
+    /// `release(thread)`.
+    fn release(&self, cx: &Cx<'_>, thread: u64) -> Result<(), RemoteError> {
+        let me = (cx.session.pid, thread);
+        let mut state = self.state.lock();
+        let free = if self.recursive {
+            state.release_level(me)?
+        } else if state.owner.is_none() {
+            return Err(runtime_error("release unlocked lock"));
+        } else {
+            *state = LockState::default();
+            true
+        };
+        drop(state);
+        if free {
+            self.freed.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Whether `me` holds it.
+    fn held_by(&self, me: Owner) -> bool {
+        self.state.lock().owner == Some(me)
+    }
+}
+
+/// A lock: Python's `threading.Lock` (`"Lock"`) or `threading.RLock` (`"RLock"`).
+///
+/// As in Python, a `Lock` may be released by a thread that did not acquire it; an `RLock`
+/// only by its owner.
+pub(crate) struct LockObj {
+    /// Its state, shared with conditions made with it.
+    core: Arc<LockCore>,
+}
+
 impl LockObj {
     /// A free lock (`recursive`: an `RLock`).
     fn new(recursive: bool) -> LockObj {
-        LockObj { recursive, state: Mutex::new(LockState::default()), freed: Condvar::new() }
+        LockObj {
+            core: Arc::new(LockCore {
+                recursive,
+                state: Mutex::new(LockState::default()),
+                freed: Condvar::new(),
+            }),
+        }
     }
 }
 
 impl Served for LockObj {
     fn typeid(&self) -> &str {
-        if self.recursive { "RLock" } else { "Lock" }
+        if self.core.recursive { "RLock" } else { "Lock" }
     }
 
     fn call(&self, cx: &Cx<'_>, method: &str, args: &[u8]) -> Result<Payload, RemoteError> {
         match method {
             "acquire" => {
                 let (thread, timeout): (u64, Option<Duration>) = decode(args)?;
-                let me = (cx.session.pid, thread);
-                let mut state = self.state.lock();
-                let got = wait_until(cx, &self.freed, &mut state, deadline(timeout), |s| {
-                    s.take(me, self.recursive)
-                });
-                drop(state);
-                if !matches!(got, Ok(Some(()))) {
-                    self.freed.notify_one();
-                }
-                Payload::of(&got?.is_some())
+                Payload::of(&self.core.acquire(cx, thread, timeout)?)
             }
             "release" => {
                 let thread: u64 = decode(args)?;
-                let me = (cx.session.pid, thread);
-                let mut state = self.state.lock();
-                let free = if self.recursive {
-                    state.release_level(me)?
-                } else if state.owner.is_none() {
-                    return Err(runtime_error("release unlocked lock"));
-                } else {
-                    *state = LockState::default();
-                    true
-                };
-                drop(state);
-                if free {
-                    self.freed.notify_one();
-                }
-                Ok(Payload::unit())
+                self.core.release(cx, thread).map(|()| Payload::unit())
             }
             _ => Err(not_exposed(self.typeid(), method)),
         }
     }
 
     fn session_ended(&self, pid: u32) {
-        if self.state.lock().free_for(pid) {
-            self.freed.notify_one();
+        if self.core.state.lock().free_for(pid) {
+            self.core.freed.notify_one();
         }
+    }
+
+    fn lock_core(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        Some(Arc::clone(&self.core) as Arc<dyn std::any::Any + Send + Sync>)
     }
 }
 
@@ -464,25 +503,93 @@ impl ConditionState {
     }
 }
 
-/// A condition variable with its own recursive lock: Python's `threading.Condition`
-/// (`"Condition"`). Waiters are notified oldest first.
+/// A condition variable: Python's `threading.Condition` (`"Condition"`), with its own
+/// recursive lock or a `Lock`/`RLock` object of the manager (`Condition(lock)`). Waiters are
+/// notified oldest first.
 pub(crate) struct ConditionObj {
-    /// Lock and waiters.
+    /// Its own lock's state (unused with an external lock) and the waiters.
     state: Mutex<ConditionState>,
-    /// Signalled when the lock is freed or waiters are notified.
+    /// Signalled when its own lock is freed or waiters are notified.
     changed: Condvar,
+    /// The lock object it was made with, if any: its id (held while the condition lives) and
+    /// its state.
+    external: Option<(u64, Arc<LockCore>)>,
 }
 
 impl ConditionObj {
     /// A condition, its lock free.
-    fn new() -> ConditionObj {
-        ConditionObj { state: Mutex::new(ConditionState::default()), changed: Condvar::new() }
+    fn new(external: Option<(u64, Arc<LockCore>)>) -> ConditionObj {
+        ConditionObj {
+            state: Mutex::new(ConditionState::default()),
+            changed: Condvar::new(),
+            external,
+        }
+    }
+
+    /// `wait` with the lock object `lock`: as [`ConditionObj::wait`]. The waiter's ticket is
+    /// taken before the lock is released, so a notifier (who must hold the lock) cannot miss
+    /// it; lock order: the lock's state, then the condition's, never the other way.
+    fn wait_external(
+        &self,
+        cx: &Cx<'_>,
+        lock: &LockCore,
+        thread: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Payload, RemoteError> {
+        let me = (cx.session.pid, thread);
+        let mut held = lock.state.lock();
+        if held.owner != Some(me) {
+            return Err(runtime_error("cannot wait on un-acquired lock"));
+        }
+        let depth = held.count;
+        let ticket = {
+            let mut state = self.state.lock();
+            let ticket = state.next_ticket;
+            state.next_ticket = ticket.wrapping_add(1);
+            state.waiting.push_back((ticket, me.0));
+            ticket
+        };
+        *held = LockState::default();
+        drop(held);
+        lock.freed.notify_one();
+        let mut state = self.state.lock();
+        let waited = wait_until(cx, &self.changed, &mut state, deadline(timeout), |s| {
+            s.notified.remove(&ticket).map(drop)
+        });
+        let notified = match waited {
+            Ok(Some(())) => true,
+            Ok(None) => {
+                state.withdraw(ticket);
+                false
+            }
+            Err(e) => {
+                state.withdraw(ticket);
+                drop(state);
+                self.changed.notify_all();
+                return Err(e);
+            }
+        };
+        drop(state);
+        // As Python's, the lock is taken back with no timeout, at the depth it was held.
+        let mut held = lock.state.lock();
+        let relocked = wait_until(cx, &lock.freed, &mut held, None, |s| {
+            s.owner.is_none().then(|| *s = LockState { owner: Some(me), count: depth })
+        });
+        drop(held);
+        if relocked.is_err() {
+            lock.freed.notify_one();
+        }
+        relocked?;
+        Payload::of(&notified)
     }
 
     /// `wait(thread, timeout)`: releases every level of the lock, waits to be notified (or
     /// the timeout), takes the lock back at the same depth; whether it was notified.
     fn wait(&self, cx: &Cx<'_>, args: &[u8]) -> Result<Payload, RemoteError> {
         let (thread, timeout): (u64, Option<Duration>) = decode(args)?;
+        if let Some((_, lock)) = &self.external {
+            return self.wait_external(cx, lock, thread, timeout);
+        }
         let me = (cx.session.pid, thread);
         let mut state = self.state.lock();
         if state.lock.owner != Some(me) {
@@ -528,7 +635,35 @@ impl Served for ConditionObj {
         "Condition"
     }
 
+    fn held(&self) -> Vec<u64> {
+        self.external.iter().map(|(id, _)| *id).collect()
+    }
+
     fn call(&self, cx: &Cx<'_>, method: &str, args: &[u8]) -> Result<Payload, RemoteError> {
+        if let Some((_, lock)) = &self.external {
+            match method {
+                "acquire" => {
+                    let (thread, timeout): (u64, Option<Duration>) = decode(args)?;
+                    return Payload::of(&lock.acquire(cx, thread, timeout)?);
+                }
+                "release" => {
+                    let thread: u64 = decode(args)?;
+                    return lock.release(cx, thread).map(|()| Payload::unit());
+                }
+                "notify" => {
+                    let (thread, n): (u64, u64) = decode(args)?;
+                    if !lock.held_by((cx.session.pid, thread)) {
+                        return Err(runtime_error("cannot notify on un-acquired lock"));
+                    }
+                    let woken = self.state.lock().notify(n);
+                    if woken > 0 {
+                        self.changed.notify_all();
+                    }
+                    return Payload::of(&woken);
+                }
+                _ => {}
+            }
+        }
         match method {
             "acquire" => {
                 let (thread, timeout): (u64, Option<Duration>) = decode(args)?;
@@ -825,9 +960,28 @@ pub(crate) fn register(r: &mut Registry) {
     r.add(
         "Condition",
         true,
-        Box::new(|_, args| {
-            let () = decode(args)?;
-            Ok(Arc::new(ConditionObj::new()))
+        Box::new(|cx, args| {
+            let lock: Option<u64> = decode(args)?;
+            let external = match lock {
+                None => None,
+                Some(id) => {
+                    let core = cx
+                        .store
+                        .get(id)?
+                        .lock_core()
+                        .and_then(|core| core.downcast::<LockCore>().ok())
+                        .ok_or_else(|| {
+                            RemoteError::new(
+                                "TypeError",
+                                "a Condition's lock must be a Lock or an RLock",
+                            )
+                        })?;
+                    // Held while the condition lives (given back through `held`).
+                    cx.store.hold(&[id])?;
+                    Some((id, core))
+                }
+            };
+            Ok(Arc::new(ConditionObj::new(external)))
         }),
     );
     r.add(
