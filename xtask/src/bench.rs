@@ -64,11 +64,12 @@ fn parse_options(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
-/// The three sides of a row.
+/// The four sides of a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Which {
     Mp,
     Cpython,
+    Peer,
     Floor,
 }
 
@@ -77,10 +78,47 @@ impl Which {
         match self {
             Which::Mp => "mp",
             Which::Cpython => "CPython",
+            Which::Peer => "peer",
             Which::Floor => "floor",
         }
     }
 }
+
+/// One CPU-bound busy loop per core (`mp-bench hog`), for the `_loaded` rows; killed on drop.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    /// Starts one hog per core and gives them a moment to be running.
+    fn start(binary: &std::path::Path) -> Result<Hogs> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut hogs = Hogs(Vec::new());
+        for _ in 0..cores {
+            let child = Command::new(binary)
+                .arg("hog")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start a CPU hog")?;
+            hogs.0.push(child);
+        }
+        std::thread::sleep(HOG_SETTLE);
+        Ok(hogs)
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            // Our own children, by handle: a hog that already died only fails to be killed.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// How long the hogs run before a loaded measurement starts.
+const HOG_SETTLE: Duration = Duration::from_millis(100);
 
 /// Parses the one `RESULT <value> <unit> <peak_rss_kib>` line of a run's standard output.
 fn parse_result(stdout: &str) -> Result<Sample> {
@@ -149,6 +187,17 @@ pub fn run(args: &[String]) -> Result<bool> {
         proc::describe(status)
     );
     let binary: PathBuf = target_dir().join("release").join("mp-bench");
+    let peers_binary: PathBuf = target_dir().join("release").join("mp-bench-peers");
+    // The peers are dev-only and optional: if they do not build, their column says "—".
+    let mut build_peers = cargo();
+    build_peers.args(["build", "--release", "-p", "mp-bench-peers"]).stdin(Stdio::null());
+    let peers = match build_peers.status() {
+        Ok(status) if status.success() => true,
+        outcome => {
+            eprintln!("warning: mp-bench-peers did not build ({outcome:?}): no peer column");
+            false
+        }
+    };
     let script = root().join("bench").join("python").join("bench.py");
     let python = have_python();
     if !python {
@@ -160,6 +209,11 @@ pub fn run(args: &[String]) -> Result<bool> {
             Which::Cpython => {
                 let mut cmd = Command::new("python3");
                 cmd.arg(&script).arg(row.name);
+                cmd
+            }
+            Which::Peer => {
+                let mut cmd = Command::new(&peers_binary);
+                cmd.arg(row.name);
                 cmd
             }
             Which::Mp | Which::Floor => {
@@ -180,13 +234,16 @@ pub fn run(args: &[String]) -> Result<bool> {
     for row in &options.rows {
         let mut sides: Vec<Which> = vec![Which::Mp];
         sides.extend((python && row.no_cpython.is_none()).then_some(Which::Cpython));
+        sides.extend((peers && row.peer.is_some()).then_some(Which::Peer));
         sides.extend(row.floor.then_some(Which::Floor));
-        let mut runs: Vec<Vec<Option<Sample>>> = vec![Vec::new(); 3];
+        let mut runs: Vec<Vec<Option<Sample>>> = vec![Vec::new(); 4];
         for round in 1..=options.rounds {
             let mut line = format!("{} round {round}/{}:", row.name, options.rounds);
             for &which in &sides {
                 let label = format!("{} {} (round {round})", row.name, which.name());
+                let hogs = if row.loaded { Some(Hogs::start(&binary)?) } else { None };
                 let sample = measure(command(row, which), &label);
+                drop(hogs);
                 match &sample {
                     Some(s) => line.push_str(&format!(
                         " {} {} {};",
@@ -212,6 +269,7 @@ pub fn run(args: &[String]) -> Result<bool> {
             row: *row,
             mp: side(Which::Mp, "—"),
             cpython: side(Which::Cpython, row.no_cpython.unwrap_or("no python3")),
+            peer: side(Which::Peer, "—"),
             floor: side(Which::Floor, "—"),
         });
     }
