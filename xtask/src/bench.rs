@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::rows::{ROWS, Row};
 use crate::table::{self, Results, Sample, Side};
-use crate::{cargo, indented, proc, root, target_dir};
+use crate::{cargo, indented, plot, proc, report, root, target_dir};
 
 /// How long one measurement may take before it is killed and counted as failed.
 const TIME_LIMIT: Duration = Duration::from_secs(300);
@@ -23,10 +23,23 @@ struct Options {
     rounds: usize,
     min_time: Option<String>,
     rows: Vec<Row>,
+    /// `--plot FILE.svg`: where to draw the ratios.
+    plot: Option<String>,
+    /// `--json FILE`: where to write the numbers.
+    json: Option<String>,
+    /// `--compare OLD.json`: an earlier run's numbers to print the change against.
+    compare: Option<String>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options> {
-    let mut options = Options { rounds: 5, min_time: None, rows: Vec::new() };
+    let mut options = Options {
+        rounds: 5,
+        min_time: None,
+        rows: Vec::new(),
+        plot: None,
+        json: None,
+        compare: None,
+    };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -45,6 +58,16 @@ fn parse_options(args: &[String]) -> Result<Options> {
                     "`--min-time` needs a positive number of seconds"
                 );
                 options.min_time = Some(t.clone());
+            }
+            "--plot" => {
+                options.plot = Some(args.next().context("`--plot` needs a file name")?.clone());
+            }
+            "--json" => {
+                options.json = Some(args.next().context("`--json` needs a file name")?.clone());
+            }
+            "--compare" => {
+                let file = args.next().context("`--compare` needs an earlier run's JSON file")?;
+                options.compare = Some(file.clone());
             }
             name if name.starts_with('-') => {
                 bail!("unknown option `{name}` for `cargo xtask bench`")
@@ -178,6 +201,13 @@ fn have_python() -> bool {
 /// Builds mp-bench, runs the rows and prints the table; returns whether every run succeeded.
 pub fn run(args: &[String]) -> Result<bool> {
     let options = parse_options(args)?;
+    // Read the earlier run first, so that a wrong name fails before the long run.
+    let earlier = match &options.compare {
+        Some(path) => {
+            Some(std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?)
+        }
+        None => None,
+    };
     let mut build = cargo();
     build.args(["build", "--release", "-p", "mp-bench"]).stdin(Stdio::null());
     let status = build.status().context("cannot run cargo")?;
@@ -274,6 +304,18 @@ pub fn run(args: &[String]) -> Result<bool> {
         });
     }
     println!("\n{}", table::render(&all, options.rounds));
+    if let Some(path) = &options.json {
+        report::write_json(path, &all, options.rounds)?;
+        eprintln!("wrote {path}");
+    }
+    if let Some(path) = &options.plot {
+        let title = format!("cargo xtask bench: mp's ratios, medians of {} runs", options.rounds);
+        plot::write_svg(path, &all, &title)?;
+        eprintln!("drew {path}");
+    }
+    if let Some(text) = &earlier {
+        println!("{}", report::compare(text, &all)?);
+    }
     Ok(ok)
 }
 
@@ -305,5 +347,14 @@ mod tests {
         assert!(parse_options(&["nope".to_owned()]).is_err());
         assert!(parse_options(&["--rounds".to_owned(), "0".to_owned()]).is_err());
         assert!(parse_options(&["--min-time".to_owned(), "-1".to_owned()]).is_err());
+        let args: Vec<String> = ["--plot", "a.svg", "--json", "a.json", "--compare", "old.json"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let o = parse_options(&args).unwrap();
+        assert_eq!(o.plot.as_deref(), Some("a.svg"));
+        assert_eq!(o.json.as_deref(), Some("a.json"));
+        assert_eq!(o.compare.as_deref(), Some("old.json"));
+        assert!(parse_options(&["--plot".to_owned()]).is_err());
     }
 }

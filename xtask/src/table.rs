@@ -148,6 +148,11 @@ impl Results {
         format!("{} {mark}", goals.join(" and "))
     }
 
+    /// The mp side's cell.
+    pub fn mp_cell(&self) -> String {
+        self.mp.cell()
+    }
+
     /// The peer's cell: its figure and its name.
     fn peer_cell(&self) -> String {
         match (&self.peer, self.row.peer) {
