@@ -18,9 +18,10 @@
 //! # The protocol
 //! - A receiving call that finds nothing waiting announces `spinning_until`, a
 //!   `CLOCK_MONOTONIC` deadline by which it will look at the lane again: a few µs ahead while
-//!   it spins, then, while it sleeps on the lane's futex in naps of 1 ms doubling to 50 ms,
-//!   the end of the nap plus a margin. Between naps it looks at the socket without blocking
-//!   (end of file, or a frame no sender counted). It stores 0 when it returns.
+//!   it spins (unless spinning has not paid lately: [`SpinBackoff`]), then, while it sleeps
+//!   on the lane's futex in naps of 1 ms doubling to 50 ms, the end of the nap plus a margin.
+//!   Between naps it looks at the socket without blocking (end of file, or a frame no sender
+//!   counted). It stores 0 when it returns.
 //! - A sender uses the lane only for a message without descriptors of at most
 //!   [`LANE_MAX_MESSAGE`] bytes, with room in the ring, while the announcement holds (now <
 //!   `spinning_until`): the receiver is alive and inside a receive. Everything else goes
@@ -32,8 +33,8 @@
 //!   they put in the lane meanwhile is lost with the receiver, as bytes in a socket buffer
 //!   would be.
 //! - Order: the sender counts the frames it sends on the socket (`socket_sent`, raised just
-//!   before each frame, with a wake-up, so that a sleeping receiver comes to read a frame
-//!   larger than the socket's buffer) and stamps each lane record with that count; the
+//!   before each frame; the sleeping receiver is woken before a large frame, so that it comes
+//!   to read a frame larger than the socket's buffer, and after a small one) and stamps each lane record with that count; the
 //!   receiver counts the frames it has read (`socket_taken`), reads the socket (blocking)
 //!   while the counts differ, and takes a lane record only once it has read every frame sent
 //!   before it. The receiver reads `socket_sent` before it looks at the lane, so that a record
