@@ -205,8 +205,8 @@ impl Lane<'_> {
         self.backoff.next_spins().then_some(budget)
     }
 
-    /// Receiver: a receive that spun is over; `won` if the message came early in the spin
-    /// (see [`SpinBackoff`]).
+    /// Receiver: a receive that spun is over; `won` if the message came while it spun (it
+    /// did not have to sleep; see [`SpinBackoff`]).
     pub(crate) fn spun(&self, won: bool) {
         self.backoff.spun(won);
     }
@@ -415,19 +415,14 @@ impl Drop for Spinning<'_> {
     }
 }
 
-/// A spin pays (wins) only if the message came within this fraction of the budget: a peer
-/// that takes longer is slow or waits for a CPU, and sleeping costs less than such a spin.
-pub(crate) const SPIN_WIN_FRACTION: u32 = 4;
-
 /// The most receives in a row that skip spinning after spins that did not pay.
 const MAX_SKIP: u32 = 64;
 
 /// Whether a receiving end spins, learnt from its receives before (per lane, per process).
 ///
-/// A receive that spun its whole budget and then had to sleep lost that time, and one whose
-/// message came only late in the budget (after [`SPIN_WIN_FRACTION`] of it) won too little:
-/// the peer was slow, or, on a machine whose every core is busy, it waited for a CPU (perhaps
-/// the very one the spinner held), and spinning cannot win there. After such a loss the next receives
+/// A receive that spun its whole budget and then had to sleep lost that time: the peer was
+/// slow, or, on a machine whose every core is busy, it waited for a CPU (perhaps the very one
+/// the spinner held), and spinning cannot win there. After such a loss the next receives
 /// sleep at once without spinning: 1 after the first loss, twice as many after each loss in
 /// a row, at most [`MAX_SKIP`]; then one receive spins again, to learn whether spinning pays
 /// now. A spin that wins (the message came while it spun) resets the policy. So a quick peer
@@ -453,7 +448,7 @@ impl SpinBackoff {
         false
     }
 
-    /// A receive that spun is over; `won` if the message came early in the spin.
+    /// A receive that spun is over; `won` if the message came while it spun.
     pub(crate) fn spun(&self, won: bool) {
         if won {
             self.penalty.store(0, Ordering::Relaxed);

@@ -576,11 +576,10 @@ impl Connection {
         limit: usize,
     ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
         let budget = lane.receive_spin();
-        let started = Instant::now();
         let mut slept = false;
         let received = self.wait_receive(fd, lane, limit, budget, &mut slept);
-        if let Some(budget) = budget {
-            lane.spun(!slept && started.elapsed() <= budget / lane::SPIN_WIN_FRACTION);
+        if budget.is_some() {
+            lane.spun(!slept);
         }
         received
     }
