@@ -29,6 +29,8 @@ struct Options {
     json: Option<String>,
     /// `--compare OLD.json`: an earlier run's numbers to print the change against.
     compare: Option<String>,
+    /// `--from-json FILE`: a run's numbers to report again instead of measuring.
+    from_json: Option<String>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options> {
@@ -39,6 +41,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         plot: None,
         json: None,
         compare: None,
+        from_json: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -64,6 +67,10 @@ fn parse_options(args: &[String]) -> Result<Options> {
             }
             "--json" => {
                 options.json = Some(args.next().context("`--json` needs a file name")?.clone());
+            }
+            "--from-json" => {
+                let file = args.next().context("`--from-json` needs a `--json` file")?;
+                options.from_json = Some(file.clone());
             }
             "--compare" => {
                 let file = args.next().context("`--compare` needs an earlier run's JSON file")?;
@@ -208,6 +215,12 @@ pub fn run(args: &[String]) -> Result<bool> {
         }
         None => None,
     };
+    if let Some(path) = &options.from_json {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+        let (all, rounds) = report::read_results(&text)?;
+        report_run(&options, &all, rounds, earlier.as_deref())?;
+        return Ok(true);
+    }
     let mut build = cargo();
     build.args(["build", "--release", "-p", "mp-bench"]).stdin(Stdio::null());
     let status = build.status().context("cannot run cargo")?;
@@ -303,20 +316,31 @@ pub fn run(args: &[String]) -> Result<bool> {
             floor: side(Which::Floor, "—"),
         });
     }
-    println!("\n{}", table::render(&all, options.rounds));
+    report_run(&options, &all, options.rounds, earlier.as_deref())?;
+    Ok(ok)
+}
+
+/// Prints the table and does what `--json`, `--plot` and `--compare` ask.
+fn report_run(
+    options: &Options,
+    all: &[Results],
+    rounds: usize,
+    earlier: Option<&str>,
+) -> Result<()> {
+    println!("\n{}", table::render(all, rounds));
     if let Some(path) = &options.json {
-        report::write_json(path, &all, options.rounds)?;
+        report::write_json(path, all, rounds)?;
         eprintln!("wrote {path}");
     }
     if let Some(path) = &options.plot {
-        let title = format!("cargo xtask bench: mp's ratios, medians of {} runs", options.rounds);
-        plot::write_svg(path, &all, &title)?;
+        let title = format!("cargo xtask bench: mp's ratios, medians of {rounds} runs");
+        plot::write_svg(path, all, &title)?;
         eprintln!("drew {path}");
     }
-    if let Some(text) = &earlier {
-        println!("{}", report::compare(text, &all)?);
+    if let Some(text) = earlier {
+        println!("{}", report::compare(text, all)?);
     }
-    Ok(ok)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! One line per row, top to bottom in the table's order; the horizontal axis is a log scale of
 //! speed-ups oriented so that right of 1× means mp is better: mp over CPython, mp over the
 //! Rust peer, and mp against the floor (floor ÷ mp on ↓ rows, mp ÷ floor on ↑ rows, so it
-//! is at most about 1×). Each row's targets that are ratios are short vertical marks in the
-//! same orientation; a target in the row's own unit has no mark.
+//! is at most about 1×). Each row's targets that are ratios are short vertical bars in the
+//! same orientation and in their ratio's colour; a target in the row's own unit has no bar.
 
 use anyhow::{Result, anyhow};
 use plotters::coord::ranged1d::SegmentValue;
@@ -20,6 +20,9 @@ const WIDTH: u32 = 1100;
 /// The height of one row, in pixels.
 const ROW_HEIGHT: u32 = 22;
 
+/// Half the height of a target's mark, in pixels.
+const MARK: i32 = 8;
+
 /// The height of everything but the rows, in pixels.
 const FRAME_HEIGHT: u32 = 140;
 
@@ -32,25 +35,34 @@ fn ratios(r: &Results) -> [Option<f64>; 3] {
     [r.vs_cpython(), r.vs_peer(), floor]
 }
 
-/// The ratio targets of a row, oriented as [`ratios`].
-fn targets(r: &Results) -> Vec<f64> {
+/// The ratio targets of a row, oriented as [`ratios`], each with the index of its ratio there.
+fn targets(r: &Results) -> Vec<(f64, usize)> {
     r.row
         .targets
         .iter()
         .filter_map(|t| match *t {
-            Cpython(k) | Peer(k) => Some(k),
-            Floor(k) => Some(match r.row.better {
-                Better::Lower => 1.0 / k,
-                Better::Higher => k,
-            }),
+            Cpython(k) => Some((k, 0)),
+            Peer(k) => Some((k, 1)),
+            Floor(k) => Some((
+                match r.row.better {
+                    Better::Lower => 1.0 / k,
+                    Better::Higher => k,
+                },
+                2,
+            )),
             Value(_) => None,
         })
         .collect()
 }
 
+/// The colours of the three ratios (and of their targets' marks).
+const COLOURS: [RGBColor; 3] = [BLUE, GREEN, MAGENTA];
+
 /// The horizontal range: every ratio and target, widened to whole powers of ten.
 fn x_range(results: &[Results]) -> (f64, f64) {
-    let all = results.iter().flat_map(|r| ratios(r).into_iter().flatten().chain(targets(r)));
+    let all = results
+        .iter()
+        .flat_map(|r| ratios(r).into_iter().flatten().chain(targets(r).into_iter().map(|t| t.0)));
     let (lo, hi) = all
         .filter(|v| v.is_finite() && *v > 0.0)
         .fold((1.0f64, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
@@ -116,24 +128,23 @@ fn draw<DB: DrawingBackend>(
         BLACK.stroke_width(1),
     )))?;
 
-    // The targets: a short red mark across each row's band.
+    // The targets: a short red mark on each row's line (a fixed height in pixels, so that
+    // the same target on neighbouring rows does not join into one line).
     let marks = results.iter().enumerate().flat_map(|(i, r)| {
-        let i = band(i, n);
-        targets(r).into_iter().map(move |t| {
-            PathElement::new(
-                vec![(t, SegmentValue::Exact(i)), (t, SegmentValue::Exact(i + 1))],
-                RED.stroke_width(2),
-            )
+        let at = SegmentValue::CenterOf(band(i, n));
+        targets(r).into_iter().map(move |(t, which)| {
+            EmptyElement::at((t, at.clone()))
+                + PathElement::new(vec![(0, -MARK), (0, MARK)], COLOURS[which].stroke_width(3))
         })
     });
     chart
         .draw_series(marks)?
-        .label("target")
-        .legend(|(x, y)| PathElement::new(vec![(x, y - 6), (x, y + 6)], RED.stroke_width(2)));
+        .label("target (bar, in its ratio's colour)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y - 6), (x, y + 6)], BLACK.stroke_width(3)));
 
-    let series: [(&str, RGBColor, usize); 3] =
-        [("mp / CPython", BLUE, 0), ("mp / peer", GREEN, 1), ("mp / floor", MAGENTA, 2)];
-    for (label, colour, which) in series {
+    let series = [("mp / CPython", 0), ("mp / peer", 1), ("mp / floor", 2)];
+    for (label, which) in series {
+        let colour = COLOURS[which];
         let points = results.iter().enumerate().filter_map(move |(i, r)| {
             let at = SegmentValue::CenterOf(band(i, n));
             ratios(r)[which].map(|v| Circle::new((v, at), 5, colour.filled()))
@@ -183,8 +194,8 @@ mod tests {
             },
         ];
         assert_eq!(ratios(&results[0]), [Some(8.0), Some(1600.0 / 300.0), Some(200.0 / 300.0)]);
-        assert_eq!(targets(&results[0]), vec![1.0 / 1.5]);
-        assert_eq!(targets(&results[1]), vec![10.0]);
+        assert_eq!(targets(&results[0]), vec![(1.0 / 1.5, 2)]);
+        assert_eq!(targets(&results[1]), vec![(10.0, 1)]);
         assert_eq!(x_range(&results), (0.1, 1000.0));
         assert_eq!((band(0, 2), band(1, 2)), (1, 0));
         let dir = std::env::temp_dir().join(format!("xtask-plot-{}", std::process::id()));

@@ -2,15 +2,16 @@
 //! change per row against an earlier run's file.
 //!
 //! The file holds, per row, each side's median (`null` when the side is absent or failed), its
-//! unit, which way is better, the three ratios as the table shows them, and the verdict.
+//! unit, which way is better, mp's peak resident set, the three ratios as the table shows them,
+//! and the verdict. `--from-json` reads it back to report a run again without measuring.
 
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::rows::Better;
-use crate::table::{self, Results, Side};
+use crate::rows::{Better, ROWS};
+use crate::table::{self, Results, Sample, Side};
 
 /// The version of the file's layout.
 const FORMAT: u64 = 1;
@@ -38,6 +39,10 @@ pub fn to_json(results: &[Results], rounds: usize) -> Value {
                 "better": if r.row.better == Better::Lower { "lower" } else { "higher" },
                 "loaded": r.row.loaded,
                 "mp": value(&r.mp),
+                "mp_peak_rss_kib": match &r.mp {
+                    Side::Measured(sample) => json!(sample.rss_kib),
+                    _ => Value::Null,
+                },
                 "cpython": value(&r.cpython),
                 "peer": value(&r.peer),
                 "peer_name": r.row.peer,
@@ -56,6 +61,36 @@ pub fn to_json(results: &[Results], rounds: usize) -> Value {
 pub fn write_json(path: &str, results: &[Results], rounds: usize) -> Result<()> {
     let text = serde_json::to_string_pretty(&to_json(results, rounds))?;
     std::fs::write(path, text + "\n").with_context(|| format!("cannot write {path}"))
+}
+
+/// The results and the rounds of a run's JSON document (rows this xtask no longer knows are
+/// left out), for `--from-json`: the table, the picture and the comparison without measuring.
+pub fn read_results(text: &str) -> Result<(Vec<Results>, usize)> {
+    let doc: Value = serde_json::from_str(text).context("not JSON")?;
+    if doc.get("format").and_then(Value::as_u64) != Some(FORMAT) {
+        bail!("not a `cargo xtask bench --json` file of format {FORMAT}");
+    }
+    let rounds = doc.get("rounds").and_then(Value::as_u64).context("no `rounds`")?;
+    let rows = doc.get("rows").and_then(Value::as_array).context("no `rows` array")?;
+    let mut results = Vec::new();
+    for row in rows {
+        let name = row.get("name").and_then(Value::as_str).context("a row without a name")?;
+        let Some(known) = ROWS.iter().find(|r| r.name == name) else { continue };
+        let unit = row.get("unit").and_then(Value::as_str).unwrap_or("");
+        let side = |key: &str, rss_kib: u64| match row.get(key).and_then(Value::as_f64) {
+            Some(value) => Side::Measured(Sample { value, unit: unit.to_owned(), rss_kib }),
+            None => Side::Absent("—"),
+        };
+        let rss = row.get("mp_peak_rss_kib").and_then(Value::as_u64).unwrap_or(0);
+        results.push(Results {
+            row: *known,
+            mp: side("mp", rss),
+            cpython: side("cpython", 0),
+            peer: side("peer", 0),
+            floor: side("floor", 0),
+        });
+    }
+    Ok((results, usize::try_from(rounds).unwrap_or(usize::MAX)))
 }
 
 /// One row of an earlier run, as far as the comparison needs it.
@@ -150,8 +185,6 @@ pub fn compare(old_text: &str, results: &[Results]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rows::ROWS;
-    use crate::table::Sample;
 
     fn measured(value: f64, unit: &str) -> Side {
         Side::Measured(Sample { value, unit: unit.into(), rss_kib: 1000 })
@@ -207,6 +240,11 @@ mod tests {
         assert!(spawn.contains("| 300 | 240 | +25.0% |"), "{table}");
         let queue = table.lines().find(|l| l.starts_with("| queue_small")).unwrap();
         assert!(queue.contains("| -50.0% |"), "{table}");
+        let (back, rounds) = read_results(&old).unwrap();
+        assert_eq!(rounds, 5);
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].vs_cpython(), Some(8.0));
+        assert_eq!(back[1].cpython, Side::Absent("—"));
         assert!(compare("{}", &now).is_err());
         assert!(compare("not json", &now).is_err());
     }
