@@ -1,5 +1,7 @@
 //! `cargo xtask bench`: runs the rows of [`crate::rows::ROWS`], every measurement in a fresh
-//! process, alternating mp, CPython and the floor, and prints one markdown table.
+//! process, alternating mp, CPython, the Rust peer and the floor (the `_loaded` rows beside one
+//! CPU hog per core), prints one markdown table, and draws, saves or compares the run
+//! (`plot.rs`, `report.rs`).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
