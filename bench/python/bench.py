@@ -5,7 +5,8 @@ Usage: python3 bench/python/bench.py <row>
 
 Prints exactly one line on stdout, `RESULT <value> <unit> <peak_rss_kib>`: the per-operation
 figure and the peak resident set of this process (ru_maxrss, in KiB on Linux). Each row sizes
-itself by a minimum run time (MP_BENCH_MIN_TIME seconds, default 0.5) after a short warm-up.
+itself by a minimum run time (MP_BENCH_MIN_TIME seconds, default 0.5) after a warm-up, and is
+timed in batches of at least 50 ms (seconds_per_item), as the Rust side is: bench/README.md.
 Standard library only. The spawn and forkserver start methods import this file again in the
 children, hence the `__main__` guard at the bottom.
 
@@ -20,6 +21,8 @@ import sys
 import time
 
 WARM_UP = 0.05
+# A batch grows until it takes this long (as BATCH_TIME in bench/src/measure.rs).
+BATCH_TIME = 0.05
 
 
 def min_time():
@@ -28,22 +31,14 @@ def min_time():
 
 
 def seconds_per_op(op):
-    """Runs `op` for a short warm-up, then until at least min_time() has passed; returns the
-    seconds per call. The rows here take microseconds or more, so the clock is read each call."""
-    start = time.perf_counter()
-    while True:
-        op()
-        if time.perf_counter() - start >= WARM_UP:
-            break
-    limit = min_time()
-    count = 0
-    start = time.perf_counter()
-    while True:
-        op()
-        count += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= limit:
-            return elapsed / count
+    """Seconds per call of `op`, timed in long batches as seconds_per_item times them (the loop
+    around each call costs tens of ns, nothing next to the rows' µs)."""
+
+    def batch(n):
+        for _ in range(n):
+            op()
+
+    return seconds_per_item(batch)
 
 
 def noop():
@@ -441,6 +436,44 @@ def pool_cpu_speedup():
     return serial / parallel, "x"
 
 
+_RESULTS = None
+
+
+def _set_results(queue):
+    """The initializer of pool_cpu_speedup_consumer's workers: the queue they put results on
+    (CPython's queues cross into a pool only by inheritance)."""
+    global _RESULTS
+    _RESULTS = queue
+
+
+def crunch_and_put(seed):
+    """A task of pool_cpu_speedup_consumer: crunches, then puts the result on the queue."""
+    x = crunch(seed)
+    _RESULTS.put(x)
+    return x
+
+
+def pool_cpu_speedup_consumer():
+    """pool_cpu_speedup with a consumer waiting in the parent: the tasks put their results on
+    a Queue and the parent blocks in get until all eight came."""
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    serial = parallel = float("inf")
+    with ctx.Pool(2, initializer=_set_results, initargs=(results,)) as pool:
+        for _ in range(2):
+            start = time.perf_counter()
+            for s in range(8):
+                crunch(s)
+            serial = min(serial, time.perf_counter() - start)
+            start = time.perf_counter()
+            handles = [pool.apply_async(crunch_and_put, (s,)) for s in range(8)]
+            got = sum(results.get() for _ in range(8))
+            parallel = min(parallel, time.perf_counter() - start)
+            if got != sum(h.get() for h in handles):
+                raise RuntimeError("the queue and the results differ")
+    return serial / parallel, "x"
+
+
 def fork_manager():
     """A SyncManager started under fork, as mp's rows start theirs."""
     return multiprocessing.get_context("fork").Manager()
@@ -566,21 +599,31 @@ def manager_memory():
 
 
 def seconds_per_item(batch):
-    """Seconds per item of batch(n), which handles n items, growing n until a batch takes 1 ms."""
+    """Seconds per item of batch(n), which handles n items, at the steady state: n doubles
+    (untimed: the warm-up, at least WARM_UP seconds) until one batch takes BATCH_TIME, then
+    batches of that n run until min_time() of timed work is done. A batch that starts with a
+    control message (a producer told how many items to put) or a pipeline that fills and drains
+    (a pool) is thus timed at its steady rate, not in its start-up."""
     n = 1
+    warm_up_start = time.perf_counter()
     while True:
         start = time.perf_counter()
         batch(n)
-        if time.perf_counter() - start >= 0.001 or n >= 1 << 30:
+        now = time.perf_counter()
+        long_enough = now - start >= BATCH_TIME or n >= 1 << 30
+        if long_enough and now - warm_up_start >= WARM_UP:
             break
-        n *= 2
-    total, items = 0.0, 0
-    while total < min_time():
-        start = time.perf_counter()
+        if not long_enough:
+            n *= 2
+    items = 0
+    limit = min_time()
+    start = time.perf_counter()
+    while True:
         batch(n)
-        total += time.perf_counter() - start
         items += n
-    return total / items
+        elapsed = time.perf_counter() - start
+        if elapsed >= limit:
+            return elapsed / items
 
 
 def _echo_server(address, ready):
@@ -664,6 +707,7 @@ ROWS = {
     "pool_map_small": pool_map_small,
     "pool_imap_chunked": pool_imap_chunked,
     "pool_cpu_speedup": pool_cpu_speedup,
+    "pool_cpu_speedup_consumer": pool_cpu_speedup_consumer,
     "manager_dict": manager_dict,
     "manager_dict_tcp": manager_dict_tcp,
     "manager_dict_blocking": manager_dict_blocking,
@@ -675,6 +719,11 @@ ROWS = {
     "connection_rtt_tcp": connection_rtt_tcp,
     "connection_connect_auth_tcp": connection_connect_auth_tcp,
 }
+
+
+# The loaded machine: the same work, with CPU hogs that `cargo xtask bench` runs beside it.
+for _name in ["queue_small", "pipe_pingpong", "event_pingpong", "manager_dict", "pool_apply_async"]:
+    ROWS[_name + "_loaded"] = ROWS[_name]
 
 
 def main(argv):

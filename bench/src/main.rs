@@ -3,7 +3,7 @@
 //! `mp-bench <row> <side>` runs one row on one side, `mp` or `floor`, and prints exactly one line
 //! on stdout, `RESULT <value> <unit> <peak_rss_kib>`: the per-operation figure and the peak
 //! resident set of this process (`VmHWM`). `mp-bench exit-now` returns at once: the exec floor
-//! starts it. The rows are in `rows.rs`; the CPython side is `bench/python/bench.py`.
+//! starts it. `mp-bench hog` spins for ever: the CPU load of the `_loaded` rows. The rows are in `rows.rs`; the CPython side is `bench/python/bench.py`.
 
 mod connection_rows;
 mod floor;
@@ -22,6 +22,9 @@ fn main() -> ExitCode {
     // This must stay the very first thing: the exec floor times starting this binary and ending it.
     if std::env::args_os().nth(1).is_some_and(|arg| arg == "exit-now") {
         return ExitCode::SUCCESS;
+    }
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "hog") {
+        hog();
     }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,6 +51,18 @@ fn run() -> Result<()> {
     let rss = peak_rss_kib()?;
     println!("RESULT {} {} {rss}", figure.value, figure.unit);
     Ok(())
+}
+
+/// A CPU-bound busy loop that never ends: `cargo xtask bench` runs one per core beside the
+/// `_loaded` rows and kills them after each measurement.
+fn hog() -> ! {
+    let mut x = 1u64;
+    loop {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x = std::hint::black_box(x);
+    }
 }
 
 /// The peak resident set of this process in KiB, `VmHWM` in /proc/self/status.

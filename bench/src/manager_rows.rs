@@ -1,5 +1,5 @@
 //! The manager rows: `manager_dict`, `manager_dict_tcp`, `manager_dict_blocking`, `manager_dict_4clients`,
-//! `manager_proxy_create`, `manager_list_iterate` and `manager_memory`.
+//! `manager_proxy_create`, `manager_list_iterate`, `manager_memory` and `manager_dict_loaded`.
 //!
 //! Every row starts its manager under fork, as the other rows start their children, and
 //! measures warm (the first proxies and connections exist before the timing).
@@ -66,6 +66,16 @@ pub fn manager_dict_blocking(side: Side) -> Result<Figure> {
         Side::Floor => crate::rows::socket_pingpong(64)?,
     };
     Ok(Figure { value: seconds * 1e6, unit: "us/op" })
+}
+
+/// manager_dict_loaded: manager_dict's work while every core runs a CPU hog (the xtask starts
+/// them); the floor is a blocking 64-byte `AF_UNIX` round trip per operation, under the same
+/// load, in ops/s.
+pub fn manager_dict_loaded(side: Side) -> Result<Figure> {
+    match side {
+        Side::Mp => manager_dict(Side::Mp),
+        Side::Floor => Ok(Figure { value: 1.0 / crate::rows::socket_pingpong(64)?, unit: "ops/s" }),
+    }
 }
 
 /// The clients of `manager_dict_4clients`.

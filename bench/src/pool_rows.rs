@@ -1,5 +1,6 @@
 //! The pool rows: `pool_apply_async`, `pool_apply_latency`, `pool_map_small`,
-//! `pool_map_with_objects`, `pool_imap_chunked` and `pool_cpu_speedup`.
+//! `pool_map_with_objects`, `pool_imap_chunked`, `pool_cpu_speedup` and
+//! `pool_cpu_speedup_consumer` (and `pool_apply_async_loaded`).
 
 use std::hint::black_box;
 use std::io;
@@ -36,6 +37,11 @@ pub fn pool_apply_async(side: Side) -> Result<Figure> {
         Ok(())
     })?;
     Ok(Figure { value: 1.0 / seconds, unit: "tasks/s" })
+}
+
+/// pool_apply_async_loaded: the same while every core runs a CPU hog (the xtask starts them).
+pub fn pool_apply_async_loaded(side: Side) -> Result<Figure> {
+    pool_apply_async(side)
 }
 
 /// pool_apply_latency: one `apply(square, i)` at a time, submit to result, in µs per task.
@@ -212,6 +218,52 @@ pub fn pool_cpu_speedup(side: Side) -> Result<Figure> {
             None => raw_parallel()?,
         };
         best_parallel = best_parallel.min(parallel);
+    }
+    Ok(Figure { value: best_serial.as_secs_f64() / best_parallel.as_secs_f64(), unit: "x" })
+}
+
+/// A task of `pool_cpu_speedup_consumer`: crunches, then puts the result on the parent's queue.
+fn crunch_and_put((seed, results): (u64, mp::Queue<u64>)) -> u64 {
+    let x = crunch(seed);
+    // A failed put shows as a missing item in the parent, which then fails the row.
+    let _ = results.put(x);
+    x
+}
+
+/// The eight tasks on the pool, each putting its result on a queue that the parent blocks on
+/// (`get`, eight times) while the workers compute.
+fn consumed_parallel(pool: &mp::Pool, results: &mp::Queue<u64>) -> Result<Duration> {
+    let start = Instant::now();
+    let handles = (0..TASKS)
+        .map(|s| pool.apply_async(crunch_and_put, ((s, results.clone()),)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut sum = 0u64;
+    for _ in 0..TASKS {
+        sum = sum.wrapping_add(results.get()?);
+    }
+    let elapsed = start.elapsed();
+    let mut check = 0u64;
+    for h in handles {
+        check = check.wrapping_add(h.get()?);
+    }
+    ensure!(sum == check, "the queue and the results differ");
+    Ok(elapsed)
+}
+
+/// pool_cpu_speedup_consumer: pool_cpu_speedup with a consumer waiting in the parent: the
+/// tasks put their results on a `Queue` and the parent blocks in `get` until all eight came
+/// (the waiting must not cost the workers CPU). The floor is the same raw forked processes.
+pub fn pool_cpu_speedup_consumer(side: Side) -> Result<Figure> {
+    if side == Side::Floor {
+        return pool_cpu_speedup(Side::Floor);
+    }
+    let pool = pool2()?;
+    let results = mp::Queue::new()?;
+    let mut best_serial = Duration::MAX;
+    let mut best_parallel = Duration::MAX;
+    for _ in 0..TRIES {
+        best_serial = best_serial.min(serial());
+        best_parallel = best_parallel.min(consumed_parallel(&pool, &results)?);
     }
     Ok(Figure { value: best_serial.as_secs_f64() / best_parallel.as_secs_f64(), unit: "x" })
 }

@@ -1,4 +1,4 @@
-//! The queue rows: `queue_small` and `queue_1mib`.
+//! The queue rows: `queue_small`, `queue_small_loaded` and `queue_1mib`.
 
 use anyhow::{Context, Result, ensure};
 
@@ -38,6 +38,16 @@ pub fn queue_small(side: Side) -> Result<Figure> {
     let code = p.join().context("join")?;
     ensure!(code == 0, "the child exited with {code}");
     Ok(Figure { value: 1.0 / seconds, unit: "msgs/s" })
+}
+
+/// queue_small_loaded: queue_small's work while every core runs a CPU hog (the xtask starts
+/// them); the floor is the blocking stream of 8-byte messages on an `AF_UNIX` socket pair,
+/// one `write` and one `read` each, under the same load.
+pub fn queue_small_loaded(side: Side) -> Result<Figure> {
+    match side {
+        Side::Mp => queue_small(Side::Mp),
+        Side::Floor => Ok(Figure { value: 1.0 / crate::rows::socket_stream(8)?, unit: "msgs/s" }),
+    }
 }
 
 /// The size of one `queue_1mib` message.

@@ -67,6 +67,7 @@ const ROWS: &[(&str, RowFn)] = &[
     ("pool_map_with_objects", crate::pool_rows::pool_map_with_objects),
     ("pool_imap_chunked", crate::pool_rows::pool_imap_chunked),
     ("pool_cpu_speedup", crate::pool_rows::pool_cpu_speedup),
+    ("pool_cpu_speedup_consumer", crate::pool_rows::pool_cpu_speedup_consumer),
     ("manager_dict", crate::manager_rows::manager_dict),
     ("manager_dict_tcp", crate::manager_rows::manager_dict_tcp),
     ("manager_dict_blocking", crate::manager_rows::manager_dict_blocking),
@@ -77,6 +78,11 @@ const ROWS: &[(&str, RowFn)] = &[
     ("connection_rtt_unix", crate::connection_rows::connection_rtt_unix),
     ("connection_rtt_tcp", crate::connection_rows::connection_rtt_tcp),
     ("connection_connect_auth_tcp", crate::connection_rows::connection_connect_auth_tcp),
+    ("queue_small_loaded", crate::queue_rows::queue_small_loaded),
+    ("pipe_pingpong_loaded", pipe_pingpong_loaded),
+    ("event_pingpong_loaded", crate::shm_rows::event_pingpong_loaded),
+    ("manager_dict_loaded", crate::manager_rows::manager_dict_loaded),
+    ("pool_apply_async_loaded", crate::pool_rows::pool_apply_async_loaded),
 ];
 
 /// The names of the rows.
@@ -421,8 +427,8 @@ fn mp_pong(conn: mp::Connection) -> Result<(), mp::QueueError> {
 }
 
 /// pipe_pingpong: round trips of a 64-byte message through a duplex pipe between the parent
-/// and a forked child, in µs per round trip. The floor is the same over a raw `AF_UNIX`
-/// socket pair with `write` and `read`.
+/// and a forked child, in µs per round trip. The floor is the spinning round trip: two
+/// processes spinning on two shared atomics (BENCHMARKS.md's "spinning round trip").
 fn pipe_pingpong(side: Side) -> Result<Figure> {
     let seconds = match side {
         Side::Mp => {
@@ -445,9 +451,21 @@ fn pipe_pingpong(side: Side) -> Result<Figure> {
             ensure!(code == 0, "the child exited with {code}");
             seconds
         }
-        Side::Floor => pipe_floor::pingpong(PING_SIZE)?,
+        Side::Floor => crate::floor::spin_pingpong()?,
     };
     Ok(Figure { value: seconds * 1e6, unit: "us/rt" })
+}
+
+/// pipe_pingpong_loaded: pipe_pingpong's work while every core runs a CPU hog (the xtask
+/// starts them); the floor is the blocking futex round trip under the same load.
+fn pipe_pingpong_loaded(side: Side) -> Result<Figure> {
+    match side {
+        Side::Mp => pipe_pingpong(Side::Mp),
+        Side::Floor => {
+            let seconds = crate::floor::futex_pingpong()?;
+            Ok(Figure { value: seconds * 1e6, unit: "us/rt" })
+        }
+    }
 }
 
 /// pipe_pingpong_blocking: the same round trips with spinning off (`set_spin_limit(0)`, which
@@ -476,6 +494,13 @@ pub fn socket_pingpong(size: usize) -> Result<f64> {
 /// two processes.
 pub fn tcp_pingpong(size: usize) -> Result<f64> {
     pipe_floor::tcp_pingpong(size)
+}
+
+/// Seconds per message of `size` bytes streamed from a forked child through a blocking
+/// `AF_UNIX` socket pair, one `write` and one `read` per message: the blocking floor of
+/// `queue_small_loaded`.
+pub fn socket_stream(size: usize) -> Result<f64> {
+    pipe_floor::stream(size)
 }
 
 /// Seconds per TCP loopback connect + accept + close, in one process.
@@ -701,6 +726,31 @@ mod pipe_floor {
         let seconds = seconds_per_op(|n| {
             for _ in 0..n {
                 write_all(&ours, &msg)?;
+                ensure!(read_exact(&ours, &mut buf)?, "the child went away");
+            }
+            Ok(())
+        })?;
+        finish(ours, pid)?;
+        Ok(seconds)
+    }
+
+    /// Seconds per message of `size` bytes: the child is told a count (8 bytes) and writes
+    /// that many messages, one `write` each; the parent reads them one `read` each.
+    pub fn stream(size: usize) -> Result<f64> {
+        let (ours, pid) = fork_with(|sock| {
+            let msg = vec![9u8; size];
+            let mut count = [0u8; 8];
+            while read_exact(sock, &mut count)? {
+                for _ in 0..u64::from_le_bytes(count) {
+                    write_all(sock, &msg)?;
+                }
+            }
+            Ok(())
+        })?;
+        let mut buf = vec![0u8; size];
+        let seconds = seconds_per_op(|n| {
+            write_all(&ours, &n.to_le_bytes())?;
+            for _ in 0..n {
                 ensure!(read_exact(&ours, &mut buf)?, "the child went away");
             }
             Ok(())

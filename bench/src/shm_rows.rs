@@ -1,4 +1,4 @@
-//! The shared-memory and event rows: `shm_fill` and `event_pingpong`, mp side and floor.
+//! The shared-memory and event rows: `shm_fill` and the `event_pingpong` rows, mp side and floor.
 
 use anyhow::{Context, Result, ensure};
 
@@ -93,5 +93,14 @@ pub fn event_pingpong_blocking(side: Side) -> Result<Figure> {
             let seconds = crate::floor::futex_pingpong()?;
             Ok(Figure { value: seconds * 1e6, unit: "us/rt" })
         }
+    }
+}
+
+/// event_pingpong_loaded: event_pingpong's work while every core runs a CPU hog (the xtask
+/// starts them); the floor is the blocking futex round trip under the same load.
+pub fn event_pingpong_loaded(side: Side) -> Result<Figure> {
+    match side {
+        Side::Mp => event_pingpong(Side::Mp),
+        Side::Floor => event_pingpong_blocking(Side::Floor),
     }
 }

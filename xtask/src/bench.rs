@@ -1,5 +1,7 @@
 //! `cargo xtask bench`: runs the rows of [`crate::rows::ROWS`], every measurement in a fresh
-//! process, alternating mp, CPython and the floor, and prints one markdown table.
+//! process, alternating mp, CPython, the Rust peer and the floor (the `_loaded` rows beside one
+//! CPU hog per core), prints one markdown table, and draws, saves or compares the run
+//! (`plot.rs`, `report.rs`).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -9,7 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::rows::{ROWS, Row};
 use crate::table::{self, Results, Sample, Side};
-use crate::{cargo, indented, proc, root, target_dir};
+use crate::{cargo, indented, plot, proc, report, root, target_dir};
 
 /// How long one measurement may take before it is killed and counted as failed.
 const TIME_LIMIT: Duration = Duration::from_secs(300);
@@ -23,10 +25,26 @@ struct Options {
     rounds: usize,
     min_time: Option<String>,
     rows: Vec<Row>,
+    /// `--plot FILE.svg`: where to draw the ratios.
+    plot: Option<String>,
+    /// `--json FILE`: where to write the numbers.
+    json: Option<String>,
+    /// `--compare OLD.json`: an earlier run's numbers to print the change against.
+    compare: Option<String>,
+    /// `--from-json FILE`: a run's numbers to report again instead of measuring.
+    from_json: Option<String>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options> {
-    let mut options = Options { rounds: 5, min_time: None, rows: Vec::new() };
+    let mut options = Options {
+        rounds: 5,
+        min_time: None,
+        rows: Vec::new(),
+        plot: None,
+        json: None,
+        compare: None,
+        from_json: None,
+    };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -46,6 +64,20 @@ fn parse_options(args: &[String]) -> Result<Options> {
                 );
                 options.min_time = Some(t.clone());
             }
+            "--plot" => {
+                options.plot = Some(args.next().context("`--plot` needs a file name")?.clone());
+            }
+            "--json" => {
+                options.json = Some(args.next().context("`--json` needs a file name")?.clone());
+            }
+            "--from-json" => {
+                let file = args.next().context("`--from-json` needs a `--json` file")?;
+                options.from_json = Some(file.clone());
+            }
+            "--compare" => {
+                let file = args.next().context("`--compare` needs an earlier run's JSON file")?;
+                options.compare = Some(file.clone());
+            }
             name if name.starts_with('-') => {
                 bail!("unknown option `{name}` for `cargo xtask bench`")
             }
@@ -64,11 +96,12 @@ fn parse_options(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
-/// The three sides of a row.
+/// The four sides of a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Which {
     Mp,
     Cpython,
+    Peer,
     Floor,
 }
 
@@ -77,10 +110,47 @@ impl Which {
         match self {
             Which::Mp => "mp",
             Which::Cpython => "CPython",
+            Which::Peer => "peer",
             Which::Floor => "floor",
         }
     }
 }
+
+/// One CPU-bound busy loop per core (`mp-bench hog`), for the `_loaded` rows; killed on drop.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    /// Starts one hog per core and gives them a moment to be running.
+    fn start(binary: &std::path::Path) -> Result<Hogs> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut hogs = Hogs(Vec::new());
+        for _ in 0..cores {
+            let child = Command::new(binary)
+                .arg("hog")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start a CPU hog")?;
+            hogs.0.push(child);
+        }
+        std::thread::sleep(HOG_SETTLE);
+        Ok(hogs)
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            // Our own children, by handle: a hog that already died only fails to be killed.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// How long the hogs run before a loaded measurement starts.
+const HOG_SETTLE: Duration = Duration::from_millis(100);
 
 /// Parses the one `RESULT <value> <unit> <peak_rss_kib>` line of a run's standard output.
 fn parse_result(stdout: &str) -> Result<Sample> {
@@ -140,6 +210,19 @@ fn have_python() -> bool {
 /// Builds mp-bench, runs the rows and prints the table; returns whether every run succeeded.
 pub fn run(args: &[String]) -> Result<bool> {
     let options = parse_options(args)?;
+    // Read the earlier run first, so that a wrong name fails before the long run.
+    let earlier = match &options.compare {
+        Some(path) => {
+            Some(std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?)
+        }
+        None => None,
+    };
+    if let Some(path) = &options.from_json {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+        let (all, rounds) = report::read_results(&text)?;
+        report_run(&options, &all, rounds, earlier.as_deref())?;
+        return Ok(true);
+    }
     let mut build = cargo();
     build.args(["build", "--release", "-p", "mp-bench"]).stdin(Stdio::null());
     let status = build.status().context("cannot run cargo")?;
@@ -149,6 +232,17 @@ pub fn run(args: &[String]) -> Result<bool> {
         proc::describe(status)
     );
     let binary: PathBuf = target_dir().join("release").join("mp-bench");
+    let peers_binary: PathBuf = target_dir().join("release").join("mp-bench-peers");
+    // The peers are dev-only and optional: if they do not build, their column says "—".
+    let mut build_peers = cargo();
+    build_peers.args(["build", "--release", "-p", "mp-bench-peers"]).stdin(Stdio::null());
+    let peers = match build_peers.status() {
+        Ok(status) if status.success() => true,
+        outcome => {
+            eprintln!("warning: mp-bench-peers did not build ({outcome:?}): no peer column");
+            false
+        }
+    };
     let script = root().join("bench").join("python").join("bench.py");
     let python = have_python();
     if !python {
@@ -160,6 +254,11 @@ pub fn run(args: &[String]) -> Result<bool> {
             Which::Cpython => {
                 let mut cmd = Command::new("python3");
                 cmd.arg(&script).arg(row.name);
+                cmd
+            }
+            Which::Peer => {
+                let mut cmd = Command::new(&peers_binary);
+                cmd.arg(row.name);
                 cmd
             }
             Which::Mp | Which::Floor => {
@@ -180,13 +279,16 @@ pub fn run(args: &[String]) -> Result<bool> {
     for row in &options.rows {
         let mut sides: Vec<Which> = vec![Which::Mp];
         sides.extend((python && row.no_cpython.is_none()).then_some(Which::Cpython));
+        sides.extend((peers && row.peer.is_some()).then_some(Which::Peer));
         sides.extend(row.floor.then_some(Which::Floor));
-        let mut runs: Vec<Vec<Option<Sample>>> = vec![Vec::new(); 3];
+        let mut runs: Vec<Vec<Option<Sample>>> = vec![Vec::new(); 4];
         for round in 1..=options.rounds {
             let mut line = format!("{} round {round}/{}:", row.name, options.rounds);
             for &which in &sides {
                 let label = format!("{} {} (round {round})", row.name, which.name());
+                let hogs = if row.loaded { Some(Hogs::start(&binary)?) } else { None };
                 let sample = measure(command(row, which), &label);
+                drop(hogs);
                 match &sample {
                     Some(s) => line.push_str(&format!(
                         " {} {} {};",
@@ -212,11 +314,35 @@ pub fn run(args: &[String]) -> Result<bool> {
             row: *row,
             mp: side(Which::Mp, "—"),
             cpython: side(Which::Cpython, row.no_cpython.unwrap_or("no python3")),
+            peer: side(Which::Peer, "—"),
             floor: side(Which::Floor, "—"),
         });
     }
-    println!("\n{}", table::render(&all, options.rounds));
+    report_run(&options, &all, options.rounds, earlier.as_deref())?;
     Ok(ok)
+}
+
+/// Prints the table and does what `--json`, `--plot` and `--compare` ask.
+fn report_run(
+    options: &Options,
+    all: &[Results],
+    rounds: usize,
+    earlier: Option<&str>,
+) -> Result<()> {
+    println!("\n{}", table::render(all, rounds));
+    if let Some(path) = &options.json {
+        report::write_json(path, all, rounds)?;
+        eprintln!("wrote {path}");
+    }
+    if let Some(path) = &options.plot {
+        let title = format!("cargo xtask bench: mp's ratios, medians of {rounds} runs");
+        plot::write_svg(path, all, &title)?;
+        eprintln!("drew {path}");
+    }
+    if let Some(text) = earlier {
+        println!("{}", report::compare(text, all)?);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -247,5 +373,14 @@ mod tests {
         assert!(parse_options(&["nope".to_owned()]).is_err());
         assert!(parse_options(&["--rounds".to_owned(), "0".to_owned()]).is_err());
         assert!(parse_options(&["--min-time".to_owned(), "-1".to_owned()]).is_err());
+        let args: Vec<String> = ["--plot", "a.svg", "--json", "a.json", "--compare", "old.json"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let o = parse_options(&args).unwrap();
+        assert_eq!(o.plot.as_deref(), Some("a.svg"));
+        assert_eq!(o.json.as_deref(), Some("a.json"));
+        assert_eq!(o.compare.as_deref(), Some("old.json"));
+        assert!(parse_options(&["--plot".to_owned()]).is_err());
     }
 }

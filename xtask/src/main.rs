@@ -5,7 +5,9 @@ mod bench;
 mod examples;
 mod imports;
 mod pattern;
+mod plot;
 mod proc;
+mod report;
 mod rows;
 mod table;
 mod test;
@@ -26,11 +28,18 @@ commands:
         examples under each start method.
         --quick       skips fmt, clippy and the doc tests
         --method <m>  runs the nextest and example legs for this start method only (repeatable)
-  bench [--rounds <n>] [--min-time <seconds>] [<row>...]
-        Builds mp-bench in release mode and runs the benchmark rows (all of them by default),
-        alternating mp, CPython and the floor, then prints one markdown table.
+  bench [--rounds <n>] [--min-time <seconds>] [--plot <file.svg>] [--json <file>]
+        [--compare <old.json>] [--from-json <file>] [<row>...]
+        Builds mp-bench and mp-bench-peers in release mode and runs the benchmark rows (all
+        of them by default), alternating mp, CPython, the Rust peer and the floor (the
+        `_loaded` rows beside one CPU hog per core), then prints one markdown table.
         --rounds <n>           runs of each side per row (default 5)
         --min-time <seconds>   the least timed work per run (default 0.5)
+        --plot <file.svg>      draws the ratios per row (log scale, targets marked)
+        --json <file>          writes the table's numbers, for a later --compare
+        --compare <old.json>   prints the change per row against an earlier --json file
+        --from-json <file>     measures nothing: reports the run of that --json file again
+                               (table, --plot, --compare)
   lint-imports
         Reads every crate's sources (crates/* and the root crate) and reports each import
         cycle between their modules (files), with one import per member and its file:line,

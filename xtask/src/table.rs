@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::rows::Better::{Higher, Lower};
 use crate::rows::Row;
-use crate::rows::Target::{self, Cpython, Floor, Value};
+use crate::rows::Target::{self, Cpython, Floor, Peer, Value};
 
 /// One measurement: a fresh process's `RESULT` line.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +58,7 @@ impl Side {
     }
 }
 
-/// A row's results: mp, CPython and the floor.
+/// A row's results: mp, CPython, the Rust peer and the floor.
 #[derive(Debug, Clone)]
 pub struct Results {
     /// The row.
@@ -67,28 +67,40 @@ pub struct Results {
     pub mp: Side,
     /// The CPython side.
     pub cpython: Side,
+    /// The Rust peer's side.
+    pub peer: Side,
     /// The floor side.
     pub floor: Side,
 }
 
 impl Results {
-    /// The speed-up over CPython, oriented so that above 1 means mp is better.
-    fn vs_cpython(&self) -> Option<f64> {
-        let (mp, py) = same_unit(self.mp.sample()?, self.cpython.sample()?)?;
+    /// The speed-up over `other`, oriented so that above 1 means mp is better.
+    fn speed_up(&self, other: &Side) -> Option<f64> {
+        let (mp, them) = same_unit(self.mp.sample()?, other.sample()?)?;
         Some(match self.row.better {
-            Lower => py / mp,
-            Higher => mp / py,
+            Lower => them / mp,
+            Higher => mp / them,
         })
     }
 
+    /// The speed-up over CPython, oriented so that above 1 means mp is better.
+    pub fn vs_cpython(&self) -> Option<f64> {
+        self.speed_up(&self.cpython)
+    }
+
+    /// The speed-up over the Rust peer, oriented so that above 1 means mp is better.
+    pub fn vs_peer(&self) -> Option<f64> {
+        self.speed_up(&self.peer)
+    }
+
     /// mp ÷ floor.
-    fn vs_floor(&self) -> Option<f64> {
+    pub fn vs_floor(&self) -> Option<f64> {
         let (mp, floor) = same_unit(self.mp.sample()?, self.floor.sample()?)?;
         Some(mp / floor)
     }
 
     /// Whether mp meets `target`, or `None` if a figure it needs is missing.
-    fn meets(&self, target: Target) -> Option<bool> {
+    pub fn meets(&self, target: Target) -> Option<bool> {
         let at_least = |have: f64, want: f64| match self.row.better {
             Lower => have <= want,
             Higher => have >= want,
@@ -96,8 +108,18 @@ impl Results {
         match target {
             Floor(k) => Some(at_least(self.vs_floor()?, k)),
             Cpython(k) => Some(self.vs_cpython()? >= k),
+            Peer(k) => Some(self.vs_peer()? >= k),
             Value(v) => Some(at_least(self.mp.sample()?.value, v)),
         }
+    }
+
+    /// Whether mp meets every target: `None` without targets or if a figure is missing.
+    pub fn passes(&self) -> Option<bool> {
+        if self.row.targets.is_empty() {
+            return None;
+        }
+        let verdicts: Option<Vec<bool>> = self.row.targets.iter().map(|t| self.meets(*t)).collect();
+        verdicts.map(|v| v.iter().all(|ok| *ok))
     }
 
     fn target_cell(&self) -> String {
@@ -114,20 +136,33 @@ impl Results {
             .map(|t| match *t {
                 Floor(k) => format!("{cmp} {}× floor", ratio_number(k)),
                 Cpython(k) => format!("{ge} {}× CPython", ratio_number(k)),
+                Peer(k) => format!("{ge} {}× peer", ratio_number(k)),
                 Value(v) => format!("{cmp} {} {unit}", number(v)),
             })
             .collect();
-        let verdicts: Option<Vec<bool>> = self.row.targets.iter().map(|t| self.meets(*t)).collect();
-        let mark = match verdicts {
+        let mark = match self.passes() {
             None => "n/a",
-            Some(v) if v.iter().all(|ok| *ok) => "✓ pass",
-            Some(_) => "✗ miss",
+            Some(true) => "✓ pass",
+            Some(false) => "✗ miss",
         };
         format!("{} {mark}", goals.join(" and "))
     }
 
+    /// The mp side's cell.
+    pub fn mp_cell(&self) -> String {
+        self.mp.cell()
+    }
+
+    /// The peer's cell: its figure and its name.
+    fn peer_cell(&self) -> String {
+        match (&self.peer, self.row.peer) {
+            (Side::Measured(_), Some(name)) => format!("{} ({name})", self.peer.cell()),
+            _ => self.peer.cell(),
+        }
+    }
+
     fn workload_cell(&self) -> String {
-        let unit = [&self.mp, &self.cpython, &self.floor]
+        let unit = [&self.mp, &self.cpython, &self.peer, &self.floor]
             .iter()
             .find_map(|s| s.sample())
             .map(|s| display_unit(&s.unit));
@@ -221,16 +256,28 @@ fn rss_cell(side: &Side) -> String {
 
 /// The markdown table of `results`, with the conventions said above it.
 pub fn render(results: &[Results], rounds: usize) -> String {
-    let header =
-        ["workload", "mp", "CPython", "floor", "mp/CPython", "mp/floor", "peak RSS (mp)", "target"];
+    let header = [
+        "workload",
+        "mp",
+        "CPython",
+        "peer",
+        "floor",
+        "mp/CPython",
+        "mp/peer",
+        "mp/floor",
+        "peak RSS (mp)",
+        "target",
+    ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
     for r in results {
         rows.push(vec![
             r.workload_cell(),
             r.mp.cell(),
             r.cpython.cell(),
+            r.peer_cell(),
             r.floor.cell(),
             ratio_cell(r.vs_cpython()),
+            ratio_cell(r.vs_peer()),
             ratio_cell(r.vs_floor()),
             rss_cell(&r.mp),
             r.target_cell(),
@@ -244,9 +291,11 @@ pub fn render(results: &[Results], rounds: usize) -> String {
         n => format!("Medians of {n} runs per side"),
     };
     let mut out = format!(
-        "{runs}, each a fresh process, alternating mp, CPython, floor.\n\
-         ↓: lower is better; ↑: higher is better. mp/CPython is the speed-up over CPython \
-         (CPython ÷ mp on ↓ rows, mp ÷ CPython on ↑ rows), so above 1× means mp is better.\n\
+        "{runs}, each a fresh process, alternating mp, CPython, peer, floor; `_loaded` rows \
+         run every side beside one CPU hog per core.\n\
+         ↓: lower is better; ↑: higher is better. mp/CPython and mp/peer are the speed-ups \
+         over CPython and over the Rust peer (theirs ÷ mp on ↓ rows, mp ÷ theirs on ↑ rows), \
+         so above 1× means mp is better.\n\
          mp/floor is mp ÷ floor as measured; the target says which way it must go.\n\n"
     );
     for (i, row) in rows.iter().enumerate() {
@@ -280,6 +329,7 @@ mod tests {
             row,
             mp: Side::Measured(s(mp)),
             cpython: Side::Measured(s(py)),
+            peer: Side::Absent("—"),
             floor: Side::Measured(s(floor)),
         }
     }
@@ -349,6 +399,7 @@ mod tests {
     fn renders_one_aligned_table() {
         let mut miss = results(ROWS[0], 500.0, 2360.0, 200.0);
         miss.cpython = Side::Absent("no python3");
+        miss.peer = Side::Measured(s(1600.0));
         let table = render(&[results(ROWS[1], 450.0, 19_000.0, 200.0), miss], 5);
         let lines: Vec<&str> = table.lines().filter(|l| l.starts_with('|')).collect();
         assert_eq!(lines.len(), 4);
@@ -360,9 +411,10 @@ mod tests {
         );
         assert!(lines[2].contains("≤ 3× floor ✓ pass") && lines[2].contains("3.1 MiB"), "{table}");
         assert!(
-            lines[3].contains("no python3") && lines[3].contains("≤ 2× floor ✗ miss"),
+            lines[3].contains("no python3") && lines[3].contains("≤ 1.5× floor ✗ miss"),
             "{table}"
         );
+        assert!(lines[3].contains("1,600 (procspawn)") && lines[3].contains("3.20×"), "{table}");
         let widths: Vec<usize> = lines.iter().map(|l| l.chars().count()).collect();
         assert!(widths.iter().all(|w| *w == widths[0]), "{table}");
     }

@@ -18,9 +18,10 @@
 //! # The protocol
 //! - A receiving call that finds nothing waiting announces `spinning_until`, a
 //!   `CLOCK_MONOTONIC` deadline by which it will look at the lane again: a few µs ahead while
-//!   it spins, then, while it sleeps on the lane's futex in naps of 1 ms doubling to 50 ms,
-//!   the end of the nap plus a margin. Between naps it looks at the socket without blocking
-//!   (end of file, or a frame no sender counted). It stores 0 when it returns.
+//!   it spins (unless spinning has not paid lately: [`SpinBackoff`]), then, while it sleeps
+//!   on the lane's futex in naps of 1 ms doubling to 50 ms, the end of the nap plus a margin.
+//!   Between naps it looks at the socket without blocking (end of file, or a frame no sender
+//!   counted). It stores 0 when it returns.
 //! - A sender uses the lane only for a message without descriptors of at most
 //!   [`LANE_MAX_MESSAGE`] bytes, with room in the ring, while the announcement holds (now <
 //!   `spinning_until`): the receiver is alive and inside a receive. Everything else goes
@@ -32,8 +33,8 @@
 //!   they put in the lane meanwhile is lost with the receiver, as bytes in a socket buffer
 //!   would be.
 //! - Order: the sender counts the frames it sends on the socket (`socket_sent`, raised just
-//!   before each frame, with a wake-up, so that a sleeping receiver comes to read a frame
-//!   larger than the socket's buffer) and stamps each lane record with that count; the
+//!   before each frame; the sleeping receiver is woken before a large frame, so that it comes
+//!   to read a frame larger than the socket's buffer, and after a small one) and stamps each lane record with that count; the
 //!   receiver counts the frames it has read (`socket_taken`), reads the socket (blocking)
 //!   while the counts differ, and takes a lane record only once it has read every frame sent
 //!   before it. The receiver reads `socket_sent` before it looks at the lane, so that a record
@@ -44,7 +45,7 @@
 //!   before lanes existed.
 
 use std::os::fd::AsFd;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use mp_process::os;
@@ -120,6 +121,8 @@ pub(crate) struct Lanes {
     shm: SharedMemory,
     /// Lane 0 and lane 1.
     lanes: [Mirror; 2],
+    /// The spin policy of this process's receives on lane 0 and on lane 1.
+    backoff: [SpinBackoff; 2],
 }
 
 impl Lanes {
@@ -137,7 +140,7 @@ impl Lanes {
             config.capacity.store(LANE_CAPACITY as u64, Ordering::Relaxed);
             config.magic.store(LANE_MAGIC, Ordering::Release);
         }
-        Ok(Lanes { shm, lanes })
+        Ok(Lanes { shm, lanes, backoff: Default::default() })
     }
 
     /// Maps both lanes of `shm`.
@@ -163,12 +166,12 @@ impl Lanes {
                 return Err("the segment received as a pipe's lanes does not hold them".into());
             }
         }
-        Ok(Lanes { shm, lanes })
+        Ok(Lanes { shm, lanes, backoff: Default::default() })
     }
 
     /// Lane `i` (0 or 1).
     pub(crate) fn lane(&self, i: usize) -> Lane<'_> {
-        Lane { m: &self.lanes[i & 1] }
+        Lane { m: &self.lanes[i & 1], backoff: &self.backoff[i & 1] }
     }
 
     /// Serialises the segment.
@@ -190,9 +193,24 @@ impl Lanes {
 pub(crate) struct Lane<'a> {
     /// The mapping.
     m: &'a Mirror,
+    /// This process's spin policy for receives on the lane.
+    backoff: &'a SpinBackoff,
 }
 
 impl Lane<'_> {
+    /// Receiver: how long this receive may spin before it sleeps (`None`: sleep at once), by
+    /// [`spin_budget`] and this process's [`SpinBackoff`] for the lane.
+    pub(crate) fn receive_spin(&self) -> Option<Duration> {
+        let budget = spin_budget()?;
+        self.backoff.next_spins().then_some(budget)
+    }
+
+    /// Receiver: a receive that spun is over; `won` if the message came while it spun (it
+    /// did not have to sleep; see [`SpinBackoff`]).
+    pub(crate) fn spun(&self, won: bool) {
+        self.backoff.spun(won);
+    }
+
     /// The header.
     fn h(&self) -> &Header {
         self.m.header()
@@ -240,7 +258,7 @@ impl Lane<'_> {
     }
 
     /// Wakes the receiver if it sleeps on the lane's futex.
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         let data = &self.h().data.0;
         if data.waiters.load(Ordering::SeqCst) != 0 {
             data.word.fetch_add(1, Ordering::SeqCst);
@@ -248,11 +266,14 @@ impl Lane<'_> {
         }
     }
 
-    /// Sender: one more frame is about to be sent on the socket (a receiver asleep on the lane
-    /// wakes to read it).
-    pub(crate) fn sent_on_socket(&self) {
+    /// Sender: one more frame is about to be sent on the socket; with `wake`, a receiver
+    /// asleep on the lane wakes now to read it (else the sender calls [`wake`](Self::wake)
+    /// once the frame is sent).
+    pub(crate) fn count_socket_frame(&self, wake: bool) {
         self.h().socket_sent.0.fetch_add(1, Ordering::SeqCst);
-        self.wake();
+        if wake {
+            self.wake();
+        }
     }
 
     /// Receiver: sleeps on the lane's futex until a message or a socket frame is announced,
@@ -394,6 +415,51 @@ impl Drop for Spinning<'_> {
     }
 }
 
+/// The most receives in a row that skip spinning after spins that did not pay.
+const MAX_SKIP: u32 = 64;
+
+/// Whether a receiving end spins, learnt from its receives before (per lane, per process).
+///
+/// A receive that spun its whole budget and then had to sleep lost that time: the peer was
+/// slow, or, on a machine whose every core is busy, it waited for a CPU (perhaps the very one
+/// the spinner held), and spinning cannot win there. After such a loss the next receives
+/// sleep at once without spinning: 1 after the first loss, twice as many after each loss in
+/// a row, at most [`MAX_SKIP`]; then one receive spins again, to learn whether spinning pays
+/// now. A spin that wins (the message came while it spun) resets the policy. So a quick peer
+/// keeps sub-microsecond hand-offs, and a slow peer or a loaded machine costs one spin in
+/// [`MAX_SKIP`] receives.
+#[derive(Debug, Default)]
+pub(crate) struct SpinBackoff {
+    /// How many receives will still skip spinning.
+    skip: AtomicU32,
+    /// How many receives the next loss makes skip spinning, less one doubling (0 after a win).
+    penalty: AtomicU32,
+}
+
+impl SpinBackoff {
+    /// Whether the receive starting now spins (else it sleeps at once). Receives on a lane
+    /// are serialised by its receive lock, so plain loads and stores suffice.
+    pub(crate) fn next_spins(&self) -> bool {
+        let skip = self.skip.load(Ordering::Relaxed);
+        if skip == 0 {
+            return true;
+        }
+        self.skip.store(skip - 1, Ordering::Relaxed);
+        false
+    }
+
+    /// A receive that spun is over; `won` if the message came while it spun.
+    pub(crate) fn spun(&self, won: bool) {
+        if won {
+            self.penalty.store(0, Ordering::Relaxed);
+            return;
+        }
+        let penalty = self.penalty.load(Ordering::Relaxed).saturating_mul(2).clamp(1, MAX_SKIP);
+        self.penalty.store(penalty, Ordering::Relaxed);
+        self.skip.store(penalty, Ordering::Relaxed);
+    }
+}
+
 /// Whether `deadline` has passed.
 pub(crate) fn passed(deadline: Instant) -> bool {
     Instant::now() >= deadline
@@ -411,4 +477,51 @@ pub(crate) fn spin_budget() -> Option<Duration> {
         return None;
     }
     Some(RECV_SPIN.saturating_mul(limit) / mp_sync::DEFAULT_SPIN_LIMIT.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many receives in a row, from now, skip spinning.
+    fn skipped(b: &SpinBackoff) -> u32 {
+        let mut n = 0;
+        while !b.next_spins() {
+            n += 1;
+            assert!(n <= MAX_SKIP, "more than MAX_SKIP receives skipped spinning");
+        }
+        n
+    }
+
+    #[test]
+    fn spinning_goes_on_while_it_wins() {
+        let b = SpinBackoff::default();
+        for _ in 0..10 {
+            assert!(b.next_spins());
+            b.spun(true);
+        }
+    }
+
+    #[test]
+    fn losses_in_a_row_back_off_doubling_up_to_the_cap() {
+        let b = SpinBackoff::default();
+        let mut seen = Vec::new();
+        for _ in 0..9 {
+            b.spun(false);
+            seen.push(skipped(&b));
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
+    }
+
+    #[test]
+    fn a_win_resets_the_backoff() {
+        let b = SpinBackoff::default();
+        for _ in 0..4 {
+            b.spun(false);
+            skipped(&b);
+        }
+        b.spun(true);
+        b.spun(false);
+        assert_eq!(skipped(&b), 1);
+    }
 }

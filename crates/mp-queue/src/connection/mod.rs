@@ -102,6 +102,10 @@ enum Kind {
     Socket(Arc<SocketEnd>),
 }
 
+/// The largest socket frame after which (rather than before which) the sender wakes a
+/// receiver asleep on the lane: far below any socket buffer, so the frame is never held back.
+const WAKE_AFTER_FRAME: usize = 16 << 10;
+
 /// What an end of a pipe shares with the other handles on it and with the other end.
 struct PipeEnd {
     /// The end's locks, shared with every other handle on it.
@@ -130,15 +134,15 @@ impl PipeEnd {
         }
     }
 
-    /// How long the next receive spins, and the budget it was set to (`None`: the process's
-    /// budget, not adaptive).
-    fn spin(&self) -> (Option<Duration>, Option<Duration>) {
+    /// How long the next receive spins, and the spin it was set to (`None` for
+    /// `set_receive_spin(None)`: no spin); `None` if no spin was set (the lane's policy).
+    fn spin(&self) -> Option<(Option<Duration>, Option<Duration>)> {
         match self.spin_ns.load(Ordering::Relaxed) {
-            u64::MAX => (lane::spin_budget(), None),
-            0 => (None, None),
+            u64::MAX => None,
+            0 => Some((None, None)),
             ns => {
                 let set = Duration::from_nanos(ns);
-                (self.quick.load(Ordering::Relaxed).then_some(set), Some(set))
+                Some((self.quick.load(Ordering::Relaxed).then_some(set), Some(set)))
             }
         }
     }
@@ -527,12 +531,20 @@ impl Connection {
             let max = self.max_message;
             return Err(Error::Wire(WireError::Oversized { len: payload.len() as u64, max }));
         }
-        // Counted (and the receiver woken) before the bytes go, so that a receiver asleep on
-        // the lane comes to read a frame larger than the socket's buffer.
-        if let Some(lane) = self.lane_out() {
-            lane.sent_on_socket();
+        // Counted before the bytes go. A receiver asleep on the lane is woken before a frame
+        // that might not fit in the socket's buffer (so that it comes to read it), and after a
+        // small one, which the socket takes at once: woken before, it would find the frame not
+        // there yet and sleep again in the socket read, a second wake-up for one message.
+        let Some(lane) = self.lane_out() else {
+            return fdpass::send_frame(fd, payload, fds, self.max_message).map_err(send_error);
+        };
+        let small = payload.len() <= WAKE_AFTER_FRAME;
+        lane.count_socket_frame(!small);
+        let sent = fdpass::send_frame(fd, payload, fds, self.max_message).map_err(send_error);
+        if small {
+            lane.wake();
         }
-        fdpass::send_frame(fd, payload, fds, self.max_message).map_err(send_error)
+        sent
     }
 
     /// Receives one message of at most `limit` bytes, from the lane or the socket, marking the
@@ -586,7 +598,8 @@ impl Connection {
     }
 
     /// The next message, in order: lane records once every socket frame sent before them is
-    /// read, spinning for a while, then sleeping on the lane's futex in naps (see `lane.rs`),
+    /// read, spinning for a while (unless the lane's spin policy backs off: spins that did not
+    /// pay, `lane::SpinBackoff`), then sleeping on the lane's futex in naps (see `lane.rs`),
     /// looking at the socket between naps. `None` at end of file.
     fn receive(
         &self,
@@ -594,17 +607,39 @@ impl Connection {
         lane: Lane<'_>,
         limit: usize,
     ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+        // A spin set on this handle (`set_receive_spin`) adapts on its own; otherwise the
+        // lane's policy decides.
+        if let Some((budget, set)) = match &self.kind {
+            Kind::Pipe(end) => end.spin(),
+            Kind::Socket(_) => None,
+        } {
+            let _adapt = set.map(|set| Adapt { conn: self, at: Instant::now(), set });
+            return self.wait_receive(fd, lane, limit, budget, &mut false);
+        }
+        let budget = lane.receive_spin();
+        let mut slept = false;
+        let received = self.wait_receive(fd, lane, limit, budget, &mut slept);
+        if budget.is_some() {
+            lane.spun(!slept);
+        }
+        received
+    }
+
+    /// [`receive`](Self::receive)'s loop, spinning for `budget` first; sets `slept` if it
+    /// napped.
+    fn wait_receive(
+        &self,
+        fd: BorrowedFd<'_>,
+        lane: Lane<'_>,
+        limit: usize,
+        budget: Option<Duration>,
+        slept: &mut bool,
+    ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
         /// The first nap.
         const FIRST_NAP: Duration = Duration::from_millis(1);
         /// The longest nap: how late a sleeping receiver may notice end of file.
         const LONGEST_NAP: Duration = Duration::from_millis(50);
         let _stop = Spinning(lane);
-        let (budget, set) = match &self.kind {
-            Kind::Pipe(end) => end.spin(),
-            Kind::Socket(_) => (lane::spin_budget(), None),
-        };
-        let started = set.map(|set| (Instant::now(), set));
-        let _adapt = started.map(|(at, set)| Adapt { conn: self, at, set });
         let mut spin_end: Option<Instant> = None;
         let mut nap: Option<Duration> = None;
         loop {
@@ -632,18 +667,23 @@ impl Connection {
                     continue;
                 }
             }
-            // Before each nap, look at the socket without taking anything: end of file, or
-            // bytes. Bytes of a counted frame show in the count (raised before the frame is
-            // sent): then the loop above takes it in order. Bytes no count announces are a
-            // frame nobody counted (written by hand); it is read as it comes.
-            match os::socket::peek(fd).map_err(|e| Error::io("recv (peek)", e))? {
-                Peek::Eof if !lane.ready() => return Ok(None),
-                Peek::Bytes if !lane.ready() => return read_frame(fd, lane, limit),
-                Peek::Eof | Peek::Bytes => continue,
-                Peek::Nothing => {}
+            // Before each nap but the first, look at the socket without taking anything: end
+            // of file, or bytes. Bytes of a counted frame show in the count (raised before the
+            // frame is sent): then the loop above takes it in order. Bytes no count announces
+            // are a frame nobody counted (written by hand); it is read as it comes. The first
+            // nap is short (`FIRST_NAP`) and skipping its look saves a system call on every
+            // receive that sleeps: end of file is seen at most that much later.
+            if nap.is_some() {
+                match os::socket::peek(fd).map_err(|e| Error::io("recv (peek)", e))? {
+                    Peek::Eof if !lane.ready() => return Ok(None),
+                    Peek::Bytes if !lane.ready() => return read_frame(fd, lane, limit),
+                    Peek::Eof | Peek::Bytes => continue,
+                    Peek::Nothing => {}
+                }
             }
             let this_nap = nap.map_or(FIRST_NAP, |n| (n * 2).min(LONGEST_NAP));
             nap = Some(this_nap);
+            *slept = true;
             lane.sleep(this_nap)?;
         }
     }
