@@ -12,7 +12,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 use crate::error::{Error, Result};
 use crate::insights::RestartReason;
-use crate::proto::{self, ChunkHeader, InitSpec, Reader, ResultEntry, WorkerBoot, Writer};
+use crate::proto::{self, InitSpec, Reader, ResultEntry, WorkerBoot, Writer};
 use crate::state::{Chunk, Phase, Raw, Shared, Slot, State};
 
 /// Above this many bytes a batch is not sent to a worker that still has one queued, so that a
@@ -506,16 +506,7 @@ impl Collector {
             let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
             for ic in w.inflight.range(start..start + k) {
                 let c = &ic.chunk;
-                let header = ChunkHeader {
-                    job: c.job,
-                    first: c.first,
-                    entry: c.entry,
-                    count: u32::try_from(c.count).unwrap_or(u32::MAX),
-                    form: c.form(),
-                    len: u32::try_from(c.payload.len()).unwrap_or(u32::MAX),
-                };
-                header.write(out, c.objects.ids());
-                out.buf.extend_from_slice(&c.payload);
+                c.write_to(out);
                 fds.extend(c.fds.iter().map(AsFd::as_fd));
             }
             w.frames_sent += 1;
@@ -918,6 +909,51 @@ fn single_slot(tag: u8, bytes: Vec<u8>) -> Slot {
     }
 }
 
+/// Records the results of a [`proto::K_RESULTS`] frame (read past its kind byte), each
+/// entry once `accept` takes it (it is the next its worker owes); the count of tasks they
+/// cover. Nothing is recorded from a frame that does not parse.
+pub(crate) fn record_results(
+    st: &mut State,
+    mut r: Reader,
+    mut accept: impl FnMut(&ResultEntry) -> Result<(), proto::Malformed>,
+) -> Result<u64, proto::Malformed> {
+    let n = r.u32()?;
+    let mut entries = Vec::with_capacity((n as usize).min(1 << 16));
+    let mut total = 0u64;
+    for _ in 0..n {
+        let e = ResultEntry::read(&mut r)?;
+        total += e.tasks as u64;
+        accept(&e)?;
+        entries.push(e);
+    }
+    let buf = Arc::new(r.into_buf());
+    let slot = |e: ResultEntry| {
+        let range = e.start..e.start + e.len;
+        let slot: Slot = match e.tag {
+            proto::T_OK => Ok(Raw::in_buffer(&buf, range, e.fds)),
+            proto::T_RUN | proto::T_SEQ => Ok(Raw::run_in_buffer(
+                &buf,
+                range,
+                u32::try_from(e.tasks).unwrap_or(u32::MAX),
+                e.tag == proto::T_SEQ,
+            )),
+            _ => single_failure(e.tag, buf.get(range).unwrap_or(&[])),
+        };
+        (e.index, slot)
+    };
+    // One look-up per run of results of the same job.
+    let mut entries = entries.into_iter().peekable();
+    while let Some(e) = entries.next() {
+        let job = e.job;
+        let mut run = vec![slot(e)];
+        while let Some(e) = entries.next_if(|e| e.job == job) {
+            run.push(slot(e));
+        }
+        st.record_run(job, run.into_iter());
+    }
+    Ok(total)
+}
+
 /// Handles one frame from worker `w`.
 fn handle_frame(
     st: &mut State,
@@ -928,44 +964,13 @@ fn handle_frame(
     let mut r = Reader::new(bytes, fds);
     match r.u8()? {
         proto::K_RESULTS => {
-            let n = r.u32()?;
-            let mut entries = Vec::with_capacity((n as usize).min(1 << 16));
-            let mut total = 0u64;
-            for _ in 0..n {
-                let e = ResultEntry::read(&mut r)?;
-                total += e.tasks as u64;
+            let total = record_results(st, r, |e| {
                 if e.tag == proto::T_SEQ && w.inflight.front().is_none_or(|f| !f.chunk.seq_results)
                 {
                     return Err(proto::Malformed);
                 }
-                w.accept(e.job, e.index, e.tasks)?;
-                entries.push(e);
-            }
-            let buf = Arc::new(r.into_buf());
-            let slot = |e: ResultEntry| {
-                let range = e.start..e.start + e.len;
-                let slot: Slot = match e.tag {
-                    proto::T_OK => Ok(Raw::in_buffer(&buf, range, e.fds)),
-                    proto::T_RUN | proto::T_SEQ => Ok(Raw::run_in_buffer(
-                        &buf,
-                        range,
-                        u32::try_from(e.tasks).unwrap_or(u32::MAX),
-                        e.tag == proto::T_SEQ,
-                    )),
-                    _ => single_failure(e.tag, buf.get(range).unwrap_or(&[])),
-                };
-                (e.index, slot)
-            };
-            // One look-up per run of results of the same job.
-            let mut entries = entries.into_iter().peekable();
-            while let Some(e) = entries.next() {
-                let job = e.job;
-                let mut run = vec![slot(e)];
-                while let Some(e) = entries.next_if(|e| e.job == job) {
-                    run.push(slot(e));
-                }
-                st.record_run(job, run.into_iter());
-            }
+                w.accept(e.job, e.index, e.tasks)
+            })?;
             let now = Instant::now();
             if total > 0 {
                 // The time per task (not per entry: a run holds many).

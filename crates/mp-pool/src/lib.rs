@@ -74,6 +74,12 @@
 //! # }
 //! ```
 //!
+//! # Engines
+//! A pool can run its tasks somewhere other than its own worker processes: the ranks of an MPI
+//! job, with `mp-mpi`. [`PoolBuilder::engine`] takes the [`engine::Engine`]; the pool's API
+//! is the same, so moving a program from one host to a cluster changes how the pool is built
+//! and nothing else.
+//!
 //! # Features
 //! `progress` (off by default here, on by default in the umbrella crate `mp`) adds
 //! [`Progress::bar`], drawn with `indicatif`.
@@ -94,6 +100,7 @@ macro_rules! failpoint {
 }
 
 mod collector;
+pub mod engine;
 mod error;
 #[cfg(feature = "failpoints")]
 mod failpoint;

@@ -70,6 +70,7 @@ pub struct PoolBuilder {
     method: Option<StartMethod>,
     timeout: Option<Duration>,
     progress: Option<Progress>,
+    engine: Option<Box<dyn crate::engine::Engine>>,
     #[cfg(feature = "failpoints")]
     failpoint: Option<(crate::FailStep, u64)>,
 }
@@ -83,6 +84,7 @@ impl std::fmt::Debug for PoolBuilder {
             .field("method", &self.method)
             .field("timeout", &self.timeout)
             .field("progress", &self.progress)
+            .field("engine", &self.engine.is_some())
             .finish()
     }
 }
@@ -166,6 +168,17 @@ impl PoolBuilder {
         self
     }
 
+    /// Runs the tasks on `engine`'s workers instead of local worker processes (the ranks of
+    /// an MPI job, with `mp-mpi`); the pool has [`Engine::workers`](crate::engine::Engine)
+    /// workers, and [`processes`](PoolBuilder::processes) and the start method are ignored.
+    /// `maxtasksperchild` and task timeouts are the local pool's: [`build`](PoolBuilder::build)
+    /// refuses them with an engine, and an initializer's arguments may not hold `mp` objects.
+    /// See [`engine`](crate::engine).
+    pub fn engine(mut self, engine: impl crate::engine::Engine) -> Self {
+        self.engine = Some(Box::new(engine));
+        self
+    }
+
     /// For tests (feature `failpoints`): every worker kills itself (SIGKILL) at `step` of its
     /// protocol the `n`th time it gets there (replacements too).
     #[cfg(feature = "failpoints")]
@@ -175,7 +188,10 @@ impl PoolBuilder {
     }
 
     /// Starts the workers.
-    pub fn build(self) -> Result<Pool> {
+    pub fn build(mut self) -> Result<Pool> {
+        if let Some(engine) = self.engine.take() {
+            return self.build_on(engine);
+        }
         let processes = self.processes.unwrap_or_else(mp_process::cpu_count);
         if processes == 0 {
             return Err(Error::InvalidArgument("a pool needs at least one process"));
@@ -227,6 +243,31 @@ impl PoolBuilder {
             .spawn(move || collector.run())
             .map_err(|e| Error::io("start the collector thread", e))?;
         Ok(Pool { shared, thread: Mutex::new(Some(thread)), method })
+    }
+}
+
+impl PoolBuilder {
+    /// [`build`](PoolBuilder::build) with an engine.
+    fn build_on(self, engine: Box<dyn crate::engine::Engine>) -> Result<Pool> {
+        let processes = engine.workers();
+        if processes == 0 {
+            return Err(Error::InvalidArgument("a pool needs at least one process"));
+        }
+        if self.maxtasks.is_some() {
+            return Err(Error::InvalidArgument("maxtasksperchild is not available with an engine"));
+        }
+        if self.timeout.is_some() {
+            return Err(Error::InvalidArgument("task timeouts are not available with an engine"));
+        }
+        let init = self.init.transpose()?;
+        let doorbell = mp_process::os::eventfd::doorbell().map_err(|e| Error::io("eventfd", e))?;
+        let shared = Arc::new(new_shared(doorbell, processes, Phase::Running, self.progress));
+        let hub = crate::engine::Hub::new(shared.clone(), init)?;
+        let thread = std::thread::Builder::new()
+            .name("mp-pool-engine".into())
+            .spawn(move || engine.serve(hub))
+            .map_err(|e| Error::io("start the engine's thread", e))?;
+        Ok(Pool { shared, thread: Mutex::new(Some(thread)), method: StartMethod::Spawn })
     }
 }
 

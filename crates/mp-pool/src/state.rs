@@ -290,6 +290,21 @@ impl Chunk {
         }
     }
 
+    /// Appends the chunk to a batch frame: its header and payload (its descriptors go beside
+    /// the frame).
+    pub fn write_to(&self, out: &mut crate::proto::Writer) {
+        let header = crate::proto::ChunkHeader {
+            job: self.job,
+            first: self.first,
+            entry: self.entry,
+            count: u32::try_from(self.count).unwrap_or(u32::MAX),
+            form: self.form(),
+            len: u32::try_from(self.payload.len()).unwrap_or(u32::MAX),
+        };
+        header.write(out, self.objects.ids());
+        out.buf.extend_from_slice(&self.payload);
+    }
+
     /// The flags the worker reads: bit 0, the arguments are bare values back to back; bit 1,
     /// the results may be sent as a run without lengths.
     pub fn form(&self) -> u8 {

@@ -252,46 +252,11 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
     let segment: &'static mp_shm::SharedMemory = Box::leak(Box::new(boot.progress));
     #[cfg(feature = "failpoints")]
     crate::failpoint::arm(boot.failpoint);
-    let mut run = ChunkRun {
-        reader: Reader::new(Vec::new(), Vec::new()),
-        results: Results::new(),
-        job: 0,
-        first: 0,
-        count: 0,
-        form: 0,
-        payload: 0..0,
-        journal: Journal::new(segment),
-        meter: Meter::new(segment),
-        time_each: false,
-        task_mark: Mark::now(),
-        io_in_chunk: 0,
-        started: 0,
-        flush_each: boot.flush_each,
-        sock,
-        alive: true,
-        failure: None,
-        hold: true,
-        unclocked: 0,
-        frames: 0,
-        cache: fdpass::ObjectCache::default(),
-        scope: Vec::new(),
-        entry: None,
-    };
+    let mut run = ChunkRun::new(segment, Outlet::Socket(sock), boot.flush_each);
     if let Some(init) = boot.init {
-        // The initializer runs as a chunk of one task whose results are thrown away.
-        let mut one = Writer::default();
-        one.blob(&init.payload, init.fds.into_iter().map(PassFd::into_inner));
-        let frame = std::mem::take(&mut one.buf);
-        run.reader = Reader::new(frame, std::mem::take(&mut one.fds));
-        run.count = 1;
-        run.form = proto::F_SELF_CONTAINED;
-        run_chunk(init.entry, &mut run);
-        run.results = Results::new();
-        // The count of started tasks is the parent's; the initializer is not one of them.
-        run.started = 0;
-        run.journal.started(0);
-        if let Some(message) = run.failure.take().or_else(|| (!run.alive).then(String::new)) {
-            let _ = proto::message_frame(proto::K_INIT_FAILED, &message).send(run.sock.as_fd());
+        let fds = init.fds.into_iter().map(PassFd::into_inner).collect();
+        if let Some(message) = run.run_init(init.entry, &init.payload, fds) {
+            run.out.send(&proto::message_frame(proto::K_INIT_FAILED, &message));
             return;
         }
     }
@@ -302,11 +267,12 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
     loop {
         let idle = Mark::now();
         // Waiting for work and receiving it are timed apart (a failed poll only merges them).
-        let _ = mp_process::os::poll::readable(run.sock.as_fd(), None);
+        let Some(sock) = run.out.socket() else { return };
+        let _ = mp_process::os::poll::readable(sock, None);
         let (waited, arrived) = idle.lap();
         run.meter.add_wait(waited);
-        let received = fdpass::recv_frame(run.sock.as_fd(), proto::MAX_FRAME);
-        let (receiving, mut mark) = arrived.lap();
+        let received = fdpass::recv_frame(sock, proto::MAX_FRAME);
+        let (receiving, mark) = arrived.lap();
         run.meter.add_io(receiving);
         // Every frame read counts, also one that could not be received whole: a death from
         // here to the first task of a batch gives that task a strike (see the collector).
@@ -330,50 +296,105 @@ pub(crate) fn worker_main(sock: PassFd, boot: WorkerBoot) {
             _ => return,
         }
         run.reader = Reader::new(bytes, fds);
-        let _ = run.reader.u8();
-        // Results wait at most `FLUSH_AFTER` from when work arrived.
-        if run.results.count == 0 {
-            run.results.since = coarse_now();
+        match run_batch(&mut run, mark, &mut chunks_done, boot.maxtasks) {
+            Batch::Done => {}
+            Batch::Malformed | Batch::Ended => return,
         }
-        let Ok(nchunks) = run.reader.u32() else { return };
-        for _ in 0..nchunks {
-            let r = &mut run.reader;
-            let Ok(ChunkHeader { job, first, entry, count: n, form, len }) =
-                ChunkHeader::read(r, &mut run.scope, fdpass::MAX_CACHED)
-            else {
-                return;
-            };
-            let Ok(start) = r.span(len as usize) else { return };
-            r.seek(start);
-            run.job = job;
-            run.first = first;
-            run.count = u64::from(n);
-            run.form = form;
-            run.payload = start..start + len as usize;
-            run.time_each = run.meter.time_each(run.count);
-            run.task_mark = mark;
-            run.io_in_chunk = 0;
-            run_chunk(entry, &mut run);
-            let (took, now) = mark.lap();
-            mark = now;
-            let work = took.saturating_sub(run.io_in_chunk);
-            run.meter.add_busy(work);
-            if !run.time_each {
-                run.meter.offer(job, first, u64::from(n), work);
-            }
-            if !run.alive {
-                return;
-            }
-            run.reader.seek(run.payload.end);
-            run.results.close_run();
-            chunks_done += 1;
-            if boot.maxtasks.is_some_and(|m| chunks_done >= m) {
-                run.flush();
-                return;
-            }
+    }
+}
+
+/// How [`run_batch`] ended.
+pub(crate) enum Batch {
+    /// Every chunk ran and the results were sent.
+    Done,
+    /// The frame did not parse, or the parent is gone: the worker stops.
+    Malformed,
+    /// The worker did its `maxtasks` chunks (its results were sent): it stops.
+    Ended,
+}
+
+/// Runs the chunks of the batch frame in `run.reader` (positioned at its kind byte), then
+/// sends the results; `mark` is when the batch arrived, `chunks_done` counts the chunks run
+/// towards `maxtasks`.
+pub(crate) fn run_batch(
+    run: &mut ChunkRun,
+    mut mark: Mark,
+    chunks_done: &mut u64,
+    maxtasks: Option<u64>,
+) -> Batch {
+    let _ = run.reader.u8();
+    // Results wait at most `FLUSH_AFTER` from when work arrived.
+    if run.results.count == 0 {
+        run.results.since = coarse_now();
+    }
+    let Ok(nchunks) = run.reader.u32() else { return Batch::Malformed };
+    for _ in 0..nchunks {
+        let r = &mut run.reader;
+        let Ok(ChunkHeader { job, first, entry, count: n, form, len }) =
+            ChunkHeader::read(r, &mut run.scope, fdpass::MAX_CACHED)
+        else {
+            return Batch::Malformed;
+        };
+        let Ok(start) = r.span(len as usize) else { return Batch::Malformed };
+        r.seek(start);
+        run.job = job;
+        run.first = first;
+        run.count = u64::from(n);
+        run.form = form;
+        run.payload = start..start + len as usize;
+        run.time_each = run.meter.time_each(run.count);
+        run.task_mark = mark;
+        run.io_in_chunk = 0;
+        run_chunk(entry, run);
+        let (took, now) = mark.lap();
+        mark = now;
+        let work = took.saturating_sub(run.io_in_chunk);
+        run.meter.add_busy(work);
+        if !run.time_each {
+            run.meter.offer(job, first, u64::from(n), work);
         }
-        if !run.flush() {
-            return;
+        if !run.alive {
+            return Batch::Malformed;
+        }
+        run.reader.seek(run.payload.end);
+        run.results.close_run();
+        *chunks_done += 1;
+        if maxtasks.is_some_and(|m| *chunks_done >= m) {
+            run.flush();
+            return Batch::Ended;
+        }
+    }
+    if run.flush() { Batch::Done } else { Batch::Malformed }
+}
+
+/// Where a worker's frames go.
+pub(crate) enum Outlet {
+    /// The pool's socket: a local worker.
+    Socket(OwnedFd),
+    /// Kept, for an engine's worker to send its own way: each frame as a `u32` length (little
+    /// endian) and its bytes. Frames kept here carry no descriptors.
+    Kept(Vec<u8>),
+}
+
+impl Outlet {
+    /// The socket, for a local worker.
+    fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            Outlet::Socket(s) => Some(s.as_fd()),
+            Outlet::Kept(_) => None,
+        }
+    }
+
+    /// Sends (or keeps) a frame; false if the parent is gone.
+    fn send(&mut self, frame: &Writer) -> bool {
+        match self {
+            Outlet::Socket(s) => frame.send(s.as_fd()).is_ok(),
+            Outlet::Kept(out) => {
+                let Ok(len) = u32::try_from(frame.buf.len()) else { return false };
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(&frame.buf);
+                true
+            }
         }
     }
 }
@@ -406,7 +427,8 @@ pub(crate) struct ChunkRun {
     pub io_in_chunk: u64,
     pub started: u64,
     pub flush_each: bool,
-    pub sock: OwnedFd,
+    /// Where the results go.
+    pub out: Outlet,
     /// False once the frame was malformed or the parent went away.
     pub alive: bool,
     /// The message of the last task that failed (for the initializer).
@@ -424,11 +446,67 @@ pub(crate) struct ChunkRun {
 }
 
 impl ChunkRun {
+    /// A run with nothing read yet, on the worker's segment `segment`, sending to `out`.
+    pub(crate) fn new(
+        segment: &'static mp_shm::SharedMemory,
+        out: Outlet,
+        flush_each: bool,
+    ) -> Self {
+        ChunkRun {
+            reader: Reader::new(Vec::new(), Vec::new()),
+            results: Results::new(),
+            job: 0,
+            first: 0,
+            count: 0,
+            form: 0,
+            payload: 0..0,
+            journal: Journal::new(segment),
+            meter: Meter::new(segment),
+            time_each: false,
+            task_mark: Mark::now(),
+            io_in_chunk: 0,
+            started: 0,
+            flush_each,
+            out,
+            alive: true,
+            failure: None,
+            hold: true,
+            unclocked: 0,
+            frames: 0,
+            cache: fdpass::ObjectCache::default(),
+            scope: Vec::new(),
+            entry: None,
+        }
+    }
+
+    /// Runs the initializer (`entry` with the encoded arguments `payload` and their
+    /// descriptors) as a chunk of one task whose result is thrown away; its failure message
+    /// if it failed.
+    pub(crate) fn run_init(
+        &mut self,
+        entry: proto::TaskEntry,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Option<String> {
+        let mut one = Writer::default();
+        one.blob(payload, fds);
+        let frame = std::mem::take(&mut one.buf);
+        self.reader = Reader::new(frame, std::mem::take(&mut one.fds));
+        self.count = 1;
+        self.form = proto::F_SELF_CONTAINED;
+        run_chunk(entry, self);
+        self.results = Results::new();
+        // The count of started tasks is the parent's; the initializer is not one of them.
+        self.started = 0;
+        self.journal.started(0);
+        self.failure.take().or_else(|| (!self.alive).then(String::new))
+    }
+
     /// Sends the results finished so far, then tells the parent why this worker cannot go on
     /// (it exits next): its unfinished tasks fail with the reason, and are not run again.
     fn fail_receiving(&mut self, why: &str) {
         if self.flush() {
-            let _ = proto::message_frame(proto::K_RECV_FAILED, why).send(self.sock.as_fd());
+            self.out.send(&proto::message_frame(proto::K_RECV_FAILED, why));
         }
     }
 
@@ -461,7 +539,16 @@ impl ChunkRun {
 
     /// Records task `index`'s outcome and sends the results when it is time; false if the
     /// parent is gone.
-    pub(crate) fn finish_task(&mut self, index: u64, outcome: Outcome) -> bool {
+    pub(crate) fn finish_task(&mut self, index: u64, mut outcome: Outcome) -> bool {
+        if matches!(&outcome, Outcome::Owned(_, fds) if !fds.is_empty())
+            && matches!(self.out, Outlet::Kept(_))
+        {
+            outcome = Outcome::EncodeResult(
+                "the result holds descriptors (an mp object), which cannot cross to the pool \
+                 from this worker"
+                    .into(),
+            );
+        }
         match &outcome {
             Outcome::Panic { message, .. } => self.failure = Some(message.clone()),
             Outcome::EncodeResult(m) | Outcome::DecodeArgs(m) => self.failure = Some(m.clone()),
@@ -508,7 +595,7 @@ impl ChunkRun {
         }
         failpoint!(BeforeSend);
         let sending = Mark::now();
-        let ok = self.results.out.send(self.sock.as_fd()).is_ok();
+        let ok = self.out.send(&self.results.out);
         if ok {
             failpoint!(AfterSend);
             self.journal.clear();

@@ -43,8 +43,15 @@ fn text_addr(offset: u64) -> Option<usize> {
 /// by forked children, and handed to spawned children in their bootstrap message.
 static KEY: OnceLock<[u64; 2]> = OnceLock::new();
 
-/// The key entries of this process tree are signed with.
-pub(crate) fn tree_key() -> [u64; 2] {
+/// The key entries of this process tree are signed with: made at random by the first process
+/// of the tree that needs it, inherited by every child under every start method.
+///
+/// For an engine that starts workers of this executable outside `mp-process` (the ranks of an
+/// MPI job, `mp-mpi`): it hands the key to them over a channel it trusts as `mp-process`
+/// trusts a spawned child's bootstrap pipe, and they [`adopt_tree_key`] it. Whoever holds the
+/// key can make this tree's processes call any function of the executable's text: never send
+/// it where an untrusted process can read it.
+pub fn tree_key() -> [u64; 2] {
     *KEY.get_or_init(|| {
         let random = std::collections::hash_map::RandomState::new();
         let salt = (std::process::id(), std::time::SystemTime::now());
@@ -53,8 +60,9 @@ pub(crate) fn tree_key() -> [u64; 2] {
 }
 
 /// Adopts the key of the tree this process was started into (a spawned or forkserver child,
-/// before it reads any entry). False if this process already has another key.
-pub(crate) fn adopt_tree_key(key: [u64; 2]) -> bool {
+/// a worker of an engine), before it reads any entry. False if this process already has
+/// another key.
+pub fn adopt_tree_key(key: [u64; 2]) -> bool {
     *KEY.get_or_init(|| key) == key
 }
 
@@ -128,6 +136,44 @@ impl Hasher for SipHasher {
         let [v0, v1, v2, v3] = s.v;
         v0 ^ v1 ^ v2 ^ v3
     }
+}
+
+/// A fingerprint of this process's executable file (a keyed hash of its bytes, the same in
+/// every process that runs the same file), computed once. Entries cross only between
+/// processes of the same executable: an engine whose workers are started from a path (on
+/// other hosts, say) compares fingerprints before it trusts their code to be the same.
+pub fn executable_fingerprint() -> std::io::Result<u64> {
+    static PRINT: OnceLock<Result<u64, std::io::ErrorKind>> = OnceLock::new();
+    let print = PRINT.get_or_init(|| {
+        use std::io::Read;
+        let mut file = std::fs::File::open("/proc/self/exe").map_err(|e| e.kind())?;
+        let mut h = SipHasher::new([0x6d70_2d65_7865_6375, 0x7461_626c_6520_7072]);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.kind()),
+            };
+            let bytes = buf.get(..n).unwrap_or(&[]);
+            let words = bytes.chunks_exact(8);
+            let tail = words.remainder();
+            if h.ntail == 0 {
+                for w in words {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(w);
+                    h.block(u64::from_le_bytes(b));
+                }
+                h.length = h.length.wrapping_add(n - tail.len());
+                h.write(tail);
+            } else {
+                h.write(bytes);
+            }
+        }
+        Ok(h.finish())
+    });
+    print.map_err(std::io::Error::from)
 }
 
 /// The tag of an entry at `offset` taking a `&mut C`, under `key`.
