@@ -58,6 +58,9 @@ pub enum Error {
     Pool(mp_pool::Error),
     /// An error of `mp-manager`: managers and proxies.
     Manager(mp_manager::Error),
+    /// An error of `mp-mpi`: MPI itself (feature `mpi`).
+    #[cfg(feature = "mpi")]
+    Mpi(mp_mpi::Error),
     /// An error of the operating system or of `std`, met outside `mp` in the same function.
     Io(io::Error),
 }
@@ -72,6 +75,8 @@ impl fmt::Display for Error {
             Error::Queue(e) => write!(f, "mp-queue: {e}"),
             Error::Pool(e) => write!(f, "mp-pool: {e}"),
             Error::Manager(e) => write!(f, "mp-manager: {e}"),
+            #[cfg(feature = "mpi")]
+            Error::Mpi(e) => write!(f, "mp-mpi: {e}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
         }
     }
@@ -88,6 +93,8 @@ impl std::error::Error for Error {
             Error::Queue(e) => e,
             Error::Pool(e) => e,
             Error::Manager(e) => e,
+            #[cfg(feature = "mpi")]
+            Error::Mpi(e) => e,
             Error::Io(e) => e,
         })
     }
@@ -113,6 +120,11 @@ from_crate_error! {
     mp_pool::Error => Pool,
     mp_manager::Error => Manager,
     io::Error => Io,
+}
+
+#[cfg(feature = "mpi")]
+from_crate_error! {
+    mp_mpi::Error => Mpi,
 }
 
 impl From<mp_process::wire::WireError> for Error {

@@ -124,6 +124,11 @@ pub use error::{Error, Result};
 
 #[doc(inline)]
 pub use mp_manager as manager;
+/// The pool on MPI, past one machine (feature `mpi`, off by default: it needs an MPI library
+/// and libclang to build).
+#[cfg(feature = "mpi")]
+#[doc(inline)]
+pub use mp_mpi as mpi;
 #[doc(inline)]
 pub use mp_pool as pool;
 #[doc(inline)]

@@ -4,6 +4,7 @@
 mod bench;
 mod examples;
 mod imports;
+mod mpi;
 mod pattern;
 mod plot;
 mod proc;
@@ -21,13 +22,16 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  test [--quick] [--method <m>]...
+  test [--quick] [--method <m>]... [--mpi]
         Runs every leg of the CI matrix: fmt, clippy (every target, which turns the test-only
         `failpoints` features on, then the libraries and binaries alone, without them), doc
-        tests, the build, nextest under each start method (fork, spawn, forkserver) and the
-        examples under each start method.
+        tests, the build, nextest under each start method (fork, spawn, forkserver), the
+        examples under each start method, and the legs of mp-mpi (clippy, its tests under
+        mpirun, its example), which are skipped with what to install when MPI or libclang is
+        missing.
         --quick       skips fmt, clippy and the doc tests
         --method <m>  runs the nextest and example legs for this start method only (repeatable)
+        --mpi         runs the legs of mp-mpi only
   bench [--rounds <n>] [--min-time <seconds>] [--plot <file.svg>] [--json <file>]
         [--compare <old.json>] [--from-json <file>] [<row>...]
         Builds mp-bench and mp-bench-peers in release mode and runs the benchmark rows (all
@@ -44,7 +48,7 @@ commands:
         Reads every crate's sources (crates/* and the root crate) and reports each import
         cycle between their modules (files), with one import per member and its file:line,
         and every dependency between crates that breaks the layering
-        mp-process < mp-shm < mp-sync < mp-queue < mp-pool < mp-manager < mp (mp-testkit is
+        mp-process < mp-shm < mp-sync < mp-queue < mp-pool < mp-manager < mp-mpi < mp (mp-testkit is
         for [dev-dependencies] only). Exits non-zero if it reports anything.
   help  Prints this text.
 ";

@@ -95,16 +95,22 @@ fn status_of(mut cmd: Command) -> Status {
 /// The options of `cargo xtask test`.
 struct Options {
     quick: bool,
+    /// `--mpi`: only the legs of `mp-mpi`.
+    mpi_only: bool,
     methods: Vec<&'static str>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options> {
-    let mut options = Options { quick: false, methods: Vec::new() };
+    let mut options = Options { quick: false, mpi_only: false, methods: Vec::new() };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let method = match arg.as_str() {
             "--quick" => {
                 options.quick = true;
+                continue;
+            }
+            "--mpi" => {
+                options.mpi_only = true;
                 continue;
             }
             "--method" => args.next().map(String::as_str).unwrap_or_default(),
@@ -142,6 +148,10 @@ pub fn run(args: &[String]) -> Result<bool> {
     let options = parse_options(args)?;
     let start = Instant::now();
     let mut legs = Legs::default();
+    if options.mpi_only {
+        mpi_legs(&mut legs);
+        return Ok(summary(&legs, start));
+    }
 
     if options.quick {
         println!("--quick: skipping fmt, clippy and the doc tests");
@@ -151,24 +161,47 @@ pub fn run(args: &[String]) -> Result<bool> {
         // mp-pool (their dev-dependencies on themselves), so this checks the code with them.
         legs.cargo(
             "clippy",
-            &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+            &[
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "mp-mpi",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
             &[],
         );
         // The libraries and binaries alone, with the features of a release build: without the
         // failpoints.
         legs.cargo(
             "clippy[lib]",
-            &["clippy", "--workspace", "--lib", "--bins", "--", "-D", "warnings"],
+            &[
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "mp-mpi",
+                "--lib",
+                "--bins",
+                "--",
+                "-D",
+                "warnings",
+            ],
             &[],
         );
-        legs.cargo("doc", &["test", "--doc", "--workspace"], &[]);
+        legs.cargo("doc", &["test", "--doc", "--workspace", "--exclude", "mp-mpi"], &[]);
         // No module import cycles in any crate, and crates depend only on crates below them.
         legs.run("lint-imports", "the import graph of every crate", crate::imports::leg);
     }
 
     // The tests are built once here, and the legs after it reuse the build.
     let built = if have_nextest() {
-        legs.cargo("build", &["nextest", "run", "--workspace", "--no-run"], &[])
+        legs.cargo(
+            "build",
+            &["nextest", "run", "--workspace", "--exclude", "mp-mpi", "--no-run"],
+            &[],
+        )
     } else {
         let why =
             "cargo-nextest is missing: install it with `cargo install cargo-nextest --locked`";
@@ -182,7 +215,8 @@ pub fn run(args: &[String]) -> Result<bool> {
     for method in &options.methods {
         let name = format!("nextest[{method}]");
         if built {
-            let mut args = vec!["nextest", "run", "--workspace", "--no-fail-fast"];
+            let mut args =
+                vec!["nextest", "run", "--workspace", "--exclude", "mp-mpi", "--no-fail-fast"];
             args.extend_from_slice(profile);
             legs.cargo(&name, &args, &[("MP_START_METHOD", method)]);
         } else {
@@ -192,7 +226,11 @@ pub fn run(args: &[String]) -> Result<bool> {
 
     // The same dev profile and the same workspace-wide features as the tests: nothing is rebuilt
     // but the examples themselves.
-    let examples_built = legs.cargo("examples-build", &["build", "--workspace", "--examples"], &[]);
+    let examples_built = legs.cargo(
+        "examples-build",
+        &["build", "--workspace", "--exclude", "mp-mpi", "--examples"],
+        &[],
+    );
     let found = examples::list(&crate::root());
     for method in &options.methods {
         let name = format!("examples[{method}]");
@@ -209,6 +247,12 @@ pub fn run(args: &[String]) -> Result<bool> {
         }
     }
 
+    mpi_legs(&mut legs);
+    Ok(summary(&legs, start))
+}
+
+/// Prints the summary of the legs; whether all of them passed.
+fn summary(legs: &Legs, start: Instant) -> bool {
     println!("\n==> summary");
     for leg in &legs.legs {
         println!("{}", leg.summary());
@@ -219,7 +263,70 @@ pub fn run(args: &[String]) -> Result<bool> {
     let skipped = count(|s| matches!(s, Status::Skipped(_)));
     println!("total time: {}", secs(start.elapsed()));
     println!("legs: {passed} passed, {failed} failed, {skipped} skipped");
-    Ok(failed == 0)
+    failed == 0
+}
+
+/// What the MPI legs need and, if something is missing, what to install.
+fn mpi_missing() -> Option<String> {
+    let runs = |prog: &str| {
+        Command::new(prog)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = "install them with `apt-get install libopenmpi-dev openmpi-bin libclang1-14 \
+                   libclang-common-14-dev` (Debian; .ci/run does)";
+    if !runs("mpirun") || !runs("mpicc") {
+        return Some(format!("no MPI library (`mpirun`, `mpicc`): {install}"));
+    }
+    if !crate::mpi::have_libclang() {
+        return Some(format!("no libclang (bindgen needs it to build rsmpi): {install}"));
+    }
+    None
+}
+
+/// The legs of `mp-mpi` (the pool on MPI): clippy, its tests under `mpirun`, and its example
+/// run three ways. Skipped, loudly, when MPI or libclang is missing.
+fn mpi_legs(legs: &mut Legs) {
+    let names = ["mpi[clippy]", "mpi[test]", "mpi[example]"];
+    if let Some(why) = mpi_missing() {
+        println!("\n==> MPI legs skipped: {why}");
+        for name in names {
+            legs.skip(name, &why);
+        }
+        return;
+    }
+    let clippy = legs.cargo(
+        names[0],
+        &[
+            "clippy",
+            "-p",
+            "mp-mpi",
+            "-p",
+            "mp",
+            "--features",
+            "mp/mpi",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    );
+    if !clippy {
+        legs.skip(names[1], "mp-mpi did not pass clippy");
+        legs.skip(names[2], "mp-mpi did not pass clippy");
+        return;
+    }
+    legs.cargo(names[1], &["test", "-p", "mp-mpi"], &[]);
+    legs.run(
+        names[2],
+        "the example mpi_pool: as a singleton, under mpirun -n 1 and -n 3",
+        crate::mpi::example,
+    );
 }
 
 #[cfg(test)]
@@ -249,7 +356,9 @@ mod tests {
         ]))
         .unwrap();
         assert!(o.quick);
+        assert!(!o.mpi_only);
         assert_eq!(o.methods, ["spawn", "fork"]);
+        assert!(parse_options(&args(&["--mpi"])).unwrap().mpi_only);
         assert!(parse_options(&args(&["--method", "vfork"])).is_err());
         assert!(parse_options(&args(&["--method"])).is_err());
         assert!(parse_options(&args(&["--fast"])).is_err());

@@ -67,6 +67,9 @@ pub enum Error {
     Input(String),
     /// An invalid setting: zero processes, zero `maxtasksperchild`, a zero timeout, ...
     InvalidArgument(&'static str),
+    /// The pool's engine ([`engine`](crate::engine)) cannot go on: its workers are gone, or
+    /// its messages fail. The pool stops and every task fails with this.
+    Engine(String),
     /// Starting a worker failed (an error of `mp-process`).
     Process(Arc<mp_process::Error>),
     /// A worker's shared memory could not be created (an error of `mp-shm`).
@@ -114,6 +117,7 @@ impl Error {
             Error::Initializer(m) => Error::Initializer(m.clone()),
             Error::Input(m) => Error::Input(m.clone()),
             Error::InvalidArgument(m) => Error::InvalidArgument(m),
+            Error::Engine(m) => Error::Engine(m.clone()),
             Error::Process(e) => Error::Process(Arc::clone(e)),
             Error::SharedMemory(e) => Error::SharedMemory(Arc::clone(e)),
             Error::Io { op, source } => Error::Io {
@@ -159,6 +163,7 @@ impl fmt::Display for Error {
             Error::Initializer(m) => write!(f, "the pool's initializer panicked: {m}"),
             Error::Input(m) => write!(f, "the input iterator panicked: {m}"),
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            Error::Engine(m) => write!(f, "the pool's engine stopped: {m}"),
             Error::Process(e) => write!(f, "cannot start a worker: {e}"),
             Error::SharedMemory(e) => write!(f, "cannot set up a worker's shared memory: {e}"),
             Error::Io { op, source } => write!(f, "{op}: {source}"),

@@ -488,6 +488,8 @@ impl ChunkRun {
         payload: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Option<String> {
+        self.failure = None;
+        self.alive = true;
         let mut one = Writer::default();
         one.blob(payload, fds);
         let frame = std::mem::take(&mut one.buf);

@@ -5,8 +5,8 @@
 use std::fmt;
 
 /// The layers, lowest first: a crate may depend on those before it only.
-pub const ORDER: [&str; 7] =
-    ["mp-process", "mp-shm", "mp-sync", "mp-queue", "mp-pool", "mp-manager", "mp"];
+pub const ORDER: [&str; 8] =
+    ["mp-process", "mp-shm", "mp-sync", "mp-queue", "mp-pool", "mp-manager", "mp-mpi", "mp"];
 
 /// The test kit: any crate may list it under `[dev-dependencies]`, none elsewhere; it may
 /// depend on any layer.

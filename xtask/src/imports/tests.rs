@@ -314,10 +314,10 @@ fn layering_allows_lower_crates_only_and_the_test_kit_as_a_dev_dependency() {
         [
             "mp-shm depends on mp-sync (Cargo.toml:2, [dependencies]): mp-sync is not below \
              mp-shm in the order mp-process < mp-shm < mp-sync < mp-queue < mp-pool < \
-             mp-manager < mp",
+             mp-manager < mp-mpi < mp",
             "mp-shm depends on mp-shm (Cargo.toml:3, [dependencies]): mp-shm is not below \
              mp-shm in the order mp-process < mp-shm < mp-sync < mp-queue < mp-pool < \
-             mp-manager < mp",
+             mp-manager < mp-mpi < mp",
         ]
     );
     assert_eq!(

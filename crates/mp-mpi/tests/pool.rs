@@ -1,0 +1,263 @@
+//! The pool on MPI, for real: this program runs itself as a singleton (spawned workers),
+//! under `mpirun -n 1` (spawned workers), under `mpirun -n 3` (a static world), and through
+//! the failures (a task's panic, an initializer's, a worker killed, a panic in `main`). It is
+//! a test without libtest's harness, because every MPI worker it spawns is this executable:
+//! `main` must call `mp_mpi::init()` first.
+//!
+//! Run by the `mpi` leg of `cargo xtask test` (`cargo test -p mp-mpi`); it needs `mpirun`.
+
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use mp_pool::Error;
+
+/// Which part this process plays (unset: the test itself, which runs the others).
+const MODE: &str = "MP_MPI_CHECK";
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+fn boom(x: u64) -> u64 {
+    assert!(x != 7, "seven is not allowed");
+    x
+}
+
+static BASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn set_base(b: u64) {
+    BASE.store(b, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn plus_base(x: u64) -> u64 {
+    x + BASE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn no_setup() {
+    panic!("no setup today");
+}
+
+fn pid_of_worker(_: u32) -> u32 {
+    std::process::id()
+}
+
+fn die_if(x: u64, victim: u32) -> u64 {
+    if std::process::id() == victim {
+        mp_testkit::die_now();
+    }
+    x
+}
+
+fn slow(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(5));
+    x
+}
+
+/// Every pool call against a sequential computation.
+fn calls(mpi: &mp_mpi::Mpi) -> Result<(), Box<dyn std::error::Error>> {
+    let pool = mpi.pool(Some(2))?;
+    assert_eq!(pool.processes(), 2);
+    let want: Vec<u64> = (0..3000).map(square).collect();
+    assert_eq!(pool.map(square, 0..3000)?, want);
+    assert_eq!(pool.map_chunked(square, 0..3000, 11)?, want);
+    assert_eq!(
+        pool.starmap(add, (0..500).map(|i| (i, 2 * i)))?,
+        (0..500).map(|i| 3 * i).collect::<Vec<_>>()
+    );
+    assert_eq!(pool.apply(add, (2, 3))?, 5);
+    let pending: Vec<_> =
+        (0..200).map(|i| pool.apply_async(square, (i,))).collect::<Result<_, _>>()?;
+    let got: Vec<u64> = pending.into_iter().map(|r| r.get()).collect::<Result<_, _>>()?;
+    assert_eq!(got, want[..200]);
+    let got: Vec<u64> = pool.imap(square, 0..400)?.collect::<Result<_, _>>()?;
+    assert_eq!(got, want[..400]);
+    let mut got: Vec<u64> = pool.imap_unordered(square, 0..400)?.collect::<Result<_, _>>()?;
+    got.sort_unstable();
+    assert_eq!(got, want[..400]);
+    let mut pids: Vec<u32> = pool.map_chunked(pid_of_worker, 0..64, 1)?;
+    pids.sort_unstable();
+    pids.dedup();
+    assert!(!pids.contains(&std::process::id()), "tasks ran in the pool's own process");
+    // A task's panic fails it alone; the pool goes on.
+    match pool.map(boom, 0..20) {
+        Err(Error::Remote { message, .. }) => assert!(message.contains("seven is not allowed")),
+        other => panic!("a panicking task gave {other:?}"),
+    }
+    assert_eq!(pool.map(boom, [1, 2])?, [1, 2]);
+    pool.close()?;
+    pool.join()?;
+    assert!(matches!(pool.map(square, [1]), Err(Error::Closed)));
+    drop(pool);
+
+    // Initializers run in every worker; a failing one stops the pool.
+    let pool =
+        mp_pool::Pool::builder().engine(engine(mpi)?).initializer(set_base, (1000,)).build()?;
+    assert_eq!(pool.map(plus_base, [1, 2, 3])?, [1001, 1002, 1003]);
+    drop(pool);
+    let pool = mp_pool::Pool::builder().engine(engine(mpi)?).initializer(no_setup, ()).build()?;
+    match pool.map(square, 0..10) {
+        Err(Error::Initializer(m)) => assert!(m.contains("no setup today"), "{m}"),
+        other => panic!("a failing initializer gave {other:?}"),
+    }
+    drop(pool);
+
+    // Terminate fails what is outstanding, and the workers can serve again (a world's).
+    let pool = mpi.pool(Some(2))?;
+    let r = pool.map_async(slow, 0..400)?;
+    pool.terminate()?;
+    assert!(matches!(r.get(), Err(Error::Terminated)));
+    drop(pool);
+    let pool = mpi.pool(Some(2))?;
+    assert_eq!(pool.map(square, 0..10)?, want[..10]);
+    Ok(())
+}
+
+/// The engine [`Mpi::pool`](mp_mpi::Mpi::pool) would use.
+fn engine(mpi: &mp_mpi::Mpi) -> mp_mpi::Result<mp_mpi::MpiEngine> {
+    if mpi.world_size() > 1 { mpi.world() } else { mpi.spawn(2) }
+}
+
+/// A spawned worker on this host killed mid-task: its task fails with `WorkerDied`, the
+/// others finish on the other worker.
+fn death(mpi: &mp_mpi::Mpi) -> Result<(), Box<dyn std::error::Error>> {
+    let pool = mpi.spawn_pool(2)?;
+    let pids: Vec<u32> = pool.map_chunked(pid_of_worker, 0..32, 1)?;
+    let victim = pids[0];
+    let got = pool.starmap_chunked(die_if, (0..40).map(|x| (x, victim)), 1);
+    match got {
+        Err(Error::WorkerDied { pid, .. }) => assert_eq!(pid, victim),
+        other => panic!("a killed worker gave {other:?}"),
+    }
+    assert_eq!(pool.map(square, 0..100)?, (0..100).map(square).collect::<Vec<_>>());
+    Ok(())
+}
+
+/// Kills a worker under `mpirun`: Open MPI aborts the job (the caller checks that it ends).
+fn death_under_mpirun(mpi: &mp_mpi::Mpi) -> Result<(), Box<dyn std::error::Error>> {
+    let pool = mpi.spawn_pool(2)?;
+    let victim = pool.apply(pid_of_worker, (0,))?;
+    let got = pool.starmap_chunked(die_if, (0..40).map(|x| (x, victim)), 1);
+    // Not reached when the job is aborted; reaching it, the task must have failed.
+    assert!(matches!(got, Err(Error::WorkerDied { .. })), "a killed worker gave {got:?}");
+    println!("survived");
+    Ok(())
+}
+
+fn main() {
+    match std::env::var(MODE).ok().as_deref() {
+        None => orchestrate(),
+        Some(mode) => {
+            let mpi = match mp_mpi::init() {
+                Ok(mpi) => mpi,
+                Err(e) => panic!("init: {e}"),
+            };
+            let outcome = match mode {
+                "calls" => calls(&mpi),
+                "death" => death(&mpi),
+                "death-mpirun" => death_under_mpirun(&mpi),
+                "panic" => panic!("main panics on purpose"),
+                other => panic!("unknown mode {other}"),
+            };
+            if let Err(e) = outcome {
+                eprintln!("{mode}: {e}");
+                drop(mpi);
+                std::process::exit(1);
+            }
+            println!("{mode}: passed");
+        }
+    }
+}
+
+/// How a run of this program ended.
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs this program in `mode`, under `mpirun -n N` if `ranks` is given, and waits for it (at
+/// most `limit`: past it, the run is killed and the test fails).
+fn run(mode: &str, ranks: Option<usize>, limit: Duration) -> Run {
+    let me = std::env::current_exe().unwrap();
+    let mut cmd = match ranks {
+        Some(n) => {
+            let mut c = Command::new("mpirun");
+            c.args(["--allow-run-as-root", "--oversubscribe", "-n", &n.to_string()]).arg(&me);
+            c
+        }
+        None => Command::new(&me),
+    };
+    cmd.env(MODE, mode).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start the run");
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    let pidfd: OwnedFd =
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+    let ended = mp_testkit::exits_within(&pidfd, limit);
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let run = Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        ended,
+        "{mode} under {ranks:?} ranks did not end within {limit:?}:\n{}\n{}",
+        run.stdout, run.stderr
+    );
+    run
+}
+
+fn orchestrate() {
+    let limit = Duration::from_secs(120);
+    let mut failed = 0;
+    let mut check = |name: &str, pass: bool, run: &Run| {
+        println!("{name}: {}", if pass { "ok" } else { "FAILED" });
+        if !pass {
+            failed += 1;
+            println!("--- stdout\n{}\n--- stderr\n{}", run.stdout, run.stderr);
+        }
+    };
+    let r = run("calls", None, limit);
+    check("singleton, spawned workers: every call", r.ok && r.stdout.contains("calls: passed"), &r);
+    let r = run("calls", Some(1), limit);
+    check(
+        "mpirun -n 1, spawned workers: every call",
+        r.ok && r.stdout.contains("calls: passed"),
+        &r,
+    );
+    let r = run("calls", Some(3), limit);
+    check(
+        "mpirun -n 3, a static world: every call",
+        r.ok && r.stdout.contains("calls: passed"),
+        &r,
+    );
+    let r = run("death", None, limit);
+    check(
+        "singleton: a killed worker fails its task",
+        r.ok && r.stdout.contains("death: passed"),
+        &r,
+    );
+    // Open MPI aborts the job when it sees a spawned process die, unless the pool, which
+    // watches its workers on this host, has already failed the task and finished: either
+    // way the run ends (`run` fails the test if it does not end in time).
+    let r = run("death-mpirun", Some(1), limit);
+    // (Open MPI may also abort the job after the pool went on: a non-zero status then.)
+    let aborted = !r.ok && !r.stdout.contains("survived");
+    let survived = r.stdout.contains("survived");
+    check("mpirun -n 1: a killed worker ends the job or fails its task", aborted || survived, &r);
+    let r = run("panic", Some(3), limit);
+    check(
+        "mpirun -n 3: a panic in main aborts every rank",
+        !r.ok && r.stderr.contains("main panics on purpose"),
+        &r,
+    );
+    assert_eq!(failed, 0, "{failed} MPI checks failed");
+}
