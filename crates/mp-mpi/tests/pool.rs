@@ -148,8 +148,96 @@ fn death_under_mpirun(mpi: &mp_mpi::Mpi) -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
+/// The key of the meeting point's connections.
+const KEY: &[u8] = b"mp-mpi simulated hosts";
+
+/// How many tasks report to the meeting point.
+const MEETINGS: u32 = 60;
+
+/// A meeting point on h1 for the tasks of [`hosts_of`]: each task reports its host and waits
+/// until `hosts` distinct hosts have reported, so that no worker can finish every task before
+/// the others have started (the workers on slower hosts get tasks, whatever the timing).
+fn meeting_point(hosts: usize) -> Result<String, Box<dyn std::error::Error>> {
+    let listener = mp_queue::Listener::bind("10.77.0.1:0", Some(KEY))?;
+    let address = listener.address().to_string();
+    std::thread::spawn(move || {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut waiting = Vec::new();
+        for _ in 0..MEETINGS {
+            let Ok(conn) = listener.accept() else { return };
+            let Ok(host) = conn.recv::<String>() else { continue };
+            seen.insert(host);
+            waiting.push(conn);
+            if seen.len() >= hosts {
+                for c in waiting.drain(..) {
+                    let _ = c.send(&true);
+                }
+            }
+        }
+    });
+    Ok(address)
+}
+
+/// A task of [`hosts_of`]: reports at the meeting point, and returns its host once every host
+/// has reported.
+fn meet(i: u32, address: String) -> (u32, String) {
+    let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    let conn =
+        mp_queue::Client::connect(address.as_str(), Some(KEY)).expect("reach the meeting point");
+    conn.send(&host).expect("report");
+    let go: bool = conn.recv().expect("hear back");
+    assert!(go);
+    (i, host)
+}
+
+/// The host names the tasks of a pool ran on (each task reports its own), with every one of
+/// `hosts` hosts made to take part.
+fn hosts_of(pool: &mp_pool::Pool, hosts: usize) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let address = meeting_point(hosts)?;
+    let got = pool.starmap_chunked(meet, (0..MEETINGS).map(|i| (i, address.clone())), 1)?;
+    assert_eq!(got.iter().map(|(i, _)| *i).collect::<Vec<_>>(), (0..MEETINGS).collect::<Vec<_>>());
+    let mut hosts: Vec<String> = got.into_iter().map(|(_, h)| h).collect();
+    hosts.sort();
+    hosts.dedup();
+    Ok(hosts)
+}
+
+/// On three simulated hosts (rank 0 on h1): a world's workers are ranks 1 and 2 (h2, h3).
+fn hosts_world(mpi: &mp_mpi::Mpi) -> Result<(), Box<dyn std::error::Error>> {
+    let pool = mpi.pool(None)?;
+    let hosts = hosts_of(&pool, 2)?;
+    println!("hosts: {}", hosts.join(","));
+    assert_eq!(hosts, ["h2", "h3"]);
+    assert_eq!(pool.map(square, 0..1000)?, (0..1000).map(square).collect::<Vec<_>>());
+    Ok(())
+}
+
+/// On three simulated hosts: three workers spawned from h1, one per host.
+fn hosts_spawn(mpi: &mp_mpi::Mpi) -> Result<(), Box<dyn std::error::Error>> {
+    let engine = mpi.spawn_with(3, &[("map_by", "node:OVERSUBSCRIBE")])?;
+    let mut placed = engine.hosts();
+    placed.sort();
+    let pool = mp_pool::Pool::builder().engine(engine).build()?;
+    let hosts = hosts_of(&pool, 3)?;
+    println!("hosts: {}", hosts.join(","));
+    assert_eq!(placed, ["h1", "h2", "h3"]);
+    assert_eq!(hosts, ["h1", "h2", "h3"]);
+    assert_eq!(pool.map(square, 0..1000)?, (0..1000).map(square).collect::<Vec<_>>());
+    Ok(())
+}
+
+/// Whether this process was started by an MPI launcher (a rank, or a spawned worker whose
+/// environment lost the mode).
+fn launched_by_mpi() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"].iter().any(|v| std::env::var_os(v).is_some())
+}
+
 fn main() {
     match std::env::var(MODE).ok().as_deref() {
+        // A worker whose environment lost the mode still serves.
+        None if launched_by_mpi() => {
+            let _ = mp_mpi::init();
+        }
         None => orchestrate(),
         Some(mode) => {
             let mpi = match mp_mpi::init() {
@@ -160,6 +248,8 @@ fn main() {
                 "calls" => calls(&mpi),
                 "death" => death(&mpi),
                 "death-mpirun" => death_under_mpirun(&mpi),
+                "hosts-world" => hosts_world(&mpi),
+                "hosts-spawn" => hosts_spawn(&mpi),
                 "panic" => panic!("main panics on purpose"),
                 other => panic!("unknown mode {other}"),
             };
@@ -192,7 +282,13 @@ fn run(mode: &str, ranks: Option<usize>, limit: Duration) -> Run {
         }
         None => Command::new(&me),
     };
-    cmd.env(MODE, mode).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.env(MODE, mode);
+    wait_for(cmd, mode, limit)
+}
+
+/// Runs `cmd` and waits for it (at most `limit`: past it, it is killed and the test fails).
+fn wait_for(mut cmd: Command, mode: &str, limit: Duration) -> Run {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("start the run");
     let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
     let pidfd: OwnedFd =
@@ -207,11 +303,7 @@ fn run(mode: &str, ranks: Option<usize>, limit: Duration) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
-    assert!(
-        ended,
-        "{mode} under {ranks:?} ranks did not end within {limit:?}:\n{}\n{}",
-        run.stdout, run.stderr
-    );
+    assert!(ended, "{mode} did not end within {limit:?}:\n{}\n{}", run.stdout, run.stderr);
     run
 }
 
@@ -259,5 +351,125 @@ fn orchestrate() {
         !r.ok && r.stderr.contains("main panics on purpose"),
         &r,
     );
+    match Hosts::up() {
+        Ok(hosts) => {
+            let r = hosts.run("hosts-world", 3, limit);
+            check(
+                "three simulated hosts, a static world: tasks on h2 and h3",
+                r.ok && r.stdout.contains("hosts-world: passed"),
+                &r,
+            );
+            let r = hosts.run("hosts-spawn", 1, limit);
+            check(
+                "three simulated hosts, spawned workers: tasks on h1, h2 and h3",
+                r.ok && r.stdout.contains("hosts-spawn: passed"),
+                &r,
+            );
+        }
+        Err(why) => println!("three simulated hosts: SKIPPED ({why})"),
+    }
     assert_eq!(failed, 0, "{failed} MPI checks failed");
+}
+
+/// Three simulated hosts (network namespaces on a bridge, `../shared/tools/netns-hosts`),
+/// named after this process so that runs at once do not meet; removed on drop.
+struct Hosts {
+    prefix: String,
+    dir: std::path::PathBuf,
+}
+
+impl Hosts {
+    fn up() -> Result<Hosts, String> {
+        if !rustix::process::geteuid().is_root() {
+            return Err("not root: network namespaces need it".into());
+        }
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ip(&["netns", "list"]) {
+            return Err("`ip netns` is not available".into());
+        }
+        let prefix = format!("mpm{}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("{prefix}-hosts"));
+        let hosts = Hosts { prefix: prefix.clone(), dir: dir.clone() };
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let sw = format!("{prefix}s");
+        let mut ok = ip(&["netns", "add", &sw])
+            && ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])
+            && ip(&["-n", &sw, "link", "set", "br0", "up"]);
+        for i in 1..=3 {
+            let (h, veth) = (format!("{prefix}h{i}"), format!("v{prefix}{i}"));
+            let addr = format!("10.77.0.{i}/24");
+            ok = ok
+                && ip(&["netns", "add", &h])
+                && ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &h])
+                && ip(&["link", "set", &veth, "netns", &sw])
+                && ip(&["-n", &sw, "link", "set", &veth, "master", "br0"])
+                && ip(&["-n", &sw, "link", "set", &veth, "up"])
+                && ip(&["-n", &h, "addr", "add", &addr, "dev", "eth0"])
+                && ip(&["-n", &h, "link", "set", "eth0", "up"])
+                && ip(&["-n", &h, "link", "set", "lo", "up"]);
+        }
+        if !ok {
+            return Err("the namespaces could not be made".into());
+        }
+        let agent = format!(
+            "#!/bin/sh\nhost=$1; shift\nn=${{host##*.}}\nexec ip netns exec {prefix}h$n unshare --uts /bin/sh -c \"hostname h$n; $*\"\n"
+        );
+        std::fs::write(dir.join("rsh"), agent).map_err(|e| e.to_string())?;
+        let mut perms =
+            std::fs::metadata(dir.join("rsh")).map_err(|e| e.to_string())?.permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(dir.join("rsh"), perms).map_err(|e| e.to_string())?;
+        std::fs::write(
+            dir.join("hostfile"),
+            "10.77.0.1 slots=2\n10.77.0.2 slots=2\n10.77.0.3 slots=2\n",
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(hosts)
+    }
+
+    /// Runs this program in `mode` under `mpirun -np N` started on h1, ranks placed one per
+    /// host in turn.
+    fn run(&self, mode: &str, ranks: usize, limit: Duration) -> Run {
+        let me = std::env::current_exe().unwrap();
+        let mpirun = format!(
+            "hostname h1; exec mpirun --allow-run-as-root --oversubscribe -np {ranks} --map-by node \
+             --hostfile {hostfile} --mca plm_rsh_agent {agent} --mca btl tcp,self \
+             --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24 \
+             -x {MODE} {me}",
+            hostfile = self.dir.join("hostfile").display(),
+            agent = self.dir.join("rsh").display(),
+            me = me.display(),
+        );
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &format!("{}h1", self.prefix),
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+            &mpirun,
+        ]);
+        cmd.env(MODE, mode);
+        wait_for(cmd, mode, limit)
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for n in ["h1", "h2", "h3", "s"] {
+            let _ =
+                Command::new("ip").args(["netns", "del", &format!("{}{n}", self.prefix)]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
