@@ -48,9 +48,7 @@ fn run() -> Result<()> {
         other => bail!("unknown side `{other}`: mp or floor"),
     };
     let figure = rows::run(row, side)?;
-    let rss = peak_rss_kib()?;
-    println!("RESULT {} {} {rss}", figure.value, figure.unit);
-    Ok(())
+    measure::report(figure.value, figure.unit)
 }
 
 /// A CPU-bound busy loop that never ends: `cargo xtask bench` runs one per core beside the
@@ -63,16 +61,4 @@ fn hog() -> ! {
         x ^= x << 17;
         x = std::hint::black_box(x);
     }
-}
-
-/// The peak resident set of this process in KiB, `VmHWM` in /proc/self/status.
-fn peak_rss_kib() -> Result<u64> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
-    let line = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .context("no VmHWM in /proc/self/status")?;
-    let kib = line.trim().trim_end_matches("kB").trim();
-    kib.parse().with_context(|| format!("bad VmHWM `{line}`"))
 }

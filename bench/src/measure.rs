@@ -39,46 +39,78 @@ pub fn min_time() -> Result<Duration> {
 /// warm-up) until one takes [`BATCH_TIME`] and the warm-up lasted at least [`WARM_UP`], then
 /// batches of that size run until at least [`min_time`] of timed work is done.
 pub fn seconds_per_op(mut run: impl FnMut(u64) -> Result<()>) -> Result<f64> {
-    per_op_for(min_time()?, WARM_UP, BATCH_TIME, &mut run)
+    let origin = Instant::now();
+    per_op_for(min_time()?, WARM_UP, BATCH_TIME, &mut run, &|| origin.elapsed())
 }
 
+/// [`seconds_per_op`] with its durations, and `now`, the time since some fixed origin (the
+/// monotonic clock; a virtual one in the tests).
 fn per_op_for(
     min: Duration,
     warm_up: Duration,
     batch_time: Duration,
     run: &mut dyn FnMut(u64) -> Result<()>,
+    now: &dyn Fn() -> Duration,
 ) -> Result<f64> {
     let mut batch: u64 = 1;
-    let warm_up_start = Instant::now();
+    let warm_up_start = now();
     loop {
-        let start = Instant::now();
+        let start = now();
         run(batch)?;
-        let long_enough = start.elapsed() >= batch_time || batch >= 1 << 40;
-        if long_enough && warm_up_start.elapsed() >= warm_up {
+        let end = now();
+        let long_enough = end.saturating_sub(start) >= batch_time || batch >= 1 << 40;
+        if long_enough && end.saturating_sub(warm_up_start) >= warm_up {
             break;
         }
         if !long_enough {
             batch *= 2;
         }
     }
-    let start = Instant::now();
+    let start = now();
     let mut ops: u64 = 0;
     loop {
         run(batch)?;
         ops += batch;
-        let elapsed = start.elapsed();
+        let elapsed = now().saturating_sub(start);
         if elapsed >= min {
             return Ok(elapsed.as_secs_f64() / ops as f64);
         }
     }
 }
 
+/// The peak resident set of this process in KiB, `VmHWM` in /proc/self/status.
+pub fn peak_rss_kib() -> Result<u64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("no VmHWM in /proc/self/status")?;
+    line.trim().trim_end_matches("kB").trim().parse().with_context(|| format!("bad VmHWM `{line}`"))
+}
+
+/// Prints a run's one result line, `RESULT <value> <unit> <peak_rss_kib>`, which
+/// `cargo xtask bench` reads.
+pub fn report(value: f64, unit: &str) -> Result<()> {
+    let rss = peak_rss_kib()?;
+    println!("RESULT {value} {unit} {rss}");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
+
+    /// A virtual clock, and an operation that takes `each` of it per call.
+    fn virtual_op(clock: &Cell<Duration>, each: Duration, n: u64) {
+        clock.set(clock.get() + each * u32::try_from(n).unwrap());
+    }
 
     #[test]
     fn times_slow_operations_one_by_one() {
+        let clock = Cell::new(Duration::ZERO);
         let mut calls = Vec::new();
         let per_op = per_op_for(
             Duration::from_millis(30),
@@ -86,17 +118,19 @@ mod tests {
             Duration::from_millis(1),
             &mut |n| {
                 calls.push(n);
-                std::thread::sleep(Duration::from_millis(2) * n as u32);
+                virtual_op(&clock, Duration::from_millis(2), n);
                 Ok(())
             },
+            &|| clock.get(),
         )
         .unwrap();
         assert!(calls.iter().all(|n| *n == 1), "{calls:?}");
-        assert!((0.002..0.01).contains(&per_op), "{per_op}");
+        assert!((per_op - 0.002).abs() < 1e-12, "{per_op}");
     }
 
     #[test]
     fn batches_grow_to_the_batch_time_untimed() {
+        let clock = Cell::new(Duration::ZERO);
         let mut calls = Vec::new();
         let per_op = per_op_for(
             Duration::from_millis(40),
@@ -104,19 +138,21 @@ mod tests {
             Duration::from_millis(8),
             &mut |n| {
                 calls.push(n);
-                std::thread::sleep(Duration::from_millis(1) * n as u32);
+                virtual_op(&clock, Duration::from_millis(1), n);
                 Ok(())
             },
+            &|| clock.get(),
         )
         .unwrap();
-        // 1, 2, 4 are too short; 8 takes the batch time and is the last warm-up batch.
-        assert_eq!(&calls[..4], &[1, 2, 4, 8], "{calls:?}");
-        assert!(calls[4..].iter().all(|n| *n == 8), "{calls:?}");
-        assert!((0.001..0.005).contains(&per_op), "{per_op}");
+        // 1, 2, 4 are too short; 8 takes the batch time and is the last warm-up batch; then
+        // five timed batches of 8 make the 40 ms.
+        assert_eq!(calls, [1, 2, 4, 8, 8, 8, 8, 8, 8], "{calls:?}");
+        assert!((per_op - 0.001).abs() < 1e-12, "{per_op}");
     }
 
     #[test]
     fn batches_fast_operations() {
+        let clock = Cell::new(Duration::ZERO);
         let mut largest = 0;
         let per_op = per_op_for(
             Duration::from_millis(20),
@@ -124,15 +160,15 @@ mod tests {
             Duration::from_millis(1),
             &mut |n| {
                 largest = largest.max(n);
-                for i in 0..n {
-                    std::hint::black_box(i);
-                }
+                virtual_op(&clock, Duration::from_nanos(1), n);
                 Ok(())
             },
+            &|| clock.get(),
         )
         .unwrap();
-        assert!(largest > 1000, "{largest}");
-        assert!(per_op < 1e-6, "{per_op}");
+        // A batch grows to the first power of two that takes 1 ms at 1 ns each.
+        assert_eq!(largest, 1 << 20, "{largest}");
+        assert!((per_op - 1e-9).abs() < 1e-15, "{per_op}");
     }
 
     #[test]
@@ -142,6 +178,7 @@ mod tests {
             Duration::ZERO,
             Duration::from_millis(1),
             &mut |_| anyhow::bail!("boom"),
+            &Duration::default,
         );
         assert!(result.is_err());
     }

@@ -207,6 +207,14 @@ fn have_python() -> bool {
     cmd.status().is_ok_and(|s| s.success())
 }
 
+/// Whether `python3` can import mpi4py (the CPython side of the MPI rows).
+fn have_mpi4py() -> bool {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", "import mpi4py.futures"]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.status().is_ok_and(|s| s.success())
+}
+
 /// Builds mp-bench, runs the rows and prints the table; returns whether every run succeeded.
 pub fn run(args: &[String]) -> Result<bool> {
     let options = parse_options(args)?;
@@ -243,6 +251,32 @@ pub fn run(args: &[String]) -> Result<bool> {
             false
         }
     };
+    // The MPI rows need MPI (and their CPython side mpi4py): without it they are left out.
+    let wants_mpi = options.rows.iter().any(|r| r.mpi);
+    let mpi_binary: PathBuf = target_dir().join("release").join("examples").join("mpi_bench");
+    let mpi = wants_mpi && {
+        match crate::mpi::missing() {
+            Some(why) => {
+                eprintln!("warning: the MPI rows are left out: {why}");
+                false
+            }
+            None => {
+                let mut build = cargo();
+                build.args(["build", "--release", "-p", "mp-mpi", "--example", "mpi_bench"]);
+                let built = build.stdin(Stdio::null()).status().is_ok_and(|s| s.success());
+                if !built {
+                    eprintln!(
+                        "warning: mp-mpi's mpi_bench did not build: the MPI rows are left out"
+                    );
+                }
+                built
+            }
+        }
+    };
+    let mpi4py = mpi && have_mpi4py();
+    if mpi && !mpi4py {
+        eprintln!("warning: python3 cannot import mpi4py: the MPI rows have no CPython column");
+    }
     let script = root().join("bench").join("python").join("bench.py");
     let python = have_python();
     if !python {
@@ -261,6 +295,11 @@ pub fn run(args: &[String]) -> Result<bool> {
                 cmd.arg(row.name);
                 cmd
             }
+            Which::Mp if row.mpi => {
+                let mut cmd = Command::new(&mpi_binary);
+                cmd.arg(row.name);
+                cmd
+            }
             Which::Mp | Which::Floor => {
                 let mut cmd = Command::new(&binary);
                 cmd.args([row.name, if which == Which::Mp { "mp" } else { "floor" }]);
@@ -276,9 +315,10 @@ pub fn run(args: &[String]) -> Result<bool> {
 
     let mut all = Vec::new();
     let mut ok = true;
-    for row in &options.rows {
+    for row in options.rows.iter().filter(|r| mpi || !r.mpi) {
         let mut sides: Vec<Which> = vec![Which::Mp];
-        sides.extend((python && row.no_cpython.is_none()).then_some(Which::Cpython));
+        let cpython = python && row.no_cpython.is_none() && (mpi4py || !row.mpi);
+        sides.extend(cpython.then_some(Which::Cpython));
         sides.extend((peers && row.peer.is_some()).then_some(Which::Peer));
         sides.extend(row.floor.then_some(Which::Floor));
         let mut runs: Vec<Vec<Option<Sample>>> = vec![Vec::new(); 4];
@@ -313,7 +353,14 @@ pub fn run(args: &[String]) -> Result<bool> {
         all.push(Results {
             row: *row,
             mp: side(Which::Mp, "—"),
-            cpython: side(Which::Cpython, row.no_cpython.unwrap_or("no python3")),
+            cpython: side(
+                Which::Cpython,
+                row.no_cpython.unwrap_or(if row.mpi && python {
+                    "no mpi4py"
+                } else {
+                    "no python3"
+                }),
+            ),
             peer: side(Which::Peer, "—"),
             floor: side(Which::Floor, "—"),
         });

@@ -2,15 +2,37 @@
 //! the example `mpi_pool` as a singleton and under `mpirun`.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::test::Status;
 use crate::{cargo, proc, target_dir};
 
+/// What the MPI legs need and, if something is missing, what to install.
+pub fn missing() -> Option<String> {
+    let runs = |prog: &str| {
+        Command::new(prog)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = "install them with `apt-get install libopenmpi-dev openmpi-bin libclang1-14 \
+                   libclang-common-14-dev` (Debian; .ci/run does)";
+    if !runs("mpirun") || !runs("mpicc") {
+        return Some(format!("no MPI library (`mpirun`, `mpicc`): {install}"));
+    }
+    if !have_libclang() {
+        return Some(format!("no libclang (bindgen needs it to build rsmpi): {install}"));
+    }
+    None
+}
+
 /// Whether libclang, and the headers it needs for `mpi.h`, can be found where bindgen (through
 /// clang-sys) looks: `LIBCLANG_PATH`, or an LLVM installed in `/usr/lib/llvm-*`.
-pub fn have_libclang() -> bool {
+fn have_libclang() -> bool {
     let has_lib = |dir: &Path| {
         std::fs::read_dir(dir).is_ok_and(|entries| {
             entries.flatten().any(|e| {

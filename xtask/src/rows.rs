@@ -47,6 +47,9 @@ pub struct Row {
     pub peer: Option<&'static str>,
     /// Whether every side runs with one CPU-bound hog process per core beside it.
     pub loaded: bool,
+    /// Whether the row is the MPI pool's: its mp side is `mp-mpi`'s example `mpi_bench`, its
+    /// CPython side mpi4py's, and it runs only where MPI is installed.
+    pub mpi: bool,
     /// The goals; the row passes when it meets all of them.
     pub targets: &'static [Target],
 }
@@ -58,7 +61,7 @@ pub const fn row(
     floor: bool,
     targets: &'static [Target],
 ) -> Row {
-    Row { name, better, floor, no_cpython: None, peer: None, loaded: false, targets }
+    Row { name, better, floor, no_cpython: None, peer: None, loaded: false, mpi: false, targets }
 }
 
 /// [`row`] for a row that CPython cannot run: the table prints `why` in its CPython column.
@@ -69,7 +72,16 @@ pub const fn row_without_cpython(
     why: &'static str,
     targets: &'static [Target],
 ) -> Row {
-    Row { name, better, floor, no_cpython: Some(why), peer: None, loaded: false, targets }
+    Row {
+        name,
+        better,
+        floor,
+        no_cpython: Some(why),
+        peer: None,
+        loaded: false,
+        mpi: false,
+        targets,
+    }
 }
 
 impl Row {
@@ -81,6 +93,11 @@ impl Row {
     /// The row run on a loaded machine: every side with one CPU hog per core beside it.
     pub const fn on_loaded_machine(self) -> Row {
         Row { loaded: true, ..self }
+    }
+
+    /// The row of the pool on MPI (see [`Row::mpi`]).
+    pub const fn on_mpi(self) -> Row {
+        Row { mpi: true, ..self }
     }
 }
 
@@ -142,6 +159,11 @@ pub const ROWS: &[Row] = &[
     row("pool_apply_async_loaded", Higher, false, &[Cpython(1.0)])
         .with_peer("procspawn")
         .on_loaded_machine(),
+    // The pool on MPI (mp-mpi, 2 spawned workers) beside mpi4py.futures' MPIPoolExecutor (its
+    // CPython column); run only where MPI is installed. mp::Pool's figures for the same work
+    // are the rows pool_map_small and pool_apply_async.
+    row("mpi_pool_map_small", Higher, false, &[Cpython(5.0)]).on_mpi(),
+    row("mpi_pool_apply_async", Higher, false, &[Cpython(5.0)]).on_mpi(),
 ];
 
 #[cfg(test)]

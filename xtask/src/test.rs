@@ -266,33 +266,11 @@ fn summary(legs: &Legs, start: Instant) -> bool {
     failed == 0
 }
 
-/// What the MPI legs need and, if something is missing, what to install.
-fn mpi_missing() -> Option<String> {
-    let runs = |prog: &str| {
-        Command::new(prog)
-            .arg("--version")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let install = "install them with `apt-get install libopenmpi-dev openmpi-bin libclang1-14 \
-                   libclang-common-14-dev` (Debian; .ci/run does)";
-    if !runs("mpirun") || !runs("mpicc") {
-        return Some(format!("no MPI library (`mpirun`, `mpicc`): {install}"));
-    }
-    if !crate::mpi::have_libclang() {
-        return Some(format!("no libclang (bindgen needs it to build rsmpi): {install}"));
-    }
-    None
-}
-
 /// The legs of `mp-mpi` (the pool on MPI): clippy, its tests under `mpirun`, and its example
 /// run three ways. Skipped, loudly, when MPI or libclang is missing.
 fn mpi_legs(legs: &mut Legs) {
     let names = ["mpi[clippy]", "mpi[test]", "mpi[example]"];
-    if let Some(why) = mpi_missing() {
+    if let Some(why) = crate::mpi::missing() {
         println!("\n==> MPI legs skipped: {why}");
         for name in names {
             legs.skip(name, &why);

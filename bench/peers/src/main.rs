@@ -60,20 +60,7 @@ fn run() -> Result<()> {
         bail!("no peer for row `{row}` (rows: {})", names.join(", "));
     };
     let figure = f()?;
-    let rss = peak_rss_kib()?;
-    println!("RESULT {} {} {rss}", figure.value, figure.unit);
-    Ok(())
-}
-
-/// The peak resident set of this process in KiB, `VmHWM` in /proc/self/status.
-fn peak_rss_kib() -> Result<u64> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
-    let line = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .context("no VmHWM in /proc/self/status")?;
-    line.trim().trim_end_matches("kB").trim().parse().with_context(|| format!("bad VmHWM `{line}`"))
+    measure::report(figure.value, figure.unit)
 }
 
 /// An error of a peer crate (their error types differ from version to version) as text.
