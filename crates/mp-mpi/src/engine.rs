@@ -44,7 +44,13 @@ struct Worker {
     /// Its pidfd, when it runs on this host (a death is seen through it).
     pidfd: Option<OwnedFd>,
     stand: Stand,
+    /// Batches on their way to it (sent without waiting, so that a worker busy sending its
+    /// results never waits for the pool, nor the pool for it).
+    sending: std::collections::VecDeque<sys::Sending>,
 }
+
+/// How many batches a worker may hold: the next is on its way while it runs one.
+const AHEAD: usize = 2;
 
 /// MPI workers for a pool: from [`Mpi::spawn`](crate::Mpi::spawn) or
 /// [`Mpi::world`](crate::Mpi::world), given to
@@ -114,6 +120,7 @@ impl MpiEngine {
                 host: String::new(),
                 pidfd: None,
                 stand: Stand::Starting,
+                sending: std::collections::VecDeque::new(),
             })
             .collect();
         for &rank in &ranks {
@@ -206,6 +213,11 @@ impl MpiEngine {
                 }
             }
         }
+        // The workers have read every batch before their answer: the sends are complete (one
+        // that is not is let go, its bytes leaked).
+        for w in &mut self.workers {
+            w.sending.clear();
+        }
         match &self.kind {
             Kind::Spawned if healthy && complete => {
                 if let Err(e) = sys::disconnect(self.comm) {
@@ -278,23 +290,31 @@ impl MpiEngine {
             }
             let mut active = false;
             for i in 0..self.workers.len() {
-                let Some(w) = self.workers.get(i) else { continue };
-                if !matches!(w.stand, Stand::Ready) || hub.outstanding(i) > 0 {
+                let Some(w) = self.workers.get_mut(i) else { continue };
+                while let Some(s) = w.sending.front_mut() {
+                    match s.done() {
+                        Ok(true) => drop(w.sending.pop_front()),
+                        _ => break,
+                    }
+                }
+                if !matches!(w.stand, Stand::Ready) || hub.outstanding(i) >= AHEAD {
                     continue;
                 }
                 match hub.next(i) {
                     Next::Batch(batch) => {
                         active = true;
-                        if let Err(e) = sys::send(self.comm, w.rank, tag::BATCH, &batch) {
-                            log::error!(target: "mp_mpi", "worker rank {}: {e}", w.rank);
-                            let pid = w.pid;
-                            if let Some(w) = self.workers.get_mut(i) {
+                        match sys::isend(self.comm, w.rank, tag::BATCH, batch) {
+                            Ok(s) => w.sending.push_back(s),
+                            Err(e) => {
+                                log::error!(target: "mp_mpi", "worker rank {}: {e}", w.rank);
                                 w.stand = Stand::Lost;
+                                let error = mp_pool::Error::WorkerDied {
+                                    pid: w.pid,
+                                    signal: None,
+                                    exitcode: None,
+                                };
+                                hub.lose_worker(i, error);
                             }
-                            hub.lose_worker(
-                                i,
-                                mp_pool::Error::WorkerDied { pid, signal: None, exitcode: None },
-                            );
                         }
                     }
                     Next::Idle => {}

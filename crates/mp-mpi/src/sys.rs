@@ -282,6 +282,82 @@ pub(crate) fn send(comm: Comm, rank: usize, tag: c_int, bytes: &[u8]) -> Result<
     })
 }
 
+/// A send in flight ([`isend`]): its request, and the bytes it reads, kept until it completes.
+pub(crate) struct Sending {
+    request: ffi::MPI_Request,
+    bytes: Vec<u8>,
+    complete: bool,
+}
+
+// SAFETY: the request is an opaque handle, usable from any thread under
+// `MPI_THREAD_MULTIPLE`; the bytes are owned.
+unsafe impl Send for Sending {}
+
+/// Starts sending `bytes` to `rank` of `comm` with `tag` without waiting (`MPI_Isend`); the
+/// bytes stay with the returned [`Sending`] until it completes.
+pub(crate) fn isend(comm: Comm, rank: usize, tag: c_int, bytes: Vec<u8>) -> Result<Sending> {
+    let count = c_int::try_from(bytes.len()).map_err(|_| Error::TooLarge(bytes.len()))?;
+    let rank = c_int::try_from(rank).map_err(|_| Error::InvalidArgument("rank out of range"))?;
+    // SAFETY: reading a handle the shim defines.
+    let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
+    // SAFETY: `bytes` is valid for `count` bytes; its heap buffer does not move when the
+    // vector is moved into the `Sending`, which keeps it until the request completes (or leaks
+    // it, see `Drop`); `request` is a valid place.
+    check("MPI_Isend", unsafe {
+        ffi::MPI_Isend(
+            bytes.as_ptr().cast(),
+            count,
+            ffi::RSMPI_UINT8_T,
+            rank,
+            tag,
+            comm.0,
+            &mut request,
+        )
+    })?;
+    Ok(Sending { request, bytes, complete: false })
+}
+
+impl std::fmt::Debug for Sending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sending")
+            .field("bytes", &self.bytes.len())
+            .field("complete", &self.complete)
+            .finish()
+    }
+}
+
+impl Sending {
+    /// Whether the send has completed (its bytes are no longer read).
+    pub(crate) fn done(&mut self) -> Result<bool> {
+        if self.complete {
+            return Ok(true);
+        }
+        let mut flag: c_int = 0;
+        let mut status = MaybeUninit::<ffi::MPI_Status>::zeroed();
+        // SAFETY: `self.request` is the live request of `isend` (the call sets it to
+        // `MPI_REQUEST_NULL` once complete); `flag` and `status` are valid places.
+        check("MPI_Test", unsafe {
+            ffi::MPI_Test(&mut self.request, &mut flag, status.as_mut_ptr())
+        })?;
+        self.complete = flag != 0;
+        Ok(self.complete)
+    }
+}
+
+impl Drop for Sending {
+    /// A send that has not completed is let go (`MPI_Request_free`), and its bytes are leaked:
+    /// the library may still read them.
+    fn drop(&mut self) {
+        if self.complete || self.done().unwrap_or(false) {
+            return;
+        }
+        // SAFETY: `self.request` is a live request; freeing it lets the send complete on its
+        // own. Its bytes are leaked below, so they outlive any read.
+        unsafe { ffi::MPI_Request_free(&mut self.request) };
+        std::mem::forget(std::mem::take(&mut self.bytes));
+    }
+}
+
 /// A message waiting on `comm`, from any rank with any tag: its source, tag and length.
 pub(crate) fn probe_any(comm: Comm) -> Result<Option<(usize, c_int, usize)>> {
     let mut flag: c_int = 0;

@@ -162,9 +162,9 @@ impl Hub {
         }
         // Set under the lock before the queue is looked at: a chunk queued after this rings.
         self.shared.sleeping.store(true, Ordering::SeqCst);
+        // About half a worker's share of the queue per batch, as the collector hands out.
+        let budget = (st.queue.len() / (2 * self.held.len().max(1))).clamp(1, BATCH_CHUNKS);
         let Some(held) = self.held.get_mut(worker) else { return Next::Idle };
-        let n = held.len().max(1);
-        let budget = (st.queue.len() / (2 * n)).clamp(1, BATCH_CHUNKS);
         let mut out = Writer::default();
         out.u8(proto::K_BATCH);
         out.u32(0);
