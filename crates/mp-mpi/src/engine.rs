@@ -12,6 +12,10 @@ use crate::sys::{self, Comm};
 use crate::tag;
 use crate::worker::{self, Backoff};
 
+/// How long a new pool waits for its workers' first answer (a worker that died starting never
+/// answers).
+const GREET_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// How long the end of a pool waits for its workers' answers.
 const END_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -130,8 +134,20 @@ impl MpiEngine {
         let mut answered = 0;
         let mut wait = Backoff::new();
         let mut refused = None;
+        let deadline = Instant::now() + GREET_LIMIT;
         while answered < ranks.len() {
             let Some((source, t, len)) = sys::probe_any(self.comm)? else {
+                if Instant::now() >= deadline {
+                    self.end(false);
+                    return Err(Error::Mpi {
+                        call: "hello",
+                        message: format!(
+                            "{} of {} workers answered within {GREET_LIMIT:?}",
+                            answered,
+                            ranks.len()
+                        ),
+                    });
+                }
                 let nap = wait.next();
                 if !nap.is_zero() {
                     std::thread::sleep(nap);

@@ -137,9 +137,10 @@ fn death(mpi: &mp_mpi::Mpi) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Kills a worker under `mpirun`: Open MPI aborts the job (the caller checks that it ends).
+/// Kills a worker under `mpirun` (a spawned one, or a rank of the world): Open MPI aborts the
+/// job (the caller checks that it ends).
 fn death_under_mpirun(mpi: &mp_mpi::Mpi) -> Result<(), Box<dyn std::error::Error>> {
-    let pool = mpi.spawn_pool(2)?;
+    let pool = mpi.pool(Some(2))?;
     let victim = pool.apply(pid_of_worker, (0,))?;
     let got = pool.starmap_chunked(die_if, (0..40).map(|x| (x, victim)), 1);
     // Not reached when the job is aborted; reaching it, the task must have failed.
@@ -345,6 +346,10 @@ fn orchestrate() {
     let aborted = !r.ok && !r.stdout.contains("survived");
     let survived = r.stdout.contains("survived");
     check("mpirun -n 1: a killed worker ends the job or fails its task", aborted || survived, &r);
+    let r = run("death-mpirun", Some(3), limit);
+    let aborted = !r.ok && !r.stdout.contains("survived");
+    let survived = r.stdout.contains("survived");
+    check("mpirun -n 3: a killed rank ends the job or fails its task", aborted || survived, &r);
     let r = run("panic", Some(3), limit);
     check(
         "mpirun -n 3: a panic in main aborts every rank",

@@ -367,6 +367,9 @@ pub(crate) fn run_batch(
     if run.flush() { Batch::Done } else { Batch::Malformed }
 }
 
+/// The most bytes of results an engine's worker keeps for one batch.
+const MAX_KEPT: usize = 1 << 30;
+
 /// Where a worker's frames go.
 pub(crate) enum Outlet {
     /// The pool's socket: a local worker.
@@ -391,6 +394,13 @@ impl Outlet {
             Outlet::Socket(s) => frame.send(s.as_fd()).is_ok(),
             Outlet::Kept(out) => {
                 let Ok(len) = u32::try_from(frame.buf.len()) else { return false };
+                // The results of one batch travel in one message: past this, the batch stops
+                // as if its pool were gone (the pool fails the tasks whose results are
+                // missing), so that a batch claiming more tasks than it carries cannot take
+                // the worker's memory.
+                if out.len().saturating_add(4 + frame.buf.len()) > MAX_KEPT {
+                    return false;
+                }
                 out.extend_from_slice(&len.to_le_bytes());
                 out.extend_from_slice(&frame.buf);
                 true
@@ -799,6 +809,13 @@ pub(crate) fn run_chunk(entry: proto::TaskEntry, run: &mut ChunkRun) {
     }
     if let Some(e) = run.entry {
         e.call(run);
+        return;
+    }
+    // Bare arguments have no framing to run out of: a forged chunk could claim billions of
+    // tasks. One that claims more than a task per byte of its payload is malformed.
+    let bare = run.form & proto::F_SEQ_ARGS != 0;
+    if bare && run.count > run.payload.len() as u64 {
+        run.alive = false;
         return;
     }
     for i in 0..run.count {
