@@ -280,7 +280,7 @@ fn new_shared(
     Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
-            jobs: HashMap::new(),
+            jobs: HashMap::with_hasher(crate::state::JobIds),
             next_job: 0,
             phase,
             failure: None,
@@ -456,7 +456,7 @@ impl Pool {
     fn submit_items<T: Serialize + DeserializeOwned>(
         &self,
         entry: crate::proto::TaskEntry,
-        mut items: impl Iterator<Item = T>,
+        items: impl Iterator<Item = T>,
         n: usize,
         chunksize: Option<usize>,
         bulk: bool,
@@ -464,14 +464,24 @@ impl Pool {
         let cs = chunksize.unwrap_or_else(|| default_chunksize(n, self.processes())).max(1);
         // The length is known for sure only once the input ends.
         let (id, mut g) = self.new_job(Store::Dense(BTreeMap::new(), n), None)?;
-        if let (true, Some(p)) = (bulk, &self.shared.progress) {
-            g.attach_progress(id, p, Some(n as u64), false);
-        }
+        let attached = match (bulk, &self.shared.progress) {
+            (true, Some(p)) => {
+                g.attach_progress(id, p, Some(n as u64), false);
+                true
+            }
+            _ => false,
+        };
         drop(g);
-        self.shared.deliver_progress();
+        if attached {
+            self.shared.deliver_progress();
+        }
         // If the input panics, the job is given up (nobody will get its handle).
         let guard = Unfinished { shared: &self.shared, id };
+        // Looking one item ahead tells that the input ended with the chunk that took its last
+        // item, so that the job's length is set with that chunk (one lock for `apply`).
+        let mut items = items.peekable();
         let mut first = 0u64;
+        let mut settle = false;
         loop {
             let (mut chunks, errors) = build_chunks(items.by_ref().take(cs), entry, first, cs);
             let got = chunks.iter().map(|c| c.count as u64).sum::<u64>() + errors.len() as u64;
@@ -479,12 +489,13 @@ impl Pool {
             for c in &mut chunks {
                 c.seq_results = true;
             }
+            let ended = got < cs as u64 || items.peek().is_none();
             let mut g = self.shared.lock();
             let stopping = matches!(g.phase, Phase::Stopping | Phase::Stopped);
             if !stopping {
                 queue_chunks(&mut g, id, chunks, errors);
             }
-            if stopping || got < cs as u64 {
+            if stopping || ended {
                 if let Some(j) = g.jobs.get_mut(&id) {
                     j.expected = Some(first);
                     if let Store::Dense(_, len) = &mut j.store {
@@ -495,14 +506,18 @@ impl Pool {
                     }
                 }
             }
+            // Results recorded here (encoding errors, a job complete at once) are settled below.
+            settle |= !g.to_settle.is_empty() || !g.progress_out.is_empty();
             drop(g);
             self.shared.ring_if_sleeping();
-            if stopping || got < cs as u64 {
+            if stopping || ended {
                 break;
             }
         }
         std::mem::forget(guard);
-        self.shared.settle();
+        if settle {
+            self.shared.settle();
+        }
         Ok(id)
     }
 

@@ -518,7 +518,7 @@ pub(crate) fn parse_journal(bytes: Vec<u8>) -> Vec<(u64, u64, u8, Vec<u8>)> {
         };
         r.align8();
         out.push((job, index, tag, body));
-        next = Some((job, index + 1));
+        next = Some((job, index.wrapping_add(1)));
     }
     out
 }

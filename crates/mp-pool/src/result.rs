@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use mp_process::fdpass;
 
 use crate::error::{Error, Result};
-use crate::state::{Chunk, Job, Raw, Shared, Store};
+use crate::state::{Chunk, Job, Raw, Shared, State, Store};
 
 /// Turns a completed job's store into the caller's value.
 pub(crate) type Decode<T> = fn(&Store) -> Result<T>;
@@ -111,10 +111,11 @@ impl<T> AsyncResult<T> {
         if self.taken {
             return Err(Error::InvalidArgument("the result was already taken"));
         }
-        if !self.wait_until(deadline) {
+        let Some(mut g) = self.wait_until(deadline) else {
             return Err(Error::Timeout);
-        }
-        let job = self.shared.lock().jobs.remove(&self.job);
+        };
+        let job = g.jobs.remove(&self.job);
+        drop(g);
         self.taken = true;
         match job {
             Some(j) => outcome(&j, self.decode),
@@ -122,20 +123,20 @@ impl<T> AsyncResult<T> {
         }
     }
 
-    /// Whether the job is complete, waiting up to `deadline`.
-    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+    /// Waits up to `deadline` for the job to be complete; the state, still locked, once it is.
+    fn wait_until(&self, deadline: Option<Instant>) -> Option<MutexGuard<'_, State>> {
         let mut g = self.shared.lock();
         loop {
             match g.jobs.get(&self.job) {
                 Some(j) if !j.complete => {}
-                _ => return true,
+                _ => return Some(g),
             }
             match deadline {
                 None => g = self.shared.wait(g),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return false;
+                        return None;
                     }
                     g = self.shared.wait_timeout(g, d - now);
                 }
@@ -146,13 +147,14 @@ impl<T> AsyncResult<T> {
     /// Waits until the result is ready (Python's `wait()`).
     pub fn wait(&self) {
         if self.shared.check_process().is_ok() {
-            self.wait_until(None);
+            drop(self.wait_until(None));
         }
     }
 
     /// Waits at most `timeout`; whether the result is ready.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.shared.check_process().is_ok() && self.wait_until(Instant::now().checked_add(timeout))
+        self.shared.check_process().is_ok()
+            && self.wait_until(Instant::now().checked_add(timeout)).is_some()
     }
 
     /// Whether the result is ready (Python's `ready()`).

@@ -131,7 +131,7 @@ impl Journal {
             at += n / 8;
         }
         self.publish(at * 8);
-        self.next = Some((job, index + 1));
+        self.next = Some((job, index.wrapping_add(1)));
         true
     }
 
@@ -679,7 +679,7 @@ where
         fdpass::DecodeSession::begin(&mut scope, &mut cache).ok()
     };
     for i in 0..run.count {
-        let index = run.first + i;
+        let index = run.first.wrapping_add(i);
         // The task counts as started before its arguments are decoded: a decoder that kills
         // the worker is blamed on this task, which then fails, instead of being run again.
         run.start_task();
@@ -823,7 +823,7 @@ pub(crate) fn run_chunk(entry: proto::TaskEntry, run: &mut ChunkRun) {
             run.alive = false;
             break;
         }
-        let index = run.first + i;
+        let index = run.first.wrapping_add(i);
         run.results.open_run(run.job, index, false);
         let outcome =
             Outcome::DecodeArgs(format!("task entry {:#x} is not one this pool made", entry.0));
