@@ -104,9 +104,6 @@ impl Server {
     /// end of its process (a signal, or the program's own exit from another thread): remote
     /// clients may not shut it down.
     ///
-    /// Spinning is turned off in this process (`mp_sync::set_spin_limit(0)`), as in every
-    /// manager's process: its threads sleep until a request comes.
-    ///
     /// Errors: [`Error::Remote`] (`"StartFailed"`) if a registration function fails.
     pub fn serve_forever(self) -> Result<()> {
         crate::server::serve::serve_forever(new_object_id(), &self.setup, self.listener)
