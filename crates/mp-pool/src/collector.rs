@@ -93,14 +93,7 @@ impl WorkerH {
     /// oldest chunk expects.
     fn accept(&mut self, job: u64, index: u64, tasks: usize) -> Result<(), proto::Malformed> {
         let front = self.inflight.front_mut().ok_or(proto::Malformed)?;
-        if front.chunk.job != job
-            || front.chunk.first + front.done as u64 != index
-            || tasks == 0
-            || front.done + tasks > front.chunk.count
-        {
-            return Err(proto::Malformed);
-        }
-        front.done += tasks;
+        front.chunk.take_results(&mut front.done, job, index, tasks)?;
         self.received += tasks as u64;
         if front.done >= front.chunk.count {
             let ends = front.ends_batch;

@@ -324,15 +324,7 @@ fn accept(
     tasks: usize,
 ) -> std::result::Result<(), proto::Malformed> {
     let front = held.iter_mut().find(|h| h.done < h.chunk.count).ok_or(proto::Malformed)?;
-    if front.chunk.job != job
-        || front.chunk.first + front.done as u64 != index
-        || tasks == 0
-        || front.done + tasks > front.chunk.count
-    {
-        return Err(proto::Malformed);
-    }
-    front.done += tasks;
-    Ok(())
+    front.chunk.take_results(&mut front.done, job, index, tasks)
 }
 
 /// The end of an engine's service: the pool is stopped, and what is outstanding fails (with

@@ -290,6 +290,23 @@ impl Chunk {
         }
     }
 
+    /// Counts `tasks` results of `job` from task `index` on into `done` (how many of the
+    /// chunk's tasks have reported), if they are the next ones the chunk expects.
+    pub fn take_results(
+        &self,
+        done: &mut usize,
+        job: u64,
+        index: u64,
+        tasks: usize,
+    ) -> Result<(), crate::proto::Malformed> {
+        let next = self.first.checked_add(*done as u64);
+        if self.job != job || next != Some(index) || tasks == 0 || *done + tasks > self.count {
+            return Err(crate::proto::Malformed);
+        }
+        *done += tasks;
+        Ok(())
+    }
+
     /// Appends the chunk to a batch frame: its header and payload (its descriptors go beside
     /// the frame).
     pub fn write_to(&self, out: &mut crate::proto::Writer) {
