@@ -45,11 +45,15 @@
 //! [`Pool::insights`] tells what each worker did, and [`log_to_stderr`] (Python's) prints mp's
 //! log records, `[LEVEL/ProcessName] message`, in this process and its children. mp logs
 //! through the `log` facade, with targets that begin with the crate's name (`mp_process`,
-//! `mp_shm`, `mp_sync`, `mp_queue`, `mp_pool`, `mp_manager`).
+//! `mp_shm`, `mp_sync`, `mp_queue`, `mp_pool`, `mp_manager`, `mp_mpi`).
 //!
 //! # Features
 //! `progress` (on by default) brings `Progress::bar` and its dependency `indicatif`; a
 //! library depending on mp can leave it out with `default-features = false`.
+//!
+//! `mpi` (off by default) brings `mp::mpi` (crate `mp-mpi`): the same [`Pool`] with its workers
+//! MPI processes, spawned or the ranks of `mpirun -n N`, on one host or many. It needs an MPI
+//! library and libclang to build (see the README).
 //!
 //! # One error
 //! Each crate returns its own error. [`Error`] has a variant per crate (and one for
