@@ -11,7 +11,7 @@
 //!
 //! What a local pool does with descriptors does not cross an engine: a task whose arguments
 //! hold an `mp` object (a queue, a lock, shared memory) fails with
-//! [`Error::Serialization`](crate::Error::Serialization), and so does a result that holds one.
+//! [`Error::Serialization`], and so does a result that holds one.
 //! `maxtasksperchild` and task timeouts are the local pool's, and are refused with an engine.
 
 use std::collections::VecDeque;
