@@ -46,9 +46,11 @@
 //!   waits for ever (rsmpi #197); so does a worker whose MPI calls fail.
 //! - A worker process that dies: **under `mpirun`, Open MPI 4.1 aborts the whole job** (every
 //!   rank is killed and `mpirun` exits with a non-zero status); the local pool's promise that
-//!   a death fails one task and the pool goes on cannot hold there. A worker spawned on this
-//!   host by a singleton is watched through its pidfd: its death fails the tasks it held
-//!   with [`mp_pool::Error::WorkerDied`] and the pool goes on with the others.
+//!   a death fails one task and the pool goes on cannot hold there. A worker on the pool's
+//!   host is watched through its pidfd: its death fails the tasks it held with
+//!   [`mp_pool::Error::WorkerDied`] and the pool goes on with the others, unless Open MPI ends
+//!   them too (it may abort a spawned job when one of its processes dies, also under a
+//!   singleton): once every worker is gone, the pool stops with [`mp_pool::Error::Engine`].
 //! - `mp` objects (queues, locks, shared memory) do not cross to MPI workers: a task holding
 //!   one fails with [`mp_pool::Error::Serialization`].
 #![deny(unsafe_code)]
