@@ -42,18 +42,9 @@ pub fn init() -> Result<Mpi> {
     }
     sys::errors_return(sys::world())?;
     if let Some(parent) = sys::parent()? {
-        sys::errors_return(parent)?;
-        match worker::serve(parent, false) {
-            Ok(()) => {
-                let _ = sys::disconnect(parent);
-                let _ = sys::finalize();
-                std::process::exit(0);
-            }
-            Err(e) => {
-                log::error!(target: "mp_mpi", "a spawned worker fails: {e}; the job is aborted");
-                sys::abort(1);
-            }
-        }
+        // Spawned by a pool (the entry hook serves those before `main`; this is for a worker
+        // started some other way).
+        serve_parent(parent);
     }
     let (size, rank) = sys::size_rank(sys::world())?;
     let world = if size > 1 {
@@ -84,6 +75,76 @@ pub fn init() -> Result<Mpi> {
         owner: std::thread::current().id(),
     })
 }
+
+/// A spawned worker: serves the pool behind `parent`, then ends the process.
+fn serve_parent(parent: sys::Comm) -> ! {
+    if let Err(e) = sys::errors_return(parent) {
+        log::error!(target: "mp_mpi", "a spawned worker fails: {e}; the job is aborted");
+        sys::abort(1);
+    }
+    match worker::serve(parent, false) {
+        Ok(()) => {
+            let _ = sys::disconnect(parent);
+            let _ = sys::finalize();
+            std::process::exit(0);
+        }
+        Err(e) => {
+            log::error!(target: "mp_mpi", "a spawned worker fails: {e}; the job is aborted");
+            sys::abort(1);
+        }
+    }
+}
+
+/// The argument a pool's spawned workers get (`MPI_Comm_spawn`'s argv): the entry hook serves
+/// a process started with it before `main`.
+pub(crate) const WORKER_ARG: &str = "--mp-mpi-worker";
+
+/// The entry hook of spawned workers: an `.init_array` constructor that, in a process started
+/// with [`WORKER_ARG`], initializes MPI and serves the pool that spawned it before `main`
+/// runs, so that nothing of the program's `main` runs in its workers. Any other process goes
+/// on to `main`.
+extern "C" fn worker_hook(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+    _envp: *const *const std::ffi::c_char,
+) {
+    // The arguments are read from /proc rather than through `argv`: no pointer is followed.
+    let Ok(cmdline) = std::fs::read("/proc/self/cmdline") else { return };
+    let mut args = cmdline.split(|&b| b == 0);
+    if args.nth(1) != Some(WORKER_ARG.as_bytes()) {
+        return;
+    }
+    let started = (|| -> Result<sys::Comm> {
+        if sys::initialized() {
+            return Err(Error::AlreadyInitialized);
+        }
+        let provided = sys::init_thread_multiple()?;
+        if provided < sys::thread_multiple() {
+            return Err(Error::ThreadLevel { provided });
+        }
+        sys::errors_return(sys::world())?;
+        sys::parent()?.ok_or(Error::InvalidArgument("no pool spawned this process"))
+    })();
+    match started {
+        Ok(parent) => serve_parent(parent),
+        Err(e) => {
+            eprintln!("mp-mpi: {WORKER_ARG}: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+// SAFETY: an `.init_array` entry must be a pointer to an `extern "C"` function taking
+// `(argc, argv, envp)`, which `worker_hook` is; the loader calls it once, before `main`, on the
+// main thread, after the constructors of the libraries it depends on (MPI's among them).
+#[allow(unsafe_code)]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static WORKER_HOOK: extern "C" fn(
+    std::ffi::c_int,
+    *const *const std::ffi::c_char,
+    *const *const std::ffi::c_char,
+) = worker_hook;
 
 impl Mpi {
     /// The number of ranks in the world (1 for a singleton or `mpirun -n 1`).
@@ -119,7 +180,10 @@ impl Mpi {
         if !info.iter().any(|(k, _)| k == "map_by") {
             info.push(("map_by".into(), "slot:OVERSUBSCRIBE".into()));
         }
-        let comm = sys::spawn(&program, &[], n, &info)?;
+        // The hook must be in the executable the workers run (this one): reading it here makes
+        // the linker keep it.
+        std::hint::black_box(&WORKER_HOOK);
+        let comm = sys::spawn(&program, &[WORKER_ARG.to_owned()], n, &info)?;
         let ranks = sys::remote_size(comm)?;
         MpiEngine::spawned(comm, ranks, self.live.clone())
     }

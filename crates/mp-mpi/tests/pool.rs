@@ -15,6 +15,9 @@ use mp_pool::Error;
 /// Which part this process plays (unset: the test itself, which runs the others).
 const MODE: &str = "MP_MPI_CHECK";
 
+/// A file every process that runs `main` in a mode appends its pid to.
+const MAIN_LOG: &str = "MP_MPI_CHECK_MAIN_LOG";
+
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -251,6 +254,14 @@ fn main() {
         }
         None => orchestrate(),
         Some(mode) => {
+            // Counts the processes that run `main`: a pool's spawned workers must not (the entry
+            // hook serves them before it).
+            if let Some(path) = std::env::var_os(MAIN_LOG) {
+                use std::io::Write;
+                let mut log =
+                    std::fs::OpenOptions::new().append(true).create(true).open(path).unwrap();
+                writeln!(log, "{}", std::process::id()).unwrap();
+            }
             let mpi = match mp_mpi::init() {
                 Ok(mpi) => mpi,
                 Err(e) => panic!("init: {e}"),
@@ -284,6 +295,16 @@ struct Run {
 /// Runs this program in `mode`, under `mpirun -n N` if `ranks` is given, and waits for it (at
 /// most `limit`: past it, the run is killed and the test fails).
 fn run(mode: &str, ranks: Option<usize>, limit: Duration) -> Run {
+    run_logged(mode, ranks, limit, None)
+}
+
+/// [`run`], with every process that runs `main` appending its pid to `log`.
+fn run_logged(
+    mode: &str,
+    ranks: Option<usize>,
+    limit: Duration,
+    log: Option<&std::path::Path>,
+) -> Run {
     let me = std::env::current_exe().unwrap();
     let mut cmd = match ranks {
         Some(n) => {
@@ -294,7 +315,15 @@ fn run(mode: &str, ranks: Option<usize>, limit: Duration) -> Run {
         None => Command::new(&me),
     };
     cmd.env(MODE, mode);
+    if let Some(log) = log {
+        cmd.env(MAIN_LOG, log);
+    }
     wait_for(cmd, mode, limit)
+}
+
+/// How many processes ran `main` in [`run_logged`] with the log `log`.
+fn mains(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log).map_or(0, |text| text.lines().count())
 }
 
 /// Runs `cmd` and waits for it (at most `limit`: past it, it is killed and the test fails).
@@ -328,20 +357,24 @@ fn orchestrate() {
             println!("--- stdout\n{}\n--- stderr\n{}", run.stdout, run.stderr);
         }
     };
-    let r = run("calls", None, limit);
-    check("singleton, spawned workers: every call", r.ok && r.stdout.contains("calls: passed"), &r);
-    let r = run("calls", Some(1), limit);
-    check(
-        "mpirun -n 1, spawned workers: every call",
-        r.ok && r.stdout.contains("calls: passed"),
-        &r,
-    );
-    let r = run("calls", Some(3), limit);
-    check(
-        "mpirun -n 3, a static world: every call",
-        r.ok && r.stdout.contains("calls: passed"),
-        &r,
-    );
+    // Every call, three ways; only the program's own processes run `main` (one, or the three
+    // ranks of the world): the workers of its pools are served before it.
+    let ways = [
+        ("singleton, spawned workers: every call, no worker runs main", None, 1),
+        ("mpirun -n 1, spawned workers: every call, no worker runs main", Some(1), 1),
+        ("mpirun -n 3, a static world: every call", Some(3), 3),
+    ];
+    for (k, (name, ranks, expected)) in ways.into_iter().enumerate() {
+        let log = std::env::temp_dir().join(format!("mp-mpi-mains-{}-{k}", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let r = run_logged("calls", ranks, limit, Some(&log));
+        let ran = mains(&log);
+        let _ = std::fs::remove_file(&log);
+        if ran != expected {
+            println!("{name}: {ran} processes ran main, {expected} expected");
+        }
+        check(name, r.ok && r.stdout.contains("calls: passed") && ran == expected, &r);
+    }
     let r = run("death", None, limit);
     check(
         "singleton: a killed worker fails its task (or its job ends)",
