@@ -25,7 +25,7 @@ const MPI_GROUP: u64 = 1000;
 const MAP_LEN: u64 = 100_000;
 
 fn main() -> Result<()> {
-    // First: a worker serves here and never returns.
+    // A world's other ranks serve here (spawned workers never reach `main`).
     let mpi = mp_mpi::init().context("mp_mpi::init")?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [row] = args.as_slice() else {

@@ -16,7 +16,8 @@ fn where_am_i(i: u32) -> (u32, String) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // First: a worker serves here and never returns.
+    // Under `mpirun -n 3`, ranks 1 and 2 serve here and never return (spawned workers never
+    // reach `main`: an entry hook serves them before).
     let mpi = mp_mpi::init()?;
     let pool = mpi.pool(Some(2))?;
     println!("workers: {}", pool.processes());

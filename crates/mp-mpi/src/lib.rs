@@ -9,7 +9,8 @@
 //! }
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     // First thing in `main`: a worker this program spawned serves here and never returns.
+//!     // A world's other ranks serve here and never return (a spawned worker never runs
+//!     // `main`: an entry hook serves it before).
 //!     let mpi = mp_mpi::init()?;
 //!     let pool = mpi.spawn_pool(2)?;
 //!     assert_eq!(pool.map(square, 1..=4)?, [1, 4, 9, 16]);
@@ -20,7 +21,9 @@
 //! # Two ways to get workers
 //! - **Spawned** ([`Mpi::spawn`], [`Mpi::spawn_pool`]): the workers are new processes of this
 //!   executable started by `MPI_Comm_spawn`, under `mpirun -n 1` or as a singleton without
-//!   `mpirun`. Without a count, [`Mpi::pool`] takes the MPI universe size less one (Open MPI:
+//!   `mpirun`, with an argument that an entry hook of this crate (an `.init_array`
+//!   constructor, like `mp-process`'s for the spawn start method) sees before `main`: it serves
+//!   the pool there, so nothing of the program's `main` runs in its workers. Without a count, [`Mpi::pool`] takes the MPI universe size less one (Open MPI:
 //!   `OMPI_UNIVERSE_SIZE`, or the slots of `-host h:N`), at least one.
 //! - **A static world** ([`Mpi::world`]): under `mpirun -n N prog`, rank 0 runs `main`, and
 //!   the other ranks serve its pools inside [`init`] until rank 0 drops its [`Mpi`]. For

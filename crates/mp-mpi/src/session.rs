@@ -22,15 +22,15 @@ pub struct Mpi {
     owner: std::thread::ThreadId,
 }
 
-/// Initializes MPI (`MPI_Init_thread` with `MPI_THREAD_MULTIPLE`). Call it first in `main`:
+/// Initializes MPI (`MPI_Init_thread` with `MPI_THREAD_MULTIPLE`):
 ///
-/// - in a worker spawned by a pool of this program, it serves that pool and exits the process
-///   when the pool ends (it never returns);
 /// - on a rank other than 0 of a world started by `mpirun -n N`, it serves rank 0's pools and
-///   exits when rank 0 drops its [`Mpi`];
-/// - elsewhere (rank 0, a singleton), it returns the [`Mpi`] pools are made from.
+///   exits when rank 0 drops its [`Mpi`] (it never returns): whatever `main` does before it,
+///   every rank does, so call it early;
+/// - elsewhere (rank 0, a singleton, `mpirun -n 1`), it returns the [`Mpi`] pools are made
+///   from.
 ///
-/// Whatever `main` does before this, every worker does too.
+/// The workers a pool spawns never get here: an entry hook serves them before `main`.
 pub fn init() -> Result<Mpi> {
     if sys::initialized() || sys::finalized() {
         return Err(Error::AlreadyInitialized);
