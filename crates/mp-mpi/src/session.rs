@@ -55,17 +55,7 @@ pub fn init() -> Result<Mpi> {
         None
     };
     if let (Some(comm), true) = (world, rank != 0) {
-        match worker::serve(comm, true) {
-            Ok(()) => {
-                let _ = sys::free(comm);
-                let _ = sys::finalize();
-                std::process::exit(0);
-            }
-            Err(e) => {
-                log::error!(target: "mp_mpi", "rank {rank} fails: {e}; the job is aborted");
-                sys::abort(1);
-            }
-        }
+        serve_and_exit(comm, true);
     }
     Ok(Mpi {
         world,
@@ -82,14 +72,21 @@ fn serve_parent(parent: sys::Comm) -> ! {
         log::error!(target: "mp_mpi", "a spawned worker fails: {e}; the job is aborted");
         sys::abort(1);
     }
-    match worker::serve(parent, false) {
+    serve_and_exit(parent, false)
+}
+
+/// Serves pools on `comm` (a spawned worker's parent intercommunicator, or a copy of the
+/// world for a rank other than 0), then lets it go, finalizes MPI and ends the process; a
+/// failure aborts the job, so that no rank waits for ever.
+fn serve_and_exit(comm: sys::Comm, world: bool) -> ! {
+    match worker::serve(comm, world) {
         Ok(()) => {
-            let _ = sys::disconnect(parent);
+            let _ = if world { sys::free(comm) } else { sys::disconnect(comm) };
             let _ = sys::finalize();
             std::process::exit(0);
         }
         Err(e) => {
-            log::error!(target: "mp_mpi", "a spawned worker fails: {e}; the job is aborted");
+            log::error!(target: "mp_mpi", "an MPI worker fails: {e}; the job is aborted");
             sys::abort(1);
         }
     }
