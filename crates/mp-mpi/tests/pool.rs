@@ -117,6 +117,17 @@ fn calls(mpi: &mp_mpi::Mpi) -> Result<(), Box<dyn std::error::Error>> {
     drop(pool);
     let pool = mpi.pool(Some(2))?;
     assert_eq!(pool.map(square, 0..10)?, want[..10]);
+    drop(pool);
+    // A spawn that cannot succeed is an error, not an abort of the job (last: Open MPI spawns
+    // nothing more in this process after one failed; and only as a singleton: under `mpirun`,
+    // Open MPI 4.1's finalize then waits for ever).
+    if mpi.world_size() == 1 && !launched_by_mpi() {
+        let refused = mpi.spawn_with(2, &[("host", "mp-mpi-no-such-host")]);
+        assert!(
+            matches!(refused, Err(mp_mpi::Error::Mpi { .. } | mp_mpi::Error::Spawn { .. })),
+            "a spawn on a host that does not exist gave {refused:?}"
+        );
+    }
     Ok(())
 }
 
