@@ -15,6 +15,8 @@ use crate::{sys, tag, worker};
 pub struct Mpi {
     /// A private copy of the world communicator, when there are other ranks.
     world: Option<sys::Comm>,
+    /// Started by a launcher (`mpirun`, `srun`), not as a singleton.
+    launched: bool,
     world_size: usize,
     world_busy: Arc<AtomicBool>,
     /// Held by every engine: MPI is finalized only when none is left.
@@ -35,6 +37,10 @@ pub fn init() -> Result<Mpi> {
     if sys::initialized() || sys::finalized() {
         return Err(Error::AlreadyInitialized);
     }
+    // Read before MPI is initialized (a singleton's library may set such variables itself).
+    let launched = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
     let provided = sys::init_thread_multiple()?;
     if provided < sys::thread_multiple() {
         let _ = sys::finalize();
@@ -59,12 +65,18 @@ pub fn init() -> Result<Mpi> {
     }
     Ok(Mpi {
         world,
+        launched,
         world_size: size,
         world_busy: Arc::new(AtomicBool::new(false)),
         live: Arc::new(()),
         owner: std::thread::current().id(),
     })
 }
+
+/// Set when `MPI_Comm_spawn` failed in this process: under `mpirun`, Open MPI 4.1's
+/// `MPI_Finalize` then waits for ever, so [`Mpi`]'s drop leaves MPI as it is there (`mpirun`
+/// reports an improper exit). A singleton finalizes as usual (skipping it hangs its exit).
+static SPAWN_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// A spawned worker: serves the pool behind `parent`, then ends the process.
 fn serve_parent(parent: sys::Comm) -> ! {
@@ -180,7 +192,8 @@ impl Mpi {
         // The hook must be in the executable the workers run (this one): reading it here makes
         // the linker keep it.
         std::hint::black_box(&WORKER_HOOK);
-        let comm = sys::spawn(&program, &[WORKER_ARG.to_owned()], n, &info)?;
+        let comm = sys::spawn(&program, &[WORKER_ARG.to_owned()], n, &info)
+            .inspect_err(|_| SPAWN_FAILED.store(true, Ordering::Relaxed))?;
         let ranks = sys::remote_size(comm)?;
         MpiEngine::spawned(comm, ranks, self.live.clone())
     }
@@ -246,6 +259,14 @@ impl Drop for Mpi {
                 let _ = sys::send(comm, rank, tag::QUIT, &[]);
             }
             let _ = sys::free(comm);
+        }
+        if self.launched && SPAWN_FAILED.load(Ordering::Relaxed) {
+            log::warn!(
+                target: "mp_mpi",
+                "MPI is not finalized: a spawn failed in this process, after which Open MPI's \
+                 finalize can wait for ever"
+            );
+            return;
         }
         if let Err(e) = sys::finalize() {
             log::warn!(target: "mp_mpi", "{e}");
