@@ -54,6 +54,10 @@
 //!   [`mp_pool::Error::WorkerDied`] and the pool goes on with the others, unless Open MPI ends
 //!   them too (it may abort a spawned job when one of its processes dies, also under a
 //!   singleton): once every worker is gone, the pool stops with [`mp_pool::Error::Engine`].
+//! - A spawn that fails (not enough slots, say) is an [`Error`], not an abort. Open MPI 4.1
+//!   may refuse every later spawn of the process after one, and under `mpirun` its
+//!   `MPI_Finalize` can then wait for ever: [`Mpi`] leaves MPI unfinalized there, so the program
+//!   ends and `mpirun` reports an improper exit.
 //! - `mp` objects (queues, locks, shared memory) do not cross to MPI workers: a task holding
 //!   one fails with [`mp_pool::Error::Serialization`].
 #![deny(unsafe_code)]
