@@ -410,3 +410,29 @@ fn watch(me: &str, host: &str, pid: u32) -> Option<OwnedFd> {
     let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
     rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ready_answer_of_any_shape_parses() {
+        assert_eq!(parse_ready(&[]), (0, String::new()));
+        assert_eq!(parse_ready(&[worker::READY_OK, 1, 2]), (0, String::new()));
+        let mut ok = vec![worker::READY_OK];
+        ok.extend_from_slice(&42u32.to_le_bytes());
+        ok.extend_from_slice(b"h2");
+        assert_eq!(parse_ready(&ok), (42, "h2".to_owned()));
+        ok.extend_from_slice(&[0xff, 0xfe]);
+        assert_eq!(parse_ready(&ok).0, 42);
+    }
+
+    #[test]
+    fn only_a_live_worker_on_this_host_is_watched() {
+        let me = worker::hostname();
+        assert!(watch(&me, &me, std::process::id()).is_some());
+        assert!(watch(&me, "elsewhere", std::process::id()).is_none());
+        assert!(watch(&me, &me, 0).is_none());
+        assert!(watch(&me, &me, u32::MAX).is_none());
+    }
+}

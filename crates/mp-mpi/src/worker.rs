@@ -149,3 +149,49 @@ pub(crate) fn serve(comm: Comm, world: bool) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello_bytes(key: [u64; 2], print: u64) -> Vec<u8> {
+        [key[0], key[1], print].iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn a_forged_or_truncated_hello_is_refused() {
+        let key = mp_process::code::tree_key();
+        let print = mp_process::code::executable_fingerprint().unwrap();
+        let good = hello_bytes(key, print);
+        // Empty, truncated at every length, and another executable's fingerprint.
+        for n in 0..good.len() {
+            assert_eq!(hello(&good[..n]), [READY_WRONG_EXECUTABLE], "{n} bytes");
+        }
+        assert_eq!(hello(&hello_bytes(key, print ^ 1)), [READY_WRONG_EXECUTABLE]);
+        // Another tree's key: this process keeps its own.
+        assert_eq!(hello(&hello_bytes([key[0] ^ 1, key[1]], print)), [READY_OTHER_TREE]);
+        assert_eq!(mp_process::code::tree_key(), key);
+        // The right greeting (trailing bytes ignored): ready, with this process's pid.
+        let mut long = good.clone();
+        long.extend_from_slice(b"extra");
+        for bytes in [good, long] {
+            let reply = hello(&bytes);
+            assert_eq!(reply.first(), Some(&READY_OK));
+            assert_eq!(reply.get(1..5), Some(&std::process::id().to_le_bytes()[..]));
+        }
+    }
+
+    #[test]
+    fn the_backoff_spins_then_naps_longer_up_to_a_millisecond() {
+        let mut b = Backoff::new();
+        for _ in 0..Backoff::SPINS {
+            assert_eq!(b.next(), Duration::ZERO);
+        }
+        let naps: Vec<Duration> = (0..10).map(|_| b.next()).collect();
+        assert_eq!(naps[0], Backoff::FIRST_NAP);
+        assert!(naps.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(*naps.last().unwrap(), Backoff::LONGEST_NAP);
+        b.reset();
+        assert_eq!(b.next(), Duration::ZERO);
+    }
+}

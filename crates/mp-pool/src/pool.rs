@@ -280,7 +280,7 @@ fn new_shared(
     Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
-            jobs: HashMap::with_hasher(crate::state::JobIds),
+            jobs: HashMap::default(),
             next_job: 0,
             phase,
             failure: None,

@@ -458,40 +458,11 @@ pub(crate) enum Phase {
     Stopped,
 }
 
-/// The hasher of the jobs' map: job ids are consecutive numbers, so a multiplication spreads
-/// them (Fibonacci hashing) at a fraction of SipHash's cost.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct JobIds;
-
-impl std::hash::BuildHasher for JobIds {
-    type Hasher = JobIdHasher;
-    fn build_hasher(&self) -> JobIdHasher {
-        JobIdHasher(0)
-    }
-}
-
-/// See [`JobIds`].
-#[derive(Debug, Default)]
-pub(crate) struct JobIdHasher(u64);
-
-impl std::hash::Hasher for JobIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, id: u64) {
-        self.0 = (self.0 ^ id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
 /// The state behind [`Shared::state`].
 pub(crate) struct State {
     pub queue: VecDeque<Chunk>,
-    pub jobs: HashMap<u64, Job, JobIds>,
+    /// By job id (consecutive numbers, hashed by a multiplication).
+    pub jobs: HashMap<u64, Job, std::hash::BuildHasherDefault<fdpass::IdHasher>>,
     pub next_job: u64,
     pub phase: Phase,
     /// Why the pool stopped on its own (interrupted, initializer failure), if it did.

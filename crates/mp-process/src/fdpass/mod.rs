@@ -41,6 +41,6 @@ pub use frame::{MAX_FDS_PER_FRAME, Received, recv_frame, send_frame, try_recv_fr
 pub(crate) use objects::hold_for_fork;
 pub use objects::{PeerObjects, deserialize_object, serde_object, serialize_object};
 pub use table::{
-    Kind, MAX_CACHED, MAX_DEPTH, ObjectCache, ObjectId, ObjectList, SharedObject, fingerprint,
-    new_object_id,
+    IdHasher, Kind, MAX_CACHED, MAX_DEPTH, ObjectCache, ObjectId, ObjectList, SharedObject,
+    fingerprint, new_object_id,
 };

@@ -35,11 +35,13 @@ pub(super) const MAX_NAME: usize = 128;
 /// The most objects one definition may hold.
 pub(super) const MAX_INNER: usize = 64;
 
-/// Hashes object identities: they are random already, so one multiplication spreads them.
-/// (A peer that picks colliding identities slows its own table down, which holds at most
-/// [`MAX_DEFS`] definitions; a worker's cache is filled by its own pool.)
-#[derive(Default, Clone, Copy)]
-pub(super) struct IdHasher(u64);
+/// Hashes `u64` keys that no adversary chooses freely: object identities (random already)
+/// and counters (a pool's job ids), which one multiplication by the golden ratio spreads
+/// (Fibonacci hashing) at a fraction of SipHash's cost. (A peer that picks colliding
+/// identities slows its own table down, which holds at most [`MAX_DEFS`] definitions; a
+/// worker's cache is filled by its own pool.) Use it as `BuildHasherDefault<IdHasher>`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
 
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
