@@ -726,12 +726,10 @@ impl Shared {
 
     /// An error if the caller is not the process that made the pool.
     pub fn check_process(&self) -> Result<()> {
-        let me = rustix::process::getpid();
-        if me != self.creator {
-            return Err(Error::WrongProcess {
-                creator: self.creator.as_raw_nonzero().get().unsigned_abs(),
-                current: me.as_raw_nonzero().get().unsigned_abs(),
-            });
+        let me = mp_process::os::pid();
+        let creator = self.creator.as_raw_nonzero().get().unsigned_abs();
+        if me != creator {
+            return Err(Error::WrongProcess { creator, current: me });
         }
         Ok(())
     }

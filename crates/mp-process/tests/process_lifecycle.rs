@@ -260,3 +260,32 @@ fn block_then_exit_7(fd: PassFd) {
     wait_for_byte(fd);
     std::process::exit(7);
 }
+
+/// Fails unless `os::pid()` is this process's pid and not `parent`'s, then checks the same
+/// in a grandchild forked from here.
+fn pid_is_mine(parent: u32) -> Result<(), String> {
+    pid_is_mine_once(parent)?;
+    let mut grandchild = Process::new(pid_is_mine_once, (mp_process::os::pid(),))
+        .with_start_method(mp_process::StartMethod::Fork);
+    grandchild.start().map_err(|e| e.to_string())?;
+    match grandchild.join().map_err(|e| e.to_string())? {
+        0 => Ok(()),
+        code => Err(format!("the grandchild exited with {code}")),
+    }
+}
+
+fn pid_is_mine_once(parent: u32) -> Result<(), String> {
+    let me = rustix::process::getpid().as_raw_nonzero().get().unsigned_abs();
+    let kept = mp_process::os::pid();
+    if kept == me && me != parent { Ok(()) } else { Err(format!("pid {me}, kept {kept}")) }
+}
+
+#[test]
+fn the_pid_kept_is_each_processs_own() {
+    // The parent's pid is known (kept) before the children are made.
+    let parent = mp_process::os::pid();
+    assert_eq!(parent, std::process::id());
+    let p = started(Process::new(pid_is_mine, (parent,)));
+    assert_eq!(p.join().unwrap(), 0, "a child (or its forked child) saw another pid");
+    assert_eq!(mp_process::os::pid(), std::process::id());
+}

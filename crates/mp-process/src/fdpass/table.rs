@@ -67,7 +67,7 @@ pub fn new_object_id() -> ObjectId {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-    let pid = u64::from(rustix::process::getpid().as_raw_nonzero().get().unsigned_abs());
+    let pid = u64::from(crate::os::pid());
     let mut x =
         pid << 32 ^ count ^ (now.tv_nsec as u64) << 16 ^ (now.tv_sec as u64).rotate_left(40);
     // splitmix64's finaliser spreads the bits.

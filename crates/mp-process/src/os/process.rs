@@ -1,6 +1,7 @@
 //! The process calls rustix does not offer (or offers only in its hidden, experimental
 //! `runtime` module), through `libc`: `fork`, `_exit`, `posix_spawn` of `/proc/self/exe`, the
-//! signal mask and dispositions of a freshly forked child, removing the bootstrap marker from
+//! signal mask and dispositions of a freshly forked child, a handler run in every forked
+//! child (`pthread_atfork`), removing the bootstrap marker from
 //! the environment while the process is still single-threaded, taking descriptor 3, and
 //! closing what a forked child inherited from owners that do not exist in it.
 //!
@@ -47,6 +48,15 @@ pub(crate) fn fork_child(child: &mut dyn FnMut() -> i32) -> io::Result<Pid> {
         exit_now(code);
     }
     Pid::from_raw(pid).ok_or_else(|| io::Error::other("fork returned an invalid pid"))
+}
+
+/// Registers `handler` to run in the child of every `fork` of this process (glibc's
+/// `fork`, whoever calls it), before `fork` returns there.
+pub(crate) fn on_fork_child(handler: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: `pthread_atfork` only records the handler; `handler` is a plain function that
+    // lives as long as the program. It runs in the child while the child has a single thread.
+    let rc = unsafe { libc::pthread_atfork(None, None, Some(handler)) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) }
 }
 
 /// Ends the calling process at once with `code`, without running atexit handlers or
