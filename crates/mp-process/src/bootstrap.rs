@@ -136,7 +136,7 @@ pub(crate) fn run_boot(
         die_with_parent(real_parent);
     }
     let mut run = ChildRun { payload: boot.payload, fds: fds.collect(), code: BOOTSTRAP_FAILURE };
-    run_child(&name, move || {
+    run_child(name, move || {
         entry.call(&mut run);
         run.code
     })
@@ -163,8 +163,7 @@ pub(crate) fn die_with_parent(parent: i32) {
 /// Runs a child's target: panics print the message and a backtrace and give exit code 1;
 /// then, as Python's child bootstrap does, daemonic children are terminated and the others
 /// joined, and stdio is flushed. Returns the exit code for `_exit`.
-pub(crate) fn run_child(name: &str, target: impl FnOnce() -> i32) -> i32 {
-    let label = name.to_owned();
+pub(crate) fn run_child(label: String, target: impl FnOnce() -> i32) -> i32 {
     std::panic::set_hook(Box::new(move |info| {
         let bt = std::backtrace::Backtrace::force_capture();
         let pid = rustix::process::getpid().as_raw_nonzero().get();

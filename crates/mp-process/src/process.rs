@@ -558,15 +558,18 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
     // `GLOBAL`.
     let registry = crate::fdpass::hold_for_fork();
     let mut held = Some((out, err, g, registry));
-    let mut job = Some((launch, ident));
+    // What the child needs is made here, before the fork: every page the child writes costs
+    // it a copy (copy-on-write), so it allocates as little as it can.
+    let name = ident.name.clone();
+    let mut job = Some((launch, ident, name));
     let pid = os::process::fork_child(&mut || {
-        let (Some((out, err, mut g, registry)), Some((launch, ident))) = (held.take(), job.take())
+        let (Some((out, err, mut g, registry)), Some((launch, ident, name))) =
+            (held.take(), job.take())
         else {
             return crate::BOOTSTRAP_FAILURE;
         };
         let daemon = ident.daemon;
         let parent_pid = ident.parent_pid;
-        let name = ident.name.clone();
         drop(registry);
         g.become_forked_child(ident);
         drop(g);
@@ -577,7 +580,7 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
         if daemon {
             bootstrap::die_with_parent(parent_pid);
         }
-        bootstrap::run_child(&name, move || launch.run_here())
+        bootstrap::run_child(name, move || launch.run_here())
     });
     drop(held);
     pid.map_err(|e| Error::io("fork", e))

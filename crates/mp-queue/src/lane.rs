@@ -45,7 +45,7 @@
 //!   before lanes existed.
 
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mp_process::os;
@@ -465,6 +465,68 @@ pub(crate) fn passed(deadline: Instant) -> bool {
     Instant::now() >= deadline
 }
 
+/// How long a receive spins on the CPU before it starts yielding the CPU between looks.
+const PURE_SPIN: Duration = Duration::from_micros(2);
+
+/// A yield after which this thread got its CPU back only this much later gave the CPU to a
+/// thread that does not yield it back (a busy program): yielding then costs whole time slices.
+/// (Among mp's own threads on an oversubscribed machine, a yield comes back within
+/// microseconds, and a few take a millisecond or two; the threshold is above those.)
+const SLOW_YIELD: Duration = Duration::from_millis(3);
+
+/// How long receives stop yielding (and only spin) after a slow yield.
+const YIELD_PAUSE: Duration = Duration::from_millis(100);
+
+/// When this process's receives may yield (see [`spin_pause`]).
+static YIELDING: YieldPolicy = YieldPolicy { no_yield_until: AtomicU64::new(0) };
+
+/// Whether receives yield the CPU while they spin: not for [`YIELD_PAUSE`] after a slow yield.
+struct YieldPolicy {
+    /// Until when (`CLOCK_MONOTONIC` nanoseconds) receives do not yield.
+    no_yield_until: AtomicU64,
+}
+
+impl YieldPolicy {
+    /// Whether a receive may yield at `now`.
+    fn may_yield(&self, now: u64) -> bool {
+        now >= self.no_yield_until.load(Ordering::Relaxed)
+    }
+
+    /// A yield begun at `now` gave the CPU back `away` nanoseconds later.
+    fn yielded(&self, now: u64, away: u64) {
+        if away > duration_ns(SLOW_YIELD) {
+            let until = now.saturating_add(away).saturating_add(duration_ns(YIELD_PAUSE));
+            self.no_yield_until.store(until, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One look of a receive's spin that found nothing, `spun` into its spin: a pause of the CPU
+/// for the first [`PURE_SPIN`], then a yield of the CPU (`sched_yield`), so that on a machine
+/// with more runnable threads than CPUs, such as several clients and a manager's threads on
+/// two CPUs, the peer that would answer gets the CPU at once instead of at the end of the
+/// spinner's time slice. A yield with no other thread to run returns at once. A yield that
+/// kept the thread off the CPU for long ([`SLOW_YIELD`]: a busy program got the CPU and ran its
+/// slice) turns yielding off in this process for [`YIELD_PAUSE`].
+pub(crate) fn spin_pause(spun: Duration) {
+    if spun < PURE_SPIN {
+        std::hint::spin_loop();
+        return;
+    }
+    let now = now_ns();
+    if !YIELDING.may_yield(now) {
+        std::hint::spin_loop();
+        return;
+    }
+    std::thread::yield_now();
+    YIELDING.yielded(now, now_ns().saturating_sub(now));
+}
+
+/// `d` in nanoseconds, saturating.
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// How long a receive looks for a message without sleeping before it blocks in the kernel.
 const RECV_SPIN: Duration = Duration::from_micros(30);
 
@@ -484,6 +546,25 @@ mod tests {
     use super::*;
 
     /// How many receives in a row, from now, skip spinning.
+    #[test]
+    fn a_slow_yield_stops_yielding_for_a_while() {
+        let p = YieldPolicy { no_yield_until: AtomicU64::new(0) };
+        let ms = duration_ns(Duration::from_millis(1));
+        assert!(p.may_yield(5 * ms));
+        // Quick yields (mp's own threads took their turns) change nothing.
+        p.yielded(5 * ms, 20_000);
+        p.yielded(6 * ms, duration_ns(SLOW_YIELD));
+        assert!(p.may_yield(6 * ms));
+        // A yield that came back after a busy program's time slice turns yielding off...
+        let away = duration_ns(SLOW_YIELD) + 1;
+        p.yielded(10 * ms, away);
+        let back = 10 * ms + away;
+        assert!(!p.may_yield(back));
+        assert!(!p.may_yield(back + duration_ns(YIELD_PAUSE) - 1));
+        // ...for the pause only.
+        assert!(p.may_yield(back + duration_ns(YIELD_PAUSE)));
+    }
+
     fn skipped(b: &SpinBackoff) -> u32 {
         let mut n = 0;
         while !b.next_spins() {

@@ -662,8 +662,9 @@ impl Connection {
                     lane.announce(budget);
                     Instant::now() + budget
                 });
-                if !lane::passed(end) {
-                    std::hint::spin_loop();
+                let now = Instant::now();
+                if now < end {
+                    lane::spin_pause(budget.saturating_sub(end - now));
                     continue;
                 }
             }
