@@ -19,6 +19,16 @@ pub(crate) struct Wake {
     pub(crate) waiters: AtomicU32,
 }
 
+/// The words the consumers of a queue, or the receiver of a pipe lane, write.
+#[repr(C)]
+pub(crate) struct Consumer {
+    /// The consumers' published start, packed as [`Header::tail`].
+    pub(crate) head: AtomicU64,
+    /// Pipes: until when (`CLOCK_MONOTONIC` nanoseconds) the receiver looks at the lane
+    /// without sleeping; 0 while it is not receiving.
+    pub(crate) spinning_until: AtomicU64,
+}
+
 /// The settings a queue is created with, fixed afterwards.
 #[repr(C)]
 pub(crate) struct Config {
@@ -45,8 +55,9 @@ pub(crate) struct Header {
     pub(crate) tail: Line<AtomicU64>,
     /// The next side-channel id (producers, under their lock).
     pub(crate) next_id: Line<AtomicU64>,
-    /// The consumers' published start, packed as `tail`.
-    pub(crate) head: Line<AtomicU64>,
+    /// What the consumers (a pipe lane's receiver) write, on one line, so that a lane's sender
+    /// reads the receiver's announcement and head in one cache-line transfer.
+    pub(crate) head: Line<Consumer>,
     /// Consumers sleep here waiting for a message.
     pub(crate) data: Line<Wake>,
     /// Producers sleep here waiting for room.
@@ -55,9 +66,6 @@ pub(crate) struct Header {
     pub(crate) done: Line<Wake>,
     /// How many handles, over all processes, have handed out the doorbell's descriptor.
     pub(crate) pollers: Line<AtomicU32>,
-    /// Pipes: until when (`CLOCK_MONOTONIC` nanoseconds) the receiver looks at the lane
-    /// without sleeping; 0 while it is not receiving.
-    pub(crate) spinning_until: Line<AtomicU64>,
     /// Pipes: how many frames the sender has sent on the socket.
     pub(crate) socket_sent: Line<AtomicU64>,
     /// Pipes: how many frames the receiver has read from the socket.

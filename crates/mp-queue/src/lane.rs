@@ -27,11 +27,19 @@
 //!   `spinning_until`): the receiver is alive and inside a receive. Everything else goes
 //!   through the socket, whose signals (`EPIPE` for a closed peer, readability for `wait`)
 //!   stay exact. After a lane record or a socket frame, the sender wakes the futex if the
-//!   receiver sleeps on it (waiter count and futex word, stored then loaded with `SeqCst` on
-//!   both sides, so no wake-up is lost). A receiver killed while it sleeps lets its
+//!   receiver sleeps on it (the stamp, then the waiter count, stored then loaded with
+//!   `SeqCst`; the receiver raises the waiter count, then looks at the stamp: no wake-up is
+//!   lost). A receiver killed while it sleeps lets its
 //!   announcement lapse within a nap: senders go back to the socket (and its `EPIPE`); what
 //!   they put in the lane meanwhile is lost with the receiver, as bytes in a socket buffer
 //!   would be.
+//! - Publication: a record is published by its first word, its *stamp* (the message's number
+//!   and length, [`stamp`]), stored last; the sender clears the first word of the next
+//!   record's place before that. So the receiver watches one word, at its head, which reads 0
+//!   until the next record is whole, and never takes bytes of an older lap for a record; a
+//!   spinning receiver sees a message in one cache-line transfer (the record's), without
+//!   reading the sender's tail. The tail is the senders' own bookkeeping. The receiver's head
+//!   and announcement share a cache line, which the sender reads before each record.
 //! - Order: the sender counts the frames it sends on the socket (`socket_sent`, raised just
 //!   before each frame; the sleeping receiver is woken before a large frame, so that it comes
 //!   to read a frame larger than the socket's buffer, and after a small one) and stamps each lane record with that count; the
@@ -75,8 +83,31 @@ pub(crate) const LANE_MAX_MESSAGE: usize = LANE_CAPACITY / 2;
 /// never sees the announcement lapse while the receiver is merely asleep).
 const SLEEP_MARGIN: Duration = Duration::from_millis(5);
 
-/// A lane record's header: payload length `u32`, reserved `u32`, socket frames before it `u64`.
+/// A lane record's header: its stamp word (see [`stamp`]), then the number of socket frames
+/// sent before it (`u64`).
 const RECORD_HEADER: usize = 16;
+
+/// The bit set in every record's stamp word (a cleared word, 0, is no record).
+const STAMPED: u64 = 1 << 63;
+
+/// The stamp word of the record of message number `count` (modulo 2^32), `len` bytes long:
+/// [`STAMPED`], the count in bits 24 to 55, the length below (a lane message is shorter than
+/// 2^24 bytes).
+fn stamp(count: u32, len: usize) -> u64 {
+    STAMPED | u64::from(count) << 24 | (len as u64 & 0xff_ffff)
+}
+
+/// The length a stamp word says, if it is the stamp of message number `count`; `Err(())` for
+/// a word that is neither 0 nor that stamp.
+fn stamped_len(word: u64, count: u32) -> std::result::Result<Option<usize>, ()> {
+    if word == 0 {
+        return Ok(None);
+    }
+    if word & STAMPED == 0 || (word >> 24) as u32 != count {
+        return Err(());
+    }
+    Ok(Some((word & 0xff_ffff) as usize))
+}
 
 /// The ring space of a record with `len` bytes of payload.
 fn record_len(len: usize) -> usize {
@@ -228,31 +259,41 @@ impl Lane<'_> {
         if len > LANE_MAX_MESSAGE {
             return Ok(false);
         }
-        let until = h.spinning_until.0.load(Ordering::SeqCst);
+        let until = h.head.0.spinning_until.load(Ordering::SeqCst);
         if until == 0 || now_ns() >= until {
             return Ok(false);
         }
         let need = record_len(len);
         let tail = h.tail.0.load(Ordering::Relaxed);
-        let head = h.head.0.load(Ordering::Acquire);
+        let head = h.head.0.head.load(Ordering::Acquire);
         let used = position(tail).wrapping_sub(position(head)) as usize;
-        if used > LANE_CAPACITY || LANE_CAPACITY - used < need {
+        // Room for the record, and for the first word of the next one, which is cleared.
+        if used > LANE_CAPACITY || LANE_CAPACITY - used < need + 8 {
             return Ok(false);
         }
-        // SAFETY: `need <= LANE_CAPACITY`; these bytes lie past the published tail and before
-        // the head plus the capacity, which the receiver never reads; the lane has one sender
-        // (an end used by two processes at once is documented as unsupported, and even then
-        // both only write bytes that every reader checks).
-        let record = unsafe { self.m.bytes_mut(position(tail), need) };
-        let (header, body) = record.split_at_mut(RECORD_HEADER);
-        write(body.get_mut(..len).ok_or(Error::Unstable)?)?;
-        let len32 = u32::try_from(len).map_err(|_| Error::Unstable)?;
-        header[..4].copy_from_slice(&len32.to_le_bytes());
-        header[4..8].copy_from_slice(&0u32.to_le_bytes());
-        let before = h.socket_sent.0.load(Ordering::Relaxed);
-        header[8..16].copy_from_slice(&before.to_le_bytes());
-        let published = pack(count(tail).wrapping_add(1), position(tail).wrapping_add(need as u32));
-        h.tail.0.store(published, Ordering::SeqCst);
+        let at = position(tail);
+        let next = at.wrapping_add(need as u32);
+        {
+            // SAFETY: `need <= LANE_CAPACITY`; these bytes (the record but its stamp word) lie
+            // past the published tail and before the head plus the capacity, which the
+            // receiver never reads; the lane has one sender (an end used by two processes at
+            // once is documented as unsupported, and even then both only write bytes that
+            // every reader checks).
+            let record = unsafe { self.m.bytes_mut(at.wrapping_add(8), need - 8) };
+            let (before, body) = record.split_at_mut(RECORD_HEADER - 8);
+            write(body.get_mut(..len).ok_or(Error::Unstable)?)?;
+            before.copy_from_slice(&h.socket_sent.0.load(Ordering::Relaxed).to_le_bytes());
+        }
+        // SAFETY: `next` and `at` are multiples of 8 (records are); the word at `next` is free
+        // space (the room checked above), and the word at `at` is the stamp, which the receiver
+        // only loads atomically.
+        let (next_word, stamp_word) = unsafe { (self.m.word(next), self.m.word(at)) };
+        // The next record's stamp word reads "no record" before this one is published: the
+        // receiver, once past this record, never takes bytes of an older lap for a record.
+        next_word.store(0, Ordering::Relaxed);
+        h.tail.0.store(pack(count(tail).wrapping_add(1), next), Ordering::Relaxed);
+        // The publication: everything above is visible to whoever sees the stamp.
+        stamp_word.store(stamp(count(tail), len), Ordering::SeqCst);
         self.wake();
         Ok(true)
     }
@@ -313,10 +354,13 @@ impl Lane<'_> {
         self.socket_sent() > self.socket_taken()
     }
 
-    /// Receiver: whether a lane record is waiting.
+    /// Receiver: whether a lane record is waiting (or the lane is corrupt, which the next
+    /// receive reports).
     pub(crate) fn has_record(&self) -> bool {
-        let h = self.h();
-        count(h.tail.0.load(Ordering::SeqCst)) != count(h.head.0.load(Ordering::SeqCst))
+        let head = self.h().head.0.head.load(Ordering::SeqCst);
+        // SAFETY: the head is a multiple of 8, and its word is a stamp word, accessed
+        // atomically only.
+        unsafe { self.m.word(position(head)) }.load(Ordering::SeqCst) != 0
     }
 
     /// Receiver: whether anything (a lane record or a socket frame) is waiting.
@@ -329,40 +373,44 @@ impl Lane<'_> {
     /// [`Error::BadMessageLength`] is the caller's to build.
     pub(crate) fn take(&self, limit: usize) -> Result<std::result::Result<Next, u64>> {
         let h = self.h();
-        let head = h.head.0.load(Ordering::Relaxed);
-        let tail = h.tail.0.load(Ordering::Acquire);
-        if count(tail) == count(head) {
-            return Ok(Ok(Next::Empty));
+        let head = h.head.0.head.load(Ordering::Relaxed);
+        let at = position(head);
+        if at % 8 != 0 {
+            return Err(Error::Corrupt("a pipe lane's head is misaligned".into()));
         }
-        let used = position(tail).wrapping_sub(position(head)) as usize;
-        if !(RECORD_HEADER..=LANE_CAPACITY).contains(&used) {
-            return Err(Error::Corrupt("a pipe lane's positions are inconsistent".into()));
-        }
-        // SAFETY: `RECORD_HEADER <= used <= capacity`, between the published head and tail,
-        // which the sender does not write; this end has one receiver at a time (the
-        // connection's receive lock; across processes, see the module documentation).
-        let header = unsafe { self.m.bytes(position(head), RECORD_HEADER) };
-        let mut word = [0u8; 8];
-        word[..4].copy_from_slice(&header[..4]);
-        let len = u32::from_le_bytes([word[0], word[1], word[2], word[3]]) as usize;
-        word.copy_from_slice(&header[8..16]);
-        let before = u64::from_le_bytes(word);
+        // SAFETY: `at` is a multiple of 8, and the word there is a stamp word (the sender
+        // publishes with it and clears it only while it is free space), accessed atomically.
+        let word = unsafe { self.m.word(at) }.load(Ordering::Acquire);
+        let len = match stamped_len(word, count(head)) {
+            Ok(Some(len)) => len,
+            Ok(None) => return Ok(Ok(Next::Empty)),
+            Err(()) => {
+                return Err(Error::Corrupt("a pipe lane holds a record out of order".into()));
+            }
+        };
         let need = record_len(len);
-        if need > used || len > LANE_MAX_MESSAGE {
+        if len > LANE_MAX_MESSAGE {
             return Err(Error::Corrupt("a pipe lane's record is longer than its data".into()));
         }
+        // SAFETY: the record is published (its stamp was loaded with `Acquire` after the sender
+        // wrote it whole) and lies between the head and the published end, which the sender
+        // does not write; this end has one receiver at a time (the connection's receive lock;
+        // across processes, see the module documentation).
+        let header = unsafe { self.m.bytes(at.wrapping_add(8), RECORD_HEADER - 8) };
+        let mut before = [0u8; 8];
+        before.copy_from_slice(header);
+        let before = u64::from_le_bytes(before);
         if before > h.socket_taken.0.load(Ordering::SeqCst) {
             return Ok(Ok(Next::SocketFirst));
         }
         if len > limit {
             return Ok(Err(len as u64));
         }
-        // SAFETY: as for the header: inside the published part of the ring.
-        let payload =
-            unsafe { self.m.bytes(position(head).wrapping_add(RECORD_HEADER as u32), len) };
+        // SAFETY: as for the header: inside the published record.
+        let payload = unsafe { self.m.bytes(at.wrapping_add(RECORD_HEADER as u32), len) };
         let message = payload.to_vec();
-        let consumed = pack(count(head).wrapping_add(1), position(head).wrapping_add(need as u32));
-        h.head.0.store(consumed, Ordering::SeqCst);
+        let consumed = pack(count(head).wrapping_add(1), at.wrapping_add(need as u32));
+        h.head.0.head.store(consumed, Ordering::Release);
         Ok(Ok(Next::Message(message)))
     }
 
@@ -397,12 +445,12 @@ impl Lane<'_> {
     /// until `budget` from now.
     pub(crate) fn announce(&self, budget: Duration) {
         let until = now_ns().saturating_add(u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX));
-        self.h().spinning_until.0.store(until.max(1), Ordering::SeqCst);
+        self.h().head.0.spinning_until.store(until.max(1), Ordering::SeqCst);
     }
 
     /// Receiver: no longer looks at the lane (about to sleep, or done).
     pub(crate) fn stop_spinning(&self) {
-        self.h().spinning_until.0.store(0, Ordering::SeqCst);
+        self.h().head.0.spinning_until.store(0, Ordering::Release);
     }
 }
 
@@ -546,6 +594,97 @@ mod tests {
     use super::*;
 
     /// How many receives in a row, from now, skip spinning.
+    #[test]
+    fn stamps_name_their_message_and_length() {
+        assert_eq!(stamped_len(0, 7), Ok(None));
+        assert_eq!(stamped_len(stamp(7, 64), 7), Ok(Some(64)));
+        assert_eq!(stamped_len(stamp(u32::MAX, 0), u32::MAX), Ok(Some(0)));
+        assert_eq!(stamped_len(stamp(0, LANE_MAX_MESSAGE), 0), Ok(Some(LANE_MAX_MESSAGE)));
+        assert_eq!(stamped_len(stamp(7, 64), 8), Err(()), "another message's stamp");
+        assert_eq!(stamped_len(stamp(7, 64) & !STAMPED, 7), Err(()), "not a stamp");
+    }
+
+    /// Takes the next message of `lane`, which must be there.
+    fn take_one(lane: Lane<'_>) -> Vec<u8> {
+        match lane.take(usize::MAX) {
+            Ok(Ok(Next::Message(m))) => m,
+            Ok(Ok(Next::Empty)) => panic!("no message"),
+            Ok(Ok(Next::SocketFirst)) => panic!("a socket frame first"),
+            Ok(Err(len)) => panic!("a message of {len} bytes over the limit"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn old_laps_bytes_are_never_taken_for_records() {
+        let lanes = Lanes::create().unwrap();
+        let lane = lanes.lane(0);
+        // Payloads made of what would be valid stamps of later messages: once the ring wraps,
+        // record headers fall on such bytes of older laps.
+        let mut sent: u32 = 0;
+        let mut total = 0usize;
+        while total < 3 * LANE_CAPACITY {
+            lane.announce(Duration::from_secs(60));
+            let len = [8usize, 40, 4096, 100_000, 24][sent as usize % 5];
+            let fill = |body: &mut [u8]| {
+                for (i, chunk) in body.chunks_mut(8).enumerate() {
+                    let forged = stamp(sent.wrapping_add(1 + i as u32 % 3), 8).to_le_bytes();
+                    chunk.copy_from_slice(&forged[..chunk.len()]);
+                }
+                Ok(())
+            };
+            assert!(lane.try_send(len, fill).unwrap(), "room in an empty lane");
+            assert!(lane.has_record());
+            let got = take_one(lane);
+            assert_eq!(got.len(), len);
+            assert_eq!(got[..8], stamp(sent.wrapping_add(1), 8).to_le_bytes());
+            assert!(!lane.has_record(), "a drained lane is empty after message {sent}");
+            assert!(matches!(lane.take(usize::MAX), Ok(Ok(Next::Empty))));
+            sent += 1;
+            total += record_len(len);
+        }
+    }
+
+    #[test]
+    fn a_forged_stamp_is_corruption_not_a_message() {
+        let lanes = Lanes::create().unwrap();
+        let lane = lanes.lane(1);
+        // SAFETY: the head (0) is a stamp word; nothing else uses the lane.
+        let word = unsafe { lane.m.word(0) };
+        word.store(stamp(5, 16), Ordering::SeqCst);
+        assert!(matches!(lane.take(usize::MAX), Err(Error::Corrupt(_))));
+        word.store(stamp(0, LANE_MAX_MESSAGE + 1), Ordering::SeqCst);
+        assert!(matches!(lane.take(usize::MAX), Err(Error::Corrupt(_))));
+        word.store(0, Ordering::SeqCst);
+        assert!(matches!(lane.take(usize::MAX), Ok(Ok(Next::Empty))));
+        // Whatever another process writes in the head and the ring, a take ends in a value or
+        // an error.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let h = lane.h();
+        for _ in 0..20_000 {
+            let head = next();
+            h.head.0.head.store(head, Ordering::SeqCst);
+            let at = position(head) & !7;
+            // SAFETY: `at` is a multiple of 8; nothing else uses the lane.
+            let word = unsafe { lane.m.word(at) };
+            let forged = match next() % 3 {
+                0 => next(),
+                1 => stamp(count(head), (next() % (2 * LANE_MAX_MESSAGE as u64)) as usize),
+                _ => stamp(count(head), 64),
+            };
+            word.store(forged, Ordering::SeqCst);
+            // SAFETY: as above; the word after the stamp is the record's socket count.
+            unsafe { lane.m.word(at.wrapping_add(8)) }.store(next() % 2, Ordering::SeqCst);
+            let _ = lane.take((next() % 4096) as usize);
+        }
+    }
+
     #[test]
     fn a_slow_yield_stops_yielding_for_a_while() {
         let p = YieldPolicy { no_yield_until: AtomicU64::new(0) };

@@ -384,7 +384,7 @@ impl Ring {
     /// The number of messages in the queue (a snapshot: it may change at once).
     pub(crate) fn qsize(&self) -> usize {
         let h = self.header();
-        let head = h.head.0.load(Ordering::Acquire);
+        let head = h.head.0.head.load(Ordering::Acquire);
         let tail = h.tail.0.load(Ordering::Acquire);
         count(tail).wrapping_sub(count(head)) as usize
     }
@@ -398,7 +398,7 @@ impl Ring {
     /// head is where this process left it, else read. Returns `(head, tail)`.
     fn published(&self) -> Option<(u64, u64)> {
         let h = self.header();
-        let head = h.head.0.load(Ordering::SeqCst);
+        let head = h.head.0.head.load(Ordering::SeqCst);
         if let Some(tail) = self.get_cache.other_if(head) {
             // Threads of this process may race on the cache and pair `head` with an older
             // tail: use it only if it is ahead of the head.
@@ -425,7 +425,7 @@ impl Ring {
         if cached.is_some_and(|head| !ahead(tail, head, self.capacity()) && fits(head)) {
             return true;
         }
-        let head = h.head.0.load(Ordering::SeqCst);
+        let head = h.head.0.head.load(Ordering::SeqCst);
         self.put_cache.set(tail, head);
         fits(head)
     }
@@ -690,7 +690,7 @@ impl Ring {
         failpoint!(Get, 2);
         // Consume: one store, after the message was copied out.
         let consumed = pack(count(head).wrapping_add(1), at.wrapping_add(need as u32));
-        h.head.0.store(consumed, Ordering::SeqCst);
+        h.head.0.head.store(consumed, Ordering::SeqCst);
         self.get_cache.set(consumed, tail);
         failpoint!(Get, 3);
         if flags & HAS_FDS != 0 {
@@ -757,7 +757,7 @@ impl Ring {
     fn corrupt(&self, guard: LockGuard<'_>, what: &str) -> Error {
         let h = self.header();
         let tail = h.tail.0.load(Ordering::Acquire);
-        h.head.0.store(tail, Ordering::SeqCst);
+        h.head.0.head.store(tail, Ordering::SeqCst);
         drop(guard);
         Self::wake_all(&h.space.0);
         Error::Corrupt(format!("{what}; the messages in the queue were dropped"))
