@@ -93,7 +93,13 @@ impl Global {
         self.method = Some(child.method);
         let parent_pidfd = self.self_pidfd.take();
         self.parent = Some(ParentProcess::new(child.parent_pid, child.parent_name, parent_pidfd));
-        self.authkey = Some(crate::authkey::AuthKey::new(child.authkey.0));
+        // Under fork the key is already the parent's: remaking it would only cost the child
+        // copies of the heap pages it writes.
+        if self.authkey.as_ref().map(crate::authkey::AuthKey::as_bytes)
+            != Some(&child.authkey.0[..])
+        {
+            self.authkey = Some(crate::authkey::AuthKey::new(child.authkey.0));
+        }
         self.me = Me {
             name: Some(child.name),
             identity: child.identity,
