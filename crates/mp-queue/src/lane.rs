@@ -272,6 +272,11 @@ impl Lane<'_> {
             return Ok(false);
         }
         let at = position(tail);
+        if at % 8 != 0 {
+            // Only a process writing the shared header out of turn misaligns the tail: the
+            // message takes the socket.
+            return Ok(false);
+        }
         let next = at.wrapping_add(need as u32);
         {
             // SAFETY: `need <= LANE_CAPACITY`; these bytes (the record but its stamp word) lie
@@ -284,9 +289,9 @@ impl Lane<'_> {
             write(body.get_mut(..len).ok_or(Error::Unstable)?)?;
             before.copy_from_slice(&h.socket_sent.0.load(Ordering::Relaxed).to_le_bytes());
         }
-        // SAFETY: `next` and `at` are multiples of 8 (records are); the word at `next` is free
-        // space (the room checked above), and the word at `at` is the stamp, which the receiver
-        // only loads atomically.
+        // SAFETY: `at` is a multiple of 8 (checked), and so is `next` (record lengths are);
+        // the word at `next` is free space (the room checked above), and the word at `at` is
+        // the stamp, which the receiver only loads atomically.
         let (next_word, stamp_word) = unsafe { (self.m.word(next), self.m.word(at)) };
         // The next record's stamp word reads "no record" before this one is published: the
         // receiver, once past this record, never takes bytes of an older lap for a record.
@@ -357,10 +362,14 @@ impl Lane<'_> {
     /// Receiver: whether a lane record is waiting (or the lane is corrupt, which the next
     /// receive reports).
     pub(crate) fn has_record(&self) -> bool {
-        let head = self.h().head.0.head.load(Ordering::SeqCst);
-        // SAFETY: the head is a multiple of 8, and its word is a stamp word, accessed
-        // atomically only.
-        unsafe { self.m.word(position(head)) }.load(Ordering::SeqCst) != 0
+        let at = position(self.h().head.0.head.load(Ordering::SeqCst));
+        if at % 8 != 0 {
+            // Only a process writing the shared header out of turn misaligns the head.
+            return true;
+        }
+        // SAFETY: `at` is a multiple of 8, and its word is a stamp word, accessed atomically
+        // only.
+        unsafe { self.m.word(at) }.load(Ordering::SeqCst) != 0
     }
 
     /// Receiver: whether anything (a lane record or a socket frame) is waiting.
@@ -681,8 +690,13 @@ mod tests {
             word.store(forged, Ordering::SeqCst);
             // SAFETY: as above; the word after the stamp is the record's socket count.
             unsafe { lane.m.word(at.wrapping_add(8)) }.store(next() % 2, Ordering::SeqCst);
+            let _ = lane.has_record();
             let _ = lane.take((next() % 4096) as usize);
         }
+        // A misaligned tail sends the message on the socket.
+        h.tail.0.store(pack(3, 12), Ordering::SeqCst);
+        lane.announce(Duration::from_secs(60));
+        assert!(!lane.try_send(8, |_| Ok(())).unwrap());
     }
 
     #[test]
