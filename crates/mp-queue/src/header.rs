@@ -70,6 +70,8 @@ pub(crate) struct Header {
     pub(crate) socket_sent: Line<AtomicU64>,
     /// Pipes: how many frames the receiver has read from the socket.
     pub(crate) socket_taken: Line<AtomicU64>,
+    /// Pipes: how many handles on the sending end, in any process, have been closed.
+    pub(crate) closes: Line<AtomicU64>,
 }
 
 /// The magic number at the start of every queue segment ("mpQUEUE1").

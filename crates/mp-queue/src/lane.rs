@@ -19,9 +19,11 @@
 //! - A receiving call that finds nothing waiting announces `spinning_until`, a
 //!   `CLOCK_MONOTONIC` deadline by which it will look at the lane again: a few µs ahead while
 //!   it spins (unless spinning has not paid lately: [`SpinBackoff`]), then, while it sleeps
-//!   on the lane's futex in naps of 1 ms doubling to 50 ms, the end of the nap plus a margin.
+//!   on the lane's futex in naps of 4 ms doubling to 50 ms, the end of the nap plus a margin.
 //!   Between naps it looks at the socket without blocking (end of file, or a frame no sender
-//!   counted). It stores 0 when it returns.
+//!   counted), and before the first only if a handle on the sending end was closed since it
+//!   last looked (`closes`; closing one wakes a sleeping receiver). It stores 0 when it
+//!   returns.
 //! - A sender uses the lane only for a message without descriptors of at most
 //!   [`LANE_MAX_MESSAGE`] bytes, with room in the ring, while the announcement holds (now <
 //!   `spinning_until`): the receiver is alive and inside a receive. Everything else goes
@@ -325,18 +327,37 @@ impl Lane<'_> {
     /// Receiver: sleeps on the lane's futex until a message or a socket frame is announced,
     /// or `timeout` passes, having announced that it is alive and receiving until a little
     /// after it will look again. Returns at once if something is already waiting.
-    pub(crate) fn sleep(&self, timeout: Duration) -> Result<()> {
+    pub(crate) fn sleep(&self, timeout: Duration, closes_seen: u64) -> Result<()> {
         let data = &self.h().data.0;
         self.announce(timeout + SLEEP_MARGIN);
         data.waiters.fetch_add(1, Ordering::SeqCst);
         let seen = data.word.load(Ordering::SeqCst);
-        let result = if self.ready() {
+        let result = if self.ready() || self.closes() != closes_seen {
             Ok(false)
         } else {
             os::futex::wait(&data.word, seen, Instant::now().checked_add(timeout))
         };
         data.waiters.fetch_sub(1, Ordering::SeqCst);
         result.map(|_| ()).map_err(|e| Error::io("futex wait", e))
+    }
+
+    /// Receiver: how many handles on the sending end have been closed, in any process.
+    pub(crate) fn closes(&self) -> u64 {
+        self.h().closes.0.load(Ordering::SeqCst)
+    }
+
+    /// Sender: a handle on the sending end was just closed (its descriptor first): counts it
+    /// and wakes the receiver if it sleeps, so that it looks at the socket (end of file once
+    /// every copy is closed). The count is raised before the futex word, and a sleeping
+    /// receiver compares it after raising the waiter count, so the receiver either sees it or
+    /// is woken.
+    pub(crate) fn closed_one(&self) {
+        let h = self.h();
+        h.closes.0.fetch_add(1, Ordering::SeqCst);
+        h.data.0.word.fetch_add(1, Ordering::SeqCst);
+        if h.data.0.waiters.load(Ordering::SeqCst) != 0 {
+            os::futex::wake_all(&h.data.0.word);
+        }
     }
 
     /// Receiver: one more frame was read from the socket.

@@ -120,6 +120,10 @@ struct PipeEnd {
     spin_ns: AtomicU64,
     /// Whether this handle's last wait ended within its set spin (then the next one spins).
     quick: AtomicBool,
+    /// The count of closed handles on the other end that this handle's receives last saw
+    /// (`Lane::closes`): when it has changed, a receive looks at the socket before its first
+    /// nap, since end of file may be there.
+    closes_seen: AtomicU64,
 }
 
 impl PipeEnd {
@@ -131,6 +135,7 @@ impl PipeEnd {
             lane_in,
             spin_ns: AtomicU64::new(u64::MAX),
             quick: AtomicBool::new(true),
+            closes_seen: AtomicU64::new(0),
         }
     }
 
@@ -461,9 +466,26 @@ impl Connection {
 
     /// Closes this end. Idempotent; dropping the connection does the same. The other end sees
     /// end of file once every copy of this end is closed (under `fork`, children hold copies
-    /// of every descriptor their parent had).
+    /// of every descriptor their parent had); a receive of the other end that sleeps wakes at
+    /// the close to look.
     pub fn close(&mut self) {
-        self.fd = None;
+        let Some(fd) = self.fd.take() else { return };
+        drop(fd);
+        // A receiver of the other end asleep on the lane wakes and looks at the socket.
+        if self.writable {
+            if let Some(lane) = self.lane_out() {
+                lane.closed_one();
+            }
+        }
+    }
+
+    /// Whether handles on the other end were closed since this handle's receives last
+    /// looked; remembers `closes` as seen.
+    fn closes_changed(&self, closes: u64) -> bool {
+        match &self.kind {
+            Kind::Pipe(end) => end.closes_seen.swap(closes, Ordering::Relaxed) != closes,
+            Kind::Socket(_) => true,
+        }
     }
 
     /// The socket, if this end is open and may send.
@@ -635,8 +657,10 @@ impl Connection {
         budget: Option<Duration>,
         slept: &mut bool,
     ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
-        /// The first nap.
-        const FIRST_NAP: Duration = Duration::from_millis(1);
+        /// The first nap. A timer due sooner than the kernel's next tick costs a
+        /// reprogramming of the timer device on every sleep (on this VM ~1.7 µs per blocking
+        /// round trip with 1 ms, ~0.3 µs with 4 ms).
+        const FIRST_NAP: Duration = Duration::from_millis(4);
         /// The longest nap: how late a sleeping receiver may notice end of file.
         const LONGEST_NAP: Duration = Duration::from_millis(50);
         let _stop = Spinning(lane);
@@ -671,10 +695,13 @@ impl Connection {
             // Before each nap but the first, look at the socket without taking anything: end
             // of file, or bytes. Bytes of a counted frame show in the count (raised before the
             // frame is sent): then the loop above takes it in order. Bytes no count announces
-            // are a frame nobody counted (written by hand); it is read as it comes. The first
-            // nap is short (`FIRST_NAP`) and skipping its look saves a system call on every
-            // receive that sleeps: end of file is seen at most that much later.
-            if nap.is_some() {
+            // are a frame nobody counted (written by hand); it is read as it comes. Before the
+            // first nap it looks only if a handle on the other end was closed since it last
+            // looked (closing one wakes a sleeping receiver too), which saves a system call on
+            // every receive that sleeps: the end of file of a peer killed, or ended without
+            // closing, is seen at most `FIRST_NAP` later.
+            let closes = lane.closes();
+            if nap.is_some() || self.closes_changed(closes) {
                 match os::socket::peek(fd).map_err(|e| Error::io("recv (peek)", e))? {
                     Peek::Eof if !lane.ready() => return Ok(None),
                     Peek::Bytes if !lane.ready() => return read_frame(fd, lane, limit),
@@ -685,7 +712,7 @@ impl Connection {
             let this_nap = nap.map_or(FIRST_NAP, |n| (n * 2).min(LONGEST_NAP));
             nap = Some(this_nap);
             *slept = true;
-            lane.sleep(this_nap)?;
+            lane.sleep(this_nap, closes)?;
         }
     }
 
@@ -942,6 +969,12 @@ struct Adapt<'a> {
     set: Duration,
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 impl Drop for Adapt<'_> {
     fn drop(&mut self) {
         if let Kind::Pipe(end) = &self.conn.kind {
@@ -1010,6 +1043,30 @@ mod tests {
             Kind::Pipe(end) => &end.locks,
             Kind::Socket(_) => panic!("not a pipe"),
         }
+    }
+
+    #[test]
+    fn closing_a_sending_handle_is_counted_for_the_receiver() {
+        let (mut a, b) = pipe(true).unwrap();
+        let closes = |conn: &Connection| conn.lane_in().unwrap().closes();
+        let a2 = a.try_clone().unwrap();
+        drop(a2);
+        assert_eq!(closes(&b), 1, "dropping a clone of a counts");
+        assert!(b.closes_changed(closes(&b)), "b's receives have not looked since");
+        assert!(!b.closes_changed(closes(&b)));
+        a.close();
+        a.close();
+        assert_eq!(closes(&b), 2, "closing twice counts once");
+        assert!(matches!(b.recv_bytes(None), Err(Error::Eof)));
+        assert_eq!(closes(&a), 0, "nothing of b was closed");
+        // A one-way pipe: only the writer's close counts.
+        let (reader, writer) = pipe(false).unwrap();
+        let lane = reader.lane_in().unwrap().closes();
+        drop(reader);
+        assert_eq!(writer.lane_out().unwrap().closes(), lane);
+        let (reader, writer) = pipe(false).unwrap();
+        drop(writer);
+        assert_eq!(reader.lane_in().unwrap().closes(), 1);
     }
 
     /// A thread takes `conn`'s `lock` and exits holding it, as a process killed holding it
