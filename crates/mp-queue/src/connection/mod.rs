@@ -666,6 +666,7 @@ impl Connection {
         let _stop = Spinning(lane);
         let mut spin_end: Option<Instant> = None;
         let mut nap: Option<Duration> = None;
+        let mut looks: u32 = 0;
         loop {
             // Order: the count of frames the sender has started is read before the lane, so a
             // record published before a counted frame is seen (and taken) before that frame.
@@ -686,6 +687,13 @@ impl Connection {
                     lane.announce(budget);
                     Instant::now() + budget
                 });
+                // The clock is read on every eighth look only: a look is a few loads, a clock
+                // read several times that.
+                looks = looks.wrapping_add(1);
+                if looks % 8 != 0 {
+                    std::hint::spin_loop();
+                    continue;
+                }
                 let now = Instant::now();
                 if now < end {
                     lane::spin_pause(budget.saturating_sub(end - now));
