@@ -27,6 +27,10 @@ pub(crate) struct Consumer {
     /// Pipes: until when (`CLOCK_MONOTONIC` nanoseconds) the receiver looks at the lane
     /// without sleeping; 0 while it is not receiving.
     pub(crate) spinning_until: AtomicU64,
+    /// Pipes: 1 while the receiver sleeps (or is about to sleep) on the futex of the record
+    /// place at its head, else 0; senders skip the wake-up call when it is 0. A receiver
+    /// killed asleep leaves it 1 until the next receive: extra wake-up calls, nothing lost.
+    pub(crate) sleeping: AtomicU32,
 }
 
 /// The settings a queue is created with, fixed afterwards.

@@ -16,35 +16,42 @@
 //! died inside a frame (the stream is broken) or between messages (it is not).
 //!
 //! # The protocol
-//! - A receiving call that finds nothing waiting announces `spinning_until`, a
-//!   `CLOCK_MONOTONIC` deadline by which it will look at the lane again: a few µs ahead while
-//!   it spins (unless spinning has not paid lately: [`SpinBackoff`]), then, while it sleeps
-//!   on the lane's futex in naps of 4 ms doubling to 50 ms, the end of the nap plus a margin.
-//!   Between naps it looks at the socket without blocking (end of file, or a frame no sender
-//!   counted), and before the first only if a handle on the sending end was closed since it
-//!   last looked (`closes`; closing one wakes a sleeping receiver). It stores 0 when it
-//!   returns.
+//! - A receiving call that finds nothing waiting announces `spinning_until`, a deadline on the
+//!   coarse monotonic clock by which it will look at the lane again (plus a tick's slack): a
+//!   few µs ahead while it spins (unless spinning has not paid lately: [`SpinBackoff`]), then,
+//!   while it sleeps in naps of 4 ms doubling to 50 ms, the end of the nap plus a margin. It
+//!   sleeps on the futex of the stamp word at its head (see below), which reads "no record"
+//!   until a sender publishes one there, having said so in `sleeping` (on the same cache line
+//!   as its head and announcement). Between naps it looks at the socket without blocking (end
+//!   of file, or a frame no sender counted), and before the first only if a handle on the
+//!   sending end was closed since it last looked (`closes`). It stores 0 when it returns.
 //! - A sender uses the lane only for a message without descriptors of at most
 //!   [`LANE_MAX_MESSAGE`] bytes, with room in the ring, while the announcement holds (now <
 //!   `spinning_until`): the receiver is alive and inside a receive. Everything else goes
 //!   through the socket, whose signals (`EPIPE` for a closed peer, readability for `wait`)
-//!   stay exact. After a lane record or a socket frame, the sender wakes the futex if the
-//!   receiver sleeps on it (the stamp, then the waiter count, stored then loaded with
-//!   `SeqCst`; the receiver raises the waiter count, then looks at the stamp: no wake-up is
-//!   lost). A receiver killed while it sleeps lets its
+//!   stay exact. After a lane record, the sender wakes the futex of its stamp word if the
+//!   receiver sleeps (the stamp, then `sleeping`, stored then loaded with `SeqCst`; the
+//!   receiver stores `sleeping`, then looks at the stamp: no wake-up is lost, and one that
+//!   comes before the receiver's wait finds the word changed). After a socket frame, and
+//!   when a handle on the sending end is closed by a holder of the send lock, the sender
+//!   *pokes* the receiver: the stamp word at the receiver's head, which holds no record, is
+//!   set to [`POKE`] (still no record) and its futex woken; the receiver clears the poke
+//!   before it looks and sleeps again. So a message's hand-off touches the record's cache
+//!   lines and the receiver's line only. A receiver killed while it sleeps lets its
 //!   announcement lapse within a nap: senders go back to the socket (and its `EPIPE`); what
 //!   they put in the lane meanwhile is lost with the receiver, as bytes in a socket buffer
 //!   would be.
-//! - Publication: a record is published by its first word, its *stamp* (the message's number
-//!   and length, [`stamp`]), stored last; the sender clears the first word of the next
-//!   record's place before that. So the receiver watches one word, at its head, which reads 0
+//! - Publication: a record is published by its first word, its *stamp* (the message's number,
+//!   [`stamp`]), stored last; the sender clears the stamp word of the next record's place
+//!   before that. So the receiver watches one word, at its head, which reads 0 (or a poke)
 //!   until the next record is whole, and never takes bytes of an older lap for a record; a
 //!   spinning receiver sees a message in one cache-line transfer (the record's), without
 //!   reading the sender's tail. The tail is the senders' own bookkeeping. The receiver's head
 //!   and announcement share a cache line, which the sender reads before each record.
 //! - Order: the sender counts the frames it sends on the socket (`socket_sent`, raised just
-//!   before each frame; the sleeping receiver is woken before a large frame, so that it comes
-//!   to read a frame larger than the socket's buffer, and after a small one) and stamps each lane record with that count; the
+//!   before each frame; the sleeping receiver is poked before a large frame, so that it comes
+//!   to read a frame larger than the socket's buffer, and after a small one) and writes that
+//!   count in each lane record; the
 //!   receiver counts the frames it has read (`socket_taken`), reads the socket (blocking)
 //!   while the counts differ, and takes a lane record only once it has read every frame sent
 //!   before it. The receiver reads `socket_sent` before it looks at the lane, so that a record
@@ -85,30 +92,31 @@ pub(crate) const LANE_MAX_MESSAGE: usize = LANE_CAPACITY / 2;
 /// never sees the announcement lapse while the receiver is merely asleep).
 const SLEEP_MARGIN: Duration = Duration::from_millis(5);
 
-/// A lane record's header: its stamp word (see [`stamp`]), then the number of socket frames
-/// sent before it (`u64`).
+/// A lane record's header: its stamp word (`u32`, see [`stamp`]), the payload's length
+/// (`u32`), then the number of socket frames sent before it (`u64`).
 const RECORD_HEADER: usize = 16;
 
 /// The bit set in every record's stamp word (a cleared word, 0, is no record).
-const STAMPED: u64 = 1 << 63;
+const STAMPED: u32 = 1 << 31;
 
-/// The stamp word of the record of message number `count` (modulo 2^32), `len` bytes long:
-/// [`STAMPED`], the count in bits 24 to 55, the length below (a lane message is shorter than
-/// 2^24 bytes).
-fn stamp(count: u32, len: usize) -> u64 {
-    STAMPED | u64::from(count) << 24 | (len as u64 & 0xff_ffff)
+/// A stamp word that is no record either: a *poke*, which a sender leaves at the receiver's
+/// head after a socket frame (or a close) to wake a receiver asleep on that word's futex. The
+/// receiver clears it (back to 0) before it sleeps again; the next record's stamp overwrites
+/// it.
+const POKE: u32 = 1;
+
+/// The stamp word of the record of message number `count` (modulo 2^31).
+fn stamp(count: u32) -> u32 {
+    STAMPED | (count & !STAMPED)
 }
 
-/// The length a stamp word says, if it is the stamp of message number `count`; `Err(())` for
-/// a word that is neither 0 nor that stamp.
-fn stamped_len(word: u64, count: u32) -> std::result::Result<Option<usize>, ()> {
-    if word == 0 {
-        return Ok(None);
+/// Whether the stamp word `word` publishes the record of message number `count`: `Ok(false)`
+/// for no record (0, or a poke), `Err(())` for a word that is neither.
+fn is_stamp(word: u32, count: u32) -> std::result::Result<bool, ()> {
+    if word == 0 || word == POKE {
+        return Ok(false);
     }
-    if word & STAMPED == 0 || (word >> 24) as u32 != count {
-        return Err(());
-    }
-    Ok(Some((word & 0xff_ffff) as usize))
+    if word == stamp(count) { Ok(true) } else { Err(()) }
 }
 
 /// The ring space of a record with `len` bytes of payload.
@@ -131,12 +139,29 @@ fn pack(count: u32, position: u32) -> u64 {
     (u64::from(count) << 32) | u64::from(position)
 }
 
-/// `CLOCK_MONOTONIC` now, in nanoseconds (shared by every process of the machine).
+/// `CLOCK_MONOTONIC` now, in nanoseconds.
 fn now_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    timespec_ns(rustix::time::clock_gettime(rustix::time::ClockId::Monotonic))
+}
+
+/// The clock of announcements: `CLOCK_MONOTONIC_COARSE` now, in nanoseconds (shared by every
+/// process of the machine). Both sides read it on every lane message, and it costs a fifth of
+/// the precise clock; it advances by the kernel's ticks, so every announcement is made
+/// [`ANNOUNCE_SLACK`] longer, which matters only for a receiver that died (a live one
+/// withdraws its announcement itself).
+fn coarse_ns() -> u64 {
+    timespec_ns(rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse))
+}
+
+/// A kernel time in nanoseconds.
+fn timespec_ns(t: rustix::time::Timespec) -> u64 {
     u64::try_from(t.tv_sec).unwrap_or(0).saturating_mul(1_000_000_000)
         + u64::try_from(t.tv_nsec).unwrap_or(0)
 }
+
+/// How much longer every announcement is made than the receiver means to look: the longest
+/// tick of the coarse clock (`HZ` = 100), so that an announcement never lapses early.
+const ANNOUNCE_SLACK: Duration = Duration::from_millis(10);
 
 /// What the head of a lane holds.
 pub(crate) enum Next {
@@ -262,7 +287,7 @@ impl Lane<'_> {
             return Ok(false);
         }
         let until = h.head.0.spinning_until.load(Ordering::SeqCst);
-        if until == 0 || now_ns() >= until {
+        if until == 0 || coarse_ns() >= until {
             return Ok(false);
         }
         let need = record_len(len);
@@ -286,58 +311,93 @@ impl Lane<'_> {
             // receiver never reads; the lane has one sender (an end used by two processes at
             // once is documented as unsupported, and even then both only write bytes that
             // every reader checks).
-            let record = unsafe { self.m.bytes_mut(at.wrapping_add(8), need - 8) };
-            let (before, body) = record.split_at_mut(RECORD_HEADER - 8);
+            let record = unsafe { self.m.bytes_mut(at.wrapping_add(4), need - 4) };
+            let (header, body) = record.split_at_mut(RECORD_HEADER - 4);
             write(body.get_mut(..len).ok_or(Error::Unstable)?)?;
+            let (len_bytes, before) = header.split_at_mut(4);
+            len_bytes.copy_from_slice(&(len as u32).to_le_bytes());
             before.copy_from_slice(&h.socket_sent.0.load(Ordering::Relaxed).to_le_bytes());
         }
         // SAFETY: `at` is a multiple of 8 (checked), and so is `next` (record lengths are);
         // the word at `next` is free space (the room checked above), and the word at `at` is
-        // the stamp, which the receiver only loads atomically.
+        // the stamp, which the receiver only accesses atomically.
         let (next_word, stamp_word) = unsafe { (self.m.word(next), self.m.word(at)) };
         // The next record's stamp word reads "no record" before this one is published: the
         // receiver, once past this record, never takes bytes of an older lap for a record.
         next_word.store(0, Ordering::Relaxed);
         h.tail.0.store(pack(count(tail).wrapping_add(1), next), Ordering::Relaxed);
-        // The publication: everything above is visible to whoever sees the stamp.
-        stamp_word.store(stamp(count(tail), len), Ordering::SeqCst);
-        self.wake();
+        // The publication: everything above is visible to whoever sees the stamp. A receiver
+        // asleep on the stamp word's futex (it sleeps while the word reads no record) is woken.
+        stamp_word.store(stamp(count(tail)), Ordering::SeqCst);
+        self.wake_at(stamp_word);
         Ok(true)
     }
 
-    /// Wakes the receiver if it sleeps on the lane's futex.
-    pub(crate) fn wake(&self) {
-        let data = &self.h().data.0;
-        if data.waiters.load(Ordering::SeqCst) != 0 {
-            data.word.fetch_add(1, Ordering::SeqCst);
-            os::futex::wake_all(&data.word);
+    /// Wakes the receiver if it sleeps, on the futex of `word` (the stamp word at its head).
+    fn wake_at(&self, word: &AtomicU32) {
+        if self.h().head.0.sleeping.load(Ordering::SeqCst) != 0 {
+            os::futex::wake_all(word);
         }
     }
 
+    /// Sender or closer, holding the end's send lock: wakes the receiver if it sleeps, so
+    /// that it looks at the socket and the close count. The stamp word at the receiver's
+    /// head, which holds no record (else the receiver is not asleep), becomes a [`POKE`],
+    /// and the futex there is woken. With the send lock held no record is being written, so
+    /// that word holds a stamp, 0 or a poke, whatever the receiver has taken meanwhile.
+    pub(crate) fn poke(&self) {
+        let h = self.h();
+        let at = position(h.head.0.head.load(Ordering::Acquire));
+        if at % 8 != 0 {
+            // Only a process writing the shared header out of turn misaligns the head; the
+            // receiver finds it at its nap's end.
+            return;
+        }
+        // SAFETY: `at` is a multiple of 8, and the word there is a stamp word (see above),
+        // accessed atomically only.
+        let word = unsafe { self.m.word(at) };
+        let _ = word.compare_exchange(0, POKE, Ordering::SeqCst, Ordering::SeqCst);
+        self.wake_at(word);
+    }
+
     /// Sender: one more frame is about to be sent on the socket; with `wake`, a receiver
-    /// asleep on the lane wakes now to read it (else the sender calls [`wake`](Self::wake)
+    /// asleep on the lane wakes now to read it (else the sender calls [`poke`](Self::poke)
     /// once the frame is sent).
     pub(crate) fn count_socket_frame(&self, wake: bool) {
         self.h().socket_sent.0.fetch_add(1, Ordering::SeqCst);
         if wake {
-            self.wake();
+            self.poke();
         }
     }
 
-    /// Receiver: sleeps on the lane's futex until a message or a socket frame is announced,
-    /// or `timeout` passes, having announced that it is alive and receiving until a little
-    /// after it will look again. Returns at once if something is already waiting.
+    /// Receiver: sleeps on the futex of the stamp word at its head until a record is
+    /// published there or a sender pokes it (a socket frame, a close), or `timeout` passes,
+    /// having announced that it is alive and receiving until a little after it will look
+    /// again. Returns at once if something is already waiting.
     pub(crate) fn sleep(&self, timeout: Duration, closes_seen: u64) -> Result<()> {
-        let data = &self.h().data.0;
-        self.announce(timeout + SLEEP_MARGIN);
-        data.waiters.fetch_add(1, Ordering::SeqCst);
-        let seen = data.word.load(Ordering::SeqCst);
+        let consumer = &self.h().head.0;
+        self.announce(timeout.saturating_add(SLEEP_MARGIN));
+        let at = position(consumer.head.load(Ordering::Relaxed));
+        if at % 8 != 0 {
+            // Only a process writing the shared header out of turn misaligns the head: the
+            // next take reports it.
+            return Ok(());
+        }
+        // SAFETY: `at` is a multiple of 8, and the word there is the stamp word at the head,
+        // accessed atomically only.
+        let word = unsafe { self.m.word(at) };
+        // Said before looking (both `SeqCst`, as the sender's stamp or poke and then its load
+        // of `sleeping`): either this receiver sees what the sender did, or the sender sees
+        // it sleeping and wakes it; a wake-up before the wait finds the word changed.
+        consumer.sleeping.store(1, Ordering::SeqCst);
+        // A poke asked for the look below; cleared first, so that a later one is seen.
+        let _ = word.compare_exchange(POKE, 0, Ordering::SeqCst, Ordering::SeqCst);
         let result = if self.ready() || self.closes() != closes_seen {
             Ok(false)
         } else {
-            os::futex::wait(&data.word, seen, Instant::now().checked_add(timeout))
+            os::futex::wait_for(word, 0, timeout)
         };
-        data.waiters.fetch_sub(1, Ordering::SeqCst);
+        consumer.sleeping.store(0, Ordering::Relaxed);
         result.map(|_| ()).map_err(|e| Error::io("futex wait", e))
     }
 
@@ -347,16 +407,14 @@ impl Lane<'_> {
     }
 
     /// Sender: a handle on the sending end was just closed (its descriptor first): counts it
-    /// and wakes the receiver if it sleeps, so that it looks at the socket (end of file once
-    /// every copy is closed). The count is raised before the futex word, and a sleeping
-    /// receiver compares it after raising the waiter count, so the receiver either sees it or
-    /// is woken.
-    pub(crate) fn closed_one(&self) {
-        let h = self.h();
-        h.closes.0.fetch_add(1, Ordering::SeqCst);
-        h.data.0.word.fetch_add(1, Ordering::SeqCst);
-        if h.data.0.waiters.load(Ordering::SeqCst) != 0 {
-            os::futex::wake_all(&h.data.0.word);
+    /// and, if the closer holds the end's send lock (`locked`), pokes the receiver (see
+    /// [`poke`](Self::poke)), so that it looks at the socket (end of file once every copy
+    /// is closed). Without the lock (another handle is sending, so this was not the last
+    /// one) the count alone tells the receiver's next look.
+    pub(crate) fn closed_one(&self, locked: bool) {
+        self.h().closes.0.fetch_add(1, Ordering::SeqCst);
+        if locked {
+            self.poke();
         }
     }
 
@@ -390,7 +448,8 @@ impl Lane<'_> {
         }
         // SAFETY: `at` is a multiple of 8, and its word is a stamp word, accessed atomically
         // only.
-        unsafe { self.m.word(at) }.load(Ordering::SeqCst) != 0
+        let word = unsafe { self.m.word(at) }.load(Ordering::SeqCst);
+        word != 0 && word != POKE
     }
 
     /// Receiver: whether anything (a lane record or a socket frame) is waiting.
@@ -411,25 +470,28 @@ impl Lane<'_> {
         // SAFETY: `at` is a multiple of 8, and the word there is a stamp word (the sender
         // publishes with it and clears it only while it is free space), accessed atomically.
         let word = unsafe { self.m.word(at) }.load(Ordering::Acquire);
-        let len = match stamped_len(word, count(head)) {
-            Ok(Some(len)) => len,
-            Ok(None) => return Ok(Ok(Next::Empty)),
+        match is_stamp(word, count(head)) {
+            Ok(true) => {}
+            Ok(false) => return Ok(Ok(Next::Empty)),
             Err(()) => {
                 return Err(Error::Corrupt("a pipe lane holds a record out of order".into()));
             }
-        };
-        let need = record_len(len);
-        if len > LANE_MAX_MESSAGE {
-            return Err(Error::Corrupt("a pipe lane's record is longer than its data".into()));
         }
         // SAFETY: the record is published (its stamp was loaded with `Acquire` after the sender
         // wrote it whole) and lies between the head and the published end, which the sender
         // does not write; this end has one receiver at a time (the connection's receive lock;
         // across processes, see the module documentation).
-        let header = unsafe { self.m.bytes(at.wrapping_add(8), RECORD_HEADER - 8) };
+        let header = unsafe { self.m.bytes(at.wrapping_add(4), RECORD_HEADER - 4) };
+        let mut len = [0u8; 4];
         let mut before = [0u8; 8];
-        before.copy_from_slice(header);
+        len.copy_from_slice(&header[..4]);
+        before.copy_from_slice(&header[4..]);
+        let len = u32::from_le_bytes(len) as usize;
         let before = u64::from_le_bytes(before);
+        if len > LANE_MAX_MESSAGE {
+            return Err(Error::Corrupt("a pipe lane's record is longer than its data".into()));
+        }
+        let need = record_len(len);
         if before > h.socket_taken.0.load(Ordering::SeqCst) {
             return Ok(Ok(Next::SocketFirst));
         }
@@ -474,7 +536,7 @@ impl Lane<'_> {
     /// Receiver: announces that it is receiving, and looks at the lane at least once more,
     /// until `budget` from now.
     pub(crate) fn announce(&self, budget: Duration) {
-        let until = now_ns().saturating_add(u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX));
+        let until = coarse_ns().saturating_add(duration_ns(budget.saturating_add(ANNOUNCE_SLACK)));
         self.h().head.0.spinning_until.store(until.max(1), Ordering::SeqCst);
     }
 
@@ -623,15 +685,18 @@ pub(crate) fn spin_budget() -> Option<Duration> {
 mod tests {
     use super::*;
 
-    /// How many receives in a row, from now, skip spinning.
     #[test]
-    fn stamps_name_their_message_and_length() {
-        assert_eq!(stamped_len(0, 7), Ok(None));
-        assert_eq!(stamped_len(stamp(7, 64), 7), Ok(Some(64)));
-        assert_eq!(stamped_len(stamp(u32::MAX, 0), u32::MAX), Ok(Some(0)));
-        assert_eq!(stamped_len(stamp(0, LANE_MAX_MESSAGE), 0), Ok(Some(LANE_MAX_MESSAGE)));
-        assert_eq!(stamped_len(stamp(7, 64), 8), Err(()), "another message's stamp");
-        assert_eq!(stamped_len(stamp(7, 64) & !STAMPED, 7), Err(()), "not a stamp");
+    fn stamps_name_their_message() {
+        assert_eq!(is_stamp(0, 7), Ok(false));
+        assert_eq!(is_stamp(POKE, 7), Ok(false), "a poke is no record");
+        assert_eq!(is_stamp(stamp(7), 7), Ok(true));
+        assert_eq!(is_stamp(stamp(u32::MAX), u32::MAX), Ok(true));
+        assert_eq!(is_stamp(stamp(0), 0), Ok(true));
+        assert_eq!(is_stamp(stamp(7), 8), Err(()), "another message's stamp");
+        assert_eq!(is_stamp(stamp(7) & !STAMPED, 7), Err(()), "not a stamp");
+        for count in [0, 1, u32::MAX, STAMPED] {
+            assert!(stamp(count) != 0 && stamp(count) != POKE, "a stamp is neither 0 nor a poke");
+        }
     }
 
     /// Takes the next message of `lane`, which must be there.
@@ -657,8 +722,8 @@ mod tests {
             lane.announce(Duration::from_secs(60));
             let len = [8usize, 40, 4096, 100_000, 24][sent as usize % 5];
             let fill = |body: &mut [u8]| {
-                for (i, chunk) in body.chunks_mut(8).enumerate() {
-                    let forged = stamp(sent.wrapping_add(1 + i as u32 % 3), 8).to_le_bytes();
+                for (i, chunk) in body.chunks_mut(4).enumerate() {
+                    let forged = stamp(sent.wrapping_add(1 + i as u32 % 3)).to_le_bytes();
                     chunk.copy_from_slice(&forged[..chunk.len()]);
                 }
                 Ok(())
@@ -667,7 +732,7 @@ mod tests {
             assert!(lane.has_record());
             let got = take_one(lane);
             assert_eq!(got.len(), len);
-            assert_eq!(got[..8], stamp(sent.wrapping_add(1), 8).to_le_bytes());
+            assert_eq!(got[..4], stamp(sent.wrapping_add(1)).to_le_bytes());
             assert!(!lane.has_record(), "a drained lane is empty after message {sent}");
             assert!(matches!(lane.take(usize::MAX), Ok(Ok(Next::Empty))));
             sent += 1;
@@ -679,11 +744,12 @@ mod tests {
     fn a_forged_stamp_is_corruption_not_a_message() {
         let lanes = Lanes::create().unwrap();
         let lane = lanes.lane(1);
-        // SAFETY: the head (0) is a stamp word; nothing else uses the lane.
-        let word = unsafe { lane.m.word(0) };
-        word.store(stamp(5, 16), Ordering::SeqCst);
+        // SAFETY: the head (0) is a stamp word and 4 its length; nothing else uses the lane.
+        let (word, len) = unsafe { (lane.m.word(0), lane.m.word(4)) };
+        word.store(stamp(5), Ordering::SeqCst);
         assert!(matches!(lane.take(usize::MAX), Err(Error::Corrupt(_))));
-        word.store(stamp(0, LANE_MAX_MESSAGE + 1), Ordering::SeqCst);
+        word.store(stamp(0), Ordering::SeqCst);
+        len.store(LANE_MAX_MESSAGE as u32 + 1, Ordering::SeqCst);
         assert!(matches!(lane.take(usize::MAX), Err(Error::Corrupt(_))));
         word.store(0, Ordering::SeqCst);
         assert!(matches!(lane.take(usize::MAX), Ok(Ok(Next::Empty))));
@@ -701,23 +767,94 @@ mod tests {
             let head = next();
             h.head.0.head.store(head, Ordering::SeqCst);
             let at = position(head) & !7;
-            // SAFETY: `at` is a multiple of 8; nothing else uses the lane.
-            let word = unsafe { lane.m.word(at) };
-            let forged = match next() % 3 {
-                0 => next(),
-                1 => stamp(count(head), (next() % (2 * LANE_MAX_MESSAGE as u64)) as usize),
-                _ => stamp(count(head), 64),
+            let forged = match next() % 4 {
+                0 => next() as u32,
+                1 => POKE,
+                _ => stamp(count(head)),
             };
-            word.store(forged, Ordering::SeqCst);
-            // SAFETY: as above; the word after the stamp is the record's socket count.
-            unsafe { lane.m.word(at.wrapping_add(8)) }.store(next() % 2, Ordering::SeqCst);
+            let len = match next() % 3 {
+                0 => next() as u32,
+                1 => (next() % (2 * LANE_MAX_MESSAGE as u64)) as u32,
+                _ => 64,
+            };
+            // SAFETY: `at` is a multiple of 8; the words are the record's stamp, length and
+            // socket count (two words); nothing else uses the lane.
+            unsafe {
+                lane.m.word(at).store(forged, Ordering::SeqCst);
+                lane.m.word(at.wrapping_add(4)).store(len, Ordering::SeqCst);
+                lane.m.word(at.wrapping_add(8)).store((next() % 2) as u32, Ordering::SeqCst);
+                lane.m.word(at.wrapping_add(12)).store(0, Ordering::SeqCst);
+            }
             let _ = lane.has_record();
             let _ = lane.take((next() % 4096) as usize);
         }
-        // A misaligned tail sends the message on the socket.
+        // A misaligned tail sends the message on the socket; a misaligned head makes sleeps
+        // and pokes return at once.
         h.tail.0.store(pack(3, 12), Ordering::SeqCst);
         lane.announce(Duration::from_secs(60));
         assert!(!lane.try_send(8, |_| Ok(())).unwrap());
+        h.head.0.head.store(pack(3, 12), Ordering::SeqCst);
+        lane.poke();
+        lane.sleep(Duration::from_secs(3600), lane.closes()).unwrap();
+        assert!(lane.has_record(), "a misaligned head is reported by the next take");
+    }
+
+    /// A writer of `bytes` for `try_send`.
+    fn put(bytes: &[u8]) -> impl FnOnce(&mut [u8]) -> Result<()> + '_ {
+        move |body| {
+            body.copy_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    /// Runs `wake` once a receiver sleeps on `lane` (with hour-long naps, so that a lost
+    /// wake-up hangs the test until it is killed), and waits for the receiver to see
+    /// something to look at (`ready`, or closes other than `closes_seen`).
+    fn wakes_a_sleeper(lane: Lane<'_>, wake: impl FnOnce()) {
+        let closes_seen = lane.closes();
+        std::thread::scope(|s| {
+            let sleeper = s.spawn(|| {
+                while !lane.ready() && lane.closes() == closes_seen {
+                    lane.sleep(Duration::from_secs(3600), closes_seen).unwrap();
+                }
+            });
+            while lane.h().head.0.sleeping.load(Ordering::SeqCst) == 0 {
+                std::thread::yield_now();
+            }
+            wake();
+            sleeper.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_poke_is_no_record_and_wakes_a_sleeping_receiver() {
+        let lanes = Lanes::create().unwrap();
+        let lane = lanes.lane(0);
+        // Nobody sleeps: the poke stays at the head, and reads as no record.
+        lane.poke();
+        assert!(!lane.has_record());
+        assert!(matches!(lane.take(usize::MAX), Ok(Ok(Next::Empty))));
+        // A record is written over it.
+        lane.announce(Duration::from_secs(60));
+        assert!(lane.try_send(3, put(b"abc")).unwrap());
+        assert_eq!(take_one(lane), b"abc");
+        // A socket frame's poke wakes a sleeping receiver, and so does a record...
+        wakes_a_sleeper(lane, || {
+            lane.count_socket_frame(false);
+            lane.poke();
+        });
+        assert!(lane.socket_pending());
+        lane.taken_from_socket();
+        wakes_a_sleeper(lane, || {
+            lane.announce(Duration::from_secs(60));
+            assert!(lane.try_send(2, put(b"de")).unwrap());
+        });
+        assert_eq!(take_one(lane), b"de");
+        // ...and a close by a holder of the send lock, and a frame large enough to be
+        // counted with a wake-up before it is sent.
+        wakes_a_sleeper(lane, || lane.closed_one(true));
+        wakes_a_sleeper(lane, || lane.count_socket_frame(true));
+        assert!(lane.socket_pending());
     }
 
     #[test]

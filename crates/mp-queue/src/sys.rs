@@ -6,7 +6,7 @@ use std::ffi::c_void;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicU32;
 
 use mp_process::os;
 use rustix::io::Errno;
@@ -150,18 +150,19 @@ impl Mirror {
 }
 
 impl Mirror {
-    /// The 8 bytes of the ring at byte position `pos`, as an atomic word.
+    /// The 4 bytes of the ring at byte position `pos`, as an atomic word (a futex word too).
     ///
     /// # Safety
-    /// `pos` is a multiple of 8, and while the reference lives every access to these bytes, by
-    /// any thread or process, is atomic (or ordered before or after by the ring's protocol).
-    pub(crate) unsafe fn word(&self, pos: u32) -> &AtomicU64 {
+    /// `pos` is a multiple of 4, and while the reference lives every access to these bytes, by
+    /// any thread or process, is a 4-byte atomic (or ordered before or after by the ring's
+    /// protocol).
+    pub(crate) unsafe fn word(&self, pos: u32) -> &AtomicU32 {
         let start = self.header_len + (pos as usize & (self.capacity - 1));
-        // SAFETY: `start + 8 <= header_len + capacity`, inside the mapping, and 8-aligned (the
-        // mapping and the header region are page aligned, `pos` a multiple of 8); an
-        // `AtomicU64` is valid for every bit pattern; the accesses are atomic by the caller's
+        // SAFETY: `start + 4 <= header_len + capacity`, inside the mapping, and 4-aligned (the
+        // mapping and the header region are page aligned, `pos` a multiple of 4); an
+        // `AtomicU32` is valid for every bit pattern; the accesses are atomic by the caller's
         // contract.
-        unsafe { &*self.base.as_ptr().add(start).cast::<AtomicU64>() }
+        unsafe { &*self.base.as_ptr().add(start).cast::<AtomicU32>() }
     }
 }
 

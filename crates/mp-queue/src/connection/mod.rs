@@ -471,11 +471,16 @@ impl Connection {
     pub fn close(&mut self) {
         let Some(fd) = self.fd.take() else { return };
         drop(fd);
-        // A receiver of the other end asleep on the lane wakes and looks at the socket.
-        if self.writable {
-            if let Some(lane) = self.lane_out() {
-                lane.closed_one();
-            }
+        // A receiver of the other end asleep on the lane wakes and looks at the socket. The
+        // poke that wakes it needs the send lock; if another handle holds it, this close was
+        // not the last one (that holder's end is open), and the count is enough.
+        if let (true, Kind::Pipe(end), Some(lane)) = (self.writable, &self.kind, self.lane_out()) {
+            let guard = end.locks.send.as_ref().map(|lock| match lock.try_acquire() {
+                Ok(guard) => guard,
+                Err(LockError::OwnerDied(guard)) => Some(guard),
+                Err(LockError::Failed(_)) => None,
+            });
+            lane.closed_one(matches!(guard, Some(Some(_))));
         }
     }
 
@@ -564,7 +569,7 @@ impl Connection {
         lane.count_socket_frame(!small);
         let sent = fdpass::send_frame(fd, payload, fds, self.max_message).map_err(send_error);
         if small {
-            lane.wake();
+            lane.poke();
         }
         sent
     }
@@ -683,18 +688,19 @@ impl Connection {
                 return self.socket_frame(fd, lane, limit);
             }
             if let Some(budget) = budget {
-                let end = *spin_end.get_or_insert_with(|| {
+                if looks == 0 {
                     lane.announce(budget);
-                    Instant::now() + budget
-                });
-                // The clock is read on every eighth look only: a look is a few loads, a clock
-                // read several times that.
+                }
+                // The clock is read on every eighth look only (a look is a few loads, a clock
+                // read several times that), and the spin is timed from the first such read: a
+                // message that comes within eight looks costs no clock read.
                 looks = looks.wrapping_add(1);
                 if looks % 8 != 0 {
                     std::hint::spin_loop();
                     continue;
                 }
                 let now = Instant::now();
+                let end = *spin_end.get_or_insert_with(|| now + budget);
                 if now < end {
                     lane::spin_pause(budget.saturating_sub(end - now));
                     continue;
@@ -1075,6 +1081,22 @@ mod tests {
         let (reader, writer) = pipe(false).unwrap();
         drop(writer);
         assert_eq!(reader.lane_in().unwrap().closes(), 1);
+    }
+
+    #[test]
+    fn closing_a_handle_while_its_end_sends_does_not_wait_for_the_send() {
+        let (a, b) = pipe(true).unwrap();
+        let a2 = a.try_clone().unwrap();
+        // The end's send lock is held (as by a send of another handle, blocked on a full
+        // socket): the close counts without it and returns.
+        let held = pipe_locks(&a).send.as_ref().unwrap().acquire().unwrap();
+        drop(a2);
+        drop(held);
+        assert_eq!(b.lane_in().unwrap().closes(), 1);
+        a.send(&7u8).unwrap();
+        assert_eq!(b.recv::<u8>().unwrap(), 7);
+        drop(a);
+        assert!(matches!(b.recv::<u8>(), Err(Error::Eof)));
     }
 
     /// A thread takes `conn`'s `lock` and exits holding it, as a process killed holding it
