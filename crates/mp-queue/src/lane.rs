@@ -41,6 +41,13 @@
 //!   announcement lapse within a nap: senders go back to the socket (and its `EPIPE`); what
 //!   they put in the lane meanwhile is lost with the receiver, as bytes in a socket buffer
 //!   would be.
+//! - Polling: a record published after the receiver left its receive would not make the
+//!   socket readable, and `wait` or `poll` would miss it. So a sender marks the record's place
+//!   [`WRITING`] before it reads the announcement, and a poller (`Connection::as_fd`,
+//!   `Connection::poll`) withdraws the announcement before it looks at the head
+//!   ([`Lane::withdraw`]; both `SeqCst`): either the sender sees the withdrawal and takes the
+//!   socket, or the poller sees the record coming and reports the end ready. A receiver
+//!   asleep on a place being written wakes at its stamp.
 //! - Publication: a record is published by its first word, its *stamp* (the message's number,
 //!   [`stamp`]), stored last; the sender clears the stamp word of the next record's place
 //!   before that. So the receiver watches one word, at its head, which reads 0 (or a poke)
@@ -105,15 +112,19 @@ const STAMPED: u32 = 1 << 31;
 /// it.
 const POKE: u32 = 1;
 
+/// A stamp word that is no record yet: a sender is writing the record there, having seen the
+/// receiver's announcement (see [`Lane::withdraw`]); its stamp follows.
+const WRITING: u32 = 2;
+
 /// The stamp word of the record of message number `count` (modulo 2^31).
 fn stamp(count: u32) -> u32 {
     STAMPED | (count & !STAMPED)
 }
 
 /// Whether the stamp word `word` publishes the record of message number `count`: `Ok(false)`
-/// for no record (0, or a poke), `Err(())` for a word that is neither.
+/// for no record (0, a poke, a record being written), `Err(())` for a word that is neither.
 fn is_stamp(word: u32, count: u32) -> std::result::Result<bool, ()> {
-    if word == 0 || word == POKE {
+    if word == 0 || word == POKE || word == WRITING {
         return Ok(false);
     }
     if word == stamp(count) { Ok(true) } else { Err(()) }
@@ -283,11 +294,7 @@ impl Lane<'_> {
         write: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<bool> {
         let h = self.h();
-        if len > LANE_MAX_MESSAGE {
-            return Ok(false);
-        }
-        let until = h.head.0.spinning_until.load(Ordering::SeqCst);
-        if until == 0 || coarse_ns() >= until {
+        if len > LANE_MAX_MESSAGE || h.head.0.spinning_until.load(Ordering::Relaxed) == 0 {
             return Ok(false);
         }
         let need = record_len(len);
@@ -305,7 +312,20 @@ impl Lane<'_> {
             return Ok(false);
         }
         let next = at.wrapping_add(need as u32);
-        {
+        // SAFETY: `at` is a multiple of 8 (checked), and so is `next` (record lengths are);
+        // the word at `next` is free space (the room checked above), and the word at `at` is
+        // the stamp, which the receiver only accesses atomically.
+        let (next_word, stamp_word) = unsafe { (self.m.word(next), self.m.word(at)) };
+        // The record is said to be coming before the announcement is read (both `SeqCst`); a
+        // poller withdraws the announcement before it looks at the stamp word (`withdraw`):
+        // so either this sender sees the withdrawal, or the poller sees the record coming.
+        let before = stamp_word.swap(WRITING, Ordering::SeqCst);
+        let until = h.head.0.spinning_until.load(Ordering::SeqCst);
+        if until == 0 || coarse_ns() >= until {
+            self.unclaim(stamp_word, before);
+            return Ok(false);
+        }
+        let written = {
             // SAFETY: `need <= LANE_CAPACITY`; these bytes (the record but its stamp word) lie
             // past the published tail and before the head plus the capacity, which the
             // receiver never reads; the lane has one sender (an end used by two processes at
@@ -313,15 +333,16 @@ impl Lane<'_> {
             // every reader checks).
             let record = unsafe { self.m.bytes_mut(at.wrapping_add(4), need - 4) };
             let (header, body) = record.split_at_mut(RECORD_HEADER - 4);
-            write(body.get_mut(..len).ok_or(Error::Unstable)?)?;
-            let (len_bytes, before) = header.split_at_mut(4);
+            let written = body.get_mut(..len).ok_or(Error::Unstable).and_then(write);
+            let (len_bytes, sent) = header.split_at_mut(4);
             len_bytes.copy_from_slice(&(len as u32).to_le_bytes());
-            before.copy_from_slice(&h.socket_sent.0.load(Ordering::Relaxed).to_le_bytes());
+            sent.copy_from_slice(&h.socket_sent.0.load(Ordering::Relaxed).to_le_bytes());
+            written
+        };
+        if let Err(e) = written {
+            self.unclaim(stamp_word, before);
+            return Err(e);
         }
-        // SAFETY: `at` is a multiple of 8 (checked), and so is `next` (record lengths are);
-        // the word at `next` is free space (the room checked above), and the word at `at` is
-        // the stamp, which the receiver only accesses atomically.
-        let (next_word, stamp_word) = unsafe { (self.m.word(next), self.m.word(at)) };
         // The next record's stamp word reads "no record" before this one is published: the
         // receiver, once past this record, never takes bytes of an older lap for a record.
         next_word.store(0, Ordering::Relaxed);
@@ -331,6 +352,23 @@ impl Lane<'_> {
         stamp_word.store(stamp(count(tail)), Ordering::SeqCst);
         self.wake_at(stamp_word);
         Ok(true)
+    }
+
+    /// Sender: gives up the record place whose stamp word it set to [`WRITING`] (it held
+    /// `before`): a poke stays a poke, anything else reads no record; a receiver asleep on
+    /// the word is woken, since its value changed.
+    fn unclaim(&self, stamp_word: &AtomicU32, before: u32) {
+        stamp_word.store(if before == POKE { POKE } else { 0 }, Ordering::SeqCst);
+        self.wake_at(stamp_word);
+    }
+
+    /// Receiver's end, about to be polled (`wait`, `poll`): withdraws any announcement, so
+    /// that no sender starts a lane record from now on, then says whether a record is there
+    /// or being written by a sender that saw the announcement (it will be published), in
+    /// which case the end is ready: the record would not make the socket readable.
+    pub(crate) fn withdraw(&self) -> bool {
+        self.h().head.0.spinning_until.swap(0, Ordering::SeqCst);
+        self.has_record()
     }
 
     /// Wakes the receiver if it sleeps, on the futex of `word` (the stamp word at its head).
@@ -390,12 +428,23 @@ impl Lane<'_> {
         // of `sleeping`): either this receiver sees what the sender did, or the sender sees
         // it sleeping and wakes it; a wake-up before the wait finds the word changed.
         consumer.sleeping.store(1, Ordering::SeqCst);
-        // A poke asked for the look below; cleared first, so that a later one is seen.
-        let _ = word.compare_exchange(POKE, 0, Ordering::SeqCst, Ordering::SeqCst);
-        let result = if self.ready() || self.closes() != closes_seen {
+        let mut seen = word.load(Ordering::SeqCst);
+        if seen == POKE {
+            // A poke asked for the look below; cleared first, so that a later one is seen.
+            seen = match word.compare_exchange(POKE, 0, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => 0,
+                Err(now) => now,
+            };
+        }
+        // Nothing there (0), or a record being written (its stamp will change the word): sleep
+        // unless a socket frame or a close is there to look at.
+        let result = if (seen != 0 && seen != WRITING)
+            || self.socket_pending()
+            || self.closes() != closes_seen
+        {
             Ok(false)
         } else {
-            os::futex::wait_for(word, 0, timeout)
+            os::futex::wait_for(word, seen, timeout)
         };
         consumer.sleeping.store(0, Ordering::Relaxed);
         result.map(|_| ()).map_err(|e| Error::io("futex wait", e))
@@ -438,8 +487,8 @@ impl Lane<'_> {
         self.socket_sent() > self.socket_taken()
     }
 
-    /// Receiver: whether a lane record is waiting (or the lane is corrupt, which the next
-    /// receive reports).
+    /// Receiver: whether a lane record is waiting or being written (or the lane is corrupt,
+    /// which the next receive reports).
     pub(crate) fn has_record(&self) -> bool {
         let at = position(self.h().head.0.head.load(Ordering::SeqCst));
         if at % 8 != 0 {
@@ -807,6 +856,14 @@ mod tests {
         }
     }
 
+    /// Whether a record is published at the head of `lane`.
+    fn published(lane: Lane<'_>) -> bool {
+        let head = lane.h().head.0.head.load(Ordering::SeqCst);
+        // SAFETY: the tests keep the head aligned; its stamp word is accessed atomically only.
+        let word = unsafe { lane.m.word(position(head)) }.load(Ordering::SeqCst);
+        is_stamp(word, count(head)) == Ok(true)
+    }
+
     /// Runs `wake` once a receiver sleeps on `lane` (with hour-long naps, so that a lost
     /// wake-up hangs the test until it is killed), and waits for the receiver to see
     /// something to look at (`ready`, or closes other than `closes_seen`).
@@ -814,7 +871,7 @@ mod tests {
         let closes_seen = lane.closes();
         std::thread::scope(|s| {
             let sleeper = s.spawn(|| {
-                while !lane.ready() && lane.closes() == closes_seen {
+                while !published(lane) && !lane.socket_pending() && lane.closes() == closes_seen {
                     lane.sleep(Duration::from_secs(3600), closes_seen).unwrap();
                 }
             });
@@ -855,6 +912,53 @@ mod tests {
         wakes_a_sleeper(lane, || lane.closed_one(true));
         wakes_a_sleeper(lane, || lane.count_socket_frame(true));
         assert!(lane.socket_pending());
+    }
+
+    #[test]
+    fn a_poller_sees_the_record_a_sender_started_or_no_sender_starts_one() {
+        let lanes = Lanes::create().unwrap();
+        let lane = lanes.lane(0);
+        // SAFETY: the head stays at 0 until a record is taken; its stamp word is accessed
+        // atomically only.
+        let head_word =
+            || unsafe { lane.m.word(position(lane.h().head.0.head.load(Ordering::SeqCst))) };
+        // The receiver leaves, and a poller looks, while a sender writes a record it started
+        // because the receiver was receiving: the poller sees the record coming.
+        lane.announce(Duration::from_secs(60));
+        let sent = lane.try_send(2, |body| {
+            assert!(lane.withdraw(), "a record being written is seen by a poller");
+            body.copy_from_slice(b"hi");
+            Ok(())
+        });
+        assert!(sent.unwrap());
+        assert!(lane.withdraw());
+        assert_eq!(take_one(lane), b"hi");
+        // Withdrawn before a sender looks: the sender takes the socket and leaves no record.
+        lane.announce(Duration::from_secs(60));
+        assert!(!lane.withdraw());
+        assert!(!lane.try_send(2, put(b"no")).unwrap());
+        assert!(!lane.has_record());
+        assert_eq!(head_word().load(Ordering::SeqCst), 0);
+        // A poke at the head stays one when a sender gives the place up.
+        lane.poke();
+        lane.announce(Duration::from_secs(60));
+        lane.h().head.0.spinning_until.store(1, Ordering::SeqCst);
+        assert!(!lane.try_send(2, put(b"no")).unwrap(), "the announcement lapsed");
+        assert_eq!(head_word().load(Ordering::SeqCst), POKE);
+        // A record whose writing fails gives the place up too.
+        lane.announce(Duration::from_secs(60));
+        assert!(matches!(lane.try_send(2, |_| Err(Error::Unstable)), Err(Error::Unstable)));
+        assert!(!lane.has_record());
+        assert!(lane.try_send(2, put(b"ok")).unwrap());
+        assert_eq!(take_one(lane), b"ok");
+        // A receiver asleep while a record is being written (as a sender killed while it
+        // wrote leaves it) wakes at the stamp of the next sender's record, written there.
+        head_word().store(WRITING, Ordering::SeqCst);
+        wakes_a_sleeper(lane, || {
+            lane.h().head.0.spinning_until.store(u64::MAX, Ordering::SeqCst);
+            assert!(lane.try_send(3, put(b"zzz")).unwrap());
+        });
+        assert_eq!(take_one(lane), b"zzz");
     }
 
     #[test]

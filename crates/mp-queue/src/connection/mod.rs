@@ -967,7 +967,9 @@ impl Connection {
     fn poll_until(&self, deadline: Option<Instant>) -> Result<bool> {
         let fd = self.recv_fd()?;
         let lane = self.lane_in();
-        if lane.is_some_and(|l| l.ready()) || self.has_read_ahead() {
+        // Withdrawn first: no sender starts a lane record while this polls the socket, and
+        // one that did before is seen here.
+        if lane.is_some_and(|l| l.withdraw() || l.socket_pending()) || self.has_read_ahead() {
             return Ok(true);
         }
         let ready = os::poll::readable(fd.as_fd(), deadline).map_err(|e| Error::io("poll", e))?;
@@ -1020,11 +1022,12 @@ impl AsFd for Connection {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match &self.fd {
             // A message left in the lane does not make the socket readable: lend the
-            // always-ready descriptor while one waits.
+            // always-ready descriptor while one waits, or is being written by a sender that
+            // saw this end receiving (the announcement is withdrawn first, so that no sender
+            // starts one while the descriptor is polled).
             Some(_)
                 if self.readable
-                    && (self.lane_in().is_some_and(|l| l.has_record())
-                        || self.has_read_ahead()) =>
+                    && (self.lane_in().is_some_and(|l| l.withdraw()) || self.has_read_ahead()) =>
             {
                 self.closed_fd.as_fd()
             }
