@@ -22,15 +22,13 @@ pub(crate) struct Wake {
 /// The words the consumers of a queue, or the receiver of a pipe lane, write.
 #[repr(C)]
 pub(crate) struct Consumer {
-    /// The consumers' published start, packed as [`Header::tail`].
+    /// The consumers' published start, packed as [`Header::tail`]. A pipe lane's receiver
+    /// publishes it now and then only (senders read it when they run short of room); its
+    /// exact head is [`Header::reader`].
     pub(crate) head: AtomicU64,
-    /// Pipes: until when (`CLOCK_MONOTONIC` nanoseconds) the receiver looks at the lane
-    /// without sleeping; 0 while it is not receiving.
-    pub(crate) spinning_until: AtomicU64,
-    /// Pipes: 1 while the receiver sleeps (or is about to sleep) on the futex of the record
-    /// place at its head, else 0; senders skip the wake-up call when it is 0. A receiver
-    /// killed asleep leaves it 1 until the next receive: extra wake-up calls, nothing lost.
-    pub(crate) sleeping: AtomicU32,
+    /// Pipes: the receiver's lease: until when (`CLOCK_MONOTONIC_COARSE` nanoseconds) it
+    /// promises to be alive and to receive again (0: never received).
+    pub(crate) alive_until: AtomicU64,
 }
 
 /// The settings a queue is created with, fixed afterwards.
@@ -76,6 +74,11 @@ pub(crate) struct Header {
     pub(crate) socket_taken: Line<AtomicU64>,
     /// Pipes: how many handles on the sending end, in any process, have been closed.
     pub(crate) closes: Line<AtomicU64>,
+    /// Pipes: the receiver's exact head, packed as [`Header::tail`] (senders never read it).
+    pub(crate) reader: Line<AtomicU64>,
+    /// Pipes: the byte position up to which senders know the ring to be free (the published
+    /// head plus the capacity, when they last read it), packed as [`Header::tail`].
+    pub(crate) send_limit: Line<AtomicU64>,
 }
 
 /// The magic number at the start of every queue segment ("mpQUEUE1").

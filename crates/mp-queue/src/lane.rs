@@ -16,45 +16,44 @@
 //! died inside a frame (the stream is broken) or between messages (it is not).
 //!
 //! # The protocol
-//! - A receiving call that finds nothing waiting announces `spinning_until`, a deadline on the
-//!   coarse monotonic clock by which it will look at the lane again (plus a tick's slack): a
-//!   few µs ahead while it spins (unless spinning has not paid lately: [`SpinBackoff`]), then,
-//!   while it sleeps in naps of 4 ms doubling to 50 ms, the end of the nap plus a margin. It
-//!   sleeps on the futex of the stamp word at its head (see below), which reads "no record"
-//!   until a sender publishes one there, having said so in `sleeping` (on the same cache line
-//!   as its head and announcement). Between naps it looks at the socket without blocking (end
+//! - Places: a record's first word, its *stamp word*, says what the place holds: a record
+//!   (the [`STAMPED`] bit and the message's number, [`stamp`]), or no record and flags:
+//!   [`OPEN`] (senders may publish a record there), [`POKE`] (look at the socket and the close
+//!   count), [`SLEEPING`] (the receiver sleeps on the word's futex: whoever changes the word
+//!   wakes it). The receiver's head is always such a place, so everything that concerns the
+//!   next message meets in one word, on the cache line that carries the message.
+//! - Opening: a receive that finds nothing opens the lane at its head ([`Lane::open`]) and
+//!   renews its *lease* (`alive_until`, on the coarse monotonic clock, 30 ms, renewed when
+//!   less than half is left): a promise that it is alive, so that a killed receiver's
+//!   senders go back to the socket (and its `EPIPE`) within a lease; what they put in the
+//!   lane meanwhile is lost with the receiver, as bytes in a socket buffer would be. The lane
+//!   stays open after the receive: records that come meanwhile wait for the next receive.
+//! - Sending: a sender uses the lane only for a message without descriptors of at most
+//!   [`LANE_MAX_MESSAGE`] bytes, with room in the ring, while the lease holds (each process's
+//!   senders read it again only when their copy runs out) and the place at the tail is open.
+//!   It writes the record past the stamp word, sets the next place to [`OPEN`] (so the
+//!   receiver, once past this record, never takes bytes of an older lap for a record, and the
+//!   lane stays open there), and publishes by a compare-and-swap of the stamp word from its
+//!   flags to the stamp, which fails if the lane was closed meanwhile (then the message takes
+//!   the socket, and what was written stays in free space); if the flags said
+//!   [`SLEEPING`], it wakes the receiver. The senders' room comes from `send_limit` (the
+//!   published head plus the capacity, shared by the senders), and the receiver publishes its
+//!   head (its exact head is `reader`) once per [`PUBLISH_EVERY`] bytes: so in the steady
+//!   state a message moves the record's cache lines and nothing else.
+//! - Polling and closing: a record in the lane does not make the socket readable, so a
+//!   poller (`Connection::as_fd` for `wait`, `Connection::poll`) and the close of a receiving
+//!   handle first close the lane at the head ([`Lane::withdraw`]: [`OPEN`] off, by the same
+//!   word the sender publishes with): either the poller sees the record, or the sender sees
+//!   the lane closed and takes the socket, which the poller watches. The next receive opens
+//!   the lane again.
+//! - Sleeping: a receiver that has spun its budget (or spins not at all) sets [`SLEEPING`] in
+//!   the place at its head and sleeps on its futex, in naps of 4 ms doubling to 50 ms, its
+//!   lease renewed past each nap. Between naps it looks at the socket without blocking (end
 //!   of file, or a frame no sender counted), and before the first only if a handle on the
-//!   sending end was closed since it last looked (`closes`). It stores 0 when it returns.
-//! - A sender uses the lane only for a message without descriptors of at most
-//!   [`LANE_MAX_MESSAGE`] bytes, with room in the ring, while the announcement holds (now <
-//!   `spinning_until`): the receiver is alive and inside a receive. Everything else goes
-//!   through the socket, whose signals (`EPIPE` for a closed peer, readability for `wait`)
-//!   stay exact. After a lane record, the sender wakes the futex of its stamp word if the
-//!   receiver sleeps (the stamp, then `sleeping`, stored then loaded with `SeqCst`; the
-//!   receiver stores `sleeping`, then looks at the stamp: no wake-up is lost, and one that
-//!   comes before the receiver's wait finds the word changed). After a socket frame, and
-//!   when a handle on the sending end is closed by a holder of the send lock, the sender
-//!   *pokes* the receiver: the stamp word at the receiver's head, which holds no record, is
-//!   set to [`POKE`] (still no record) and its futex woken; the receiver clears the poke
-//!   before it looks and sleeps again. So a message's hand-off touches the record's cache
-//!   lines and the receiver's line only. A receiver killed while it sleeps lets its
-//!   announcement lapse within a nap: senders go back to the socket (and its `EPIPE`); what
-//!   they put in the lane meanwhile is lost with the receiver, as bytes in a socket buffer
-//!   would be.
-//! - Polling: a record published after the receiver left its receive would not make the
-//!   socket readable, and `wait` or `poll` would miss it. So a sender marks the record's place
-//!   [`WRITING`] before it reads the announcement, and a poller (`Connection::as_fd`,
-//!   `Connection::poll`) withdraws the announcement before it looks at the head
-//!   ([`Lane::withdraw`]; both `SeqCst`): either the sender sees the withdrawal and takes the
-//!   socket, or the poller sees the record coming and reports the end ready. A receiver
-//!   asleep on a place being written wakes at its stamp.
-//! - Publication: a record is published by its first word, its *stamp* (the message's number,
-//!   [`stamp`]), stored last; the sender clears the stamp word of the next record's place
-//!   before that. So the receiver watches one word, at its head, which reads 0 (or a poke)
-//!   until the next record is whole, and never takes bytes of an older lap for a record; a
-//!   spinning receiver sees a message in one cache-line transfer (the record's), without
-//!   reading the sender's tail. The tail is the senders' own bookkeeping. The receiver's head
-//!   and announcement share a cache line, which the sender reads before each record.
+//!   sending end was closed since it last looked (`closes`). A socket frame, and the close of
+//!   a handle on the sending end by a holder of its send lock, *poke* the receiver: [`POKE`]
+//!   in the place at the tail (the receiver's head when it sleeps) and a wake-up if it sleeps
+//!   there; the receiver clears both flags when it wakes, and looks.
 //! - Order: the sender counts the frames it sends on the socket (`socket_sent`, raised just
 //!   before each frame; the sleeping receiver is poked before a large frame, so that it comes
 //!   to read a frame larger than the socket's buffer, and after a small one) and writes that
@@ -66,7 +65,8 @@
 //!   the socket that no count announces (a frame written by other means) are read as they
 //!   come, uncounted. A sender killed between counting a frame and sending it leaves the receiver
 //!   waiting for that frame on the socket, as a sender killed in the middle of a frame did
-//!   before lanes existed.
+//!   before lanes existed; one killed between publishing a record and moving the tail leaves
+//!   the lane to the socket (its successors never write over a record).
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -95,39 +95,59 @@ const LANE_CAPACITY: usize = 4 << 20;
 /// The largest message a lane carries; larger ones take the socket.
 pub(crate) const LANE_MAX_MESSAGE: usize = LANE_CAPACITY / 2;
 
-/// How much later than its next look a sleeping receiver says it will look (so that a sender
-/// never sees the announcement lapse while the receiver is merely asleep).
-const SLEEP_MARGIN: Duration = Duration::from_millis(5);
+/// How long a receiver's lease lasts from each receive (see [`Lane::open`]): how late senders
+/// notice a receiver that was killed; renewed when less than half of it is left.
+const LEASE: Duration = Duration::from_millis(30);
+
+/// How often, in bytes taken, a receiver publishes its head for the senders' room check.
+const PUBLISH_EVERY: u32 = (LANE_CAPACITY / 16) as u32;
 
 /// A lane record's header: its stamp word (`u32`, see [`stamp`]), the payload's length
 /// (`u32`), then the number of socket frames sent before it (`u64`).
 const RECORD_HEADER: usize = 16;
 
-/// The bit set in every record's stamp word (a cleared word, 0, is no record).
+/// The bit set in every record's stamp word; a place without it holds no record, only the
+/// flags below.
 const STAMPED: u32 = 1 << 31;
 
-/// A stamp word that is no record either: a *poke*, which a sender leaves at the receiver's
-/// head after a socket frame (or a close) to wake a receiver asleep on that word's futex. The
-/// receiver clears it (back to 0) before it sleeps again; the next record's stamp overwrites
-/// it.
-const POKE: u32 = 1;
+/// A place's flag: the lane is open, senders may write a record there (see [`Lane::open`]).
+const OPEN: u32 = 1;
 
-/// A stamp word that is no record yet: a sender is writing the record there, having seen the
-/// receiver's announcement (see [`Lane::withdraw`]); its stamp follows.
-const WRITING: u32 = 2;
+/// A place's flag: a sender sent a socket frame, or a handle on the sending end was closed,
+/// since the receiver last looked (see [`Lane::poke`]).
+const POKE: u32 = 2;
+
+/// A place's flag: the receiver sleeps on the place's futex; whoever changes the word wakes it.
+const SLEEPING: u32 = 4;
+
+/// Every flag of a place without a record; other bits there are corruption.
+const FLAGS: u32 = OPEN | POKE | SLEEPING;
 
 /// The stamp word of the record of message number `count` (modulo 2^31).
 fn stamp(count: u32) -> u32 {
     STAMPED | (count & !STAMPED)
 }
 
-/// Whether the stamp word `word` publishes the record of message number `count`: `Ok(false)`
-/// for no record (0, a poke, a record being written), `Err(())` for a word that is neither.
-fn is_stamp(word: u32, count: u32) -> std::result::Result<bool, ()> {
-    if word == 0 || word == POKE || word == WRITING {
-        return Ok(false);
+/// What a place's stamp word says, where the record of message number `count` is expected.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum Place {
+    /// The record, published.
+    Record,
+    /// No record: these flags.
+    Free(u32),
+    /// Another message's stamp, or bits no party writes.
+    Corrupt,
+}
+
+/// Reads the stamp word `word` of the place where message number `count` goes.
+fn place(word: u32, count: u32) -> Place {
+    if word & STAMPED != 0 {
+        if word == stamp(count) { Place::Record } else { Place::Corrupt }
+    } else if word & !FLAGS != 0 {
+        Place::Corrupt
+    } else {
+        Place::Free(word)
     }
-    if word == stamp(count) { Ok(true) } else { Err(()) }
 }
 
 /// The ring space of a record with `len` bytes of payload.
@@ -155,11 +175,8 @@ fn now_ns() -> u64 {
     timespec_ns(rustix::time::clock_gettime(rustix::time::ClockId::Monotonic))
 }
 
-/// The clock of announcements: `CLOCK_MONOTONIC_COARSE` now, in nanoseconds (shared by every
-/// process of the machine). Both sides read it on every lane message, and it costs a fifth of
-/// the precise clock; it advances by the kernel's ticks, so every announcement is made
-/// [`ANNOUNCE_SLACK`] longer, which matters only for a receiver that died (a live one
-/// withdraws its announcement itself).
+/// The clock of leases: `CLOCK_MONOTONIC_COARSE` now, in nanoseconds (shared by every process
+/// of the machine); a fifth of the precise clock's cost, and a tick's precision is plenty.
 fn coarse_ns() -> u64 {
     timespec_ns(rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse))
 }
@@ -169,10 +186,6 @@ fn timespec_ns(t: rustix::time::Timespec) -> u64 {
     u64::try_from(t.tv_sec).unwrap_or(0).saturating_mul(1_000_000_000)
         + u64::try_from(t.tv_nsec).unwrap_or(0)
 }
-
-/// How much longer every announcement is made than the receiver means to look: the longest
-/// tick of the coarse clock (`HZ` = 100), so that an announcement never lapses early.
-const ANNOUNCE_SLACK: Duration = Duration::from_millis(10);
 
 /// What the head of a lane holds.
 pub(crate) enum Next {
@@ -184,6 +197,13 @@ pub(crate) enum Next {
     SocketFirst,
 }
 
+/// What this process's senders on a lane remember of its receiver's lease.
+#[derive(Debug, Default)]
+struct Lease {
+    /// The receiver's lease (`alive_until`) as last read.
+    until: AtomicU64,
+}
+
 /// The two lanes of a pipe, mapped.
 pub(crate) struct Lanes {
     /// The segment (for its descriptor).
@@ -192,6 +212,8 @@ pub(crate) struct Lanes {
     lanes: [Mirror; 2],
     /// The spin policy of this process's receives on lane 0 and on lane 1.
     backoff: [SpinBackoff; 2],
+    /// The receivers' leases, as this process's senders on lane 0 and lane 1 last read them.
+    leases: [Lease; 2],
 }
 
 impl Lanes {
@@ -209,7 +231,7 @@ impl Lanes {
             config.capacity.store(LANE_CAPACITY as u64, Ordering::Relaxed);
             config.magic.store(LANE_MAGIC, Ordering::Release);
         }
-        Ok(Lanes { shm, lanes, backoff: Default::default() })
+        Ok(Lanes { shm, lanes, backoff: Default::default(), leases: Default::default() })
     }
 
     /// Maps both lanes of `shm`.
@@ -235,12 +257,12 @@ impl Lanes {
                 return Err("the segment received as a pipe's lanes does not hold them".into());
             }
         }
-        Ok(Lanes { shm, lanes, backoff: Default::default() })
+        Ok(Lanes { shm, lanes, backoff: Default::default(), leases: Default::default() })
     }
 
     /// Lane `i` (0 or 1).
     pub(crate) fn lane(&self, i: usize) -> Lane<'_> {
-        Lane { m: &self.lanes[i & 1], backoff: &self.backoff[i & 1] }
+        Lane { m: &self.lanes[i & 1], backoff: &self.backoff[i & 1], lease: &self.leases[i & 1] }
     }
 
     /// Serialises the segment.
@@ -264,6 +286,8 @@ pub(crate) struct Lane<'a> {
     m: &'a Mirror,
     /// This process's spin policy for receives on the lane.
     backoff: &'a SpinBackoff,
+    /// The receiver's lease, as this process's senders last read it.
+    lease: &'a Lease,
 }
 
 impl Lane<'_> {
@@ -285,117 +309,157 @@ impl Lane<'_> {
         self.m.header()
     }
 
-    /// Sender: puts a message of `len` bytes that `write` fills, if the receiver is receiving
-    /// (its announcement has not lapsed) and there is room; `Ok(false)` otherwise (send it on
-    /// the socket). Wakes the receiver if it sleeps.
+    /// The stamp word of the place at byte position `at`, if `at` is a multiple of 8 (only a
+    /// process writing the shared header out of turn misaligns a head or a tail).
+    fn word_at(&self, at: u32) -> Option<&AtomicU32> {
+        // SAFETY: `at` is a multiple of 8; the word there is a place's stamp word, which every
+        // party accesses atomically only (record payloads of other laps are written and read
+        // in turns ordered by the stamps and the heads).
+        (at % 8 == 0).then(|| unsafe { self.m.word(at) })
+    }
+
+    /// The receiver's exact head (packed).
+    fn reader_head(&self) -> u64 {
+        self.h().reader.0.load(Ordering::Acquire)
+    }
+
+    /// The stamp word at the receiver's head, if aligned.
+    fn head_word(&self) -> Option<&AtomicU32> {
+        self.word_at(position(self.reader_head()))
+    }
+
+    /// Sender: whether the receiver's lease holds (it is alive), reading the shared lease only
+    /// once this process's copy has run out.
+    fn receiver_alive(&self) -> bool {
+        let now = coarse_ns();
+        if now < self.lease.until.load(Ordering::Relaxed) {
+            return true;
+        }
+        let until = self.h().head.0.alive_until.load(Ordering::Acquire);
+        self.lease.until.store(until, Ordering::Relaxed);
+        now < until
+    }
+
+    /// Sender: whether `need` bytes from the tail position `at` are free, reading the
+    /// receiver's published head only when the known free space runs short.
+    fn has_room(&self, at: u32, need: usize) -> bool {
+        let h = self.h();
+        let free = |limit: u64| (position(limit).wrapping_sub(at) as usize) >= need;
+        let limit = h.send_limit.0.load(Ordering::Relaxed);
+        if position(limit).wrapping_sub(at) as usize <= LANE_CAPACITY && free(limit) {
+            return true;
+        }
+        let head = position(h.head.0.head.load(Ordering::Acquire));
+        let used = at.wrapping_sub(head) as usize;
+        if used > LANE_CAPACITY {
+            // Only a process writing the shared header out of turn puts the head past the tail.
+            return false;
+        }
+        let limit = u64::from(head.wrapping_add(LANE_CAPACITY as u32));
+        h.send_limit.0.store(limit, Ordering::Relaxed);
+        free(limit)
+    }
+
+    /// Sender: puts a message of `len` bytes that `write` fills, if the lane is open (the
+    /// receiver is alive and nobody polls the end's socket), there is room, and the message
+    /// is small enough; `Ok(false)` otherwise (send it on the socket). Wakes the receiver if
+    /// it sleeps on the place.
     pub(crate) fn try_send(
         &self,
         len: usize,
         write: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<bool> {
         let h = self.h();
-        if len > LANE_MAX_MESSAGE || h.head.0.spinning_until.load(Ordering::Relaxed) == 0 {
+        if len > LANE_MAX_MESSAGE || !self.receiver_alive() {
             return Ok(false);
         }
         let need = record_len(len);
         let tail = h.tail.0.load(Ordering::Relaxed);
-        let head = h.head.0.head.load(Ordering::Acquire);
-        let used = position(tail).wrapping_sub(position(head)) as usize;
-        // Room for the record, and for the first word of the next one, which is cleared.
-        if used > LANE_CAPACITY || LANE_CAPACITY - used < need + 8 {
-            return Ok(false);
-        }
         let at = position(tail);
-        if at % 8 != 0 {
-            // Only a process writing the shared header out of turn misaligns the tail: the
-            // message takes the socket.
+        // Room for the record, and for the stamp word of the next one, which is set.
+        if !self.has_room(at, need + 8) {
             return Ok(false);
         }
+        let Some(word) = self.word_at(at) else { return Ok(false) };
         let next = at.wrapping_add(need as u32);
-        // SAFETY: `at` is a multiple of 8 (checked), and so is `next` (record lengths are);
-        // the word at `next` is free space (the room checked above), and the word at `at` is
-        // the stamp, which the receiver only accesses atomically.
-        let (next_word, stamp_word) = unsafe { (self.m.word(next), self.m.word(at)) };
-        // The record is said to be coming before the announcement is read (both `SeqCst`); a
-        // poller withdraws the announcement before it looks at the stamp word (`withdraw`):
-        // so either this sender sees the withdrawal, or the poller sees the record coming.
-        let before = stamp_word.swap(WRITING, Ordering::SeqCst);
-        let until = h.head.0.spinning_until.load(Ordering::SeqCst);
-        if until == 0 || coarse_ns() >= until {
-            self.unclaim(stamp_word, before);
+        let Some(next_word) = self.word_at(next) else { return Ok(false) };
+        // Only over a free place of an open lane: never over a record (a sender killed
+        // between publishing and moving the tail leaves one there).
+        let open = |seen: u32| matches!(place(seen, count(tail)), Place::Free(f) if f & OPEN != 0);
+        let mut seen = word.load(Ordering::Acquire);
+        if !open(seen) {
             return Ok(false);
         }
-        let written = {
+        {
             // SAFETY: `need <= LANE_CAPACITY`; these bytes (the record but its stamp word) lie
-            // past the published tail and before the head plus the capacity, which the
-            // receiver never reads; the lane has one sender (an end used by two processes at
-            // once is documented as unsupported, and even then both only write bytes that
-            // every reader checks).
+            // past the tail and before the published head plus the capacity (`has_room`),
+            // which the receiver does not read; the lane has one sender at a time (the end's
+            // send lock; even without it every reader checks what it reads).
             let record = unsafe { self.m.bytes_mut(at.wrapping_add(4), need - 4) };
             let (header, body) = record.split_at_mut(RECORD_HEADER - 4);
-            let written = body.get_mut(..len).ok_or(Error::Unstable).and_then(write);
+            write(body.get_mut(..len).ok_or(Error::Unstable)?)?;
             let (len_bytes, sent) = header.split_at_mut(4);
             len_bytes.copy_from_slice(&(len as u32).to_le_bytes());
             sent.copy_from_slice(&h.socket_sent.0.load(Ordering::Relaxed).to_le_bytes());
-            written
-        };
-        if let Err(e) = written {
-            self.unclaim(stamp_word, before);
-            return Err(e);
         }
-        // The next record's stamp word reads "no record" before this one is published: the
-        // receiver, once past this record, never takes bytes of an older lap for a record.
-        next_word.store(0, Ordering::Relaxed);
+        // The next place reads "no record, open" before this record is published: the
+        // receiver, once past this record, never takes bytes of an older lap for a record,
+        // and the lane stays open there.
+        next_word.store(OPEN, Ordering::Relaxed);
+        // The publication, by the word a poller closes the lane with: either the poller sees
+        // the record, or this sender sees the lane closed and takes the socket (what it wrote
+        // stays in free space). Everything above is visible to whoever sees the stamp.
+        loop {
+            match word.compare_exchange_weak(
+                seen,
+                stamp(count(tail)),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) if open(now) => seen = now,
+                Err(_) => return Ok(false),
+            }
+        }
         h.tail.0.store(pack(count(tail).wrapping_add(1), next), Ordering::Relaxed);
-        // The publication: everything above is visible to whoever sees the stamp. A receiver
-        // asleep on the stamp word's futex (it sleeps while the word reads no record) is woken.
-        stamp_word.store(stamp(count(tail)), Ordering::SeqCst);
-        self.wake_at(stamp_word);
+        if seen & SLEEPING != 0 {
+            os::futex::wake_all(word);
+        }
         Ok(true)
     }
 
-    /// Sender: gives up the record place whose stamp word it set to [`WRITING`] (it held
-    /// `before`): a poke stays a poke, anything else reads no record; a receiver asleep on
-    /// the word is woken, since its value changed.
-    fn unclaim(&self, stamp_word: &AtomicU32, before: u32) {
-        stamp_word.store(if before == POKE { POKE } else { 0 }, Ordering::SeqCst);
-        self.wake_at(stamp_word);
-    }
-
-    /// Receiver's end, about to be polled (`wait`, `poll`): withdraws any announcement, so
-    /// that no sender starts a lane record from now on, then says whether a record is there
-    /// or being written by a sender that saw the announcement (it will be published), in
-    /// which case the end is ready: the record would not make the socket readable.
-    pub(crate) fn withdraw(&self) -> bool {
-        self.h().head.0.spinning_until.swap(0, Ordering::SeqCst);
-        self.has_record()
-    }
-
-    /// Wakes the receiver if it sleeps, on the futex of `word` (the stamp word at its head).
-    fn wake_at(&self, word: &AtomicU32) {
-        if self.h().head.0.sleeping.load(Ordering::SeqCst) != 0 {
-            os::futex::wake_all(word);
+    /// Changes the flags of the place `word` (if it holds no record) to what `change` makes of
+    /// them (`None`: leave them), atomically; wakes a receiver asleep there if they changed.
+    /// Returns the flags seen last (`None` for a record or corruption).
+    fn update(&self, word: &AtomicU32, change: impl Fn(u32) -> Option<u32>) -> Option<u32> {
+        let mut seen = word.load(Ordering::Acquire);
+        loop {
+            if seen & STAMPED != 0 || seen & !FLAGS != 0 {
+                return None;
+            }
+            let Some(new) = change(seen) else { return Some(seen) };
+            if new == seen {
+                return Some(seen);
+            }
+            match word.compare_exchange_weak(seen, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    if seen & SLEEPING != 0 {
+                        os::futex::wake_all(word);
+                    }
+                    return Some(seen);
+                }
+                Err(now) => seen = now,
+            }
         }
     }
 
-    /// Sender or closer, holding the end's send lock: wakes the receiver if it sleeps, so
-    /// that it looks at the socket and the close count. The stamp word at the receiver's
-    /// head, which holds no record (else the receiver is not asleep), becomes a [`POKE`],
-    /// and the futex there is woken. With the send lock held no record is being written, so
-    /// that word holds a stamp, 0 or a poke, whatever the receiver has taken meanwhile.
+    /// Sender or closer, holding the end's send lock: pokes the receiver, so that it looks at
+    /// the socket and the close count: the place at the tail (where the receiver sleeps when
+    /// it has taken every record) gets [`POKE`], and a receiver asleep there is woken.
     pub(crate) fn poke(&self) {
-        let h = self.h();
-        let at = position(h.head.0.head.load(Ordering::Acquire));
-        if at % 8 != 0 {
-            // Only a process writing the shared header out of turn misaligns the head; the
-            // receiver finds it at its nap's end.
-            return;
+        if let Some(word) = self.word_at(position(self.h().tail.0.load(Ordering::Relaxed))) {
+            self.update(word, |flags| Some(flags | POKE));
         }
-        // SAFETY: `at` is a multiple of 8, and the word there is a stamp word (see above),
-        // accessed atomically only.
-        let word = unsafe { self.m.word(at) };
-        let _ = word.compare_exchange(0, POKE, Ordering::SeqCst, Ordering::SeqCst);
-        self.wake_at(word);
     }
 
     /// Sender: one more frame is about to be sent on the socket; with `wake`, a receiver
@@ -408,45 +472,63 @@ impl Lane<'_> {
         }
     }
 
-    /// Receiver: sleeps on the futex of the stamp word at its head until a record is
-    /// published there or a sender pokes it (a socket frame, a close), or `timeout` passes,
-    /// having announced that it is alive and receiving until a little after it will look
-    /// again. Returns at once if something is already waiting.
+    /// Receiver, finding nothing: renews its lease if less than half of it is left, and
+    /// opens the lane at its head (senders write records there only while it is open and the
+    /// lease holds). The lane stays open after the receive: records that come meanwhile wait
+    /// for the next one, and a poller (`wait`, `poll`) closes it first ([`withdraw`]).
+    ///
+    /// [`withdraw`]: Self::withdraw
+    pub(crate) fn open(&self) {
+        self.open_for(LEASE);
+    }
+
+    /// [`open`](Self::open), with a lease of at least `lease`.
+    fn open_for(&self, lease: Duration) {
+        let alive = &self.h().head.0.alive_until;
+        let now = coarse_ns();
+        let lease = duration_ns(lease);
+        if alive.load(Ordering::Relaxed).saturating_sub(now) < lease / 2 {
+            alive.store(now.saturating_add(lease), Ordering::Release);
+        }
+        if let Some(word) = self.head_word() {
+            self.update(word, |flags| (flags & OPEN == 0).then_some(flags | OPEN));
+        }
+    }
+
+    /// Receiver's end, about to be polled (`wait`, `poll`) or closed: closes the lane at the
+    /// head, so that senders take the socket (which the poller watches), and says whether a
+    /// record is there, in which case the end is ready: the record does not make the socket
+    /// readable. A sender publishes by the same word, so a record is either seen here or
+    /// not published.
+    pub(crate) fn withdraw(&self) -> bool {
+        let Some(word) = self.head_word() else { return true };
+        self.update(word, |flags| Some(flags & !OPEN)).is_none()
+    }
+
+    /// Receiver: sleeps on the futex of the place at its head until a record is published
+    /// there or a sender pokes it (a socket frame, a close), or `timeout` passes, with its
+    /// lease renewed past the nap. Returns at once if a record, a poke, a socket frame or a
+    /// close (other than `closes_seen`) is already there.
     pub(crate) fn sleep(&self, timeout: Duration, closes_seen: u64) -> Result<()> {
-        let consumer = &self.h().head.0;
-        self.announce(timeout.saturating_add(SLEEP_MARGIN));
-        let at = position(consumer.head.load(Ordering::Relaxed));
-        if at % 8 != 0 {
-            // Only a process writing the shared header out of turn misaligns the head: the
-            // next take reports it.
-            return Ok(());
-        }
-        // SAFETY: `at` is a multiple of 8, and the word there is the stamp word at the head,
-        // accessed atomically only.
-        let word = unsafe { self.m.word(at) };
-        // Said before looking (both `SeqCst`, as the sender's stamp or poke and then its load
-        // of `sleeping`): either this receiver sees what the sender did, or the sender sees
-        // it sleeping and wakes it; a wake-up before the wait finds the word changed.
-        consumer.sleeping.store(1, Ordering::SeqCst);
-        let mut seen = word.load(Ordering::SeqCst);
-        if seen == POKE {
-            // A poke asked for the look below; cleared first, so that a later one is seen.
-            seen = match word.compare_exchange(POKE, 0, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => 0,
-                Err(now) => now,
-            };
-        }
-        // Nothing there (0), or a record being written (its stamp will change the word): sleep
-        // unless a socket frame or a close is there to look at.
-        let result = if (seen != 0 && seen != WRITING)
-            || self.socket_pending()
-            || self.closes() != closes_seen
-        {
+        self.open_for(timeout.saturating_add(LEASE));
+        let Some(word) = self.head_word() else { return Ok(()) };
+        // Said in the place's word: whoever changes it afterwards (a record, a poke) sees
+        // the flag and wakes this receiver, and a wake-up before the wait finds the word
+        // changed. A poke seen here is cleared: the look it asks for comes next.
+        let before = self.update(word, |flags| {
+            Some(if flags & POKE != 0 { flags & !(POKE | SLEEPING) } else { flags | SLEEPING })
+        });
+        let asleep = match before {
+            Some(flags) if flags & POKE == 0 => flags | SLEEPING,
+            _ => return Ok(()),
+        };
+        let result = if self.socket_pending() || self.closes() != closes_seen {
             Ok(false)
         } else {
-            os::futex::wait_for(word, seen, timeout)
+            os::futex::wait_for(word, asleep, timeout)
         };
-        consumer.sleeping.store(0, Ordering::Relaxed);
+        // Awake: the flag goes (a poke has done its work: the receiver looks now).
+        self.update(word, |flags| Some(flags & !(SLEEPING | POKE)));
         result.map(|_| ()).map_err(|e| Error::io("futex wait", e))
     }
 
@@ -487,18 +569,12 @@ impl Lane<'_> {
         self.socket_sent() > self.socket_taken()
     }
 
-    /// Receiver: whether a lane record is waiting or being written (or the lane is corrupt,
-    /// which the next receive reports).
+    /// Receiver: whether a lane record is waiting (or the lane is corrupt, which the next
+    /// receive reports).
     pub(crate) fn has_record(&self) -> bool {
-        let at = position(self.h().head.0.head.load(Ordering::SeqCst));
-        if at % 8 != 0 {
-            // Only a process writing the shared header out of turn misaligns the head.
-            return true;
-        }
-        // SAFETY: `at` is a multiple of 8, and its word is a stamp word, accessed atomically
-        // only.
-        let word = unsafe { self.m.word(at) }.load(Ordering::SeqCst);
-        word != 0 && word != POKE
+        let head = self.reader_head();
+        let Some(word) = self.word_at(position(head)) else { return true };
+        !matches!(place(word.load(Ordering::Acquire), count(head)), Place::Free(_))
     }
 
     /// Receiver: whether anything (a lane record or a socket frame) is waiting.
@@ -511,18 +587,15 @@ impl Lane<'_> {
     /// [`Error::BadMessageLength`] is the caller's to build.
     pub(crate) fn take(&self, limit: usize) -> Result<std::result::Result<Next, u64>> {
         let h = self.h();
-        let head = h.head.0.head.load(Ordering::Relaxed);
+        let head = h.reader.0.load(Ordering::Relaxed);
         let at = position(head);
-        if at % 8 != 0 {
+        let Some(word) = self.word_at(at) else {
             return Err(Error::Corrupt("a pipe lane's head is misaligned".into()));
-        }
-        // SAFETY: `at` is a multiple of 8, and the word there is a stamp word (the sender
-        // publishes with it and clears it only while it is free space), accessed atomically.
-        let word = unsafe { self.m.word(at) }.load(Ordering::Acquire);
-        match is_stamp(word, count(head)) {
-            Ok(true) => {}
-            Ok(false) => return Ok(Ok(Next::Empty)),
-            Err(()) => {
+        };
+        match place(word.load(Ordering::Acquire), count(head)) {
+            Place::Record => {}
+            Place::Free(_) => return Ok(Ok(Next::Empty)),
+            Place::Corrupt => {
                 return Err(Error::Corrupt("a pipe lane holds a record out of order".into()));
             }
         }
@@ -550,8 +623,14 @@ impl Lane<'_> {
         // SAFETY: as for the header: inside the published record.
         let payload = unsafe { self.m.bytes(at.wrapping_add(RECORD_HEADER as u32), len) };
         let message = payload.to_vec();
-        let consumed = pack(count(head).wrapping_add(1), at.wrapping_add(need as u32));
-        h.head.0.head.store(consumed, Ordering::Release);
+        let end = at.wrapping_add(need as u32);
+        let consumed = pack(count(head).wrapping_add(1), end);
+        h.reader.0.store(consumed, Ordering::Release);
+        // Senders read the head only when they run short of room: it is published once per
+        // `PUBLISH_EVERY` bytes.
+        if end / PUBLISH_EVERY != at / PUBLISH_EVERY {
+            h.head.0.head.store(consumed, Ordering::Release);
+        }
         Ok(Ok(Next::Message(message)))
     }
 
@@ -580,27 +659,6 @@ impl Lane<'_> {
     /// frame from the socket.
     pub(crate) fn in_frame(&self) -> bool {
         self.h().next_id.0.load(Ordering::Acquire) & IN_FRAME != 0
-    }
-
-    /// Receiver: announces that it is receiving, and looks at the lane at least once more,
-    /// until `budget` from now.
-    pub(crate) fn announce(&self, budget: Duration) {
-        let until = coarse_ns().saturating_add(duration_ns(budget.saturating_add(ANNOUNCE_SLACK)));
-        self.h().head.0.spinning_until.store(until.max(1), Ordering::SeqCst);
-    }
-
-    /// Receiver: no longer looks at the lane (about to sleep, or done).
-    pub(crate) fn stop_spinning(&self) {
-        self.h().head.0.spinning_until.store(0, Ordering::Release);
-    }
-}
-
-/// Receiver: stops spinning when dropped, on every way out of a receive.
-pub(crate) struct Spinning<'a>(pub(crate) Lane<'a>);
-
-impl Drop for Spinning<'_> {
-    fn drop(&mut self) {
-        self.0.stop_spinning();
     }
 }
 
@@ -734,17 +792,21 @@ pub(crate) fn spin_budget() -> Option<Duration> {
 mod tests {
     use super::*;
 
+    /// A lease no test outlives (a receiver's lease lapses 30 ms after its last receive).
+    const HOUR: Duration = Duration::from_secs(3600);
+
     #[test]
-    fn stamps_name_their_message() {
-        assert_eq!(is_stamp(0, 7), Ok(false));
-        assert_eq!(is_stamp(POKE, 7), Ok(false), "a poke is no record");
-        assert_eq!(is_stamp(stamp(7), 7), Ok(true));
-        assert_eq!(is_stamp(stamp(u32::MAX), u32::MAX), Ok(true));
-        assert_eq!(is_stamp(stamp(0), 0), Ok(true));
-        assert_eq!(is_stamp(stamp(7), 8), Err(()), "another message's stamp");
-        assert_eq!(is_stamp(stamp(7) & !STAMPED, 7), Err(()), "not a stamp");
+    fn places_say_record_flags_or_corruption() {
+        assert_eq!(place(0, 7), Place::Free(0));
+        assert_eq!(place(OPEN | POKE | SLEEPING, 7), Place::Free(OPEN | POKE | SLEEPING));
+        assert_eq!(place(stamp(7), 7), Place::Record);
+        assert_eq!(place(stamp(u32::MAX), u32::MAX), Place::Record);
+        assert_eq!(place(stamp(0), 0), Place::Record);
+        assert_eq!(place(stamp(7), 8), Place::Corrupt, "another message's stamp");
+        assert_eq!(place(FLAGS + 1, 7), Place::Corrupt, "bits no party writes");
         for count in [0, 1, u32::MAX, STAMPED] {
-            assert!(stamp(count) != 0 && stamp(count) != POKE, "a stamp is neither 0 nor a poke");
+            assert_eq!(stamp(count) & FLAGS & !STAMPED, count & FLAGS, "a stamp is a count");
+            assert_ne!(stamp(count) & STAMPED, 0);
         }
     }
 
@@ -759,6 +821,55 @@ mod tests {
         }
     }
 
+    /// A writer of `bytes` for `try_send`.
+    fn put(bytes: &[u8]) -> impl FnOnce(&mut [u8]) -> Result<()> + '_ {
+        move |body| {
+            body.copy_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    /// The stamp word at the receiver's head.
+    fn head_word<'a>(lane: &Lane<'a>) -> &'a AtomicU32 {
+        let at = position(lane.h().reader.0.load(Ordering::SeqCst));
+        // SAFETY: the tests keep the head aligned; the word is accessed atomically only.
+        unsafe { lane.m.word(at) }
+    }
+
+    #[test]
+    fn a_lane_carries_records_only_while_open_and_its_receiver_alive() {
+        let lanes = Lanes::create().unwrap();
+        let lane = lanes.lane(0);
+        let lease = || lane.h().head.0.alive_until.load(Ordering::SeqCst);
+        assert!(!lane.try_send(2, put(b"no")).unwrap(), "nobody ever received");
+        // A receive that finds nothing takes a lease and opens the lane at its head.
+        let before = coarse_ns();
+        lane.open();
+        assert!(lease() >= before + duration_ns(LEASE));
+        assert_eq!(head_word(&lane).load(Ordering::SeqCst), OPEN);
+        lane.open_for(HOUR);
+        assert!(lane.try_send(2, put(b"ab")).unwrap());
+        assert!(lane.try_send(1, put(b"c")).unwrap(), "the lane stays open past a record");
+        assert_eq!(take_one(lane), b"ab");
+        assert_eq!(take_one(lane), b"c");
+        assert!(matches!(lane.take(usize::MAX), Ok(Ok(Next::Empty))));
+        // A closed lane (a poller withdrew it) takes no record until a receive opens it.
+        assert!(!lane.withdraw());
+        assert_eq!(head_word(&lane).load(Ordering::SeqCst), 0);
+        assert!(!lane.try_send(2, put(b"no")).unwrap());
+        lane.open();
+        assert!(lane.try_send(2, put(b"de")).unwrap());
+        assert_eq!(take_one(lane), b"de");
+        // A receiver whose lease ran out (it was killed) gets no record once this process's
+        // senders read the lease again; a receive renews it.
+        lane.h().head.0.alive_until.store(1, Ordering::SeqCst);
+        lane.lease.until.store(0, Ordering::SeqCst);
+        assert!(!lane.try_send(2, put(b"no")).unwrap());
+        let before = coarse_ns();
+        lane.open();
+        assert!(lease() >= before + duration_ns(LEASE));
+    }
+
     #[test]
     fn old_laps_bytes_are_never_taken_for_records() {
         let lanes = Lanes::create().unwrap();
@@ -768,7 +879,7 @@ mod tests {
         let mut sent: u32 = 0;
         let mut total = 0usize;
         while total < 3 * LANE_CAPACITY {
-            lane.announce(Duration::from_secs(60));
+            lane.open_for(HOUR);
             let len = [8usize, 40, 4096, 100_000, 24][sent as usize % 5];
             let fill = |body: &mut [u8]| {
                 for (i, chunk) in body.chunks_mut(4).enumerate() {
@@ -790,20 +901,59 @@ mod tests {
     }
 
     #[test]
-    fn a_forged_stamp_is_corruption_not_a_message() {
+    fn a_record_after_a_counted_socket_frame_waits_for_it() {
+        let lanes = Lanes::create().unwrap();
+        let lane = lanes.lane(0);
+        lane.open_for(HOUR);
+        assert!(lane.try_send(2, put(b"r0")).unwrap());
+        lane.count_socket_frame(false);
+        assert!(lane.try_send(2, put(b"r1")).unwrap());
+        assert_eq!(take_one(lane), b"r0", "counted before the frame");
+        assert!(matches!(lane.take(usize::MAX), Ok(Ok(Next::SocketFirst))));
+        assert!(lane.socket_pending());
+        lane.taken_from_socket();
+        assert_eq!(take_one(lane), b"r1");
+    }
+
+    #[test]
+    fn a_full_ring_sends_on_the_socket_until_the_receiver_takes() {
+        let lanes = Lanes::create().unwrap();
+        let lane = lanes.lane(1);
+        lane.open_for(HOUR);
+        let big = LANE_MAX_MESSAGE / 4;
+        let mut queued = 0;
+        while lane.try_send(big, |_| Ok(())).unwrap() {
+            queued += 1;
+            assert!(queued <= LANE_CAPACITY / big, "more records than the ring holds");
+        }
+        assert_eq!(queued, LANE_CAPACITY / big - 1, "the ring fills but for one record");
+        for _ in 0..queued {
+            assert_eq!(take_one(lane).len(), big);
+        }
+        // The receiver's head is published as it goes: the room is seen again.
+        assert!(lane.try_send(big, |_| Ok(())).unwrap());
+        assert_eq!(take_one(lane).len(), big);
+    }
+
+    #[test]
+    fn a_forged_place_is_corruption_not_a_message() {
         let lanes = Lanes::create().unwrap();
         let lane = lanes.lane(1);
         // SAFETY: the head (0) is a stamp word and 4 its length; nothing else uses the lane.
         let (word, len) = unsafe { (lane.m.word(0), lane.m.word(4)) };
         word.store(stamp(5), Ordering::SeqCst);
         assert!(matches!(lane.take(usize::MAX), Err(Error::Corrupt(_))));
+        word.store(FLAGS + 1, Ordering::SeqCst);
+        assert!(matches!(lane.take(usize::MAX), Err(Error::Corrupt(_))));
+        lane.open_for(HOUR);
+        assert!(!lane.try_send(1, put(b"x")).unwrap(), "no record over a corrupt place");
         word.store(stamp(0), Ordering::SeqCst);
         len.store(LANE_MAX_MESSAGE as u32 + 1, Ordering::SeqCst);
         assert!(matches!(lane.take(usize::MAX), Err(Error::Corrupt(_))));
         word.store(0, Ordering::SeqCst);
         assert!(matches!(lane.take(usize::MAX), Ok(Ok(Next::Empty))));
-        // Whatever another process writes in the head and the ring, a take ends in a value or
-        // an error.
+        // Whatever another process writes in the heads, the tail and the ring, a take, a send,
+        // a poll and a sleep end in a value or an error.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {
             x ^= x << 13;
@@ -814,11 +964,16 @@ mod tests {
         let h = lane.h();
         for _ in 0..20_000 {
             let head = next();
-            h.head.0.head.store(head, Ordering::SeqCst);
+            h.reader.0.store(head, Ordering::SeqCst);
+            if next() % 4 == 0 {
+                h.tail.0.store(next(), Ordering::SeqCst);
+                h.head.0.head.store(next(), Ordering::SeqCst);
+                h.send_limit.0.store(next(), Ordering::SeqCst);
+            }
             let at = position(head) & !7;
             let forged = match next() % 4 {
                 0 => next() as u32,
-                1 => POKE,
+                1 => (next() as u32) & FLAGS,
                 _ => stamp(count(head)),
             };
             let len = match next() % 3 {
@@ -836,46 +991,31 @@ mod tests {
             }
             let _ = lane.has_record();
             let _ = lane.take((next() % 4096) as usize);
+            let _ = lane.try_send((next() % 100) as usize, |_| Ok(()));
+            if next() % 8 == 0 {
+                let _ = lane.withdraw();
+                lane.poke();
+                lane.sleep(Duration::ZERO, lane.closes()).unwrap();
+            }
         }
-        // A misaligned tail sends the message on the socket; a misaligned head makes sleeps
-        // and pokes return at once.
-        h.tail.0.store(pack(3, 12), Ordering::SeqCst);
-        lane.announce(Duration::from_secs(60));
-        assert!(!lane.try_send(8, |_| Ok(())).unwrap());
-        h.head.0.head.store(pack(3, 12), Ordering::SeqCst);
-        lane.poke();
-        lane.sleep(Duration::from_secs(3600), lane.closes()).unwrap();
-        assert!(lane.has_record(), "a misaligned head is reported by the next take");
-    }
-
-    /// A writer of `bytes` for `try_send`.
-    fn put(bytes: &[u8]) -> impl FnOnce(&mut [u8]) -> Result<()> + '_ {
-        move |body| {
-            body.copy_from_slice(bytes);
-            Ok(())
-        }
-    }
-
-    /// Whether a record is published at the head of `lane`.
-    fn published(lane: Lane<'_>) -> bool {
-        let head = lane.h().head.0.head.load(Ordering::SeqCst);
-        // SAFETY: the tests keep the head aligned; its stamp word is accessed atomically only.
-        let word = unsafe { lane.m.word(position(head)) }.load(Ordering::SeqCst);
-        is_stamp(word, count(head)) == Ok(true)
     }
 
     /// Runs `wake` once a receiver sleeps on `lane` (with hour-long naps, so that a lost
     /// wake-up hangs the test until it is killed), and waits for the receiver to see
-    /// something to look at (`ready`, or closes other than `closes_seen`).
+    /// something to look at: a published record, a socket frame, a close.
     fn wakes_a_sleeper(lane: Lane<'_>, wake: impl FnOnce()) {
         let closes_seen = lane.closes();
+        let published = || {
+            let head = lane.h().reader.0.load(Ordering::SeqCst);
+            place(head_word(&lane).load(Ordering::SeqCst), count(head)) == Place::Record
+        };
         std::thread::scope(|s| {
             let sleeper = s.spawn(|| {
-                while !published(lane) && !lane.socket_pending() && lane.closes() == closes_seen {
+                while !published() && !lane.socket_pending() && lane.closes() == closes_seen {
                     lane.sleep(Duration::from_secs(3600), closes_seen).unwrap();
                 }
             });
-            while lane.h().head.0.sleeping.load(Ordering::SeqCst) == 0 {
+            while head_word(&lane).load(Ordering::SeqCst) & SLEEPING == 0 {
                 std::thread::yield_now();
             }
             wake();
@@ -884,15 +1024,15 @@ mod tests {
     }
 
     #[test]
-    fn a_poke_is_no_record_and_wakes_a_sleeping_receiver() {
+    fn records_and_pokes_wake_a_sleeping_receiver() {
         let lanes = Lanes::create().unwrap();
         let lane = lanes.lane(0);
-        // Nobody sleeps: the poke stays at the head, and reads as no record.
+        // Nobody sleeps: the poke stays at the place, which holds no record.
+        lane.open_for(HOUR);
         lane.poke();
         assert!(!lane.has_record());
         assert!(matches!(lane.take(usize::MAX), Ok(Ok(Next::Empty))));
         // A record is written over it.
-        lane.announce(Duration::from_secs(60));
         assert!(lane.try_send(3, put(b"abc")).unwrap());
         assert_eq!(take_one(lane), b"abc");
         // A socket frame's poke wakes a sleeping receiver, and so does a record...
@@ -902,63 +1042,49 @@ mod tests {
         });
         assert!(lane.socket_pending());
         lane.taken_from_socket();
-        wakes_a_sleeper(lane, || {
-            lane.announce(Duration::from_secs(60));
-            assert!(lane.try_send(2, put(b"de")).unwrap());
-        });
+        wakes_a_sleeper(lane, || assert!(lane.try_send(2, put(b"de")).unwrap()));
         assert_eq!(take_one(lane), b"de");
         // ...and a close by a holder of the send lock, and a frame large enough to be
         // counted with a wake-up before it is sent.
         wakes_a_sleeper(lane, || lane.closed_one(true));
         wakes_a_sleeper(lane, || lane.count_socket_frame(true));
         assert!(lane.socket_pending());
+        assert_eq!(head_word(&lane).load(Ordering::SeqCst) & (SLEEPING | POKE), 0);
     }
 
     #[test]
-    fn a_poller_sees_the_record_a_sender_started_or_no_sender_starts_one() {
+    fn a_poller_sees_the_record_or_the_sender_sees_the_lane_closed() {
         let lanes = Lanes::create().unwrap();
         let lane = lanes.lane(0);
-        // SAFETY: the head stays at 0 until a record is taken; its stamp word is accessed
-        // atomically only.
-        let head_word =
-            || unsafe { lane.m.word(position(lane.h().head.0.head.load(Ordering::SeqCst))) };
-        // The receiver leaves, and a poller looks, while a sender writes a record it started
-        // because the receiver was receiving: the poller sees the record coming.
-        lane.announce(Duration::from_secs(60));
+        // A poller closes the lane while a sender writes a record: the sender sees it closed
+        // when it publishes, and takes the socket; nothing is published.
+        lane.open_for(HOUR);
         let sent = lane.try_send(2, |body| {
-            assert!(lane.withdraw(), "a record being written is seen by a poller");
-            body.copy_from_slice(b"hi");
+            assert!(!lane.withdraw(), "nothing published yet");
+            body.copy_from_slice(b"no");
             Ok(())
         });
-        assert!(sent.unwrap());
+        assert!(!sent.unwrap());
+        assert!(!lane.has_record());
+        assert!(!lane.try_send(2, put(b"no")).unwrap(), "the lane stays closed");
+        // A poller that comes after the publication sees the record.
+        lane.open_for(HOUR);
+        assert!(lane.try_send(2, put(b"hi")).unwrap());
         assert!(lane.withdraw());
         assert_eq!(take_one(lane), b"hi");
-        // Withdrawn before a sender looks: the sender takes the socket and leaves no record.
-        lane.announce(Duration::from_secs(60));
-        assert!(!lane.withdraw());
-        assert!(!lane.try_send(2, put(b"no")).unwrap());
-        assert!(!lane.has_record());
-        assert_eq!(head_word().load(Ordering::SeqCst), 0);
-        // A poke at the head stays one when a sender gives the place up.
-        lane.poke();
-        lane.announce(Duration::from_secs(60));
-        lane.h().head.0.spinning_until.store(1, Ordering::SeqCst);
-        assert!(!lane.try_send(2, put(b"no")).unwrap(), "the announcement lapsed");
-        assert_eq!(head_word().load(Ordering::SeqCst), POKE);
-        // A record whose writing fails gives the place up too.
-        lane.announce(Duration::from_secs(60));
+        // A record whose writing fails publishes nothing, and the lane stays usable.
+        lane.open_for(HOUR);
         assert!(matches!(lane.try_send(2, |_| Err(Error::Unstable)), Err(Error::Unstable)));
         assert!(!lane.has_record());
         assert!(lane.try_send(2, put(b"ok")).unwrap());
         assert_eq!(take_one(lane), b"ok");
-        // A receiver asleep while a record is being written (as a sender killed while it
-        // wrote leaves it) wakes at the stamp of the next sender's record, written there.
-        head_word().store(WRITING, Ordering::SeqCst);
-        wakes_a_sleeper(lane, || {
-            lane.h().head.0.spinning_until.store(u64::MAX, Ordering::SeqCst);
-            assert!(lane.try_send(3, put(b"zzz")).unwrap());
-        });
-        assert_eq!(take_one(lane), b"zzz");
+        // A sender killed after publishing but before moving the tail leaves its record at
+        // the tail: the next sender takes the socket rather than write over it.
+        let tail = lane.h().tail.0.load(Ordering::SeqCst);
+        assert!(lane.try_send(3, put(b"old")).unwrap());
+        lane.h().tail.0.store(tail, Ordering::SeqCst);
+        assert!(!lane.try_send(3, put(b"new")).unwrap());
+        assert_eq!(take_one(lane), b"old");
     }
 
     #[test]

@@ -371,3 +371,46 @@ fn a_set_receive_spin_changes_nothing_but_the_waiting() {
     drop(a);
     assert!(matches!(b.recv::<u32>(), Err(mp_queue::Error::Eof)));
 }
+
+/// The message number `i`'s size and bytes in
+/// `a_stream_through_lane_and_socket_keeps_every_message_in_order`.
+fn streamed(i: u32) -> Vec<u8> {
+    let len = [1 << 20, 10, 300 << 10, 0, 64, 5 << 20][i as usize % 6];
+    let mut m = vec![i as u8; len];
+    if len >= 8 {
+        m[..4].copy_from_slice(&i.to_le_bytes());
+        m[len - 4..].copy_from_slice(&i.to_be_bytes());
+    }
+    m
+}
+
+fn stream_sender(conn: Connection, n: u32) {
+    // The first message waits for the receiver (its lane is open from then on); the rest go
+    // back to back, as fast as the receiver takes them: lane records, and socket frames (the
+    // 5 MiB ones always, others when the ring is full or a poll closed the lane) between
+    // them.
+    let _: u8 = conn.recv().unwrap();
+    for i in 0..n {
+        conn.send_bytes(&streamed(i), 0, None).unwrap();
+    }
+}
+
+#[test]
+fn a_stream_through_lane_and_socket_keeps_every_message_in_order() {
+    let (conn, child_end) = pipe(true).unwrap();
+    let n = 120;
+    let mut p = Process::new(stream_sender, (child_end, n));
+    p.start().unwrap();
+    conn.send(&0u8).unwrap();
+    for i in 0..n {
+        // Now and then the receiver polls before it receives, which closes the lane until
+        // the receive opens it again.
+        if i % 11 == 5 {
+            assert!(conn.poll_timeout(Duration::MAX).unwrap());
+        }
+        let got = conn.recv_bytes(None).unwrap();
+        assert!(got == streamed(i), "message {i} differs ({} bytes)", got.len());
+    }
+    assert_eq!(p.join().unwrap(), 0);
+    assert!(matches!(conn.recv_bytes(None), Err(Error::Eof)));
+}

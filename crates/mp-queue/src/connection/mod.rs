@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::lane::{self, Lane, Lanes, Next, Spinning};
+use crate::lane::{self, Lane, Lanes, Next};
 use crate::sys;
 
 /// Returns a pair of connected [`Connection`]s: Python's `multiprocessing.Pipe(duplex)`.
@@ -471,6 +471,13 @@ impl Connection {
     pub fn close(&mut self) {
         let Some(fd) = self.fd.take() else { return };
         drop(fd);
+        // Senders to this end take the socket from now on (and see it closed once every copy
+        // is), unless records wait in the lane.
+        if self.readable {
+            if let Some(lane) = self.lane_in() {
+                lane.withdraw();
+            }
+        }
         // A receiver of the other end asleep on the lane wakes and looks at the socket. The
         // poke that wakes it needs the send lock; if another handle holds it, this close was
         // not the last one (that holder's end is open), and the count is enough.
@@ -668,7 +675,6 @@ impl Connection {
         const FIRST_NAP: Duration = Duration::from_millis(4);
         /// The longest nap: how late a sleeping receiver may notice end of file.
         const LONGEST_NAP: Duration = Duration::from_millis(50);
-        let _stop = Spinning(lane);
         let mut spin_end: Option<Instant> = None;
         let mut nap: Option<Duration> = None;
         let mut looks: u32 = 0;
@@ -689,7 +695,7 @@ impl Connection {
             }
             if let Some(budget) = budget {
                 if looks == 0 {
-                    lane.announce(budget);
+                    lane.open();
                 }
                 // The clock is read on every eighth look only (a look is a few loads, a clock
                 // read several times that), and the spin is timed from the first such read: a
