@@ -4,9 +4,17 @@
 use std::sync::{Arc, Mutex};
 
 use mp_pool::{Error, FailStep, Pool, Progress, ProgressUpdate};
+use mp_process::fdpass::PassFd;
+use mp_testkit::{pass, pipe, wait_for_byte};
 use rustix::process::Signal;
 
 fn sqr(x: i64) -> i64 {
+    x * x
+}
+
+/// `x` squared, once `gate` gives a byte or end of file.
+fn gated_sqr(x: i64, gate: PassFd) -> i64 {
+    wait_for_byte(&gate);
     x * x
 }
 
@@ -124,8 +132,12 @@ fn a_pools_default_reports_every_bulk_call_and_a_call_can_turn_it_off() {
     assert_eq!(pool.imap_unordered(sqr, 0..5).unwrap().count(), 5);
     // Not a bulk call: no progress.
     assert_eq!(pool.apply(sqr, (3,)).unwrap(), 9);
-    // Turned off for one call.
-    let off = pool.map_async(sqr, 0..8).unwrap().with_progress(Progress::none());
+    // Turned off for one call, before any of its tasks can finish (they wait at a gate that
+    // opens, by its end of file, once the call's progress is off).
+    let (gate, open) = pipe();
+    let tasks = (0..8).map(|x| (x, pass(&gate)));
+    let off = pool.starmap_async(gated_sqr, tasks).unwrap().with_progress(Progress::none());
+    drop(open);
     assert_eq!(off.get().unwrap().len(), 8);
     let seen = seen.lock().unwrap().clone();
     let calls: std::collections::BTreeSet<u64> = seen.iter().map(|u| u.call).collect();

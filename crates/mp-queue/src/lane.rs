@@ -187,10 +187,18 @@ fn timespec_ns(t: rustix::time::Timespec) -> u64 {
         + u64::try_from(t.tv_nsec).unwrap_or(0)
 }
 
+/// A record found at the head of a lane, to be taken ([`Lane::consume`]).
+pub(crate) struct Record {
+    /// The head it lies at (packed).
+    head: u64,
+    /// Its payload's length.
+    len: usize,
+}
+
 /// What the head of a lane holds.
 pub(crate) enum Next {
-    /// A message: its payload.
-    Message(Vec<u8>),
+    /// A message: its record.
+    Message(Record),
     /// Nothing.
     Empty,
     /// A message is there, but a frame on the socket comes before it.
@@ -613,25 +621,35 @@ impl Lane<'_> {
         if len > LANE_MAX_MESSAGE {
             return Err(Error::Corrupt("a pipe lane's record is longer than its data".into()));
         }
-        let need = record_len(len);
         if before > h.socket_taken.0.load(Ordering::SeqCst) {
             return Ok(Ok(Next::SocketFirst));
         }
         if len > limit {
             return Ok(Err(len as u64));
         }
-        // SAFETY: as for the header: inside the published record.
-        let payload = unsafe { self.m.bytes(at.wrapping_add(RECORD_HEADER as u32), len) };
-        let message = payload.to_vec();
-        let end = at.wrapping_add(need as u32);
-        let consumed = pack(count(head).wrapping_add(1), end);
+        Ok(Ok(Next::Message(Record { head, len })))
+    }
+
+    /// Receiver, holding the receive lock: takes `record` (just found by [`take`](Self::take)),
+    /// handing its payload to `f` in place; the head moves past it afterwards.
+    pub(crate) fn consume<R>(&self, record: Record, f: impl FnOnce(&[u8]) -> R) -> R {
+        let h = self.h();
+        let at = position(record.head);
+        // SAFETY: `take` found the record published (its stamp loaded with `Acquire`) and its
+        // length within bounds; it lies between the receiver's head, which moves only below,
+        // and the published end, and senders never write there (their room ends at the
+        // published head, which is at most this head, plus the capacity).
+        let payload = unsafe { self.m.bytes(at.wrapping_add(RECORD_HEADER as u32), record.len) };
+        let out = f(payload);
+        let end = at.wrapping_add(record_len(record.len) as u32);
+        let consumed = pack(count(record.head).wrapping_add(1), end);
         h.reader.0.store(consumed, Ordering::Release);
         // Senders read the head only when they run short of room: it is published once per
         // `PUBLISH_EVERY` bytes.
         if end / PUBLISH_EVERY != at / PUBLISH_EVERY {
             h.head.0.head.store(consumed, Ordering::Release);
         }
-        Ok(Ok(Next::Message(message)))
+        out
     }
 
     /// Receiver: whether a receive stopped inside a message, in any process (see the module
@@ -813,7 +831,7 @@ mod tests {
     /// Takes the next message of `lane`, which must be there.
     fn take_one(lane: Lane<'_>) -> Vec<u8> {
         match lane.take(usize::MAX) {
-            Ok(Ok(Next::Message(m))) => m,
+            Ok(Ok(Next::Message(record))) => lane.consume(record, <[u8]>::to_vec),
             Ok(Ok(Next::Empty)) => panic!("no message"),
             Ok(Ok(Next::SocketFirst)) => panic!("a socket frame first"),
             Ok(Err(len)) => panic!("a message of {len} bytes over the limit"),

@@ -190,6 +190,21 @@ impl SocketEnd {
     }
 }
 
+/// A message a pipe's end received: a lane record, still in the lane, or a socket frame.
+enum Got {
+    /// A lane record, to take under the receive lock.
+    Lane(lane::Record),
+    /// A frame read from the socket, and the descriptors that came with it.
+    Frame(Vec<u8>, Vec<OwnedFd>),
+}
+
+impl Got {
+    /// A frame read from the socket.
+    fn frame((bytes, fds): (Vec<u8>, Vec<OwnedFd>)) -> Got {
+        Got::Frame(bytes, fds)
+    }
+}
+
 /// The guard of an end's send or receive lock.
 enum Order<'a> {
     /// A pipe end's process-shared lock.
@@ -582,9 +597,11 @@ impl Connection {
     }
 
     /// Receives one message of at most `limit` bytes, from the lane or the socket, marking the
-    /// connection broken if the receive stops inside a frame.
-    fn recv_frame(&self, limit: usize) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    /// connection broken if the receive stops inside a frame, and hands it to `f` (a lane
+    /// message in place, under the receive lock).
+    fn recv_with<R>(&self, limit: usize, f: impl FnOnce(&[u8], Vec<OwnedFd>) -> R) -> Result<R> {
         let fd = self.recv_fd()?;
+        // The receive lock is held until the end, through `mark_broken` below.
         let (_order, received) = match &self.kind {
             Kind::Pipe(end) => {
                 let lock = end.locks.recv.as_ref().ok_or(Error::WriteOnly)?;
@@ -599,7 +616,15 @@ impl Connection {
                 if lane.is_broken() {
                     return Err(Error::Broken);
                 }
-                (Order::Shared(order), self.receive(fd, lane, limit))
+                let received = match self.receive(fd, lane, limit) {
+                    Ok(Some(Got::Lane(record))) => {
+                        return Ok(lane.consume(record, |bytes| f(bytes, Vec::new())));
+                    }
+                    Ok(Some(Got::Frame(bytes, fds))) => Ok(Some((bytes, fds))),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                (Order::Shared(order), received)
             }
             Kind::Socket(end) => {
                 let mut reader = take_local(&end.recv);
@@ -612,7 +637,7 @@ impl Connection {
             }
         };
         match received {
-            Ok(Some(frame)) => Ok(frame),
+            Ok(Some((bytes, fds))) => Ok(f(&bytes, fds)),
             Ok(None) => Err(Error::Eof),
             // Linux reports a peer that closed with unread data as a reset: it is gone all
             // the same, and later reads see end of file.
@@ -635,12 +660,7 @@ impl Connection {
     /// read, spinning for a while (unless the lane's spin policy backs off: spins that did not
     /// pay, `lane::SpinBackoff`), then sleeping on the lane's futex in naps (see `lane.rs`),
     /// looking at the socket between naps. `None` at end of file.
-    fn receive(
-        &self,
-        fd: BorrowedFd<'_>,
-        lane: Lane<'_>,
-        limit: usize,
-    ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    fn receive(&self, fd: BorrowedFd<'_>, lane: Lane<'_>, limit: usize) -> Result<Option<Got>> {
         // A spin set on this handle (`set_receive_spin`) adapts on its own; otherwise the
         // lane's policy decides.
         if let Some((budget, set)) = match &self.kind {
@@ -668,7 +688,7 @@ impl Connection {
         limit: usize,
         budget: Option<Duration>,
         slept: &mut bool,
-    ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    ) -> Result<Option<Got>> {
         /// The first nap. A timer due sooner than the kernel's next tick costs a
         /// reprogramming of the timer device on every sleep (on this VM ~1.7 µs per blocking
         /// round trip with 1 ms, ~0.3 µs with 4 ms).
@@ -683,7 +703,7 @@ impl Connection {
             // record published before a counted frame is seen (and taken) before that frame.
             let sent = lane.socket_sent();
             match lane.take(limit)? {
-                Ok(Next::Message(message)) => return Ok(Some((message, Vec::new()))),
+                Ok(Next::Message(record)) => return Ok(Some(Got::Lane(record))),
                 Ok(Next::SocketFirst) => return self.socket_frame(fd, lane, limit),
                 Ok(Next::Empty) => {}
                 Err(len) => {
@@ -724,7 +744,9 @@ impl Connection {
             if nap.is_some() || self.closes_changed(closes) {
                 match os::socket::peek(fd).map_err(|e| Error::io("recv (peek)", e))? {
                     Peek::Eof if !lane.ready() => return Ok(None),
-                    Peek::Bytes if !lane.ready() => return read_frame(fd, lane, limit),
+                    Peek::Bytes if !lane.ready() => {
+                        return read_frame(fd, lane, limit).map(|f| f.map(Got::frame));
+                    }
                     Peek::Eof | Peek::Bytes => continue,
                     Peek::Nothing => {}
                 }
@@ -742,12 +764,12 @@ impl Connection {
         fd: BorrowedFd<'_>,
         lane: Lane<'_>,
         limit: usize,
-    ) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    ) -> Result<Option<Got>> {
         let frame = read_frame(fd, lane, limit)?;
         if frame.is_some() {
             lane.taken_from_socket();
         }
-        Ok(frame)
+        Ok(frame.map(Got::frame))
     }
 
     /// Sends `value` as one message: Python's `Connection.send`.
@@ -807,8 +829,7 @@ impl Connection {
     /// (after which the connection is broken), [`Error::Closed`], [`Error::WriteOnly`],
     /// [`Error::Broken`].
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        let (bytes, fds) = self.recv_frame(self.max_message)?;
-        Ok(fdpass::decode_with_fds(&bytes, fds)?)
+        Ok(self.recv_with(self.max_message, fdpass::decode_with_fds)??)
     }
 
     /// Sends `buf[offset..offset + size]` (to the end if `size` is `None`) as one message:
@@ -876,8 +897,8 @@ impl Connection {
     /// ```
     pub fn recv_bytes(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
         let limit = maxlength.map_or(self.max_message, |m| m.min(self.max_message));
-        match self.recv_frame(limit) {
-            Ok((bytes, _fds)) => Ok(bytes),
+        match self.recv_with(limit, |bytes, _fds| bytes.to_vec()) {
+            Ok(bytes) => Ok(bytes),
             Err(Error::Wire(WireError::Oversized { len, .. }))
                 if maxlength.is_some_and(|m| m < self.max_message) =>
             {
@@ -914,14 +935,13 @@ impl Connection {
         let Some(room) = buf.get_mut(offset..) else {
             return Err(Error::OutOfRange { offset, len: None, size: len });
         };
-        let (message, _fds) = self.recv_frame(self.max_message)?;
-        match room.get_mut(..message.len()) {
+        self.recv_with(self.max_message, |message, _fds| match room.get_mut(..message.len()) {
             Some(dest) => {
-                dest.copy_from_slice(&message);
+                dest.copy_from_slice(message);
                 Ok(message.len())
             }
-            None => Err(Error::BufferTooShort { room: room.len(), message }),
-        }
+            None => Err(Error::BufferTooShort { room: room.len(), message: message.to_vec() }),
+        })?
     }
 
     /// Whether a message (or end of file) is waiting to be received now, without blocking:
