@@ -494,7 +494,7 @@ mod tests {
         // A client that cannot read any more (its receiving side shut down): the manager
         // takes the item for its `get`, and its reply fails.
         let conn = link.connect([0; 16]).unwrap();
-        os::socket::shutdown(conn.conn.as_fd(), true).unwrap();
+        os::socket::shutdown(conn.conn.socket().unwrap(), true).unwrap();
         let args = postcard::to_allocvec(&None::<std::time::Duration>).unwrap();
         conn.conn
             .send_bytes(

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::io::IoSliceMut;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -418,7 +418,8 @@ fn accept(server: &Arc<Server>, doorway: &OwnedFd) -> bool {
 
 /// The session of the process at the other end of `conn`, made if it is new.
 fn session_for(server: &Server, conn: &Connection) -> Result<Arc<Session>, String> {
-    let cred = rustix::net::sockopt::socket_peercred(conn.as_fd())
+    let socket = conn.socket().ok_or("the connection is closed")?;
+    let cred = rustix::net::sockopt::socket_peercred(socket)
         .map_err(|e| format!("cannot learn who connected ({e})"))?;
     let pid = cred.pid.as_raw_nonzero().get().unsigned_abs();
     let mut sessions = server.sessions.lock();
@@ -448,10 +449,12 @@ fn serve_connection(server: &Arc<Server>, conn: Connection) {
 /// Serves the requests of one connection of `session` until it closes; `private` for the
 /// connections of the manager's own process tree.
 fn serve_requests(server: &Arc<Server>, session: &Arc<Session>, conn: &Connection, private: bool) {
+    // The socket itself, for noticing the caller hang up during a long wait.
+    let Some(socket) = conn.socket() else { return };
     loop {
         let Ok(bytes) = conn.recv_bytes(None) else { return };
         let mut called: Option<(Arc<dyn Served>, &str)> = None;
-        let (id, result, stop) = handle(server, session, conn, &bytes, private, &mut called);
+        let (id, result, stop) = handle(server, session, socket, &bytes, private, &mut called);
         let reply = Reply { id, result };
         let bytes = match postcard::to_allocvec(&reply) {
             Ok(bytes) => bytes,
@@ -486,7 +489,7 @@ fn serve_requests(server: &Arc<Server>, session: &Arc<Session>, conn: &Connectio
 fn handle<'b>(
     server: &Server,
     session: &Arc<Session>,
-    conn: &Connection,
+    socket: BorrowedFd<'_>,
     bytes: &'b [u8],
     private: bool,
     called: &mut Option<(Arc<dyn Served>, &'b str)>,
@@ -497,7 +500,7 @@ fn handle<'b>(
             return (0, Err(RemoteError::new("BadRequest", format!("not a request: {e}"))), false);
         }
     };
-    let cx = Cx { store: &server.store, session, conn: conn.as_fd(), private };
+    let cx = Cx { store: &server.store, session, conn: socket, private };
     let store = &server.store;
     let result = match request.call {
         Call::Create { typeid, args } => {

@@ -349,6 +349,23 @@ impl Connection {
         matches!(self.kind, Kind::Socket(_))
     }
 
+    /// The connection's socket itself, `None` once closed: for what concerns the socket and
+    /// not the messages, such as its peer's credentials (`SO_PEERCRED`) or noticing that the
+    /// peer hung up (`POLLRDHUP`). To wait for a message, use [`wait`](crate::wait) (which
+    /// takes [`as_fd`](AsFd::as_fd)) or [`poll`](Connection::poll): a pipe's small messages
+    /// may wait beside the socket, which `as_fd` accounts for and this does not.
+    ///
+    /// ```
+    /// let (a, b) = mp_queue::pipe(true)?;
+    /// let cred = rustix::net::sockopt::socket_peercred(a.socket().unwrap())?;
+    /// assert_eq!(cred.pid, rustix::process::getpid());
+    /// # drop(b);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn socket(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(AsFd::as_fd)
+    }
+
     /// Another handle on the same end of the pipe: Python passes one `Connection` to several
     /// processes; here each gets a handle of its own.
     ///
