@@ -57,8 +57,8 @@ pub(crate) struct Header {
     pub(crate) tail: Line<AtomicU64>,
     /// The next side-channel id (producers, under their lock).
     pub(crate) next_id: Line<AtomicU64>,
-    /// What the consumers (a pipe lane's receiver) write, on one line, so that a lane's sender
-    /// reads the receiver's announcement and head in one cache-line transfer.
+    /// What the consumers write (a pipe lane's receiver: its lease and published head, which
+    /// senders read now and then only).
     pub(crate) head: Line<Consumer>,
     /// Consumers sleep here waiting for a message.
     pub(crate) data: Line<Wake>,

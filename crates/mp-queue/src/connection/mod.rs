@@ -754,9 +754,9 @@ impl Connection {
             // frame is sent): then the loop above takes it in order. Bytes no count announces
             // are a frame nobody counted (written by hand); it is read as it comes. Before the
             // first nap it looks only if a handle on the other end was closed since it last
-            // looked (closing one wakes a sleeping receiver too), which saves a system call on
-            // every receive that sleeps: the end of file of a peer killed, or ended without
-            // closing, is seen at most `FIRST_NAP` later.
+            // looked (a close by a holder of the send lock pokes a sleeping receiver), which
+            // saves a system call on every receive that sleeps: the end of file of a peer
+            // killed, or ended without closing, is seen at most `FIRST_NAP` later.
             let closes = lane.closes();
             if nap.is_some() || self.closes_changed(closes) {
                 match os::socket::peek(fd).map_err(|e| Error::io("recv (peek)", e))? {
@@ -1065,9 +1065,8 @@ impl AsFd for Connection {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match &self.fd {
             // A message left in the lane does not make the socket readable: lend the
-            // always-ready descriptor while one waits, or is being written by a sender that
-            // saw this end receiving (the announcement is withdrawn first, so that no sender
-            // starts one while the descriptor is polled).
+            // always-ready descriptor while one waits. The lane is closed first (by the word
+            // senders publish with), so that no record comes while the socket is polled.
             Some(_)
                 if self.readable
                     && (self.lane_in().is_some_and(|l| l.withdraw()) || self.has_read_ahead()) =>
