@@ -352,9 +352,9 @@ impl Lane<'_> {
     /// receiver's published head only when the known free space runs short.
     fn has_room(&self, at: u32, need: usize) -> bool {
         let h = self.h();
-        let free = |limit: u64| (position(limit).wrapping_sub(at) as usize) >= need;
-        let limit = h.send_limit.0.load(Ordering::Relaxed);
-        if position(limit).wrapping_sub(at) as usize <= LANE_CAPACITY && free(limit) {
+        let room = |limit: u64| position(limit).wrapping_sub(at) as usize;
+        let known = room(h.send_limit.0.load(Ordering::Relaxed));
+        if (need..=LANE_CAPACITY).contains(&known) {
             return true;
         }
         let head = position(h.head.0.head.load(Ordering::Acquire));
@@ -365,7 +365,7 @@ impl Lane<'_> {
         }
         let limit = u64::from(head.wrapping_add(LANE_CAPACITY as u32));
         h.send_limit.0.store(limit, Ordering::Relaxed);
-        free(limit)
+        room(limit) >= need
     }
 
     /// Sender: puts a message of `len` bytes that `write` fills, if the lane is open (the
