@@ -382,7 +382,7 @@ fn report_run(
         eprintln!("wrote {path}");
     }
     if let Some(path) = &options.plot {
-        let title = format!("cargo xtask bench: mp's ratios, medians of {rounds} runs");
+        let title = format!("cargo xtask bench: mp's ratios, medians of {rounds} rounds' ratios");
         plot::write_svg(path, all, &title)?;
         eprintln!("drew {path}");
     }

@@ -170,7 +170,7 @@ mod tests {
     use crate::table::{Sample, Side};
 
     fn measured(value: f64, unit: &str) -> Side {
-        Side::Measured(Sample { value, unit: unit.into(), rss_kib: 1000 })
+        Side::Measured(Sample { value, unit: unit.into(), rss_kib: 1000 }, vec![value])
     }
 
     #[test]

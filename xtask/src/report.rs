@@ -1,9 +1,10 @@
 //! `cargo xtask bench --json FILE` and `--compare OLD.json`: a run's numbers as JSON, and the
 //! change per row against an earlier run's file.
 //!
-//! The file holds, per row, each side's median (`null` when the side is absent or failed), its
-//! unit, which way is better, mp's peak resident set, the three ratios as the table shows them,
-//! and the verdict. `--from-json` reads it back to report a run again without measuring.
+//! The file holds, per row, each side's median (`null` when the side is absent or failed) and
+//! its value in each round (`<side>_rounds`), its unit, which way is better, mp's peak resident
+//! set, the three ratios as the table shows them (medians of the rounds' ratios), and the
+//! verdict. `--from-json` reads it back to report a run again without measuring.
 
 use std::fmt::Write as _;
 
@@ -19,9 +20,14 @@ const FORMAT: u64 = 1;
 /// A side's median, if it was measured.
 fn value(side: &Side) -> Value {
     match side {
-        Side::Measured(sample) => json!(sample.value),
+        Side::Measured(sample, _) => json!(sample.value),
         _ => Value::Null,
     }
+}
+
+/// A side's value in each round, if it was measured and they are known.
+fn round_values(side: &Side) -> Value {
+    side.rounds().map_or(Value::Null, |r| json!(r))
 }
 
 /// The JSON document of a run: `rounds` and the rows.
@@ -30,7 +36,7 @@ pub fn to_json(results: &[Results], rounds: usize) -> Value {
         .iter()
         .map(|r| {
             let unit = [&r.mp, &r.cpython, &r.peer, &r.floor].iter().find_map(|s| match s {
-                Side::Measured(sample) => Some(sample.unit.clone()),
+                Side::Measured(sample, _) => Some(sample.unit.clone()),
                 _ => None,
             });
             json!({
@@ -40,13 +46,17 @@ pub fn to_json(results: &[Results], rounds: usize) -> Value {
                 "loaded": r.row.loaded,
                 "mp": value(&r.mp),
                 "mp_peak_rss_kib": match &r.mp {
-                    Side::Measured(sample) => json!(sample.rss_kib),
+                    Side::Measured(sample, _) => json!(sample.rss_kib),
                     _ => Value::Null,
                 },
                 "cpython": value(&r.cpython),
                 "peer": value(&r.peer),
                 "peer_name": r.row.peer,
                 "floor": value(&r.floor),
+                "mp_rounds": round_values(&r.mp),
+                "cpython_rounds": round_values(&r.cpython),
+                "peer_rounds": round_values(&r.peer),
+                "floor_rounds": round_values(&r.floor),
                 "vs_cpython": r.vs_cpython(),
                 "vs_peer": r.vs_peer(),
                 "vs_floor": r.vs_floor(),
@@ -78,7 +88,16 @@ pub fn read_results(text: &str) -> Result<(Vec<Results>, usize)> {
         let Some(known) = ROWS.iter().find(|r| r.name == name) else { continue };
         let unit = row.get("unit").and_then(Value::as_str).unwrap_or("");
         let side = |key: &str, rss_kib: u64| match row.get(key).and_then(Value::as_f64) {
-            Some(value) => Side::Measured(Sample { value, unit: unit.to_owned(), rss_kib }),
+            Some(value) => {
+                // Files written before the rounds were kept have none: their ratios are the
+                // medians'.
+                let rounds = row
+                    .get(format!("{key}_rounds"))
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>())
+                    .unwrap_or_default();
+                Side::Measured(Sample { value, unit: unit.to_owned(), rss_kib }, rounds)
+            }
             None => Side::Absent("—"),
         };
         let rss = row.get("mp_peak_rss_kib").and_then(Value::as_u64).unwrap_or(0);
@@ -157,7 +176,7 @@ pub fn compare(old_text: &str, results: &[Results]) -> Result<String> {
             continue;
         };
         let now = match &r.mp {
-            Side::Measured(sample) if old.unit.as_deref().is_none_or(|u| u == sample.unit) => {
+            Side::Measured(sample, _) if old.unit.as_deref().is_none_or(|u| u == sample.unit) => {
                 Some(sample.value)
             }
             _ => None,
@@ -187,7 +206,7 @@ mod tests {
     use super::*;
 
     fn measured(value: f64, unit: &str) -> Side {
-        Side::Measured(Sample { value, unit: unit.into(), rss_kib: 1000 })
+        Side::Measured(Sample { value, unit: unit.into(), rss_kib: 1000 }, vec![value])
     }
 
     fn results() -> Vec<Results> {
@@ -245,6 +264,27 @@ mod tests {
         assert_eq!(back.len(), 2);
         assert_eq!(back[0].vs_cpython(), Some(8.0));
         assert_eq!(back[1].cpython, Side::Absent("—"));
+        assert_eq!(back[0].mp.rounds(), Some(&[300.0][..]));
+        // The rounds go out and come back, and the ratios read back are theirs.
+        let mut two = results();
+        two[0].mp = Side::Measured(
+            Sample { value: 300.0, unit: "us/child".into(), rss_kib: 1000 },
+            vec![300.0, 250.0, 400.0],
+        );
+        two[0].floor = Side::Measured(
+            Sample { value: 200.0, unit: "us/child".into(), rss_kib: 1000 },
+            vec![100.0, 200.0, 250.0],
+        );
+        let doc = to_json(&two, 3);
+        assert_eq!(doc["rows"][0]["floor_rounds"], json!([100.0, 200.0, 250.0]));
+        assert_eq!(doc["rows"][0]["vs_floor"], 1.6);
+        let (back, _) = read_results(&doc.to_string()).unwrap();
+        assert_eq!(back[0].vs_floor(), Some(1.6));
+        // A file without rounds gives the ratio of the medians.
+        let mut old_doc = doc.clone();
+        old_doc["rows"][0].as_object_mut().unwrap().remove("floor_rounds");
+        let (back, _) = read_results(&old_doc.to_string()).unwrap();
+        assert_eq!(back[0].vs_floor(), Some(1.5));
         assert!(compare("{}", &now).is_err());
         assert!(compare("not json", &now).is_err());
     }

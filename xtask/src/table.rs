@@ -20,8 +20,9 @@ pub struct Sample {
 /// What one side of a row came to over the rounds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Side {
-    /// The medians of the samples.
-    Measured(Sample),
+    /// The medians of the samples, and each round's value in the order of the rounds (empty
+    /// when unknown: a file written before they were kept).
+    Measured(Sample, Vec<f64>),
     /// The side does not exist or could not run; the text goes in the cell.
     Absent(&'static str),
     /// A run failed.
@@ -33,25 +34,38 @@ impl Side {
     pub fn from_runs(runs: &[Option<Sample>]) -> Side {
         let samples: Option<Vec<&Sample>> = runs.iter().map(Option::as_ref).collect();
         match samples {
-            Some(samples) if !samples.is_empty() => Side::Measured(Sample {
-                value: median(samples.iter().map(|s| s.value).collect()),
-                unit: samples[0].unit.clone(),
-                rss_kib: median(samples.iter().map(|s| s.rss_kib as f64).collect()).round() as u64,
-            }),
+            Some(samples) if !samples.is_empty() => Side::Measured(
+                Sample {
+                    value: median(samples.iter().map(|s| s.value).collect()),
+                    unit: samples[0].unit.clone(),
+                    rss_kib: median(samples.iter().map(|s| s.rss_kib as f64).collect()).round()
+                        as u64,
+                },
+                samples.iter().map(|s| s.value).collect(),
+            ),
             _ => Side::Failed,
         }
     }
 
-    fn sample(&self) -> Option<&Sample> {
+    /// The median sample, if the side was measured.
+    pub fn sample(&self) -> Option<&Sample> {
         match self {
-            Side::Measured(sample) => Some(sample),
+            Side::Measured(sample, _) => Some(sample),
+            _ => None,
+        }
+    }
+
+    /// Each round's value, if the side was measured and they are known.
+    pub fn rounds(&self) -> Option<&[f64]> {
+        match self {
+            Side::Measured(_, rounds) if !rounds.is_empty() => Some(rounds),
             _ => None,
         }
     }
 
     fn cell(&self) -> String {
         match self {
-            Side::Measured(sample) => number(sample.value),
+            Side::Measured(sample, _) => number(sample.value),
             Side::Absent(text) => (*text).to_owned(),
             Side::Failed => "error".to_owned(),
         }
@@ -74,13 +88,25 @@ pub struct Results {
 }
 
 impl Results {
+    /// `ratio(mp, theirs)` as the row's figure: the median of the rounds' ratios when both
+    /// sides' rounds are known (the sides of one round run back to back, so a ratio never
+    /// mixes two of the machine's phases), else the ratio of the medians.
+    fn ratio(&self, other: &Side, ratio: impl Fn(f64, f64) -> f64) -> Option<f64> {
+        let (mp, them) = same_unit(self.mp.sample()?, other.sample()?)?;
+        match (self.mp.rounds(), other.rounds()) {
+            (Some(a), Some(b)) if a.len() == b.len() && a.iter().chain(b).all(|v| *v > 0.0) => {
+                Some(median(a.iter().zip(b).map(|(a, b)| ratio(*a, *b)).collect()))
+            }
+            _ => Some(ratio(mp, them)),
+        }
+    }
+
     /// The speed-up over `other`, oriented so that above 1 means mp is better.
     fn speed_up(&self, other: &Side) -> Option<f64> {
-        let (mp, them) = same_unit(self.mp.sample()?, other.sample()?)?;
-        Some(match self.row.better {
-            Lower => them / mp,
-            Higher => mp / them,
-        })
+        match self.row.better {
+            Lower => self.ratio(other, |mp, them| them / mp),
+            Higher => self.ratio(other, |mp, them| mp / them),
+        }
     }
 
     /// The speed-up over CPython, oriented so that above 1 means mp is better.
@@ -95,8 +121,7 @@ impl Results {
 
     /// mp ÷ floor.
     pub fn vs_floor(&self) -> Option<f64> {
-        let (mp, floor) = same_unit(self.mp.sample()?, self.floor.sample()?)?;
-        Some(mp / floor)
+        self.ratio(&self.floor, |mp, floor| mp / floor)
     }
 
     /// Whether mp meets `target`, or `None` if a figure it needs is missing.
@@ -156,7 +181,7 @@ impl Results {
     /// The peer's cell: its figure and its name.
     fn peer_cell(&self) -> String {
         match (&self.peer, self.row.peer) {
-            (Side::Measured(_), Some(name)) => format!("{} ({name})", self.peer.cell()),
+            (Side::Measured(..), Some(name)) => format!("{} ({name})", self.peer.cell()),
             _ => self.peer.cell(),
         }
     }
@@ -290,13 +315,22 @@ pub fn render(results: &[Results], rounds: usize) -> String {
         1 => "One run per side".to_owned(),
         n => format!("Medians of {n} runs per side"),
     };
+    let ratios = match rounds {
+        1 => "",
+        _ => {
+            "Each ratio is the median of the rounds' ratios (a round runs the sides back to \
+              back, so its ratio never mixes two of the machine's speed phases), not the ratio \
+              of the medians shown."
+        }
+    };
     let mut out = format!(
         "{runs}, each a fresh process, alternating mp, CPython, peer, floor; `_loaded` rows \
          run every side beside one CPU hog per core.\n\
          ↓: lower is better; ↑: higher is better. mp/CPython and mp/peer are the speed-ups \
          over CPython and over the Rust peer (theirs ÷ mp on ↓ rows, mp ÷ theirs on ↑ rows), \
          so above 1× means mp is better.\n\
-         mp/floor is mp ÷ floor as measured; the target says which way it must go.\n\n"
+         mp/floor is mp ÷ floor as measured; the target says which way it must go.\n\
+         {ratios}\n\n"
     );
     for (i, row) in rows.iter().enumerate() {
         out.push('|');
@@ -327,10 +361,10 @@ mod tests {
     fn results(row: Row, mp: f64, py: f64, floor: f64) -> Results {
         Results {
             row,
-            mp: Side::Measured(s(mp)),
-            cpython: Side::Measured(s(py)),
+            mp: Side::Measured(s(mp), vec![mp]),
+            cpython: Side::Measured(s(py), vec![py]),
             peer: Side::Absent("—"),
-            floor: Side::Measured(s(floor)),
+            floor: Side::Measured(s(floor), vec![floor]),
         }
     }
 
@@ -340,7 +374,7 @@ mod tests {
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(vec![]).is_nan());
         let side = Side::from_runs(&[Some(s(5.0)), Some(s(1.0)), Some(s(3.0))]);
-        assert_eq!(side, Side::Measured(s(3.0)));
+        assert_eq!(side, Side::Measured(s(3.0), vec![5.0, 1.0, 3.0]));
         assert_eq!(Side::from_runs(&[Some(s(5.0)), None]), Side::Failed);
         assert_eq!(Side::from_runs(&[]), Side::Failed);
     }
@@ -383,6 +417,29 @@ mod tests {
     }
 
     #[test]
+    fn ratios_are_medians_of_the_rounds_ratios() {
+        // Session 10's pipe_pingpong: the sides of a round fell in different phases.
+        let side = |values: &[f64]| {
+            Side::from_runs(&values.iter().map(|v| Some(s(*v))).collect::<Vec<_>>())
+        };
+        let mut r = results(row("t", Lower, true, &[Floor(3.0)]), 1.0, 1.0, 1.0);
+        r.mp = side(&[1.16, 1.28, 0.391]);
+        r.floor = side(&[0.459, 0.105, 0.102]);
+        let by_rounds = r.vs_floor().unwrap();
+        assert!((by_rounds - 0.391 / 0.102).abs() < 1e-9, "{by_rounds}");
+        assert_eq!(r.meets(Floor(3.0)), Some(false));
+        r.cpython = side(&[24.0, 30.0, 20.0]);
+        let speed_up = r.vs_cpython().unwrap();
+        assert!((speed_up - 30.0 / 1.28).abs() < 1e-9, "{speed_up}");
+        // Without the rounds (an older file), or with rounds that do not pair up, the ratio
+        // is that of the medians.
+        r.floor = Side::Measured(s(0.105), Vec::new());
+        assert_eq!(r.vs_floor(), Some(1.16 / 0.105));
+        r.floor = side(&[0.459, 0.105]);
+        assert_eq!(r.vs_floor(), Some(1.16 / ((0.459 + 0.105) / 2.0)));
+    }
+
+    #[test]
     fn missing_sides_give_no_ratio_and_no_verdict() {
         let mut r = results(row("t", Lower, true, &[Floor(2.0)]), 400.0, 2400.0, 200.0);
         r.cpython = Side::Absent("no python3");
@@ -391,7 +448,7 @@ mod tests {
         assert_eq!(r.target_cell(), "≤ 2× floor n/a");
         let mut other_unit = s(1.0);
         other_unit.unit = "msgs/s".into();
-        r.floor = Side::Measured(other_unit);
+        r.floor = Side::Measured(other_unit, vec![1.0]);
         assert_eq!(r.vs_floor(), None);
     }
 
@@ -399,7 +456,7 @@ mod tests {
     fn renders_one_aligned_table() {
         let mut miss = results(ROWS[0], 500.0, 2360.0, 200.0);
         miss.cpython = Side::Absent("no python3");
-        miss.peer = Side::Measured(s(1600.0));
+        miss.peer = Side::Measured(s(1600.0), vec![1600.0]);
         let table = render(&[results(ROWS[1], 450.0, 19_000.0, 200.0), miss], 5);
         let lines: Vec<&str> = table.lines().filter(|l| l.starts_with('|')).collect();
         assert_eq!(lines.len(), 4);
