@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     /// A `put`. Steps: 1 lock taken; 2 message encoded into the ring; 3 descriptors sent;
-    /// 4 message published (lock still held).
+    /// 4 message published (`tail` stored), its hint not yet written; 5 hint written (lock
+    /// still held).
     Put = 1,
     /// A `get`. Steps: 1 lock taken; 2 message decoded; 3 message consumed (lock still
     /// held, descriptors still on the side channel); 4 descriptors removed.
