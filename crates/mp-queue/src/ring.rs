@@ -1227,6 +1227,20 @@ mod tests {
     }
 
     #[test]
+    fn a_forged_hint_is_an_error_and_the_next_look_at_tail_repairs_the_queue() {
+        let ring = Ring::create(Kind::Queue, settings(), "test").unwrap();
+        // A hint where nothing was published (only a writer outside the protocol can put one
+        // there, as it could write `head` or `tail`).
+        // SAFETY: position 0 is a multiple of 8 and nothing else touches the ring here.
+        unsafe { ring.mirror.word(0) }.store(hint_of(1), Ordering::Release);
+        assert!(ring.available_hinted());
+        assert!(ring.get::<u64>(None, true).is_err(), "an empty record decodes as no u64");
+        // The consumer went past `tail`; the next look at `tail` sees it and drops the lot.
+        assert!(matches!(ring.get::<u64>(None, true), Err(Error::Corrupt(_))));
+        still_works(&ring);
+    }
+
+    #[test]
     fn a_producer_keeps_room_for_the_next_hint() {
         // A 4 KiB ring takes records up to 4 KiB - 8 bytes in all, never the last 8.
         let ring = Ring::create(
