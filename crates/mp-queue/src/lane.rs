@@ -74,6 +74,7 @@ use std::time::{Duration, Instant};
 
 use mp_process::os;
 use mp_shm::SharedMemory;
+use mp_sync::futex::SpinBackoff;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
@@ -689,51 +690,6 @@ impl Lane<'_> {
     }
 }
 
-/// The most receives in a row that skip spinning after spins that did not pay.
-const MAX_SKIP: u32 = 64;
-
-/// Whether a receiving end spins, learnt from its receives before (per lane, per process).
-///
-/// A receive that spun its whole budget and then had to sleep lost that time: the peer was
-/// slow, or, on a machine whose every core is busy, it waited for a CPU (perhaps the very one
-/// the spinner held), and spinning cannot win there. After such a loss the next receives
-/// sleep at once without spinning: 1 after the first loss, twice as many after each loss in
-/// a row, at most [`MAX_SKIP`]; then one receive spins again, to learn whether spinning pays
-/// now. A spin that wins (the message came while it spun) resets the policy. So a quick peer
-/// keeps sub-microsecond hand-offs, and a slow peer or a loaded machine costs one spin in
-/// [`MAX_SKIP`] receives.
-#[derive(Debug, Default)]
-pub(crate) struct SpinBackoff {
-    /// How many receives will still skip spinning.
-    skip: AtomicU32,
-    /// How many receives the next loss makes skip spinning, less one doubling (0 after a win).
-    penalty: AtomicU32,
-}
-
-impl SpinBackoff {
-    /// Whether the receive starting now spins (else it sleeps at once). Receives on a lane
-    /// are serialised by its receive lock, so plain loads and stores suffice.
-    pub(crate) fn next_spins(&self) -> bool {
-        let skip = self.skip.load(Ordering::Relaxed);
-        if skip == 0 {
-            return true;
-        }
-        self.skip.store(skip - 1, Ordering::Relaxed);
-        false
-    }
-
-    /// A receive that spun is over; `won` if the message came while it spun.
-    pub(crate) fn spun(&self, won: bool) {
-        if won {
-            self.penalty.store(0, Ordering::Relaxed);
-            return;
-        }
-        let penalty = self.penalty.load(Ordering::Relaxed).saturating_mul(2).clamp(1, MAX_SKIP);
-        self.penalty.store(penalty, Ordering::Relaxed);
-        self.skip.store(penalty, Ordering::Relaxed);
-    }
-}
-
 /// Whether `deadline` has passed.
 pub(crate) fn passed(deadline: Instant) -> bool {
     Instant::now() >= deadline
@@ -1131,46 +1087,5 @@ mod tests {
         assert!(!p.may_yield(back + duration_ns(YIELD_PAUSE) - 1));
         // ...for the pause only.
         assert!(p.may_yield(back + duration_ns(YIELD_PAUSE)));
-    }
-
-    fn skipped(b: &SpinBackoff) -> u32 {
-        let mut n = 0;
-        while !b.next_spins() {
-            n += 1;
-            assert!(n <= MAX_SKIP, "more than MAX_SKIP receives skipped spinning");
-        }
-        n
-    }
-
-    #[test]
-    fn spinning_goes_on_while_it_wins() {
-        let b = SpinBackoff::default();
-        for _ in 0..10 {
-            assert!(b.next_spins());
-            b.spun(true);
-        }
-    }
-
-    #[test]
-    fn losses_in_a_row_back_off_doubling_up_to_the_cap() {
-        let b = SpinBackoff::default();
-        let mut seen = Vec::new();
-        for _ in 0..9 {
-            b.spun(false);
-            seen.push(skipped(&b));
-        }
-        assert_eq!(seen, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
-    }
-
-    #[test]
-    fn a_win_resets_the_backoff() {
-        let b = SpinBackoff::default();
-        for _ in 0..4 {
-            b.spun(false);
-            skipped(&b);
-        }
-        b.spun(true);
-        b.spun(false);
-        assert_eq!(skipped(&b), 1);
     }
 }

@@ -432,7 +432,7 @@ impl Barrier {
                 }
                 if !spun {
                     spun = true;
-                    if spin_until(moved) {
+                    if spin_until(&self.handle.spin, moved) {
                         continue;
                     }
                 }

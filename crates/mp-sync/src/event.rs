@@ -146,7 +146,7 @@ impl Event {
         if start & SET != 0 {
             return Ok(true);
         }
-        if spin_until(|| l.state.load(Ordering::Acquire) != start) {
+        if spin_until(&self.handle.spin, || l.state.load(Ordering::Acquire) != start) {
             return Ok(true);
         }
         loop {

@@ -302,6 +302,6 @@ pub use wait::{DEFAULT_SPIN_LIMIT, set_spin_limit, spin_limit};
 /// `FUTEX_PRIVATE_FLAG`): the waiting the primitives here are built on, for crates that build
 /// their own (`mp-queue`'s queues).
 pub mod futex {
-    pub use crate::wait::can_spin;
+    pub use crate::wait::{MAX_SKIP, SpinBackoff, can_spin};
     pub use mp_process::os::futex::{wait, wake, wake_all};
 }

@@ -346,6 +346,8 @@ pub(crate) struct Handle<L: SharedLayout> {
     /// process, may outlive every borrow of the handle (a lock's, whose guard can be leaked):
     /// while it is not zero, dropping the handle leaves the segment mapped.
     holds: AtomicUsize,
+    /// Whether this process's waits through this handle spin before they sleep.
+    pub(crate) spin: crate::wait::SpinBackoff,
 }
 
 /// This process's pid as a `u32`.
@@ -364,7 +366,12 @@ impl<L: SharedLayout> Handle<L> {
 
     /// A handle on `shared`.
     fn new(shared: Shared<L>) -> Self {
-        Handle { shared, polling: AtomicU32::new(0), holds: AtomicUsize::new(0) }
+        Handle {
+            shared,
+            polling: AtomicU32::new(0),
+            holds: AtomicUsize::new(0),
+            spin: crate::wait::SpinBackoff::default(),
+        }
     }
 
     /// Counts a hold of the layout's mutex, just taken through this handle by the calling

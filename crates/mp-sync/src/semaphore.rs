@@ -87,7 +87,8 @@ impl SemCore {
             return Ok(true);
         }
         let l = self.layout();
-        if spin_until(|| l.value.load(Ordering::Relaxed) > 0 && self.try_take()) {
+        if spin_until(&self.handle.spin, || l.value.load(Ordering::Relaxed) > 0 && self.try_take())
+        {
             return Ok(true);
         }
         loop {
