@@ -62,6 +62,7 @@ use mp_process::fdpass::{
 use mp_process::os;
 use mp_process::wire::WireError;
 use mp_shm::SharedMemory;
+use mp_sync::futex::SpinBackoff;
 use mp_sync::{Lock, LockError, LockGuard};
 use postcard::ser_flavors::{Size, Slice};
 use rustix::io::Errno;
@@ -312,6 +313,10 @@ pub(crate) struct Ring {
     put_cache: Cache,
     /// Consumers of this process: the head they last published and a tail seen since.
     get_cache: Cache,
+    /// Whether this process's producers spin while they wait for room.
+    put_spin: SpinBackoff,
+    /// Whether this process's consumers spin while they wait for a message.
+    get_spin: SpinBackoff,
     /// The pid of the process that called `close`, or 0: a forked child's copy is open
     /// (Python's queue reopens after a fork).
     closed_by: AtomicU32,
@@ -361,6 +366,8 @@ impl Ring {
             polled_by: AtomicU32::new(0),
             put_cache: Cache::default(),
             get_cache: Cache::default(),
+            put_spin: SpinBackoff::default(),
+            get_spin: SpinBackoff::default(),
             closed_by: AtomicU32::new(0),
             id: new_object_id(),
             kind,
@@ -498,25 +505,32 @@ impl Ring {
         }
     }
 
-    /// Sleeps on `wake` until `ready` holds, the word changes, or `deadline`; spins first,
-    /// looking at `quick` (a cheaper test that may miss what `ready` sees, never the reverse).
-    /// Returns whether the deadline passed.
+    /// Sleeps on `wake` until `ready` holds, the word changes, or `deadline`; spins first if
+    /// `backoff` says spinning pays, looking at `quick` (a cheaper test that may miss what
+    /// `ready` sees, never the reverse). Returns whether the deadline passed.
     fn sleep_until(
         wake: &Wake,
         deadline: Option<Instant>,
+        backoff: &SpinBackoff,
         mut quick: impl FnMut() -> bool,
         mut ready: impl FnMut() -> bool,
     ) -> Result<bool> {
-        if mp_sync::futex::can_spin() {
+        if mp_sync::futex::can_spin() && mp_sync::spin_limit() > 0 && backoff.next_spins() {
+            let mut won = false;
             // Looking every few pauses (~40 ns each on this project's machine), not at
             // every one: a consumer that has caught up with a producer pulls the line the
             // producer writes next, and each look between two of its writes costs the
             // producer a transfer of that line (queue_small: +25% to +45% from this alone).
             for i in 0..mp_sync::spin_limit().saturating_mul(SPIN_FACTOR) {
                 if i % LOOK_EVERY == 0 && quick() {
-                    return Ok(false);
+                    won = true;
+                    break;
                 }
                 std::hint::spin_loop();
+            }
+            backoff.spun(won);
+            if won {
+                return Ok(false);
             }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -594,7 +608,7 @@ impl Ring {
                 return Ok(Put::Full);
             }
             let room = || self.has_room(need);
-            if Self::sleep_until(&h.space.0, deadline, room, room)? {
+            if Self::sleep_until(&h.space.0, deadline, &self.put_spin, room, room)? {
                 return Ok(Put::Full);
             }
         }
@@ -713,7 +727,7 @@ impl Ring {
                 return Ok(None);
             }
             let (quick, ready) = (|| self.available_hinted(), || self.available());
-            if Self::sleep_until(&h.data.0, deadline, quick, ready)? {
+            if Self::sleep_until(&h.data.0, deadline, &self.get_spin, quick, ready)? {
                 return Ok(None);
             }
             look_at_tail = true;
@@ -953,6 +967,8 @@ impl Ring {
             polled_by: AtomicU32::new(0),
             put_cache: Cache::default(),
             get_cache: Cache::default(),
+            put_spin: SpinBackoff::default(),
+            get_spin: SpinBackoff::default(),
             closed_by: AtomicU32::new(0),
             id,
             kind,
@@ -1237,6 +1253,21 @@ mod tests {
         assert!(ring.get::<u64>(None, true).is_err(), "an empty record decodes as no u64");
         // The consumer went past `tail`; the next look at `tail` sees it and drops the lot.
         assert!(matches!(ring.get::<u64>(None, true), Err(Error::Corrupt(_))));
+        still_works(&ring);
+    }
+
+    #[test]
+    fn a_wait_whose_spin_ran_out_makes_the_next_sleep_at_once() {
+        let ring = Ring::create(Kind::Queue, settings(), "test").unwrap();
+        let soon = Instant::now() + std::time::Duration::from_millis(20);
+        assert_eq!(ring.get::<u64>(Some(soon), false).unwrap(), None);
+        if mp_sync::futex::can_spin() {
+            assert!(!ring.get_spin.next_spins(), "the spin ran out: the next wait sleeps at once");
+            assert!(ring.get_spin.next_spins(), "one wait only, after the first loss");
+        }
+        // A message that comes while a wait spins resets the policy.
+        ring.put(&5u64, None, false).unwrap();
+        assert_eq!(ring.get::<u64>(None, false).unwrap(), Some(5));
         still_works(&ring);
     }
 

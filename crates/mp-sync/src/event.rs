@@ -201,3 +201,20 @@ impl crate::segment::Layout for EventLayout {
     const OBJECT: mp_process::fdpass::Kind = mp_process::fdpass::Kind::new("mp_sync::Event");
     const KINDS: &'static [Kind] = &[Kind::Event];
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_whose_spin_ran_out_makes_the_next_sleep_at_once() {
+        let event = Event::new().unwrap();
+        assert!(!event.wait_timeout(Duration::from_millis(5)).unwrap());
+        if crate::wait::can_spin() {
+            assert!(!event.handle.spin.next_spins(), "the spin ran out: the next sleeps at once");
+            assert!(event.handle.spin.next_spins(), "one wait only, after the first loss");
+        }
+        event.set();
+        assert!(event.wait_timeout(Duration::from_millis(5)).unwrap());
+    }
+}

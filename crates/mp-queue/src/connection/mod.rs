@@ -675,7 +675,7 @@ impl Connection {
 
     /// The next message, in order: lane records once every socket frame sent before them is
     /// read, spinning for a while (unless the lane's spin policy backs off: spins that did not
-    /// pay, `lane::SpinBackoff`), then sleeping on the lane's futex in naps (see `lane.rs`),
+    /// pay, `mp_sync::futex::SpinBackoff`), then sleeping on the lane's futex in naps (see `lane.rs`),
     /// looking at the socket between naps. `None` at end of file.
     fn receive(&self, fd: BorrowedFd<'_>, lane: Lane<'_>, limit: usize) -> Result<Option<Got>> {
         // A spin set on this handle (`set_receive_spin`) adapts on its own; otherwise the
