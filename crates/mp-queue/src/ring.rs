@@ -505,6 +505,23 @@ impl Ring {
         }
     }
 
+    /// Spins until `quick` holds, for 10 × `mp_sync::spin_limit()` pauses at most; whether it
+    /// did.
+    #[inline]
+    fn spin(mut quick: impl FnMut() -> bool) -> bool {
+        // Looking every few pauses (~40 ns each on this project's machine), not at every one:
+        // a consumer that has caught up with a producer pulls the line the producer writes
+        // next, and each look between two of its writes costs the producer a transfer of that
+        // line (queue_small: +25% to +45% from this alone).
+        for i in 0..mp_sync::spin_limit().saturating_mul(SPIN_FACTOR) {
+            if i % LOOK_EVERY == 0 && quick() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
+    }
+
     /// Sleeps on `wake` until `ready` holds, the word changes, or `deadline`; spins first if
     /// `backoff` says spinning pays, looking at `quick` (a cheaper test that may miss what
     /// `ready` sees, never the reverse). Returns whether the deadline passed.
@@ -515,19 +532,8 @@ impl Ring {
         mut quick: impl FnMut() -> bool,
         mut ready: impl FnMut() -> bool,
     ) -> Result<bool> {
-        if mp_sync::futex::can_spin() && mp_sync::spin_limit() > 0 && backoff.next_spins() {
-            let mut won = false;
-            // Looking every few pauses (~40 ns each on this project's machine), not at
-            // every one: a consumer that has caught up with a producer pulls the line the
-            // producer writes next, and each look between two of its writes costs the
-            // producer a transfer of that line (queue_small: +25% to +45% from this alone).
-            for i in 0..mp_sync::spin_limit().saturating_mul(SPIN_FACTOR) {
-                if i % LOOK_EVERY == 0 && quick() {
-                    won = true;
-                    break;
-                }
-                std::hint::spin_loop();
-            }
+        if mp_sync::futex::can_spin() && backoff.next_spins() {
+            let won = Self::spin(&mut quick);
             backoff.spun(won);
             if won {
                 return Ok(false);
