@@ -9,8 +9,9 @@
 //! doorbell for [`wait`](crate::wait).
 //!
 //! # Records
-//! A record is a 16-byte header (the *hint* word `u32`, payload length `u32`, flags `u32`,
-//! side-channel id `u32`, little endian), the payload, and padding to a multiple of 8. The payload is the message's
+//! A record is a 16-byte header (the *hint* word `u64`; the payload length `u32` with the
+//! flags in its top 2 bits; the side-channel id `u32`; little endian), the payload, and
+//! padding to a multiple of 8. The payload is the message's
 //! postcard encoding, written straight into the ring; or, for a message larger than half the
 //! ring ([`OUT_OF_BAND`]), the encoding of an [`OutOfBand`] naming an anonymous segment that
 //! holds the message. A record whose message (or segment) carries descriptors has the
@@ -31,12 +32,15 @@
 //!   cache-line transfers per message on top of the record's own. So a producer also says it
 //!   in the record: before storing `tail` it clears the hint word where the *next* record will
 //!   start (the room check keeps [`HINT_ROOM`] bytes past every record free for this), and
-//!   after storing `tail` it writes the record's own hint word (its message count after it,
-//!   never 0). A waiting consumer spins on the hint word at `head` alone, which is 0 until
-//!   that record is published; the record's line is the only one that moves. A hint is never
-//!   needed: a producer killed between its `tail` store and its hint leaves a published record
-//!   without one, which consumers find by `tail` (a non-blocking `get`, and every wait before
-//!   it sleeps, reads `tail`).
+//!   after storing `tail` it writes into the record's own hint word the `tail` it has just
+//!   stored. A waiting consumer spins on the hint word at `head` alone, which is 0 until that
+//!   record is published; the record's line is the only one that moves. A hint is taken only
+//!   if it is one message past the head and one record header to a ring's length further,
+//!   and it is then a `tail` the producers published: the consumer checks the record against
+//!   it as against `tail` itself, so a record's bytes, whatever they hold, never move `head`
+//!   past `tail`. A hint is never needed: a producer killed between its `tail` store and its
+//!   hint leaves a published record without one, which consumers find by `tail` (a
+//!   non-blocking `get`, and every wait before it sleeps, reads `tail`).
 //! - A consumer takes the consumer lock, decodes the message at `head` out of the ring (its
 //!   descriptors it *peeks* from the side channel, leaving the packet there), stores the new
 //!   `head`, and only then removes the packet. Killed before the store, it has consumed
@@ -87,6 +91,10 @@ const RECORD_HEADER: usize = 16;
 /// The bytes past every record that producers keep free: the next record's hint word, which
 /// a producer clears before it publishes (see the module's docs).
 const HINT_ROOM: usize = 8;
+
+/// Where a record's flags sit in its length word (payloads in the ring are shorter than half
+/// of a ring of at most 1 GiB, so the top 2 bits are free).
+const FLAGS_SHIFT: u32 = 30;
 
 /// Record flag: the record's descriptors wait on the side channel.
 const HAS_FDS: u32 = 1;
@@ -181,12 +189,6 @@ fn ahead(earlier: u64, later: u64, capacity: usize) -> bool {
 /// The ring space a record with a payload of `len` bytes takes.
 fn record_len(len: usize) -> usize {
     (RECORD_HEADER + len).next_multiple_of(8)
-}
-
-/// The hint word of the record that brings the message count to `count`: never 0, the
-/// word's value while no record is published there.
-fn hint_of(count: u32) -> u32 {
-    count.max(1)
 }
 
 /// The most descriptors one side-channel record carries.
@@ -431,37 +433,43 @@ impl Ring {
     fn available_hinted(&self) -> bool {
         let head = self.header().head.0.head.load(Ordering::SeqCst);
         self.get_cache.other_if(head).is_some_and(|tail| ahead(head, tail, self.capacity()))
-            || self.hinted(head)
+            || self.hinted(head).is_some()
     }
 
-    /// Whether the record at `head` is published by its hint.
-    fn hinted(&self, head: u64) -> bool {
+    /// The `tail` published with the record at `head`, as its hint gives it: one message past
+    /// the head, one record header to the ring's length (less the hint room) further, else
+    /// `None`.
+    fn hinted(&self, head: u64) -> Option<u64> {
         // SAFETY: positions are multiples of 8; the hint words of the ring are accessed only
         // atomically (producers write records past them, `write`), or under the protocol's
         // order once they lie inside a consumed record's place.
-        let word = unsafe { self.mirror.word(position(head)) };
-        word.load(Ordering::Acquire) == hint_of(count(head).wrapping_add(1))
+        let word = unsafe { self.mirror.word64(position(head)) };
+        let hint = word.load(Ordering::Acquire);
+        let one_more = count(hint) == count(head).wrapping_add(1);
+        let bytes = position(hint).wrapping_sub(position(head)) as usize;
+        (one_more && (RECORD_HEADER..=self.capacity() - HINT_ROOM).contains(&bytes)).then_some(hint)
     }
 
-    /// The head if a message waits there, and the published tail if it was read (from this
-    /// process's cache when the head is where this process left it, else from the ring):
-    /// `None` for the tail when the record's hint said it.
-    fn published(&self) -> Option<(u64, Option<u64>)> {
+    /// The head and the published tail if a message waits there: from this process's cache
+    /// when the head is where this process left it, else from the record's hint, else from
+    /// the ring's `tail`.
+    fn published(&self) -> Option<(u64, u64)> {
         let h = self.header();
         let head = h.head.0.head.load(Ordering::SeqCst);
         if let Some(tail) = self.get_cache.other_if(head) {
             // Threads of this process may race on the cache and pair `head` with an older
             // tail: use it only if it is ahead of the head.
             if ahead(head, tail, self.capacity()) {
-                return Some((head, Some(tail)));
+                return Some((head, tail));
             }
         }
-        if self.hinted(head) {
-            return Some((head, None));
+        if let Some(tail) = self.hinted(head) {
+            self.get_cache.set(head, tail);
+            return Some((head, tail));
         }
         let tail = h.tail.0.load(Ordering::SeqCst);
         self.get_cache.set(head, tail);
-        (count(tail) != count(head)).then_some((head, Some(tail)))
+        (count(tail) != count(head)).then_some((head, tail))
     }
 
     /// Whether a record of `need` bytes fits now (with [`HINT_ROOM`] bytes free past it), and
@@ -637,10 +645,10 @@ impl Ring {
         // SAFETY: `need <= capacity` (checked by `has_room`), we hold the producer lock, and
         // the bytes from the published tail on, up to `need` of them, are free: consumers
         // read only below the tail, and `has_room` saw the head far enough ahead (it only
-        // moves further). The record's first 4 bytes, its hint word, are left out: a waiting
+        // moves further). The record's first 8 bytes, its hint word, are left out: a waiting
         // consumer reads that word meanwhile, atomically.
-        let record = unsafe { self.mirror.bytes_mut(at.wrapping_add(4), need - 4) };
-        let (header, body) = record.split_at_mut(RECORD_HEADER - 4);
+        let record = unsafe { self.mirror.bytes_mut(at.wrapping_add(8), need - 8) };
+        let (header, body) = record.split_at_mut(RECORD_HEADER - 8);
         let (mut flags, fds, len) = match out_of_band {
             Some((bytes, fds)) => {
                 let dst = body.get_mut(..bytes.len()).ok_or(Error::Unstable)?;
@@ -680,22 +688,22 @@ impl Ring {
             flags |= HAS_FDS;
         }
         failpoint!(Put, 3);
-        let len = u32::try_from(len).map_err(|_| Error::Unstable)?;
-        header[..4].copy_from_slice(&len.to_le_bytes());
-        header[4..8].copy_from_slice(&flags.to_le_bytes());
-        header[8..12].copy_from_slice(&(id as u32).to_le_bytes());
+        let len =
+            u32::try_from(len).ok().filter(|l| l >> FLAGS_SHIFT == 0).ok_or(Error::Unstable)?;
+        header[..4].copy_from_slice(&(len | flags << FLAGS_SHIFT).to_le_bytes());
+        header[4..8].copy_from_slice(&(id as u32).to_le_bytes());
         let published = pack(count(tail).wrapping_add(1), at.wrapping_add(need as u32));
         // SAFETY: positions are multiples of 8; the next record's hint word lies in the
         // `HINT_ROOM` bytes `has_room` kept free past this record, which nobody reads but
         // atomically (a consumer that finished this record, once it is published).
-        let next_hint = unsafe { self.mirror.word(position(published)) };
+        let next_hint = unsafe { self.mirror.word64(position(published)) };
         next_hint.store(0, Ordering::Relaxed);
         // Publish: one store makes the whole record visible.
         h.tail.0.store(published, Ordering::SeqCst);
         failpoint!(Put, 4);
         // SAFETY: as for `hinted`: the hint word at `at` is accessed only atomically.
-        let hint = unsafe { self.mirror.word(at) };
-        hint.store(hint_of(count(published)), Ordering::Release);
+        let hint = unsafe { self.mirror.word64(at) };
+        hint.store(published, Ordering::Release);
         if let Some(head) = self.put_cache.other_if(tail) {
             self.put_cache.set(published, head);
         }
@@ -749,27 +757,22 @@ impl Ring {
             return Err(self.corrupt(guard, "a message vanished under the consumer lock"));
         };
         let at = position(head);
-        // The bytes published from the head on: by `tail`, or (a hinted record) at most what
-        // a producer's room check lets one record take.
-        let used = match tail {
-            Some(tail) => position(tail).wrapping_sub(at) as usize,
-            None => self.capacity() - HINT_ROOM,
-        };
+        let used = position(tail).wrapping_sub(at) as usize;
         if used < RECORD_HEADER || used > self.capacity() {
             return Err(self.corrupt(guard, "the ring's positions are inconsistent"));
         }
         // SAFETY: `RECORD_HEADER <= used <= capacity`; we hold the consumer lock and these
         // bytes lie between the published head and tail, which no producer writes. The hint
         // word before them is read atomically only (`hinted`).
-        let header = unsafe { self.mirror.bytes(at.wrapping_add(4), RECORD_HEADER - 4) };
+        let header = unsafe { self.mirror.bytes(at.wrapping_add(8), RECORD_HEADER - 8) };
         let word = |i: usize| {
             let mut b = [0u8; 4];
             b.copy_from_slice(&header[i..i + 4]);
             u32::from_le_bytes(b)
         };
-        let len = word(0) as usize;
-        let flags = word(4);
-        let id = u64::from(word(8));
+        let len = (word(0) & ((1 << FLAGS_SHIFT) - 1)) as usize;
+        let flags = word(0) >> FLAGS_SHIFT;
+        let id = u64::from(word(4));
         let need = record_len(len);
         if need > used {
             return Err(self.corrupt(guard, "a record is longer than the published data"));
@@ -788,8 +791,7 @@ impl Ring {
         // Consume: one store, after the message was copied out.
         let consumed = pack(count(head).wrapping_add(1), at.wrapping_add(need as u32));
         h.head.0.head.store(consumed, Ordering::SeqCst);
-        // A tail not read is not known: the cache then says no more than the head.
-        self.get_cache.set(consumed, tail.unwrap_or(consumed));
+        self.get_cache.set(consumed, tail);
         failpoint!(Get, 3);
         if flags & HAS_FDS != 0 {
             // Remove the packet peeked above (its descriptors were duplicated by the peek).
@@ -1118,19 +1120,18 @@ mod tests {
             let guard = Self::lock(&self.put_lock, None).unwrap().unwrap();
             let h = self.header();
             let tail = h.tail.0.load(Ordering::Relaxed);
-            let need = (4 + record.len()).next_multiple_of(8).max(RECORD_HEADER);
+            let need = (8 + record.len()).next_multiple_of(8).max(RECORD_HEADER);
             assert!(self.has_room(need));
             // SAFETY: as in `write`: room checked, producer lock held, hint word left out.
-            let dst = unsafe { self.mirror.bytes_mut(position(tail).wrapping_add(4), need - 4) };
+            let dst = unsafe { self.mirror.bytes_mut(position(tail).wrapping_add(8), need - 8) };
             dst[..record.len()].copy_from_slice(record);
             let next = pack(count(tail).wrapping_add(1), position(tail).wrapping_add(need as u32));
             // SAFETY: as in `write`.
-            unsafe { self.mirror.word(position(next)) }.store(0, Ordering::Relaxed);
+            unsafe { self.mirror.word64(position(next)) }.store(0, Ordering::Relaxed);
             h.tail.0.store(next, Ordering::SeqCst);
             if hint {
                 // SAFETY: as in `write`.
-                unsafe { self.mirror.word(position(tail)) }
-                    .store(hint_of(count(next)), Ordering::Release);
+                unsafe { self.mirror.word64(position(tail)) }.store(next, Ordering::Release);
             }
             drop(guard);
             Self::wake_all(&h.data.0);
@@ -1166,8 +1167,8 @@ mod tests {
         fn random_payloads_are_errors_not_panics(payload in proptest::collection::vec(any::<u8>(), 0..200), flags in 0u32..4) {
             let ring = Ring::create(Kind::Queue, settings(), "test").unwrap();
             let mut record = Vec::new();
-            record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            record.extend_from_slice(&(flags & OUT_OF_BAND).to_le_bytes());
+            let len = payload.len() as u32 | (flags & OUT_OF_BAND) << FLAGS_SHIFT;
+            record.extend_from_slice(&len.to_le_bytes());
             record.extend_from_slice(&0u32.to_le_bytes());
             record.extend_from_slice(&payload);
             ring.put_raw(&record);
@@ -1178,7 +1179,7 @@ mod tests {
         /// Random record headers (lengths past the data, unknown flags, missing descriptors)
         /// are errors, never panics, and the queue goes on.
         #[test]
-        fn random_headers_are_errors_not_panics(header in proptest::collection::vec(any::<u8>(), 12..40)) {
+        fn random_headers_are_errors_not_panics(header in proptest::collection::vec(any::<u8>(), 8..40)) {
             let ring = Ring::create(Kind::Queue, settings(), "test").unwrap();
             ring.put_raw(&header);
             let _ = ring.get::<Vec<u8>>(None, true);
@@ -1202,7 +1203,6 @@ mod tests {
             let mut record = Vec::new();
             record.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
             record.extend_from_slice(&0u32.to_le_bytes());
-            record.extend_from_slice(&0u32.to_le_bytes());
             record.extend_from_slice(&bytes);
             ring.put_raw(&record);
             let _ = ring.get::<(u32, String, Vec<i64>)>(None, true);
@@ -1215,8 +1215,7 @@ mod tests {
         let ring = Ring::create(Kind::Queue, settings(), "test").unwrap();
         let (bytes, _) = fdpass::encode_with_fds(&5u8).unwrap();
         let mut record = Vec::new();
-        record.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        record.extend_from_slice(&HAS_FDS.to_le_bytes());
+        record.extend_from_slice(&(bytes.len() as u32 | HAS_FDS << FLAGS_SHIFT).to_le_bytes());
         record.extend_from_slice(&99u32.to_le_bytes());
         record.extend_from_slice(&bytes);
         ring.put_raw(&record);
@@ -1230,7 +1229,6 @@ mod tests {
         let payload = postcard::to_allocvec(&77u64).unwrap();
         let mut record = Vec::new();
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&0u32.to_le_bytes());
         record.extend_from_slice(&0u32.to_le_bytes());
         record.extend_from_slice(&payload);
         // As a producer killed between its `tail` store and its hint leaves it.
@@ -1254,12 +1252,49 @@ mod tests {
         // A hint where nothing was published (only a writer outside the protocol can put one
         // there, as it could write `head` or `tail`).
         // SAFETY: position 0 is a multiple of 8 and nothing else touches the ring here.
-        unsafe { ring.mirror.word(0) }.store(hint_of(1), Ordering::Release);
+        unsafe { ring.mirror.word64(0) }.store(pack(1, 16), Ordering::Release);
         assert!(ring.available_hinted());
         assert!(ring.get::<u64>(None, true).is_err(), "an empty record decodes as no u64");
         // The consumer went past `tail`; the next look at `tail` sees it and drops the lot.
         assert!(matches!(ring.get::<u64>(None, true), Err(Error::Corrupt(_))));
         still_works(&ring);
+    }
+
+    #[test]
+    fn a_hint_too_far_or_not_one_message_on_is_not_taken() {
+        let ring = Ring::create(Kind::Queue, settings(), "test").unwrap();
+        let far = settings().capacity as u32;
+        for hint in
+            [pack(2, 16), pack(0, 16), pack(1, 0), pack(1, 8), pack(1, far), pack(1, far - 4)]
+        {
+            // SAFETY: position 0 is a multiple of 8 and nothing else touches the ring here.
+            unsafe { ring.mirror.word64(0) }.store(hint, Ordering::Release);
+            assert!(!ring.available_hinted(), "{hint:#x} taken");
+            assert_eq!(ring.get::<u64>(None, true).unwrap(), None);
+        }
+        // SAFETY: as above.
+        unsafe { ring.mirror.word64(0) }.store(0, Ordering::Release);
+        still_works(&ring);
+    }
+
+    #[test]
+    fn record_bytes_never_move_the_head_past_the_tail() {
+        // Whatever a record's length says, the hint bounds it as `tail` does: a length past
+        // the record's end is refused, and the queue goes on.
+        let ring = Ring::create(Kind::Queue, settings(), "test").unwrap();
+        for claimed in [9u32, 100, 60_000] {
+            let mut record = Vec::new();
+            record.extend_from_slice(&claimed.to_le_bytes());
+            record.extend_from_slice(&0u32.to_le_bytes());
+            record.extend_from_slice(&[0u8; 8]);
+            ring.put_raw(&record);
+            assert!(matches!(ring.get::<u64>(None, true), Err(Error::Corrupt(_))));
+            let h = ring.header();
+            let (head, tail) =
+                (h.head.0.head.load(Ordering::SeqCst), h.tail.0.load(Ordering::SeqCst));
+            assert_eq!(head, tail, "the head is where the tail is");
+            still_works(&ring);
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::ffi::c_void;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use mp_process::os;
 use rustix::io::Errno;
@@ -163,6 +163,23 @@ impl Mirror {
         // `AtomicU32` is valid for every bit pattern; the accesses are atomic by the caller's
         // contract.
         unsafe { &*self.base.as_ptr().add(start).cast::<AtomicU32>() }
+    }
+}
+
+impl Mirror {
+    /// The 8 bytes of the ring at byte position `pos`, as an atomic word.
+    ///
+    /// # Safety
+    /// `pos` is a multiple of 8, and while the reference lives every access to these bytes, by
+    /// any thread or process, is an 8-byte atomic (or ordered before or after by the ring's
+    /// protocol).
+    pub(crate) unsafe fn word64(&self, pos: u32) -> &AtomicU64 {
+        let start = self.header_len + (pos as usize & (self.capacity - 1));
+        // SAFETY: `start + 8 <= header_len + capacity`, inside the mapping, and 8-aligned (the
+        // mapping and the header region are page aligned, `pos` a multiple of 8); an
+        // `AtomicU64` is valid for every bit pattern; the accesses are atomic by the caller's
+        // contract.
+        unsafe { &*self.base.as_ptr().add(start).cast::<AtomicU64>() }
     }
 }
 
