@@ -432,8 +432,22 @@ impl Ring {
     /// `false` may be wrong (a producer killed before its hint), `true` is not.
     fn available_hinted(&self) -> bool {
         let head = self.header().head.0.head.load(Ordering::SeqCst);
-        self.get_cache.other_if(head).is_some_and(|tail| ahead(head, tail, self.capacity()))
-            || self.hinted(head).is_some()
+        self.tail_known(head).is_some()
+    }
+
+    /// A published tail past `head` known without reading `tail`: this process's cache when
+    /// the head is where this process left it, else the hint of the record at `head` (then
+    /// cached).
+    fn tail_known(&self, head: u64) -> Option<u64> {
+        // Threads of this process may race on the cache and pair `head` with an older tail:
+        // use it only if it is ahead of the head.
+        let cached =
+            self.get_cache.other_if(head).filter(|&tail| ahead(head, tail, self.capacity()));
+        cached.or_else(|| {
+            let tail = self.hinted(head)?;
+            self.get_cache.set(head, tail);
+            Some(tail)
+        })
     }
 
     /// The `tail` published with the record at `head`, as its hint gives it: one message past
@@ -456,15 +470,7 @@ impl Ring {
     fn published(&self) -> Option<(u64, u64)> {
         let h = self.header();
         let head = h.head.0.head.load(Ordering::SeqCst);
-        if let Some(tail) = self.get_cache.other_if(head) {
-            // Threads of this process may race on the cache and pair `head` with an older
-            // tail: use it only if it is ahead of the head.
-            if ahead(head, tail, self.capacity()) {
-                return Some((head, tail));
-            }
-        }
-        if let Some(tail) = self.hinted(head) {
-            self.get_cache.set(head, tail);
+        if let Some(tail) = self.tail_known(head) {
             return Some((head, tail));
         }
         let tail = h.tail.0.load(Ordering::SeqCst);
