@@ -757,6 +757,7 @@ ROWS = {
     "pool_cpu_speedup_consumer": pool_cpu_speedup_consumer,
     "manager_dict": manager_dict,
     "manager_dict_tcp": manager_dict_tcp,
+    "manager_dict_tcp_wire": manager_dict_tcp,
     "manager_dict_blocking": manager_dict_blocking,
     "manager_dict_4clients": manager_dict_4clients,
     "manager_proxy_create": manager_proxy_create,

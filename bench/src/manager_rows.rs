@@ -1,4 +1,5 @@
-//! The manager rows: `manager_dict`, `manager_dict_tcp`, `manager_dict_blocking`, `manager_dict_4clients`,
+//! The manager rows: `manager_dict`, `manager_dict_tcp`, `manager_dict_tcp_wire`,
+//! `manager_dict_blocking`, `manager_dict_4clients`,
 //! `manager_proxy_create`, `manager_list_iterate`, `manager_memory` and `manager_dict_loaded`.
 //!
 //! Every row starts its manager under fork, as the other rows start their children, and
@@ -36,20 +37,41 @@ pub fn manager_dict(side: Side) -> Result<Figure> {
     Ok(Figure { value: 1.0 / dict_set_get(&d)?, unit: "ops/s" })
 }
 
-/// manager_dict_tcp: set then get on a dict of a manager served on TCP loopback, from a
-/// client that reached it with `Manager::connect` (a remote client: the key's handshake on
-/// each connection, CPython's framing), in ops/s.
-pub fn manager_dict_tcp(side: Side) -> Result<Figure> {
-    ensure!(side == Side::Mp, "manager_dict_tcp has no floor side");
+/// Set then get on a dict of a manager served on TCP loopback, from a client that reached it
+/// with `Manager::connect` (a remote client: the key's handshake on each connection), with
+/// the same-host shortcut or without; ops/s.
+fn remote_dict(shortcut: bool) -> Result<Figure> {
     let m = mp::Manager::builder()
         .start_method(mp::StartMethod::Fork)
         .address("127.0.0.1:0")
         .authkey(b"secret")
         .start()?;
     let address = m.address().context("the manager's address")?.clone();
-    let remote = mp::Manager::connect(address, Some(b"secret"))?;
+    let remote = mp::Manager::connect_builder(address)
+        .authkey(b"secret")
+        .same_host_shortcut(shortcut)
+        .connect()?;
+    ensure!(remote.is_same_host() == shortcut, "the shortcut was (not) taken");
     let d = remote.dict()?;
     Ok(Figure { value: 1.0 / dict_set_get(&d)?, unit: "ops/s" })
+}
+
+/// manager_dict_tcp: set then get on a dict of a manager served on TCP loopback, from a
+/// client that reached it with `Manager::connect`, which finds the manager on its host and
+/// moves to shared memory (the same-host shortcut), in ops/s.
+pub fn manager_dict_tcp(side: Side) -> Result<Figure> {
+    ensure!(side == Side::Mp, "manager_dict_tcp has no floor side");
+    remote_dict(true)
+}
+
+/// manager_dict_tcp_wire: the same with the shortcut off, every call over TCP (CPython's
+/// framing), as a client on another host has it; the floor is a blocking 64-byte TCP
+/// loopback round trip per operation, in ops/s.
+pub fn manager_dict_tcp_wire(side: Side) -> Result<Figure> {
+    match side {
+        Side::Mp => remote_dict(false),
+        Side::Floor => Ok(Figure { value: 1.0 / crate::rows::tcp_pingpong(64)?, unit: "ops/s" }),
+    }
 }
 
 /// manager_dict_blocking: the same with spinning off in both processes, so every receive

@@ -70,6 +70,7 @@ const ROWS: &[(&str, RowFn)] = &[
     ("pool_cpu_speedup_consumer", crate::pool_rows::pool_cpu_speedup_consumer),
     ("manager_dict", crate::manager_rows::manager_dict),
     ("manager_dict_tcp", crate::manager_rows::manager_dict_tcp),
+    ("manager_dict_tcp_wire", crate::manager_rows::manager_dict_tcp_wire),
     ("manager_dict_blocking", crate::manager_rows::manager_dict_blocking),
     ("manager_dict_4clients", crate::manager_rows::manager_dict_4clients),
     ("manager_proxy_create", crate::manager_rows::manager_proxy_create),

@@ -30,7 +30,7 @@ fn manager() -> &'static (mp::Manager, mp::Manager, Address) {
 /// The hello of a remote connection (the wire's version and a session), as the client sends
 /// it: postcard of `(u32, [u8; 16])`.
 fn hello(session: u8) -> Vec<u8> {
-    let mut bytes = vec![2u8]; // version 2, a varint
+    let mut bytes = vec![3u8]; // version 3, a varint
     bytes.extend_from_slice(&[session; 16]);
     bytes
 }

@@ -131,7 +131,11 @@ pub const ROWS: &[Row] = &[
     row("pool_cpu_speedup_consumer", Higher, true, &[Floor(0.95)]),
     row("manager_dict", Higher, false, &[Cpython(20.0)]),
     // A remote client of a manager served on TCP loopback (CPython: a connected SyncManager).
+    // `Manager::connect` finds the manager on this host and moves to shared memory.
     row("manager_dict_tcp", Higher, false, &[Cpython(5.0)]),
+    // The same client with the same-host shortcut off: every call over TCP, as from another
+    // host. Reported, no target; the floor is a blocking 64-byte TCP round trip per operation.
+    row("manager_dict_tcp_wire", Higher, true, &[]),
     row("manager_dict_blocking", Lower, true, &[Floor(1.2)]),
     row("manager_dict_4clients", Higher, false, &[Cpython(10.0)]),
     row("manager_proxy_create", Higher, false, &[Cpython(50.0)]),

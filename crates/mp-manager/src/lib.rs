@@ -40,7 +40,9 @@
 //! which reach it with [`Manager::connect`] (Python's `BaseManager(address, authkey)` and
 //! `connect()`); [`ManagerBuilder::get_server`] serves one in the calling process
 //! ([`Server::serve_forever`]). Connections are `mp_queue` `Listener`/`Client` connections:
-//! CPython's mutual HMAC handshake first, so nothing is reachable without the key. Programs
+//! CPython's mutual HMAC handshake first, so nothing is reachable without the key. A client on
+//! the manager's host, of its user, then moves each authenticated connection to shared memory
+//! (the same-host shortcut; [`ConnectBuilder::same_host_shortcut`] turns it off). Programs
 //! share objects by name ([`Manager::publish`], [`Manager::lookup`]); a remote client runs no
 //! code in the manager (no `update_with`, `sort` or barrier actions) and may not shut it
 //! down; its references and locks are given back when it disconnects.
@@ -85,10 +87,11 @@ mod proxies;
 mod proxy;
 mod server;
 mod shm_manager;
+mod shortcut;
 
 pub use error::{Error, RemoteError, Result};
 pub use managed::{Exposed, Managed, Method, Proxy, ProxyMethod, RemoteMethod};
-pub use manager::{Manager, ManagerBuilder, SHUTDOWN_TIMEOUT, Server};
+pub use manager::{ConnectBuilder, Manager, ManagerBuilder, SHUTDOWN_TIMEOUT, Server};
 pub use proxies::containers::{ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy};
 pub use proxies::sync::{
     BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, EventProxy, JoinableQueueProxy, LockGuard,

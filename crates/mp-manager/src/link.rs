@@ -25,7 +25,7 @@ use std::sync::Arc;
 use mp_process::AuthKey;
 use mp_process::fdpass::{self, FdRef, Kind, ObjectId, PassFd, SharedObject, check, refuse};
 use mp_process::os;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use mp_queue::{Address, Client, Connection};
@@ -58,13 +58,22 @@ pub(crate) struct Door {
     /// The pid that last set the pool up: a process of another pid (a forked child) must
     /// not wait for the pool's lock (its holder may be a thread of the parent).
     pool_pid: AtomicU32,
+    /// A remote manager: whether the last connection this process opened took the same-host
+    /// shortcut.
+    same_host: AtomicBool,
 }
 
 impl Door {
     /// A door whose pool this process set up.
     fn new(id: ObjectId, way: Way, pool: Pool) -> Door {
         let pid = if pool.pid == 0 { 0 } else { os::pid() };
-        Door { id, way, pool: Mutex::new(pool), pool_pid: AtomicU32::new(pid) }
+        Door {
+            id,
+            way,
+            pool: Mutex::new(pool),
+            pool_pid: AtomicU32::new(pid),
+            same_host: AtomicBool::new(false),
+        }
     }
 
     /// The pool, locked; `None` in a process forked while a thread of its parent held the
@@ -96,6 +105,8 @@ pub(crate) enum Way {
         address: Address,
         /// The key its listener checks.
         key: AuthKey,
+        /// Whether connections take the same-host shortcut when the manager offers it.
+        shortcut: bool,
     },
 }
 
@@ -138,12 +149,22 @@ impl Link {
 
     /// A link to the manager served at `address`, checked by `key`: connects (the session's
     /// anchor), and returns the link and the manager process's pid.
-    pub(crate) fn remote(address: Address, key: AuthKey) -> Result<(Link, u32)> {
+    /// With `shortcut`, connections move to shared memory when the manager is on this host
+    /// (see [`crate::shortcut`]).
+    pub(crate) fn remote(address: Address, key: AuthKey, shortcut: bool) -> Result<(Link, u32)> {
         let mut pool = Pool::fresh(true)?;
-        let (anchor, welcome) = connect_remote(&address, &key, pool.session)?;
+        let (anchor, welcome) = connect_remote(&address, &key, pool.session, shortcut)?;
+        let same_host = anchor.same_host;
         pool.anchor = Some(anchor.conn);
-        let door = Door::new(welcome.id, Way::Remote { address, key }, pool);
+        let door = Door::new(welcome.id, Way::Remote { address, key, shortcut }, pool);
+        door.same_host.store(same_host, Ordering::Relaxed);
         Ok((Link(Arc::new(door)), welcome.pid))
+    }
+
+    /// Whether the last connection this process opened to the (remote) manager took the
+    /// same-host shortcut.
+    pub(crate) fn same_host(&self) -> bool {
+        self.0.same_host.load(Ordering::Relaxed)
     }
 
     /// Whether the link is a remote manager's (no entries run there for this process).
@@ -160,13 +181,14 @@ impl Link {
     fn connect(&self, session: [u8; 16]) -> Result<Conn> {
         let doorway = match &self.0.way {
             Way::Doorway(doorway) => doorway,
-            Way::Remote { address, key } => {
-                let (conn, welcome) = connect_remote(address, key, session)?;
+            Way::Remote { address, key, shortcut } => {
+                let (conn, welcome) = connect_remote(address, key, session, *shortcut)?;
                 if welcome.id != self.0.id {
                     // Another manager now serves at the address: this one's objects are gone.
                     return Err(Error::ManagerGone);
                 }
-                return Ok(conn);
+                self.0.same_host.store(conn.same_host, Ordering::Relaxed);
+                return Ok(Conn { conn: conn.conn, next: 1 });
             }
         };
         let (mine, theirs) = mp_queue::pipe(true)?;
@@ -300,8 +322,8 @@ unsafe impl SharedObject for Door {
     fn describe<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match &self.way {
             Way::Doorway(doorway) => OutWay::Doorway(FdRef(doorway)).serialize(s),
-            Way::Remote { address, key } => {
-                OutWay::Remote { address, key: key.as_bytes() }.serialize(s)
+            Way::Remote { address, key, shortcut } => {
+                OutWay::Remote { address, key: key.as_bytes(), shortcut: *shortcut }.serialize(s)
             }
         }
     }
@@ -316,7 +338,9 @@ unsafe impl SharedObject for Door {
                     .map_err(refuse)?;
                 Way::Doorway(doorway)
             }
-            InWay::Remote { address, key } => Way::Remote { address, key: AuthKey::new(key) },
+            InWay::Remote { address, key, shortcut } => {
+                Way::Remote { address, key: AuthKey::new(key), shortcut }
+            }
         };
         Ok(Door::new(id, way, Pool::default()))
     }
@@ -328,23 +352,32 @@ unsafe impl SharedObject for Door {
 #[derive(Serialize)]
 enum OutWay<'a> {
     Doorway(FdRef<'a>),
-    Remote { address: &'a Address, key: &'a [u8] },
+    Remote { address: &'a Address, key: &'a [u8], shortcut: bool },
 }
 
 /// How a link crosses, when receiving.
 #[derive(Deserialize)]
 enum InWay {
     Doorway(PassFd),
-    Remote { address: Address, key: Vec<u8> },
+    Remote { address: Address, key: Vec<u8>, shortcut: bool },
+}
+
+/// A new connection to a remote manager.
+struct RemoteConn {
+    conn: Connection,
+    /// Whether it is a pipe of the same-host shortcut (or else the socket).
+    same_host: bool,
 }
 
 /// Opens a connection to the remote manager at `address` in `session`: connects, runs the
-/// handshake, says hello, and reads the manager's welcome.
+/// handshake, says hello, and reads the manager's welcome; with `shortcut`, moves to a pipe if
+/// the welcome offers the same-host shortcut and its side door can be reached.
 fn connect_remote(
     address: &Address,
     key: &AuthKey,
     session: [u8; 16],
-) -> Result<(Conn, RemoteWelcome)> {
+    shortcut: bool,
+) -> Result<(RemoteConn, RemoteWelcome)> {
     let conn =
         Client::builder(address)?.authkey(key.as_bytes()).connect_now().map_err(|e| match e {
             mp_queue::Error::Io { op: "connect", source }
@@ -359,7 +392,13 @@ fn connect_remote(
         })?;
     conn.send(&RemoteHello { version: VERSION, session })?;
     let welcome: RemoteWelcome = conn.recv()?;
-    Ok((Conn { conn, next: 1 }, welcome))
+    if let (true, Some(offer)) = (shortcut, &welcome.shortcut) {
+        if let Some(pipe) = crate::shortcut::knock(offer) {
+            // The manager counts the pipe in the session already: the socket may go.
+            return Ok((RemoteConn { conn: pipe, same_host: true }, welcome));
+        }
+    }
+    Ok((RemoteConn { conn, same_host: false }, welcome))
 }
 
 impl Serialize for Link {
@@ -475,7 +514,7 @@ mod tests {
     fn a_remote_client_may_not_shut_the_manager_down() {
         let m = crate::Manager::builder().address("127.0.0.1:0").authkey(b"k").start().unwrap();
         let address = m.address().unwrap().clone();
-        let (remote, pid) = Link::remote(address, AuthKey::new(b"k")).unwrap();
+        let (remote, pid) = Link::remote(address, AuthKey::new(b"k"), false).unwrap();
         assert_eq!(pid, m.pid());
         assert_eq!(remote.id(), m.link().id(), "one manager, one identity");
         let refused = remote.call(Call::Shutdown).unwrap_err();

@@ -111,6 +111,44 @@ impl Server {
     }
 }
 
+/// Options for connecting to a manager served on an address, from
+/// [`Manager::connect_builder`].
+pub struct ConnectBuilder {
+    address: Result<Address>,
+    authkey: Option<AuthKey>,
+    shortcut: bool,
+}
+
+impl ConnectBuilder {
+    /// The key the manager checks (by default this process's key, [`mp_process::authkey`]).
+    pub fn authkey(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.authkey = Some(AuthKey::new(key.as_ref()));
+        self
+    }
+
+    /// Whether connections move to shared memory when the manager is on this host (`true`
+    /// by default; see [`Manager::connect`]). `false` keeps every call on the network, as a
+    /// client on another host has it. Proxies sent to other processes take the choice along.
+    pub fn same_host_shortcut(mut self, shortcut: bool) -> Self {
+        self.shortcut = shortcut;
+        self
+    }
+
+    /// Connects: [`Manager::connect`].
+    ///
+    /// Errors: as [`Manager::connect`]'s; an address that does not parse is
+    /// [`Error::Connection`].
+    pub fn connect(self) -> Result<Manager> {
+        let address = self.address?;
+        let key = match self.authkey {
+            Some(key) => key,
+            None => mp_process::authkey().map_err(|e| Error::Io { op: "getrandom", source: e })?,
+        };
+        let (link, pid) = Link::remote(address.clone(), key, self.shortcut)?;
+        Ok(Manager { process: None, link, pid, owner: 0, address: Some(address), closed: false })
+    }
+}
+
 impl ManagerBuilder {
     /// Starts the manager's process with `method` instead of the default start method.
     pub fn start_method(mut self, method: StartMethod) -> Self {
@@ -275,17 +313,51 @@ impl Manager {
     /// [`shutdown`](Manager::shutdown) on this handle closes it only: the manager is its
     /// owner's to stop.
     ///
+    /// When the manager runs on this host (in this network namespace) and under this user,
+    /// each connection moves from the socket to shared memory once it is authenticated (the
+    /// *same-host shortcut*: a connection as fast as those of the manager's own process
+    /// tree, with a remote client's rights still); elsewhere it stays on the network.
+    /// [`Manager::connect_builder`] can turn that off; [`Manager::is_same_host`] says which
+    /// was taken.
+    ///
     /// Errors: [`Error::ManagerGone`] if nothing listens at `address`;
     /// [`Error::Connection`] with `mp_queue::Error::Authentication` for a wrong key, or other
     /// connection errors.
     pub fn connect(address: impl IntoAddress, authkey: Option<&[u8]>) -> Result<Manager> {
-        let address = address.into_address()?;
-        let key = match authkey {
-            Some(key) => AuthKey::new(key),
-            None => mp_process::authkey().map_err(|e| Error::Io { op: "getrandom", source: e })?,
-        };
-        let (link, pid) = Link::remote(address.clone(), key)?;
-        Ok(Manager { process: None, link, pid, owner: 0, address: Some(address), closed: false })
+        let mut builder = Manager::connect_builder(address);
+        if let Some(key) = authkey {
+            builder = builder.authkey(key);
+        }
+        builder.connect()
+    }
+
+    /// Options for connecting to a manager served on an address: [`Manager::connect`] with
+    /// more choices.
+    ///
+    /// ```
+    /// let server = mp_manager::Manager::builder().address("127.0.0.1:0").authkey(b"k").start()?;
+    /// let client = mp_manager::Manager::connect_builder(server.address().unwrap())
+    ///     .authkey(b"k")
+    ///     .same_host_shortcut(false)
+    ///     .connect()?;
+    /// assert!(!client.is_same_host(), "every call goes over TCP");
+    /// assert_eq!(client.dict::<u8, u8>()?.len()?, 0);
+    /// # Ok::<(), mp_manager::Error>(())
+    /// ```
+    pub fn connect_builder(address: impl IntoAddress) -> ConnectBuilder {
+        ConnectBuilder {
+            address: address.into_address().map_err(Error::from),
+            authkey: None,
+            shortcut: true,
+        }
+    }
+
+    /// Whether this process's calls to a manager reached with [`Manager::connect`] take the
+    /// same-host shortcut (shared memory) rather than the network: as of the last connection
+    /// this process opened to it. `false` for a manager of this process tree (its calls take
+    /// shared memory through its doorway, no network involved).
+    pub fn is_same_host(&self) -> bool {
+        self.link.is_remote() && self.link.same_host()
     }
 
     /// The manager process's pid.

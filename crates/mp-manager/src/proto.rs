@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::RemoteError;
 
 /// The version of this wire; a hello of another version is refused.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 
 /// The most bytes of items one batched read returns (`to_vec`, `items`, ...): the rest comes in
 /// further round trips.
@@ -53,6 +53,8 @@ pub(crate) struct RemoteWelcome {
     pub id: u64,
     /// The manager process's pid.
     pub pid: u32,
+    /// The same-host shortcut offered to this connection, if the manager has a side door.
+    pub shortcut: Option<crate::shortcut::Shortcut>,
 }
 
 /// One call, with the id its reply repeats.

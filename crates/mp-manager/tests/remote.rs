@@ -1,7 +1,9 @@
 //! Remote managers: a manager served on an address with a key, reached with
 //! `Manager::connect` from separate process trees (this test binary run again as a plain
 //! process, not an `mp` child), a server killed, a client killed, 16 clients at once, wrong
-//! keys, what a remote client may not do, and a type defined by "another program".
+//! keys, what a remote client may not do, and a type defined by "another program"; each
+//! over the same-host shortcut (shared memory) and over the network, and the shortcut not
+//! taken from another network namespace or by another user.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -23,6 +25,20 @@ fn served() -> Manager {
 fn address_of(m: &Manager) -> String {
     m.address().expect("an address").to_string()
 }
+
+/// A remote client of the manager at `address`, over the same-host shortcut or the network.
+fn connect(address: &str, shortcut: bool) -> Manager {
+    let m = Manager::connect_builder(address)
+        .authkey(KEY)
+        .same_host_shortcut(shortcut)
+        .connect()
+        .expect("connect");
+    assert_eq!(m.is_same_host(), shortcut, "the shortcut is taken exactly when asked");
+    m
+}
+
+/// Both ways a remote client talks to a manager of its host.
+const BOTH: [bool; 2] = [true, false];
 
 /// A separate process tree: this test binary run again (a plain process) to run the ignored
 /// helper test `name`, with `MP_REMOTE_ADDRESS` set. Killed when dropped.
@@ -117,8 +133,15 @@ fn a_wrong_key_reaches_nothing() {
 
 #[test]
 fn a_remote_client_runs_no_code_in_the_manager_and_cannot_stop_it() {
+    for shortcut in BOTH {
+        remote_client_rights(shortcut);
+    }
+}
+
+/// What a remote client may not do, over the shortcut or the network.
+fn remote_client_rights(shortcut: bool) {
     let m = served();
-    let remote = Manager::connect(address_of(&m).as_str(), Some(KEY)).unwrap();
+    let remote = connect(&address_of(&m), shortcut);
     let d = remote.dict::<u8, u64>().unwrap();
     d.insert(1, 1).unwrap();
     let refused = d.update_with(&1, |v| v.unwrap_or(0) + 1).unwrap_err();
@@ -145,12 +168,19 @@ fn serve_forever(ready: mp_process::fdpass::PassFd) {
 #[test]
 fn a_killed_server_fails_the_clients_calls_at_once() {
     let _guard = mp_process::init().unwrap();
+    for shortcut in BOTH {
+        killed_server(shortcut);
+    }
+}
+
+/// A server killed under a client over the shortcut or the network.
+fn killed_server(shortcut: bool) {
     let (r, w) = pipe();
     let mut server = Process::new(serve_forever, (pass(&w),));
     server.start().unwrap();
     drop(w);
     let address = mp_testkit::lines::Lines::new(r).next();
-    let m = Manager::connect(address.as_str(), Some(KEY)).unwrap();
+    let m = connect(&address, shortcut);
     let d = m.dict::<u8, u8>().unwrap();
     d.insert(1, 2).unwrap();
     let q = m.queue::<u8>().unwrap();
@@ -169,10 +199,11 @@ fn a_killed_server_fails_the_clients_calls_at_once() {
 /// A remote client in a child: holds a lock and five objects, says so, waits to be killed.
 fn hold_and_wait(
     address: String,
+    shortcut: bool,
     said: mp_process::fdpass::PassFd,
     go: mp_process::fdpass::PassFd,
 ) {
-    let m = Manager::connect(address.as_str(), Some(KEY)).unwrap();
+    let m = connect(&address, shortcut);
     let lock: LockProxy = m.lookup("lock").unwrap();
     let _guard = lock.acquire().unwrap();
     let held: Vec<DictProxy<u8, u8>> = (0..5).map(|_| m.dict().unwrap()).collect();
@@ -184,12 +215,20 @@ fn hold_and_wait(
 #[test]
 fn a_killed_remote_client_gives_back_its_references_and_locks() {
     let _guard = mp_process::init().unwrap();
+    for shortcut in BOTH {
+        killed_client(shortcut);
+    }
+}
+
+/// A client over the shortcut or the network killed while it holds a lock and objects.
+fn killed_client(shortcut: bool) {
     let m = served();
     let lock = m.lock().unwrap();
     m.publish("lock", &lock).unwrap();
     let (said_r, said_w) = pipe();
     let (go_r, go_w) = pipe();
-    let mut child = Process::new(hold_and_wait, (address_of(&m), pass(&said_w), pass(&go_r)));
+    let mut child =
+        Process::new(hold_and_wait, (address_of(&m), shortcut, pass(&said_w), pass(&go_r)));
     child.start().unwrap();
     mp_testkit::bytes::hear(&said_r, 1);
     assert_eq!(m.number_of_objects().unwrap().0, 6);
@@ -212,7 +251,8 @@ fn sixteen_remote_clients_at_once() {
         for i in 0..16u32 {
             let address = address.clone();
             s.spawn(move || {
-                let remote = Manager::connect(address.as_str(), Some(KEY)).unwrap();
+                // Half of them over the shortcut, half over the network.
+                let remote = connect(&address, i % 2 == 0);
                 let counts: DictProxy<u32, u32> = remote.lookup("counts").unwrap();
                 for n in 0..20 {
                     counts.insert(i, n).unwrap();
@@ -305,4 +345,74 @@ fn stalled_unauthenticated_peers_hold_up_nobody_for_long() {
         Manager::connect(address_of(&m).as_str(), Some(KEY)).is_ok()
     });
     assert!(remote, "a remote client gets in once the stalled peers are gone");
+}
+
+/// A client in a network namespace of its own (another host, as far as abstract sockets go)
+/// reaching the manager through its `AF_UNIX` path: it stays on that socket. Exits 77 when
+/// it may not make a namespace.
+fn client_in_another_namespace(address: String) {
+    // SAFETY: a network namespace only (no `FILES`): no descriptor table is split.
+    #[allow(unsafe_code)]
+    if unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }.is_err() {
+        std::process::exit(77);
+    }
+    let m = Manager::connect(address.as_str(), Some(KEY)).unwrap();
+    assert!(!m.is_same_host(), "the side door is not reachable from another namespace");
+    let d: DictProxy<String, u32> = m.lookup("d").unwrap();
+    d.insert("from another namespace".into(), 1).unwrap();
+}
+
+#[test]
+fn a_client_in_another_network_namespace_stays_on_the_network() {
+    let _guard = mp_process::init().unwrap();
+    let dir = std::env::temp_dir().join(format!("mp-remote-netns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("manager.sock");
+    let m = Manager::builder().address(path.as_path()).authkey(KEY).start().unwrap();
+    let d = m.dict::<String, u32>().unwrap();
+    m.publish("d", &d).unwrap();
+    // This process, in the manager's namespace, takes the shortcut through the same path.
+    assert!(connect(&address_of(&m), true).is_same_host());
+    let mut child = Process::new(client_in_another_namespace, (address_of(&m),));
+    child.start().unwrap();
+    let code = child.join().unwrap();
+    let got = d.get(&"from another namespace".into());
+    drop(m);
+    let _ = std::fs::remove_dir_all(&dir);
+    if code == 77 {
+        eprintln!("SKIPPED: cannot make a network namespace here (not root?)");
+        return;
+    }
+    assert_eq!(code, 0, "the client in another namespace failed");
+    assert_eq!(got.unwrap(), Some(1));
+}
+
+/// A client of another user (nobody) on the manager's host: the side door refuses it, and it
+/// goes on over TCP. Exits 77 when it may not change its user.
+fn client_of_another_user(address: String) {
+    let nobody = rustix::process::Uid::from_raw(65534);
+    if rustix::thread::set_thread_res_uid(nobody, nobody, nobody).is_err() {
+        std::process::exit(77);
+    }
+    let m = Manager::connect(address.as_str(), Some(KEY)).unwrap();
+    assert!(!m.is_same_host(), "the side door refuses another user");
+    let d: DictProxy<String, u32> = m.lookup("d").unwrap();
+    d.insert("from nobody".into(), 2).unwrap();
+}
+
+#[test]
+fn a_client_of_another_user_stays_on_the_network() {
+    let _guard = mp_process::init().unwrap();
+    let m = served();
+    let d = m.dict::<String, u32>().unwrap();
+    m.publish("d", &d).unwrap();
+    let mut child = Process::new(client_of_another_user, (address_of(&m),));
+    child.start().unwrap();
+    let code = child.join().unwrap();
+    if code == 77 {
+        eprintln!("SKIPPED: cannot change user here (not root?)");
+        return;
+    }
+    assert_eq!(code, 0, "the client of another user failed");
+    assert_eq!(d.get(&"from nobody".into()).unwrap(), Some(2));
 }

@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mp_process::code::Entry;
@@ -36,6 +36,7 @@ use crate::proto::{Call, Hello, Payload, RemoteHello, RemoteWelcome, Reply, Requ
 use crate::server::objects::Cx;
 use crate::server::objects::{REMOTE_SESSIONS, Served, Session, Store};
 use crate::server::registry::Registry;
+use crate::shortcut::SideDoor;
 
 /// What the manager's process is started with.
 #[derive(Serialize, Deserialize)]
@@ -99,6 +100,8 @@ struct Server {
     handshaking: AtomicUsize,
     /// Values published by name (`Manager::publish`).
     names: Mutex<HashMap<String, crate::proto::Item>>,
+    /// The same-host shortcut's side door, once the server listens on an address.
+    side_door: OnceLock<SideDoor>,
     /// Rung when the set of sessions changes or the server should stop.
     bell: OwnedFd,
     /// Set by a `Shutdown` request.
@@ -193,19 +196,112 @@ fn setup_server(id: u64, setup: &[SetupStep]) -> Result<Arc<Server>, String> {
         next_remote: AtomicU32::new(REMOTE_SESSIONS),
         names: Mutex::new(HashMap::new()),
         handshaking: AtomicUsize::new(0),
+        side_door: OnceLock::new(),
         bell,
         stop: AtomicBool::new(false),
     }))
 }
 
-/// Starts the thread that accepts remote connections, each served on a thread of its own.
+/// Starts the thread that accepts remote connections, each served on a thread of its own,
+/// and the one that takes same-host clients through the side door.
 fn start_accepting(server: &Arc<Server>, listener: Listener) {
+    match SideDoor::open() {
+        Ok(door) => {
+            let _ = server.side_door.set(door);
+            let server = Arc::clone(server);
+            let spawned = std::thread::Builder::new()
+                .name("mp-manager-door".into())
+                .spawn(move || accept_same_host(&server));
+            if let Err(e) = spawned {
+                log::warn!(target: "mp_manager", "no same-host shortcut: no thread for it ({e})");
+            }
+        }
+        Err(e) => log::warn!(target: "mp_manager", "no same-host shortcut: {e}"),
+    }
     let server = Arc::clone(server);
     let spawned = std::thread::Builder::new()
         .name("mp-manager-accept".into())
         .spawn(move || accept_remote(&server, &listener));
     if let Err(e) = spawned {
         log::error!(target: "mp_manager", "cannot start the manager's accepting thread ({e})");
+    }
+}
+
+/// Takes knocks at the side door for as long as the manager serves, each on a thread of its
+/// own (counted with the handshakes: a local peer that sends nothing holds a thread for
+/// the knock's timeout at most).
+fn accept_same_host(server: &Arc<Server>) {
+    /// The pause after a failed accept.
+    const BACKOFF: Duration = Duration::from_millis(20);
+    let Some(door) = server.side_door.get() else { return };
+    while !server.stop.load(Ordering::Acquire) {
+        let peer = match door.accept() {
+            Ok(peer) => peer,
+            Err(e) => {
+                log::warn!(target: "mp_manager", "accepting at the side door failed: {e}");
+                std::thread::sleep(BACKOFF);
+                continue;
+            }
+        };
+        if server.handshaking.fetch_add(1, Ordering::AcqRel) >= MAX_HANDSHAKES {
+            server.handshaking.fetch_sub(1, Ordering::AcqRel);
+            log::warn!(target: "mp_manager", "too many connections in their handshake: a knock was refused");
+            continue;
+        }
+        let server = Arc::clone(server);
+        let spawned = std::thread::Builder::new()
+            .name("mp-manager-same-host".into())
+            .spawn(move || serve_same_host(&server, &peer));
+        if let Err(e) = spawned {
+            log::error!(target: "mp_manager", "cannot start a thread for a connection ({e})");
+        }
+    }
+}
+
+/// Takes one knock: the pipe it brings is served as a connection of the token's session.
+fn serve_same_host(server: &Arc<Server>, peer: &OwnedFd) {
+    let claimed =
+        server.side_door.get().ok_or("no side door".to_string()).and_then(|door| door.claim(peer));
+    server.handshaking.fetch_sub(1, Ordering::AcqRel);
+    let (session_bytes, conn) = match claimed {
+        Ok(claimed) => claimed,
+        Err(why) => {
+            log::warn!(target: "mp_manager", "{why}");
+            return;
+        }
+    };
+    // The offering connection is still open (its client waits for this answer), so the
+    // session is there; if not (it closed meanwhile), dropping the pipe refuses the knock.
+    let Some(session) = join_remote(server, session_bytes) else { return };
+    if conn.send(&true).is_ok() {
+        serve_requests(server, &session, &conn, false);
+    }
+    leave_remote(server, session_bytes, &session);
+}
+
+/// Counts one more connection of the remote session `bytes`, if it exists.
+fn join_remote(server: &Server, bytes: [u8; 16]) -> Option<Arc<Session>> {
+    let mut remote = server.remote.lock();
+    let (session, conns) = remote.get_mut(&bytes)?;
+    *conns += 1;
+    Some(Arc::clone(session))
+}
+
+/// Counts one connection fewer of the remote session `bytes`: the session ends with its last.
+fn leave_remote(server: &Server, bytes: [u8; 16], session: &Arc<Session>) {
+    let ended = {
+        let mut remote = server.remote.lock();
+        match remote.get_mut(&bytes) {
+            Some((_, conns)) if *conns > 1 => {
+                *conns -= 1;
+                false
+            }
+            Some(_) => remote.remove(&bytes).is_some(),
+            None => false,
+        }
+    };
+    if ended {
+        end_remote_session(server, session);
     }
 }
 
@@ -273,9 +369,8 @@ fn serve_remote(server: &Arc<Server>, pending: Pending) {
     // thread looks for the next request for a while after each reply, as long as the client
     // keeps sending within that while (an idle client costs nothing).
     conn.set_receive_spin(Some(REMOTE_SPIN));
-    if conn.send(&RemoteWelcome { id: server.id, pid: os::pid() }).is_err() {
-        return;
-    }
+    // The session counts this connection before the welcome, so that a pipe brought through
+    // the side door with the welcome's token finds it.
     let session = {
         let mut remote = server.remote.lock();
         let (session, conns) = remote.entry(hello.session).or_insert_with(|| {
@@ -285,22 +380,15 @@ fn serve_remote(server: &Arc<Server>, pending: Pending) {
         *conns += 1;
         Arc::clone(session)
     };
-    serve_requests(server, &session, &conn, false);
-    // The session ends with its last connection.
-    let ended = {
-        let mut remote = server.remote.lock();
-        match remote.get_mut(&hello.session) {
-            Some((_, conns)) if *conns > 1 => {
-                *conns -= 1;
-                false
-            }
-            Some(_) => remote.remove(&hello.session).is_some(),
-            None => false,
-        }
-    };
-    if ended {
-        end_remote_session(server, &session);
+    let shortcut = server.side_door.get().and_then(|door| door.offer(hello.session));
+    if conn.send(&RemoteWelcome { id: server.id, pid: os::pid(), shortcut }).is_ok() {
+        serve_requests(server, &session, &conn, false);
     }
+    if let (Some(door), Some(offer)) = (server.side_door.get(), shortcut) {
+        door.withdraw(&offer.token);
+    }
+    // The session ends with its last connection.
+    leave_remote(server, hello.session, &session);
 }
 
 /// A pidfd for `pid`.
