@@ -107,6 +107,10 @@ pub(crate) enum Way {
         key: AuthKey,
         /// Whether connections take the same-host shortcut when the manager offers it.
         shortcut: bool,
+        /// The link's identity when it crosses into another process (an eventfd, never
+        /// signalled): shared objects are known by their first descriptor, and a remote
+        /// link has no other.
+        token: OwnedFd,
     },
 }
 
@@ -156,7 +160,8 @@ impl Link {
         let (anchor, welcome) = connect_remote(&address, &key, pool.session, shortcut)?;
         let same_host = anchor.same_host;
         pool.anchor = Some(anchor.conn);
-        let door = Door::new(welcome.id, Way::Remote { address, key, shortcut }, pool);
+        let token = os::eventfd::doorbell().map_err(|e| Error::io("eventfd", e))?;
+        let door = Door::new(welcome.id, Way::Remote { address, key, shortcut, token }, pool);
         door.same_host.store(same_host, Ordering::Relaxed);
         Ok((Link(Arc::new(door)), welcome.pid))
     }
@@ -181,7 +186,7 @@ impl Link {
     fn connect(&self, session: [u8; 16]) -> Result<Conn> {
         let doorway = match &self.0.way {
             Way::Doorway(doorway) => doorway,
-            Way::Remote { address, key, shortcut } => {
+            Way::Remote { address, key, shortcut, .. } => {
                 let (conn, welcome) = connect_remote(address, key, session, *shortcut)?;
                 if welcome.id != self.0.id {
                     // Another manager now serves at the address: this one's objects are gone.
@@ -308,8 +313,9 @@ pub(crate) fn decode_reply<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Resu
 
 /// A doorway crosses as an object: defined once per receiver, one handle per process.
 // SAFETY: the kind `mp_manager::Link` is this type's alone, and `rebuild` makes a link only
-// from what `describe` writes (the manager's identity and its doorway), after checking that
-// the descriptor is an `AF_UNIX` seqpacket socket. A link holds no shared memory: nothing
+// from what `describe` writes (the manager's identity and its doorway, or a remote manager's
+// address, key and identity token), after checking that the descriptor is an `AF_UNIX`
+// seqpacket socket (an eventfd for a remote link). A link holds no shared memory: nothing
 // trusts bytes behind it.
 #[allow(unsafe_code)]
 unsafe impl SharedObject for Door {
@@ -322,9 +328,13 @@ unsafe impl SharedObject for Door {
     fn describe<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match &self.way {
             Way::Doorway(doorway) => OutWay::Doorway(FdRef(doorway)).serialize(s),
-            Way::Remote { address, key, shortcut } => {
-                OutWay::Remote { address, key: key.as_bytes(), shortcut: *shortcut }.serialize(s)
+            Way::Remote { address, key, shortcut, token } => OutWay::Remote {
+                address,
+                key: key.as_bytes(),
+                shortcut: *shortcut,
+                token: FdRef(token),
             }
+            .serialize(s),
         }
     }
 
@@ -338,8 +348,9 @@ unsafe impl SharedObject for Door {
                     .map_err(refuse)?;
                 Way::Doorway(doorway)
             }
-            InWay::Remote { address, key, shortcut } => {
-                Way::Remote { address, key: AuthKey::new(key), shortcut }
+            InWay::Remote { address, key, shortcut, token: PassFd(token) } => {
+                check::eventfd(token.as_fd(), "a remote manager's link").map_err(refuse)?;
+                Way::Remote { address, key: AuthKey::new(key), shortcut, token }
             }
         };
         Ok(Door::new(id, way, Pool::default()))
@@ -352,14 +363,14 @@ unsafe impl SharedObject for Door {
 #[derive(Serialize)]
 enum OutWay<'a> {
     Doorway(FdRef<'a>),
-    Remote { address: &'a Address, key: &'a [u8], shortcut: bool },
+    Remote { address: &'a Address, key: &'a [u8], shortcut: bool, token: FdRef<'a> },
 }
 
 /// How a link crosses, when receiving.
 #[derive(Deserialize)]
 enum InWay {
     Doorway(PassFd),
-    Remote { address: Address, key: Vec<u8>, shortcut: bool },
+    Remote { address: Address, key: Vec<u8>, shortcut: bool, token: PassFd },
 }
 
 /// A new connection to a remote manager.

@@ -416,3 +416,30 @@ fn a_client_of_another_user_stays_on_the_network() {
     assert_eq!(code, 0, "the client of another user failed");
     assert_eq!(d.get(&"from nobody".into()).unwrap(), Some(2));
 }
+
+/// A child's use of a proxy its parent got from a remote manager: the child opens connections
+/// of its own, the way its parent chose (over the shortcut or the network).
+fn append_in_child(l: mp_manager::ListProxy<u32>, n: u32) {
+    l.append(n).unwrap();
+}
+
+#[test]
+fn proxies_of_a_remote_client_work_in_its_children_both_ways() {
+    let _guard = mp_process::init().unwrap();
+    let m = served();
+    for shortcut in BOTH {
+        let remote = connect(&address_of(&m), shortcut);
+        let l = remote.list::<u32>(vec![]).unwrap();
+        let mut children: Vec<Process> =
+            (0..3).map(|n| Process::new(append_in_child, (l.clone(), n))).collect();
+        for c in &mut children {
+            c.start().unwrap();
+        }
+        for c in &children {
+            assert_eq!(c.join().unwrap(), 0);
+        }
+        let mut got = l.to_vec().unwrap();
+        got.sort_unstable();
+        assert_eq!(got, vec![0, 1, 2]);
+    }
+}
