@@ -36,9 +36,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{Error, Result};
 use crate::proto::{Call, Hello, Payload, RemoteHello, RemoteWelcome, Reply, Request, VERSION};
 
-/// The largest hello record (a connection's definition: its socket, lanes and locks).
-pub(crate) const MAX_HELLO: usize = 64 * 1024;
-
 /// How many idle connections a process keeps per manager; more are closed after use.
 const MAX_IDLE: usize = 16;
 

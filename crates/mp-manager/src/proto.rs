@@ -15,6 +15,9 @@ use crate::error::RemoteError;
 /// The version of this wire; a hello of another version is refused.
 pub(crate) const VERSION: u32 = 3;
 
+/// The largest hello record (a connection's definition: its socket, lanes and locks).
+pub(crate) const MAX_HELLO: usize = 64 * 1024;
+
 /// The most bytes of items one batched read returns (`to_vec`, `items`, ...): the rest comes in
 /// further round trips.
 pub(crate) const BATCH_BYTES: usize = 1 << 20;
@@ -54,7 +57,17 @@ pub(crate) struct RemoteWelcome {
     /// The manager process's pid.
     pub pid: u32,
     /// The same-host shortcut offered to this connection, if the manager has a side door.
-    pub shortcut: Option<crate::shortcut::Shortcut>,
+    pub shortcut: Option<Shortcut>,
+}
+
+/// The way through a manager's side door, offered in its welcome to one remote connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Shortcut {
+    /// The side door's name: its abstract address is `mp-manager-shortcut-` and these bytes in
+    /// hex.
+    pub door: [u8; 16],
+    /// What the client shows at the door: good once, for the offering connection's session.
+    pub token: [u8; 16],
 }
 
 /// One call, with the id its reply repeats.

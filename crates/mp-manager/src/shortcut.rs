@@ -37,20 +37,10 @@ use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 use serde::{Deserialize, Serialize};
 
-use crate::link::MAX_HELLO;
-use crate::proto::VERSION;
+use crate::proto::{MAX_HELLO, Shortcut, VERSION};
 
 /// How long a client waits for the manager to take its pipe, and the manager for a record.
 pub(crate) const KNOCK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The way through a manager's side door, offered in its welcome to one remote connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Shortcut {
-    /// The side door's abstract name (the bytes after [`PREFIX`], in hex).
-    pub door: [u8; 16],
-    /// What the client shows at the door: good once, for the offering connection's session.
-    pub token: [u8; 16],
-}
 
 /// What a client sends through the side door: one record.
 #[derive(Serialize, Deserialize)]

@@ -31,8 +31,10 @@ use rustix::process::{Pid, PidfdFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RemoteError;
-use crate::link::MAX_HELLO;
-use crate::proto::{Call, Hello, Payload, RemoteHello, RemoteWelcome, Reply, Request, VERSION};
+
+use crate::proto::{
+    Call, Hello, MAX_HELLO, Payload, RemoteHello, RemoteWelcome, Reply, Request, VERSION,
+};
 use crate::server::objects::Cx;
 use crate::server::objects::{REMOTE_SESSIONS, Served, Session, Store};
 use crate::server::registry::Registry;
