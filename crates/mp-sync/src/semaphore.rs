@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Error;
 use crate::segment::{Handle, Kind, SharedLayout};
+use crate::sys::WAKE_SLICE;
 use crate::wait::{deadline, expired, futex_wait, futex_wake, spin_until};
 
 /// The largest value a semaphore can hold: Python's `SEM_VALUE_MAX` on Linux (`INT_MAX`).
@@ -93,17 +94,20 @@ impl SemCore {
         }
         loop {
             l.waiters.fetch_add(1, Ordering::SeqCst);
+            // A release wakes one sleeper; one killed once woken takes that wake-up along, so
+            // every sleep is a slice (see `WAKE_SLICE`).
+            let slice = Instant::now() + WAKE_SLICE;
             let waited = if l.value.load(Ordering::SeqCst) == 0 {
-                futex_wait(&l.value, 0, deadline)
+                futex_wait(&l.value, 0, Some(deadline.map_or(slice, |d| d.min(slice))))
             } else {
                 Ok(false)
             };
             l.waiters.fetch_sub(1, Ordering::SeqCst);
-            let timed_out = waited?;
+            waited?;
             if self.try_take() {
                 return Ok(true);
             }
-            if timed_out || expired(deadline) {
+            if expired(deadline) {
                 return Ok(false);
             }
         }
@@ -333,4 +337,37 @@ impl crate::segment::Layout for SemLayout {
     const OBJECT: mp_process::fdpass::Kind =
         mp_process::fdpass::Kind::new("mp_sync::Semaphore/BoundedSemaphore");
     const KINDS: &'static [Kind] = &[Kind::Semaphore, Kind::BoundedSemaphore];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sleeper_finds_a_permit_whose_wake_up_was_lost() {
+        // A release wakes one sleeper; if that sleeper is killed before it takes the permit,
+        // the wake-up is lost with it. Here the permit appears without any wake-up at all:
+        // the sleeper must still find it.
+        let sem = Semaphore::new(0).unwrap();
+        let (tids, tid) = std::sync::mpsc::channel();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tids.send(rustix::thread::gettid().as_raw_nonzero().get()).unwrap();
+                let got = sem.acquire().map(SemaphoreGuard::forget);
+                done.send(got.is_ok()).unwrap();
+            });
+            let sleeper = tid.recv().unwrap();
+            assert!(mp_testkit::eventually(Duration::from_secs(30), || {
+                mp_testkit::asleep_in_futex(sleeper)
+            }));
+            sem.core.layout().value.store(1, Ordering::SeqCst);
+            assert_eq!(
+                finished.recv_timeout(Duration::from_secs(30)),
+                Ok(true),
+                "the sleeper slept beside a permit"
+            );
+        });
+        assert_eq!(sem.get_value(), 0);
+    }
 }

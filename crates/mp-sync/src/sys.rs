@@ -26,9 +26,16 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 use rustix::time::ClockId;
 
-/// The longest single `pthread_mutex_timedlock`: its deadline is on `CLOCK_REALTIME`, so a
-/// backward jump of the wall clock can lengthen a timed acquire by at most this much.
-const TIMEDLOCK_SLICE: Duration = Duration::from_secs(1);
+/// The longest sleep of a waiter that is woken one at a time (a mutex's, a semaphore's).
+///
+/// Whoever releases wakes one sleeper; if that sleeper is killed before it takes what it was
+/// woken for, the wake-up dies with it, and the others would sleep on beside a free mutex or
+/// a permit (found by `queue_crash`: a consumer asleep on a free queue lock for ever, once in
+/// ~150 runs). So they look again at least this often: a killed waiter costs the others at
+/// most this long, and a wait that is never lost costs nothing more (a timer armed). It is
+/// also the longest single `pthread_mutex_timedlock`, whose deadline is on `CLOCK_REALTIME`:
+/// a backward jump of the wall clock lengthens a timed acquire by at most this much.
+pub(crate) const WAKE_SLICE: Duration = Duration::from_millis(100);
 
 /// Makes `check` run in every thread that called this, when it exits: after its Rust
 /// thread-locals are dropped (a `pthread_key_create` destructor, which glibc runs after the
@@ -203,15 +210,17 @@ impl RawMutex {
     /// # Safety
     ///
     /// The contract on [`RawMutex`].
+    /// It sleeps in slices of [`WAKE_SLICE`]: glibc's unlock wakes one waiter, and a waiter
+    /// killed once woken would leave the others asleep beside a free mutex.
     #[cold]
     #[inline(never)]
     unsafe fn lock_slow(&self) -> Result<Taken, Errno> {
-        // SAFETY: `pthread_mutex_lock` asks for an initialised mutex (contract point 1) whose
-        // memory stays valid while it is held and used (point 2), not corrupted by other
-        // writers (point 3).
-        let code = unsafe { libc::pthread_mutex_lock(self.inner.get()) };
-        // SAFETY: `code` was just returned by a lock call on `self` in this thread.
-        unsafe { self.taken(code) }
+        loop {
+            // SAFETY: the caller's contract is `lock_until`'s.
+            if let Some(taken) = unsafe { self.lock_until(Instant::now() + WAKE_SLICE) }? {
+                return Ok(taken);
+            }
+        }
     }
 
     /// Locks the mutex if it is free (or its holder died); `None` if another thread holds it.
@@ -242,7 +251,7 @@ impl RawMutex {
     /// Locks the mutex, blocking until `deadline` at the latest; `None` if it passed.
     ///
     /// `pthread_mutex_timedlock` takes an absolute `CLOCK_REALTIME` deadline. It is computed
-    /// from the monotonic time left, in slices of at most [`TIMEDLOCK_SLICE`], and an early
+    /// from the monotonic time left, in slices of at most [`WAKE_SLICE`], and an early
     /// return (the wall clock jumped forward) is retried against the monotonic deadline, so
     /// the wait is never shorter than asked.
     ///
@@ -256,7 +265,7 @@ impl RawMutex {
                 // SAFETY: the caller's contract is `try_lock`'s.
                 return unsafe { self.try_lock() };
             };
-            let slice = left.min(TIMEDLOCK_SLICE);
+            let slice = left.min(WAKE_SLICE);
             let real = rustix::time::clock_gettime(ClockId::Realtime);
             let mut sec = real.tv_sec.saturating_add(slice.as_secs() as i64);
             let mut nsec = real.tv_nsec.saturating_add(i64::from(slice.subsec_nanos()));
@@ -663,6 +672,66 @@ mod robust {
     #[cfg(test)]
     mod tests {
         use super::*;
+        use crate::sys::{MutexKind, Taken};
+        use std::cell::UnsafeCell;
+        use std::time::Duration;
+
+        #[test]
+        fn a_waiter_whose_wake_up_went_to_another_finds_the_mutex_free() {
+            // glibc's unlock wakes one waiter. A waiter killed once woken takes that wake-up
+            // along; here a decoy queued first on the mutex's futex takes it and leaves. The
+            // real waiter must still find the mutex free (a queue consumer slept for ever
+            // beside its free lock once in ~150 runs of `queue_crash` before).
+            let mut boxed = Box::new(RawMutex {
+                inner: UnsafeCell::new(
+                    // SAFETY: an all-zero `pthread_mutex_t` is plain bytes, initialised below.
+                    unsafe { std::mem::zeroed() },
+                ),
+            });
+            boxed.init(MutexKind::ErrorCheck).unwrap();
+            let m: &RawMutex = &boxed;
+            // SAFETY: initialised above, never moved (boxed), used through these calls only.
+            assert_eq!(unsafe { m.lock() }, Ok(Taken::Clean));
+            let word = &m.glibc().lock;
+            let held = word.fetch_or(FUTEX_WAITERS, Ordering::SeqCst) | FUTEX_WAITERS;
+            let (tids, tid) = std::sync::mpsc::channel();
+            let (done, finished) = std::sync::mpsc::channel();
+            std::thread::scope(|s| {
+                let decoy = {
+                    let tids = tids.clone();
+                    s.spawn(move || {
+                        tids.send(rustix::thread::gettid().as_raw_nonzero().get()).unwrap();
+                        mp_process::os::futex::wait(word, held, None).unwrap()
+                    })
+                };
+                let decoy_tid = tid.recv().unwrap();
+                assert!(mp_testkit::eventually(Duration::from_secs(30), || {
+                    mp_testkit::asleep_in_futex(decoy_tid)
+                }));
+                s.spawn(move || {
+                    tids.send(rustix::thread::gettid().as_raw_nonzero().get()).unwrap();
+                    // SAFETY: as above.
+                    let taken = unsafe { m.lock() };
+                    // SAFETY: as above; this thread holds it if `taken` is `Ok`.
+                    let released = unsafe { m.unlock() };
+                    done.send((taken, released)).unwrap();
+                });
+                let waiter_tid = tid.recv().unwrap();
+                assert!(mp_testkit::eventually(Duration::from_secs(30), || {
+                    mp_testkit::asleep_in_futex(waiter_tid)
+                }));
+                // The unlock's one wake-up goes to the decoy, queued first.
+                // SAFETY: this thread holds it.
+                assert_eq!(unsafe { m.unlock() }, Ok(()));
+                assert!(!decoy.join().unwrap(), "the decoy was woken, not timed out");
+                let got = finished.recv_timeout(Duration::from_secs(30));
+                assert_eq!(
+                    got,
+                    Ok((Ok(Taken::Clean), Ok(()))),
+                    "the waiter slept beside a free mutex"
+                );
+            });
+        }
 
         #[test]
         fn the_fast_paths_are_used_in_every_thread() {

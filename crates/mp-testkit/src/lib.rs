@@ -32,7 +32,8 @@
 //!   report through them: a byte per report ([`bytes`]) or a line per report ([`lines`]).
 //! - Processes: [`eventually`] (a condition polled with a bound, where the kernel offers no
 //!   event to wait for), [`exits_within`], [`alive`], [`kill`], [`die_now`] (the failpoint of
-//!   tests that kill a process at a chosen step), [`children`], [`open_fds`], [`method`].
+//!   tests that kill a process at a chosen step), [`children`], [`open_fds`], [`method`],
+//!   [`asleep_in_futex`] (a thread of this process queued on a futex).
 //! - Named shared memory: [`shm`] (unique names, probes of `/dev/shm`, a clean-up guard).
 //! - A child that serves requests on a connection: [`server`].
 //! - A real Python peer: [`python`] (an interpreter of a given version, a script run).
@@ -56,4 +57,6 @@ pub mod server;
 pub mod shm;
 
 pub use pipes::{pass, pipe, read_all, read_exact, release, send_text, wait_for_byte};
-pub use procs::{alive, children, die_now, eventually, exits_within, kill, method, open_fds};
+pub use procs::{
+    alive, asleep_in_futex, children, die_now, eventually, exits_within, kill, method, open_fds,
+};

@@ -89,3 +89,19 @@ pub fn die_now() -> ! {
 pub fn method() -> String {
     std::env::var("MP_START_METHOD").unwrap_or_else(|_| "fork".into())
 }
+
+/// Whether the thread `tid` of this process sleeps in a `futex` call now: how a test knows
+/// that a waiter is queued on a futex before it acts (the kernel offers nothing to wait on).
+/// x86-64 only (the call's number there is 202); elsewhere always `true`, so the tests that
+/// use it only lose their ordering there.
+pub fn asleep_in_futex(tid: i32) -> bool {
+    if !cfg!(target_arch = "x86_64") {
+        return true;
+    }
+    let task = format!("/proc/self/task/{tid}");
+    let state = std::fs::read_to_string(format!("{task}/stat")).unwrap_or_default();
+    let call = std::fs::read_to_string(format!("{task}/syscall")).unwrap_or_default();
+    // The state follows the command's closing parenthesis.
+    let sleeping = state.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('S'));
+    sleeping && call.split_whitespace().next() == Some("202")
+}
