@@ -65,6 +65,11 @@ fn address(door: &[u8; 16]) -> Result<SocketAddrUnix, Errno> {
     SocketAddrUnix::new_abstract_name(&name)
 }
 
+/// A new `AF_UNIX` `SOCK_SEQPACKET` socket, close-on-exec.
+fn seqpacket() -> Result<OwnedFd, Errno> {
+    rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+}
+
 /// A manager's side door: its listening socket and the tokens it has offered.
 pub(crate) struct SideDoor {
     /// The listening socket.
@@ -80,12 +85,7 @@ impl SideDoor {
     pub(crate) fn open() -> std::io::Result<SideDoor> {
         let mut door = [0u8; 16];
         mp_process::fill_random(&mut door)?;
-        let socket = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )?;
+        let socket = seqpacket()?;
         rustix::net::bind(&socket, &address(&door)?)?;
         rustix::net::listen(&socket, 128)?;
         Ok(SideDoor { socket, door, tokens: Mutex::new(HashMap::new()) })
@@ -156,12 +156,7 @@ pub(crate) fn knock(offer: &Shortcut) -> Option<Connection> {
 
 /// [`knock`], with its errors.
 fn try_knock(offer: &Shortcut) -> Result<Option<Connection>, Box<dyn std::error::Error>> {
-    let socket = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let socket = seqpacket()?;
     match rustix::net::connect(&socket, &address(&offer.door)?) {
         Ok(()) => {}
         // Not this host (or not this namespace): the usual way for a remote client.
@@ -228,13 +223,7 @@ mod tests {
 
     /// Sends one record through the side door of `offer` and keeps the socket open.
     fn raw_knock(offer: &Shortcut, bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> OwnedFd {
-        let socket = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
+        let socket = seqpacket().unwrap();
         rustix::net::connect(&socket, &address(&offer.door).unwrap()).unwrap();
         os::fds::send(socket.as_fd(), &[IoSlice::new(bytes)], fds, SendFlags::NOSIGNAL).unwrap();
         socket
@@ -274,13 +263,7 @@ mod tests {
         let (m, _tcp, offer) = offered([3; 16]);
         // A peer that says nothing, and records that are no knock: nonsense, an empty
         // record, a knock whose descriptor is a plain pipe, a knock of another version.
-        let silent = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
+        let silent = seqpacket().unwrap();
         rustix::net::connect(&silent, &address(&offer.door).unwrap()).unwrap();
         let (r, _w) = rustix::pipe::pipe().unwrap();
         let (_mine, theirs) = mp_queue::pipe(true).unwrap();

@@ -233,31 +233,16 @@ fn start_accepting(server: &Arc<Server>, listener: Listener) {
 /// own (counted with the handshakes: a local peer that sends nothing holds a thread for
 /// the knock's timeout at most).
 fn accept_same_host(server: &Arc<Server>) {
-    /// The pause after a failed accept.
-    const BACKOFF: Duration = Duration::from_millis(20);
     let Some(door) = server.side_door.get() else { return };
-    while !server.stop.load(Ordering::Acquire) {
-        let peer = match door.accept() {
-            Ok(peer) => peer,
-            Err(e) => {
-                log::warn!(target: "mp_manager", "accepting at the side door failed: {e}");
-                std::thread::sleep(BACKOFF);
-                continue;
-            }
-        };
-        if server.handshaking.fetch_add(1, Ordering::AcqRel) >= MAX_HANDSHAKES {
-            server.handshaking.fetch_sub(1, Ordering::AcqRel);
-            log::warn!(target: "mp_manager", "too many connections in their handshake: a knock was refused");
-            continue;
-        }
-        let server = Arc::clone(server);
-        let spawned = std::thread::Builder::new()
-            .name("mp-manager-same-host".into())
-            .spawn(move || serve_same_host(&server, &peer));
-        if let Err(e) = spawned {
-            log::error!(target: "mp_manager", "cannot start a thread for a connection ({e})");
-        }
-    }
+    accept_loop(
+        server,
+        "a knock at the side door",
+        "mp-manager-same-host",
+        || door.accept(),
+        |s, peer| {
+            serve_same_host(s, &peer);
+        },
+    );
 }
 
 /// Takes one knock: the pipe it brings is served as a connection of the token's session.
@@ -309,31 +294,48 @@ fn leave_remote(server: &Server, bytes: [u8; 16], session: &Arc<Session>) {
 
 /// Accepts remote connections for as long as the manager serves.
 fn accept_remote(server: &Arc<Server>, listener: &Listener) {
+    accept_loop(
+        server,
+        "a remote connection",
+        "mp-manager-remote",
+        || listener.accept_pending(),
+        serve_remote,
+    );
+}
+
+/// Accepts with `accept` for as long as the manager serves and runs `serve` on a thread of
+/// its own (named `thread`) for each peer: unauthenticated peers may hold at most
+/// [`MAX_HANDSHAKES`] threads (each for its handshake's timeout at most, `serve` counting
+/// itself out once its peer is authenticated); more are closed at once.
+fn accept_loop<P: Send + 'static, E: std::fmt::Display>(
+    server: &Arc<Server>,
+    what: &str,
+    thread: &str,
+    accept: impl Fn() -> Result<P, E>,
+    serve: fn(&Arc<Server>, P),
+) {
     /// The pause after a failed accept (out of descriptors, say), so a lasting failure does
     /// not spin.
     const BACKOFF: Duration = Duration::from_millis(20);
     while !server.stop.load(Ordering::Acquire) {
-        let pending = match listener.accept_pending() {
-            Ok(pending) => pending,
+        let peer = match accept() {
+            Ok(peer) => peer,
             Err(e) => {
-                log::warn!(target: "mp_manager", "accepting a remote connection failed: {e}");
+                log::warn!(target: "mp_manager", "accepting {what} failed: {e}");
                 std::thread::sleep(BACKOFF);
                 continue;
             }
         };
-        // Unauthenticated peers may hold at most this many threads, each for the handshake's
-        // timeout at most; more are closed at once.
         if server.handshaking.fetch_add(1, Ordering::AcqRel) >= MAX_HANDSHAKES {
             server.handshaking.fetch_sub(1, Ordering::AcqRel);
-            log::warn!(target: "mp_manager", "too many connections in their handshake: one was closed");
+            log::warn!(target: "mp_manager", "too many connections in their handshake: {what} was closed");
             continue;
         }
         let server = Arc::clone(server);
-        let spawned = std::thread::Builder::new()
-            .name("mp-manager-remote".into())
-            .spawn(move || serve_remote(&server, pending));
+        let spawned =
+            std::thread::Builder::new().name(thread.into()).spawn(move || serve(&server, peer));
         if let Err(e) = spawned {
-            log::error!(target: "mp_manager", "cannot start a thread for a connection ({e})");
+            log::error!(target: "mp_manager", "cannot start a thread for {what} ({e})");
         }
     }
 }
