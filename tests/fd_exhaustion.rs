@@ -169,11 +169,22 @@ fn a_remote_client_out_of_descriptors_fails_and_leaks_nothing() {
     let address = m.address().unwrap().clone();
     let shared = m.dict::<u8, u8>().unwrap();
     m.publish("d", &shared).unwrap();
-    until_it_works("Manager::connect", || {
-        let remote = mp::Manager::connect(&address, Some(b"k")).map_err(|e| e.to_string())?;
-        let d: mp::DictProxy<u8, u8> = remote.lookup("d").map_err(|e| e.to_string())?;
-        d.insert(3, 4).map_err(|e| e.to_string())?;
-        Ok(())
-    });
-    assert_eq!(shared.get(&3).unwrap(), Some(4));
+    // With the same-host shortcut (a knock short of descriptors stays on TCP) and without.
+    for shortcut in [true, false] {
+        until_it_works("Manager::connect", || {
+            let remote = mp::Manager::connect_builder(&address)
+                .authkey(b"k")
+                .same_host_shortcut(shortcut)
+                .connect()
+                .map_err(|e| e.to_string())?;
+            let d: mp::DictProxy<u8, u8> = remote.lookup("d").map_err(|e| e.to_string())?;
+            d.insert(3, 4).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+        assert_eq!(shared.get(&3).unwrap(), Some(4));
+        shared.insert(3, 0).unwrap();
+    }
+    // Descriptors free again: the shortcut is taken.
+    let remote = mp::Manager::connect(&address, Some(b"k")).unwrap();
+    assert!(remote.is_same_host());
 }

@@ -73,6 +73,13 @@ fn every_kind_refuses_forged_descriptors() {
     forged_descriptors_are_refused("Queue", || Queue::<u64>::new().unwrap());
     forged_descriptors_are_refused("SharedMemory", || SharedMemory::new(4096).unwrap());
     forged_descriptors_are_refused("Connection", || mp::pipe(true).unwrap().0);
+    // Managers' proxies: one of a manager of this tree (its doorway), one of a remote manager
+    // (its link's identity).
+    let local = mp::Manager::start().unwrap();
+    forged_descriptors_are_refused("a local manager's proxy", || local.dict::<u8, u8>().unwrap());
+    let served = mp::Manager::builder().address("127.0.0.1:0").authkey(b"k").start().unwrap();
+    let remote = mp::Manager::connect(served.address().unwrap(), Some(b"k")).unwrap();
+    forged_descriptors_are_refused("a remote manager's proxy", || remote.dict::<u8, u8>().unwrap());
 }
 
 #[test]

@@ -104,9 +104,10 @@ pub(crate) enum Way {
         key: AuthKey,
         /// Whether connections take the same-host shortcut when the manager offers it.
         shortcut: bool,
-        /// The link's identity when it crosses into another process (an eventfd, never
-        /// signalled): shared objects are known by their first descriptor, and a remote
-        /// link has no other.
+        /// The link's identity when it crosses into another process: shared objects are
+        /// known by their first descriptor's inode, and a remote link has no other. An
+        /// unbound `AF_UNIX` datagram socket (inert, an inode of its own; eventfds all share
+        /// one inode, so two links would be taken for one).
         token: OwnedFd,
     },
 }
@@ -157,7 +158,13 @@ impl Link {
         let (anchor, welcome) = connect_remote(&address, &key, pool.session, shortcut)?;
         let same_host = anchor.same_host;
         pool.anchor = Some(anchor.conn);
-        let token = os::eventfd::doorbell().map_err(|e| Error::io("eventfd", e))?;
+        let token = rustix::net::socket_with(
+            rustix::net::AddressFamily::UNIX,
+            SocketType::DGRAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| Error::io("socket", e))?;
         let door = Door::new(welcome.id, Way::Remote { address, key, shortcut, token }, pool);
         door.same_host.store(same_host, Ordering::Relaxed);
         Ok((Link(Arc::new(door)), welcome.pid))
@@ -312,7 +319,7 @@ pub(crate) fn decode_reply<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Resu
 // SAFETY: the kind `mp_manager::Link` is this type's alone, and `rebuild` makes a link only
 // from what `describe` writes (the manager's identity and its doorway, or a remote manager's
 // address, key and identity token), after checking that the descriptor is an `AF_UNIX`
-// seqpacket socket (an eventfd for a remote link). A link holds no shared memory: nothing
+// seqpacket socket (a datagram one for a remote link). A link holds no shared memory: nothing
 // trusts bytes behind it.
 #[allow(unsafe_code)]
 unsafe impl SharedObject for Door {
@@ -346,7 +353,8 @@ unsafe impl SharedObject for Door {
                 Way::Doorway(doorway)
             }
             InWay::Remote { address, key, shortcut, token: PassFd(token) } => {
-                check::eventfd(token.as_fd(), "a remote manager's link").map_err(refuse)?;
+                check::unix_socket(token.as_fd(), SocketType::DGRAM, "a remote manager's link")
+                    .map_err(refuse)?;
                 Way::Remote { address, key: AuthKey::new(key), shortcut, token }
             }
         };

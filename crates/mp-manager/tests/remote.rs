@@ -443,3 +443,19 @@ fn proxies_of_a_remote_client_work_in_its_children_both_ways() {
         assert_eq!(got, vec![0, 1, 2]);
     }
 }
+
+#[test]
+fn proxies_of_two_remote_managers_cross_in_one_message_and_stay_apart() {
+    // Shared objects are known by their first descriptor's inode: two remote links must not
+    // be taken for one (each gets an inode of its own).
+    let (a, b) = (served(), served());
+    let (ra, rb) = (connect(&address_of(&a), true), connect(&address_of(&b), false));
+    let (da, db) = (ra.dict::<u8, u8>().unwrap(), rb.dict::<u8, u8>().unwrap());
+    let (bytes, fds) = mp_process::fdpass::encode_with_fds(&(da.clone(), db.clone())).unwrap();
+    let (ga, gb): (DictProxy<u8, u8>, DictProxy<u8, u8>) =
+        mp_process::fdpass::decode_with_fds(&bytes, fds).unwrap();
+    ga.insert(1, 10).unwrap();
+    gb.insert(2, 20).unwrap();
+    assert_eq!(da.items().unwrap(), vec![(1, 10)]);
+    assert_eq!(db.items().unwrap(), vec![(2, 20)]);
+}
