@@ -31,7 +31,6 @@ use rustix::process::{Pid, PidfdFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RemoteError;
-
 use crate::proto::{
     Call, Hello, MAX_HELLO, Payload, RemoteHello, RemoteWelcome, Reply, Request, VERSION,
 };
@@ -239,16 +238,14 @@ fn accept_same_host(server: &Arc<Server>) {
         "a knock at the side door",
         "mp-manager-same-host",
         || door.accept(),
-        |s, peer| {
-            serve_same_host(s, &peer);
-        },
+        serve_same_host,
     );
 }
 
 /// Takes one knock: the pipe it brings is served as a connection of the token's session.
-fn serve_same_host(server: &Arc<Server>, peer: &OwnedFd) {
+fn serve_same_host(server: &Arc<Server>, peer: OwnedFd) {
     let claimed =
-        server.side_door.get().ok_or("no side door".to_string()).and_then(|door| door.claim(peer));
+        server.side_door.get().ok_or("no side door".to_string()).and_then(|door| door.claim(&peer));
     server.handshaking.fetch_sub(1, Ordering::AcqRel);
     let (session_bytes, conn) = match claimed {
         Ok(claimed) => claimed,
