@@ -105,6 +105,7 @@ mod error;
 #[cfg(feature = "failpoints")]
 mod failpoint;
 mod insights;
+mod jobs;
 mod meter;
 mod pool;
 mod progress;

@@ -1,6 +1,6 @@
 //! `Pool` and its builder.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -280,7 +280,7 @@ fn new_shared(
     Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
-            jobs: HashMap::default(),
+            jobs: crate::jobs::JobTable::default(),
             next_job: 0,
             phase,
             failure: None,
@@ -463,7 +463,9 @@ impl Pool {
     ) -> Result<u64> {
         let cs = chunksize.unwrap_or_else(|| default_chunksize(n, self.processes())).max(1);
         // The length is known for sure only once the input ends.
-        let (id, mut g) = self.new_job(Store::Dense(BTreeMap::new(), n), None)?;
+        // A call that is not bulk is one task (`apply_async`): its result needs no map.
+        let store = if bulk { Store::Dense(BTreeMap::new(), n) } else { Store::One(None) };
+        let (id, mut g) = self.new_job(store, None)?;
         let attached = match (bulk, &self.shared.progress) {
             (true, Some(p)) => {
                 g.attach_progress(id, p, Some(n as u64), false);

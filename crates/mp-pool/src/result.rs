@@ -1,7 +1,7 @@
 //! `AsyncResult` (Python's `AsyncResult`, also a `Future`) and the `imap` iterators (also
 //! `Stream`s).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -22,13 +22,15 @@ pub(crate) type Decode<T> = fn(&Store) -> Result<T>;
 
 /// The value of a one-task job.
 pub(crate) fn decode_one<R: DeserializeOwned>(store: &Store) -> Result<R> {
-    match store {
-        Store::Dense(m, _) => match m.get(&0) {
-            Some(Ok(raw)) => raw.decode(),
-            Some(Err(e)) => Err(e.duplicate()),
-            None => Err(Error::Terminated),
-        },
-        Store::Sparse(_) => Err(Error::Terminated),
+    let slot = match store {
+        Store::One(one) => one.as_ref(),
+        Store::Dense(m, _) => m.get(&0),
+        Store::Sparse(_) => None,
+    };
+    match slot {
+        Some(Ok(raw)) => raw.decode(),
+        Some(Err(e)) => Err(e.duplicate()),
+        None => Err(Error::Terminated),
     }
 }
 
@@ -174,6 +176,7 @@ impl<T> AsyncResult<T> {
         }
         let failed = j.failed.is_some()
             || match &j.store {
+                Store::One(one) => one.as_ref().is_some_and(Result::is_err),
                 Store::Dense(m, _) => m.values().any(Result::is_err),
                 Store::Sparse(m) => m.values().any(Result::is_err),
             };
@@ -290,7 +293,7 @@ impl<T: 'static> AsyncResult<T> {
                 drop(g);
             }
             Some(j) => {
-                let store = std::mem::replace(&mut j.store, Store::Dense(BTreeMap::new(), 0));
+                let store = std::mem::replace(&mut j.store, Store::One(None));
                 let failed = j.failed.as_ref().map(Error::duplicate);
                 drop(g);
                 let _ = catch_unwind(AssertUnwindSafe(|| run(&store, failed.as_ref())));
@@ -626,7 +629,7 @@ where
                     Store::Sparse(m) => {
                         m.is_empty() || (self.ordered && !m.contains_key(&self.taken))
                     }
-                    Store::Dense(..) => false,
+                    Store::One(_) | Store::Dense(..) => false,
                 },
                 _ => false,
             };

@@ -1,7 +1,7 @@
 //! The state a pool shares between its callers and its collector thread: the queue of chunks
 //! not yet handed to a worker, and the jobs whose results are awaited.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::insights::Book;
+use crate::jobs::JobTable;
 use crate::progress::{JobProgress, Pending, Progress};
 
 /// An encoded value and the descriptors it carries. The bytes are a range of a buffer that
@@ -172,6 +173,9 @@ pub(crate) type Slot = Result<Raw, Error>;
 /// Where a job keeps its results.
 #[derive(Debug)]
 pub(crate) enum Store {
+    /// The one result of a one-task job (`apply`, `apply_async`): no map, so no node
+    /// allocated per call.
+    One(Option<Slot>),
     /// By index, for jobs whose length is known up front (`apply`, `map`).
     Dense(BTreeMap<u64, Slot>, usize),
     /// Results not yet taken, by index (`imap`, `imap_unordered`).
@@ -202,7 +206,7 @@ pub(crate) struct Job {
     /// How many of the results that arrived are errors.
     pub failures: u64,
     /// Where its progress is reported, if anywhere.
-    pub progress: Option<JobProgress>,
+    pub progress: Option<Box<JobProgress>>,
 }
 
 impl Job {
@@ -462,7 +466,7 @@ pub(crate) enum Phase {
 pub(crate) struct State {
     pub queue: VecDeque<Chunk>,
     /// By job id (consecutive numbers, hashed by a multiplication).
-    pub jobs: HashMap<u64, Job, std::hash::BuildHasherDefault<fdpass::IdHasher>>,
+    pub jobs: JobTable,
     pub next_job: u64,
     pub phase: Phase,
     /// Why the pool stopped on its own (interrupted, initializer failure), if it did.
@@ -502,6 +506,13 @@ impl State {
             let tasks = slot.as_ref().map_or(1, Raw::tasks);
             let failed = u64::from(slot.is_err());
             match &mut j.store {
+                Store::One(one) => {
+                    if index == 0 && one.is_none() {
+                        *one = Some(slot);
+                        j.received += tasks;
+                        j.failures += failed;
+                    }
+                }
                 Store::Dense(m, _) => {
                     // A run stays whole, at the index of its first task.
                     if m.insert(index, slot).is_none() {
@@ -565,7 +576,7 @@ impl State {
         announce: bool,
     ) {
         let Some(j) = self.jobs.get_mut(&id) else { return };
-        j.progress = progress.start(id, hint, j.created);
+        j.progress = progress.start(id, hint, j.created).map(Box::new);
         if let Some(p) = &mut j.progress {
             if announce || j.complete {
                 self.progress_out.extend(p.now(j.received, j.failures, j.expected, j.complete));
@@ -595,8 +606,7 @@ impl State {
     /// Fails every job that is not complete with `err` (the pool is stopping).
     pub fn fail_all(&mut self, err: &Error) {
         self.queue.clear();
-        let ids: Vec<u64> =
-            self.jobs.iter().filter(|(_, j)| !j.complete).map(|(k, _)| *k).collect();
+        let ids: Vec<u64> = self.jobs.iter().filter(|(_, j)| !j.complete).map(|(k, _)| k).collect();
         for id in ids {
             if let Some(j) = self.jobs.get_mut(&id) {
                 if j.failed.is_none() && !j.all_in() {
@@ -752,7 +762,7 @@ impl Shared {
                 continue;
             }
             if let Some(cb) = job.callback.take() {
-                let store = std::mem::replace(&mut job.store, Store::Sparse(BTreeMap::new()));
+                let store = std::mem::replace(&mut job.store, Store::One(None));
                 let failed = job.failed.as_ref().map(Error::duplicate);
                 drop(g);
                 let _ = catch_unwind(AssertUnwindSafe(|| cb(&store, failed.as_ref())));
