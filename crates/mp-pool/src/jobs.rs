@@ -22,6 +22,9 @@ use crate::state::Job;
 /// Slots the ring may hold beyond twice its live jobs before its oldest jobs move aside.
 const SLACK: usize = 64;
 
+/// Slots of ring the table keeps however few jobs it holds.
+const KEPT: usize = 1024;
+
 /// A pool's jobs, by id (see the module's documentation).
 #[derive(Default)]
 pub(crate) struct JobTable {
@@ -88,7 +91,13 @@ impl JobTable {
 
     /// Removes job `id` and returns it, if held.
     pub fn remove(&mut self, id: &u64) -> Option<Job> {
-        let Some(i) = self.slot(*id) else { return self.aside.remove(id) };
+        let Some(i) = self.slot(*id) else {
+            let job = self.aside.remove(id);
+            if self.aside.capacity() > KEPT && self.aside.len() < self.aside.capacity() / 4 {
+                self.aside.shrink_to(self.aside.capacity() / 2);
+            }
+            return job;
+        };
         let job = self.ring.get_mut(i).and_then(Option::take)?;
         self.live -= 1;
         self.trim();
@@ -96,13 +105,14 @@ impl JobTable {
     }
 
     /// Drops the ring's empty front slots, and moves its oldest jobs aside while it is more
-    /// than twice its live jobs (plus [`SLACK`]).
+    /// than twice its live jobs (plus [`SLACK`]). Memory a burst of calls left behind is given
+    /// back as the burst drains (halved while under a quarter used).
     fn trim(&mut self) {
         loop {
             match self.ring.front() {
                 Some(None) => {}
                 Some(Some(_)) if self.ring.len() > 2 * self.live + SLACK => {}
-                _ => return,
+                _ => break,
             }
             let id = self.base;
             self.base += 1;
@@ -110,6 +120,10 @@ impl JobTable {
                 self.live -= 1;
                 self.aside.insert(id, job);
             }
+        }
+        let cap = self.ring.capacity();
+        if cap > KEPT && self.ring.len() < cap / 4 {
+            self.ring.shrink_to(cap / 2);
         }
     }
 
@@ -170,6 +184,38 @@ mod tests {
         t.insert(5000, job(7));
         assert_eq!(tag(&t, 5000), Some(7));
         assert_eq!(t.ring.len(), 1);
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_memory_back() {
+        let mut t = JobTable::default();
+        for id in 0..100_000 {
+            t.insert(id, job(id));
+        }
+        assert!(t.ring.capacity() >= 100_000);
+        for id in 0..100_000 {
+            t.remove(&id);
+        }
+        assert!(t.ring.capacity() <= 4 * KEPT, "kept {} slots", t.ring.capacity());
+        // Jobs moved aside and then taken leave the side table small too.
+        t.insert(0, job(0));
+        for id in 1..100_000 {
+            t.insert(id, job(id));
+            if id % 4 != 0 {
+                t.remove(&id);
+            }
+        }
+        // One job in four is held: most of them went aside.
+        assert!(t.aside.len() > 10_000, "{} aside", t.aside.len());
+        for id in (0..100_000).step_by(4) {
+            assert_eq!(tag(&t, id), Some(id));
+        }
+        for id in 0..100_000 {
+            t.remove(&id);
+        }
+        assert_eq!(t.len(), 0);
+        assert!(t.aside.capacity() <= 4 * KEPT, "kept {} entries", t.aside.capacity());
+        assert!(t.ring.capacity() <= 4 * KEPT, "kept {} slots", t.ring.capacity());
     }
 
     #[test]
