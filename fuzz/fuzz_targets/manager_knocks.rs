@@ -13,9 +13,8 @@ use libfuzzer_sys::fuzz_target;
 use mp::connection::{Address, Client, Connection};
 use rustix::net::{AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 
-/// The manager, a client of it, the connection holding the offer, the door's name and the token.
+/// A client of the manager, the connection holding the offer, the door's name and the token.
 struct Setup {
-    _owner: mp::Manager,
     probe: mp::Manager,
     _offered: Connection,
     door: SocketAddrUnix,
@@ -33,13 +32,19 @@ fn skip_varint(bytes: &[u8], mut at: usize) -> usize {
 fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let owner = mp::Manager::builder()
-            .start_method(mp::StartMethod::Fork)
+        // Served in this process (a thread running `serve_forever`), so that libFuzzer sees
+        // the side door's coverage.
+        let server = mp::Manager::builder()
             .address("127.0.0.1:0")
             .authkey(b"key")
-            .start()
-            .expect("start");
-        let address: Address = owner.address().expect("an address").clone();
+            .get_server()
+            .expect("bind");
+        let address: Address = server.address().clone();
+        std::thread::spawn(move || {
+            if let Err(e) = server.serve_forever() {
+                panic!("the server stopped: {e}");
+            }
+        });
         let probe = mp::Manager::connect(address.clone(), Some(b"key")).expect("connect");
         let offered = Client::builder(&address).and_then(|c| c.authkey(b"key").connect_now()).expect("connect");
         let mut hello = vec![3u8];
@@ -56,7 +61,7 @@ fn setup() -> &'static Setup {
         }
         let door = SocketAddrUnix::new_abstract_name(&name).expect("a name");
         let token = welcome[at + 17..at + 33].try_into().expect("16 bytes");
-        Setup { _owner: owner, probe, _offered: offered, door, token }
+        Setup { probe, _offered: offered, door, token }
     })
 }
 
