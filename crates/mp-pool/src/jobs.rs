@@ -17,28 +17,31 @@ use std::collections::{HashMap, VecDeque};
 
 use mp_process::fdpass::IdHasher;
 
-use crate::state::Job;
-
 /// Slots the ring may hold beyond twice its live jobs before its oldest jobs move aside.
 const SLACK: usize = 64;
 
 /// Slots of ring the table keeps however few jobs it holds.
 const KEPT: usize = 1024;
 
-/// A pool's jobs, by id (see the module's documentation).
-#[derive(Default)]
-pub(crate) struct JobTable {
+/// A pool's jobs (`J`: `state::Job`), by id (see the module's documentation).
+pub(crate) struct JobTable<J> {
     /// The jobs from id `base` on, at `id - base`; `None` where a job was removed.
-    ring: VecDeque<Option<Job>>,
+    ring: VecDeque<Option<J>>,
     /// The id of `ring`'s first slot.
     base: u64,
     /// How many slots of `ring` hold a job.
     live: usize,
     /// Jobs moved out of the ring's way, and jobs whose id did not fit the ring.
-    aside: HashMap<u64, Job, std::hash::BuildHasherDefault<IdHasher>>,
+    aside: HashMap<u64, J, std::hash::BuildHasherDefault<IdHasher>>,
 }
 
-impl JobTable {
+impl<J> Default for JobTable<J> {
+    fn default() -> Self {
+        JobTable { ring: VecDeque::new(), base: 0, live: 0, aside: HashMap::default() }
+    }
+}
+
+impl<J> JobTable<J> {
     /// Where job `id` would be in the ring, if within it.
     fn slot(&self, id: u64) -> Option<usize> {
         let offset = usize::try_from(id.checked_sub(self.base)?).ok()?;
@@ -47,7 +50,7 @@ impl JobTable {
 
     /// Adds job `id` (ids are expected to come in increasing order; any other goes aside).
     /// A job already held under `id` is replaced.
-    pub fn insert(&mut self, id: u64, job: Job) {
+    pub fn insert(&mut self, id: u64, job: J) {
         if self.ring.is_empty() {
             self.base = id;
         }
@@ -74,7 +77,7 @@ impl JobTable {
     }
 
     /// Job `id`, if held.
-    pub fn get(&self, id: &u64) -> Option<&Job> {
+    pub fn get(&self, id: &u64) -> Option<&J> {
         match self.slot(*id) {
             Some(i) => self.ring.get(i).and_then(Option::as_ref),
             None => self.aside.get(id),
@@ -82,7 +85,7 @@ impl JobTable {
     }
 
     /// Job `id`, if held, to change.
-    pub fn get_mut(&mut self, id: &u64) -> Option<&mut Job> {
+    pub fn get_mut(&mut self, id: &u64) -> Option<&mut J> {
         match self.slot(*id) {
             Some(i) => self.ring.get_mut(i).and_then(Option::as_mut),
             None => self.aside.get_mut(id),
@@ -90,7 +93,7 @@ impl JobTable {
     }
 
     /// Removes job `id` and returns it, if held.
-    pub fn remove(&mut self, id: &u64) -> Option<Job> {
+    pub fn remove(&mut self, id: &u64) -> Option<J> {
         let Some(i) = self.slot(*id) else {
             let job = self.aside.remove(id);
             if self.aside.capacity() > KEPT && self.aside.len() < self.aside.capacity() / 4 {
@@ -128,7 +131,7 @@ impl JobTable {
     }
 
     /// Every job with its id, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &Job)> {
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &J)> {
         let base = self.base;
         let ring = self
             .ring
@@ -139,7 +142,7 @@ impl JobTable {
     }
 
     /// Every job, to change, in no particular order.
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Job> {
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut J> {
         self.ring.iter_mut().filter_map(Option::as_mut).chain(self.aside.values_mut())
     }
 
@@ -153,29 +156,26 @@ impl JobTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Store;
 
-    /// A job whose `received` count names it, to tell jobs apart.
-    fn job(tag: u64) -> Job {
-        let mut j = Job::new(Store::One(None), Some(1));
-        j.received = tag;
-        j
+    /// A job, told apart by its tag.
+    fn job(tag: u64) -> u64 {
+        tag
     }
 
-    fn tag(t: &JobTable, id: u64) -> Option<u64> {
-        t.get(&id).map(|j| j.received)
+    fn tag(t: &JobTable<u64>, id: u64) -> Option<u64> {
+        t.get(&id).copied()
     }
 
     #[test]
     fn jobs_taken_in_order_leave_an_empty_ring() {
-        let mut t = JobTable::default();
+        let mut t = JobTable::<u64>::default();
         for id in 0..1000 {
             t.insert(id, job(id));
         }
         assert_eq!(t.len(), 1000);
         for id in 0..1000 {
             assert_eq!(tag(&t, id), Some(id));
-            assert_eq!(t.remove(&id).map(|j| j.received), Some(id));
+            assert_eq!(t.remove(&id), Some(id));
             assert!(t.get(&id).is_none());
         }
         assert_eq!(t.len(), 0);
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_drained_burst_gives_its_memory_back() {
-        let mut t = JobTable::default();
+        let mut t = JobTable::<u64>::default();
         for id in 0..100_000 {
             t.insert(id, job(id));
         }
@@ -220,13 +220,13 @@ mod tests {
 
     #[test]
     fn jobs_taken_out_of_order_are_all_found() {
-        let mut t = JobTable::default();
+        let mut t = JobTable::<u64>::default();
         for id in 0..300 {
             t.insert(id, job(id));
         }
         // Odd ids first, then even ones backwards.
         for id in (1..300).step_by(2) {
-            assert_eq!(t.remove(&id).map(|j| j.received), Some(id));
+            assert_eq!(t.remove(&id), Some(id));
             assert!(t.remove(&id).is_none(), "removed twice");
         }
         for id in (0..300).step_by(2) {
@@ -234,7 +234,7 @@ mod tests {
             assert!(t.get(&(id + 1)).is_none());
         }
         for id in (0..150u64).rev().map(|i| 2 * i) {
-            assert_eq!(t.remove(&id).map(|j| j.received), Some(id));
+            assert_eq!(t.remove(&id), Some(id));
         }
         assert_eq!(t.len(), 0);
         assert!(t.ring.is_empty());
@@ -242,27 +242,27 @@ mod tests {
 
     #[test]
     fn a_job_held_for_long_moves_aside_and_the_ring_stays_small() {
-        let mut t = JobTable::default();
+        let mut t = JobTable::<u64>::default();
         t.insert(0, job(0));
         for id in 1..100_000 {
             t.insert(id, job(id));
-            assert_eq!(t.remove(&id).map(|j| j.received), Some(id));
+            assert_eq!(t.remove(&id), Some(id));
             assert!(t.ring.len() <= 2 * t.live + SLACK + 1, "the ring grew to {}", t.ring.len());
         }
         assert_eq!(t.len(), 1);
         assert_eq!(tag(&t, 0), Some(0));
         assert!(t.aside.contains_key(&0));
         if let Some(j) = t.get_mut(&0) {
-            j.received = 42;
+            *j = 42;
         }
-        assert_eq!(t.iter().map(|(id, j)| (id, j.received)).collect::<Vec<_>>(), [(0, 42)]);
-        assert_eq!(t.remove(&0).map(|j| j.received), Some(42));
+        assert_eq!(t.iter().map(|(id, j)| (id, *j)).collect::<Vec<_>>(), [(0, 42)]);
+        assert_eq!(t.remove(&0), Some(42));
         assert_eq!(t.len(), 0);
     }
 
     #[test]
     fn the_ring_restarts_at_the_next_id_while_a_job_is_aside() {
-        let mut t = JobTable::default();
+        let mut t = JobTable::<u64>::default();
         t.insert(0, job(0));
         for id in 1..1000 {
             t.insert(id, job(id));
@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn ids_out_of_sequence_go_aside() {
-        let mut t = JobTable::default();
+        let mut t = JobTable::<u64>::default();
         t.insert(10, job(10));
         t.insert(11, job(11));
         // Below the ring, and past its end with a gap.
@@ -290,14 +290,14 @@ mod tests {
         // Replacing one held in the ring.
         t.insert(11, job(111));
         assert_eq!(t.len(), 4);
-        let mut all: Vec<(u64, u64)> = t.iter().map(|(id, j)| (id, j.received)).collect();
+        let mut all: Vec<(u64, u64)> = t.iter().map(|(id, j)| (id, *j)).collect();
         all.sort_unstable();
         assert_eq!(all, [(3, 3), (10, 10), (11, 111), (20, 20)]);
         for j in t.values_mut() {
-            j.received += 1;
+            *j += 1;
         }
         for (id, want) in [(3, 4), (10, 11), (11, 112), (20, 21)] {
-            assert_eq!(t.remove(&id).map(|j| j.received), Some(want));
+            assert_eq!(t.remove(&id), Some(want));
         }
         assert_eq!(t.len(), 0);
         assert!(t.get(&u64::MAX).is_none() && t.remove(&u64::MAX).is_none());

@@ -466,7 +466,7 @@ pub(crate) enum Phase {
 pub(crate) struct State {
     pub queue: VecDeque<Chunk>,
     /// By job id (consecutive numbers, hashed by a multiplication).
-    pub jobs: JobTable,
+    pub jobs: JobTable<Job>,
     pub next_job: u64,
     pub phase: Phase,
     /// Why the pool stopped on its own (interrupted, initializer failure), if it did.
