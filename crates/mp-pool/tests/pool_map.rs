@@ -100,6 +100,40 @@ fn apply_and_apply_async() {
     assert_eq!(r.get_timeout(Duration::from_secs(10)).unwrap(), 81);
 }
 
+/// Results taken in any order, results dropped untaken, and one result held while thousands
+/// of later calls come and go (the job table moves it out of the way): each call gets its own
+/// result, and the held one is still there at the end.
+#[test]
+fn apply_async_results_held_dropped_and_taken_out_of_order() {
+    let pool = Pool::new(2).unwrap();
+    let held = pool.apply_async(sqr, (-7,)).unwrap();
+    let mut held_many: Vec<(i64, mp_pool::AsyncResult<i64>)> = Vec::new();
+    for round in 0..20i64 {
+        let rs: Vec<(i64, mp_pool::AsyncResult<i64>)> = (0..500)
+            .map(|i| {
+                let x = round * 1000 + i;
+                (x, pool.apply_async(sqr, (x,)).unwrap())
+            })
+            .collect();
+        for (x, r) in rs.into_iter().rev() {
+            match x % 5 {
+                // Dropped untaken.
+                0 => drop(r),
+                // Kept until the end.
+                1 if x % 100 == 1 => held_many.push((x, r)),
+                _ => assert_eq!(r.get().unwrap(), x * x),
+            }
+        }
+    }
+    assert_eq!(held.get().unwrap(), 49);
+    assert_eq!(held_many.len(), 100);
+    for (x, r) in held_many {
+        assert_eq!(r.get().unwrap(), x * x);
+    }
+    // And the pool still serves.
+    assert_eq!(pool.apply(mul, (6, 7)).unwrap(), 42);
+}
+
 #[test]
 fn callbacks_receive_the_results() {
     let pool = Pool::new(2).unwrap();
