@@ -137,10 +137,17 @@ impl Pool {
     }
 }
 
+/// The largest request or reply buffer an idle connection keeps for the next call.
+const KEPT_BUFFER: usize = 64 << 10;
+
 /// An open connection and the id of its next request.
 struct Conn {
     conn: Connection,
     next: u64,
+    /// The buffer requests are encoded in, kept between calls.
+    out: Vec<u8>,
+    /// The buffer replies are received in, kept between calls.
+    input: Vec<u8>,
 }
 
 impl Link {
@@ -197,14 +204,14 @@ impl Link {
                     return Err(Error::ManagerGone);
                 }
                 self.0.same_host.store(conn.same_host, Ordering::Relaxed);
-                return Ok(Conn { conn: conn.conn, next: 1 });
+                return Ok(Conn { conn: conn.conn, next: 1, out: Vec::new(), input: Vec::new() });
             }
         };
         let (mine, theirs) = mp_queue::pipe(true)?;
         let (bytes, fds) = fdpass::encode_with_fds(&Hello { version: VERSION, conn: theirs })?;
         let fds: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
         match os::fds::send(doorway.as_fd(), &[IoSlice::new(&bytes)], &fds, SendFlags::NOSIGNAL) {
-            Ok(_) => Ok(Conn { conn: mine, next: 1 }),
+            Ok(_) => Ok(Conn { conn: mine, next: 1, out: Vec::new(), input: Vec::new() }),
             Err(Errno::PIPE | Errno::CONNREFUSED | Errno::CONNRESET) => Err(Error::ManagerGone),
             Err(e) => Err(Error::io("sending a connection to the manager", e)),
         }
@@ -271,14 +278,20 @@ impl Link {
         let id = conn.next;
         conn.next += 1;
         let request = Request { id, call };
-        let bytes = postcard::to_allocvec(&request)
+        let mut out = std::mem::take(&mut conn.out);
+        out.clear();
+        let bytes = postcard::to_extend(&request, out)
             .map_err(|e| Error::Wire(mp_process::wire::encode_error(e, &request)))?;
         conn.conn.send_bytes(&bytes, 0, None)?;
+        // A buffer grown for a large request is not kept.
+        if bytes.capacity() <= KEPT_BUFFER {
+            conn.out = bytes;
+        }
         // From here the connection owes a reply: if this call is abandoned (an error below, a
         // panic), `conn` is dropped and closed, never given back half-way.
         loop {
-            let bytes = conn.conn.recv_bytes(None)?;
-            let reply: Reply = match postcard::from_bytes(&bytes) {
+            conn.conn.recv_bytes_into_vec(&mut conn.input)?;
+            let reply: Reply = match postcard::from_bytes(&conn.input) {
                 Ok(reply) => reply,
                 Err(e) => {
                     return Err(Error::Wire(mp_process::wire::WireError::Decode(e)));
@@ -287,6 +300,10 @@ impl Link {
             if reply.id != id {
                 // The reply to a request of an earlier call that gave up on it.
                 continue;
+            }
+            // A buffer grown for a large reply is not kept.
+            if conn.input.capacity() > KEPT_BUFFER {
+                conn.input = Vec::new();
             }
             self.put_back(conn);
             return reply.result.map_err(Error::from);

@@ -128,6 +128,33 @@ fn recv_bytes_into_with_offset_and_a_short_buffer() {
     server.stop();
 }
 
+/// `recv_bytes_into_vec` replaces the vector's contents with each message, small ones (the
+/// lane) and one of 1 MiB (the socket), reusing its memory; at end of file the vector keeps
+/// what it held.
+#[test]
+fn recv_bytes_into_vec_replaces_the_contents_and_reuses_the_memory() {
+    let server = Server::start();
+    let big = vec![7u8; 1 << 20];
+    let messages: [&[u8]; 5] = [b"hello", b"", &big, b"xy", b"last one"];
+    server.conn.send(&Req::EchoBytes(messages.len() as u32)).unwrap();
+    for m in messages {
+        server.conn.send_bytes(m, 0, None).unwrap();
+    }
+    let mut buf = b"stale bytes".to_vec();
+    for m in messages {
+        assert_eq!(server.conn.recv_bytes_into_vec(&mut buf).unwrap(), m.len());
+        assert_eq!(buf, m);
+    }
+    // The 1 MiB message's memory is still there for the next one.
+    assert!(buf.capacity() >= 1 << 20);
+    let (mine, theirs) = pipe(true).unwrap();
+    drop(theirs);
+    let mut kept = b"kept".to_vec();
+    assert!(matches!(mine.recv_bytes_into_vec(&mut kept), Err(Error::Eof)));
+    assert_eq!(kept, b"kept");
+    server.stop();
+}
+
 #[test]
 fn recv_bytes_with_a_too_small_maxlength_breaks_the_reading_side() {
     let server = Server::start();

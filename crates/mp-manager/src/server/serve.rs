@@ -535,17 +535,29 @@ fn serve_connection(server: &Arc<Server>, conn: Connection) {
     serve_requests(server, &session, &conn, true);
 }
 
+/// The largest request or reply buffer a connection's thread keeps for the next request.
+const KEPT_BUFFER: usize = 64 << 10;
+
 /// Serves the requests of one connection of `session` until it closes; `private` for the
 /// connections of the manager's own process tree.
 fn serve_requests(server: &Arc<Server>, session: &Arc<Session>, conn: &Connection, private: bool) {
     // The socket itself, for noticing the caller hang up during a long wait.
     let Some(socket) = conn.socket() else { return };
+    // The buffers requests are received in and replies encoded in, kept between requests.
+    let mut input: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
     loop {
-        let Ok(bytes) = conn.recv_bytes(None) else { return };
+        if input.capacity() > KEPT_BUFFER {
+            input = Vec::new();
+        }
+        if conn.recv_bytes_into_vec(&mut input).is_err() {
+            return;
+        }
         let mut called: Option<(Arc<dyn Served>, &str)> = None;
-        let (id, result, stop) = handle(server, session, socket, &bytes, private, &mut called);
+        let (id, result, stop) = handle(server, session, socket, &input, private, &mut called);
         let reply = Reply { id, result };
-        let bytes = match postcard::to_allocvec(&reply) {
+        out.clear();
+        let bytes = match postcard::to_extend(&reply, std::mem::take(&mut out)) {
             Ok(bytes) => bytes,
             Err(e) => {
                 let failed = Reply {
@@ -558,7 +570,12 @@ fn serve_requests(server: &Arc<Server>, session: &Arc<Session>, conn: &Connectio
                 postcard::to_allocvec(&failed).unwrap_or_default()
             }
         };
-        if conn.send_bytes(&bytes, 0, None).is_err() {
+        let sent = conn.send_bytes(&bytes, 0, None);
+        // A buffer grown for a large reply is not kept.
+        if bytes.capacity() <= KEPT_BUFFER {
+            out = bytes;
+        }
+        if sent.is_err() {
             // The caller cannot get the reply: what the call took out of an object (a queue's
             // item) goes back.
             if let (Some((obj, method)), Ok(payload)) = (called, reply.result) {

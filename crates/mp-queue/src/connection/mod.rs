@@ -925,6 +925,31 @@ impl Connection {
         }
     }
 
+    /// Receives one message into `buf`, replacing what it held, and returns its length: a
+    /// [`recv_bytes`](Connection::recv_bytes) that reuses `buf`'s memory, so that a loop of
+    /// receives allocates nothing once `buf` has grown to its messages' size. Descriptors that
+    /// came with the message are closed, as `recv_bytes` does. The errors are those of
+    /// `recv_bytes` without a `maxlength`; after an error `buf` is unchanged.
+    ///
+    /// ```
+    /// let (a, b) = mp_queue::pipe(true)?;
+    /// let mut buf = Vec::new();
+    /// a.send_bytes(b"hello", 0, None)?;
+    /// a.send_bytes(b"hi", 0, None)?;
+    /// assert_eq!(b.recv_bytes_into_vec(&mut buf)?, 5);
+    /// assert_eq!(buf, b"hello");
+    /// assert_eq!(b.recv_bytes_into_vec(&mut buf)?, 2);
+    /// assert_eq!(buf, b"hi");
+    /// # Ok::<(), mp_queue::Error>(())
+    /// ```
+    pub fn recv_bytes_into_vec(&self, buf: &mut Vec<u8>) -> Result<usize> {
+        self.recv_with(self.max_message, |bytes, _fds| {
+            buf.clear();
+            buf.extend_from_slice(bytes);
+            bytes.len()
+        })
+    }
+
     /// Receives one message into `buf` at `offset` and returns its length: Python's
     /// `Connection.recv_bytes_into`.
     ///
