@@ -157,11 +157,6 @@ impl<J> JobTable<J> {
 mod tests {
     use super::*;
 
-    /// A job, told apart by its tag.
-    fn job(tag: u64) -> u64 {
-        tag
-    }
-
     fn tag(t: &JobTable<u64>, id: u64) -> Option<u64> {
         t.get(&id).copied()
     }
@@ -170,7 +165,7 @@ mod tests {
     fn jobs_taken_in_order_leave_an_empty_ring() {
         let mut t = JobTable::<u64>::default();
         for id in 0..1000 {
-            t.insert(id, job(id));
+            t.insert(id, id);
         }
         assert_eq!(t.len(), 1000);
         for id in 0..1000 {
@@ -181,7 +176,7 @@ mod tests {
         assert_eq!(t.len(), 0);
         assert!(t.ring.is_empty() && t.aside.is_empty());
         // A new run starts where the ids are.
-        t.insert(5000, job(7));
+        t.insert(5000, 7);
         assert_eq!(tag(&t, 5000), Some(7));
         assert_eq!(t.ring.len(), 1);
     }
@@ -190,7 +185,7 @@ mod tests {
     fn a_drained_burst_gives_its_memory_back() {
         let mut t = JobTable::<u64>::default();
         for id in 0..100_000 {
-            t.insert(id, job(id));
+            t.insert(id, id);
         }
         assert!(t.ring.capacity() >= 100_000);
         for id in 0..100_000 {
@@ -198,9 +193,9 @@ mod tests {
         }
         assert!(t.ring.capacity() <= 4 * KEPT, "kept {} slots", t.ring.capacity());
         // Jobs moved aside and then taken leave the side table small too.
-        t.insert(0, job(0));
+        t.insert(0, 0);
         for id in 1..100_000 {
-            t.insert(id, job(id));
+            t.insert(id, id);
             if id % 4 != 0 {
                 t.remove(&id);
             }
@@ -222,7 +217,7 @@ mod tests {
     fn jobs_taken_out_of_order_are_all_found() {
         let mut t = JobTable::<u64>::default();
         for id in 0..300 {
-            t.insert(id, job(id));
+            t.insert(id, id);
         }
         // Odd ids first, then even ones backwards.
         for id in (1..300).step_by(2) {
@@ -243,9 +238,9 @@ mod tests {
     #[test]
     fn a_job_held_for_long_moves_aside_and_the_ring_stays_small() {
         let mut t = JobTable::<u64>::default();
-        t.insert(0, job(0));
+        t.insert(0, 0);
         for id in 1..100_000 {
-            t.insert(id, job(id));
+            t.insert(id, id);
             assert_eq!(t.remove(&id), Some(id));
             assert!(t.ring.len() <= 2 * t.live + SLACK + 1, "the ring grew to {}", t.ring.len());
         }
@@ -263,15 +258,15 @@ mod tests {
     #[test]
     fn the_ring_restarts_at_the_next_id_while_a_job_is_aside() {
         let mut t = JobTable::<u64>::default();
-        t.insert(0, job(0));
+        t.insert(0, 0);
         for id in 1..1000 {
-            t.insert(id, job(id));
+            t.insert(id, id);
             t.remove(&id);
         }
         assert!(t.aside.contains_key(&0) && t.ring.is_empty());
         // Later jobs go to the ring again, not aside.
         for id in 1000..1010 {
-            t.insert(id, job(id));
+            t.insert(id, id);
         }
         assert_eq!(t.ring.len(), 10);
         assert_eq!(t.aside.len(), 1);
@@ -282,13 +277,13 @@ mod tests {
     #[test]
     fn ids_out_of_sequence_go_aside() {
         let mut t = JobTable::<u64>::default();
-        t.insert(10, job(10));
-        t.insert(11, job(11));
+        t.insert(10, 10);
+        t.insert(11, 11);
         // Below the ring, and past its end with a gap.
-        t.insert(3, job(3));
-        t.insert(20, job(20));
+        t.insert(3, 3);
+        t.insert(20, 20);
         // Replacing one held in the ring.
-        t.insert(11, job(111));
+        t.insert(11, 111);
         assert_eq!(t.len(), 4);
         let mut all: Vec<(u64, u64)> = t.iter().map(|(id, j)| (id, *j)).collect();
         all.sort_unstable();

@@ -116,6 +116,25 @@ fn the_maximum_message_size_holds_on_both_sides() {
     assert!(matches!(b.recv_bytes(None), Err(Error::Broken)));
 }
 
+/// `recv_bytes_into_vec` refuses a message over the receiver's maximum as `recv_bytes` does,
+/// and leaves the vector as it was.
+#[test]
+fn recv_bytes_into_vec_refuses_an_oversized_message_and_keeps_the_vector() {
+    let (a, mut b) = pipe(true).unwrap();
+    b.set_max_message_size(8);
+    a.send_bytes(&[1; 8], 0, None).unwrap();
+    a.send_bytes(&[2; 9], 0, None).unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(b.recv_bytes_into_vec(&mut buf).unwrap(), 8);
+    assert_eq!(buf, [1; 8]);
+    assert!(matches!(
+        b.recv_bytes_into_vec(&mut buf),
+        Err(Error::Wire(WireError::Oversized { len: 9, max: 8 }))
+    ));
+    assert_eq!(buf, [1; 8]);
+    assert!(matches!(b.recv_bytes_into_vec(&mut buf), Err(Error::Broken)));
+}
+
 #[test]
 fn send_bytes_checks_offset_and_size() {
     let (a, b) = pipe(true).unwrap();
