@@ -144,7 +144,8 @@ pub(crate) fn run_boot(
 
 /// Opens `/dev/null` as stdin, as Python does for its children.
 pub(crate) fn stdin_from_devnull() {
-    if let Ok(null) = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+    if let Ok(null) =
+        rustix::fs::open(c"/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
     {
         let _ = rustix::stdio::dup2_stdin(&null);
     }

@@ -24,9 +24,12 @@ pub(crate) fn abandon(child: &Arc<Child>) {
         };
         let efd = Arc::new(efd);
         let thread_efd = efd.clone();
-        let spawned = std::thread::Builder::new()
-            .name("mp-reaper".into())
-            .spawn(move || reap_forever(&thread_efd));
+        let spawned = std::thread::Builder::new().name("mp-reaper".into()).spawn(move || {
+            // Signals go to the program's threads: no handler runs here (see
+            // `process::fork_now`, which counts on it).
+            let _ = crate::os::process::block_signals();
+            reap_forever(&thread_efd)
+        });
         if spawned.is_err() {
             log::warn!("mp: cannot start the reaper thread; the child is reaped at exit");
             return;

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use mp_process::fdpass::{self, PassFd};
 use mp_process::{Process, wire};
-use mp_testkit::{pipe, read_all, send_text, wait_for_byte};
+use mp_testkit::{pipe, read_all, release, send_text, wait_for_byte};
 
 fn stdin_report(out: PassFd) {
     let st = rustix::fs::fstat(rustix::stdio::stdin()).expect("fstat stdin");
@@ -83,6 +83,83 @@ fn signal_dispositions_are_reset_in_the_child() {
     assert_eq!(ign & !glibc, bit(libc::SIGPIPE), "ignored: {ign:x}");
     assert_eq!(cgt & (bit(libc::SIGUSR1) | bit(libc::SIGUSR2)), 0, "caught: {cgt:x}");
     assert_eq!(p.join().unwrap(), 0);
+}
+
+/// This thread's blocked signals, as `/proc` prints them.
+fn own_blocked_mask() -> String {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    status.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap().trim().to_string()
+}
+
+fn rt_and_sigchld_report(out: PassFd, go: PassFd, rt: i32) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let caught = status.lines().find_map(|l| l.strip_prefix("SigCgt:")).unwrap().trim();
+    let caught = u64::from_str_radix(caught, 16).unwrap();
+    // SAFETY: a query only: the old action is written into a local, zeroed struct.
+    let flags = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old);
+        old.sa_flags
+    };
+    let rt_caught = caught & (1u64 << (rt - 1)) != 0;
+    send_text(out, &format!("{rt_caught}|{}", flags & libc::SA_NOCLDWAIT != 0));
+    // The parent's SA_NOCLDWAIT would reap this child before its join: it exits only once the
+    // parent has taken the flag off.
+    wait_for_byte(&go);
+}
+
+/// A handler of a real-time signal, and `SIGCHLD` left at its default action but with
+/// `SA_NOCLDWAIT` (which `/proc` does not show, and which would make the child's own
+/// children vanish unreaped): neither reaches the child.
+#[test]
+fn a_real_time_handler_and_sigchld_flags_are_reset_in_the_child() {
+    let rt = libc::SIGRTMIN() + 3;
+    // SAFETY: the handler does nothing and is async-signal-safe; the SIGCHLD action is the
+    // default one with a flag, and this test reaps its child through its pidfd.
+    unsafe {
+        libc::signal(rt, on_usr2 as *const () as libc::sighandler_t);
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = libc::SIG_DFL;
+        act.sa_flags = libc::SA_NOCLDWAIT;
+        libc::sigaction(libc::SIGCHLD, &act, std::ptr::null_mut());
+    }
+    let before = own_blocked_mask();
+    let (r, w) = pipe();
+    let (go_r, go_w) = pipe();
+    let mut p = Process::new(rt_and_sigchld_report, (PassFd(w), PassFd(go_r), rt));
+    p.start().unwrap();
+    // The parent's mask is its own again after the start.
+    assert_eq!(own_blocked_mask(), before);
+    assert_eq!(read_all(r), "false|false");
+    // SAFETY: back to the plain default action.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    release(&go_w, 1);
+    assert_eq!(p.join().unwrap(), 0);
+}
+
+/// With another thread of the program running, the child cannot trust what the parent saw
+/// of its dispositions: it resets every signal, and the result is the same.
+#[test]
+fn dispositions_are_reset_while_another_thread_runs() {
+    // SAFETY: as in `signal_dispositions_are_reset_in_the_child`.
+    unsafe {
+        libc::signal(libc::SIGUSR2, on_usr2 as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || stop_rx.recv());
+    let (r, w) = pipe();
+    let mut p = Process::new(dispositions_report, (PassFd(w),));
+    p.start().unwrap();
+    let report = read_all(r);
+    let (ign, cgt) = report.split_once('|').unwrap();
+    let (ign, cgt) = (u64::from_str_radix(ign, 16).unwrap(), u64::from_str_radix(cgt, 16).unwrap());
+    let bit = |sig: libc::c_int| 1u64 << (sig - 1);
+    assert_eq!(ign & bit(libc::SIGTERM), 0, "ignored: {ign:x}");
+    assert_eq!(cgt & bit(libc::SIGUSR2), 0, "caught: {cgt:x}");
+    assert_eq!(p.join().unwrap(), 0);
+    stop_tx.send(()).unwrap();
+    other.join().unwrap().unwrap();
 }
 
 fn write_bytes(out: PassFd, text: String) {

@@ -764,11 +764,7 @@ const RECV_SPIN: Duration = Duration::from_micros(30);
 /// `mp_sync::spin_limit()` against its default (so a limit of 0 turns it off), and `None` on
 /// a machine with one CPU, where the peer cannot run while we look.
 pub(crate) fn spin_budget() -> Option<Duration> {
-    let limit = mp_sync::spin_limit();
-    if limit == 0 || !mp_sync::futex::can_spin() {
-        return None;
-    }
-    Some(RECV_SPIN.saturating_mul(limit) / mp_sync::DEFAULT_SPIN_LIMIT.max(1))
+    mp_process::os::spin::budget(RECV_SPIN)
 }
 
 #[cfg(test)]

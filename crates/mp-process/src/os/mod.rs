@@ -9,6 +9,7 @@
 //! | [`fds`] | descriptors beside bytes (`SCM_RIGHTS` on `sendmsg`/`recvmsg`) |
 //! | [`eventfd`] | doorbells: non-blocking eventfds rung and drained |
 //! | [`futex`] | sleeping on and waking shared `AtomicU32` words, across processes |
+//! | [`spin`] | bounded spinning before sleeping: the spin limit, [`spin::SpinBackoff`] |
 //! | [`code`] | functions crossing into other processes of the executable as checked text offsets ([`code::Entry`]) |
 //! | [`pid`] | this process's pid, asked of the kernel once and again in every forked child |
 //!
@@ -23,6 +24,7 @@ pub mod futex;
 pub mod poll;
 pub(crate) mod process;
 pub mod socket;
+pub mod spin;
 pub mod time;
 
 use std::sync::Once;
