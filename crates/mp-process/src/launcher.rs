@@ -24,8 +24,8 @@ pub(crate) fn run<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
             std::thread::Builder::new()
                 .name("mp-launcher".into())
                 .spawn(move || {
-                    // Signals go to the program's threads: no handler runs here (see
-                    // `process::fork_now`, which counts on it).
+                    // Signals go to the program's threads: no handler of the program's
+                    // runs on mp's own.
                     let _ = crate::os::process::block_signals();
                     for job in rx {
                         job();

@@ -484,20 +484,34 @@ fn start_fork(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Child> {
     let daemon = ident.daemon;
     let name = ident.name.clone();
     let pid = if daemon && !launcher::on_main_thread() {
-        launcher::run(move || fork_now(launch, ident, true))??
+        launcher::run(move || fork_now(launch, ident))??
     } else {
-        fork_now(launch, ident, false)?
+        fork_now(launch, ident)?
     };
     let pidfd = track_new_child(pid)?;
     Ok(Child::new(pid, pidfd, name, daemon, Via::Direct))
 }
 
-/// Logs once that a process with threads other than mp's own is being forked (it has
-/// `threads`, of which `own` are mp's own).
-fn warn_if_threaded(threads: u64, own: usize) {
-    use std::sync::atomic::{AtomicBool, Ordering};
+/// Logs once that a process with threads other than mp's own is being forked. The thread
+/// count is read from `/proc/self/stat` at most every 100 ms, so that forking in a loop does
+/// not pay for it each time.
+fn warn_if_threaded(own_threads: usize) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     static WARNED: AtomicBool = AtomicBool::new(false);
-    if threads > 1 + own as u64 && !WARNED.swap(true, Ordering::Relaxed) {
+    static LAST_CHECK_MS: AtomicU64 = AtomicU64::new(0);
+    if WARNED.load(Ordering::Relaxed) {
+        return;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let last = LAST_CHECK_MS.load(Ordering::Relaxed);
+    if last != 0 && now_ms.saturating_sub(last) < 100 {
+        return;
+    }
+    LAST_CHECK_MS.store(now_ms.max(1), Ordering::Relaxed);
+    let Some(threads) = thread_count() else { return };
+    if threads > 1 + own_threads && !WARNED.swap(true, Ordering::Relaxed) {
         log::warn!(
             "mp: forking a process that has {threads} threads; the child has only the forking \
              one, and locks held by the others stay locked in it (use the forkserver or spawn \
@@ -506,23 +520,42 @@ fn warn_if_threaded(threads: u64, own: usize) {
     }
 }
 
+/// The number of threads of this process: field 20 of `/proc/self/stat`.
+fn thread_count() -> Option<usize> {
+    let mut buf = [0u8; 1024];
+    let fd = rustix::fs::open(
+        "/proc/self/stat",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()?;
+    let n = rustix::io::read(&fd, &mut buf).ok()?;
+    let text = std::str::from_utf8(buf.get(..n)?).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after = &text[text.rfind(')')? + 1..];
+    after.split_whitespace().nth(17)?.parse().ok()
+}
+
 /// The fork itself, with the hygiene DESIGN.md asks for: stdio flushed and its locks held
 /// with mp's registry lock across the fork, so the child inherits them unlocked; signals
 /// blocked across it, so that no handler of this process runs in the child, whose
-/// dispositions are reset before anything else can run there. `on_launcher`: this runs on
-/// mp's launcher thread, for a program's thread that waits meanwhile.
-fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity, on_launcher: bool) -> Result<Pid> {
+/// dispositions are reset before any handler can run there.
+fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
     // A forked child shares the tree's key (entries it makes are its parent's), so the key
     // is made before the fork if it is not yet. (The forkserver forks without one: its
     // children adopt the key their bootstrap message carries.)
     crate::os::code::tree_key();
-    global().self_pidfd()?;
+    let own_threads = {
+        let mut g = global();
+        g.self_pidfd()?;
+        g.own_threads()
+    };
+    warn_if_threaded(own_threads);
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     let out = std::io::stdout().lock();
     let err = std::io::stderr().lock();
     let g = global();
-    let own_threads = g.own_threads();
     // The registry of shared objects is locked last and never held while printing or taking
     // `GLOBAL`.
     let registry = crate::fdpass::hold_for_fork();
@@ -531,17 +564,8 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity, on_launcher: bool) ->
     // it a copy (copy-on-write), so it allocates as little as it can.
     let name = ident.name.clone();
     let mut job = Some((launch, ident, name));
-    // Which dispositions the child must reset, as this process has them now. The snapshot
-    // holds at the fork if no other thread can change one meanwhile: this thread has its
-    // signals blocked (no handler runs in it), and the others are mp's own, which never
-    // change one and block every signal. With another thread of the program's (the one
-    // waiting for the launcher, too), or without `/proc`, the child resets every signal.
+    // Signals stay blocked until the child has reset its dispositions.
     let mask = os::process::block_signals();
-    let status = os::process::own_status();
-    let (ignored, caught) = match status {
-        Some(s) if !on_launcher && s.threads == 1 + own_threads as u64 => (s.ignored, s.caught),
-        _ => (u64::MAX, u64::MAX),
-    };
     let pid = os::process::fork_child(&mut || {
         let (Some((out, err, mut g, registry)), Some((launch, ident, name))) =
             (held.take(), job.take())
@@ -555,7 +579,7 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity, on_launcher: bool) ->
         drop(g);
         drop(err);
         drop(out);
-        os::process::reset_signals_in_child(ignored, caught);
+        os::process::reset_signals_in_child();
         bootstrap::stdin_from_devnull();
         if daemon {
             bootstrap::die_with_parent(parent_pid);
@@ -564,9 +588,6 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity, on_launcher: bool) ->
     });
     os::process::restore_signals(&mask);
     drop(held);
-    if let Some(s) = status {
-        warn_if_threaded(s.threads, own_threads);
-    }
     pid.map_err(|e| Error::io("fork", e))
 }
 

@@ -137,8 +137,8 @@ fn a_real_time_handler_and_sigchld_flags_are_reset_in_the_child() {
     assert_eq!(p.join().unwrap(), 0);
 }
 
-/// With another thread of the program running, the child cannot trust what the parent saw
-/// of its dispositions: it resets every signal, and the result is the same.
+/// Another thread of the program runs while the parent forks (it could take a signal and run
+/// a handler meanwhile): the child's dispositions are reset all the same.
 #[test]
 fn dispositions_are_reset_while_another_thread_runs() {
     // SAFETY: as in `signal_dispositions_are_reset_in_the_child`.

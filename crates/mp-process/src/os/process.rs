@@ -92,124 +92,26 @@ pub(crate) fn restore_signals(saved: &SavedMask) {
     }
 }
 
-/// The bit of signal `sig` in a mask as `/proc` prints it (bit `n - 1` for signal `n`).
-pub(crate) fn signal_bit(sig: i32) -> u64 {
-    1u64 << (sig - 1).clamp(0, 63)
-}
-
-/// Resets the signal dispositions of a freshly forked child, then its signal mask (which
+/// Resets every signal disposition of a freshly forked child, then its signal mask (which
 /// [`block_signals`] filled across the fork, so that no handler of the parent runs in the
 /// child before this), then ignores `SIGPIPE` as the Rust runtime does at start-up.
-///
-/// `ignored` and `caught` are the signals the parent saw ignored and caught just before the
-/// fork (`u64::MAX` each if it could not tell): only those are reset, and `SIGCHLD`, whose
-/// default action may carry `SA_NOCLDWAIT`, which `/proc` does not show. A system call per
-/// signal costs about as much as the rest of a child's start.
-pub(crate) fn reset_signals_in_child(ignored: u64, caught: u64) {
-    let pipe = signal_bit(libc::SIGPIPE);
-    let pipe_ignored = ignored & pipe != 0 && caught & pipe == 0;
-    let reset = ignored | caught | signal_bit(libc::SIGCHLD);
+pub(crate) fn reset_signals_in_child() {
     // SAFETY: these calls take pointers to local, initialised `sigset_t`s only. Changing the
     // mask and dispositions is what the child wants: it starts like a fresh program. The
     // child has a single thread, so no other thread depends on the old handlers.
     unsafe {
         // 32 and 33 are glibc's own (thread cancellation and set*id broadcasts).
         for sig in (1..32).chain(libc::SIGRTMIN()..=libc::SIGRTMAX()) {
-            let fixed = sig == libc::SIGKILL || sig == libc::SIGSTOP || sig == libc::SIGPIPE;
-            if !fixed && reset & signal_bit(sig) != 0 {
-                libc::signal(sig, libc::SIG_DFL);
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP || sig == libc::SIGPIPE {
+                continue;
             }
+            libc::signal(sig, libc::SIG_DFL);
         }
-        // Ignored in the parent already: that `SIG_IGN` is what the child wants.
-        if !pipe_ignored {
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
-}
-
-/// What `/proc/self/status` says of this process's threads and signal dispositions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SignalStatus {
-    /// How many threads the process has.
-    pub(crate) threads: u64,
-    /// The signals it ignores (bit `n - 1` for signal `n`).
-    pub(crate) ignored: u64,
-    /// The signals it has a handler for.
-    pub(crate) caught: u64,
-}
-
-/// Reads this process's [`SignalStatus`]; `None` if `/proc` cannot be read (not mounted, no
-/// descriptor free) or lacks a line.
-pub(crate) fn own_status() -> Option<SignalStatus> {
-    use rustix::fs::{Mode, OFlags};
-    let path = c"/proc/self/status";
-    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
-    let mut scan = StatusScan::default();
-    let mut buf = [0u8; 1024];
-    while scan.result().is_none() {
-        match rustix::io::read(&fd, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => scan.feed(buf.get(..n).unwrap_or_default()),
-            Err(rustix::io::Errno::INTR) => {}
-            Err(_) => return None,
-        }
-    }
-    scan.result()
-}
-
-/// Finds the `Threads:`, `SigIgn:` and `SigCgt:` lines of a `/proc/<pid>/status` text fed
-/// in pieces of any size.
-#[derive(Default)]
-struct StatusScan {
-    /// The current line, if it fits (no line looked for is longer).
-    line: [u8; 32],
-    /// How many bytes of the current line were seen.
-    len: usize,
-    threads: Option<u64>,
-    ignored: Option<u64>,
-    caught: Option<u64>,
-}
-
-impl StatusScan {
-    fn result(&self) -> Option<SignalStatus> {
-        Some(SignalStatus { threads: self.threads?, ignored: self.ignored?, caught: self.caught? })
-    }
-
-    fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if b != b'\n' {
-                if let Some(slot) = self.line.get_mut(self.len) {
-                    *slot = b;
-                }
-                self.len = self.len.saturating_add(1);
-                continue;
-            }
-            // A line cut short is none of those looked for.
-            let line = self.line.get(..self.len).unwrap_or_default();
-            if let Some(count) = line.strip_prefix(b"Threads:") {
-                self.threads = parse_field(count, 10);
-            } else if let Some(hex) = line.strip_prefix(b"SigIgn:") {
-                self.ignored = parse_field(hex, 16);
-            } else if let Some(hex) = line.strip_prefix(b"SigCgt:") {
-                self.caught = parse_field(hex, 16);
-            }
-            self.len = 0;
-        }
-    }
-}
-
-/// A number as `/proc` prints it after a field's name: blanks, then digits of `radix` only
-/// (a signal mask: 16 hexadecimal digits for 64 signals).
-fn parse_field(field: &[u8], radix: u32) -> Option<u64> {
-    let digits = field.trim_ascii();
-    let valid = |b: &u8| char::from(*b).is_digit(radix);
-    if digits.is_empty() || digits.len() > 16 || !digits.iter().all(valid) {
-        return None;
-    }
-    u64::from_str_radix(std::str::from_utf8(digits).ok()?, radix).ok()
 }
 
 /// Sets `SIGPIPE` to ignored, as the Rust runtime does before `main` (the entry hook runs
@@ -360,66 +262,4 @@ pub(crate) fn take_boot_fd() -> Option<OwnedFd> {
     let fd = unsafe { OwnedFd::from_raw_fd(BOOT_FD) };
     let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
     Some(fd)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const STATUS: &[u8] = b"Name:\tcat\nUmask:\t0022\nState:\tR (running)\nThreads:\t3\n\
-        SigQ:\t0/96367\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n\
-        SigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\nSigCgt:\t8000000000000402\n\
-        CapInh:\t0000000000000000\n";
-
-    fn scan_in_pieces(text: &[u8], piece: usize) -> StatusScan {
-        let mut scan = StatusScan::default();
-        for chunk in text.chunks(piece) {
-            scan.feed(chunk);
-        }
-        scan
-    }
-
-    #[test]
-    fn every_line_is_found_whatever_the_pieces() {
-        let want = SignalStatus { threads: 3, ignored: 0x1000, caught: 0x8000_0000_0000_0402 };
-        for piece in [1, 2, 7, 31, 32, 33, 512] {
-            assert_eq!(scan_in_pieces(STATUS, piece).result(), Some(want), "pieces of {piece}");
-        }
-    }
-
-    #[test]
-    fn a_missing_line_or_a_bad_field_is_none() {
-        let without = b"Threads:\t1\nSigIgn:\t0000000000000000\nCapInh:\t0\n";
-        let scan = scan_in_pieces(without, 5);
-        assert_eq!((scan.threads, scan.ignored, scan.caught), (Some(1), Some(0), None));
-        assert_eq!(scan.result(), None);
-        // No final newline: the line is not complete.
-        assert_eq!(scan_in_pieces(b"SigCgt:\t0000000000000001", 4).caught, None);
-        for bad in [
-            &b"SigCgt:\t\n"[..],
-            b"SigCgt:\tzz00000000000000\n",
-            b"SigCgt:\t+0\n",
-            b"SigCgt:\t00000000000000000000000000000001\n",
-            b"SigCgt:\t0000000000000001 and a line far longer than the longest looked for\n",
-        ] {
-            assert_eq!(scan_in_pieces(bad, 3).caught, None, "{}", String::from_utf8_lossy(bad));
-        }
-        assert_eq!(scan_in_pieces(b"Threads:\t1f\n", 64).threads, None, "not decimal");
-    }
-
-    #[test]
-    fn this_process_reports_its_status() {
-        let status = own_status().expect("/proc/self/status");
-        assert!(status.threads >= 1);
-        // The Rust runtime ignores SIGPIPE; nothing catches SIGKILL.
-        assert_ne!(status.ignored & signal_bit(libc::SIGPIPE), 0, "{status:?}");
-        assert_eq!(status.caught & signal_bit(libc::SIGKILL), 0, "{status:?}");
-    }
-
-    #[test]
-    fn signal_bits_are_proc_s() {
-        assert_eq!(signal_bit(1), 1);
-        assert_eq!(signal_bit(libc::SIGPIPE), 0x1000);
-        assert_eq!(signal_bit(64), 1 << 63);
-    }
 }
