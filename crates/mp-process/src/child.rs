@@ -218,19 +218,29 @@ static JOINS: SpinBackoff = SpinBackoff::new();
 /// As [`exited_by`], looking at the pidfd without sleeping for the join spin first
 /// ([`JOIN_SPIN`]) if spinning paid lately and `deadline` is not sooner than the spin's end.
 fn exited_by_spinning(pidfd: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<bool> {
+    exited_after_spin(&JOINS, os::spin::budget(JOIN_SPIN), pidfd, deadline)
+}
+
+/// [`exited_by_spinning`] with its policy and spin (`None`: no spin) given.
+fn exited_after_spin(
+    policy: &SpinBackoff,
+    spin: Option<Duration>,
+    pidfd: BorrowedFd<'_>,
+    deadline: Option<Instant>,
+) -> Result<bool> {
     let start = Instant::now();
-    let spin_end = os::spin::budget(JOIN_SPIN).and_then(|b| start.checked_add(b));
+    let spin_end = spin.and_then(|b| start.checked_add(b));
     if let Some(end) = spin_end
         && deadline.is_none_or(|d| d >= end)
-        && JOINS.next_spins()
+        && policy.next_spins()
     {
         loop {
             if exited_by(pidfd, Some(Instant::now()))? {
-                JOINS.spun(true);
+                policy.spun(true);
                 return Ok(true);
             }
             if Instant::now() >= end {
-                JOINS.spun(false);
+                policy.spun(false);
                 break;
             }
             std::hint::spin_loop();
@@ -242,4 +252,67 @@ fn exited_by_spinning(pidfd: BorrowedFd<'_>, deadline: Option<Instant>) -> Resul
 /// Whether the process behind `pidfd` has exited (its pidfd polls readable) by `deadline`.
 pub(crate) fn exited_by(pidfd: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<bool> {
     os::poll::readable(pidfd, deadline).map_err(|e| Error::io("poll", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::pipe::{PipeFlags, pipe_with};
+
+    /// A forked child that exits once a byte arrives on the pipe whose write end is returned,
+    /// with its pidfd.
+    fn held_child() -> (OwnedFd, OwnedFd) {
+        let (r, w) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+        let pid = os::process::fork_child(&mut || {
+            let _ = rustix::io::read(&r, &mut [0u8; 1]);
+            0
+        })
+        .unwrap();
+        (open_pidfd(pid).unwrap(), w)
+    }
+
+    fn release_and_reap(pidfd: &OwnedFd, go: &OwnedFd) {
+        assert_eq!(rustix::io::write(go, b"!").unwrap(), 1);
+        let got = rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED);
+        assert_eq!(got.unwrap().map(|s| exit_code_of(&s)), Some(0));
+    }
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_spin_that_runs_out_makes_the_next_wait_sleep_at_once() {
+        let policy = SpinBackoff::new();
+        let (pidfd, go) = held_child();
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let spin = Some(Duration::from_micros(100));
+        assert!(!exited_after_spin(&policy, spin, pidfd.as_fd(), Some(deadline)).unwrap());
+        assert!(!policy.next_spins(), "the spin ran out: the next wait must not spin");
+        release_and_reap(&pidfd, &go);
+    }
+
+    #[test]
+    fn an_exit_seen_within_the_spin_keeps_the_spinning() {
+        let policy = SpinBackoff::new();
+        let (pidfd, go) = held_child();
+        assert_eq!(rustix::io::write(&go, b"!").unwrap(), 1);
+        // A spin far longer than the child takes to exit once released.
+        assert!(exited_after_spin(&policy, Some(LONG), pidfd.as_fd(), None).unwrap());
+        assert!(policy.next_spins());
+        let got = rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED);
+        assert_eq!(got.unwrap().map(|s| exit_code_of(&s)), Some(0));
+    }
+
+    #[test]
+    fn no_spin_before_a_deadline_sooner_than_its_end_or_without_one() {
+        let policy = SpinBackoff::new();
+        let (pidfd, go) = held_child();
+        for spin in [Some(LONG), None] {
+            let deadline = Instant::now() + Duration::from_millis(10);
+            assert!(!exited_after_spin(&policy, spin, pidfd.as_fd(), Some(deadline)).unwrap());
+            assert!(Instant::now() >= deadline, "the wait ended before its deadline");
+        }
+        // Neither wait spun, so neither could lose a spin.
+        assert!(policy.next_spins());
+        release_and_reap(&pidfd, &go);
+    }
 }

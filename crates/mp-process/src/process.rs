@@ -377,6 +377,12 @@ impl Process {
 
     /// Waits for the process to exit and returns its exit code (see [`exitcode`]).
     ///
+    /// On a machine with more than one CPU the wait first looks for the exit without sleeping,
+    /// for up to 100 µs (scaled by `mp_sync::set_spin_limit`; 0 turns it off): a child that
+    /// finishes quickly is joined without the wake-up of a sleeping parent. A program whose
+    /// children run long stops spinning after a spin that ran out (it tries again once in up
+    /// to 64 joins).
+    ///
     /// [`exitcode`]: Process::exitcode
     pub fn join(&self) -> Result<i32> {
         let child = self.child()?;
