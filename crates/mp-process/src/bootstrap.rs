@@ -116,7 +116,6 @@ pub(crate) fn run_boot(
     let parent_pidfd = fds.next().map(Arc::new);
     let tracker = if boot.tracker { fds.next().map(Arc::new) } else { None };
     let ident = boot.ident;
-    let name = ident.name.clone();
     {
         let mut g = global();
         g.method = Some(ident.method);
@@ -136,7 +135,7 @@ pub(crate) fn run_boot(
         die_with_parent(real_parent);
     }
     let mut run = ChildRun { payload: boot.payload, fds: fds.collect(), code: BOOTSTRAP_FAILURE };
-    run_child(name, move || {
+    run_child(move || {
         entry.call(&mut run);
         run.code
     })
@@ -164,10 +163,18 @@ pub(crate) fn die_with_parent(parent: i32) {
 /// Runs a child's target: panics print the message and a backtrace and give exit code 1;
 /// then, as Python's child bootstrap does, daemonic children are terminated and the others
 /// joined, and stdio is flushed. Returns the exit code for `_exit`.
-pub(crate) fn run_child(label: String, target: impl FnOnce() -> i32) -> i32 {
-    std::panic::set_hook(Box::new(move |info| {
+pub(crate) fn run_child(target: impl FnOnce() -> i32) -> i32 {
+    // The hook captures nothing, so installing it allocates nothing (in a forked child every
+    // heap page written is a copy); it asks for the process's name when a panic comes, and
+    // does without if mp's own lock is held (by the panicking thread, say).
+    std::panic::set_hook(Box::new(|info| {
         let bt = std::backtrace::Backtrace::force_capture();
         let pid = rustix::process::getpid().as_raw_nonzero().get();
+        let label = match crate::state::GLOBAL.try_lock() {
+            Ok(g) => g.name(),
+            Err(std::sync::TryLockError::Poisoned(g)) => g.into_inner().name(),
+            Err(std::sync::TryLockError::WouldBlock) => "?".to_owned(),
+        };
         let _ = writeln!(
             std::io::stderr(),
             "Process {label} (pid {pid}): {info}\nstack backtrace:\n{bt}"

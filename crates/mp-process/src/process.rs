@@ -568,13 +568,11 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
     let mut held = Some((out, err, g, registry));
     // What the child needs is made here, before the fork: every page the child writes costs
     // it a copy (copy-on-write), so it allocates as little as it can.
-    let name = ident.name.clone();
-    let mut job = Some((launch, ident, name));
+    let mut job = Some((launch, ident));
     // Signals stay blocked until the child has reset its dispositions.
     let mask = os::process::block_signals();
     let pid = os::process::fork_child(&mut || {
-        let (Some((out, err, mut g, registry)), Some((launch, ident, name))) =
-            (held.take(), job.take())
+        let (Some((out, err, mut g, registry)), Some((launch, ident))) = (held.take(), job.take())
         else {
             return crate::BOOTSTRAP_FAILURE;
         };
@@ -590,7 +588,7 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
         if daemon {
             bootstrap::die_with_parent(parent_pid);
         }
-        bootstrap::run_child(name, move || launch.run_here())
+        bootstrap::run_child(move || launch.run_here())
     });
     os::process::restore_signals(&mask);
     drop(held);

@@ -94,11 +94,13 @@ impl Global {
         let parent_pidfd = self.self_pidfd.take();
         self.parent = Some(ParentProcess::new(child.parent_pid, child.parent_name, parent_pidfd));
         // Under fork the key is already the parent's: remaking it would only cost the child
-        // copies of the heap pages it writes.
+        // copies of the heap pages it writes, and so would freeing the copy it was handed.
         if self.authkey.as_ref().map(crate::authkey::AuthKey::as_bytes)
             != Some(&child.authkey.0[..])
         {
             self.authkey = Some(crate::authkey::AuthKey::new(child.authkey.0));
+        } else {
+            std::mem::forget(child.authkey);
         }
         self.me = Me {
             name: Some(child.name),
@@ -110,7 +112,18 @@ impl Global {
         self.children.clear();
         // The tracker connection is shared; the tracker process and the names registered
         // are the parent's (a tracker this child starts must not unlink the parent's names).
-        self.tracker_process = None;
+        if let Some(tracker) = self.tracker_process.take() {
+            // Forgotten rather than dropped (freeing it would copy the heap pages it lies on
+            // into the child), and its pidfd closed.
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&tracker.pidfd);
+            std::mem::forget(tracker);
+            // SAFETY: the handle owned its pidfd and was just forgotten; the tracker is the
+            // parent's, and nothing else in this child knows that descriptor.
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::os::process::close_forgotten(fd)
+            };
+        }
         self.tracked.clear();
         if let Some(client) = self.forkserver.take() {
             let fd = client.raw_fd();
