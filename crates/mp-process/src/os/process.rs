@@ -236,8 +236,9 @@ pub(crate) fn spawn_self(sock: BorrowedFd<'_>, marker: &str) -> io::Result<Pid> 
 /// afterwards.
 pub(crate) unsafe fn close_forgotten(fd: RawFd) {
     // SAFETY: by the caller's contract, `fd` is open, its owner was forgotten (so its
-    // destructor never closes it), and nothing else will use or close it again.
-    unsafe { libc::close(fd) };
+    // destructor never closes it), and nothing else will use or close it again. (rustix's
+    // close is a system call in place: a forked child runs no text of libc's for it.)
+    unsafe { rustix::io::close(fd) };
 }
 
 /// Takes ownership of descriptor [`BOOT_FD`], the bootstrap socket a spawning parent placed
