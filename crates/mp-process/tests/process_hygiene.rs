@@ -62,6 +62,22 @@ fn dispositions_report(out: PassFd) {
 
 extern "C" fn on_usr2(_: libc::c_int) {}
 
+/// Starts a child that reports its dispositions, joins it, and returns its ignored and
+/// caught signals (bit `n - 1` for signal `n`).
+fn child_dispositions() -> (u64, u64) {
+    let (r, w) = pipe();
+    let mut p = Process::new(dispositions_report, (PassFd(w),));
+    p.start().unwrap();
+    let report = read_all(r);
+    assert_eq!(p.join().unwrap(), 0);
+    let (ign, cgt) = report.split_once('|').unwrap();
+    (u64::from_str_radix(ign, 16).unwrap(), u64::from_str_radix(cgt, 16).unwrap())
+}
+
+fn bit(sig: libc::c_int) -> u64 {
+    1u64 << (sig - 1)
+}
+
 #[test]
 fn signal_dispositions_are_reset_in_the_child() {
     // SAFETY: ignoring SIGUSR1 installs no handler; the SIGUSR2 handler does nothing and is
@@ -70,19 +86,12 @@ fn signal_dispositions_are_reset_in_the_child() {
         libc::signal(libc::SIGUSR1, libc::SIG_IGN);
         libc::signal(libc::SIGUSR2, on_usr2 as *const () as libc::sighandler_t);
     }
-    let (r, w) = pipe();
-    let mut p = Process::new(dispositions_report, (PassFd(w),));
-    p.start().unwrap();
-    let report = read_all(r);
-    let (ign, cgt) = report.split_once('|').unwrap();
-    let (ign, cgt) = (u64::from_str_radix(ign, 16).unwrap(), u64::from_str_radix(cgt, 16).unwrap());
-    let bit = |sig: libc::c_int| 1u64 << (sig - 1);
+    let (ign, cgt) = child_dispositions();
     // Only SIGPIPE is ignored (as the Rust runtime does; 32 and 33 are glibc's own, left as
     // they are); neither signal of the parent's kept.
     let glibc = bit(32) | bit(33);
     assert_eq!(ign & !glibc, bit(libc::SIGPIPE), "ignored: {ign:x}");
     assert_eq!(cgt & (bit(libc::SIGUSR1) | bit(libc::SIGUSR2)), 0, "caught: {cgt:x}");
-    assert_eq!(p.join().unwrap(), 0);
 }
 
 /// This thread's blocked signals, as `/proc` prints them.
@@ -101,7 +110,7 @@ fn rt_and_sigchld_report(out: PassFd, go: PassFd, rt: i32) {
         libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old);
         old.sa_flags
     };
-    let rt_caught = caught & (1u64 << (rt - 1)) != 0;
+    let rt_caught = caught & bit(rt) != 0;
     send_text(out, &format!("{rt_caught}|{}", flags & libc::SA_NOCLDWAIT != 0));
     // The parent's SA_NOCLDWAIT would reap this child before its join: it exits only once the
     // parent has taken the flag off.
@@ -148,16 +157,9 @@ fn dispositions_are_reset_while_another_thread_runs() {
     }
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let other = std::thread::spawn(move || stop_rx.recv());
-    let (r, w) = pipe();
-    let mut p = Process::new(dispositions_report, (PassFd(w),));
-    p.start().unwrap();
-    let report = read_all(r);
-    let (ign, cgt) = report.split_once('|').unwrap();
-    let (ign, cgt) = (u64::from_str_radix(ign, 16).unwrap(), u64::from_str_radix(cgt, 16).unwrap());
-    let bit = |sig: libc::c_int| 1u64 << (sig - 1);
+    let (ign, cgt) = child_dispositions();
     assert_eq!(ign & bit(libc::SIGTERM), 0, "ignored: {ign:x}");
     assert_eq!(cgt & bit(libc::SIGUSR2), 0, "caught: {cgt:x}");
-    assert_eq!(p.join().unwrap(), 0);
     stop_tx.send(()).unwrap();
     other.join().unwrap().unwrap();
 }
