@@ -38,7 +38,7 @@ pub(super) const MAX_INNER: usize = 64;
 /// Hashes `u64` keys that no adversary chooses freely: object identities (random already)
 /// and counters (a pool's job ids), which one multiplication by the golden ratio spreads
 /// (Fibonacci hashing) at a fraction of SipHash's cost. (A peer that picks colliding
-/// identities slows its own table down, which holds at most [`MAX_DEFS`] definitions; a
+/// identities slows its own table down, which holds at most 1,024 definitions (`MAX_DEFS`); a
 /// worker's cache is filled by its own pool.) Use it as `BuildHasherDefault<IdHasher>`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct IdHasher(u64);

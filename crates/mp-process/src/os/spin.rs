@@ -15,8 +15,9 @@ static SPIN_LIMIT: AtomicU32 = AtomicU32::new(DEFAULT_SPIN_LIMIT);
 
 /// Sets how many times a contended wait of this process (a `Semaphore`, `Event` or `Barrier`
 /// wait) looks again before it sleeps on its futex, and scales how long the other waits that
-/// spin (pipe and queue receives, `Process::join`) look before they sleep; 0 sleeps at once. Spinning shortens hand-
-/// offs between processes running on other CPUs; it burns CPU when the other side is slow.
+/// spin (pipe and queue receives, `Process::join`) look before they sleep; 0 sleeps at once.
+/// Spinning shortens hand-offs between processes running on other CPUs; it burns CPU when
+/// the other side is slow.
 /// The setting is per process (a forked child inherits it; a spawned child starts with
 /// [`DEFAULT_SPIN_LIMIT`]).
 pub fn set_spin_limit(limit: u32) {
@@ -51,7 +52,7 @@ pub const MAX_SKIP: u32 = 64;
 
 /// Whether a waiter spins before it sleeps, learnt from its waits before: a policy a process
 /// keeps per object it waits on (a pipe lane's receives, an `Event`, `Semaphore` or
-/// `Barrier` handle).
+/// `Barrier` handle), and one for all its joins of children.
 ///
 /// A wait that spun its whole budget and then had to sleep lost that time: the other side
 /// was slow, or, on a machine whose every core is busy, it waited for a CPU (perhaps the very
