@@ -38,9 +38,59 @@ pub fn min_time() -> Result<Duration> {
 /// Seconds per operation. `run(n)` does the operation `n` times; batches grow (untimed: the
 /// warm-up) until one takes [`BATCH_TIME`] and the warm-up lasted at least [`WARM_UP`], then
 /// batches of that size run until at least [`min_time`] of timed work is done.
+///
+/// With `MP_BENCH_SPREAD` set, it then times [`SPREAD_OPS`] operations one by one and prints
+/// their spread on stderr ([`spread`]): the figure is a mean, and a mean can hide two kinds of
+/// operation (bench/README.md, "The blocking rows").
 pub fn seconds_per_op(mut run: impl FnMut(u64) -> Result<()>) -> Result<f64> {
     let origin = Instant::now();
-    per_op_for(min_time()?, WARM_UP, BATCH_TIME, &mut run, &|| origin.elapsed())
+    let per_op = per_op_for(min_time()?, WARM_UP, BATCH_TIME, &mut run, &|| origin.elapsed())?;
+    if std::env::var_os("MP_BENCH_SPREAD").is_some() {
+        let mut times = Vec::with_capacity(SPREAD_OPS);
+        for _ in 0..SPREAD_OPS {
+            let start = Instant::now();
+            run(1)?;
+            times.push(start.elapsed());
+        }
+        eprintln!("{}", spread(&mut times));
+    }
+    Ok(per_op)
+}
+
+/// How many operations `MP_BENCH_SPREAD` times one by one.
+const SPREAD_OPS: usize = 20_000;
+
+/// A line that describes the spread of `times` (sorted here): percentiles, and the share of
+/// operations in each tenth of the range from the fastest to the 99th percentile.
+fn spread(times: &mut [Duration]) -> String {
+    times.sort_unstable();
+    let Some(last) = times.len().checked_sub(1) else { return "spread: no operations".into() };
+    let at = |p: usize| times[last * p / 100];
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let percentiles = [1, 10, 25, 50, 75, 90, 99]
+        .iter()
+        .map(|&p| format!("p{p} {:.3}", us(at(p))))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (low, high) = (us(times[0]), us(at(99)));
+    let width = ((high - low) / 10.0).max(f64::MIN_POSITIVE);
+    let mut counts = [0usize; 10];
+    for t in times.iter() {
+        let bin = ((us(*t) - low) / width) as usize;
+        if let Some(count) = counts.get_mut(bin.min(9)) {
+            *count += 1;
+        }
+    }
+    let bins = counts
+        .iter()
+        .enumerate()
+        .map(|(i, count)| {
+            let share = 100.0 * *count as f64 / times.len() as f64;
+            format!("{:.2}: {share:.1}%", low + width * i as f64)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("spread of {} operations, µs: {percentiles}; from: {bins}", times.len())
 }
 
 /// [`seconds_per_op`] with its durations, and `now`, the time since some fixed origin (the
@@ -169,6 +219,19 @@ mod tests {
         // A batch grows to the first power of two that takes 1 ms at 1 ns each.
         assert_eq!(largest, 1 << 20, "{largest}");
         assert!((per_op - 1e-9).abs() < 1e-15, "{per_op}");
+    }
+
+    #[test]
+    fn spread_gives_percentiles_and_shares() {
+        // 90 operations of 1 µs and 10 of 11 µs: two modes.
+        let mut times: Vec<Duration> =
+            (0..100).map(|i| Duration::from_micros(if i % 10 == 0 { 11 } else { 1 })).collect();
+        let line = spread(&mut times);
+        assert!(line.starts_with("spread of 100 operations"), "{line}");
+        assert!(line.contains("p50 1.000") && line.contains("p90 1.000"), "{line}");
+        assert!(line.contains("p99 11.000"), "{line}");
+        assert!(line.contains("1.00: 90.0%") && line.contains("10.00: 10.0%"), "{line}");
+        assert_eq!(spread(&mut []), "spread: no operations");
     }
 
     #[test]
