@@ -55,7 +55,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use std::sync::Arc;
@@ -328,6 +328,10 @@ pub(crate) struct Ring {
     kind: Kind,
     /// `std::any::type_name` of the items, as the queue's creator named it.
     item_type: String,
+    /// The address of the last `type_name` string found equal to `item_type` when this handle
+    /// was received (0: none yet): a handle received again is checked by address, without
+    /// comparing the names (see [`Ring::deserialize`]).
+    item_type_seen: AtomicUsize,
 }
 
 impl Ring {
@@ -374,6 +378,7 @@ impl Ring {
             id: new_object_id(),
             kind,
             item_type: item_type.to_owned(),
+            item_type_seen: AtomicUsize::new(0),
         })
     }
 
@@ -987,6 +992,7 @@ impl Ring {
             id,
             kind,
             item_type,
+            item_type_seen: AtomicUsize::new(0),
         })
     }
 
@@ -1004,7 +1010,7 @@ impl Ring {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
         kinds: &[Kind],
-        item_type: &str,
+        item_type: &'static str,
     ) -> std::result::Result<Arc<Ring>, D::Error> {
         let ring: Arc<Ring> = mp_process::fdpass::deserialize_object(d)?;
         if !kinds.contains(&ring.kind) {
@@ -1014,7 +1020,18 @@ impl Ring {
                 ring.kind.name()
             )));
         }
-        if ring.item_type != item_type {
+        // A static string found equal once is equal again: the same address and length are
+        // the same bytes. A pool task's queue is received once per task, so the names are
+        // compared once per handle, not once per task.
+        let at = item_type.as_ptr() as usize;
+        if ring.item_type_seen.load(Ordering::Relaxed) == at
+            && ring.item_type.len() == item_type.len()
+        {
+            return Ok(ring);
+        }
+        if ring.item_type == item_type {
+            ring.item_type_seen.store(at, Ordering::Relaxed);
+        } else {
             return Err(refuse(format!(
                 "a {}<{}> was received where a {}<{item_type}> was expected",
                 ring.kind.name(),

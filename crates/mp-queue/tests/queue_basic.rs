@@ -347,6 +347,19 @@ fn a_queue_received_as_another_type_is_refused_and_says_what_arrived() {
     let back: Queue<u64> = b.recv().unwrap();
     back.put(7).unwrap();
     assert_eq!(numbers.get().unwrap(), 7);
+    // A handle accepted once as `Queue<u64>` is checked again on every receive: as another
+    // type it is still refused, as the same type still taken.
+    a.send(&numbers).unwrap();
+    assert!(matches!(
+        b.recv::<Queue<String>>(),
+        Err(Error::Wire(mp_process::wire::WireError::Refused(_)))
+    ));
+    a.send(&numbers).unwrap();
+    assert!(matches!(b.recv::<Queue<i64>>(), Err(Error::Wire(_))));
+    a.send(&numbers).unwrap();
+    let again: Queue<u64> = b.recv().unwrap();
+    again.put(8).unwrap();
+    assert_eq!(numbers.get().unwrap(), 8);
 }
 
 /// A number that refuses to be decoded when it is odd.
