@@ -3,7 +3,7 @@
 //! forkserver, the tracker) from a fresh exec.
 
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use rustix::fs::{Mode, OFlags};
@@ -141,12 +141,28 @@ pub(crate) fn run_boot(
     })
 }
 
-/// Opens `/dev/null` as stdin, as Python does for its children.
-pub(crate) fn stdin_from_devnull() {
-    if let Ok(null) =
-        rustix::fs::open(c"/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-    {
-        let _ = rustix::stdio::dup2_stdin(&null);
+/// `/dev/null`, opened once per process (close-on-exec) for the stdin of the children it
+/// forks, so that a forked child makes no path lookup, `open` or `close` for it.
+static DEV_NULL: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+
+/// This process's `/dev/null` for its forked children's stdin (see [`stdin_from`]), opened
+/// the first time; `None` if it cannot be opened (out of descriptors, say), and then tried
+/// again next time.
+pub(crate) fn dev_null() -> Option<BorrowedFd<'static>> {
+    if DEV_NULL.get().is_none() {
+        let null =
+            rustix::fs::open(c"/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+        // A thread that set it first wins; this one's descriptor is closed.
+        let _ = DEV_NULL.set(null);
+    }
+    DEV_NULL.get().map(AsFd::as_fd)
+}
+
+/// In a forked child: `null` (the parent's [`dev_null`]) becomes stdin, as Python does for
+/// its children.
+pub(crate) fn stdin_from(null: Option<BorrowedFd<'_>>) {
+    if let Some(null) = null {
+        let _ = rustix::stdio::dup2_stdin(null);
     }
 }
 

@@ -569,6 +569,7 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
     // What the child needs is made here, before the fork: every page the child writes costs
     // it a copy (copy-on-write), so it allocates as little as it can.
     let mut job = Some((launch, ident));
+    let null = bootstrap::dev_null();
     // Signals stay blocked until the child has reset its dispositions.
     let mask = os::process::block_signals();
     let pid = os::process::fork_child(&mut || {
@@ -584,7 +585,7 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
         drop(err);
         drop(out);
         os::process::reset_signals_in_child();
-        bootstrap::stdin_from_devnull();
+        bootstrap::stdin_from(null);
         if daemon {
             bootstrap::die_with_parent(parent_pid);
         }

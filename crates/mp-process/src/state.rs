@@ -93,11 +93,11 @@ impl Global {
         self.method = Some(child.method);
         let parent_pidfd = self.self_pidfd.take();
         self.parent = Some(ParentProcess::new(child.parent_pid, child.parent_name, parent_pidfd));
-        // Under fork the key is already the parent's: remaking it would only cost the child
-        // copies of the heap pages it writes, and so would freeing the copy it was handed.
-        if self.authkey.as_ref().map(crate::authkey::AuthKey::as_bytes)
-            != Some(&child.authkey.0[..])
-        {
+        // Under fork the registry already holds the parent's key as it was at the fork (its
+        // lock is held across it): that is the child's. Remaking it would only cost the child
+        // copies of the heap pages it writes, and so would freeing (or comparing, with libc
+        // text the child has not mapped yet) the copy it was handed.
+        if self.authkey.is_none() {
             self.authkey = Some(crate::authkey::AuthKey::new(child.authkey.0));
         } else {
             std::mem::forget(child.authkey);
