@@ -31,6 +31,16 @@ pub(crate) struct Item {
     pub refs: Vec<u64>,
 }
 
+/// An [`Item`] read in place from the bytes of a request: the same wire form, its bytes not
+/// copied (a dict's key that is already there needs no copy).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ItemRef<'a> {
+    /// The value's postcard encoding.
+    pub bytes: &'a [u8],
+    /// The ids of the manager's objects the value holds proxies of.
+    pub refs: Vec<u64>,
+}
+
 /// What a connection sends first, through the manager's doorway.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Hello {

@@ -186,6 +186,22 @@ fn a_proxy_stored_in_a_container_is_the_same_object() {
 }
 
 #[test]
+fn a_dict_key_holding_a_proxy_is_refused_and_the_dict_goes_on() {
+    let m = Manager::start().unwrap();
+    let key = m.list(vec![1u8]).unwrap();
+    let d: DictProxy<ListProxy<u8>, i32> = m.dict().unwrap();
+    let (objects, _) = m.number_of_objects().unwrap();
+    let err = d.insert(key.clone(), 1).unwrap_err();
+    assert!(err.is_remote("TypeError"), "{err}");
+    assert!(err.to_string().contains("a dict key cannot hold a proxy"), "{err}");
+    // Nothing was stored and no reference was kept for the refused call.
+    assert_eq!(d.len().unwrap(), 0);
+    assert_eq!(m.number_of_objects().unwrap().0, objects);
+    assert!(d.update([(key, 2)]).unwrap_err().is_remote("TypeError"));
+    assert_eq!(d.len().unwrap(), 0);
+}
+
+#[test]
 fn proxies_are_released_when_dropped() {
     let m = Manager::start().unwrap();
     let (start, mine) = m.number_of_objects().unwrap();

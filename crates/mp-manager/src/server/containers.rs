@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 
 use crate::apply::{SortRun, UpdateRun};
 use crate::error::RemoteError;
-use crate::proto::{BATCH_BYTES, Item, Payload, decode};
+use crate::proto::{BATCH_BYTES, Item, ItemRef, Payload, decode};
 use crate::server::objects::{Cx, Served, not_exposed, run_entry};
 
 /// Python's `IndexError` for a list.
@@ -261,11 +261,12 @@ impl Served for ListObj {
 
 /// Refuses a dict key that holds proxies.
 fn key_of(item: &Item) -> Result<(), RemoteError> {
-    if item.refs.is_empty() {
-        Ok(())
-    } else {
-        Err(RemoteError::new("TypeError", "a dict key cannot hold a proxy"))
-    }
+    if item.refs.is_empty() { Ok(()) } else { Err(no_proxy_key()) }
+}
+
+/// The error of a dict key that holds a proxy.
+fn no_proxy_key() -> RemoteError {
+    RemoteError::new("TypeError", "a dict key cannot hold a proxy")
 }
 
 /// A dict: Python's `dict` in a manager, in insertion order.
@@ -290,25 +291,28 @@ impl Served for DictObj {
         match method {
             "len" => Payload::of(&(map.len() as u64)),
             "get" => {
-                let key: Vec<u8> = decode(args)?;
-                match map.get(&key) {
-                    Some(item) => {
-                        let mut payload = cx.give(item)?;
-                        payload.bytes.insert(0, 1);
-                        Ok(payload)
-                    }
+                // Keys are looked up in the request's bytes, not copied out of them.
+                let key: &[u8] = decode(args)?;
+                match map.get(key) {
+                    Some(item) => cx.give_some(item),
                     None => Payload::of(&None::<()>),
                 }
             }
             "contains" => {
-                let key: Vec<u8> = decode(args)?;
-                Payload::of(&map.contains_key(&key))
+                let key: &[u8] = decode(args)?;
+                Payload::of(&map.contains_key(key))
             }
             "set" => {
-                let (key, item): (Item, Item) = decode(args)?;
-                key_of(&key)?;
+                let (key, item): (ItemRef<'_>, Item) = decode(args)?;
+                if !key.refs.is_empty() {
+                    return Err(no_proxy_key());
+                }
                 cx.hold(&item)?;
-                let old = map.insert(key.bytes, item);
+                // A key already there keeps its bytes: only a new key is copied.
+                let old = match map.get_mut(key.bytes) {
+                    Some(slot) => Some(std::mem::replace(slot, item)),
+                    None => map.insert(key.bytes.to_vec(), item),
+                };
                 drop(map);
                 if let Some(old) = old {
                     cx.release(old);

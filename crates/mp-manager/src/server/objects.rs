@@ -243,6 +243,16 @@ impl Cx<'_> {
         self.store.hold(&item.refs)?;
         Ok(Payload { bytes: item.bytes.clone(), refs: item.refs.clone() })
     }
+
+    /// [`give`](Self::give) of `Some(item)`: its bytes behind postcard's `Some` tag, in one
+    /// allocation.
+    pub(crate) fn give_some(&self, item: &Item) -> Result<Payload, RemoteError> {
+        self.store.hold(&item.refs)?;
+        let mut bytes = Vec::with_capacity(item.bytes.len() + 1);
+        bytes.push(1);
+        bytes.extend_from_slice(&item.bytes);
+        Ok(Payload { bytes, refs: item.refs.clone() })
+    }
 }
 
 /// An object the manager serves.
