@@ -34,7 +34,9 @@ use rustix::net::{SendFlags, SocketType};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::proto::{Call, Hello, Payload, RemoteHello, RemoteWelcome, Reply, Request, VERSION};
+use crate::proto::{
+    Call, Hello, KEPT_BUFFER, Payload, RemoteHello, RemoteWelcome, Reply, Request, VERSION,
+};
 
 /// How many idle connections a process keeps per manager; more are closed after use.
 const MAX_IDLE: usize = 16;
@@ -136,9 +138,6 @@ impl Pool {
         Ok(Pool { pid: os::pid(), idle: Vec::new(), session, anchor: None })
     }
 }
-
-/// The largest request or reply buffer an idle connection keeps for the next call.
-const KEPT_BUFFER: usize = 64 << 10;
 
 /// An open connection and the id of its next request.
 struct Conn {

@@ -18,6 +18,10 @@ pub(crate) const VERSION: u32 = 3;
 /// The largest hello record (a connection's definition: its socket, lanes and locks).
 pub(crate) const MAX_HELLO: usize = 64 * 1024;
 
+/// The largest buffer a connection (either end) or a client thread keeps between calls for
+/// the next request or reply; a larger one, grown for a large message, is dropped.
+pub(crate) const KEPT_BUFFER: usize = 64 << 10;
+
 /// The most bytes of items one batched read returns (`to_vec`, `items`, ...): the rest comes in
 /// further round trips.
 pub(crate) const BATCH_BYTES: usize = 1 << 20;

@@ -18,7 +18,7 @@
 //! arguments, queue and pipe messages, pool tasks: `mp_process::fdpass` encoders) with the
 //! manager's link, a shared object that carries the doorway.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,7 +30,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, RemoteError, Result};
 use crate::link::{Link, decode_reply};
-use crate::proto::{Call, Item, Payload};
+use crate::proto::{Call, Item, KEPT_BUFFER, Payload};
+
+thread_local! {
+    /// The buffer this thread's proxy calls encode their arguments in (see `Core::call`).
+    static ARGS: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
 
 /// A reference to one object of a manager, shared by a proxy's clones in one process.
 pub(crate) struct Core {
@@ -84,10 +89,18 @@ impl Core {
         method: &str,
         args: &A,
     ) -> Result<R> {
-        let args = postcard::to_allocvec(args)
+        // The arguments are encoded in this thread's buffer, kept between calls (taken out
+        // while in use, so a call made meanwhile, by a `Serialize` impl say, makes its own).
+        // (During thread teardown the buffer may be gone: then the call makes its own.)
+        let mut buf = ARGS.try_with(Cell::take).unwrap_or_default();
+        buf.clear();
+        let encoded = postcard::to_extend(args, buf)
             .map_err(|e| Error::Wire(mp_process::wire::encode_error(e, args)))?;
-        let payload = self.call_raw(method, &args)?;
-        decode_payload(&self.link, payload)
+        let result = self.call_raw(method, &encoded);
+        if encoded.capacity() <= KEPT_BUFFER {
+            let _ = ARGS.try_with(|kept| kept.set(encoded));
+        }
+        decode_payload(&self.link, result?)
     }
 
     /// Runs a checked entry on the object in the manager (`update_with`, `sort`).

@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::RemoteError;
 use crate::proto::{
-    Call, Hello, MAX_HELLO, Payload, RemoteHello, RemoteWelcome, Reply, Request, VERSION,
+    Call, Hello, KEPT_BUFFER, MAX_HELLO, Payload, RemoteHello, RemoteWelcome, Reply, Request,
+    VERSION,
 };
 use crate::server::objects::Cx;
 use crate::server::objects::{REMOTE_SESSIONS, Served, Session, Store};
@@ -534,9 +535,6 @@ fn serve_connection(server: &Arc<Server>, conn: Connection) {
     };
     serve_requests(server, &session, &conn, true);
 }
-
-/// The largest request or reply buffer a connection's thread keeps for the next request.
-const KEPT_BUFFER: usize = 64 << 10;
 
 /// Serves the requests of one connection of `session` until it closes; `private` for the
 /// connections of the manager's own process tree.
