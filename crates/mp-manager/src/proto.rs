@@ -196,6 +196,15 @@ impl Payload {
     }
 }
 
+/// The postcard encoding of `Some(v)` for a `v` encoded as `bytes`: the `Some` tag, then
+/// the bytes, in one allocation.
+pub(crate) fn some_bytes(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    out.push(1);
+    out.extend_from_slice(bytes);
+    out
+}
+
 /// Decodes `bytes` as a `T`, the whole of them, or says what was wrong as a `BadRequest`.
 pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, RemoteError> {
     match postcard::take_from_bytes::<T>(bytes) {

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 
 use crate::apply::{SortRun, UpdateRun};
 use crate::error::RemoteError;
-use crate::proto::{BATCH_BYTES, Item, ItemRef, Payload, decode};
+use crate::proto::{BATCH_BYTES, Item, ItemRef, Payload, decode, some_bytes};
 use crate::server::objects::{Cx, Served, not_exposed, run_entry};
 
 /// Python's `IndexError` for a list.
@@ -259,14 +259,13 @@ impl Served for ListObj {
     }
 }
 
-/// Refuses a dict key that holds proxies.
-fn key_of(item: &Item) -> Result<(), RemoteError> {
-    if item.refs.is_empty() { Ok(()) } else { Err(no_proxy_key()) }
-}
-
-/// The error of a dict key that holds a proxy.
-fn no_proxy_key() -> RemoteError {
-    RemoteError::new("TypeError", "a dict key cannot hold a proxy")
+/// Refuses a dict key that holds proxies (`refs`: the objects the key refers to).
+fn key_of(refs: &[u64]) -> Result<(), RemoteError> {
+    if refs.is_empty() {
+        Ok(())
+    } else {
+        Err(RemoteError::new("TypeError", "a dict key cannot hold a proxy"))
+    }
 }
 
 /// A dict: Python's `dict` in a manager, in insertion order.
@@ -304,9 +303,7 @@ impl Served for DictObj {
             }
             "set" => {
                 let (key, item): (ItemRef<'_>, Item) = decode(args)?;
-                if !key.refs.is_empty() {
-                    return Err(no_proxy_key());
-                }
+                key_of(&key.refs)?;
                 cx.hold(&item)?;
                 // A key already there keeps its bytes: only a new key is copied.
                 let old = match map.get_mut(key.bytes) {
@@ -321,7 +318,7 @@ impl Served for DictObj {
             }
             "setdefault" => {
                 let (key, item): (Item, Item) = decode(args)?;
-                key_of(&key)?;
+                key_of(&key.refs)?;
                 if !map.contains_key(&key.bytes) {
                     cx.hold(&item)?;
                 }
@@ -332,11 +329,7 @@ impl Served for DictObj {
                 let key: Vec<u8> = decode(args)?;
                 match map.shift_remove(&key) {
                     // The caller takes over the references the dict held.
-                    Some(item) => {
-                        let mut bytes = vec![1];
-                        bytes.extend_from_slice(&item.bytes);
-                        Ok(Payload { bytes, refs: item.refs })
-                    }
+                    Some(item) => Ok(Payload { bytes: some_bytes(&item.bytes), refs: item.refs }),
                     None => Payload::of(&None::<()>),
                 }
             }
@@ -372,7 +365,7 @@ impl Served for DictObj {
             "update" => {
                 let pairs: Vec<(Item, Item)> = decode(args)?;
                 for (key, _) in &pairs {
-                    key_of(key)?;
+                    key_of(&key.refs)?;
                 }
                 let refs: Vec<u64> =
                     pairs.iter().flat_map(|(_, v)| v.refs.iter().copied()).collect();
@@ -410,7 +403,7 @@ impl Served for DictObj {
             return Err(not_exposed("dict", what));
         }
         let key: Item = decode(args)?;
-        key_of(&key)?;
+        key_of(&key.refs)?;
         let mut map = self.map.lock();
         let current = match map.get(&key.bytes) {
             Some(item) if !item.refs.is_empty() => {

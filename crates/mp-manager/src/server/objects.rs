@@ -248,10 +248,7 @@ impl Cx<'_> {
     /// allocation.
     pub(crate) fn give_some(&self, item: &Item) -> Result<Payload, RemoteError> {
         self.store.hold(&item.refs)?;
-        let mut bytes = Vec::with_capacity(item.bytes.len() + 1);
-        bytes.push(1);
-        bytes.extend_from_slice(&item.bytes);
-        Ok(Payload { bytes, refs: item.refs.clone() })
+        Ok(Payload { bytes: crate::proto::some_bytes(&item.bytes), refs: item.refs.clone() })
     }
 }
 
