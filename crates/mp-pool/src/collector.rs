@@ -222,6 +222,13 @@ impl Spawner {
             process = process.with_forker(forker.clone());
         }
         process.start()?;
+        // A worker's death is seen through its pidfd only, which a start does not open: open
+        // it now, so that a pool out of descriptors fails the start rather than miss a death.
+        if let Err(e) = process.sentinel() {
+            let _ = process.kill();
+            let _ = process.join();
+            return Err(e.into());
+        }
         let pid = process.pid().unwrap_or(0);
         let sndbuf = rustix::net::sockopt::socket_send_buffer_size(&mine).unwrap_or(0);
         log::debug!(target: "mp_pool", "started worker {name} (pid {pid})");

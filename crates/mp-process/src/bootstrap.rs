@@ -207,7 +207,7 @@ pub(crate) fn run_child(target: impl FnOnce() -> i32) -> i32 {
 mod tests {
     use super::*;
     use crate::boot::ChildIdentity;
-    use crate::child::{Child, Via, open_pidfd};
+    use crate::child::{Child, Via};
     use crate::method::StartMethod;
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
@@ -236,7 +236,7 @@ mod tests {
         let marker = format!("{BOOT_ENV}={}", os::process::BOOT_FD);
         let pid = os::process::spawn_self(theirs.as_fd(), &marker).unwrap();
         drop(theirs);
-        let child = Child::new(pid, open_pidfd(pid).unwrap(), "raw".into(), false, Via::Direct);
+        let child = Child::new(pid, None, "raw".into(), false, Via::Direct);
         write(mine.as_fd());
         drop(mine);
         child.wait(None).unwrap().unwrap()

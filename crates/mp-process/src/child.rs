@@ -1,8 +1,8 @@
 //! A started child as its parent tracks it: pid, pidfd and the cached exit status.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -46,16 +46,23 @@ pub(crate) fn exit_code_of(status: &WaitIdStatus) -> i32 {
 
 /// How the parent learns a child's exit status.
 pub(crate) enum Via {
-    /// The child is ours: `waitid` on its pidfd.
+    /// The child is ours: `waitid` on its pid (or its pidfd once one is open).
     Direct,
     /// The forkserver is its parent and relays the status.
     Forkserver(Arc<Client>),
 }
 
 /// A started child.
+///
+/// A child of this process keeps its pid until this process reaps it (which happens only
+/// here, under the status lock), so until then its pid names it as surely as a pidfd would:
+/// an untimed wait, a status poll and a signal go by pid, and a pidfd is opened only when
+/// something needs a descriptor (a wait with a deadline, a sentinel, the reaper). Opening
+/// one costs a start and join as much as a tenth of its time on a virtual machine. A
+/// forkserver's child comes with the pidfd the server sent.
 pub(crate) struct Child {
     pub pid: Pid,
-    pub pidfd: OwnedFd,
+    pidfd: OnceLock<OwnedFd>,
     pub name: String,
     pub daemon: bool,
     status: Mutex<Option<i32>>,
@@ -64,16 +71,55 @@ pub(crate) struct Child {
 }
 
 impl Child {
-    pub fn new(pid: Pid, pidfd: OwnedFd, name: String, daemon: bool, via: Via) -> Self {
+    /// A child known by `pid`, with its pidfd if one is open already (a forkserver's child
+    /// must come with one).
+    pub fn new(pid: Pid, pidfd: Option<OwnedFd>, name: String, daemon: bool, via: Via) -> Self {
+        let cell = OnceLock::new();
+        if let Some(fd) = pidfd {
+            let _ = cell.set(fd);
+        }
         Child {
             pid,
-            pidfd,
+            pidfd: cell,
             name,
             daemon,
             status: Mutex::new(None),
             via,
             abandoned: AtomicBool::new(false),
         }
+    }
+
+    /// The raw number of the pidfd, if one is open.
+    pub fn raw_pidfd(&self) -> Option<std::os::fd::RawFd> {
+        self.pidfd.get().map(std::os::fd::AsRawFd::as_raw_fd)
+    }
+
+    /// The child's pidfd, opened now if it is not yet. A child that was reaped already has
+    /// none to open: it gets [`exited_sentinel`], which always polls readable.
+    pub fn pidfd(&self) -> Result<BorrowedFd<'_>> {
+        if let Some(fd) = self.pidfd.get() {
+            return Ok(fd.as_fd());
+        }
+        let status = self.status.lock();
+        if let Some(fd) = self.pidfd.get() {
+            return Ok(fd.as_fd());
+        }
+        if status.is_some() {
+            return exited_sentinel();
+        }
+        // Unreaped, so the pid is still this child's (the status lock keeps `poll_status` from
+        // reaping meanwhile), unless something else in the process reaped it behind mp's back:
+        // the pidfd must then name a process that is not our child, which `waitid` refuses.
+        let fd = open_pidfd(self.pid)?;
+        let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        match rustix::process::waitid(WaitId::PidFd(fd.as_fd()), opts) {
+            Ok(_) => {}
+            Err(Errno::CHILD) => return Err(Error::io("waitid", Errno::CHILD)),
+            Err(e) => return Err(Error::io("waitid", e)),
+        }
+        let _ = self.pidfd.set(fd);
+        drop(status);
+        self.pidfd.get().map(|fd| fd.as_fd()).ok_or(Error::io("pidfd", Errno::BADF))
     }
 
     /// The exit code, if known, reaping the child if it has exited. Never blocks, except for
@@ -89,7 +135,7 @@ impl Child {
                     return Ok(*status);
                 }
                 let got = rustix::process::waitid(
-                    WaitId::PidFd(self.pidfd.as_fd()),
+                    WaitId::Pid(self.pid),
                     WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
                 );
                 *status = match got {
@@ -100,7 +146,7 @@ impl Child {
                 Ok(*status)
             }
             Via::Forkserver(client) => {
-                if !exited_by(self.pidfd.as_fd(), Some(Instant::now()))? {
+                if !exited_by(self.pidfd()?, Some(Instant::now()))? {
                     return Ok(None);
                 }
                 // The child has exited; the server's report is on its way. The status lock
@@ -115,17 +161,47 @@ impl Child {
         }
     }
 
+    /// Whether this process's own child has exited, without reaping it: at once if
+    /// `block` is false, else once it has (waiting by pid, see [`Child`]).
+    fn direct_exited(&self, block: bool) -> Result<bool> {
+        let mut opts = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
+        if !block {
+            opts |= WaitIdOptions::NOHANG;
+        }
+        loop {
+            match rustix::process::waitid(WaitId::Pid(self.pid), opts) {
+                Ok(got) => return Ok(got.is_some()),
+                Err(Errno::INTR) => {}
+                // Reaped meanwhile by another thread's `poll_status`: its status is known.
+                Err(Errno::CHILD) if self.status.lock().is_some() => return Ok(true),
+                Err(e) => return Err(Error::io("waitid", e)),
+            }
+        }
+    }
+
     /// Waits for the child to exit, until `deadline` (`None`: for ever).
     pub fn wait(&self, deadline: Option<Instant>) -> Result<Option<i32>> {
         if let Some(code) = *self.status.lock() {
             return Ok(Some(code));
         }
+        if deadline.is_none() && matches!(self.via, Via::Direct) {
+            let mut exited = |d: Option<Instant>| self.direct_exited(d.is_none());
+            loop {
+                if exited_after_spin(&JOINS, os::spin::budget(JOIN_SPIN), None, &mut exited)?
+                    && let Some(code) = self.poll_status()?
+                {
+                    return Ok(Some(code));
+                }
+            }
+        }
         let mut first = true;
         loop {
+            let pidfd = self.pidfd()?;
             let exited = if std::mem::take(&mut first) {
-                exited_by_spinning(self.pidfd.as_fd(), deadline)?
+                let mut exited = |d: Option<Instant>| exited_by(pidfd, d);
+                exited_after_spin(&JOINS, os::spin::budget(JOIN_SPIN), deadline, &mut exited)?
             } else {
-                exited_by(self.pidfd.as_fd(), deadline)?
+                exited_by(pidfd, deadline)?
             };
             if !exited {
                 return Ok(None);
@@ -153,7 +229,13 @@ impl Child {
         if self.status.lock().is_some() {
             return false;
         }
-        !exited_by(self.pidfd.as_fd(), Some(Instant::now())).unwrap_or(true)
+        match &self.via {
+            Via::Direct => !self.direct_exited(false).unwrap_or(true),
+            Via::Forkserver(_) => match self.pidfd() {
+                Ok(fd) => !exited_by(fd, Some(Instant::now())).unwrap_or(true),
+                Err(_) => false,
+            },
+        }
     }
 
     /// The exit code if it is already known.
@@ -161,20 +243,29 @@ impl Child {
         *self.status.lock()
     }
 
-    /// Sends `sig` through the pidfd; a child that already exited is left alone.
+    /// Sends `sig`; a child that already exited is left alone. A child of this process
+    /// without a pidfd is signalled by pid under the status lock, so it cannot be reaped (and
+    /// its pid handed to another process) meanwhile.
     pub fn signal(&self, sig: Signal) -> Result<()> {
-        if self.status.lock().is_some() {
+        let status = self.status.lock();
+        if status.is_some() {
             return Ok(());
         }
-        match rustix::process::pidfd_send_signal(self.pidfd.as_fd(), sig) {
+        let sent = match self.pidfd.get() {
+            Some(fd) => rustix::process::pidfd_send_signal(fd.as_fd(), sig),
+            None => rustix::process::kill_process(self.pid, sig),
+        };
+        drop(status);
+        match sent {
             Ok(()) | Err(Errno::SRCH) => Ok(()),
-            Err(e) => Err(Error::io("pidfd_send_signal", e)),
+            Err(e) => Err(Error::io("kill", e)),
         }
     }
 
-    /// The pidfd, readable once the child has exited.
-    pub fn sentinel(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_fd()
+    /// A descriptor that polls readable once the child has exited: its pidfd (see
+    /// [`Child::pidfd`]).
+    pub fn sentinel(&self) -> Result<BorrowedFd<'_>> {
+        self.pidfd()
     }
 
     /// Marks the child as dropped by its `Process`: the reaper owns it now.
@@ -204,6 +295,19 @@ impl Drop for Child {
     }
 }
 
+/// The sentinel of a child reaped before anything asked for its pidfd: an eventfd holding
+/// a count, which always polls readable, opened once per process.
+fn exited_sentinel() -> Result<BorrowedFd<'static>> {
+    static EXITED: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = EXITED.get() {
+        return Ok(fd.as_fd());
+    }
+    let fd = rustix::event::eventfd(1, rustix::event::EventfdFlags::CLOEXEC)
+        .map_err(|e| Error::io("eventfd", e))?;
+    let _ = EXITED.set(fd);
+    EXITED.get().map(|fd| fd.as_fd()).ok_or(Error::io("eventfd", Errno::BADF))
+}
+
 /// How long a wait for a child looks at its pidfd without sleeping, at the default spin limit
 /// ([`os::spin::budget`]), before it sleeps in `poll`. A child that does little (a short task,
 /// or one that fails at once) is then joined without the wake-up of a sleeping parent: on a
@@ -215,18 +319,15 @@ const JOIN_SPIN: Duration = Duration::from_micros(100);
 /// to [`os::spin::MAX_SKIP`] spins then).
 static JOINS: SpinBackoff = SpinBackoff::new();
 
-/// As [`exited_by`], looking at the pidfd without sleeping for the join spin first
-/// ([`JOIN_SPIN`]) if spinning paid lately and `deadline` is not sooner than the spin's end.
-fn exited_by_spinning(pidfd: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<bool> {
-    exited_after_spin(&JOINS, os::spin::budget(JOIN_SPIN), pidfd, deadline)
-}
-
-/// [`exited_by_spinning`] with its policy and spin (`None`: no spin) given.
+/// Whether the child has exited by `deadline`, asking `exited` (`exited(Some(now))` looks
+/// without sleeping, `exited(deadline)` waits), which first looks without sleeping for `spin`
+/// (`None`: no spin) if `policy` says spinning paid lately and `deadline` is not sooner than
+/// the spin's end.
 fn exited_after_spin(
     policy: &SpinBackoff,
     spin: Option<Duration>,
-    pidfd: BorrowedFd<'_>,
     deadline: Option<Instant>,
+    exited: &mut dyn FnMut(Option<Instant>) -> Result<bool>,
 ) -> Result<bool> {
     let start = Instant::now();
     let spin_end = spin.and_then(|b| start.checked_add(b));
@@ -235,7 +336,7 @@ fn exited_after_spin(
         && policy.next_spins()
     {
         loop {
-            if exited_by(pidfd, Some(Instant::now()))? {
+            if exited(Some(Instant::now()))? {
                 policy.spun(true);
                 return Ok(true);
             }
@@ -246,7 +347,7 @@ fn exited_after_spin(
             std::hint::spin_loop();
         }
     }
-    exited_by(pidfd, deadline)
+    exited(deadline)
 }
 
 /// Whether the process behind `pidfd` has exited (its pidfd polls readable) by `deadline`.
@@ -279,13 +380,24 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(60);
 
+    /// [`exited_after_spin`] on a pidfd.
+    fn spin_on(
+        policy: &SpinBackoff,
+        spin: Option<Duration>,
+        pidfd: &OwnedFd,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let mut exited = |d: Option<Instant>| exited_by(pidfd.as_fd(), d);
+        exited_after_spin(policy, spin, deadline, &mut exited).unwrap()
+    }
+
     #[test]
     fn a_spin_that_runs_out_makes_the_next_wait_sleep_at_once() {
         let policy = SpinBackoff::new();
         let (pidfd, go) = held_child();
         let deadline = Instant::now() + Duration::from_millis(20);
         let spin = Some(Duration::from_micros(100));
-        assert!(!exited_after_spin(&policy, spin, pidfd.as_fd(), Some(deadline)).unwrap());
+        assert!(!spin_on(&policy, spin, &pidfd, Some(deadline)));
         assert!(!policy.next_spins(), "the spin ran out: the next wait must not spin");
         release_and_reap(&pidfd, &go);
     }
@@ -296,7 +408,7 @@ mod tests {
         let (pidfd, go) = held_child();
         assert_eq!(rustix::io::write(&go, b"!").unwrap(), 1);
         // A spin far longer than the child takes to exit once released.
-        assert!(exited_after_spin(&policy, Some(LONG), pidfd.as_fd(), None).unwrap());
+        assert!(spin_on(&policy, Some(LONG), &pidfd, None));
         assert!(policy.next_spins());
         let got = rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED);
         assert_eq!(got.unwrap().map(|s| exit_code_of(&s)), Some(0));
@@ -308,7 +420,7 @@ mod tests {
         let (pidfd, go) = held_child();
         for spin in [Some(LONG), None] {
             let deadline = Instant::now() + Duration::from_millis(10);
-            assert!(!exited_after_spin(&policy, spin, pidfd.as_fd(), Some(deadline)).unwrap());
+            assert!(!spin_on(&policy, spin, &pidfd, Some(deadline)));
             assert!(Instant::now() >= deadline, "the wait ended before its deadline");
         }
         // Neither wait spun, so neither could lose a spin.

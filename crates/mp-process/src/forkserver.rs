@@ -59,7 +59,7 @@ pub(crate) fn start_via(
     let fds = boot.fds(&parent_pidfd, tracker.as_ref(), &encoded.fds);
     let (pid, pidfd) = client.request(boot, &fds)?;
     let pid = Pid::from_raw(pid).ok_or_else(|| Error::Forkserver("invalid pid".into()))?;
-    Ok(Child::new(pid, pidfd, name, daemon, Via::Forkserver(client)))
+    Ok(Child::new(pid, Some(pidfd), name, daemon, Via::Forkserver(client)))
 }
 
 /// One requester, as the server sees it.

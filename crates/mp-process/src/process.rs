@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::boot::{Boot, ChildIdentity, ChildRun, Encoded};
 use crate::bootstrap;
-use crate::child::{Child, Via, track_new_child};
+use crate::child::{Child, Via};
 use crate::context::{Context, get_start_method};
 use crate::method::StartMethod;
 use crate::os::code::{Body, Callable, Entry};
@@ -149,7 +149,7 @@ pub struct Process {
     /// The forker to start through, if not the start method's own way.
     forker: Option<Forker>,
     child: Option<Arc<Child>>,
-    creator: Pid,
+    creator: u32,
 }
 
 /// The next child name and identity of this process (`Process-N`, `Process-N:M`), and the
@@ -174,7 +174,7 @@ impl Process {
             launch: parking_lot::Mutex::new(Some(launch)),
             forker: None,
             child: None,
-            creator: rustix::process::getpid(),
+            creator: crate::os::pid(),
         }
     }
 
@@ -277,12 +277,9 @@ impl Process {
     }
 
     fn check_creator(&self) -> Result<()> {
-        let me = rustix::process::getpid();
+        let me = crate::os::pid();
         if me != self.creator {
-            return Err(Error::WrongProcess {
-                creator: self.creator.as_raw_nonzero().get().unsigned_abs(),
-                current: me.as_raw_nonzero().get().unsigned_abs(),
-            });
+            return Err(Error::WrongProcess { creator: self.creator, current: me });
         }
         Ok(())
     }
@@ -326,7 +323,7 @@ impl Process {
             name: self.name.clone(),
             identity: self.identity.clone(),
             daemon: self.daemon,
-            parent_pid: rustix::process::getpid().as_raw_nonzero().get(),
+            parent_pid: crate::os::pid() as i32,
             parent_name,
             method,
             authkey: crate::current::key_for_child().map_err(|e| Error::io("getrandom", e))?,
@@ -437,10 +434,12 @@ impl Process {
         self.child()?.signal(Signal::KILL)
     }
 
-    /// A descriptor that polls readable once the process has exited (a pidfd), for
-    /// `poll`-style loops and `wait`.
+    /// A descriptor that polls readable once the process has exited, for `poll`-style loops
+    /// and `wait`: the child's pidfd, opened on the first call (a start does not open one).
+    /// For a process joined before the first call, whose pid is no longer its own, it is a
+    /// descriptor that always polls readable. Errors: not started, or no descriptor left.
     pub fn sentinel(&self) -> Result<BorrowedFd<'_>> {
-        Ok(self.child()?.sentinel())
+        self.child()?.sentinel()
     }
 
     /// Releases the process's resources (Python's `close`). A process that is still running
@@ -463,7 +462,7 @@ fn forget_child(child: &Arc<Child>) {
 impl Drop for Process {
     fn drop(&mut self) {
         let Some(child) = self.child.take() else { return };
-        if rustix::process::getpid() != self.creator {
+        if crate::os::pid() != self.creator {
             return;
         }
         match child.poll_status() {
@@ -494,8 +493,7 @@ fn start_fork(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Child> {
     } else {
         fork_now(launch, ident)?
     };
-    let pidfd = track_new_child(pid)?;
-    Ok(Child::new(pid, pidfd, name, daemon, Via::Direct))
+    Ok(Child::new(pid, None, name, daemon, Via::Direct))
 }
 
 /// Logs once that a process with threads other than mp's own is being forked. The thread
@@ -571,6 +569,7 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
     let mut job = Some((launch, ident));
     let null = bootstrap::dev_null();
     // Signals stay blocked until the child has reset its dispositions.
+    let realtime = os::process::RealtimeSignals::get();
     let mask = os::process::block_signals();
     let pid = os::process::fork_child(&mut || {
         let (Some((out, err, mut g, registry)), Some((launch, ident))) = (held.take(), job.take())
@@ -584,7 +583,7 @@ fn fork_now(launch: Box<dyn Launch>, ident: ChildIdentity) -> Result<Pid> {
         drop(g);
         drop(err);
         drop(out);
-        os::process::reset_signals_in_child();
+        os::process::reset_signals_in_child(realtime);
         bootstrap::stdin_from(null);
         if daemon {
             bootstrap::die_with_parent(parent_pid);
@@ -615,8 +614,7 @@ fn start_spawn(encoded: Encoded, ident: ChildIdentity) -> Result<Child> {
         pid
     }
     .map_err(|e| Error::io("posix_spawn", e))?;
-    let pidfd = track_new_child(pid)?;
-    let child = Child::new(pid, pidfd, ident.name.clone(), daemon, Via::Direct);
+    let child = Child::new(pid, None, ident.name.clone(), daemon, Via::Direct);
     let parent_pidfd = global().self_pidfd()?;
     let tracker = crate::tracker::inherited();
     let boot = Boot::new(encoded.entry, encoded.payload, ident, tracker.is_some())?;

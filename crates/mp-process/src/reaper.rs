@@ -47,8 +47,14 @@ fn reap_forever(efd: &OwnedFd) {
             global().children.iter().filter(|c| c.is_abandoned()).cloned().collect();
         let mut fds = Vec::with_capacity(watch.len() + 1);
         fds.push(PollFd::new(efd, PollFlags::IN));
+        // A child whose pidfd cannot be opened (no descriptor left) is looked at again at the
+        // next wake-up.
+        let mut polled = Vec::with_capacity(watch.len());
         for c in &watch {
-            fds.push(PollFd::new(&c.pidfd, PollFlags::IN));
+            if let Ok(fd) = c.pidfd() {
+                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+                polled.push(c);
+            }
         }
         if crate::os::poll::poll(&mut fds, None).is_err() {
             continue;
@@ -58,7 +64,7 @@ fn reap_forever(efd: &OwnedFd) {
         let ready: Vec<bool> = fds.iter().skip(1).map(|f| !f.revents().is_empty()).collect();
         drop(fds);
         let mut finished = Vec::new();
-        for (c, ready) in watch.iter().zip(ready) {
+        for (c, ready) in polled.into_iter().zip(ready) {
             if !ready {
                 continue;
             }

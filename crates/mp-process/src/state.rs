@@ -115,16 +115,22 @@ impl Global {
         if let Some(tracker) = self.tracker_process.take() {
             // Forgotten rather than dropped (freeing it would copy the heap pages it lies on
             // into the child), and its pidfd closed.
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&tracker.pidfd);
+            let fd = tracker.raw_pidfd();
             std::mem::forget(tracker);
-            // SAFETY: the handle owned its pidfd and was just forgotten; the tracker is the
-            // parent's, and nothing else in this child knows that descriptor.
-            #[allow(unsafe_code)]
-            unsafe {
-                crate::os::process::close_forgotten(fd)
-            };
+            if let Some(fd) = fd {
+                // SAFETY: the handle owned its pidfd and was just forgotten; the tracker is
+                // the parent's, and nothing else in this child knows that descriptor.
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::os::process::close_forgotten(fd)
+                };
+            }
         }
-        self.tracked.clear();
+        // Cleared only if there is something to clear: running the set's destructor for
+        // nothing would cost the child a page of code.
+        if !self.tracked.is_empty() {
+            self.tracked.clear();
+        }
         if let Some(client) = self.forkserver.take() {
             let fd = client.raw_fd();
             std::mem::forget(client);

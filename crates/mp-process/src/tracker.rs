@@ -112,7 +112,7 @@ fn connection_locked(g: &mut Global, want: Want<'_>) -> Result<(Arc<OwnedFd>, Op
     // The new tracker is this process's child: keep its pidfd to reap it if it dies.
     g.tracker_process = open_pidfd(pid)
         .ok()
-        .map(|pidfd| Child::new(pid, pidfd, "resource-tracker".into(), false, Via::Direct));
+        .map(|pidfd| Child::new(pid, Some(pidfd), "resource-tracker".into(), false, Via::Direct));
     g.tracker = Some(fd.clone());
     // Tell the new tracker every name this process still tracks (none, unless a tracker
     // died or failed to start). Under the registry lock, so that no unregister of this

@@ -289,3 +289,50 @@ fn the_pid_kept_is_each_processs_own() {
     assert_eq!(p.join().unwrap(), 0, "a child (or its forked child) saw another pid");
     assert_eq!(mp_process::os::pid(), std::process::id());
 }
+
+#[test]
+fn a_sentinel_asked_for_after_the_join_polls_readable() {
+    let p = started(Process::new(noop, ()));
+    assert_eq!(p.join().unwrap(), 0);
+    // The child was reaped before anything opened its pidfd (fork and spawn open none at the
+    // start): its sentinel must still say that it has exited.
+    let sentinel = p.sentinel().unwrap();
+    assert!(exits_within(sentinel, Duration::ZERO));
+}
+
+#[test]
+fn a_start_opens_no_descriptor_until_the_sentinel_is_asked_for() {
+    // A first child starts what the start method keeps for later ones (a tracker, a server).
+    assert_eq!(started(Process::new(noop, ())).join().unwrap(), 0);
+    let before = mp_testkit::open_fds();
+    // The start closes this process's copy of the read end: the write end stays.
+    let (r, w) = pipe();
+    let p = started(Process::new(block, (PassFd(r),)));
+    let at_start = mp_testkit::open_fds();
+    // A forkserver's child comes with the pidfd its server sent; a child of this process
+    // gets one only when something needs a descriptor.
+    let sent = usize::from(mp_testkit::method() == "forkserver");
+    assert_eq!(at_start.len(), before.len() + 1 + sent, "{before:?} then {at_start:?}");
+    let sentinel = p.sentinel().unwrap();
+    assert!(!exits_within(sentinel, Duration::ZERO));
+    assert_eq!(mp_testkit::open_fds().len(), before.len() + 2);
+    release(w);
+    assert_eq!(p.join().unwrap(), 0);
+}
+
+#[test]
+fn a_child_reaped_behind_mps_back_gives_errors_not_a_hang() {
+    if mp_testkit::method() == "forkserver" {
+        // The server, not this process, is the child's parent: nothing here can reap it.
+        return;
+    }
+    let (r, w) = pipe();
+    let p = started(Process::new(block, (PassFd(r),)));
+    let pid = rustix::process::Pid::from_raw(p.pid().unwrap() as i32).unwrap();
+    release(w);
+    let reaped = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+    assert!(reaped.unwrap().is_some());
+    assert!(p.join().is_err(), "the join of a child reaped elsewhere must fail");
+    assert!(p.sentinel().is_err(), "no pidfd can name a reaped child");
+    assert!(!p.is_alive());
+}
