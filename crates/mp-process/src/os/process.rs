@@ -106,7 +106,8 @@ impl RealtimeSignals {
 }
 
 /// The kernel's `struct sigaction` on x86-64 and aarch64 (`rt_sigaction` takes it, not
-/// glibc's).
+/// glibc's); other architectures lay it out otherwise and go through glibc's `signal`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[repr(C)]
 struct KernelSigaction {
     handler: libc::sighandler_t,
@@ -117,12 +118,23 @@ struct KernelSigaction {
 
 /// Sets the disposition of `sig` to `handler` (`SIG_DFL` or `SIG_IGN`: no handler runs, so
 /// no restorer is needed) with the `rt_sigaction` system call itself.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn set_disposition(sig: i32, handler: libc::sighandler_t) {
     let act = KernelSigaction { handler, flags: 0, restorer: 0, mask: 0 };
     // SAFETY: `act` is a valid kernel `sigaction` that lives across the call, the old action
     // is not asked for (null), and the size is that of the kernel's 64-bit signal set.
     unsafe {
         libc::syscall(libc::SYS_rt_sigaction, sig, &act as *const KernelSigaction, 0usize, 8usize);
+    }
+}
+
+/// Sets the disposition of `sig` to `handler` (`SIG_DFL` or `SIG_IGN`) through glibc.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn set_disposition(sig: i32, handler: libc::sighandler_t) {
+    // SAFETY: setting a disposition to `SIG_DFL` or `SIG_IGN` installs no handler and
+    // touches no memory.
+    unsafe {
+        libc::signal(sig, handler);
     }
 }
 
