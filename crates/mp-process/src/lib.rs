@@ -67,7 +67,7 @@
 //! # Which handles are `Send` and `Sync`
 //! | type | `Send` | `Sync` | why |
 //! | --- | --- | --- | --- |
-//! | [`Process`] | yes | yes | its state is a pid, a pidfd and a status behind a lock; any thread may join, poll or signal it. Only the process that created it may use it (others get [`Error::WrongProcess`]). |
+//! | [`Process`] | yes | yes | its state is a pid, a pidfd opened on first need and a status behind a lock; any thread may join, poll or signal it. Only the process that created it may use it (others get [`Error::WrongProcess`]). |
 //! | [`Context`], [`StartMethod`] | yes | yes | plain values. |
 //! | [`ProcessInfo`], [`ChildInfo`] | yes | yes | snapshots. |
 //! | [`ParentProcess`] | yes | yes | a pid, a name and a shared pidfd. |
