@@ -86,6 +86,42 @@ fn a_process_start_out_of_descriptors_fails_and_leaves_no_child() {
     });
 }
 
+fn wait_for_go(fd: mp::process::fdpass::PassFd) {
+    mp_testkit::wait_for_byte(fd);
+}
+
+#[test]
+fn a_started_process_is_joined_out_of_descriptors_and_its_sentinel_says_why() {
+    warm_up();
+    let (r, w) = mp_testkit::pipe();
+    let mut p = mp::Process::new(wait_for_go, (mp::process::fdpass::PassFd(r),));
+    p.start().unwrap();
+    let _fillers = fill_gaps();
+    let fds = open_fds();
+    let limit = getrlimit(Resource::Nofile);
+    let top = fds.last().unwrap() + 1;
+    setrlimit(Resource::Nofile, Rlimit { current: Some(top), maximum: limit.maximum }).unwrap();
+    // A child of this process has no pidfd until one is asked for, and none can be opened
+    // now; a forkserver's child came with the one its server sent.
+    let sentinel = p.sentinel().map(|_| ()).map_err(|e| e.to_string());
+    if mp_testkit::method() == "forkserver" {
+        assert_eq!(sentinel, Ok(()));
+    } else {
+        let message = sentinel.unwrap_err();
+        assert!(message.contains("Too many open files"), "{message}");
+    }
+    // Neither the liveness check nor the join needs a descriptor.
+    assert!(p.is_alive());
+    let mut go = std::fs::File::from(w);
+    std::io::Write::write_all(&mut go, b"!").unwrap();
+    let code = p.join();
+    setrlimit(Resource::Nofile, limit).unwrap();
+    assert_eq!(code.unwrap(), 0);
+    drop(go);
+    // Only the write end just closed is gone: the failed sentinel left nothing open.
+    assert_eq!(open_fds().len(), fds.len() - 1);
+}
+
 #[test]
 fn queues_and_pipes_out_of_descriptors_fail_and_leak_nothing() {
     warm_up();
