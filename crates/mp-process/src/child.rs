@@ -74,13 +74,9 @@ impl Child {
     /// A child known by `pid`, with its pidfd if one is open already (a forkserver's child
     /// must come with one).
     pub fn new(pid: Pid, pidfd: Option<OwnedFd>, name: String, daemon: bool, via: Via) -> Self {
-        let cell = OnceLock::new();
-        if let Some(fd) = pidfd {
-            let _ = cell.set(fd);
-        }
         Child {
             pid,
-            pidfd: cell,
+            pidfd: pidfd.map_or_else(OnceLock::new, OnceLock::from),
             name,
             daemon,
             status: Mutex::new(None),
@@ -112,11 +108,8 @@ impl Child {
         // the pidfd must then name a process that is not our child, which `waitid` refuses.
         let fd = open_pidfd(self.pid)?;
         let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
-        match rustix::process::waitid(WaitId::PidFd(fd.as_fd()), opts) {
-            Ok(_) => {}
-            Err(Errno::CHILD) => return Err(Error::io("waitid", Errno::CHILD)),
-            Err(e) => return Err(Error::io("waitid", e)),
-        }
+        rustix::process::waitid(WaitId::PidFd(fd.as_fd()), opts)
+            .map_err(|e| Error::io("waitid", e))?;
         let _ = self.pidfd.set(fd);
         drop(status);
         self.pidfd.get().map(|fd| fd.as_fd()).ok_or(Error::io("pidfd", Errno::BADF))
