@@ -101,22 +101,25 @@ fn a_started_process_is_joined_out_of_descriptors_and_its_sentinel_says_why() {
     let limit = getrlimit(Resource::Nofile);
     let top = fds.last().unwrap() + 1;
     setrlimit(Resource::Nofile, Rlimit { current: Some(top), maximum: limit.maximum }).unwrap();
-    // A child of this process has no pidfd until one is asked for, and none can be opened
-    // now; a forkserver's child came with the one its server sent.
     let sentinel = p.sentinel().map(|_| ()).map_err(|e| e.to_string());
+    let alive = p.is_alive();
+    // The child is released and joined before anything is checked, so that a failure leaves
+    // no child; neither the release nor the join needs a descriptor.
+    let mut go = std::fs::File::from(w);
+    let released = std::io::Write::write_all(&mut go, b"!");
+    let code = p.join();
+    setrlimit(Resource::Nofile, limit).unwrap();
+    released.unwrap();
+    assert_eq!(code.unwrap(), 0);
+    assert!(alive, "the child was running");
+    // A child of this process has no pidfd until one is asked for, and none could be opened;
+    // a forkserver's child came with the one its server sent.
     if mp_testkit::method() == "forkserver" {
         assert_eq!(sentinel, Ok(()));
     } else {
         let message = sentinel.unwrap_err();
         assert!(message.contains("Too many open files"), "{message}");
     }
-    // Neither the liveness check nor the join needs a descriptor.
-    assert!(p.is_alive());
-    let mut go = std::fs::File::from(w);
-    std::io::Write::write_all(&mut go, b"!").unwrap();
-    let code = p.join();
-    setrlimit(Resource::Nofile, limit).unwrap();
-    assert_eq!(code.unwrap(), 0);
     drop(go);
     // Only the write end just closed is gone: the failed sentinel left nothing open.
     assert_eq!(open_fds().len(), fds.len() - 1);
