@@ -313,6 +313,12 @@ fn run(mode: &str, ranks: Option<usize>, limit: Duration) -> Run {
 }
 
 /// [`run`], with every process that runs `main` appending its pid to `log`.
+///
+/// A run that hangs is killed and run once more, saying so: Open MPI 4.1 with an external
+/// PMIx 4.x (Debian 12's 4.1.4 with 4.2.2) now and then hangs inside `MPI_Comm_spawn`, the
+/// parent in `PMIx_Lookup` and a spawned worker in `PMIx_Init` (openpmix/openpmix#2735;
+/// seen here about once in ten runs of this test, with mp-mpi's code before and after a
+/// change). A hang that comes back fails the test.
 fn run_logged(
     mode: &str,
     ranks: Option<usize>,
@@ -320,19 +326,32 @@ fn run_logged(
     log: Option<&std::path::Path>,
 ) -> Run {
     let me = std::env::current_exe().unwrap();
-    let mut cmd = match ranks {
-        Some(n) => {
-            let mut c = Command::new("mpirun");
-            c.args(["--allow-run-as-root", "--oversubscribe", "-n", &n.to_string()]).arg(&me);
-            c
+    let command = || {
+        let mut cmd = match ranks {
+            Some(n) => {
+                let mut c = Command::new("mpirun");
+                c.args(["--allow-run-as-root", "--oversubscribe", "-n", &n.to_string()]).arg(&me);
+                c
+            }
+            None => Command::new(&me),
+        };
+        cmd.env(MODE, mode);
+        if let Some(log) = log {
+            cmd.env(MAIN_LOG, log);
         }
-        None => Command::new(&me),
+        cmd
     };
-    cmd.env(MODE, mode);
-    if let Some(log) = log {
-        cmd.env(MAIN_LOG, log);
+    if let Some(run) = run_within(command(), limit) {
+        return run;
     }
-    wait_for(cmd, mode, limit)
+    println!(
+        "{mode} did not end within {limit:?} (Open MPI's spawn hang, openpmix#2735?): \
+         killed, and run once more"
+    );
+    if let Some(log) = log {
+        let _ = std::fs::remove_file(log);
+    }
+    wait_for(command(), mode, limit)
 }
 
 /// How many processes ran `main` in [`run_logged`] with the log `log`.
@@ -341,7 +360,16 @@ fn mains(log: &std::path::Path) -> usize {
 }
 
 /// Runs `cmd` and waits for it (at most `limit`: past it, it is killed and the test fails).
-fn wait_for(mut cmd: Command, mode: &str, limit: Duration) -> Run {
+fn wait_for(cmd: Command, mode: &str, limit: Duration) -> Run {
+    match run_within(cmd, limit) {
+        Some(run) => run,
+        None => panic!("{mode} did not end within {limit:?}"),
+    }
+}
+
+/// Runs `cmd` and waits for it at most `limit`: `None` if it had not ended then (it is
+/// killed, and what it printed is shown).
+fn run_within(mut cmd: Command, limit: Duration) -> Option<Run> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("start the run");
     let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
@@ -357,8 +385,11 @@ fn wait_for(mut cmd: Command, mode: &str, limit: Duration) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
-    assert!(ended, "{mode} did not end within {limit:?}:\n{}\n{}", run.stdout, run.stderr);
-    run
+    if !ended {
+        println!("--- stdout of the killed run\n{}\n--- stderr\n{}", run.stdout, run.stderr);
+        return None;
+    }
+    Some(run)
 }
 
 fn orchestrate() {
