@@ -30,15 +30,48 @@ def min_time():
     return float(os.environ.get("MP_BENCH_MIN_TIME", "0.5"))
 
 
+# Set by the blocking rows (one_by_one): seconds_per_op then gives the median call.
+ONE_BY_ONE = False
+
+# The fewest calls a median is taken of, however long they take.
+MEDIAN_MIN_OPS = 1000
+
+
 def seconds_per_op(op):
     """Seconds per call of `op`, timed in long batches as seconds_per_item times them (the loop
-    around each call costs tens of ns, nothing next to the rows' µs)."""
+    around each call costs tens of ns, nothing next to the rows' µs). Under one_by_one: after
+    the same warm-up, the median of calls timed one by one until min_time() of them is done."""
 
     def batch(n):
         for _ in range(n):
             op()
 
-    return seconds_per_item(batch)
+    if not ONE_BY_ONE:
+        return seconds_per_item(batch)
+    seconds_per_item(batch, timed=False)
+    times = []
+    total = 0.0
+    limit = min_time()
+    while total < limit or len(times) < MEDIAN_MIN_OPS:
+        start = time.perf_counter()
+        op()
+        took = time.perf_counter() - start
+        times.append(took)
+        total += took
+    times.sort()
+    return times[len(times) // 2]
+
+
+def one_by_one(row):
+    """The blocking form of `row`: its round trips timed one by one, the median given, as the
+    Rust side times its blocking rows (bench/README.md, "The blocking rows")."""
+
+    def blocking():
+        global ONE_BY_ONE
+        ONE_BY_ONE = True
+        return row()
+
+    return blocking
 
 
 def noop():
@@ -645,12 +678,13 @@ def manager_memory():
         return (after - before) * 1000 / 10_000, "KiB/1000"
 
 
-def seconds_per_item(batch):
+def seconds_per_item(batch, timed=True):
     """Seconds per item of batch(n), which handles n items, at the steady state: n doubles
     (untimed: the warm-up, at least WARM_UP seconds) until one batch takes BATCH_TIME, then
     batches of that n run until min_time() of timed work is done. A batch that starts with a
     control message (a producer told how many items to put) or a pipeline that fills and drains
-    (a pool) is thus timed at its steady rate, not in its start-up."""
+    (a pool) is thus timed at its steady rate, not in its start-up. With timed=False only the
+    warm-up runs, and None is returned."""
     n = 1
     warm_up_start = time.perf_counter()
     while True:
@@ -662,6 +696,8 @@ def seconds_per_item(batch):
             break
         if not long_enough:
             n *= 2
+    if not timed:
+        return None
     items = 0
     limit = min_time()
     start = time.perf_counter()
@@ -742,11 +778,11 @@ ROWS = {
     "lock_counter": lock_counter,
     "lock_uncontended": lock_uncontended,
     "pipe_pingpong": pipe_pingpong,
-    "pipe_pingpong_blocking": pipe_pingpong,
+    "pipe_pingpong_blocking": one_by_one(pipe_pingpong),
     "pipe_bulk": pipe_bulk,
     "shm_fill": shm_fill,
     "event_pingpong": event_pingpong,
-    "event_pingpong_blocking": event_pingpong,
+    "event_pingpong_blocking": one_by_one(event_pingpong),
     "queue_small": queue_small,
     "queue_1mib": queue_1mib,
     "pool_apply_async": pool_apply_async,
@@ -758,7 +794,7 @@ ROWS = {
     "manager_dict": manager_dict,
     "manager_dict_tcp": manager_dict_tcp,
     "manager_dict_tcp_wire": manager_dict_tcp,
-    "manager_dict_blocking": manager_dict_blocking,
+    "manager_dict_blocking": one_by_one(manager_dict_blocking),
     "manager_dict_4clients": manager_dict_4clients,
     "manager_proxy_create": manager_proxy_create,
     "manager_list_iterate": manager_list_iterate,

@@ -198,19 +198,68 @@ fn futex_wake(word: &std::sync::atomic::AtomicU32) {
     }
 }
 
-/// Round trips through two atomics in shared memory between this process and a forked child,
-/// in seconds per round trip. `sleep(word, seen)` is what a side does while `word` still
-/// holds `seen` (spin once, or sleep on the futex); `wake(word)` follows every store.
-fn pingpong(
-    sleep: fn(&std::sync::atomic::AtomicU32, u32),
-    wake: fn(&std::sync::atomic::AtomicU32),
-) -> Result<f64> {
-    use std::sync::atomic::{AtomicU32, Ordering};
+/// How a side of [`pingpong`] waits for the other's store.
+#[derive(Clone, Copy, PartialEq)]
+enum Waiting {
+    /// Spin on the word.
+    Spin,
+    /// Sleep in `FUTEX_WAIT` after saying so in the word's sleeper flag; the other side makes
+    /// the `FUTEX_WAKE` system call only when that flag says someone sleeps, as every blocking
+    /// primitive does (and mp's do).
+    Futex,
+}
+
+/// A futex word and the flag its waiter raises before it sleeps on it, on a cache line of
+/// their own.
+#[repr(C, align(64))]
+struct Slot {
+    word: std::sync::atomic::AtomicU32,
+    sleeper: std::sync::atomic::AtomicU32,
+}
+
+impl Slot {
+    /// Stores `v` and wakes the other side if it sleeps (or is about to) on the word.
+    fn post(&self, v: u32, waiting: Waiting) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.word.store(v, SeqCst);
+        if waiting == Waiting::Futex && self.sleeper.load(SeqCst) != 0 {
+            futex_wake(&self.word);
+        }
+    }
+
+    /// Waits until the word no longer holds `seen` and returns what it holds. Under
+    /// [`Waiting::Futex`] the flag is raised before the word is looked at again, and the poster
+    /// stores before it looks at the flag (both sequentially consistent): either this side
+    /// sees the new value, or the poster sees the flag and wakes it.
+    fn wait_change(&self, seen: u32, waiting: Waiting) -> u32 {
+        use std::sync::atomic::Ordering::{Acquire, SeqCst};
+        loop {
+            let v = self.word.load(Acquire);
+            if v != seen {
+                return v;
+            }
+            match waiting {
+                Waiting::Spin => std::hint::spin_loop(),
+                Waiting::Futex => {
+                    self.sleeper.store(1, SeqCst);
+                    if self.word.load(SeqCst) == seen {
+                        futex_wait(&self.word, seen);
+                    }
+                    self.sleeper.store(0, SeqCst);
+                }
+            }
+        }
+    }
+}
+
+/// Round trips through two words in shared memory between this process and a forked child,
+/// in seconds per round trip: the parent posts a count on one, the child echoes it on the
+/// other, each side waiting as `waiting` says.
+fn pingpong(waiting: Waiting) -> Result<f64> {
     let map = SharedMap::new(4096, None)?;
-    // SAFETY: the mapping is page-aligned, zeroed and 4096 bytes: room for two `AtomicU32`s
-    // (which have no invalid bit patterns) at offsets 0 and 64, shared with the child.
-    let (ping, pong) =
-        unsafe { (&*map.ptr.cast::<AtomicU32>(), &*map.ptr.add(64).cast::<AtomicU32>()) };
+    // SAFETY: the mapping is page-aligned, zeroed and 4096 bytes: room for two 64-byte `Slot`s
+    // (atomics, which have no invalid bit patterns) at offsets 0 and 64, shared with the child.
+    let (ping, pong) = unsafe { (&*map.ptr.cast::<Slot>(), &*map.ptr.add(64).cast::<Slot>()) };
     const STOP: u32 = u32::MAX;
     // SAFETY: the bench program is single-threaded; the child only waits and wakes on the
     // shared words and leaves with `_exit`.
@@ -221,49 +270,38 @@ fn pingpong(
     if pid == 0 {
         let mut seen = 0;
         loop {
-            let v = ping.load(Ordering::Acquire);
-            if v == STOP {
+            seen = ping.wait_change(seen, waiting);
+            if seen == STOP {
                 // SAFETY: as in `fork_exit_wait`.
                 unsafe { libc::_exit(0) }
             }
-            if v == seen {
-                sleep(ping, v);
-                continue;
-            }
-            seen = v;
-            pong.store(v, Ordering::Release);
-            wake(pong);
+            pong.post(seen, waiting);
         }
     }
     let mut counter = 0u32;
     let result = crate::measure::seconds_per_op(|n| {
         for _ in 0..n {
+            let previous = counter;
             counter = counter.wrapping_add(1) % (STOP - 1) + 1;
-            ping.store(counter, Ordering::Release);
-            wake(ping);
-            loop {
-                let v = pong.load(Ordering::Acquire);
-                if v == counter {
-                    break;
-                }
-                sleep(pong, v);
-            }
+            ping.post(counter, waiting);
+            let got = pong.wait_change(previous, waiting);
+            ensure!(got == counter, "the child echoed {got}, not {counter}");
         }
         Ok(())
     });
-    ping.store(STOP, Ordering::Release);
-    wake(ping);
+    ping.post(STOP, waiting);
     wait_ok(pid)?;
     result
 }
 
 /// The `event_pingpong` floor: both sides spin, in seconds per round trip.
 pub fn spin_pingpong() -> Result<f64> {
-    pingpong(|_, _| std::hint::spin_loop(), |_| {})
+    pingpong(Waiting::Spin)
 }
 
-/// The `event_pingpong_blocking` floor: each side sleeps in `FUTEX_WAIT` until the other wakes
-/// it, in seconds per round trip.
+/// The blocking floor of `pipe_pingpong_blocking`, `event_pingpong_blocking` and the loaded
+/// ping-pong rows: each side sleeps in `FUTEX_WAIT` until the other wakes it, in seconds per
+/// round trip (bench/README.md, "The blocking rows").
 pub fn futex_pingpong() -> Result<f64> {
-    pingpong(futex_wait, futex_wake)
+    pingpong(Waiting::Futex)
 }

@@ -75,8 +75,10 @@ pub fn manager_dict_tcp_wire(side: Side) -> Result<Figure> {
 }
 
 /// manager_dict_blocking: the same with spinning off in both processes, so every receive
-/// sleeps, in µs per operation; the floor is a blocking 64-byte `AF_UNIX` round trip.
+/// sleeps, in µs per operation; the floor is a blocking 64-byte `AF_UNIX` round trip. Both
+/// sides give the median operation, timed one by one (`time_one_by_one`).
 pub fn manager_dict_blocking(side: Side) -> Result<Figure> {
+    crate::measure::time_one_by_one();
     let seconds = match side {
         Side::Mp => {
             // The manager, forked after this, inherits it.

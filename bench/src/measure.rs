@@ -3,8 +3,10 @@
 //! The timed part runs in batches of at least [`BATCH_TIME`]: a batch that starts with a control
 //! message or a wake-up (a producer told how many items to put, a pool's pipeline refilled)
 //! would otherwise be timed mostly in that start-up. The batches that grow the batch size are
-//! the warm-up and are not timed. `bench/README.md` says how each row uses this.
+//! the warm-up and are not timed. The blocking rows instead time their operations one by one
+//! and take the median ([`time_one_by_one`]). `bench/README.md` says how each row uses this.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -35,17 +37,42 @@ pub fn min_time() -> Result<Duration> {
     }
 }
 
+/// Whether [`seconds_per_op`] gives the median of operations timed one by one.
+static ONE_BY_ONE: AtomicBool = AtomicBool::new(false);
+
+/// Makes every later [`seconds_per_op`] of this process give the median of operations timed
+/// one by one (after the same warm-up), not the mean of batches. The blocking rows call it
+/// first, on every side: their round trips come in two kinds, one where the receiver sleeps and
+/// one where it catches the message awake, and the mean of a batch is set by the share of the
+/// second kind, which changes by the minute and with how light a side's loop is
+/// (bench/README.md, "The blocking rows"). Each side of a row runs in a process of its own, so
+/// this never reaches another row.
+pub fn time_one_by_one() {
+    ONE_BY_ONE.store(true, Ordering::Relaxed);
+}
+
 /// Seconds per operation. `run(n)` does the operation `n` times; batches grow (untimed: the
 /// warm-up) until one takes [`BATCH_TIME`] and the warm-up lasted at least [`WARM_UP`], then
-/// batches of that size run until at least [`min_time`] of timed work is done.
+/// batches of that size run until at least [`min_time`] of timed work is done. After
+/// [`time_one_by_one`], the same warm-up is followed by [`median_for`].
 ///
-/// With `MP_BENCH_SPREAD` set, it then times [`SPREAD_OPS`] operations one by one and prints
-/// their spread on stderr ([`spread`]): the figure is a mean, and a mean can hide two kinds of
+/// With `MP_BENCH_SPREAD` set, it then times [`SPREAD_OPS`] operations one by one (or takes the
+/// ones it timed) and prints their spread on stderr ([`spread`]): a mean can hide two kinds of
 /// operation (bench/README.md, "The blocking rows").
 pub fn seconds_per_op(mut run: impl FnMut(u64) -> Result<()>) -> Result<f64> {
     let origin = Instant::now();
-    let per_op = per_op_for(min_time()?, WARM_UP, BATCH_TIME, &mut run, &|| origin.elapsed())?;
-    if std::env::var_os("MP_BENCH_SPREAD").is_some() {
+    let now = || origin.elapsed();
+    let show_spread = std::env::var_os("MP_BENCH_SPREAD").is_some();
+    if ONE_BY_ONE.load(Ordering::Relaxed) {
+        per_op_for(Duration::ZERO, WARM_UP, BATCH_TIME, &mut run, &now)?;
+        let (median, mut times) = median_for(min_time()?, &mut run, &now)?;
+        if show_spread {
+            eprintln!("{}", spread(&mut times));
+        }
+        return Ok(median);
+    }
+    let per_op = per_op_for(min_time()?, WARM_UP, BATCH_TIME, &mut run, &now)?;
+    if show_spread {
         let mut times = Vec::with_capacity(SPREAD_OPS);
         for _ in 0..SPREAD_OPS {
             let start = Instant::now();
@@ -55,6 +82,31 @@ pub fn seconds_per_op(mut run: impl FnMut(u64) -> Result<()>) -> Result<f64> {
         eprintln!("{}", spread(&mut times));
     }
     Ok(per_op)
+}
+
+/// The fewest operations [`median_for`] times, however long they take.
+const MEDIAN_MIN_OPS: usize = 1_000;
+
+/// Times `run(1)` one by one until at least `min` of them is done and at least
+/// [`MEDIAN_MIN_OPS`] ran, with `now` as in [`per_op_for`]; gives the median in seconds and
+/// the times (sorted).
+fn median_for(
+    min: Duration,
+    run: &mut dyn FnMut(u64) -> Result<()>,
+    now: &dyn Fn() -> Duration,
+) -> Result<(f64, Vec<Duration>)> {
+    let mut times = Vec::new();
+    let mut total = Duration::ZERO;
+    while total < min || times.len() < MEDIAN_MIN_OPS {
+        let start = now();
+        run(1)?;
+        let took = now().saturating_sub(start);
+        times.push(took);
+        total += took;
+    }
+    times.sort_unstable();
+    let median = times[times.len() / 2];
+    Ok((median.as_secs_f64(), times))
 }
 
 /// How many operations `MP_BENCH_SPREAD` times one by one.
@@ -232,6 +284,32 @@ mod tests {
         assert!(line.contains("p99 11.000"), "{line}");
         assert!(line.contains("1.00: 90.0%") && line.contains("10.00: 10.0%"), "{line}");
         assert_eq!(spread(&mut []), "spread: no operations");
+    }
+
+    #[test]
+    fn the_median_is_the_typical_operation_not_the_mean() {
+        // Three operations in four take 10 ms, the fourth 1 ms: the mean is 7.75 ms, the
+        // median 10 ms. They run until 50 ms are timed and at least MEDIAN_MIN_OPS ran.
+        let clock = Cell::new(Duration::ZERO);
+        let mut calls = 0u64;
+        let (median, times) = median_for(
+            Duration::from_millis(50),
+            &mut |n| {
+                assert_eq!(n, 1);
+                calls += 1;
+                let each = if calls % 4 == 0 { 1 } else { 10 };
+                virtual_op(&clock, Duration::from_millis(each), 1);
+                Ok(())
+            },
+            &|| clock.get(),
+        )
+        .unwrap();
+        assert_eq!(times.len(), MEDIAN_MIN_OPS);
+        assert!(times.is_sorted());
+        assert!((median - 0.010).abs() < 1e-12, "{median}");
+        assert!(
+            median_for(Duration::ZERO, &mut |_| anyhow::bail!("boom"), &|| clock.get()).is_err()
+        );
     }
 
     #[test]

@@ -471,8 +471,10 @@ fn pipe_pingpong_loaded(side: Side) -> Result<Figure> {
 
 /// pipe_pingpong_blocking: the same round trips with spinning off (`set_spin_limit(0)`, which
 /// the forked child inherits), so every receive sleeps; the floor is a bare futex wait/wake
-/// round trip on two shared words (the blocking floor BENCHMARKS.md names).
+/// round trip on two shared words (the blocking floor BENCHMARKS.md names). Both sides give
+/// the median round trip, timed one by one (`time_one_by_one`).
 fn pipe_pingpong_blocking(side: Side) -> Result<Figure> {
+    crate::measure::time_one_by_one();
     match side {
         Side::Mp => {
             mp::sync::set_spin_limit(0);

@@ -82,8 +82,10 @@ pub fn event_pingpong(side: Side) -> Result<Figure> {
 
 /// event_pingpong_blocking: the same round trips with spinning off (`set_spin_limit(0)`, which
 /// the forked child inherits), so every wait sleeps on its futex; the floor is a bare futex
-/// wait/wake round trip on two shared words.
+/// wait/wake round trip on two shared words. Both sides give the median round trip, timed one
+/// by one (`time_one_by_one`).
 pub fn event_pingpong_blocking(side: Side) -> Result<Figure> {
+    crate::measure::time_one_by_one();
     match side {
         Side::Mp => {
             mp::sync::set_spin_limit(0);
@@ -101,6 +103,9 @@ pub fn event_pingpong_blocking(side: Side) -> Result<Figure> {
 pub fn event_pingpong_loaded(side: Side) -> Result<Figure> {
     match side {
         Side::Mp => event_pingpong(Side::Mp),
-        Side::Floor => event_pingpong_blocking(Side::Floor),
+        Side::Floor => {
+            let seconds = crate::floor::futex_pingpong()?;
+            Ok(Figure { value: seconds * 1e6, unit: "us/rt" })
+        }
     }
 }
