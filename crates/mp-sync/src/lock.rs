@@ -334,7 +334,7 @@ pub(crate) fn init_mutex(mutex: &mut RawMutex, kind: MutexKind) -> Result<(), Er
 }
 
 /// Orders the release of a mutex before the read of the pollers count (step 2 of the
-/// doorbell protocol).
+/// doorbell protocol), and makes a freeing release the full fence [`LockGuard`] promises.
 ///
 /// On x86-64, a robust mutex is released with an atomic exchange (by `sys`'s fast path or by
 /// glibc), a full barrier in hardware, so only the compiler needs stopping; elsewhere a full
@@ -352,6 +352,12 @@ pub(crate) fn after_release() {
 ///
 /// It is `!Send`: pthread requires the thread that locked a mutex to unlock it. An `RLock`
 /// held at several levels has a guard per level.
+///
+/// A drop that frees the lock (the last level of an `RLock`) is a sequentially consistent
+/// fence, as [`fence(SeqCst)`](std::sync::atomic::fence): a store before it and a load after
+/// it are not reordered, so code that stores, releases the lock, and then reads another
+/// process's "I am asleep" flag needs no sequentially consistent store of its own
+/// (`mp-queue`'s ring relies on this).
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     /// The lock.
