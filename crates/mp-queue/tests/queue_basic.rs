@@ -558,3 +558,50 @@ fn invalid_options_are_errors() {
     let r = Queue::<u8>::builder().max_message_size(0).build();
     assert!(matches!(r, Err(Error::InvalidArgument(_))));
 }
+
+/// The child of `with_spinning_off_every_sleeper_is_woken`: with spinning off, echoes
+/// `rounds` numbers from `ping` on `pong`, then puts `burst` numbered 200-byte messages on
+/// `pong`, whose ring is too small for more than a few of them.
+fn echo_then_burst(
+    ping: Queue<u32>,
+    pong: Queue<Vec<u8>>,
+    rounds: u32,
+    burst: u32,
+) -> Result<(), Error> {
+    mp_sync::set_spin_limit(0);
+    for _ in 0..rounds {
+        let n = ping.get()?;
+        pong.put(n.to_le_bytes().to_vec())?;
+    }
+    for i in 0..burst {
+        let mut message = vec![0u8; 200];
+        message[..4].copy_from_slice(&i.to_le_bytes());
+        pong.put(message)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn with_spinning_off_every_sleeper_is_woken() {
+    // Neither side spins, so every `get` on an empty queue and every `put` into a full ring
+    // sleeps: first in round trips (both sides sleep in turn), then in a burst through a
+    // 4 KiB ring (the producer sleeps for room, the consumer for data). A put or get that
+    // missed the other side asleep would leave it asleep for ever (the gets and puts here
+    // have no timeout), and the suite's time limit would end the test.
+    mp_sync::set_spin_limit(0);
+    let ping: Queue<u32> = Queue::new().unwrap();
+    let pong: Queue<Vec<u8>> = Queue::builder().capacity(4096).build().unwrap();
+    let (rounds, burst) = (3_000u32, 3_000u32);
+    let mut p = Process::new(echo_then_burst, (ping.clone(), pong.clone(), rounds, burst));
+    p.start().unwrap();
+    for n in 0..rounds {
+        ping.put(n).unwrap();
+        assert_eq!(pong.get().unwrap(), n.to_le_bytes());
+    }
+    for i in 0..burst {
+        let message = pong.get().unwrap();
+        assert_eq!((message.len(), &message[..4]), (200, &i.to_le_bytes()[..]));
+    }
+    assert_eq!(p.join().unwrap(), 0);
+    mp_sync::set_spin_limit(mp_sync::DEFAULT_SPIN_LIMIT);
+}
