@@ -69,7 +69,7 @@ fn mib_producer(
             return Ok(());
         }
         for _ in 0..n {
-            items.put(msg.clone())?;
+            items.put_ref(&msg)?;
         }
     }
 }

@@ -330,17 +330,44 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.put_until(item, None, true)
     }
 
-    /// The three `put`s.
+    /// Puts a copy of `item`, which the caller keeps, waiting as long as it takes for room:
+    /// [`put`](Queue::put) without giving the item up. Every `put` serialises its item
+    /// straight into the queue, so nothing is cloned here either (Python's `put(obj)` leaves
+    /// `obj` to its caller in the same way).
+    ///
+    /// Errors: [`Error::Closed`] after [`close`](Queue::close); what
+    /// [`PutError::Failed`] holds for [`put`](Queue::put) (the queue is unchanged).
+    ///
+    /// ```
+    /// let q = mp_queue::Queue::new()?;
+    /// let block = mp_queue::Bytes(vec![7u8; 1 << 20]);
+    /// q.put_ref(&block)?;
+    /// q.put_ref(&block)?;
+    /// assert_eq!(q.get()?, block);
+    /// assert_eq!(q.get()?, block);
+    /// # Ok::<(), mp_queue::Error>(())
+    /// ```
+    pub fn put_ref(&self, item: &T) -> Result<()> {
+        match self.put_borrowed(item, None, false)? {
+            Put::Done => Ok(()),
+            Put::Full => Err(Error::Full),
+        }
+    }
+
+    /// Every `put`: `item` into the ring unless this handle is closed.
+    fn put_borrowed(&self, item: &T, deadline: Option<Instant>, nonblocking: bool) -> Result<Put> {
+        self.check_open()?;
+        self.ring.put(item, deadline, nonblocking)
+    }
+
+    /// The three `put`s that take the item.
     fn put_until(
         &self,
         item: T,
         deadline: Option<Instant>,
         nonblocking: bool,
     ) -> Result<(), PutError<T>> {
-        if self.check_open().is_err() {
-            return Err(PutError::Closed(item));
-        }
-        match self.ring.put(&item, deadline, nonblocking) {
+        match self.put_borrowed(&item, deadline, nonblocking) {
             Ok(Put::Done) => Ok(()),
             Ok(Put::Full) => Err(PutError::Full(item)),
             Err(Error::Closed) => Err(PutError::Closed(item)),
@@ -635,6 +662,13 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// Errors: as [`Queue::put`].
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.queue.put(item)
+    }
+
+    /// Puts a copy of `item`, which the caller keeps, as [`Queue::put_ref`].
+    ///
+    /// Errors: as [`Queue::put_ref`].
+    pub fn put_ref(&self, item: &T) -> Result<()> {
+        self.queue.put_ref(item)
     }
 
     /// Takes the next item, waiting as long as it takes.

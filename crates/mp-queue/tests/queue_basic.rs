@@ -605,3 +605,65 @@ fn with_spinning_off_every_sleeper_is_woken() {
     assert_eq!(p.join().unwrap(), 0);
     mp_sync::set_spin_limit(mp_sync::DEFAULT_SPIN_LIMIT);
 }
+
+/// The child of `put_ref_puts_a_copy_and_keeps_the_item`: takes two blocks and a number,
+/// and answers with their byte sums and the number.
+fn sum_blocks(
+    q: Queue<Vec<u8>>,
+    joinable: JoinableQueue<u64>,
+    out: Queue<u64>,
+) -> Result<(), Error> {
+    for _ in 0..2 {
+        let block = q.get()?;
+        out.put(block.iter().map(|&b| u64::from(b)).sum::<u64>())?;
+    }
+    out.put(joinable.get()?)?;
+    joinable.task_done()?;
+    Ok(())
+}
+
+#[test]
+fn put_ref_puts_a_copy_and_keeps_the_item() {
+    const LARGE: usize = (1 << 21) - 16;
+    let q: Queue<Vec<u8>> = Queue::builder().max_message_size(1 << 21).build().unwrap();
+    let joinable: JoinableQueue<u64> = JoinableQueue::new().unwrap();
+    let out: Queue<u64> = Queue::new().unwrap();
+    let mut p = Process::new(sum_blocks, (q.clone(), joinable.clone(), out.clone()));
+    p.start().unwrap();
+    // A block larger than half the ring goes out of band; the caller keeps both. A joinable
+    // queue counts what `put_ref` puts as an unfinished task, as any put. Everything is
+    // taken and the child joined before anything is checked, so a failure leaves no child.
+    let (small, large) = (vec![3u8; 1000], vec![1u8; LARGE]);
+    let puts = [q.put_ref(&small), q.put_ref(&large), joinable.put_ref(&7)];
+    let answers: Vec<_> = (0..3).map(|_| out.get_timeout(Duration::from_secs(30))).collect();
+    let all_came = answers.iter().all(Result::is_ok);
+    if !all_came {
+        let _ = p.kill();
+    }
+    let code = p.join();
+    assert!(puts.iter().all(Result::is_ok), "{puts:?}");
+    // The child took the number and said so before its last answer.
+    assert!(all_came, "{answers:?}");
+    assert!(joinable.join_timeout(Duration::ZERO).unwrap());
+    let answers: Vec<u64> = answers.into_iter().map(Result::unwrap).collect();
+    assert_eq!(answers, [3000, LARGE as u64, 7]);
+    assert_eq!(code.unwrap(), 0);
+    assert_eq!((small.len(), large.len()), (1000, LARGE));
+
+    // Too large: an error, and the queue is unchanged and goes on.
+    let too_large = vec![0u8; (1 << 21) + 1];
+    assert!(matches!(q.put_ref(&too_large), Err(Error::Wire(_))));
+    assert!(q.empty());
+    q.put_ref(&small).unwrap();
+    assert_eq!(q.get().unwrap(), small);
+
+    // A simple queue has it too; after `close`, `Closed`.
+    let simple: SimpleQueue<String> = SimpleQueue::new().unwrap();
+    let text = "kept".to_string();
+    simple.put_ref(&text).unwrap();
+    assert_eq!((simple.get().unwrap(), text.as_str()), ("kept".to_string(), "kept"));
+    simple.close();
+    assert!(matches!(simple.put_ref(&text), Err(Error::Closed)));
+    q.close();
+    assert!(matches!(q.put_ref(&small), Err(Error::Closed)));
+}
