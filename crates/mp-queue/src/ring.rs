@@ -711,9 +711,10 @@ impl Ring {
         next_hint.store(0, Ordering::Relaxed);
         // Publish: one store makes the whole record visible. A release store, not a
         // sequentially consistent one (an `xchg` on x86-64, a full barrier per message that
-        // waits for the record's lines: queue_small +3 to +12 % in this machine's slow phase): the
-        // order a sleeper needs, this store before the read of its `waiters` in `wake_all`,
-        // comes from the producer lock's release in between, a full fence (`LockGuard`).
+        // waits for the record's lines: queue_small +3 to +12 % in this machine's slow
+        // phase): the order a sleeper needs, this store before the read of its `waiters` in
+        // `wake_all`, comes from the producer lock's release in between, a full fence
+        // (`LockGuard`).
         h.tail.0.store(published, Ordering::Release);
         failpoint!(Put, 4);
         // SAFETY: as for `hinted`: the hint word at `at` is accessed only atomically.
