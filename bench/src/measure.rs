@@ -65,7 +65,7 @@ pub fn seconds_per_op(mut run: impl FnMut(u64) -> Result<()>) -> Result<f64> {
     let show_spread = std::env::var_os("MP_BENCH_SPREAD").is_some();
     if ONE_BY_ONE.load(Ordering::Relaxed) {
         per_op_for(Duration::ZERO, WARM_UP, BATCH_TIME, &mut run, &now)?;
-        let (median, mut times) = median_for(min_time()?, &mut run, &now)?;
+        let (median, mut times) = median_for(min_time()?, MEDIAN_MIN_OPS, &mut run, &now)?;
         if show_spread {
             eprintln!("{}", spread(&mut times));
         }
@@ -73,12 +73,7 @@ pub fn seconds_per_op(mut run: impl FnMut(u64) -> Result<()>) -> Result<f64> {
     }
     let per_op = per_op_for(min_time()?, WARM_UP, BATCH_TIME, &mut run, &now)?;
     if show_spread {
-        let mut times = Vec::with_capacity(SPREAD_OPS);
-        for _ in 0..SPREAD_OPS {
-            let start = Instant::now();
-            run(1)?;
-            times.push(start.elapsed());
-        }
+        let (_, mut times) = median_for(Duration::ZERO, SPREAD_OPS, &mut run, &now)?;
         eprintln!("{}", spread(&mut times));
     }
     Ok(per_op)
@@ -87,17 +82,18 @@ pub fn seconds_per_op(mut run: impl FnMut(u64) -> Result<()>) -> Result<f64> {
 /// The fewest operations [`median_for`] times, however long they take.
 const MEDIAN_MIN_OPS: usize = 1_000;
 
-/// Times `run(1)` one by one until at least `min` of them is done and at least
-/// [`MEDIAN_MIN_OPS`] ran, with `now` as in [`per_op_for`]; gives the median in seconds and
-/// the times (sorted).
+/// Times `run(1)` one by one until at least `min` of them is done and at least `min_ops`
+/// ran (at least one), with `now` as in [`per_op_for`]; gives the median in seconds and the
+/// times (sorted).
 fn median_for(
     min: Duration,
+    min_ops: usize,
     run: &mut dyn FnMut(u64) -> Result<()>,
     now: &dyn Fn() -> Duration,
 ) -> Result<(f64, Vec<Duration>)> {
-    let mut times = Vec::new();
+    let mut times = Vec::with_capacity(min_ops);
     let mut total = Duration::ZERO;
-    while total < min || times.len() < MEDIAN_MIN_OPS {
+    while total < min || times.len() < min_ops.max(1) {
         let start = now();
         run(1)?;
         let took = now().saturating_sub(start);
@@ -294,6 +290,7 @@ mod tests {
         let mut calls = 0u64;
         let (median, times) = median_for(
             Duration::from_millis(50),
+            MEDIAN_MIN_OPS,
             &mut |n| {
                 assert_eq!(n, 1);
                 calls += 1;
@@ -308,7 +305,7 @@ mod tests {
         assert!(times.is_sorted());
         assert!((median - 0.010).abs() < 1e-12, "{median}");
         assert!(
-            median_for(Duration::ZERO, &mut |_| anyhow::bail!("boom"), &|| clock.get()).is_err()
+            median_for(Duration::ZERO, 1, &mut |_| anyhow::bail!("boom"), &|| clock.get()).is_err()
         );
     }
 
