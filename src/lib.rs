@@ -120,7 +120,7 @@ pub mod connection {
     pub use mp_process::{AUTHKEY_LEN, AuthKey, authkey, set_authkey};
     pub use mp_queue::{
         Address, Client, Connection, DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT, IntoAddress,
-        Listener, ListenerBuilder, Pending, pipe, wait, wait_timeout,
+        Listener, ListenerBuilder, Pending, pipe, socket_pipe, wait, wait_timeout,
     };
 }
 

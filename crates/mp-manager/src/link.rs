@@ -10,8 +10,9 @@
 //! *anchor*) for as long as it holds the link.
 //!
 //! A connection is an `mp_queue` duplex pipe (shared-memory lanes with bounded spinning, a
-//! socket beneath): the client makes the pair and sends the server's end through the doorway
-//! in one record (`SCM_RIGHTS`), so only processes that were handed the doorway (the manager's
+//! socket beneath), or, in a process that does not spin, a plain socket pair
+//! (`mp_queue::socket_pipe`; see [`connection_pair`]): the client makes the pair and sends
+//! the server's end through the doorway in one record (`SCM_RIGHTS`), so only processes that were handed the doorway (the manager's
 //! own process tree) can connect, and they need no address and no handshake. Each thread of a
 //! process takes a connection of its own for the length of one call from the link's pool;
 //! after a fork the child finds the pool made by another pid and opens its own (Python's
@@ -194,6 +195,11 @@ impl Link {
 
     /// Opens a new connection to the manager (for a remote one, in `session`).
     fn connect(&self, session: [u8; 16]) -> Result<Conn> {
+        self.connect_as(session, spins())
+    }
+
+    /// [`connect`](Self::connect), with lanes or without (see [`connection_pair`]).
+    fn connect_as(&self, session: [u8; 16], lanes: bool) -> Result<Conn> {
         let doorway = match &self.0.way {
             Way::Doorway(doorway) => doorway,
             Way::Remote { address, key, shortcut, .. } => {
@@ -206,7 +212,7 @@ impl Link {
                 return Ok(Conn { conn: conn.conn, next: 1, out: Vec::new(), input: Vec::new() });
             }
         };
-        let (mine, theirs) = mp_queue::pipe(true)?;
+        let (mine, theirs) = connection_pair(lanes)?;
         let (bytes, fds) = fdpass::encode_with_fds(&Hello { version: VERSION, conn: theirs })?;
         let fds: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
         match os::fds::send(doorway.as_fd(), &[IoSlice::new(&bytes)], &fds, SendFlags::NOSIGNAL) {
@@ -324,6 +330,27 @@ impl Link {
     pub(crate) fn decref(&self, object: u64) -> Result<()> {
         self.call(Call::Decref { object }).map(drop)
     }
+}
+
+/// The two ends of a new connection to a manager of this host (through the doorway, or the
+/// same-host shortcut): with `lanes`, an `mp_queue` pipe, whose shared-memory lanes carry a
+/// request or a reply without a system call while the receiver spins for it; without, a
+/// plain socket pair with CPython's framing (`mp_queue::socket_pipe`), which a process that
+/// does not spin takes ([`spins`]: `mp_sync::set_spin_limit(0)`, or one CPU). Without spinning every message sleeps, and the lanes only
+/// add to it: a futex wake-up, whose shared key costs a page-table walk, and naps timed to
+/// notice a peer that died, where a socket read ends at the kernel's end of file. The
+/// blocking round trip of a socket pair is the least the kernel offers, and the manager's
+/// calls over it are within a few per cent of a bare one (`manager_dict_blocking`); over the
+/// lanes they were 1.2–1.4× it. The setting is read when the connection is made: a
+/// connection keeps its kind for its life.
+pub(crate) fn connection_pair(lanes: bool) -> Result<(Connection, Connection)> {
+    Ok(if lanes { mp_queue::pipe(true)? } else { mp_queue::socket_pipe()? })
+}
+
+/// Whether this process spins before it sleeps on a receive: then its new connections to a
+/// manager carry lanes (see [`connection_pair`]).
+pub(crate) fn spins() -> bool {
+    os::spin::budget(std::time::Duration::from_micros(1)).is_some()
 }
 
 /// Decodes a reply's bytes as a `T`.
@@ -464,9 +491,14 @@ mod tests {
 
     #[test]
     fn garbage_gets_an_error_and_the_connection_goes_on() {
+        with_each_kind(garbage_gets_an_error);
+    }
+
+    /// Bytes that are no request get a `BadRequest` reply, and the connection serves on.
+    fn garbage_gets_an_error(lanes: bool) {
         let m = Manager::start().unwrap();
         let link = m.link();
-        let conn = link.connect([0; 16]).unwrap();
+        let conn = link.connect_as([0; 16], lanes).unwrap();
         for garbage in [&b""[..], b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x01\x63"] {
             let reply = raw(link, &conn, garbage);
             assert_eq!(reply.id, 0);
@@ -499,14 +531,45 @@ mod tests {
         assert_eq!(l.to_vec().unwrap(), vec![1]);
     }
 
+    /// Runs `body` with each kind of connection: with lanes, and a plain socket pair (what a
+    /// process that does not spin opens; `without_spinning.rs` runs such processes).
+    fn with_each_kind(body: impl Fn(bool)) {
+        for lanes in [true, false] {
+            body(lanes);
+        }
+    }
+
+    #[test]
+    fn the_manager_serves_connections_of_either_kind() {
+        with_each_kind(|lanes| {
+            let m = Manager::start().unwrap();
+            let conn = m.link().connect_as([0; 16], lanes).unwrap();
+            assert_eq!(conn.conn.is_socket(), !lanes);
+            // The manager serves it as any other.
+            let l = m.list(vec![1u8, 2]).unwrap();
+            l.append(3).unwrap();
+            assert_eq!(l.to_vec().unwrap(), vec![1, 2, 3]);
+            let reply = raw(m.link(), &conn, &request(4, Call::Count));
+            assert_eq!(reply.id, 4);
+            let (objects, _): (u64, u64) = decode_reply(&reply.result.unwrap().bytes).unwrap();
+            assert_eq!(objects, 1);
+        });
+    }
+
     #[test]
     fn a_stale_reply_is_never_taken_for_a_later_calls() {
+        with_each_kind(a_stale_reply_is_skipped);
+    }
+
+    /// A call abandoned after its request leaves its reply on the connection; the next call
+    /// on it takes its own.
+    fn a_stale_reply_is_skipped(lanes: bool) {
         let m = Manager::start().unwrap();
         let link = m.link();
         let l = m.list(vec![5u8]).unwrap();
         let id = l.handle_for_tests().id();
         // A call abandoned after its request: its reply is still on the way.
-        let mut conn = link.connect([0; 16]).unwrap();
+        let mut conn = link.connect_as([0; 16], lanes).unwrap();
         let args = postcard::to_allocvec(&0i64).unwrap();
         conn.conn
             .send_bytes(
@@ -529,9 +592,14 @@ mod tests {
 
     #[test]
     fn an_oversized_frame_drops_only_its_connection() {
+        with_each_kind(an_oversized_frame_is_refused);
+    }
+
+    /// The manager refuses a frame past its limit and closes that connection alone.
+    fn an_oversized_frame_is_refused(lanes: bool) {
         let m = Manager::start().unwrap();
         let link = m.link();
-        let mut conn = link.connect([0; 16]).unwrap();
+        let mut conn = link.connect_as([0; 16], lanes).unwrap();
         conn.conn.set_max_message_size(usize::MAX);
         let big = vec![0u8; mp_process::wire::DEFAULT_MAX_FRAME + 1];
         // The manager refuses the frame and closes the connection; the send itself may or may

@@ -1,7 +1,8 @@
 //! The same-host shortcut of remote managers: a client of a manager served on an address that
 //! runs on the same host (the same network namespace) moves its connection from the socket to
-//! an `mp_queue` pipe (shared-memory lanes), the way connections of the manager's own process
-//! tree are made.
+//! an `mp_queue` pipe (shared-memory lanes; a plain `AF_UNIX` socket pair in a process that
+//! does not spin), the way connections of the manager's own process tree are made
+//! (`link::connection_pair`).
 //!
 //! The manager that listens on an address also listens on a *side door*: an abstract
 //! `AF_UNIX` `SOCK_SEQPACKET` socket of a random name. Abstract names live in a network
@@ -163,7 +164,7 @@ fn try_knock(offer: &Shortcut) -> Result<Option<Connection>, Box<dyn std::error:
         Err(Errno::CONNREFUSED | Errno::NOENT) => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let (mine, theirs) = mp_queue::pipe(true)?;
+    let (mine, theirs) = crate::link::connection_pair(crate::link::spins())?;
     let (bytes, owned) =
         fdpass::encode_with_fds(&Knock { version: VERSION, token: offer.token, conn: theirs })?;
     let fds: Vec<_> = owned.iter().map(AsFd::as_fd).collect();

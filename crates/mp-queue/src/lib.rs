@@ -69,7 +69,9 @@
 //! [`Connection::recv_bytes_into`]), and each message arrives whole and alone: boundaries are
 //! kept, and an empty message is a message. [`Connection::poll`] tells whether a message is
 //! waiting now, [`Connection::poll_timeout`] waits up to a timeout. The other end closing
-//! gives [`Error::Eof`].
+//! gives [`Error::Eof`]. [`socket_pipe`] returns a pair with CPython's framing and no
+//! shared memory, as CPython builds `Pipe()`: every message a system call, which is what a
+//! receiver that never spins wants, or a Python program at the other end.
 //!
 //! ```
 //! let (a, b) = mp_queue::pipe(true)?;
@@ -258,7 +260,7 @@ mod sys;
 mod wait;
 
 pub use bytes::Bytes;
-pub use connection::{Connection, pipe};
+pub use connection::{Connection, pipe, socket_pipe};
 pub use error::{Error, Result};
 pub use listener::{
     Address, Client, DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT, IntoAddress, Listener,

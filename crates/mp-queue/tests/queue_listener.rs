@@ -1,5 +1,6 @@
 //! `Listener` and `Client`: addresses, the handshake, bad peers, processes, and a real
-//! Python peer (CPython's framing and handshake, both directions, right and wrong keys).
+//! Python peer (CPython's framing and handshake, both directions, right and wrong keys); and
+//! `socket_pipe`, the same framing between a parent and a child or a Python program.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -467,4 +468,80 @@ fn messages_read_ahead_still_show_in_poll_and_wait() {
         assert_eq!(conn.recv_bytes(None).unwrap(), b"b");
     }
     tx.send(&conn).unwrap();
+}
+
+/// Echoes every message of `conn` back, until end of file.
+fn echo_all(conn: Connection) -> mp_queue::Result<()> {
+    loop {
+        match conn.recv_bytes(None) {
+            Ok(bytes) => conn.send_bytes(&bytes, 0, None)?,
+            Err(Error::Eof) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[test]
+fn a_socket_pipe_crosses_into_a_child_and_carries_bytes_only() {
+    let (mine, theirs) = mp_queue::socket_pipe().unwrap();
+    assert!(mine.is_socket() && theirs.is_socket());
+    let mut p = Process::new(echo_all, (theirs,));
+    p.start().unwrap();
+    mine.send(&("typed", 7u64)).unwrap();
+    assert_eq!(mine.recv::<(String, u64)>().unwrap(), ("typed".to_owned(), 7));
+    // Larger than one read of the socket, and empty: both come back whole.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    mine.send_bytes(&big, 0, None).unwrap();
+    assert_eq!(mine.recv_bytes(None).unwrap(), big);
+    mine.send_bytes(b"", 0, None).unwrap();
+    assert_eq!(mine.recv_bytes(None).unwrap(), b"");
+    // A value holding a descriptor cannot cross it, and nothing was sent.
+    let (a, _b) = mp_queue::pipe(true).unwrap();
+    assert!(matches!(mine.send(&a), Err(Error::InvalidArgument(_))));
+    mine.send_bytes(b"after", 0, None).unwrap();
+    assert_eq!(mine.recv_bytes(None).unwrap(), b"after");
+    // The child killed: end of file at once.
+    p.kill().unwrap();
+    p.join().unwrap();
+    assert!(matches!(mine.recv_bytes(None), Err(Error::Eof)));
+}
+
+/// A Python program at the other end of a `socket_pipe`: it wraps the inherited descriptor
+/// in `multiprocessing.connection.Connection`, sends two messages back reversed, then one of
+/// its own, and closes.
+const PY_SOCKET_PIPE: &str = r#"
+import sys
+from multiprocessing.connection import Connection
+conn = Connection(int(sys.argv[1]))
+for _ in range(2):
+    conn.send_bytes(conn.recv_bytes()[::-1])
+conn.send_bytes(b"bye from python")
+conn.close()
+print("done", flush=True)
+"#;
+
+#[test]
+fn a_python_program_talks_over_a_socket_pipe() {
+    let Some(py) = python(8, 99) else {
+        eprintln!("SKIPPED: no Python 3 interpreter on this machine");
+        return;
+    };
+    let (mine, theirs) = mp_queue::socket_pipe().unwrap();
+    let fd = theirs.socket().unwrap();
+    // The child inherits this one descriptor (socket pairs are made close-on-exec).
+    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).unwrap();
+    let number = std::os::fd::AsRawFd::as_raw_fd(&fd).to_string();
+    let mut child = run_script(&py, PY_SOCKET_PIPE, &[&number]);
+    drop(theirs);
+    mine.send_bytes(b"abc", 0, None).unwrap();
+    assert_eq!(mine.recv_bytes(None).unwrap(), b"cba");
+    let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+    mine.send_bytes(&big, 0, None).unwrap();
+    assert_eq!(mine.recv_bytes(None).unwrap(), big.iter().rev().copied().collect::<Vec<_>>());
+    assert_eq!(mine.recv_bytes(None).unwrap(), b"bye from python");
+    assert!(matches!(mine.recv_bytes(None), Err(Error::Eof)));
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert_eq!(out, "done\n");
+    assert!(child.wait().unwrap().success());
 }

@@ -1,6 +1,6 @@
-//! `pipe` and `Connection`: message-preserving channels over stream sockets. A pipe's ends
-//! use mp's frames and shared-memory lanes; the connections of `Listener` and `Client` use
-//! CPython's framing (`pyframe.rs`). What crosses for a connection is in `wire.rs`.
+//! `pipe`, `socket_pipe` and `Connection`: message-preserving channels over stream sockets.
+//! A pipe's ends use mp's frames and shared-memory lanes; the connections of `Listener` and
+//! `Client`, and the ends of a `socket_pipe`, use CPython's framing (`pyframe.rs`). What crosses for a connection is in `wire.rs`.
 
 pub(crate) mod pyframe;
 mod wire;
@@ -81,6 +81,39 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     ))
 }
 
+/// Returns a pair of connected [`Connection`]s with CPython's framing and nothing else: the
+/// `Pipe(duplex=True)` CPython makes (a socket pair whose messages are 4-byte big-endian
+/// lengths and the bytes), both ends sending and receiving.
+///
+/// Unlike [`pipe`]'s ends, these have no shared-memory lanes: every message is one write and
+/// one read on the socket, and a receiver sleeps in the kernel's read. That is the cheapest
+/// hand-off when receivers do not spin ([`mp_sync::set_spin_limit`]`(0)`, or one CPU): no
+/// futex, and a peer that dies is end of file at once. It is also what a Python program
+/// expects at the other end of an inherited socket (`multiprocessing.connection.Connection`
+/// over its descriptor). The ends behave as a [`Client`](crate::Client)'s connection: bytes
+/// only (a value holding descriptors is [`Error::InvalidArgument`]), any message size up to
+/// [`max_message_size`](Connection::max_message_size), and handles made by
+/// [`try_clone`](Connection::try_clone) share their locks within one process only. They
+/// cross into another process as every connection does.
+///
+/// Errors: [`Error::Io`] if the sockets cannot be made (out of descriptors).
+///
+/// ```
+/// let (a, b) = mp_queue::socket_pipe()?;
+/// a.send(&(1u32, "one"))?;
+/// assert_eq!(b.recv::<(u32, String)>()?, (1, "one".to_owned()));
+/// b.send_bytes(b"raw", 0, None)?;
+/// assert_eq!(a.recv_bytes(None)?, b"raw");
+/// assert!(a.is_socket() && b.is_socket());
+/// drop(b);
+/// assert!(matches!(a.recv_bytes(None), Err(mp_queue::Error::Eof)));
+/// # Ok::<(), mp_queue::Error>(())
+/// ```
+pub fn socket_pipe() -> Result<(Connection, Connection)> {
+    let (a, b) = os::socket::stream_pair().map_err(|e| Error::io("socketpair", e))?;
+    Ok((Connection::from_socket(a)?, Connection::from_socket(b)?))
+}
+
 /// An end's locks: the one its senders hold while they send a message and the one its
 /// receivers hold while they receive one, shared by every handle on the end in every process.
 /// An end has the lock of each direction it may use.
@@ -97,8 +130,8 @@ enum Kind {
     /// An end of a [`pipe`]: mp's frames (descriptors beside the bytes), the pipe's lanes,
     /// and process-shared locks.
     Pipe(PipeEnd),
-    /// A connection of a `Listener` or `Client`: CPython's framing, bytes only, and locks
-    /// shared by this process's handles on it.
+    /// A connection of a `Listener` or `Client`, or an end of a `socket_pipe`: CPython's
+    /// framing, bytes only, and locks shared by this process's handles on it.
     Socket(Arc<SocketEnd>),
 }
 
@@ -220,8 +253,9 @@ fn take_local<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One end of a [`pipe`], or a connection made by a [`Listener`](crate::Listener) or a
-/// [`Client`](crate::Client): Python's `multiprocessing.connection.Connection`.
+/// One end of a [`pipe`] or a [`socket_pipe`], or a connection made by a
+/// [`Listener`](crate::Listener) or a [`Client`](crate::Client): Python's
+/// `multiprocessing.connection.Connection`.
 ///
 /// Messages keep their boundaries: each [`send`](Connection::send) or
 /// [`send_bytes`](Connection::send_bytes) arrives as exactly one message at the other end, an
@@ -234,10 +268,10 @@ fn take_local<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
 /// (under `fork` it is simply moved), and inside messages. It keeps its direction and its
 /// maximum message size when it crosses.
 ///
-/// # Connections of a `Listener` or `Client`
+/// # Connections of a `Listener` or `Client`, and of a `socket_pipe`
 /// A connection made by [`Listener::accept`](crate::Listener::accept) or
-/// [`Client::connect`](crate::Client::connect) has the same API over a TCP or `AF_UNIX`
-/// socket, with CPython's framing (a 4-byte big-endian length; −1 and an 8-byte length past
+/// [`Client::connect`](crate::Client::connect), or an end of a [`socket_pipe`], has the same
+/// API over a TCP or `AF_UNIX` socket, with CPython's framing (a 4-byte big-endian length; −1 and an 8-byte length past
 /// 2 GiB) and no lanes, so its peer may be a Python program. It carries bytes only: a value
 /// holding descriptors is [`Error::InvalidArgument`]. Its handles share send and receive
 /// locks within one process; it may be handed to a child, which then uses it on its own.
@@ -343,8 +377,8 @@ impl Connection {
         }
     }
 
-    /// Whether this is a connection of a `Listener` or `Client` (CPython's framing), not an
-    /// end of a [`pipe`].
+    /// Whether this is a connection of a `Listener` or `Client` or an end of a
+    /// [`socket_pipe`] (CPython's framing), not an end of a [`pipe`].
     pub fn is_socket(&self) -> bool {
         matches!(self.kind, Kind::Socket(_))
     }
