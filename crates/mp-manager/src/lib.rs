@@ -83,6 +83,7 @@ mod error;
 mod link;
 mod managed;
 mod manager;
+mod pair;
 mod proto;
 mod proxies;
 mod proxy;

@@ -11,7 +11,7 @@
 //!
 //! A connection is an `mp_queue` duplex pipe (shared-memory lanes with bounded spinning, a
 //! socket beneath), or, in a process that does not spin, a plain socket pair
-//! (`mp_queue::socket_pipe`; see [`connection_pair`]): the client makes the pair and sends
+//! (`mp_queue::socket_pipe`; see `pair.rs`): the client makes the pair and sends
 //! the server's end through the doorway in one record (`SCM_RIGHTS`), so only processes that were handed the doorway (the manager's
 //! own process tree) can connect, and they need no address and no handshake. Each thread of a
 //! process takes a connection of its own for the length of one call from the link's pool;
@@ -195,10 +195,11 @@ impl Link {
 
     /// Opens a new connection to the manager (for a remote one, in `session`).
     fn connect(&self, session: [u8; 16]) -> Result<Conn> {
-        self.connect_as(session, spins())
+        self.connect_as(session, crate::pair::spins())
     }
 
-    /// [`connect`](Self::connect), with lanes or without (see [`connection_pair`]).
+    /// [`connect`](Self::connect), with lanes or without (see
+    /// [`connection_pair`](crate::pair::connection_pair)).
     fn connect_as(&self, session: [u8; 16], lanes: bool) -> Result<Conn> {
         let doorway = match &self.0.way {
             Way::Doorway(doorway) => doorway,
@@ -212,7 +213,7 @@ impl Link {
                 return Ok(Conn { conn: conn.conn, next: 1, out: Vec::new(), input: Vec::new() });
             }
         };
-        let (mine, theirs) = connection_pair(lanes)?;
+        let (mine, theirs) = crate::pair::connection_pair(lanes)?;
         let (bytes, fds) = fdpass::encode_with_fds(&Hello { version: VERSION, conn: theirs })?;
         let fds: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
         match os::fds::send(doorway.as_fd(), &[IoSlice::new(&bytes)], &fds, SendFlags::NOSIGNAL) {
@@ -330,28 +331,6 @@ impl Link {
     pub(crate) fn decref(&self, object: u64) -> Result<()> {
         self.call(Call::Decref { object }).map(drop)
     }
-}
-
-/// The two ends of a new connection to a manager of this host (through the doorway, or the
-/// same-host shortcut): with `lanes`, an `mp_queue` pipe, whose shared-memory lanes carry a
-/// request or a reply without a system call while the receiver spins for it; without, a
-/// plain socket pair with CPython's framing (`mp_queue::socket_pipe`), which a process that
-/// does not spin takes ([`spins`]: `mp_sync::set_spin_limit(0)`, or one CPU).
-///
-/// Without spinning every message sleeps, and the lanes only add to it: a futex wake-up,
-/// whose shared key costs a page-table walk, and naps timed to notice a peer that died, where
-/// a socket read ends at the kernel's end of file. The blocking round trip of a socket pair is the least the kernel offers: the manager's calls
-/// over it measured 0.84–0.93× a bare one (`manager_dict_blocking`, in a slow phase of the
-/// bench machine), where over the lanes they were 1.26–1.45×. The setting is read when the
-/// connection is made: a connection keeps its kind for its life.
-pub(crate) fn connection_pair(lanes: bool) -> Result<(Connection, Connection)> {
-    Ok(if lanes { mp_queue::pipe(true)? } else { mp_queue::socket_pipe()? })
-}
-
-/// Whether this process spins before it sleeps on a receive: then its new connections to a
-/// manager carry lanes (see [`connection_pair`]).
-pub(crate) fn spins() -> bool {
-    os::spin::budget(std::time::Duration::from_micros(1)).is_some()
 }
 
 /// Decodes a reply's bytes as a `T`.

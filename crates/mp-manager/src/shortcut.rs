@@ -2,7 +2,7 @@
 //! runs on the same host (the same network namespace) moves its connection from the socket to
 //! an `mp_queue` pipe (shared-memory lanes; a plain `AF_UNIX` socket pair in a process that
 //! does not spin), the way connections of the manager's own process tree are made
-//! (`link::connection_pair`).
+//! (`pair.rs`).
 //!
 //! The manager that listens on an address also listens on a *side door*: an abstract
 //! `AF_UNIX` `SOCK_SEQPACKET` socket of a random name. Abstract names live in a network
@@ -164,7 +164,7 @@ fn try_knock(offer: &Shortcut) -> Result<Option<Connection>, Box<dyn std::error:
         Err(Errno::CONNREFUSED | Errno::NOENT) => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let (mine, theirs) = crate::link::connection_pair(crate::link::spins())?;
+    let (mine, theirs) = crate::pair::connection_pair(crate::pair::spins())?;
     let (bytes, owned) =
         fdpass::encode_with_fds(&Knock { version: VERSION, token: offer.token, conn: theirs })?;
     let fds: Vec<_> = owned.iter().map(AsFd::as_fd).collect();
@@ -234,8 +234,14 @@ mod tests {
     fn the_offered_token_brings_one_pipe_into_the_session() {
         let (m, tcp, offer) = offered([1; 16]);
         let pipe = knock(&offer).expect("the manager on this host takes the pipe");
-        assert!(!pipe.is_socket(), "an mp_queue pipe, not the socket");
+        // An `mp_queue` pipe where this process spins (a socket pair on one CPU), not the
+        // TCP socket.
+        assert_eq!(pipe.is_socket(), !crate::pair::spins(), "the kind of this process");
         assert!(tcp.is_socket());
+        assert!(pipe.socket().is_some_and(|s| {
+            rustix::net::getsockname(s)
+                .is_ok_and(|a| a.address_family() == rustix::net::AddressFamily::UNIX)
+        }));
         assert_eq!(pid_over(&pipe), m.pid());
         // Spent: the same token again is refused, and the client goes on as it was.
         assert!(knock(&offer).is_none());
