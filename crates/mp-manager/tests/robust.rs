@@ -2,6 +2,8 @@
 //! dead client held, its death is an error at once, and forked children never share a
 //! connection with their parent.
 
+mod common;
+
 use std::time::Duration;
 
 use mp_manager::{DictProxy, Error, ListProxy, Manager};
@@ -9,12 +11,7 @@ use mp_process::Process;
 use mp_process::fdpass::PassFd;
 use mp_testkit::lines::{Lines, say};
 use mp_testkit::{eventually, exits_within, pass, pipe, release, wait_for_byte};
-use rustix::process::{Pid, PidfdFlags, Signal};
-
-/// A pidfd of `pid`.
-fn pidfd(pid: u32) -> std::os::fd::OwnedFd {
-    rustix::process::pidfd_open(Pid::from_raw(pid as i32).unwrap(), PidfdFlags::empty()).unwrap()
-}
+use rustix::process::Signal;
 
 /// Starts a manager, says its pid, and waits.
 fn owner(out: PassFd, go: PassFd) {
@@ -30,7 +27,7 @@ fn the_manager_does_not_outlive_its_owner_killed() {
     let mut p = Process::new(owner, (pass(&out_w), pass(&go_r)));
     p.start().unwrap();
     let manager: u32 = Lines::new(out_r).next().parse().unwrap();
-    let manager_fd = pidfd(manager);
+    let manager_fd = common::pidfd(manager);
     p.kill().unwrap();
     p.join().unwrap();
     assert!(
@@ -39,34 +36,9 @@ fn the_manager_does_not_outlive_its_owner_killed() {
     );
 }
 
-/// Uses every proxy (taking a reference of this process to each), says so, and waits.
-fn hold(dicts: Vec<DictProxy<u8, u8>>, out: PassFd, go: PassFd) {
-    for d in &dicts {
-        d.insert(1, 1).unwrap();
-    }
-    say(&out, "holding");
-    wait_for_byte(&go);
-}
-
 #[test]
 fn a_killed_clients_references_are_given_back() {
-    let m = Manager::start().unwrap();
-    let dicts: Vec<DictProxy<u8, u8>> = (0..5).map(|_| m.dict().unwrap()).collect();
-    let (out_r, out_w) = pipe();
-    let (go_r, _go_w) = pipe();
-    let mut p = Process::new(hold, (dicts.clone(), pass(&out_w), pass(&go_r)));
-    p.start().unwrap();
-    assert_eq!(Lines::new(out_r).next(), "holding");
-    drop(dicts);
-    // The child's references keep the dicts.
-    assert_eq!(m.number_of_objects().unwrap(), (5, 0));
-    p.kill().unwrap();
-    p.join().unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || m.number_of_objects().unwrap().0 == 0),
-        "the dead client's dicts were not released: {:?}",
-        m.number_of_objects()
-    );
+    common::a_killed_clients_references_are_given_back(mp_process::os::spin::DEFAULT_SPIN_LIMIT);
 }
 
 /// Uses every proxy, then returns (dropping them).
@@ -94,7 +66,7 @@ fn a_child_that_exits_gives_back_what_it_took() {
 fn a_killed_manager_is_an_error_at_once() {
     let m = Manager::start().unwrap();
     let l = m.list(vec![1u8]).unwrap();
-    let manager_fd = pidfd(m.pid());
+    let manager_fd = common::pidfd(m.pid());
     mp_testkit::kill(m.pid(), Signal::KILL);
     assert!(exits_within(&manager_fd, Duration::from_secs(10)));
     assert!(matches!(l.len(), Err(Error::ManagerGone)), "{:?}", l.len());
@@ -107,25 +79,7 @@ fn a_killed_manager_is_an_error_at_once() {
 
 #[test]
 fn a_call_blocked_in_a_killed_manager_returns_at_once() {
-    let m = Manager::start().unwrap();
-    let q = m.queue::<u8>().unwrap();
-    let manager = m.pid();
-    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        tid_tx.send(rustix::thread::gettid().as_raw_nonzero().get()).unwrap();
-        q.get()
-    });
-    // Wait until the waiter sleeps (state S): its get is in the manager, waiting for a reply.
-    let tid = tid_rx.recv().unwrap();
-    let sleeping = || {
-        std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).is_ok_and(|stat| {
-            stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('S'))
-        })
-    };
-    assert!(eventually(Duration::from_secs(10), sleeping));
-    mp_testkit::kill(manager, Signal::KILL);
-    let got = waiter.join().unwrap();
-    assert!(matches!(got, Err(Error::ManagerGone)), "{got:?}");
+    common::a_call_blocked_in_a_killed_manager_returns_at_once();
 }
 
 /// Writes and reads its own keys `n` times, checking every read, while the parent does too.

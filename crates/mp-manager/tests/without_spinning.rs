@@ -3,23 +3,14 @@
 //! turns spinning off first (nextest runs each in a process of its own), and so does each
 //! child it starts, whatever the start method.
 
-use std::time::Duration;
+mod common;
 
-use mp_manager::{DictProxy, Error, ListProxy, Manager};
+use mp_manager::{DictProxy, ListProxy, Manager};
 use mp_process::Process;
-use mp_process::fdpass::PassFd;
-use mp_testkit::lines::{Lines, say};
-use mp_testkit::{eventually, exits_within, pass, pipe, wait_for_byte};
-use rustix::process::{Pid, PidfdFlags, Signal};
 
 /// Turns spinning off in this process.
 fn no_spinning() {
     mp_process::os::spin::set_spin_limit(0);
-}
-
-/// A pidfd of `pid`.
-fn pidfd(pid: u32) -> std::os::fd::OwnedFd {
-    rustix::process::pidfd_open(Pid::from_raw(pid as i32).unwrap(), PidfdFlags::empty()).unwrap()
 }
 
 /// How many of this process's mappings are shared-memory segments (memfds).
@@ -94,63 +85,13 @@ fn children_and_threads_call_the_manager_without_spinning() {
 #[test]
 fn a_call_blocked_in_a_killed_manager_returns_at_once_without_spinning() {
     no_spinning();
-    let m = Manager::start().unwrap();
-    let q = m.queue::<u8>().unwrap();
-    let l = m.list(vec![1u8]).unwrap();
-    let manager = m.pid();
-    let manager_fd = pidfd(manager);
-    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        tid_tx.send(rustix::thread::gettid().as_raw_nonzero().get()).unwrap();
-        q.get()
-    });
-    // Wait until the waiter sleeps (state S): its get is in the manager, waiting for a reply.
-    let tid = tid_rx.recv().unwrap();
-    let sleeping = || {
-        std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).is_ok_and(|stat| {
-            stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('S'))
-        })
-    };
-    assert!(eventually(Duration::from_secs(10), sleeping));
-    mp_testkit::kill(manager, Signal::KILL);
-    let got = waiter.join().unwrap();
-    assert!(matches!(got, Err(Error::ManagerGone)), "{got:?}");
-    assert!(exits_within(&manager_fd, Duration::from_secs(10)));
-    assert!(matches!(l.len(), Err(Error::ManagerGone)), "{:?}", l.len());
-    assert!(matches!(m.dict::<u8, u8>(), Err(Error::ManagerGone)));
-}
-
-/// Uses every proxy with spinning off (taking a reference of this process to each), says
-/// so, and waits.
-fn hold(dicts: Vec<DictProxy<u8, u8>>, out: PassFd, go: PassFd) {
-    no_spinning();
-    for d in &dicts {
-        d.insert(1, 1).unwrap();
-    }
-    say(&out, "holding");
-    wait_for_byte(&go);
+    common::a_call_blocked_in_a_killed_manager_returns_at_once();
 }
 
 #[test]
 fn a_killed_clients_references_are_given_back_without_spinning() {
     no_spinning();
-    let m = Manager::start().unwrap();
-    let dicts: Vec<DictProxy<u8, u8>> = (0..5).map(|_| m.dict().unwrap()).collect();
-    let (out_r, out_w) = pipe();
-    let (go_r, _go_w) = pipe();
-    let mut p = Process::new(hold, (dicts.clone(), pass(&out_w), pass(&go_r)));
-    p.start().unwrap();
-    assert_eq!(Lines::new(out_r).next(), "holding");
-    drop(dicts);
-    // The child's references keep the dicts.
-    assert_eq!(m.number_of_objects().unwrap(), (5, 0));
-    p.kill().unwrap();
-    p.join().unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || m.number_of_objects().unwrap().0 == 0),
-        "the dead client's dicts were not released: {:?}",
-        m.number_of_objects()
-    );
+    common::a_killed_clients_references_are_given_back(0);
 }
 
 #[test]

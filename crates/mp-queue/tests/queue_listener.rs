@@ -13,9 +13,8 @@ use mp_testkit::python::{python, run_script};
 
 const KEY: &[u8] = b"the key";
 
-/// Echoes every message of one connection back, until end of file.
-fn echo_one(listener: &Listener) -> mp_queue::Result<()> {
-    let conn = listener.accept()?;
+/// Echoes every message of `conn` back, until end of file.
+fn echo_all(conn: Connection) -> mp_queue::Result<()> {
     loop {
         match conn.recv_bytes(None) {
             Ok(bytes) => conn.send_bytes(&bytes, 0, None)?,
@@ -23,6 +22,11 @@ fn echo_one(listener: &Listener) -> mp_queue::Result<()> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Echoes every message of one connection back, until end of file.
+fn echo_one(listener: &Listener) -> mp_queue::Result<()> {
+    echo_all(listener.accept()?)
 }
 
 /// A round trip on every family, typed and raw.
@@ -468,17 +472,6 @@ fn messages_read_ahead_still_show_in_poll_and_wait() {
         assert_eq!(conn.recv_bytes(None).unwrap(), b"b");
     }
     tx.send(&conn).unwrap();
-}
-
-/// Echoes every message of `conn` back, until end of file.
-fn echo_all(conn: Connection) -> mp_queue::Result<()> {
-    loop {
-        match conn.recv_bytes(None) {
-            Ok(bytes) => conn.send_bytes(&bytes, 0, None)?,
-            Err(Error::Eof) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 #[test]

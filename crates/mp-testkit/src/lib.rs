@@ -58,5 +58,6 @@ pub mod shm;
 
 pub use pipes::{pass, pipe, read_all, read_exact, release, send_text, wait_for_byte};
 pub use procs::{
-    alive, asleep_in_futex, children, die_now, eventually, exits_within, kill, method, open_fds,
+    alive, asleep, asleep_in_futex, children, die_now, eventually, exits_within, kill, method,
+    open_fds,
 };

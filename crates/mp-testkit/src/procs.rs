@@ -90,6 +90,14 @@ pub fn method() -> String {
     std::env::var("MP_START_METHOD").unwrap_or_else(|_| "fork".into())
 }
 
+/// Whether the thread `tid` of this process sleeps now (state `S`), in whatever call: how a
+/// test knows that a thread is blocked (a call waiting for its reply) before it acts.
+pub fn asleep(tid: i32) -> bool {
+    let state = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    // The state follows the command's closing parenthesis.
+    state.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('S'))
+}
+
 /// Whether the thread `tid` of this process sleeps in a `futex` call now: how a test knows
 /// that a waiter is queued on a futex before it acts (the kernel offers nothing to wait on).
 /// x86-64 only (the call's number there is 202); elsewhere always `true`, so the tests that
@@ -98,10 +106,7 @@ pub fn asleep_in_futex(tid: i32) -> bool {
     if !cfg!(target_arch = "x86_64") {
         return true;
     }
-    let task = format!("/proc/self/task/{tid}");
-    let state = std::fs::read_to_string(format!("{task}/stat")).unwrap_or_default();
-    let call = std::fs::read_to_string(format!("{task}/syscall")).unwrap_or_default();
-    // The state follows the command's closing parenthesis.
-    let sleeping = state.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('S'));
-    sleeping && call.split_whitespace().next() == Some("202")
+    let call =
+        std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap_or_default();
+    asleep(tid) && call.split_whitespace().next() == Some("202")
 }
