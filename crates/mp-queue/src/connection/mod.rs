@@ -238,6 +238,41 @@ impl Got {
     }
 }
 
+/// A received message's bytes, as the receive has them: still in the lane (read in place, under
+/// the receive lock), or a frame read from the socket into a vector of its own, which a caller
+/// that keeps the bytes takes without a copy.
+enum Received<'a> {
+    /// A lane record's payload.
+    Lane(&'a [u8]),
+    /// A socket frame's payload.
+    Frame(Vec<u8>),
+}
+
+impl Received<'_> {
+    /// The bytes.
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Received::Lane(bytes) => bytes,
+            Received::Frame(bytes) => bytes,
+        }
+    }
+
+    /// The bytes in a vector of their own: a lane record's copied, a frame's moved (its spare
+    /// capacity given back if it is more than a quarter of the bytes: a frame read in growing
+    /// chunks may have reserved up to twice what came).
+    fn into_vec(self) -> Vec<u8> {
+        match self {
+            Received::Lane(bytes) => bytes.to_vec(),
+            Received::Frame(mut bytes) => {
+                if bytes.capacity() - bytes.len() > bytes.len() / 4 {
+                    bytes.shrink_to_fit();
+                }
+                bytes
+            }
+        }
+    }
+}
+
 /// The guard of an end's send or receive lock.
 enum Order<'a> {
     /// A pipe end's process-shared lock.
@@ -649,8 +684,13 @@ impl Connection {
 
     /// Receives one message of at most `limit` bytes, from the lane or the socket, marking the
     /// connection broken if the receive stops inside a frame, and hands it to `f` (a lane
-    /// message in place, under the receive lock).
-    fn recv_with<R>(&self, limit: usize, f: impl FnOnce(&[u8], Vec<OwnedFd>) -> R) -> Result<R> {
+    /// message in place, under the receive lock; a socket frame as the vector it was read
+    /// into).
+    fn recv_with<R>(
+        &self,
+        limit: usize,
+        f: impl FnOnce(Received<'_>, Vec<OwnedFd>) -> R,
+    ) -> Result<R> {
         let fd = self.recv_fd()?;
         // The receive lock is held until the end, through `mark_broken` below.
         let (_order, received) = match &self.kind {
@@ -669,7 +709,9 @@ impl Connection {
                 }
                 let received = match self.receive(fd, lane, limit) {
                     Ok(Some(Got::Lane(record))) => {
-                        return Ok(lane.consume(record, |bytes| f(bytes, Vec::new())));
+                        return Ok(
+                            lane.consume(record, |bytes| f(Received::Lane(bytes), Vec::new()))
+                        );
                     }
                     Ok(Some(Got::Frame(bytes, fds))) => Ok(Some((bytes, fds))),
                     Ok(None) => Ok(None),
@@ -688,7 +730,7 @@ impl Connection {
             }
         };
         match received {
-            Ok(Some((bytes, fds))) => Ok(f(&bytes, fds)),
+            Ok(Some((bytes, fds))) => Ok(f(Received::Frame(bytes), fds)),
             Ok(None) => Err(Error::Eof),
             // Linux reports a peer that closed with unread data as a reset: it is gone all
             // the same, and later reads see end of file.
@@ -880,7 +922,7 @@ impl Connection {
     /// (after which the connection is broken), [`Error::Closed`], [`Error::WriteOnly`],
     /// [`Error::Broken`].
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        Ok(self.recv_with(self.max_message, fdpass::decode_with_fds)??)
+        Ok(self.recv_with(self.max_message, |m, fds| fdpass::decode_with_fds(m.bytes(), fds))??)
     }
 
     /// Sends `buf[offset..offset + size]` (to the end if `size` is `None`) as one message:
@@ -948,7 +990,7 @@ impl Connection {
     /// ```
     pub fn recv_bytes(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
         let limit = maxlength.map_or(self.max_message, |m| m.min(self.max_message));
-        match self.recv_with(limit, |bytes, _fds| bytes.to_vec()) {
+        match self.recv_with(limit, |message, _fds| message.into_vec()) {
             Ok(bytes) => Ok(bytes),
             Err(Error::Wire(WireError::Oversized { len, .. }))
                 if maxlength.is_some_and(|m| m < self.max_message) =>
@@ -977,10 +1019,10 @@ impl Connection {
     /// # Ok::<(), mp_queue::Error>(())
     /// ```
     pub fn recv_bytes_into_vec(&self, buf: &mut Vec<u8>) -> Result<usize> {
-        self.recv_with(self.max_message, |bytes, _fds| {
+        self.recv_with(self.max_message, |message, _fds| {
             buf.clear();
-            buf.extend_from_slice(bytes);
-            bytes.len()
+            buf.extend_from_slice(message.bytes());
+            buf.len()
         })
     }
 
@@ -1011,12 +1053,16 @@ impl Connection {
         let Some(room) = buf.get_mut(offset..) else {
             return Err(Error::OutOfRange { offset, len: None, size: len });
         };
-        self.recv_with(self.max_message, |message, _fds| match room.get_mut(..message.len()) {
-            Some(dest) => {
-                dest.copy_from_slice(message);
-                Ok(message.len())
+        self.recv_with(self.max_message, |message, _fds| {
+            match room.get_mut(..message.bytes().len()) {
+                Some(dest) => {
+                    dest.copy_from_slice(message.bytes());
+                    Ok(dest.len())
+                }
+                None => {
+                    Err(Error::BufferTooShort { room: room.len(), message: message.into_vec() })
+                }
             }
-            None => Err(Error::BufferTooShort { room: room.len(), message: message.to_vec() }),
         })?
     }
 
