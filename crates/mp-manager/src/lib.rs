@@ -62,13 +62,13 @@
 //! ```
 //!
 //! # How it works
-//! The manager's process is started under any start method and watches the pidfd of the
-//! process that started it: it never outlives it. Each client thread talks to it on a
-//! connection of its own (an `mp_queue` pipe, shared-memory lanes with bounded spinning; in a
-//! process that does not spin, a plain socket pair, `mp_queue::socket_pipe`), opened through
-//! the manager's private doorway, with an id on every request. The manager
-//! counts references per client process and gives back those of a process that ends, however
-//! it ends. A call that blocks in the manager (a queue's `get`) blocks only its own thread.
+//! The manager's process is started under any start method and watches the pidfd of the process
+//! that started it: it never outlives it. Each client thread talks to it on a connection of its
+//! own (an `mp_queue` pipe, shared-memory lanes with bounded spinning; in a process that does
+//! not spin, a plain socket pair, `mp_queue::socket_pipe`), opened through the manager's
+//! private doorway, with an id on every request. The manager counts references per client
+//! process and gives back those of a process that ends, however it ends. A call that blocks in
+//! the manager (a queue's `get`) blocks only its own thread.
 //!
 //! Values are stored as their postcard encodings and compared by them: equal for integers,
 //! strings, tuples, structs and enums of them, but floats compare by their bits. Typed

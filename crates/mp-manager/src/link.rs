@@ -11,13 +11,14 @@
 //!
 //! A connection is an `mp_queue` duplex pipe (shared-memory lanes with bounded spinning, a
 //! socket beneath), or, in a process that does not spin, a plain socket pair
-//! (`mp_queue::socket_pipe`; see `pair.rs`): the client makes the pair and sends
-//! the server's end through the doorway in one record (`SCM_RIGHTS`), so only processes that were handed the doorway (the manager's
-//! own process tree) can connect, and they need no address and no handshake. Each thread of a
-//! process takes a connection of its own for the length of one call from the link's pool;
-//! after a fork the child finds the pool made by another pid and opens its own (Python's
-//! gh-101320 cannot happen). A call abandoned between its request and its reply (a panic, a
-//! caller unwinding) leaves its connection out of the pool: it is closed, never reused.
+//! (`mp_queue::socket_pipe`; see `pair.rs`): the client makes the pair and sends the server's
+//! end through the doorway in one record (`SCM_RIGHTS`), so only processes that were handed the
+//! doorway (the manager's own process tree) can connect, and they need no address and no
+//! handshake. Each thread of a process takes a connection of its own for the length of one call
+//! from the link's pool; after a fork the child finds the pool made by another pid and opens
+//! its own (Python's gh-101320 cannot happen). A call abandoned between its request and its
+//! reply (a panic, a caller unwinding) leaves its connection out of the pool: it is closed,
+//! never reused.
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, OwnedFd};

@@ -116,3 +116,55 @@ fn a_remote_client_of_this_host_moves_to_a_socket_pair_without_spinning() {
     assert!(refused.is_remote("Refused"), "{refused:?}");
     assert_eq!(d.get(&1).unwrap(), Some(2));
 }
+
+#[test]
+fn out_of_descriptors_a_new_connection_is_an_error_and_the_open_ones_serve_on() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    no_spinning();
+    let m = Manager::start().unwrap();
+    let d: DictProxy<u8, u8> = m.dict().unwrap();
+    d.insert(1, 1).unwrap();
+    let q = m.queue::<u8>().unwrap();
+    std::thread::scope(|s| {
+        // A call blocked in the manager holds this process's one connection.
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let q_waiter = &q;
+        let waiter = s.spawn(move || {
+            tid_tx.send(rustix::thread::gettid().as_raw_nonzero().get()).unwrap();
+            q_waiter.get()
+        });
+        let tid = tid_rx.recv().unwrap();
+        assert!(mp_testkit::eventually(std::time::Duration::from_secs(10), || {
+            mp_testkit::asleep(tid)
+        }));
+        // No descriptor left: the limit just above the highest open one, the holes below
+        // filled.
+        let saved = getrlimit(Resource::Nofile);
+        let highest = *mp_testkit::open_fds().last().unwrap();
+        let mut limit = saved;
+        limit.current = Some(highest + 1);
+        setrlimit(Resource::Nofile, limit).unwrap();
+        let probe = std::fs::File::open("/dev/null");
+        let mut fillers = Vec::new();
+        while let Ok(fd) = rustix::io::dup(probe.as_ref().unwrap()) {
+            fillers.push(fd);
+        }
+        let socket_pipe = mp_queue::socket_pipe();
+        // This call needs a connection of its own, which cannot be made.
+        let refused = d.get(&1);
+        drop(fillers);
+        drop(probe);
+        setrlimit(Resource::Nofile, saved).unwrap();
+        assert!(
+            matches!(socket_pipe, Err(mp_queue::Error::Io { op: "socketpair", .. })),
+            "{:?}",
+            socket_pipe.map(drop)
+        );
+        assert!(refused.is_err(), "{refused:?}");
+        // With descriptors again, calls connect; the blocked call got through it all.
+        assert_eq!(d.get(&1).unwrap(), Some(1));
+        q.put(7).unwrap();
+        assert_eq!(waiter.join().unwrap().unwrap(), 7);
+    });
+    assert_eq!(d.len().unwrap(), 1);
+}

@@ -1,6 +1,7 @@
 //! `pipe`, `socket_pipe` and `Connection`: message-preserving channels over stream sockets.
 //! A pipe's ends use mp's frames and shared-memory lanes; the connections of `Listener` and
-//! `Client`, and the ends of a `socket_pipe`, use CPython's framing (`pyframe.rs`). What crosses for a connection is in `wire.rs`.
+//! `Client`, and the ends of a `socket_pipe`, use CPython's framing (`pyframe.rs`). What
+//! crosses for a connection is in `wire.rs`.
 
 pub(crate) mod pyframe;
 mod wire;
@@ -306,10 +307,11 @@ fn take_local<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
 /// # Connections of a `Listener` or `Client`, and of a `socket_pipe`
 /// A connection made by [`Listener::accept`](crate::Listener::accept) or
 /// [`Client::connect`](crate::Client::connect), or an end of a [`socket_pipe`], has the same
-/// API over a TCP or `AF_UNIX` socket, with CPython's framing (a 4-byte big-endian length; −1 and an 8-byte length past
-/// 2 GiB) and no lanes, so its peer may be a Python program. It carries bytes only: a value
-/// holding descriptors is [`Error::InvalidArgument`]. Its handles share send and receive
-/// locks within one process; it may be handed to a child, which then uses it on its own.
+/// API over a TCP or `AF_UNIX` socket, with CPython's framing (a 4-byte big-endian length; −1
+/// and an 8-byte length past 2 GiB) and no lanes, so its peer may be a Python program. It
+/// carries bytes only: a value holding descriptors is [`Error::InvalidArgument`]. Its handles
+/// share send and receive locks within one process; it may be handed to a child, which then
+/// uses it on its own.
 ///
 /// # Errors and a connection's state
 /// The other end closing gives [`Error::Eof`] from the receiving calls (and
